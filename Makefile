@@ -1,0 +1,55 @@
+# make run   - create .venv, install, serve config.toml (SMTP 127.0.0.1:2525, HTTP 127.0.0.1:8025)
+# make test  - install what the tests need (Debian packages too, when missing), run the suite
+# make bench - the benchmarks in bench/ (see README)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages the test suite runs for real: command -> package.
+TEST_DEBS := swaks:swaks dnsmasq:dnsmasq-base redis-server:redis-server openssl:openssl
+
+.PHONY: run test lint bench venv test-debs clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+# A self-signed development certificate for STARTTLS, made once.
+var/tls/cert.pem:
+	mkdir -p var/tls
+	openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj /CN=localhost \
+	    -keyout var/tls/key.pem -out var/tls/cert.pem 2>/dev/null
+	chmod 600 var/tls/key.pem
+
+run: $(STAMP) var/tls/cert.pem
+	$(BIN)/mta serve -c config.toml
+
+test-debs:
+	@missing=""; for pair in $(TEST_DEBS); do \
+	    cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	    command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: $(STAMP) test-debs
+	$(BIN)/ruff check mta tests bench
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(BIN)/ruff check mta tests bench
+
+bench: $(STAMP) test-debs
+	$(BIN)/python bench/run.py $(ARGS)
+
+clean:
+	rm -rf var build *.egg-info

@@ -1,0 +1,122 @@
+"""/api/v1/admin/queue: list, show, hold, release, delete, flush, bounce, stats, explain.
+
+A thin layer: each route checks its input and calls one method of the `QueueOps` object the
+daemon provides, so the CLI, scripts and the tests see the same behaviour.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from mta.http.errors import ApiError
+
+__all__ = ["QueueOps", "routes"]
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_STATES = ("queued", "held", "delivered", "bounced", "expired")
+
+
+class QueueOps(Protocol):
+    async def queue_list(self, state: str | None, limit: int, after: str | None) -> list[dict]: ...
+    async def queue_show(self, msg_id: str) -> dict | None: ...
+    async def queue_hold(self, msg_id: str) -> bool: ...
+    async def queue_release(self, msg_id: str) -> bool: ...
+    async def queue_delete(self, msg_id: str) -> bool: ...
+    async def queue_bounce(self, msg_id: str) -> bool: ...
+    async def queue_flush(self, msg_id: str | None) -> int: ...
+    async def queue_stats(self) -> dict[str, Any]: ...
+    async def queue_explain(self, msg_id: str) -> dict | None: ...
+
+
+routes = web.RouteTableDef()
+
+
+def _ops(request: web.Request) -> QueueOps:
+    return request.app["queue_ops"]
+
+
+def _msg_id(request: web.Request) -> str:
+    msg_id = request.match_info["id"]
+    if not _ID_RE.match(msg_id):
+        raise ApiError(400, "bad_id", f"not a queue id: {msg_id!r}")
+    return msg_id
+
+
+def _not_found(msg_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no message {msg_id} in the queue")
+
+
+@routes.get("/api/v1/admin/queue")
+async def queue_list(request: web.Request) -> web.Response:
+    state = request.query.get("state") or None
+    if state is not None and state not in _STATES:
+        raise ApiError(400, "bad_state", f"state must be one of {', '.join(_STATES)}")
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise ApiError(400, "bad_limit", "limit must be an integer") from None
+    if not 1 <= limit <= 10_000:
+        raise ApiError(400, "bad_limit", "limit must be between 1 and 10000")
+    after = request.query.get("after") or None
+    messages = await _ops(request).queue_list(state, limit, after)
+    return web.json_response({"messages": messages})
+
+
+@routes.get("/api/v1/admin/queue-stats")
+async def queue_stats(request: web.Request) -> web.Response:
+    return web.json_response(await _ops(request).queue_stats())
+
+
+@routes.post("/api/v1/admin/queue/flush")
+async def queue_flush_all(request: web.Request) -> web.Response:
+    n = await _ops(request).queue_flush(None)
+    return web.json_response({"result": "flushed", "recipients": n})
+
+
+@routes.get("/api/v1/admin/queue/{id}")
+async def queue_show(request: web.Request) -> web.Response:
+    msg_id = _msg_id(request)
+    info = await _ops(request).queue_show(msg_id)
+    if info is None:
+        raise _not_found(msg_id)
+    return web.json_response(info)
+
+
+@routes.get("/api/v1/admin/queue/{id}/explain")
+async def queue_explain(request: web.Request) -> web.Response:
+    msg_id = _msg_id(request)
+    info = await _ops(request).queue_explain(msg_id)
+    if info is None:
+        raise _not_found(msg_id)
+    return web.json_response(info)
+
+
+@routes.delete("/api/v1/admin/queue/{id}")
+async def queue_delete(request: web.Request) -> web.Response:
+    msg_id = _msg_id(request)
+    if not await _ops(request).queue_delete(msg_id):
+        raise _not_found(msg_id)
+    return web.json_response({"id": msg_id, "result": "deleted"})
+
+
+@routes.post("/api/v1/admin/queue/{id}/{action}")
+async def queue_action(request: web.Request) -> web.Response:
+    msg_id = _msg_id(request)
+    action = request.match_info["action"]
+    ops = _ops(request)
+    if action == "flush":
+        n = await ops.queue_flush(msg_id)
+        if n < 0:
+            raise _not_found(msg_id)
+        return web.json_response({"id": msg_id, "result": "flushed", "recipients": n})
+    method = {"hold": ops.queue_hold, "release": ops.queue_release,
+              "bounce": ops.queue_bounce}.get(action)
+    if method is None:
+        raise ApiError(404, "not_found", f"no action {action!r}")
+    if not await method(msg_id):
+        raise _not_found(msg_id)
+    past = {"hold": "held", "release": "released", "bounce": "bounced"}[action]
+    return web.json_response({"id": msg_id, "result": past})

@@ -1,0 +1,5 @@
+"""Observation: the events log and Prometheus metrics."""
+
+from mta.observe.events import EventLog
+
+__all__ = ["EventLog"]

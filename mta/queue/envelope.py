@@ -1,0 +1,30 @@
+"""The envelope of an accepted message: what ingress hands to the spool.
+
+Ingress (SMTP or HTTP) builds one `Envelope` per accepted message; `Spool.put(envelope,
+body)` stores it with its body. The spool and everything downstream read it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Recipient:
+    address: str  # "local@domain" as given in RCPT TO, without angle brackets
+    # RFC 3461 DSN parameters from RCPT TO (NOTIFY=..., ORCPT=...); None when not given.
+    notify: str | None = None
+    orcpt: str | None = None
+
+
+@dataclass(slots=True)
+class Envelope:
+    tenant: str
+    mail_from: str  # "" is the null reverse-path <>
+    recipients: list[Recipient]
+    client_ip: str = ""
+    helo: str = ""
+    auth_user: str | None = None
+    # MAIL FROM parameters that travel with the message: BODY, SMTPUTF8, RET, ENVID.
+    mail_params: dict[str, str] = field(default_factory=dict)
+    received_at: float = 0.0  # unix time of acceptance

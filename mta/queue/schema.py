@@ -1,0 +1,92 @@
+"""The spool's SQLite schema and its migrations.
+
+The schema version is `PRAGMA user_version`. `MIGRATIONS[i]` takes a database at version i to
+version i + 1; `migrate()` applies the missing ones in order, each in its own transaction
+with the version bump, so an interrupted upgrade resumes where it stopped. Add a migration by
+appending a function; never edit one that has shipped.
+
+Tables:
+- messages: one row per accepted message (envelope, state `queued|held|done`, size).
+- bodies: the message bytes, apart so listing and recovery never read a body.
+- recipients: one row per RCPT, keyed (msg_id, idx), with its delivery state
+  `queued|held|delivered|bounced|expired`, attempts, next_attempt, last reply and site.
+  A partial index over the `queued` rows lets recovery stream what is pending without
+  touching finished recipients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import aiosqlite
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNewError", "migrate"]
+
+
+async def _v1_initial(db: aiosqlite.Connection) -> None:
+    await db.execute("""
+        CREATE TABLE messages (
+            id          TEXT PRIMARY KEY,
+            tenant      TEXT NOT NULL,
+            mail_from   TEXT NOT NULL,
+            params      TEXT NOT NULL,   -- JSON object: BODY, SMTPUTF8, RET, ENVID
+            client_ip   TEXT NOT NULL,
+            helo        TEXT NOT NULL,
+            auth_user   TEXT,
+            received_at REAL NOT NULL,
+            state       TEXT NOT NULL,   -- queued | held | done
+            size        INTEGER NOT NULL,
+            rcpt_count  INTEGER NOT NULL,
+            updated_at  REAL NOT NULL
+        ) WITHOUT ROWID""")
+    await db.execute("CREATE INDEX messages_state ON messages(state, id)")
+    # A rowid table: WITHOUT ROWID suits small rows only, bodies are large.
+    await db.execute("CREATE TABLE bodies (id TEXT PRIMARY KEY, body BLOB NOT NULL)")
+    await db.execute("""
+        CREATE TABLE recipients (
+            msg_id       TEXT NOT NULL,
+            idx          INTEGER NOT NULL,
+            address      TEXT NOT NULL,
+            notify       TEXT,
+            orcpt        TEXT,
+            state        TEXT NOT NULL,  -- queued | held | delivered | bounced | expired
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL DEFAULT 0,
+            last_reply   TEXT,
+            site         TEXT,
+            updated_at   REAL NOT NULL,
+            PRIMARY KEY (msg_id, idx)
+        ) WITHOUT ROWID""")
+    await db.execute(
+        "CREATE INDEX recipients_pending ON recipients(msg_id, idx) WHERE state = 'queued'")
+
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+MIGRATIONS: list[Migration] = [_v1_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNewError(Exception):
+    pass
+
+
+async def migrate(db: aiosqlite.Connection) -> int:
+    """Bring the database to SCHEMA_VERSION; returns the version found before."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    found = int(row[0]) if row else 0
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"spool schema version {found} is newer than this mta ({SCHEMA_VERSION})")
+    for version in range(found, SCHEMA_VERSION):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            await MIGRATIONS[version](db)
+            # PRAGMA takes no parameters; the value is our own integer.
+            await db.execute(f"PRAGMA user_version = {version + 1}")
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+    return found
