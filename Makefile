@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian packages the test suite runs for real: command -> package.
-TEST_DEBS := swaks:swaks dnsmasq:dnsmasq-base redis-server:redis-server openssl:openssl
+TEST_DEBS := swaks:swaks unbound:unbound redis-server:redis-server openssl:openssl
 
 .PHONY: run test lint bench venv test-debs clean
 

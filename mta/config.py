@@ -211,6 +211,9 @@ class SpoolConfig:
     # A group commit takes whatever arrived while the previous one was being written, up to
     # this many messages, so one fsync covers many messages under load and none waits idle.
     max_batch: int = 512
+    # Cap on the spool database size (0: only the disk limits it). When reached, puts get
+    # 452 4.3.1 (RFC 3463 "mail system full") instead of the disk filling for everyone.
+    max_size: Size = 0
 
 
 @dataclass(frozen=True)
@@ -220,8 +223,12 @@ class DnsConfig:
     timeout: Duration = 5.0
     # Cached answers (positive and negative); bounded so a spam run can't eat memory.
     cache_size: int = 100_000
-    # How long NXDOMAIN / no-data / SERVFAIL answers are cached when the zone gives no SOA.
+    # How long NXDOMAIN / no-data answers are cached when the server sends no SOA (with an
+    # SOA: min(SOA TTL, SOA minimum), RFC 2308 5). 5 minutes: RFC 2308's SERVFAIL ceiling.
     negative_ttl: Duration = 300.0
+    # SERVFAIL and timeouts are kept this long, so a broken domain is not asked again for
+    # every message; short, because such failures are usually transient (RFC 2308 7.1).
+    failure_ttl: Duration = 30.0
 
 
 @dataclass(frozen=True)
@@ -261,8 +268,28 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class TenantConfig:
+    # Name in [plans]: the tenant's default limits. "" = no plan limits.
     plan: str = ""
+    # "active" or "suspended" (refused at MAIL FROM until changed; see `mta policy suspend`
+    # for suspensions with a reason, an end date or one message class).
     status: str = "active"
+    # Sub-account of this tenant ("" = top-level): own counters and limits, and its mail
+    # also counts against (and is bounded by) every ancestor's limits.
+    parent: str = ""
+    # Egress pool for delivery; "" = the parent's pool, else the default pool.
+    pool: str = ""
+    # Message classes this tenant may send; empty = every class in [policy] class_max_age.
+    classes: list[str] = field(default_factory=list)
+    # Class of mail without an X-Mta-Class header; "" = [policy] default_class.
+    default_class: str = ""
+    # Sends only against paid credits: its own lots (a sub-account without this flag spends
+    # its nearest prepaid ancestor's).
+    prepaid: bool = False
+    # The tenant's own limits, replacing the plan's; unset = the plan's, 0 = unlimited.
+    messages_per_hour: int | None = None
+    messages_per_day: int | None = None
+    messages_per_month: int | None = None
+    unique_recipients_per_month: int | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +304,16 @@ class UserConfig:
 @dataclass(frozen=True)
 class BounceConfig:
     """[bounce]: reply classification and DSNs (mta/bounce)."""
+
+    # Operator classification rules (same shape as mta/bounce/rules.toml), checked before
+    # the built-in ones; none by default: the built-ins know the large providers.
+    rules: Path | None = None
+    # Reporting-MTA in DSNs; empty means [server] hostname, the name receivers saw.
+    reporting_mta: str = ""
+    # RET=FULL (or no RET) returns the whole original only up to this size, else its
+    # headers: Postfix's bounce_size_limit is 50000 bytes, for the same reason (a bounce
+    # of a large mailing must not cost as much as the mailing).
+    max_returned_size: Size = 50_000
 
 
 def _parse_instant(value: object) -> float:
@@ -422,11 +459,50 @@ class EgressConfig:
 class PolicyConfig:
     """[policy]: credits, quotas, licence (mta/policy)."""
 
+    # "accepted": a credit is spent when the message is accepted; "delivered": it is held
+    # at acceptance and refunded if the recipient bounces, expires or is suppressed.
+    charge: str = "accepted"
+    # IANA zone of the calendar windows: hour/day/month quotas and the licence month.
+    timezone: str = "UTC"
+    # Signed volume licence (`mta licence issue`); unset = no licence, no volume limit.
+    licence_file: Path | None = None
+    # Base64 raw Ed25519 public key the licence must be signed with.
+    licence_public_key: str = ""
+    # Percentages of the licence volume that raise an alert (event, log line, metric).
+    licence_alert_levels: list[int] = field(default_factory=lambda: [80, 100])
+    # Credit lots bought without an explicit expiry date expire after this many calendar
+    # months (12: the usual validity of prepaid e-mail credits).
+    credit_validity_months: int = 12
+    # The same Message-ID to the same recipient from the same tenant within this window is
+    # accepted once. A day covers a client's retries after a reply lost to a broken link.
+    duplicate_window: Duration = 86400.0
+    # Header that names a message's class (ingress removes it before sending).
+    class_header: str = "X-Mta-Class"
+    # Class of mail with neither the header nor a tenant default_class.
+    default_class: str = "transactional"
+    # The message classes and how long each may stay queued; 0 = [delivery] max_age.
+    # Marketing mail loses its value within a day, and days of retries hurt reputation.
+    class_max_age: dict[str, Duration] = field(
+        default_factory=lambda: {"transactional": 0.0, "marketing": 86400.0})
+
 
 @dataclass(frozen=True)
 class ClusterConfig:
     # Redis shared by workers and nodes for shaping and policy state; empty: in-process.
     redis_url: str = ""
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """[plans.NAME]: the limits of the tenants on a plan (mta/policy); 0 = unlimited.
+
+    Counted per accepted recipient in calendar windows of [policy] timezone."""
+
+    messages_per_hour: int = 0
+    messages_per_day: int = 0
+    messages_per_month: int = 0
+    # Distinct recipients per calendar month: the list size that plans are sold by.
+    unique_recipients_per_month: int = 0
 
 
 @dataclass(frozen=True)
@@ -447,6 +523,10 @@ class Config:
     egress: EgressConfig = field(default_factory=EgressConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
+    # [plans] table in the file replaces this default, so list "free" there if used.
+    plans: dict[str, PlanConfig] = field(
+        default_factory=lambda: {"free": PlanConfig(unique_recipients_per_month=2000)})
 
 
 # --- loader ------------------------------------------------------------------------------
@@ -613,6 +693,25 @@ def _validate(cfg: Config, errors: _Errors) -> None:
             errors.add(f"{key}.tenant", f"unknown tenant {user.tenant!r}")
         if not user.password.startswith("$scrypt$"):
             errors.add(f"{key}.password", "expected a scrypt hash from `mta passwd`")
+    from zoneinfo import ZoneInfo  # policy: quotas reset in this zone; a typo must not start
+    pol = cfg.policy
+    if pol.charge not in ("accepted", "delivered"):
+        errors.add("policy.charge", "must be \"accepted\" or \"delivered\"")
+    try:
+        ZoneInfo(pol.timezone)
+    except (ValueError, LookupError):  # ZoneInfoNotFoundError is a KeyError
+        errors.add("policy.timezone", f"unknown time zone {pol.timezone!r}")
+    if pol.licence_file is not None and not pol.licence_public_key:
+        errors.add("policy.licence_public_key", "required when licence_file is set")
+    for name, t in cfg.tenants.items():
+        key = f"tenants.{_quote_key(name)}"
+        if t.plan and t.plan not in cfg.plans:
+            errors.add(f"{key}.plan", f"unknown plan {t.plan!r}")
+        if t.parent and t.parent not in cfg.tenants:
+            errors.add(f"{key}.parent", f"unknown tenant {t.parent!r}")
+        for c in [*t.classes, t.default_class or pol.default_class]:
+            if c not in pol.class_max_age:
+                errors.add(f"{key}.classes", f"unknown message class {c!r}")
 
 
 def _resolve_defaults(cfg: Config, base: Path) -> Config:

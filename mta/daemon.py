@@ -1,28 +1,180 @@
 """`mta serve`: builds every part from the config, runs them, and takes them down in order.
 
-Lifecycle (aiohttp web_runner style): open in order - events log, spool, policy, resolver,
-delivery, HTTP, SMTP listeners - and close in reverse, also after a start-up that failed
-halfway. SIGTERM/SIGINT: stop listening, let in-flight sessions and deliveries finish within
-`[server] shutdown_timeout`, sync the spool, exit 0. SIGHUP: reload the config (limits,
-users, TLS, DKIM keys) and reopen the events log; a bad new config is refused and the old one
-kept. With NOTIFY_SOCKET set (systemd Type=notify) READY=1 is sent once listening.
+Lifecycle (aiohttp web_runner style): open in order - events log, spool, delivery, HTTP,
+SMTP listeners - and close in reverse, also after a start-up that failed halfway.
+SIGTERM/SIGINT: stop listening, let in-flight sessions and deliveries finish within
+`[server] shutdown_timeout`, close the spool (every commit is already fsynced), exit 0.
+SIGHUP: reload the config (limits, users, TLS) and reopen the events log; a bad new config
+is refused and the old one kept. With NOTIFY_SOCKET set (systemd Type=notify) READY=1 is
+sent once every listener is bound.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
 
-from mta.config import Config
+from aiohttp import web
 
-__all__ = ["serve", "validate_runtime"]
+from mta.config import Config, ConfigError, load_config
+from mta.delivery.dispatcher import Dispatcher
+from mta.delivery.operations import QueueOperations
+from mta.http.app import make_app
+from mta.ingress import Ingress
+from mta.observe.events import EventLog
+from mta.observe.systemd import notify
+from mta.queue import Spool
+from mta.smtp.server import SmtpServer
+
+__all__ = ["Daemon", "serve", "validate_runtime"]
 
 log = logging.getLogger("mta")
 
 
 def validate_runtime(cfg: Config) -> list[str]:
-    """Checks that need more than the config file: keys and certificates that must load."""
-    return []
+    """Checks beyond the config file's own types: rules in other subpackages' syntax, and
+    keys or certificates that must load."""
+    from mta.shaping import validate as validate_shaping
+
+    errors = list(validate_shaping(cfg))
+    try:
+        import ssl
+
+        s = cfg.smtp
+        if s.tls_cert is not None and s.tls_key is not None:
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+                s.tls_cert, s.tls_key)
+    except (ssl.SSLError, OSError) as e:
+        errors.append(f"{cfg.path}: smtp.tls_cert: cannot load certificate and key: {e}")
+    return errors
+
+
+class Daemon:
+    """One process: one event loop, one spool shard, every listener."""
+
+    def __init__(self, cfg: Config, *, shard: int = 0) -> None:
+        self.cfg = cfg
+        self.shard = shard
+        self._stop = asyncio.Event()
+        self.smtp: SmtpServer | None = None
+        self.http_runner: web.AppRunner | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self._components())
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            notify("READY=1\nSTATUS=serving")
+            self.ready.set()
+            log.info("mta ready (pid %d)", os.getpid())
+            await self._stop.wait()
+            notify("STOPPING=1")
+            log.info("stopping: draining sessions and deliveries")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @contextlib.asynccontextmanager
+    async def _components(self) -> AsyncIterator[None]:
+        cfg = self.cfg
+        async with contextlib.AsyncExitStack() as stack:
+            self.events = EventLog(cfg.log.events or None)
+            stack.push_async_callback(self.events.aclose)
+
+            self.spool = await Spool.open(cfg.spool.dir, max_batch=cfg.spool.max_batch,
+                                          shard=self.shard, max_size=cfg.spool.max_size)
+            stack.push_async_callback(self.spool.close)
+
+            self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events)
+            self.ingress = Ingress(spool=self.spool, events=self.events,
+                                   on_accepted=self.delivery.accepted)
+            self.delivery.inject_dsn = self.ingress.inject_dsn
+            await self.delivery.start()
+            stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
+
+            # Metrics: counters from the events stream, gauges read at each scrape.
+            from mta.http.app import Limits
+            from mta.observe.metrics import Metrics
+
+            self.metrics = Metrics(tenants=["default", *cfg.tenants])
+            self.metrics.attach(self.events)
+            self.metrics.watch_queue(self.spool, self.delivery.scheduler)
+            self.metrics.add_gauge("mta_smtp_connections", "Inbound SMTP connections open.",
+                                   lambda: self.smtp.connection_count if self.smtp else 0)
+            self.metrics.add_gauge(
+                "mta_outbound_connections", "Outbound SMTP connections open.",
+                lambda: sum(s.pool.open_count for s in self.delivery.sites.values() if s.pool))
+            # API key -> tenant for POST /api/v1/messages: [tenants.X] api_keys (policy adds it).
+            api_keys = {key: name for name, t in cfg.tenants.items()
+                        for key in getattr(t, "api_keys", ())}
+            app = make_app(admin_token=cfg.http.admin_token,
+                           queue_ops=QueueOperations(self.spool, self.delivery),
+                           ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
+                           policy_admin=getattr(self, "policy_admin", None),
+                           limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
+                                         cfg.server.hostname))
+            self.http_runner = web.AppRunner(app, access_log=None)
+            await self.http_runner.setup()
+            stack.push_async_callback(self.http_runner.cleanup)
+            for host, port in cfg.http.listen:
+                site = web.TCPSite(self.http_runner, host, port, reuse_port=True)
+                await site.start()
+            log.info("http listening on %s",
+                     ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+
+            self.smtp = SmtpServer(cfg, self.ingress, events=self.events)
+            await self.smtp.start()
+            stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
+            yield
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config file; keep the old config if the new one is bad."""
+        notify("RELOADING=1")
+        try:
+            new = load_config(self.cfg.path)
+            errors = validate_runtime(new)
+            if errors:
+                raise ConfigError(errors)
+        except ConfigError as e:
+            for line in e.errors:
+                log.error("reload refused: %s", line)
+            notify("READY=1")
+            return
+        if self.smtp is not None:
+            self.smtp.reload(new)
+        self.delivery.reload(new)
+        self.events.reopen()
+        self.cfg = new
+        log.info("configuration reloaded from %s", new.path)
+        notify("READY=1")
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
 
 
 def serve(cfg: Config) -> int:
-    raise NotImplementedError
+    """Run in the foreground until SIGTERM; exit status 0 after a clean drain."""
+    import uvloop
+
+    _setup_logging(cfg.log.level)
+    try:
+        uvloop.run(Daemon(cfg).run())
+    except OSError as e:
+        # Address in use, permission denied on a port or the spool: an operator error,
+        # said in one line (no traceback).
+        log.error("cannot start: %s", e)
+        return 71  # EX_OSERR
+    return 0

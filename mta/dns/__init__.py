@@ -1,1 +1,46 @@
-"""dns"""
+"""DNS for delivery: MX resolution (RFC 5321 5.1, RFC 7505), addresses, TXT, a bounded
+TTL cache with negative caching and coalescing, and the MX rollup into sites.
+
+Other packages import from here only:
+    resolver = make_resolver(cfg.dns)            # or TestResolver({origin: zone text})
+    result = await resolver.resolve_mx("example.com")
+    if isinstance(result, DnsFailure): record result.reply()  (permanent or deferral)
+    else: result.hosts (MxHost: name, preference, addresses), result.site
+"""
+
+from mta.dns.answer import Answer, Status
+from mta.dns.mx import parse_literal
+from mta.dns.resolver import (
+    CachingResolver,
+    DnsCounters,
+    Resolver,
+    TestResolver,
+    make_resolver,
+)
+from mta.dns.result import (
+    DnsFailure,
+    DnsTemporaryError,
+    FailureReason,
+    MxHost,
+    MxKind,
+    MxResult,
+)
+from mta.dns.site import site_name
+
+__all__ = [
+    "Answer",
+    "CachingResolver",
+    "DnsCounters",
+    "DnsFailure",
+    "DnsTemporaryError",
+    "FailureReason",
+    "MxHost",
+    "MxKind",
+    "MxResult",
+    "Resolver",
+    "Status",
+    "TestResolver",
+    "make_resolver",
+    "parse_literal",
+    "site_name",
+]

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from mta.http.errors import ApiError
+from mta.http.state import QUEUE_OPS
 
 __all__ = ["QueueOps", "routes"]
 
@@ -35,7 +36,10 @@ routes = web.RouteTableDef()
 
 
 def _ops(request: web.Request) -> QueueOps:
-    return request.app["queue_ops"]
+    ops = request.app[QUEUE_OPS]
+    if ops is None:
+        raise ApiError(503, "queue_unavailable", "no queue in this process")
+    return ops
 
 
 def _msg_id(request: web.Request) -> str:

@@ -1,28 +1,35 @@
-"""The aiohttp application: admin API (bearer token), and later injection and /metrics.
+"""The aiohttp application: admin API (bearer token), injection (tenant API keys),
+/metrics and the OpenAPI document.
 
 `make_app(...)` builds it; the daemon runs it on every `[http] listen` address with an
-aiohttp AppRunner (listeners are "sites", as in aiohttp's web_runner).
+aiohttp AppRunner (listeners are "sites", as in aiohttp's web_runner). One module per route
+family: admin_queue, admin_policy, inject, scrape; openapi.py describes them all.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
-from mta.http import admin_queue
+from mta.http import admin_policy, admin_queue, inject, openapi, scrape, state
+from mta.http.compose import Limits
 from mta.http.errors import error_middleware, json_error
+from mta.observe.metrics import Metrics
 
-__all__ = ["make_app"]
+__all__ = ["Limits", "make_app"]
 
-# Admin requests carry small JSON bodies; injection has its own limit.
+# Admin requests carry small JSON bodies; injection reads its body itself, bounded by
+# [smtp] max_message_size (mta.http.inject).
 ADMIN_MAX_BODY = 1024 * 1024
 
 
 @web.middleware
 async def admin_auth_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     if request.path.startswith("/api/v1/admin"):
-        token: str = request.app["admin_token"]
+        token: str = request.app[state.ADMIN_TOKEN]
         header = request.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else ""
         # An empty configured token disables the admin API rather than opening it.
@@ -31,10 +38,26 @@ async def admin_auth_middleware(request: web.Request, handler):  # type: ignore[
     return await handler(request)
 
 
-def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps) -> web.Application:
+def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
+             ingress: inject.IngressLike | None = None, metrics: Metrics | None = None,
+             api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
+             limits: Limits | None = None) -> web.Application:
+    """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
+    max_message_size / max_recipients and [server] hostname, applied to injection.
+    What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
+    `policy_unavailable`, `metrics_unavailable`)."""
     app = web.Application(middlewares=[error_middleware, admin_auth_middleware],
                           client_max_size=ADMIN_MAX_BODY)
-    app["admin_token"] = admin_token
-    app["queue_ops"] = queue_ops
+    app[state.ADMIN_TOKEN] = admin_token
+    app[state.QUEUE_OPS] = queue_ops
+    app[state.INGRESS] = ingress
+    app[state.METRICS] = metrics
+    app[state.API_KEYS] = inject.ApiKeys(api_keys)
+    app[state.POLICY_ADMIN] = policy_admin
+    app[state.INJECT_LIMITS] = limits or Limits()
     app.add_routes(admin_queue.routes)
+    app.add_routes(admin_policy.routes)
+    app.add_routes(inject.routes)
+    app.add_routes(scrape.routes)
+    app.add_routes(openapi.routes)
     return app

@@ -5,21 +5,35 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from aiohttp import web
 
 __all__ = ["ApiError", "error_middleware", "json_error"]
 
+log = logging.getLogger("mta.http")
+
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """`extra` adds fields to the error object (e.g. the SMTP "reply" behind a refusal);
+    `headers` are sent with it (e.g. WWW-Authenticate with a 401)."""
+
+    def __init__(self, status: int, code: str, message: str, *,
+                 extra: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.extra = extra or {}
+        self.headers = headers
 
 
-def json_error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def json_error(status: int, code: str, message: str, *, extra: dict[str, Any] | None = None,
+               headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **(extra or {})}},
+                             status=status, headers=headers)
 
 
 @web.middleware
@@ -27,10 +41,14 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
     try:
         return await handler(request)
     except ApiError as e:
-        return json_error(e.status, e.code, e.message)
+        return json_error(e.status, e.code, e.message, extra=e.extra, headers=e.headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-                401: "unauthorized"}.get(e.status, "http_error")
+                401: "unauthorized", 415: "unsupported_media_type"}.get(e.status, "http_error")
         return json_error(e.status, code, e.reason)
+    except Exception:
+        # A bug must still answer in the API's shape, and be logged with its traceback.
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return json_error(500, "internal_error", "internal error; see the server log")

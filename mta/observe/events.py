@@ -12,6 +12,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ class EventLog:
         self._file = None
         self.keep_recent = keep_recent
         self.recent: list[dict[str, Any]] = []
+        # Called with each record: metrics count state changes from the same stream the
+        # operator reads, so the two can never disagree.
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "a", encoding="utf-8")
@@ -41,6 +45,8 @@ class EventLog:
     def emit(self, event: str, **fields: Any) -> None:
         record = {"time": round(time.time(), 6), "event": event}
         record.update({k: v for k, v in fields.items() if v is not None})
+        for listener in self.listeners:
+            listener(record)
         if self.keep_recent:
             self.recent.append(record)
             del self.recent[:-self.keep_recent]

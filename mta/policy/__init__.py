@@ -1,1 +1,54 @@
-"""policy"""
+"""Policy: tenants and sub-accounts, volume licence, prepaid credits, quotas, sending limits,
+suspensions, duplicate suppression, message classes.
+
+Ingress asks `PolicyEngine` one question per SMTP stage (a `Reply` to refuse, `None` to go
+on); delivery reports outcomes; `PolicyAdmin` holds the operator actions behind
+`mta policy ...`; `licence` signs and verifies licence files for `mta licence ...`.
+"""
+
+from mta.policy.admin import CreditSummary, PolicyAdmin, Usage, format_history
+from mta.policy.clock import Clock, ManualClock, SystemClock
+from mta.policy.directory import PolicyError
+from mta.policy.engine import OUTCOMES, PolicyEngine, PolicyTxn
+from mta.policy.licence import (
+    Licence,
+    LicenceError,
+    generate_licence_keypair,
+    issue_licence,
+    load_licence,
+    show_licence,
+)
+from mta.policy.licence_gate import LicenceStatus
+from mta.policy.sqlite_store import SqliteStore
+from mta.policy.store import LedgerEntry, Lot, OperatorLimit, PolicyStore, Suspension
+from mta.policy.tenants import LIMIT_NAMES, Limits, Tenant
+
+__all__ = [
+    "LIMIT_NAMES",
+    "OUTCOMES",
+    "Clock",
+    "CreditSummary",
+    "LedgerEntry",
+    "Licence",
+    "LicenceError",
+    "LicenceStatus",
+    "Limits",
+    "Lot",
+    "ManualClock",
+    "OperatorLimit",
+    "PolicyAdmin",
+    "PolicyEngine",
+    "PolicyError",
+    "PolicyStore",
+    "PolicyTxn",
+    "SqliteStore",
+    "Suspension",
+    "SystemClock",
+    "Tenant",
+    "Usage",
+    "format_history",
+    "generate_licence_keypair",
+    "issue_licence",
+    "load_licence",
+    "show_licence",
+]

@@ -12,7 +12,7 @@ same path never share a counter.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Rate", "parse_rate"]
 
@@ -40,15 +40,13 @@ class Rate:
     limit: int
     period: float  # seconds
     burst: int
+    # Computed once: the throttle reads both on every decision.
+    interval: float = field(init=False, repr=False, compare=False)  # GCRA emission interval
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def interval(self) -> float:
-        """Seconds between two events at the steady pace (the GCRA emission interval)."""
-        return self.period / self.limit
-
-    @property
-    def key(self) -> str:
-        return f"{self.limit}/{self.period:g}s~{self.burst}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "interval", self.period / self.limit)
+        object.__setattr__(self, "key", f"{self.limit}/{self.period:g}s~{self.burst}")
 
     @classmethod
     def parse(cls, spec: str) -> Rate:

@@ -1,0 +1,660 @@
+"""The outbound SMTP client: one connection to one MX address, many transactions.
+
+Owns the session with a remote server: connect (optionally from a given source address),
+greeting, EHLO (HELO on 5xx), opportunistic or required STARTTLS (RFC 3207), and per message
+one transaction per chunk of recipients. With PIPELINING (RFC 2920) MAIL, every RCPT and DATA
+go out in one write and the body with its "." in a second: two round trips per message.
+Without it, lock-step.
+
+Every outcome is a `Reply`, per recipient, in the order given; failures that are not the
+server's words get synthetic replies with RFC 3463 codes (4.4.1 connect failed, 4.4.2 lost or
+timed out, 4.5.0 protocol error, 4.7.0/4.7.5 TLS), so bounce classification sees them all the
+same way. Connection set-up failures raise `SmtpConnectError` carrying such a reply.
+
+The I/O is an `asyncio.Protocol` (no streams, no wait_for tasks): replies are parsed as bytes
+arrive (`wire.ReplyParser`) and one future per batch of expected replies is resolved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from mta.delivery.wire import (
+    Extensions,
+    ProtocolError,
+    ReplyParser,
+    mail_command,
+    needs_smtputf8,
+    prepare_body,
+    rcpt_command,
+)
+from mta.rfc5321 import Reply
+
+if TYPE_CHECKING:
+    from mta.config import DeliveryConfig
+
+__all__ = [
+    "ClientSettings",
+    "DeliveryResult",
+    "RecipientLike",
+    "SmtpClient",
+    "SmtpConnectError",
+    "TransactionResult",
+    "connection_failed",
+    "connection_lost",
+    "tls_failure",
+]
+
+TLS_MODES = ("opportunistic", "required", "disabled")
+# QUIT is a courtesy: never hold a pool slot for long waiting for "221".
+_QUIT_TIMEOUT = 5.0
+
+
+# --- synthetic replies -------------------------------------------------------------------
+
+def connection_failed(text: str) -> Reply:
+    """RFC 3463 4.4.1: no answer from host (refused, unreachable, connect timeout)."""
+    return Reply(421, "4.4.1", text)
+
+
+def connection_lost(text: str) -> Reply:
+    """RFC 3463 4.4.2: bad connection (dropped, or no reply within the timeout)."""
+    return Reply(421, "4.4.2", text)
+
+
+def protocol_error(text: str) -> Reply:
+    """RFC 3463 4.5.0: the peer's bytes were not SMTP."""
+    return Reply(421, "4.5.0", text)
+
+
+def tls_failure(text: str, *, handshake: bool) -> Reply:
+    """RFC 3463 4.7.5 (cryptographic failure) for a failed handshake, 4.7.0 when TLS was
+    required but not offered or refused."""
+    return Reply(421, "4.7.5" if handshake else "4.7.0", text)
+
+
+class SmtpConnectError(Exception):
+    """The session could not be set up; `reply` says why (the server's or synthetic)."""
+
+    def __init__(self, reply: Reply, *, tls_failed: bool = False) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+        # A TLS handshake failed: in opportunistic mode the caller may retry without TLS.
+        self.tls_failed = tls_failed
+
+
+# --- settings and results ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    """Per delivery path, built once (not per message). Timeouts per RFC 5321 4.5.3.2."""
+
+    ehlo_name: str
+    tls: str = "opportunistic"  # "opportunistic" | "required" | "disabled"
+    connect_timeout: float = 30.0
+    greeting_timeout: float = 300.0
+    command_timeout: float = 300.0  # EHLO, STARTTLS, MAIL, RCPT, DATA (354), RSET
+    data_timeout: float = 600.0  # body sent -> final reply
+    max_recipients_per_transaction: int = 100
+
+    @classmethod
+    def from_config(cls, cfg: DeliveryConfig, hostname: str) -> ClientSettings:
+        return cls(
+            ehlo_name=cfg.ehlo_name or hostname,
+            tls=cfg.tls,
+            connect_timeout=cfg.connect_timeout,
+            greeting_timeout=cfg.greeting_timeout,
+            command_timeout=cfg.command_timeout,
+            data_timeout=cfg.data_timeout,
+            max_recipients_per_transaction=cfg.max_recipients_per_transaction,
+        )
+
+
+class RecipientLike(Protocol):
+    """What the client needs of a recipient (mta.queue.envelope.Recipient fits)."""
+
+    address: str
+    notify: str | None
+    orcpt: str | None
+
+
+@dataclass(slots=True)
+class TransactionResult:
+    """One MAIL..DATA transaction. `per_recipient[i]` is the outcome of `indexes[i]`."""
+
+    indexes: tuple[int, ...]  # positions in the recipient list given to send()
+    mail: Reply | None
+    rcpt: tuple[Reply | None, ...]  # None: no reply arrived (connection lost)
+    data: Reply | None  # reply to the DATA command (354 expected)
+    final: Reply | None  # reply after the "."
+    per_recipient: tuple[Reply, ...]
+
+
+@dataclass(slots=True)
+class DeliveryResult:
+    """One message over one connection: an outcome per recipient, in the order given."""
+
+    per_recipient: list[Reply]
+    transactions: list[TransactionResult]
+
+
+# --- the protocol ------------------------------------------------------------------------
+
+class _ConnectionLost(Exception):
+    def __init__(self, reply: Reply, partial: list[Reply]) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+        self.partial = partial  # replies that did arrive before the loss
+
+
+class _SmtpProtocol(asyncio.Protocol):
+    """Receives bytes, parses replies, wakes the one reader waiting for `want` replies."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = ReplyParser()
+        self.replies: deque[Reply] = deque()
+        self.want = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost: Reply | None = None
+        self.deadline = 0.0  # loop time by which the awaited replies must have come
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            got = self.parser.feed(data)
+        except ProtocolError as e:
+            self._fail(protocol_error(f"protocol error: {e}"))
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if got:
+            self.replies.extend(got)
+            w = self.waiter
+            if w is not None and len(self.replies) >= self.want and not w.done():
+                w.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._fail(connection_lost("connection closed by server"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stop_watchdog()
+        why = f"connection lost: {exc}" if exc else "connection closed by server"
+        self._fail(connection_lost(why))
+
+    def _fail(self, reply: Reply) -> None:
+        if self.lost is None:
+            self.lost = reply
+        w = self.waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def read(self, n: int, wait: float, what: str) -> list[Reply]:
+        """The next `n` replies, or _ConnectionLost (with those that came) on loss/timeout."""
+        if len(self.replies) < n and self.lost is None:
+            waiter = self.loop.create_future()
+            self.waiter, self.want = waiter, n
+            self._arm(wait)
+            try:
+                await waiter
+            except TimeoutError:
+                pass  # reported below as a lost connection
+            finally:
+                self.waiter = None
+        if len(self.replies) >= n:
+            return [self.replies.popleft() for _ in range(n)]
+        partial = list(self.replies)
+        self.replies.clear()
+        if self.lost is None:
+            self.lost = connection_lost(f"timeout after {wait:g}s waiting for reply to {what}")
+        raise _ConnectionLost(self.lost, partial)
+
+    # A timer per read (call_later + cancel) costs more than the rest of a read. Instead one
+    # watchdog per connection: each read moves the deadline; the timer is only re-armed
+    # when it would fire too late, and on firing re-arms itself if the deadline moved on.
+    def _arm(self, wait: float) -> None:
+        deadline = self.loop.time() + wait
+        self.deadline = deadline
+        timer = self.timer
+        if timer is None or deadline < self.timer_at:
+            if timer is not None:
+                timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._watchdog)
+            self.timer_at = deadline
+
+    def _watchdog(self) -> None:
+        self.timer = None
+        w = self.waiter
+        if w is None or w.done():
+            return  # nothing awaited; the next read arms again
+        if self.loop.time() >= self.deadline:
+            w.set_exception(TimeoutError())
+        else:
+            self.timer = self.loop.call_at(self.deadline, self._watchdog)
+            self.timer_at = self.deadline
+
+    def stop_watchdog(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+_tls_context: ssl.SSLContext | None = None
+
+
+def _client_tls_context() -> ssl.SSLContext:
+    """Opportunistic TLS (RFC 7435): encrypt, don't authenticate. Built once: costly."""
+    global _tls_context
+    if _tls_context is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _tls_context = ctx
+    return _tls_context
+
+
+# --- the client --------------------------------------------------------------------------
+
+class SmtpClient:
+    """An open SMTP session. Build with `await SmtpClient.connect(...)`."""
+
+    def __init__(self, proto: _SmtpProtocol, settings: ClientSettings, host: str,
+                 address: str, port: int) -> None:
+        self._p = proto
+        self.settings = settings
+        self.host = host  # MX host name (for logs and SNI)
+        self.address = address  # the IP we connected to
+        self.port = port
+        self.greeting: Reply | None = None
+        self.ehlo: Reply | None = None
+        self.extensions = Extensions.none()
+        self.tls_active = False
+        self.transactions = 0  # completed or attempted MAIL transactions
+        self.messages = 0  # send() calls
+        self._needs_rset = False
+        self._closing = False
+
+    # --- set-up ------------------------------------------------------------------------
+    @classmethod
+    async def connect(cls, address: str, port: int, settings: ClientSettings, *,
+                      host: str = "", local_addr: tuple[str, int] | None = None,
+                      tls: str | None = None) -> SmtpClient:
+        """Connect, read the greeting, EHLO/HELO, STARTTLS as `tls` (default: settings).
+
+        Raises SmtpConnectError with the reason; the connection is then already closed.
+        """
+        tls = tls or settings.tls
+        loop = asyncio.get_running_loop()
+        proto = _SmtpProtocol(loop)
+        target = f"{host or address}[{address}]:{port}"
+        try:
+            async with asyncio.timeout(settings.connect_timeout):
+                await loop.create_connection(lambda: proto, address, port,
+                                             local_addr=local_addr)
+        except TimeoutError:
+            raise SmtpConnectError(connection_failed(
+                f"connect to {target} timed out after {settings.connect_timeout:g}s")) from None
+        except OSError as e:
+            raise SmtpConnectError(connection_failed(
+                f"connect to {target}: {e.strerror or e}")) from None
+        client = cls(proto, settings, host or address, address, port)
+        try:
+            await client._open(tls)
+        except BaseException:
+            client.abort()
+            raise
+        return client
+
+    async def _open(self, tls: str) -> None:
+        s = self.settings
+        self.greeting = await self._expect_one(s.greeting_timeout, "greeting")
+        if self.greeting.code != 220:
+            # RFC 5321 3.1: after a 554 (or 421) greeting, QUIT and go; don't wait.
+            self._write(b"QUIT\r\n")
+            raise SmtpConnectError(self.greeting)
+        await self._hello()
+        if tls == "disabled":
+            return
+        if "STARTTLS" not in self.extensions:
+            if tls == "required":
+                await self.quit()
+                raise SmtpConnectError(tls_failure(
+                    f"TLS required but {self.host} does not offer STARTTLS", handshake=False))
+            return
+        reply = await self._command(b"STARTTLS\r\n", s.command_timeout, "STARTTLS")
+        if reply.code != 220:
+            if tls == "required":
+                await self.quit()
+                raise SmtpConnectError(tls_failure(
+                    f"TLS required but STARTTLS refused: {reply}", handshake=False))
+            return  # RFC 3207 4: the session goes on in the clear
+        await self._start_tls()
+        await self._hello()  # RFC 3207 4.2: forget what we knew, ask again
+
+    async def _hello(self) -> None:
+        s = self.settings
+        name = s.ehlo_name.encode()
+        reply = await self._command(b"EHLO " + name + b"\r\n", s.command_timeout, "EHLO")
+        if reply.code == 250:
+            self.ehlo, self.extensions = reply, Extensions.from_ehlo(reply)
+            return
+        if reply.is_permanent:  # RFC 5321 3.2: an old server; fall back to HELO
+            reply = await self._command(b"HELO " + name + b"\r\n", s.command_timeout, "HELO")
+            if reply.code == 250:
+                self.ehlo, self.extensions = reply, Extensions.none()
+                return
+        self._write(b"QUIT\r\n")
+        raise SmtpConnectError(reply)
+
+    async def _start_tls(self) -> None:
+        p = self._p
+        loop = p.loop
+        assert p.transport is not None
+        p.parser.clear()  # RFC 3207 4.2: discard anything sent before the handshake
+        p.replies.clear()
+        try:
+            new = await loop.start_tls(
+                p.transport, p, _client_tls_context(), server_side=False,
+                server_hostname=self.host if not _is_ip(self.host) else None,
+                ssl_handshake_timeout=self.settings.command_timeout)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError, EOFError) as e:
+            raise SmtpConnectError(
+                tls_failure(f"TLS handshake with {self.host}[{self.address}] failed: {e}",
+                            handshake=True), tls_failed=True) from None
+        if new is None:
+            raise SmtpConnectError(tls_failure("TLS handshake: connection closed",
+                                               handshake=True), tls_failed=True)
+        p.transport = new  # type: ignore[assignment]
+        self.tls_active = True
+
+    # --- state -------------------------------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        """Open, not told to go away (421), not broken by a timeout or a protocol error, and
+        with no unsolicited reply waiting (an idle server's "421 timeout" before it hangs up)."""
+        return self._p.lost is None and not self._closing and not self._p.replies
+
+    @property
+    def local_address(self) -> tuple[str, int] | None:
+        t = self._p.transport
+        return t.get_extra_info("sockname") if t is not None else None
+
+    # --- a message ---------------------------------------------------------------------
+    async def send(self, mail_from: str, recipients: Sequence[RecipientLike], body: bytes,
+                   params: Mapping[str, str] | None = None) -> DeliveryResult:
+        """Deliver one message; returns an outcome per recipient, in the order given.
+
+        Recipients go in chunks of max_recipients_per_transaction; those refused as "too
+        many recipients" (RFC 5321 4.5.3.1.10) go again in a further transaction as long as
+        the previous one delivered. `params` are the MAIL parameters from ingress (BODY,
+        SMTPUTF8, RET, ENVID); each is sent only if the server offers its extension.
+        """
+        params = params or {}
+        self.messages += 1
+        n = len(recipients)
+        ext = self.extensions
+        smtputf8 = needs_smtputf8(mail_from, [r.address for r in recipients], params)
+        refusal = self._refuse_before_sending(smtputf8, body)
+        if refusal is not None:
+            return DeliveryResult([refusal] * n, [])
+        mail = mail_command(mail_from, len(body), ext, params, not body.isascii(), smtputf8)
+        rcpts = [rcpt_command(r.address, ext, r.notify, r.orcpt) for r in recipients]
+        data = prepare_body(body)
+        limit = max(1, self.settings.max_recipients_per_transaction)
+        transaction = self._pipelined if "PIPELINING" in ext else self._lockstep
+        outcomes: list[Reply | None]
+        if n <= limit and self.usable:  # the common case: one transaction
+            tr = await transaction(mail, list(range(n)), rcpts, data)
+            pending = _retry(tr)
+            if not pending:
+                return DeliveryResult(list(tr.per_recipient), [tr])
+            results, outcomes = [tr], list(tr.per_recipient)
+        else:
+            pending, results = list(range(n)), []
+            outcomes = [None] * n
+        while pending:
+            if not self.usable:
+                gone = self._p.lost or connection_lost("connection closed")
+                for i in pending:
+                    outcomes[i] = gone
+                break
+            chunk, rest = pending[:limit], pending[limit:]
+            tr = await transaction(mail, chunk, [rcpts[i] for i in chunk], data)
+            results.append(tr)
+            for i, outcome in zip(chunk, tr.per_recipient, strict=True):
+                outcomes[i] = outcome
+            pending = _retry(tr) + rest
+        lost = connection_lost("no outcome")  # unreachable: every index is set above
+        return DeliveryResult([lost if o is None else o for o in outcomes], results)
+
+    def _refuse_before_sending(self, smtputf8: bool, body: bytes) -> Reply | None:
+        """Failures known from EHLO alone, without spending a transaction on them."""
+        ext = self.extensions
+        if smtputf8 and "SMTPUTF8" not in ext:
+            # RFC 6531 3.2: without SMTPUTF8 at the server, this can't be delivered there.
+            return Reply(553, "5.6.7", f"{self.host} does not support SMTPUTF8")
+        limit = ext.size_limit
+        if limit is not None and len(body) > limit:
+            # RFC 1870 6.1: the server declared its fixed limit.
+            return Reply(552, "5.3.4", f"message size {len(body)} exceeds the limit "
+                                       f"{limit} of {self.host}")
+        return None
+
+    async def _pipelined(self, mail: bytes, chunk: list[int], rcpts: list[bytes],
+                         data: bytes) -> TransactionResult:
+        """RFC 2920: [RSET] MAIL RCPT... DATA in one write, then the body in another."""
+        self.transactions += 1
+        p = self._p
+        s = self.settings
+        rset = self._needs_rset
+        batch = [b"RSET\r\n", mail] if rset else [mail]
+        batch.extend(rcpts)
+        batch.append(b"DATA\r\n")
+        self._write(b"".join(batch))
+        n = len(rcpts)
+        try:
+            replies = await p.read(len(batch), s.command_timeout, "MAIL/RCPT/DATA")
+        except _ConnectionLost as e:
+            got = e.partial[1:] if rset else e.partial
+            mail_r = got[0] if got else None
+            rcpt_r = _pad(got[1:1 + n], n)
+            return self._lost(chunk, mail_r, rcpt_r, None, e.reply)
+        if rset:
+            replies = replies[1:]
+        self._needs_rset = False
+        mail_r, rcpt_r, data_r = replies[0], tuple(replies[1:1 + n]), replies[-1]
+        self._note_421(replies)
+        if data_r.code != 354:
+            if mail_r.is_positive:
+                self._needs_rset = True
+            return _result(chunk, mail_r, rcpt_r, data_r, None)
+        if not mail_r.is_positive or not any(r.is_positive for r in rcpt_r):
+            # RFC 2920 3.1: DATA was accepted although nothing else was; end it empty and
+            # let the transaction go.
+            self._write(b".\r\n")
+            try:
+                await p.read(1, s.data_timeout, "end of data")
+            except _ConnectionLost:
+                pass
+            return _result(chunk, mail_r, rcpt_r, data_r, None)
+        self._write(data)
+        try:
+            (final,) = await p.read(1, s.data_timeout, "end of data")
+        except _ConnectionLost as e:
+            return self._lost(chunk, mail_r, rcpt_r, data_r, e.reply)
+        if final.code == 421:
+            self._closing = True
+        return _result(chunk, mail_r, rcpt_r, data_r, final)
+
+    async def _lockstep(self, mail: bytes, chunk: list[int], rcpts: list[bytes],
+                        data: bytes) -> TransactionResult:
+        self.transactions += 1
+        s = self.settings
+        t = s.command_timeout
+        mail_r: Reply | None = None
+        rcpt_r: list[Reply | None] = [None] * len(rcpts)
+        try:
+            if self._needs_rset:
+                await self._command(b"RSET\r\n", t, "RSET")
+                self._needs_rset = False
+            mail_r = await self._command(mail, t, "MAIL FROM")
+            if not mail_r.is_positive:
+                return _result(chunk, mail_r, (None,) * len(rcpts), None, None)
+            for i, line in enumerate(rcpts):
+                r = await self._command(line, t, "RCPT TO")
+                rcpt_r[i] = r
+                if r.is_too_many_recipients():
+                    # The server will take no more in this transaction: the rest get its
+                    # answer and go again in the next one.
+                    for j in range(i + 1, len(rcpts)):
+                        rcpt_r[j] = r
+                    break
+                if r.code == 421:
+                    # RFC 5321 3.8: the server is closing; nothing after this is heard.
+                    self._closing = True
+                    for j in range(i + 1, len(rcpts)):
+                        rcpt_r[j] = r
+                    break
+            if not any(r is not None and r.is_positive for r in rcpt_r):
+                self._needs_rset = True
+                return _result(chunk, mail_r, tuple(rcpt_r), None, None)
+            data_r = await self._command(b"DATA\r\n", t, "DATA")
+        except _ConnectionLost as e:
+            return self._lost(chunk, mail_r, tuple(rcpt_r), None, e.reply)
+        rcpt_t = tuple(rcpt_r)
+        if data_r.code != 354:
+            self._needs_rset = True
+            return _result(chunk, mail_r, rcpt_t, data_r, None)
+        return await self._finish(chunk, mail_r, rcpt_t, data_r, data)
+
+    async def _finish(self, chunk: list[int], mail_r: Reply, rcpt_r: tuple[Reply | None, ...],
+                      data_r: Reply, data: bytes) -> TransactionResult:
+        self._write(data)
+        try:
+            final = await self._expect_one(self.settings.data_timeout, "end of data")
+        except _ConnectionLost as e:
+            return self._lost(chunk, mail_r, rcpt_r, data_r, e.reply)
+        self._note_421((final,))
+        return _result(chunk, mail_r, rcpt_r, data_r, final)
+
+    def _lost(self, chunk: list[int], mail_r: Reply | None, rcpt_r: tuple[Reply | None, ...],
+              data_r: Reply | None, why: Reply) -> TransactionResult:
+        """Connection gone mid-transaction: refusals that did arrive stand; every other
+        recipient gets the transient `why` (nothing was delivered to it)."""
+        self.abort()
+        per: list[Reply] = []
+        for r in rcpt_r:
+            if mail_r is not None and not mail_r.is_positive:
+                per.append(mail_r)
+            elif r is not None and not r.is_positive:
+                per.append(r)
+            else:
+                per.append(why)
+        return TransactionResult(tuple(chunk), mail_r, rcpt_r, data_r, None, tuple(per))
+
+    def _note_421(self, replies: Sequence[Reply]) -> None:
+        # RFC 5321 3.8: 421 means the server is closing the channel.
+        for r in replies:
+            if r.code == 421:
+                self._closing = True
+
+    # --- I/O ---------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        t = self._p.transport
+        if t is not None and not t.is_closing():
+            t.write(data)
+
+    async def _command(self, line: bytes, wait: float, what: str) -> Reply:
+        self._write(line)
+        return await self._expect_one(wait, what)
+
+    async def _expect_one(self, wait: float, what: str) -> Reply:
+        try:
+            return (await self._p.read(1, wait, what))[0]
+        except _ConnectionLost as e:
+            if what in ("greeting", "EHLO", "HELO", "STARTTLS"):
+                self.abort()
+                raise SmtpConnectError(e.reply) from None
+            raise
+
+    async def quit(self) -> None:
+        """Polite close: QUIT, wait briefly for 221, close."""
+        if self._p.lost is None and self._p.transport is not None:
+            self._write(b"QUIT\r\n")
+            try:
+                await self._p.read(1, min(self.settings.command_timeout, _QUIT_TIMEOUT), "QUIT")
+            except _ConnectionLost:
+                pass
+        self.close()
+
+    def close(self) -> None:
+        self._closing = True
+        t = self._p.transport
+        if t is not None:
+            t.close()
+
+    def abort(self) -> None:
+        """Drop the connection now (after a timeout or a loss: nothing more to say)."""
+        self._closing = True
+        t = self._p.transport
+        if t is not None:
+            t.abort()
+
+    def __repr__(self) -> str:
+        return (f"<SmtpClient {self.host}[{self.address}]:{self.port} "
+                f"tls={self.tls_active} transactions={self.transactions}>")
+
+
+def _retry(tr: TransactionResult) -> list[int]:
+    """RFC 5321 4.5.3.1.10: recipients refused as "too many" go again in a new transaction,
+    if this one delivered (else they keep the refusal: no progress, no loop)."""
+    final = tr.final
+    if final is None or final.code >= 400:
+        return []
+    return [i for i, r in zip(tr.indexes, tr.rcpt, strict=True)
+            if r is not None and r.is_too_many_recipients()]
+
+
+def _pad(replies: list[Reply], n: int) -> tuple[Reply | None, ...]:
+    return tuple(replies) + (None,) * (n - len(replies))
+
+
+def _result(chunk: list[int], mail_r: Reply, rcpt_r: tuple[Reply | None, ...],
+            data_r: Reply | None, final: Reply | None) -> TransactionResult:
+    """Per-recipient outcomes: a refusal at MAIL applies to all, a refusal at RCPT to that
+    recipient, and the reply to DATA (or after the dot) to every accepted recipient."""
+    per: list[Reply] = []
+    for r in rcpt_r:
+        if not mail_r.is_positive:
+            per.append(mail_r)
+        elif r is None:
+            per.append(connection_lost("no reply to RCPT"))
+        elif not r.is_positive:
+            per.append(r)
+        elif data_r is not None and data_r.code != 354:
+            per.append(data_r)
+        elif final is not None:
+            per.append(final)
+        else:
+            per.append(connection_lost("transaction not completed"))
+    return TransactionResult(tuple(chunk), mail_r, rcpt_r, data_r, final, tuple(per))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

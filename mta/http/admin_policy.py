@@ -1,0 +1,233 @@
+"""/api/v1/admin/tenants...: tenants, credits, limits and suspensions.
+
+A thin layer over mta.policy.PolicyAdmin (what `mta policy ...` calls): each route checks
+its input, calls one method and writes the result as JSON. Without a policy engine in this
+process (`make_app(policy_admin=None)`) every route answers 503 `policy_unavailable`.
+A `PolicyError` (unknown tenant, bad amount, date in the past...) is 404 `not_found` when
+the tenant does not exist, else 400 `policy_error`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+from typing import Any
+
+from aiohttp import web
+
+from mta.http import state
+from mta.http.errors import ApiError
+from mta.policy import Limits, PolicyError, Tenant
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TENANT_FIELDS = ("name", "plan", "parent", "status", "pool", "classes", "default_class",
+                  "prepaid", "limits")
+
+
+def _admin(request: web.Request) -> Any:
+    admin = request.app[state.POLICY_ADMIN]
+    if admin is None:
+        raise ApiError(503, "policy_unavailable", "no policy engine runs in this process")
+    return admin
+
+
+def _tenant(request: web.Request) -> str:
+    name = request.match_info["name"]
+    if not _NAME_RE.match(name):
+        raise ApiError(400, "bad_tenant", f"not a tenant name: {name!r}")
+    return name
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        doc = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return doc
+
+
+def _field(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], *,
+           required: bool = False, default: Any = None) -> Any:
+    if key not in doc or doc[key] is None:
+        if required:
+            raise ApiError(400, "missing_field", f"{key} is required")
+        return default
+    value = doc[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ApiError(400, "bad_field", f"{key}: wrong type")
+    return value
+
+
+def _when(doc: dict[str, Any], key: str, *, required: bool = False) -> Any:
+    """ISO date ("2026-12-31": through that day, local) or datetime, or POSIX seconds."""
+    value = _field(doc, key, (str, int, float), required=required)
+    if value is None or isinstance(value, int | float):
+        return value
+    try:
+        if len(value) == 10:
+            return dt.date.fromisoformat(value)
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "bad_field", f"{key}: expected a date like 2026-12-31") from None
+
+
+async def _call(coro: Any) -> Any:
+    try:
+        return await coro
+    except PolicyError as e:
+        if str(e).startswith("unknown tenant"):
+            raise ApiError(404, "not_found", str(e)) from None
+        raise ApiError(400, "policy_error", str(e)) from None
+
+
+def _plain(obj: Any) -> Any:
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def _tenant_json(t: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(t)
+    d.pop("source", None)
+    d["classes"] = list(d.get("classes", ()))
+    return d
+
+
+# --- tenants ------------------------------------------------------------------------------
+
+@routes.get("/api/v1/admin/tenants")
+async def tenants_list(request: web.Request) -> web.Response:
+    tenants = await _call(_admin(request).list_tenants())
+    return web.json_response({"tenants": [_tenant_json(t) for t in tenants]})
+
+
+@routes.post("/api/v1/admin/tenants")
+async def tenant_create(request: web.Request) -> web.Response:
+    admin = _admin(request)
+    doc = await _json(request)
+    unknown = set(doc) - set(_TENANT_FIELDS)
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+    name = _field(doc, "name", str, required=True)
+    if not _NAME_RE.match(name):
+        raise ApiError(400, "bad_tenant", f"not a tenant name: {name!r}")
+    try:
+        limits = Limits(**_field(doc, "limits", dict, default={}))
+        tenant = Tenant(name=name, plan=_field(doc, "plan", str, default=""),
+                        parent=_field(doc, "parent", str, default=""),
+                        status=_field(doc, "status", str, default="active"),
+                        pool=_field(doc, "pool", str, default=""),
+                        classes=tuple(_field(doc, "classes", list, default=[])),
+                        default_class=_field(doc, "default_class", str, default=""),
+                        prepaid=_field(doc, "prepaid", bool, default=False),
+                        limits=limits, source="store")
+    except TypeError as e:
+        raise ApiError(400, "bad_field", f"limits: {e}") from None
+    await _call(admin.create_tenant(tenant))
+    metrics = request.app[state.METRICS]
+    if metrics is not None:
+        metrics.add_tenant(name)
+    return web.json_response(_tenant_json(tenant), status=201)
+
+
+@routes.delete("/api/v1/admin/tenants/{name}")
+async def tenant_delete(request: web.Request) -> web.Response:
+    name = _tenant(request)
+    if not await _call(_admin(request).delete_tenant(name)):
+        raise ApiError(404, "not_found", f"no tenant {name!r} in the store")
+    return web.json_response({"tenant": name, "result": "deleted"})
+
+
+# --- credits ------------------------------------------------------------------------------
+
+@routes.get("/api/v1/admin/tenants/{name}/credits")
+async def credits_show(request: web.Request) -> web.Response:
+    summary = await _call(_admin(request).credits(_tenant(request)))
+    return web.json_response(_plain(summary))
+
+
+@routes.post("/api/v1/admin/tenants/{name}/credits")
+async def credits_add(request: web.Request) -> web.Response:
+    name = _tenant(request)
+    admin = _admin(request)
+    doc = await _json(request)
+    lot = await _call(admin.add_credits(
+        name, _field(doc, "amount", int, required=True),
+        paid=_field(doc, "paid", bool, default=False), expires=_when(doc, "expires"),
+        note=_field(doc, "note", str, default="")))
+    return web.json_response(_plain(lot), status=201)
+
+
+@routes.get("/api/v1/admin/tenants/{name}/credits/history")
+async def credits_history(request: web.Request) -> web.Response:
+    name = _tenant(request)
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise ApiError(400, "bad_limit", "limit must be an integer") from None
+    if not 1 <= limit <= 10_000:
+        raise ApiError(400, "bad_limit", "limit must be between 1 and 10000")
+    entries = await _call(_admin(request).history(name, limit))
+    return web.json_response({"entries": [_plain(e) for e in entries]})
+
+
+@routes.post("/api/v1/admin/credit-lots/{lot}/paid")
+async def credits_paid(request: web.Request) -> web.Response:
+    admin = _admin(request)
+    try:
+        lot_id = int(request.match_info["lot"])
+    except ValueError:
+        raise ApiError(400, "bad_lot", "a lot id is an integer") from None
+    return web.json_response(_plain(await _call(admin.mark_paid(lot_id))))
+
+
+# --- limits -------------------------------------------------------------------------------
+
+@routes.get("/api/v1/admin/tenants/{name}/limits")
+async def limits_usage(request: web.Request) -> web.Response:
+    usage = await _call(_admin(request).usage(_tenant(request)))
+    return web.json_response({"usage": [_plain(u) for u in usage]})
+
+
+@routes.post("/api/v1/admin/tenants/{name}/limits")
+async def limits_set(request: web.Request) -> web.Response:
+    name = _tenant(request)
+    admin = _admin(request)
+    doc = await _json(request)
+    limit = await _call(admin.set_limit(
+        name, _field(doc, "name", str, required=True), _field(doc, "value", int, required=True),
+        until=_when(doc, "until", required=True), reason=_field(doc, "reason", str,
+                                                                 required=True)))
+    return web.json_response(_plain(limit), status=201)
+
+
+@routes.delete("/api/v1/admin/tenants/{name}/limits")
+async def limits_clear(request: web.Request) -> web.Response:
+    name = _tenant(request)
+    n = await _call(_admin(request).clear_limit(name, request.query.get("name") or None))
+    return web.json_response({"tenant": name, "cleared": n})
+
+
+# --- suspensions --------------------------------------------------------------------------
+
+@routes.post("/api/v1/admin/tenants/{name}/suspensions")
+async def suspend(request: web.Request) -> web.Response:
+    name = _tenant(request)
+    admin = _admin(request)
+    doc = await _json(request)
+    s = await _call(admin.suspend(name, _field(doc, "reason", str, required=True),
+                                  msg_class=_field(doc, "class", str),
+                                  until=_when(doc, "until")))
+    return web.json_response(_plain(s), status=201)
+
+
+@routes.delete("/api/v1/admin/tenants/{name}/suspensions")
+async def unsuspend(request: web.Request) -> web.Response:
+    name = _tenant(request)
+    n = await _call(_admin(request).unsuspend(name, request.query.get("class") or None))
+    return web.json_response({"tenant": name, "lifted": n})

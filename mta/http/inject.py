@@ -1,0 +1,176 @@
+"""POST /api/v1/messages: HTTP injection through the same accept path as SMTP.
+
+A tenant authenticates with an API key (`Authorization: Bearer <key>`). The request body
+(mta.http.compose) becomes an envelope and a message, which then take exactly the SMTP
+path: `check_mail` with a session-like object (mta.smtp.handler.SessionInfo, tenant
+resolved from the key), `check_rcpt` per recipient, and `accept_message` with the
+recipients policy accepted. 202 means the message is durable (the spool commit fsynced).
+
+    202 {"id": "...", "recipients": [{"address": ..., "accepted": true, "reply": "250 ..."}]}
+    4xx {"error": {"code": ..., "message": ...}} (codes are stable; see openapi.py)
+
+Refusals keep the SMTP reply (in "reply"): a transient one is 429 (retry later), a
+permanent one 422; a transient failure to store the message (spool full) is 503.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+import time
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from mta.http import state
+from mta.http.compose import ComposeError, Limits, compose
+from mta.http.errors import ApiError
+from mta.queue.envelope import Envelope, Recipient
+from mta.rfc5321.reply import Reply
+from mta.smtp.handler import SessionInfo
+
+__all__ = ["ApiKeys", "IngressLike", "routes"]
+
+routes = web.RouteTableDef()
+
+_QUEUED_AS = re.compile(r"queued as (\S+)")
+# A JSON body is bigger than the message it carries: base64 attachments grow by 4/3, and
+# JSON escapes add a little more; the message size itself is checked once built.
+_JSON_OVERHEAD = 64 * 1024
+
+
+class IngressLike(Protocol):
+    """What injection needs of mta.ingress.Ingress (the SMTP server needs the same). The
+    policy hooks answer directly when they can, or with an awaitable when they must wait."""
+
+    events: Any
+
+    def check_mail(self, session: Any, address: str,
+                   params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None: ...
+    def check_rcpt(self, session: Any, address: str,
+                   params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None: ...
+    async def accept_message(self, envelope: Envelope, data: bytes) -> Reply: ...
+
+
+async def _answer(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
+class ApiKeys:
+    """API key -> tenant. Keys are held as SHA-256 digests: a lookup compares digests, so
+    its timing says nothing about how much of a guessed key was right."""
+
+    def __init__(self, keys: Mapping[str, str] | None = None) -> None:
+        self._by_digest = {self._digest(k): t for k, t in (keys or {}).items() if k}
+
+    @staticmethod
+    def _digest(key: str) -> bytes:
+        return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+    def tenant(self, key: str) -> str | None:
+        return self._by_digest.get(self._digest(key)) if key else None
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+
+def _refused(reply: Reply, code: str, message: str) -> ApiError:
+    status = 429 if reply.is_transient else 422
+    return ApiError(status, code, f"{message}: {reply}", extra={"reply": str(reply)})
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _authenticate(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    key = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    tenant = request.app[state.API_KEYS].tenant(key)
+    if tenant is None:
+        raise ApiError(401, "unauthorized", "a valid API key is required "
+                       "(Authorization: Bearer <key>)",
+                       headers={"WWW-Authenticate": 'Bearer realm="mta"'})
+    return tenant
+
+
+@routes.post("/api/v1/messages")
+async def inject(request: web.Request) -> web.Response:
+    tenant = _authenticate(request)
+    ingress: IngressLike | None = request.app[state.INGRESS]
+    if ingress is None:
+        raise ApiError(503, "injection_unavailable", "this listener does not accept mail")
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "the body must be application/json")
+    limits: Limits = request.app[state.INJECT_LIMITS]
+    body = await _read_body(request, limits.max_message_size * 4 // 3 + _JSON_OVERHEAD)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, "bad_json", f"the body is not valid JSON: {e}") from None
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    client_ip, client_port = (peer[0], peer[1]) if peer else ("", 0)
+    events = ingress.events
+    try:
+        sub = compose(doc, limits=limits, client_ip=client_ip, tls=request.secure,
+                      now=time.time())
+    except ComposeError as e:
+        if e.code == "message_too_large" and events is not None:
+            events.emit("rejected", reason="size", tenant=tenant, client_ip=client_ip,
+                        protocol="http", reply="552 5.3.4 " + e.message)
+        raise ApiError(e.status, e.code, e.message) from None
+
+    session = SessionInfo(client_ip=client_ip, client_port=client_port, helo="", esmtp=True,
+                          tenant=tenant, tls=request.secure, session_id="http")
+    refusal = await _answer(ingress.check_mail(session, sub.mail_from, dict(sub.mail_params)))
+    if refusal is not None:
+        if events is not None:
+            events.emit("rejected", reason="policy_mail", tenant=tenant, client_ip=client_ip,
+                        protocol="http", sender=sub.mail_from, reply=str(refusal))
+        raise _refused(refusal, "sender_refused", "the sender was refused")
+    results: list[dict[str, Any]] = []
+    accepted: list[Recipient] = []
+    for address in sub.recipients:
+        reply = await _answer(ingress.check_rcpt(session, address, {}))
+        if reply is None:
+            accepted.append(Recipient(address))
+            results.append({"address": address, "accepted": True})
+        else:
+            if events is not None:
+                events.emit("rejected", reason="policy_rcpt", tenant=tenant,
+                            client_ip=client_ip, protocol="http", recipient=address,
+                            reply=str(reply))
+            results.append({"address": address, "accepted": False, "reply": str(reply)})
+    if not accepted:
+        raise ApiError(422, "no_recipients_accepted", "every recipient was refused",
+                       extra={"recipients": results})
+
+    envelope = Envelope(tenant=tenant, mail_from=sub.mail_from, recipients=accepted,
+                        client_ip=client_ip, helo="http", mail_params=sub.mail_params,
+                        received_at=time.time())
+    started = time.perf_counter()
+    reply = await ingress.accept_message(envelope, sub.data)
+    if not reply.is_positive:
+        status = 503 if reply.is_transient else 422
+        raise ApiError(status, "message_refused", f"the message was not queued: {reply}",
+                       extra={"reply": str(reply)})
+    metrics = request.app[state.METRICS]
+    if metrics is not None:
+        metrics.observe_ingest(time.perf_counter() - started, "http")
+    m = _QUEUED_AS.search(reply.text)
+    msg_id = m.group(1) if m else None
+    for r in results:
+        if r["accepted"]:
+            r["reply"] = str(reply)
+    return web.json_response({"id": msg_id, "recipients": results}, status=202)

@@ -1,0 +1,269 @@
+"""The OpenAPI 3.1 document of the HTTP API, served at GET /api/v1/openapi.json.
+
+A static dict, written by hand next to the routes it describes; tests/http checks that
+every aiohttp route is in it and every path in it is a route, and that it validates.
+Error codes listed per operation are the stable `error.code` values clients may test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["DOCUMENT", "routes"]
+
+routes = web.RouteTableDef()
+
+_JSON = "application/json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _ok(description: str, schema: dict[str, Any] | None = None,
+        status: str = "200") -> dict[str, Any]:
+    body: dict[str, Any] = {"description": description}
+    body["content"] = {_JSON: {"schema": schema or {"type": "object"}}}
+    return {status: body}
+
+
+def _errors(*pairs: tuple[int, str]) -> dict[str, Any]:
+    """(status, "code1, code2: when") -> responses with the Error schema."""
+    return {str(status): {"description": text, "content": {_JSON: {"schema": _ref("Error")}}}
+            for status, text in pairs}
+
+
+def _op(summary: str, responses: dict[str, Any], *, admin: bool = True,
+        body: dict[str, Any] | None = None, params: list[dict[str, Any]] | None = None,
+        tag: str = "admin") -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    if admin:
+        op["security"] = [{"adminToken": []}]
+        op["responses"] = {**responses, **_errors((401, "unauthorized"))}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {_JSON: {"schema": body}}}
+    if params:
+        op["parameters"] = params
+    return op
+
+
+def _path_param(name: str, description: str, schema: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+_ID = _path_param("id", "Queue id", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
+_TENANT = _path_param("name", "Tenant name",
+                      {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"})
+_POLICY_ERRORS = _errors(
+    (400, "bad_tenant, bad_json, bad_request, missing_field, bad_field, policy_error"),
+    (404, "not_found: no such tenant"),
+    (503, "policy_unavailable: no policy engine in this process"))
+_QUEUE_ERRORS = _errors((400, "bad_id"), (404, "not_found"),
+                        (503, "queue_unavailable"))
+_DATE = {"oneOf": [{"type": "string", "description": "2026-12-31 (through that day, in "
+                    "[policy] timezone) or an ISO 8601 date-time"},
+                   {"type": "number", "description": "POSIX seconds"}]}
+_ADDRESSES = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+              "description": "An address (\"a@example.com\" or \"Ann <a@example.com>\") or "
+                             "a list of them"}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable, machine-readable"},
+                "message": {"type": "string"},
+                "reply": {"type": "string", "description": "The SMTP reply behind a "
+                          "refusal, e.g. \"550 5.7.1 ...\""},
+                "recipients": {"type": "array", "items": _ref("RecipientResult")}}}}},
+    "RawMessage": {
+        "type": "object", "required": ["raw", "from", "to"], "additionalProperties": False,
+        "properties": {"raw": {"type": "string", "description": "RFC 5322 message; line "
+                               "ends are normalized to CRLF"},
+                       "from": {"type": "string", "description": "Envelope sender"},
+                       "to": _ADDRESSES}},
+    "Attachment": {
+        "type": "object", "required": ["filename", "content_base64"],
+        "additionalProperties": False,
+        "properties": {"filename": {"type": "string"},
+                       "content_type": {"type": "string", "default": "application/octet-stream"},
+                       "content_base64": {"type": "string", "contentEncoding": "base64"}}},
+    "ComposedMessage": {
+        "type": "object", "required": ["from"], "additionalProperties": False,
+        "properties": {"from": {"type": "string"}, "to": _ADDRESSES, "cc": _ADDRESSES,
+                       "bcc": _ADDRESSES, "subject": {"type": "string"},
+                       "text": {"type": "string"}, "html": {"type": "string"},
+                       "headers": {"type": "object",
+                                   "additionalProperties": {"type": "string"}},
+                       "attachments": {"type": "array", "items": _ref("Attachment")}}},
+    "RecipientResult": {
+        "type": "object", "required": ["address", "accepted"],
+        "properties": {"address": {"type": "string"}, "accepted": {"type": "boolean"},
+                       "reply": {"type": "string"}}},
+    "Injected": {
+        "type": "object", "required": ["id", "recipients"],
+        "properties": {"id": {"type": "string"},
+                       "recipients": {"type": "array", "items": _ref("RecipientResult")}}},
+    "Message": {"type": "object", "description": "A queued message and its recipients "
+                "(mta.delivery.operations.message_json)"},
+    "ActionResult": {"type": "object", "properties": {
+        "id": {"type": "string"}, "result": {"type": "string"},
+        "recipients": {"type": "integer"}}},
+    "Tenant": {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string"}, "plan": {"type": "string"}, "parent": {"type": "string"},
+        "status": {"type": "string", "enum": ["active", "suspended"]},
+        "pool": {"type": "string"}, "classes": {"type": "array", "items": {"type": "string"}},
+        "default_class": {"type": "string"}, "prepaid": {"type": "boolean"},
+        "limits": {"type": "object", "additionalProperties": {"type": ["integer", "null"]}}}},
+}
+
+_ADMIN_QUEUE_PATHS: dict[str, Any] = {
+    "/api/v1/admin/queue": {"get": _op(
+        "List queued messages, oldest first", _ok("Messages", {
+            "type": "object", "properties": {"messages": {
+                "type": "array", "items": _ref("Message")}}}) | _errors(
+            (400, "bad_state, bad_limit"), (503, "queue_unavailable")),
+        params=[_query("state", "Message state", {"type": "string", "enum": [
+                    "queued", "held", "delivered", "bounced", "expired"]}),
+                _query("limit", "At most this many", {"type": "integer", "minimum": 1,
+                                                      "maximum": 10000, "default": 100}),
+                _query("after", "Page after this id", {"type": "string"})])},
+    "/api/v1/admin/queue-stats": {"get": _op(
+        "Queue counts by state and site", _ok("Counts") | _errors(
+            (503, "queue_unavailable")))},
+    "/api/v1/admin/queue/flush": {"post": _op(
+        "Retry every deferred recipient now", _ok("Flushed", _ref("ActionResult")) | _errors(
+            (503, "queue_unavailable")))},
+    "/api/v1/admin/queue/{id}": {
+        "get": _op("Show one message", _ok("The message", _ref("Message")) | _QUEUE_ERRORS,
+                   params=[_ID]),
+        "delete": _op("Delete a message", _ok("Deleted", _ref("ActionResult"))
+                      | _QUEUE_ERRORS, params=[_ID])},
+    "/api/v1/admin/queue/{id}/explain": {"get": _op(
+        "Why each recipient is where it is", _ok("Explanation") | _QUEUE_ERRORS,
+        params=[_ID])},
+    "/api/v1/admin/queue/{id}/{action}": {"post": _op(
+        "Hold, release, bounce or flush one message",
+        _ok("Done", _ref("ActionResult")) | _QUEUE_ERRORS,
+        params=[_ID, _path_param("action", "What to do", {
+            "type": "string", "enum": ["hold", "release", "bounce", "flush"]})])},
+}
+
+_ADMIN_POLICY_PATHS: dict[str, Any] = {
+    "/api/v1/admin/tenants": {
+        "get": _op("List tenants (configured and created)", _ok("Tenants", {
+            "type": "object", "properties": {"tenants": {
+                "type": "array", "items": _ref("Tenant")}}}) | _POLICY_ERRORS, tag="policy"),
+        "post": _op("Create a tenant in the policy store",
+                    _ok("Created", _ref("Tenant"), "201") | _POLICY_ERRORS,
+                    body=_ref("Tenant"), tag="policy")},
+    "/api/v1/admin/tenants/{name}": {"delete": _op(
+        "Delete a tenant created through the API", _ok("Deleted") | _POLICY_ERRORS,
+        params=[_TENANT], tag="policy")},
+    "/api/v1/admin/tenants/{name}/credits": {
+        "get": _op("Credit balance and lots", _ok("Credit summary") | _POLICY_ERRORS,
+                   params=[_TENANT], tag="policy"),
+        "post": _op("Add a lot of credits", _ok("The new lot", None, "201") | _POLICY_ERRORS,
+                    params=[_TENANT], tag="policy", body={
+                        "type": "object", "required": ["amount"], "properties": {
+                            "amount": {"type": "integer", "minimum": 1},
+                            "paid": {"type": "boolean", "default": False},
+                            "expires": _DATE, "note": {"type": "string"}}})},
+    "/api/v1/admin/tenants/{name}/credits/history": {"get": _op(
+        "Credit ledger, oldest first", _ok("Ledger entries") | _POLICY_ERRORS,
+        params=[_TENANT, _query("limit", "At most this many", {
+            "type": "integer", "minimum": 1, "maximum": 10000, "default": 100})],
+        tag="policy")},
+    "/api/v1/admin/credit-lots/{lot}/paid": {"post": _op(
+        "Mark a lot of credits paid", _ok("The lot") | _POLICY_ERRORS,
+        params=[_path_param("lot", "Lot id", {"type": "integer"})], tag="policy")},
+    "/api/v1/admin/tenants/{name}/limits": {
+        "get": _op("Usage against the effective limits", _ok("Usage") | _POLICY_ERRORS,
+                   params=[_TENANT], tag="policy"),
+        "post": _op("Set a temporary operator limit", _ok("The limit", None, "201")
+                    | _POLICY_ERRORS, params=[_TENANT], tag="policy", body={
+                        "type": "object", "required": ["name", "value", "until", "reason"],
+                        "properties": {
+                            "name": {"type": "string", "enum": [
+                                "messages_per_hour", "messages_per_day", "messages_per_month",
+                                "unique_recipients_per_month"]},
+                            "value": {"type": "integer", "minimum": 0},
+                            "until": _DATE, "reason": {"type": "string"}}}),
+        "delete": _op("Clear operator limits (one with ?name=)", _ok("Cleared")
+                      | _POLICY_ERRORS, tag="policy", params=[
+                          _TENANT, _query("name", "Only this limit", {"type": "string"})])},
+    "/api/v1/admin/tenants/{name}/suspensions": {
+        "post": _op("Suspend a tenant (or one message class)",
+                    _ok("The suspension", None, "201") | _POLICY_ERRORS, params=[_TENANT],
+                    tag="policy", body={
+                        "type": "object", "required": ["reason"], "properties": {
+                            "reason": {"type": "string"}, "class": {"type": "string"},
+                            "until": _DATE}}),
+        "delete": _op("Lift suspensions (one class with ?class=)", _ok("Lifted")
+                      | _POLICY_ERRORS, tag="policy", params=[
+                          _TENANT, _query("class", "Only this class", {"type": "string"})])},
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "mta HTTP API", "version": "1",
+             "description": "Injection (tenant API keys), administration (operator token), "
+                            "Prometheus metrics. Every error is {\"error\": {\"code\", "
+                            "\"message\"}} with a stable code."},
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "adminToken": {"type": "http", "scheme": "bearer",
+                           "description": "[http] admin_token"},
+            "apiKey": {"type": "http", "scheme": "bearer",
+                       "description": "A tenant's API key"}}},
+    "paths": {
+        "/api/v1/messages": {"post": {
+            "summary": "Submit a message: queued (durably) when the answer is 202",
+            "tags": ["injection"], "security": [{"apiKey": []}],
+            "requestBody": {"required": True, "content": {_JSON: {"schema": {
+                "oneOf": [_ref("RawMessage"), _ref("ComposedMessage")]}}}},
+            "responses": {
+                **_ok("Queued; refused recipients are listed with their reply",
+                      _ref("Injected"), "202"),
+                **_errors(
+                    (400, "bad_json, bad_request, missing_field, unknown_field, bad_field, "
+                          "bad_address, bad_header, bad_attachment, bad_message, "
+                          "too_many_recipients"),
+                    (401, "unauthorized: missing or unknown API key"),
+                    (413, "payload_too_large (request body), message_too_large ([smtp] "
+                          "max_message_size)"),
+                    (415, "unsupported_media_type: not application/json"),
+                    (422, "sender_refused, no_recipients_accepted, message_refused "
+                          "(permanent SMTP reply in error.reply)"),
+                    (429, "sender_refused (transient: retry later)"),
+                    (503, "message_refused (transient: spool full), "
+                          "injection_unavailable"))}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus text exposition", "tags": ["observability"],
+            "responses": {"200": {"description": "Metrics", "content": {
+                "text/plain": {"schema": {"type": "string"}}}},
+                **_errors((503, "metrics_unavailable"))}}},
+        "/api/v1/openapi.json": {"get": {
+            "summary": "This document", "tags": ["observability"],
+            "responses": _ok("OpenAPI 3.1")}},
+        **_ADMIN_QUEUE_PATHS,
+        **_ADMIN_POLICY_PATHS,
+    },
+}
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)

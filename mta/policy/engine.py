@@ -1,0 +1,409 @@
+"""The policy engine: one question per SMTP stage, answered with a Reply or None.
+
+Ingress calls, per message (Postfix smtpd_check style; business decisions never raise):
+
+    txn = engine.transaction(tenant, sender)
+    await engine.check_mail(txn)              MAIL FROM: tenant, licence, suspension, quotas
+    await engine.check_rcpt(txn, rcpt)        RCPT TO: reserves quota, licence volume, credit
+    await engine.check_data(txn, cls_header)  end of DATA: message class and its suspension
+    await engine.is_duplicate(txn, msgid, rcpt)   drop (with 250) a repeat of a sent message
+    await engine.prepare(txn, queue_id)       before the spool write: makes crashes exact
+    await engine.commit(txn, queue_id)        after the spool fsync (250 sent)
+    await engine.abort(txn)                   RSET, refused, connection lost: undo reservations
+
+and delivery calls `on_outcome(...)` for each recipient's end. After a crash, `reconcile`
+confirms the reservations whose message reached the spool and releases the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from mta.config import Config
+from mta.observe import EventLog
+from mta.policy import replies
+from mta.policy.calendar import period_key, period_reset
+from mta.policy.clock import Clock, SystemClock
+from mta.policy.directory import PolicyError, TenantDirectory
+from mta.policy.licence_gate import LicenceGate, LicenceStatus
+from mta.policy.sqlite_store import SqliteStore
+from mta.policy.store import (
+    Bucket,
+    OperatorLimit,
+    PolicyStore,
+    ReserveRequest,
+    Suspension,
+    UniqueBucket,
+)
+from mta.policy.tenants import LIMIT_LABEL, LIMIT_NAMES, LIMIT_PERIOD, Tenant
+from mta.rfc5321 import Reply
+
+__all__ = ["OUTCOMES", "EffectiveLimit", "PolicyEngine", "PolicyTxn", "normalise_address"]
+
+log = logging.getLogger("mta.policy")
+
+OUTCOMES = ("delivered", "bounced", "expired", "suppressed", "deleted")
+
+# How long counter rows outlive their window (for usage reports and restarts near the edge).
+_KEEP = {"hour": 2 * 86400.0, "day": 3 * 86400.0, "month": 62 * 86400.0}
+
+
+def normalise_address(address: str) -> str:
+    """Recipients compare case-insensitively for counting and duplicates (RFC 5321 lets the
+    local part be case-sensitive, but no mailbox provider uses that, and counting
+    "Bob@x" and "bob@x" as two unique recipients would be an easy way round a limit)."""
+    return address.strip().strip("<>").lower()
+
+
+@dataclass(frozen=True)
+class EffectiveLimit:
+    tenant: str
+    name: str  # one of LIMIT_NAMES
+    value: int  # 0 = unlimited
+    source: str  # "plan free", "tenant setting", "operator limit until ...: reason"
+
+
+@dataclass(eq=False)
+class PolicyTxn:
+    """One message transaction (MAIL FROM to end of DATA) as policy sees it."""
+
+    tenant: str
+    sender: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    chain: tuple[Tenant, ...] = ()  # the tenant and its ancestors, nearest first
+    limits: tuple[EffectiveLimit, ...] = ()
+    wallet: str | None = None  # tenant whose credits pay; None = not prepaid
+    class_suspensions: dict[str, Suspension] = field(default_factory=dict)
+    recipients: list[str] = field(default_factory=list)  # reserved, normalised
+    msg_class: str | None = None  # set by check_data
+    max_age: float | None = None  # seconds this message may stay queued (by class)
+    msg_id: str | None = None
+    state: str = "new"  # new | open (MAIL ok) | committed | aborted
+
+    @property
+    def pool(self) -> str:
+        """Egress pool: the tenant's, else the nearest ancestor's; "" = the default pool."""
+        return next((t.pool for t in self.chain if t.pool), "")
+
+
+class PolicyEngine:
+    def __init__(self, cfg: Config, store: PolicyStore, *, clock: Clock | None = None,
+                 events: EventLog | None = None, owner: str = "0") -> None:
+        """`owner` names this worker's spool shard: reconciliation after a crash only
+        touches reservations made by the same owner (other workers are still running)."""
+        self.cfg = cfg
+        self.pc = cfg.policy
+        self.store = store
+        self.clock: Clock = clock or SystemClock()
+        self.events = events
+        self.owner = owner
+        self.tz = ZoneInfo(self.pc.timezone)
+        self.tenants = TenantDirectory(cfg.tenants, store)
+        self.licence = LicenceGate(self.pc.licence_file, self.pc.licence_public_key, self.tz,
+                                   tuple(self.pc.licence_alert_levels), events)
+        self.licence.reload()
+
+    @classmethod
+    async def open(cls, cfg: Config, state_dir: str | Path, *, clock: Clock | None = None,
+                   events: EventLog | None = None, owner: str = "0") -> PolicyEngine:
+        """Open (creating) `state_dir/policy.db` and load the licence."""
+        store = await SqliteStore.open(Path(state_dir) / "policy.db")
+        engine = cls(cfg, store, clock=clock, events=events, owner=owner)
+        await engine.refresh_licence_usage()
+        return engine
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+    # --- MAIL FROM ------------------------------------------------------------------------
+    def transaction(self, tenant: str, sender: str) -> PolicyTxn:
+        return PolicyTxn(tenant=tenant, sender=sender)
+
+    async def check_mail(self, txn: PolicyTxn) -> Reply | None:
+        """MAIL FROM: may this tenant send now? Loads its limits into `txn`."""
+        try:
+            return await self._check_mail(txn)
+        except Exception:
+            log.exception("policy: MAIL check failed; deferring")
+            return replies.store_unavailable()
+
+    async def _check_mail(self, txn: PolicyTxn) -> Reply | None:
+        now = self.clock.now()
+        refusal = self.licence.refusal(now)
+        if refusal:
+            return refusal
+        try:
+            chain = await self.tenants.chain(txn.tenant)
+        except PolicyError as e:
+            if not await self.tenants.get(txn.tenant):
+                return replies.tenant_unknown(txn.tenant)
+            log.error("policy: %s", e)
+            return replies.policy_unavailable(str(e))
+        lic_key = self.licence.key(now)
+        keys = [lic_key] + [self.counter_key(t.name, LIMIT_PERIOD[n], now)
+                            for t in chain for n in LIMIT_NAMES if n.startswith("messages")]
+        snap = await self.store.snapshot([t.name for t in chain], keys, now)
+        for s in snap.suspensions:
+            if s.msg_class == "*":
+                return replies.suspended(s, self.tz)
+        for t in chain:
+            if t.status == "suspended":
+                return replies.suspended_in_config(t.name)
+        exhausted = self.licence.exhausted(snap.counters[lic_key], now)
+        if exhausted:
+            return exhausted
+        txn.chain = chain
+        txn.limits = tuple(self.effective_limits(chain, snap.limits))
+        # Refuse early when a message window is already full: no recipient could pass.
+        for lim in txn.limits:
+            if lim.value and lim.name.startswith("messages"):
+                period = LIMIT_PERIOD[lim.name]
+                if snap.counters[self.counter_key(lim.tenant, period, now)] >= lim.value:
+                    return self._limit_reply(lim, now)
+        txn.wallet = next((t.name for t in chain if t.prepaid), None)
+        txn.class_suspensions = {s.msg_class: s for s in snap.suspensions}
+        txn.state = "open"
+        return None
+
+    # --- RCPT TO --------------------------------------------------------------------------
+    async def check_rcpt(self, txn: PolicyTxn, recipient: str) -> Reply | None:
+        """Reserve one recipient: licence volume, every quota of the tenant and its
+        ancestors, one credit. All or nothing: a refused recipient is never charged."""
+        if txn.state != "open":
+            raise RuntimeError("check_rcpt before a successful check_mail")
+        try:
+            return await self._check_rcpt(txn, recipient)
+        except Exception:
+            log.exception("policy: RCPT check failed; deferring")
+            return replies.store_unavailable()
+
+    async def _check_rcpt(self, txn: PolicyTxn, recipient: str) -> Reply | None:
+        rcpt = normalise_address(recipient)
+        if rcpt in txn.recipients:
+            return None  # already reserved in this transaction: not charged twice
+        now = self.clock.now()
+        refusal = self.licence.refusal(now)
+        if refusal:
+            return refusal
+        buckets, uniques, by_key = [], [], {}
+        for lim in txn.limits:
+            period = LIMIT_PERIOD[lim.name]
+            expires = period_reset(period, now, self.tz).timestamp() + _KEEP[period]
+            if lim.name == "unique_recipients_per_month":
+                u = UniqueBucket(lim.tenant, period_key("month", now, self.tz), lim.value,
+                                 expires)
+                uniques.append(u)
+                by_key[u.key] = lim
+            else:
+                b = Bucket(self.counter_key(lim.tenant, period, now), lim.value, expires)
+                buckets.append(b)
+                by_key[b.key] = lim
+        req = ReserveRequest(txn_id=txn.id, owner=self.owner, tenant=txn.tenant,
+                             recipient=rcpt, now=now, buckets=tuple(buckets),
+                             uniques=tuple(uniques), wallet=txn.wallet,
+                             licence=self.licence.bucket(now),
+                             alert_levels=tuple(self.pc.licence_alert_levels))
+        res = await self.store.reserve(req)
+        self.licence.observe(res.licence_used, now, res.alerts)
+        if res.ok:
+            txn.recipients.append(rcpt)
+            return None
+        if res.refused == "licence":
+            return self.licence.exhausted(res.licence_used or 0, now)
+        if res.refused == "credit":
+            return replies.credit_exhausted(txn.wallet or txn.tenant)
+        return self._limit_reply(by_key[res.refused], now)
+
+    # --- end of DATA ----------------------------------------------------------------------
+    async def check_data(self, txn: PolicyTxn, class_header: str | None) -> Reply | None:
+        """Decide the message class (the `[policy] class_header` value, else the tenant's
+        default) and refuse it if not allowed or suspended. Sets txn.msg_class/max_age."""
+        known = list(self.pc.class_max_age)
+        value = (class_header or "").strip().lower()
+        if not value:
+            value = next((t.default_class for t in txn.chain if t.default_class),
+                         self.pc.default_class)
+        if value not in self.pc.class_max_age:
+            return replies.class_unknown(value, known, self.pc.class_header)
+        for t in txn.chain:
+            if t.classes and value not in t.classes:
+                return replies.class_forbidden(t.name, value)
+        s = txn.class_suspensions.get(value)
+        if s is not None and (s.until is None or s.until > self.clock.now()):
+            return replies.suspended(s, self.tz)
+        txn.msg_class = value
+        txn.max_age = self.pc.class_max_age[value] or self.cfg.delivery.max_age
+        return None
+
+    async def is_duplicate(self, txn: PolicyTxn, message_id: str | None,
+                           recipient: str) -> bool:
+        """True if this tenant already had a message with this Message-ID accepted for this
+        recipient within `duplicate_window`. The caller answers 250 but drops the recipient;
+        its reservation is released here (not charged). A message without a Message-ID is
+        never a duplicate."""
+        mid = (message_id or "").strip()
+        if not mid:
+            return False
+        rcpt = normalise_address(recipient)
+        now = self.clock.now()
+        try:
+            dup = await self.store.check_duplicate(txn.tenant, mid, rcpt, txn.id,
+                                                   now - self.pc.duplicate_window, now)
+        except Exception:
+            log.exception("policy: duplicate check failed; sending (at least once)")
+            return False
+        if dup:
+            await self.store.release(txn.id, now, rcpt)
+            if rcpt in txn.recipients:
+                txn.recipients.remove(rcpt)
+            if self.events:
+                self.events.emit("duplicate", tenant=txn.tenant, recipient=rcpt,
+                                 message_id=mid)
+        return dup
+
+    # --- the message's fate ---------------------------------------------------------------
+    async def prepare(self, txn: PolicyTxn, msg_id: str) -> Reply | None:
+        """Record the queue id before the spool write, so that after a crash `reconcile`
+        can ask the spool whether the message made it. A Reply means: do not write the
+        message; answer with it and abort()."""
+        txn.msg_id = msg_id
+        try:
+            await self.store.prepare(txn.id, msg_id)
+        except Exception:
+            log.exception("policy: prepare of %s failed; deferring", msg_id)
+            return replies.store_unavailable()
+        return None
+
+    async def commit(self, txn: PolicyTxn, msg_id: str) -> None:
+        """The message is on disk (after fsync): reservations become charges."""
+        if txn.state in ("committed", "aborted"):
+            return
+        txn.msg_id = msg_id
+        txn.state = "committed"
+        try:
+            await self.store.commit(txn.id, msg_id, self.pc.charge == "delivered",
+                                    self.clock.now())
+        except Exception:
+            # The message is safe in the spool; its reservations stay counted and are
+            # confirmed by reconcile() at the next start (prepare() recorded the id).
+            log.exception("policy: commit of %s failed; reconciled at next start", msg_id)
+
+    async def abort(self, txn: PolicyTxn) -> None:
+        """The message was not accepted: give back everything reserved for it."""
+        if txn.state in ("committed", "aborted"):
+            return
+        txn.state = "aborted"
+        txn.recipients.clear()
+        try:
+            await self.store.release(txn.id, self.clock.now())
+        except Exception:
+            # Held until reconcile() at the next start releases them (no such message).
+            log.exception("policy: release of transaction %s failed", txn.id)
+
+    async def on_outcome(self, tenant: str, msg_id: str, recipient: str,
+                         outcome: str) -> None:
+        """A recipient's final outcome. Under charge = "delivered" the held credit is kept
+        on delivery and refunded otherwise; repeated calls change nothing."""
+        if outcome not in OUTCOMES:
+            raise ValueError(f"unknown outcome {outcome!r}")
+        if outcome == "delivered" and self.pc.charge == "accepted":
+            return  # already charged at acceptance; nothing is held
+        refunded = await self.store.outcome(msg_id, normalise_address(recipient),
+                                            outcome != "delivered", self.clock.now())
+        if refunded and outcome != "delivered" and self.events:
+            self.events.emit("credit_refunded", id=msg_id, tenant=tenant,
+                             recipient=recipient, reason=outcome)
+
+    async def reconcile(self, message_exists: Callable[[str], bool | Awaitable[bool]]
+                        ) -> tuple[int, int]:
+        """At start-up, before serving: confirm reservations whose message is in the spool,
+        release the others. Returns (transactions committed, transactions released)."""
+        committed = released = 0
+        for txn_id, msg_id in await self.store.open_reservations(self.owner):
+            exists = False
+            if msg_id:
+                found = message_exists(msg_id)
+                exists = bool(await found) if inspect.isawaitable(found) else bool(found)
+            now = self.clock.now()
+            if exists:
+                await self.store.commit(txn_id, msg_id or "", self.pc.charge == "delivered",
+                                        now)
+                committed += 1
+            else:
+                await self.store.release(txn_id, now)
+                released += 1
+        if committed or released:
+            log.info("policy: reconciled after restart: %d messages kept, %d released",
+                     committed, released)
+        return committed, released
+
+    # --- status and housekeeping ----------------------------------------------------------
+    def licence_status(self) -> LicenceStatus:
+        """Cheap (no I/O): what the metrics module exports."""
+        return self.licence.status(self.clock.now())
+
+    async def refresh_licence_usage(self) -> None:
+        now = self.clock.now()
+        key = self.licence.key(now)
+        self.licence.observe((await self.store.counters([key]))[key], now)
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the licence file."""
+        await asyncio.to_thread(self.licence.reload)
+        await self.refresh_licence_usage()
+
+    async def maintain(self) -> None:
+        """Periodic (about once a minute): expire credit lots, prune old counters and
+        duplicate markers."""
+        now = self.clock.now()
+        for lot in await self.store.expire_lots(now):
+            if self.events and lot.paid and lot.remaining:
+                self.events.emit("credits_expired", tenant=lot.tenant, lot=lot.id,
+                                 amount=lot.remaining)
+        # Unique-recipient sets of months before the previous one are no longer needed.
+        last_month = period_key("month", period_reset("month", now, self.tz).timestamp()
+                                - 40 * 86400, self.tz)
+        await self.store.prune(now, now - self.pc.duplicate_window, last_month)
+        await self.refresh_licence_usage()
+
+    # --- helpers --------------------------------------------------------------------------
+    def counter_key(self, tenant: str, period: str, now: float) -> str:
+        return f"{tenant}|{period}|{period_key(period, now, self.tz)}"
+
+    def effective_limits(self, chain: tuple[Tenant, ...],
+                        operator: list[OperatorLimit]) -> list[EffectiveLimit]:
+        """Operator limit (latest wins) > tenant's own value > plan's; 0 = unlimited."""
+        latest = {(o.tenant, o.name): o for o in operator}  # ordered by id: last wins
+        out = []
+        for t in chain:
+            plan = self.cfg.plans.get(t.plan) if t.plan else None
+            for name in LIMIT_NAMES:
+                o = latest.get((t.name, name))
+                own = getattr(t.limits, name)
+                if o is not None:
+                    until = datetime.fromtimestamp(o.until, self.tz).strftime(
+                        "%Y-%m-%d %H:%M %Z")
+                    src = f"operator limit until {until}" + (f": {o.reason}" if o.reason
+                                                              else "")
+                    value = o.value
+                elif own is not None:
+                    value, src = own, "tenant setting"
+                elif plan is not None:
+                    value, src = getattr(plan, name), f"plan {t.plan}"
+                else:
+                    value, src = 0, "no limit"
+                out.append(EffectiveLimit(t.name, name, value, src))
+        return out
+
+    def _limit_reply(self, lim: EffectiveLimit, now: float) -> Reply:
+        reset = period_reset(LIMIT_PERIOD[lim.name], now, self.tz).timestamp()
+        return replies.limit_reached(LIMIT_LABEL[lim.name], lim.value, lim.tenant,
+                                     lim.source, reset, self.tz)

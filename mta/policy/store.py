@@ -1,0 +1,169 @@
+"""The policy store interface: every piece of shared policy state, behind atomic operations.
+
+The engine decides *what* to ask (which counters, which limits, which wallet); the store
+makes each operation atomic and durable. `SqliteStore` is the embedded implementation; a
+Redis store (one Lua script per operation) can implement the same Protocol for clusters.
+
+Reservation life cycle, per accepted recipient:
+    reserve (RCPT) -> prepare (msg id known, before the spool write) -> commit (after fsync)
+                   -> release (RSET, refused at DATA, duplicate, connection lost, or restart
+                      reconciliation when the message never reached the spool)
+and, when the credit is held until the outcome (charge = "delivered"):
+    commit -> outcome: delivered (kept) | bounced/expired/suppressed (refunded)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mta.policy.tenants import Tenant
+
+__all__ = ["Bucket", "LedgerEntry", "Lot", "OperatorLimit", "PolicyStore", "ReserveRequest",
+           "ReserveResult", "Snapshot", "Suspension", "UniqueBucket"]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A counter for one calendar window; `limit` 0 = count only."""
+
+    key: str
+    limit: int = 0
+    expires: float = 0.0  # when the counter row may be pruned (unix time)
+
+
+@dataclass(frozen=True)
+class UniqueBucket:
+    """Distinct recipients of one tenant in one calendar month."""
+
+    tenant: str
+    month: str
+    limit: int = 0
+    expires: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}|unique|{self.month}"
+
+
+@dataclass(frozen=True)
+class ReserveRequest:
+    txn_id: str
+    owner: str  # which worker / spool shard holds the message (for reconciliation)
+    tenant: str
+    recipient: str  # normalised (lower case)
+    now: float
+    buckets: tuple[Bucket, ...] = ()
+    uniques: tuple[UniqueBucket, ...] = ()
+    wallet: str | None = None  # tenant whose credit lots pay; None = not prepaid
+    licence: Bucket | None = None
+    alert_levels: tuple[int, ...] = (80, 100)  # percent of the licence volume
+
+
+@dataclass(frozen=True)
+class ReserveResult:
+    ok: bool
+    # When refused: "licence", "credit", or the key of the Bucket / UniqueBucket that is full.
+    refused: str | None = None
+    licence_used: int | None = None
+    alerts: tuple[int, ...] = ()  # licence alert levels crossed by this reservation
+
+
+@dataclass(frozen=True)
+class Lot:
+    id: int
+    tenant: str
+    amount: int
+    remaining: int
+    purchased: float
+    expires: float
+    paid: bool
+    expired: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    time: float
+    tenant: str
+    lot: int
+    delta: int  # credits added (+) or taken (-); 0 for "paid"
+    kind: str  # add | paid | reserve | release | refund | expire
+    msg_id: str = ""
+    recipient: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Suspension:
+    id: int
+    tenant: str
+    msg_class: str  # "*" = all mail
+    reason: str
+    since: float
+    until: float | None  # None = until lifted
+
+
+@dataclass(frozen=True)
+class OperatorLimit:
+    id: int
+    tenant: str
+    name: str  # one of tenants.LIMIT_NAMES
+    value: int
+    until: float
+    reason: str
+    since: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What MAIL FROM needs, read in one round trip."""
+
+    suspensions: list[Suspension] = field(default_factory=list)
+    limits: list[OperatorLimit] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class PolicyStore(Protocol):
+    # --- tenants created at run time ---------------------------------------------------
+    async def get_tenant(self, name: str) -> Tenant | None: ...
+    async def put_tenant(self, tenant: Tenant) -> None: ...
+    async def delete_tenant(self, name: str) -> bool: ...
+    async def list_tenants(self) -> list[Tenant]: ...
+
+    # --- suspensions and operator limits ------------------------------------------------
+    async def add_suspension(self, tenant: str, msg_class: str, reason: str,
+                             until: float | None, now: float) -> Suspension: ...
+    async def lift_suspension(self, tenant: str, msg_class: str | None, now: float) -> int: ...
+    async def set_operator_limit(self, tenant: str, name: str, value: int, until: float,
+                                 reason: str, now: float) -> OperatorLimit: ...
+    async def clear_operator_limit(self, tenant: str, name: str | None, now: float) -> int: ...
+    async def snapshot(self, tenants: Sequence[str], counter_keys: Sequence[str],
+                       now: float) -> Snapshot: ...
+
+    # --- reservations -------------------------------------------------------------------
+    async def reserve(self, req: ReserveRequest) -> ReserveResult: ...
+    async def prepare(self, txn_id: str, msg_id: str) -> None: ...
+    async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int: ...
+    async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int: ...
+    async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool: ...
+    async def open_reservations(self, owner: str) -> list[tuple[str, str | None]]: ...
+    async def counters(self, keys: Sequence[str]) -> dict[str, int]: ...
+
+    # --- credits ------------------------------------------------------------------------
+    async def add_lot(self, tenant: str, amount: int, paid: bool, purchased: float,
+                      expires: float, note: str) -> Lot: ...
+    async def mark_paid(self, lot_id: int, now: float) -> Lot | None: ...
+    async def lots(self, tenant: str) -> list[Lot]: ...
+    async def held(self, tenant: str) -> int: ...
+    async def history(self, tenant: str, limit: int) -> list[LedgerEntry]: ...
+    async def expire_lots(self, now: float) -> list[Lot]: ...
+
+    # --- duplicates ---------------------------------------------------------------------
+    async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
+                              txn_id: str, since: float, now: float) -> bool: ...
+
+    async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None: ...
+    async def aclose(self) -> None: ...

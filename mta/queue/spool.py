@@ -1,0 +1,543 @@
+"""The durable spool: accepted messages and their recipients' delivery state, in SQLite.
+
+Owns the database file of one spool shard (`spool-NN.sqlite` in the spool directory) and
+every write to it. SQLite runs in WAL mode with `synchronous=FULL`, so a COMMIT returns only
+after the write-ahead log is fsynced: when `put()` returns an id, the message survives a
+crash or power loss, and `250` may be sent.
+
+Group commit: callers never write themselves. `put()`, `record()` and the admin operations
+queue an operation and wait on a future; one writer task takes everything queued (up to
+`max_batch`), runs it in one transaction, commits (one fsync), then resolves each future.
+When idle the first operation is committed at once; under load, operations that arrive while
+a commit is running share the next one. If a commit fails, the transaction is rolled back,
+every operation in that batch fails with `SpoolFullError` (452 4.3.1) or `SpoolError`
+(451 4.3.0), nothing committed earlier is touched, and the next batch tries again.
+
+Reads (`get`, `list`, `read_body`, `stats`, `iter_pending`) use a second connection, so
+they never wait for a commit (WAL readers see the last committed state). Bodies are only
+ever read by `read_body` and written by `put`.
+
+A message whose recipients are all final (delivered, bounced or expired) becomes `done` and
+its body is deleted in the same transaction; callers that need the original for a DSN read
+it before recording the bounce. `purge()` removes old `done` rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from mta.queue.envelope import Envelope
+from mta.queue.ids import IdGenerator, is_queue_id
+from mta.queue.records import (
+    FINAL_STATES,
+    MESSAGE_STATES,
+    MessageInfo,
+    Outcome,
+    PendingRecipient,
+    RecipientInfo,
+    SpoolError,
+    SpoolFullError,
+)
+from mta.queue.schema import SchemaTooNewError, migrate
+from mta.rfc5321.reply import Reply, ReplyParseError
+
+__all__ = ["Spool"]
+
+# SQLite caps the number of ? in one statement (32766 since 3.32); stay far below it.
+_IN_CHUNK = 500
+
+_MESSAGE_COLS = ("id, tenant, mail_from, params, client_ip, helo, auth_user, received_at, "
+                 "state, size")
+_RECIPIENT_COLS = ("idx, address, notify, orcpt, state, attempts, next_attempt, last_reply, "
+                   "site, updated_at")
+
+
+@dataclass(slots=True)
+class _Put:
+    message: tuple[Any, ...]
+    body: bytes | None
+    recipients: list[tuple[Any, ...]]
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    result: Any = field(default=None)
+
+
+def _reply_to_text(reply: Reply | None) -> str | None:
+    if reply is None:
+        return None
+    return reply.to_bytes().decode("utf-8", "replace").rstrip("\r\n").replace("\r\n", "\n")
+
+
+def _reply_from_text(text: str | None) -> Reply | None:
+    if not text:
+        return None
+    try:
+        return Reply.parse(text)
+    except ReplyParseError:
+        return None
+
+
+def _as_spool_error(exc: BaseException) -> SpoolError:
+    """Map a failed commit to the error (and SMTP reply) the callers get."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return SpoolFullError(f"spool full: {exc}")
+    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC outside SQLite
+        return SpoolFullError(f"spool full: {exc}")
+    return SpoolError(f"spool write failed: {exc}")
+
+
+def _open_lock(directory: Path, shard: int) -> int:
+    """Create the directory and take the shard's lock: two processes on one shard would
+    hand out the same ids."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / f"spool-{shard:02d}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolError(f"spool shard {shard} in {directory} is open in another process"
+                         ) from None
+    return fd
+
+
+async def _pages(db: aiosqlite.Connection, size: int) -> int:
+    async with db.execute("PRAGMA page_size") as cur:
+        row = await cur.fetchone()
+    return max(1, size // int(row[0] if row else 4096))
+
+
+def _chunks(items: list[str], n: int = _IN_CHUNK) -> Iterable[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+class Spool:
+    """One spool shard. Build with `await Spool.open(...)`, finish with `await close()`."""
+
+    def __init__(self, *, path: Path, wdb: aiosqlite.Connection, rdb: aiosqlite.Connection,
+                 ids: IdGenerator, max_batch: int, clock: Callable[[], float],
+                 lock_fd: int) -> None:
+        self.path = path
+        self._wdb = wdb
+        self._rdb = rdb
+        self._ids = ids
+        self._max_batch = max_batch
+        self._clock = clock
+        self._lock_fd = lock_fd
+        self._ops: collections.deque[_Put | _Call] = collections.deque()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        # Counters for metrics and the benchmark: how well group commit is grouping.
+        self.commits = 0
+        self.committed_ops = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, directory: Path, *, max_batch: int = 512, shard: int = 0,
+                   clock: Callable[[], float] = time.time,
+                   busy_timeout: float = 5.0, max_size: int = 0) -> Spool:
+        """Open (creating or migrating) shard `shard` of the spool in `directory`.
+
+        `max_size` ([spool] max_size, bytes, 0 = no cap) caps the database file: a put
+        that would grow it further fails with SpoolFullError (452 4.3.1).
+
+        `busy_timeout`: how long a write waits for a lock held by another connection (only
+        an operator's sqlite3 shell can hold one) before the batch fails with 451.
+        """
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        directory = Path(directory)
+        lock_fd = await asyncio.to_thread(_open_lock, directory, shard)
+        path = directory / f"spool-{shard:02d}.sqlite"
+        wdb = rdb = None
+        try:
+            wdb = await aiosqlite.connect(path, isolation_level=None)
+            async with wdb.execute("PRAGMA journal_mode=WAL") as cur:
+                row = await cur.fetchone()
+            if not row or str(row[0]).lower() != "wal":
+                raise SpoolError(f"{path}: cannot switch to WAL mode (got {row})")
+            # FULL: the WAL is fsynced at every commit. NORMAL would lose the last commits
+            # on power loss, and "250 after DATA" promises they are on disk.
+            await wdb.execute("PRAGMA synchronous=FULL")
+            await wdb.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            if max_size:
+                await wdb.execute(f"PRAGMA max_page_count={await _pages(wdb, max_size)}")
+            try:
+                await migrate(wdb)
+            except SchemaTooNewError as e:
+                raise SpoolError(f"{path}: {e}") from None
+            rdb = await aiosqlite.connect(path, isolation_level=None)
+            await rdb.execute("PRAGMA query_only=ON")
+            await rdb.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            async with wdb.execute("SELECT max(id) FROM messages") as cur:
+                row = await cur.fetchone()
+            ids = IdGenerator(shard, clock=clock, after=row[0] if row else None)
+        except BaseException:
+            for db in (rdb, wdb):
+                if db is not None:
+                    await db.close()
+            os.close(lock_fd)
+            raise
+        return cls(path=path, wdb=wdb, rdb=rdb, ids=ids, max_batch=max_batch, clock=clock,
+                   lock_fd=lock_fd)
+
+    async def close(self) -> None:
+        """Commit what is queued, then close the database and release the shard."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        try:
+            await self._writer
+            # Fold the WAL into the database so the next start does not replay it.
+            with contextlib.suppress(sqlite3.Error):
+                await self._wdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            await self._rdb.close()
+            await self._wdb.close()
+            os.close(self._lock_fd)
+
+    async def __aenter__(self) -> Spool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- writes (all through the group-commit writer) ------------------------------------
+
+    def new_id(self) -> str:
+        """A fresh queue id, for callers that must know it before `put` (the Received:
+        header, policy reservations)."""
+        return self._ids.next()
+
+    async def put(self, envelope: Envelope, body: bytes, msg_id: str | None = None) -> str:
+        """Store a message durably; returns its queue id once the commit is fsynced.
+
+        `msg_id` must come from `new_id()` of this spool; by default a new one is taken.
+        Raises SpoolFullError (reply 452 4.3.1) or SpoolError (451 4.3.0).
+        """
+        if not envelope.recipients:
+            raise ValueError("a message needs at least one recipient")
+        self._check_open()
+        msg_id = msg_id or self._ids.next()
+        now = self._clock()
+        message = (msg_id, envelope.tenant, envelope.mail_from,
+                   json.dumps(envelope.mail_params, separators=(",", ":")),
+                   envelope.client_ip, envelope.helo, envelope.auth_user,
+                   envelope.received_at or now, "queued", len(body),
+                   len(envelope.recipients), now)
+        recipients = [(msg_id, i, r.address, r.notify, r.orcpt, "queued", now)
+                      for i, r in enumerate(envelope.recipients)]
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Put(message, body, recipients, fut))
+        self._wake.set()
+        await fut
+        return msg_id
+
+    async def record(self, outcomes: list[Outcome]) -> None:
+        """Apply delivery outcomes; durable when this returns.
+
+        `deferred` keeps a recipient queued (or held) with a new next_attempt; the other
+        states are final. A recipient that is already final is never changed again, so a
+        late or repeated outcome cannot resurrect a delivered recipient.
+        """
+        if not outcomes:
+            return
+        for o in outcomes:
+            if o.state not in ("deferred", *FINAL_STATES):
+                raise ValueError(f"unknown outcome state {o.state!r}")
+        await self._call(lambda db: self._apply_outcomes(db, outcomes))
+
+    async def hold(self, msg_id: str) -> bool:
+        """Stop delivery of a queued message's pending recipients. False if not queued."""
+        async def fn(db: aiosqlite.Connection) -> bool:
+            now = self._clock()
+            cur = await db.execute(
+                "UPDATE messages SET state='held', updated_at=? WHERE id=? AND state='queued'",
+                (now, msg_id))
+            if cur.rowcount == 0:
+                return False
+            await db.execute("UPDATE recipients SET state='held', updated_at=? "
+                             "WHERE msg_id=? AND state='queued'", (now, msg_id))
+            return True
+        return bool(await self._call(fn))
+
+    async def release(self, msg_id: str) -> bool:
+        """Undo `hold`; the recipients keep their retry schedule. False if not held."""
+        async def fn(db: aiosqlite.Connection) -> bool:
+            now = self._clock()
+            cur = await db.execute(
+                "UPDATE messages SET state='queued', updated_at=? WHERE id=? AND state='held'",
+                (now, msg_id))
+            if cur.rowcount == 0:
+                return False
+            await db.execute("UPDATE recipients SET state='queued', updated_at=? "
+                             "WHERE msg_id=? AND state='held'", (now, msg_id))
+            return True
+        return bool(await self._call(fn))
+
+    async def delete(self, msg_id: str) -> bool:
+        """Remove a message, its body and its recipients without delivering or bouncing."""
+        async def fn(db: aiosqlite.Connection) -> bool:
+            await db.execute("DELETE FROM recipients WHERE msg_id=?", (msg_id,))
+            await db.execute("DELETE FROM bodies WHERE id=?", (msg_id,))
+            cur = await db.execute("DELETE FROM messages WHERE id=?", (msg_id,))
+            return cur.rowcount > 0
+        return bool(await self._call(fn))
+
+    async def purge(self, accepted_before: float, *, limit: int = 10_000) -> int:
+        """Delete up to `limit` `done` messages accepted before the given unix time; returns
+        how many. The daemon calls this periodically so finished mail does not pile up."""
+        bound = f"{int(accepted_before * 1000):012x}"  # ids sort by acceptance time
+
+        async def fn(db: aiosqlite.Connection) -> int:
+            async with db.execute("SELECT id FROM messages WHERE state='done' AND id < ? "
+                                  "ORDER BY id LIMIT ?", (bound, limit)) as cur:
+                ids = [r[0] for r in await cur.fetchall()]
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                await db.execute(f"DELETE FROM recipients WHERE msg_id IN ({marks})", chunk)
+                await db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+            return len(ids)
+        return int(await self._call(fn))
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def get(self, msg_id: str) -> MessageInfo | None:
+        """The message with all its recipients, or None."""
+        if not is_queue_id(msg_id):
+            return None
+        async with self._rdb.execute(
+                f"SELECT {_MESSAGE_COLS} FROM messages WHERE id=?", (msg_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        async with self._rdb.execute(
+                f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients WHERE msg_id=? ORDER BY idx",
+                (msg_id,)) as cur:
+            rcpts = await cur.fetchall()
+        return self._message(row, [self._recipient(r) for r in rcpts])
+
+    async def read_body(self, msg_id: str) -> bytes:
+        """The message bytes. KeyError if unknown, deleted, or done (bodies are dropped)."""
+        async with self._rdb.execute("SELECT body FROM bodies WHERE id=?", (msg_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(msg_id)
+        return bytes(row[0])
+
+    async def list(self, *, state: str | None = None, limit: int = 100,
+                   after: str | None = None) -> list[MessageInfo]:
+        """Messages in id (= acceptance) order, with recipients; page with `after`."""
+        if state is not None and state not in MESSAGE_STATES:
+            raise ValueError(f"unknown message state {state!r}")
+        limit = max(1, min(limit, 10_000))
+        where, args = ["id > ?"], [after or ""]
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        async with self._rdb.execute(
+                f"SELECT {_MESSAGE_COLS} FROM messages WHERE {' AND '.join(where)} "
+                f"ORDER BY id LIMIT ?", (*args, limit)) as cur:
+            rows = list(await cur.fetchall())
+        by_id: dict[str, list[RecipientInfo]] = {r[0]: [] for r in rows}
+        for chunk in _chunks(list(by_id)):
+            marks = ",".join("?" * len(chunk))
+            async with self._rdb.execute(
+                    f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients "
+                    f"WHERE msg_id IN ({marks}) ORDER BY msg_id, idx", chunk) as cur:
+                for r in await cur.fetchall():
+                    by_id[r[0]].append(self._recipient(r))
+        return [self._message(r, by_id[r[0]]) for r in rows]
+
+    async def stats(self) -> dict[str, dict[str, int]]:
+        """Counts: messages by state, recipients by state, queued recipients by site
+        ("" for recipients whose site is not known yet)."""
+        out: dict[str, dict[str, int]] = {"messages": {}, "recipients": {}, "sites": {}}
+        queries = (
+            ("messages", "SELECT state, count(*) FROM messages GROUP BY state"),
+            ("recipients", "SELECT state, count(*) FROM recipients GROUP BY state"),
+            ("sites", "SELECT coalesce(site, ''), count(*) FROM recipients "
+                      "WHERE state='queued' GROUP BY site"),
+        )
+        for key, sql in queries:
+            async with self._rdb.execute(sql) as cur:
+                out[key] = {str(k): int(n) for k, n in await cur.fetchall()}
+        return out
+
+    async def iter_pending(self, batch: int = 1000) -> AsyncIterator[list[PendingRecipient]]:
+        """Stream every `queued` recipient in (msg_id, index) order, `batch` at a time.
+
+        Recovery after a restart feeds these to the scheduler. Each batch is one keyset
+        query on the pending index, so memory stays at one batch whatever the spool holds.
+        """
+        last_id, last_idx = "", -1
+        while True:
+            async with self._rdb.execute(
+                    "SELECT r.msg_id, r.idx, m.tenant, r.address, r.site, r.attempts, "
+                    "r.next_attempt, m.received_at "
+                    "FROM recipients r INDEXED BY recipients_pending "
+                    "JOIN messages m ON m.id = r.msg_id "
+                    "WHERE r.state = 'queued' AND (r.msg_id, r.idx) > (?, ?) "
+                    "ORDER BY r.msg_id, r.idx LIMIT ?", (last_id, last_idx, batch)) as cur:
+                rows = await cur.fetchall()
+            if not rows:
+                return
+            yield [PendingRecipient(*r) for r in rows]
+            last_id, last_idx = rows[-1][0], rows[-1][1]
+            if len(rows) < batch:
+                return
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise SpoolError("spool is closed")
+
+    async def _call(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+        self._check_open()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Call(fn, fut))
+        self._wake.set()
+        return await fut
+
+    async def _write_loop(self) -> None:
+        try:
+            await self._write_batches()
+        except BaseException as exc:
+            # A bug or a cancelled writer must not leave callers waiting forever.
+            self._closing = True
+            while self._ops:
+                op = self._ops.popleft()
+                if not op.future.done():
+                    op.future.set_exception(SpoolError(f"spool writer stopped: {exc!r}"))
+            raise
+
+    async def _write_batches(self) -> None:
+        while True:
+            if not self._ops:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            n = min(len(self._ops), self._max_batch)
+            batch = [self._ops.popleft() for _ in range(n)]
+            await self._commit(batch)
+
+    async def _commit(self, batch: list[_Put | _Call]) -> None:
+        db = self._wdb
+        puts = [op for op in batch if isinstance(op, _Put)]
+        calls = [op for op in batch if isinstance(op, _Call)]
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            if puts:
+                await db.executemany(
+                    "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, "
+                    "auth_user, received_at, state, size, rcpt_count, updated_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [p.message for p in puts])
+                await db.executemany("INSERT INTO bodies (id, body) VALUES (?, ?)",
+                                     [(p.message[0], p.body) for p in puts])
+                await db.executemany(
+                    "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, "
+                    "updated_at) VALUES (?,?,?,?,?,?,?)",
+                    list(itertools.chain.from_iterable(p.recipients for p in puts)))
+            for call in calls:
+                call.result = await call.fn(db)
+            await db.execute("COMMIT")
+        except Exception as exc:  # any failure fails the whole batch, nothing half-done
+            await self._rollback()
+            err = _as_spool_error(exc)
+            for op in batch:
+                if not op.future.done():
+                    e = type(err)(str(err))
+                    e.__cause__ = exc
+                    op.future.set_exception(e)
+            return
+        finally:
+            for p in puts:
+                p.body = None  # the body is on disk now (or rejected): let it go
+        self.commits += 1
+        self.committed_ops += len(batch)
+        for op in batch:
+            if not op.future.done():
+                op.future.set_result(op.result if isinstance(op, _Call) else None)
+
+    async def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR).
+        if self._wdb.in_transaction:
+            try:
+                await self._wdb.execute("ROLLBACK")
+            except Exception:  # the batch is failed already; the next BEGIN will tell
+                pass
+
+    async def _apply_outcomes(self, db: aiosqlite.Connection,
+                              outcomes: list[Outcome]) -> None:
+        now = self._clock()
+        deferred = [(int(o.attempted), o.next_attempt, _reply_to_text(o.reply), o.site, now,
+                     o.msg_id, o.index) for o in outcomes if o.state == "deferred"]
+        final = [(o.state, int(o.attempted), _reply_to_text(o.reply), o.site, now,
+                  o.msg_id, o.index) for o in outcomes if o.state != "deferred"]
+        # "state IN (queued, held)": a final recipient is never changed again.
+        if deferred:
+            await db.executemany(
+                "UPDATE recipients SET attempts = attempts + ?, next_attempt = ?, "
+                "last_reply = coalesce(?, last_reply), site = coalesce(?, site), "
+                "updated_at = ? WHERE msg_id = ? AND idx = ? AND state IN ('queued', 'held')",
+                deferred)
+        if not final:
+            return
+        await db.executemany(
+            "UPDATE recipients SET state = ?, attempts = attempts + ?, "
+            "last_reply = coalesce(?, last_reply), site = coalesce(?, site), updated_at = ? "
+            "WHERE msg_id = ? AND idx = ? AND state IN ('queued', 'held')", final)
+        touched = sorted({o.msg_id for o in outcomes if o.state != "deferred"})
+        for chunk in _chunks(touched):
+            marks = ",".join("?" * len(chunk))
+            # A message is done when none of its recipients is still queued or held; its
+            # body is no longer needed.
+            await db.execute(
+                f"UPDATE messages SET state = 'done', updated_at = ? "
+                f"WHERE id IN ({marks}) AND state != 'done' AND NOT EXISTS ("
+                f"SELECT 1 FROM recipients r WHERE r.msg_id = messages.id "
+                f"AND r.state IN ('queued', 'held'))", (now, *chunk))
+            await db.execute(
+                f"DELETE FROM bodies WHERE id IN ({marks}) AND id IN ("
+                f"SELECT id FROM messages WHERE id IN ({marks}) AND state = 'done')",
+                (*chunk, *chunk))
+
+    @staticmethod
+    def _message(row: Any, recipients: list[RecipientInfo]) -> MessageInfo:
+        (msg_id, tenant, mail_from, params, client_ip, helo, auth_user, received_at, state,
+         size) = row
+        return MessageInfo(msg_id, tenant, mail_from, json.loads(params), client_ip, helo,
+                           auth_user, received_at, state, size, recipients)
+
+    @staticmethod
+    def _recipient(row: Any) -> RecipientInfo:
+        (_msg_id, idx, address, notify, orcpt, state, attempts, next_attempt, last_reply, site,
+         updated_at) = row
+        return RecipientInfo(idx, address, notify, orcpt, state, attempts, next_attempt,
+                             _reply_from_text(last_reply), site, updated_at)

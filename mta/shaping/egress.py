@@ -1,0 +1,108 @@
+"""Egress: the sending addresses, their pools, and IP warm-up caps.
+
+`[[egress.source]]` names a local address (IPv4 or IPv6) and the EHLO name to use from it;
+`[egress.pool.NAME]` lists sources with weights. For each message the dispatcher asks
+`choose(pool, rng)`: a weighted pick among the pool's sources that are not skipped (the
+caller skips suspended ones) and not yet at today's warm-up cap. Given the same random
+source the pick is the same, so tests and replays are deterministic.
+
+Warm-up: a new address earns reputation by sending a little more each day. `warmup` lists
+the cap per UTC day from `warmup_start` (day 1 = the start date); after the last day there
+is no cap, before the start the cap is 0. Today's count is kept in memory per process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mta.config import EgressConfig
+from mta.shaping.clock import Clock
+
+__all__ = ["DEFAULT_SOURCE", "Egress", "EgressSource"]
+
+DEFAULT_SOURCE = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class EgressSource:
+    name: str
+    address: str                 # "" = the OS chooses
+    ehlo_name: str               # "" = [delivery] ehlo_name / [server] hostname
+    warmup: tuple[int, ...] = ()
+    warmup_start: dt.date | None = None
+
+    def cap_on(self, day: dt.date) -> int | None:
+        """Messages allowed on `day` (UTC), or None for no cap."""
+        if not self.warmup or self.warmup_start is None:
+            return None
+        index = (day - self.warmup_start).days
+        if index < 0:
+            return 0
+        return self.warmup[index] if index < len(self.warmup) else None
+
+
+class Egress:
+    def __init__(self, cfg: EgressConfig, clock: Clock) -> None:
+        self.clock = clock
+        self.sources: dict[str, EgressSource] = {}
+        for s in cfg.source:
+            start = dt.date.fromisoformat(s.warmup_start) if s.warmup_start else None
+            self.sources[s.name] = EgressSource(s.name, s.address, s.ehlo_name,
+                                                tuple(s.warmup), start)
+        if not self.sources:
+            self.sources[DEFAULT_SOURCE] = EgressSource(DEFAULT_SOURCE, "", "")
+        self.pools: dict[str, tuple[tuple[str, float], ...]] = {
+            name: tuple(p.sources.items()) for name, p in cfg.pool.items()}
+        self.pools.setdefault("default", tuple((n, 1.0) for n in self.sources))
+        self._day = self.today()
+        self._sent: dict[str, int] = {}
+
+    def today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC).date()
+
+    def _roll(self) -> None:
+        day = self.today()
+        if day != self._day:
+            self._day, self._sent = day, {}
+
+    def cap_today(self, source: str) -> int | None:
+        return self.sources[source].cap_on(self.today())
+
+    def sent_today(self, source: str) -> int:
+        self._roll()
+        return self._sent.get(source, 0)
+
+    def record_sent(self, source: str, n: int = 1) -> None:
+        """Count messages handed to a source (call when a message is assigned to it)."""
+        self._roll()
+        self._sent[source] = self._sent.get(source, 0) + n
+
+    def under_cap(self, source: str) -> bool:
+        cap = self.cap_today(source)
+        return cap is None or self.sent_today(source) < cap
+
+    def choose(self, pool: str, rng: random.Random,
+               skip: Callable[[str], bool] | None = None) -> EgressSource | None:
+        """Weighted pick of a usable source from `pool`; None if none is usable now."""
+        members = self.pools.get(pool)
+        if members is None:
+            raise KeyError(f"unknown egress pool {pool!r}")
+        usable = [(n, w) for n, w in members
+                  if w > 0 and self.under_cap(n) and not (skip and skip(n))]
+        if not usable:
+            return None
+        point = rng.random() * sum(w for _, w in usable)
+        for name, weight in usable:
+            point -= weight
+            if point < 0:
+                return self.sources[name]
+        return self.sources[usable[-1][0]]  # float rounding at the very top
+
+    def explain(self, source: str) -> dict[str, object]:
+        s = self.sources[source]
+        return {"address": s.address, "ehlo_name": s.ehlo_name,
+                "warmup_cap_today": self.cap_today(source),
+                "sent_today": self.sent_today(source)}

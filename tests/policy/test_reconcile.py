@@ -1,0 +1,139 @@
+"""Crash safety: reservations are durable at RCPT; after a crash, reconciliation keeps those
+whose message reached the spool and releases the rest. Nothing is charged twice or lost."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from mta.policy import PolicyAdmin, PolicyEngine
+
+from .conftest import BASE_TOML, EngineFactory, send
+
+CRASHER = textwrap.dedent("""
+    import asyncio, os, sys
+    from pathlib import Path
+    from mta.config import parse_config
+    from mta.policy import ManualClock, PolicyAdmin, PolicyEngine
+
+    async def main(state, now, toml):
+        cfg = parse_config(Path(toml).read_text(), "test.toml", Path(state))
+        eng = await PolicyEngine.open(cfg, state, clock=ManualClock(float(now)), owner="w1")
+        await PolicyAdmin(eng).add_credits("shop", 10, paid=True)
+
+        async def rcpts(names):
+            txn = eng.transaction("shop", "s@shop.example")
+            assert await eng.check_mail(txn) is None
+            for n in names:
+                assert await eng.check_rcpt(txn, n + "@x.example") is None
+            return txn
+
+        a = await rcpts(["a1", "a2"])   # in the spool, crash before commit()
+        await eng.prepare(a, "QA")
+        b = await rcpts(["b1"])         # crash before the spool write
+        c = await rcpts(["c1"])         # spool write started, never fsynced
+        await eng.prepare(c, "QC")
+        d = await rcpts(["d1"])         # fully accepted
+        await eng.prepare(d, "QD")
+        await eng.commit(d, "QD")
+        print("reserved", flush=True)
+        os._exit(137)                   # no cleanup at all: a crash
+
+    asyncio.run(main(*sys.argv[1:]))
+""")
+
+
+async def run_crasher(state: Path, now: float, toml: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHER, str(state), str(now), str(toml),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 137, err.decode()
+    assert out == b"reserved\n"
+
+
+async def test_restart_reconciliation_after_a_real_crash(make_engine: EngineFactory,
+                                                         tmp_path, clock):
+    state = tmp_path / "state"
+    toml = tmp_path / "test.toml"
+    toml.write_text(BASE_TOML)
+    await run_crasher(state, clock.now(), toml)
+
+    engine = await make_engine(owner="w1", state=state)
+    admin = PolicyAdmin(engine)
+    # Reserved durably before the crash: 5 held, none spendable.
+    assert (await admin.credits("shop")).balance == 5
+    spool = {"QA", "QD"}
+    assert await engine.reconcile(lambda msg_id: msg_id in spool) == (1, 2)
+    # QA (2) and QD (1) charged; b1 and c1 given back.
+    s = await admin.credits("shop")
+    assert (s.balance, s.held) == (7, 0)
+    assert sum(e.delta for e in await admin.history("shop")) == 7
+    assert [e.recipient for e in await admin.history("shop") if e.kind == "release"] == [
+        "b1@x.example", "c1@x.example"]
+    # Reconciling again (another restart) changes nothing: never charged twice.
+    assert await engine.reconcile(lambda msg_id: True) == (0, 0)
+    assert (await admin.credits("shop")).balance == 7
+
+
+async def test_reconcile_only_touches_this_owners_reservations(make_engine, tmp_path):
+    state = tmp_path / "shared"
+    w1 = await make_engine(owner="w1", state=state)
+    w2 = await make_engine(owner="w2", state=state)
+    await PolicyAdmin(w1).add_credits("shop", 5, paid=True)
+    txn = w2.transaction("shop", "s@shop.example")  # w2 is mid-session, alive
+    await w2.check_mail(txn)
+    assert await w2.check_rcpt(txn, "a@x.example") is None
+    assert await w1.reconcile(lambda m: False) == (0, 0)  # w1 restarted: leaves w2 alone
+    await w2.commit(txn, "Q1")
+    assert (await PolicyAdmin(w1).credits("shop")).balance == 4
+
+
+async def test_async_message_exists_and_held_credit_under_charge_delivered(make_engine,
+                                                                           tmp_path):
+    base = BASE_TOML.replace("[policy]\n", '[policy]\ncharge = "delivered"\n')
+    engine: PolicyEngine = await make_engine(base=base)
+    admin = PolicyAdmin(engine)
+    await admin.add_credits("shop", 3, paid=True)
+    txn = engine.transaction("shop", "s@shop.example")
+    await engine.check_mail(txn)
+    await engine.check_rcpt(txn, "a@x.example")
+    await engine.prepare(txn, "QZ")
+
+    async def exists(msg_id: str) -> bool:
+        await asyncio.sleep(0)
+        return msg_id == "QZ"
+    assert await engine.reconcile(exists) == (1, 0)
+    assert (await admin.credits("shop")).held == 1
+    await engine.on_outcome("shop", "QZ", "a@x.example", "bounced")
+    assert ((await admin.credits("shop")).balance, (await admin.credits("shop")).held) == (3, 0)
+
+
+async def test_two_processes_sharing_policy_db_never_overspend(make_engine, tmp_path):
+    # Two workers without Redis share one policy.db: BEGIN IMMEDIATE serialises them.
+    state = tmp_path / "shared"
+    engines = [await make_engine(owner=f"w{i}", state=state) for i in range(2)]
+    await PolicyAdmin(engines[0]).add_credits("shop", 30, paid=True)
+
+    async def client(i: int) -> list[str]:
+        return await send(engines[i % 2], "shop", [f"r{i}-{j}@x.example" for j in range(3)])
+    results = await asyncio.wait_for(asyncio.gather(*(client(i) for i in range(20))), 30)
+    assert [r for rs in results for r in rs].count("ok") == 30
+    assert (await PolicyAdmin(engines[1]).credits("shop")).balance == 0
+
+
+async def test_store_failure_defers_instead_of_raising(make_engine):
+    # Postfix smtpd_check: a failed lookup is a 4xx, never an accept and never a crash.
+    engine = await make_engine()
+    txn = engine.transaction("news", "s@news.example")
+    assert await engine.check_mail(txn) is None
+    await engine.store.aclose()  # the database goes away mid-session
+    assert str(await engine.check_rcpt(txn, "a@x.example")) == (
+        "451 4.3.0 Sending policy temporarily unavailable; try again later")
+    assert str(await engine.prepare(txn, "Q9")).startswith("451 4.3.0")
+    await engine.abort(txn)  # logged, not raised
+    assert str(await engine.check_mail(engine.transaction("news", "s@x"))).startswith(
+        "451 4.3.0")

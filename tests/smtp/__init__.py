@@ -1,0 +1,1 @@
+"""Tests of SMTP ingress (mta/smtp, mta/rfc5321/command.py)."""

@@ -1,0 +1,165 @@
+"""Run the real daemon (`mta serve`) as a child process, the way operators run it.
+
+`MtaProcess(tmp_path, extra_toml)` writes a config with free loopback ports, starts
+`python -m mta.cli serve`, waits until SMTP answers, and can stop it with SIGTERM or kill it
+with SIGKILL. Used by every test that needs the whole product rather than one module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ADMIN_TOKEN = "test-admin-token"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class MtaProcess:
+    def __init__(self, workdir: Path, extra_toml: str = "", *, smtp_port: int | None = None,
+                 http_port: int | None = None, dns: str | None = None,
+                 delivery_port: int = 2599, smtp_extra: str = "",
+                 delivery_extra: str = "") -> None:
+        self.workdir = workdir
+        self.smtp_port = smtp_port or free_port()
+        self.http_port = http_port or free_port()
+        self.config_path = workdir / "mta.toml"
+        # By default DNS points at a closed loopback port: nothing is ever looked up
+        # outside this machine, and mail waits in the queue (deferred) unless a test
+        # gives a real test DNS server.
+        nameserver = dns or f"127.0.0.1:{free_port()}"
+        self.config_path.write_text(f"""
+[server]
+hostname = "mta.test"
+shutdown_timeout = "10s"
+
+[smtp]
+listen = ["127.0.0.1:{self.smtp_port}"]
+{smtp_extra}
+
+[http]
+listen = ["127.0.0.1:{self.http_port}"]
+admin_token = "{ADMIN_TOKEN}"
+
+[spool]
+dir = "spool"
+
+[dns]
+nameservers = ["{nameserver}"]
+timeout = "2s"
+
+[delivery]
+port = {delivery_port}
+{delivery_extra}
+
+[log]
+events = "events.jsonl"
+level = "info"
+""" + extra_toml)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_path = workdir / "mta.stderr"
+
+    # --- lifecycle ---------------------------------------------------------------------
+    def start(self, timeout: float = 20.0) -> MtaProcess:
+        self._stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mta.cli", "serve", "-c", str(self.config_path)],
+            cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mta exited with {self.proc.returncode}:\n{self.stderr}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.smtp_port), timeout=1) as s:
+                s.settimeout(5)
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return self
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"mta did not start within {timeout}s:\n{self.stderr}")
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a power cut looks to the process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        if getattr(self, "_stderr", None) is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    @property
+    def stderr(self) -> str:
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # --- what a user looks at -----------------------------------------------------------
+    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mta.cli", "-c", str(self.config_path),
+                               *args], capture_output=True, text=True, timeout=timeout,
+                              cwd=self.workdir)
+
+    def queue_list(self) -> list[dict]:
+        proc = self.cli("queue", "list", "--json", "--limit", "10000")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["messages"]
+
+    def events(self) -> list[dict]:
+        path = self.workdir / "events.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+    def wait_events(self, predicate, timeout: float = 10.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.events() if predicate(e)]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def mta_factory(tmp_path):
+    """Start daemons in per-test directories; all are killed after the test."""
+    started: list[MtaProcess] = []
+
+    def factory(extra_toml: str = "", **kw) -> MtaProcess:
+        workdir = tmp_path / f"mta{len(started)}"
+        workdir.mkdir()
+        m = MtaProcess(workdir, extra_toml, **kw)
+        started.append(m)
+        return m.start()
+
+    yield factory
+    for m in started:
+        m.kill()
