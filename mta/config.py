@@ -214,6 +214,9 @@ class SpoolConfig:
     # Cap on the spool database size (0: only the disk limits it). When reached, puts get
     # 452 4.3.1 (RFC 3463 "mail system full") instead of the disk filling for everyone.
     max_size: Size = 0
+    # Finished messages (every recipient delivered, bounced or expired) stay listed this
+    # long for `mta queue show`, then are purged; their bodies are dropped at once.
+    keep_done: Duration = 86400.0
 
 
 @dataclass(frozen=True)
@@ -290,6 +293,8 @@ class TenantConfig:
     messages_per_day: int | None = None
     messages_per_month: int | None = None
     unique_recipients_per_month: int | None = None
+    # Keys for POST /api/v1/messages (`Authorization: Bearer KEY`); each names this tenant.
+    api_keys: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

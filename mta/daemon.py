@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -24,10 +25,13 @@ from aiohttp import web
 from mta.config import Config, ConfigError, load_config
 from mta.delivery.dispatcher import Dispatcher
 from mta.delivery.operations import QueueOperations
+from mta.dkim.signer import DkimSigner
 from mta.http.app import make_app
 from mta.ingress import Ingress
 from mta.observe.events import EventLog
+from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify
+from mta.policy import PolicyAdmin, PolicyEngine
 from mta.queue import Spool
 from mta.smtp.server import SmtpServer
 
@@ -39,9 +43,16 @@ log = logging.getLogger("mta")
 def validate_runtime(cfg: Config) -> list[str]:
     """Checks beyond the config file's own types: rules in other subpackages' syntax, and
     keys or certificates that must load."""
+    from mta.bounce.classify import Classifier, RulesError
+    from mta.dkim.signer import validate as validate_dkim
     from mta.shaping import validate as validate_shaping
 
     errors = list(validate_shaping(cfg))
+    errors += validate_dkim(cfg)
+    try:
+        Classifier.from_config(cfg)
+    except RulesError as e:
+        errors += e.errors
     try:
         import ssl
 
@@ -93,32 +104,50 @@ class Daemon:
                                           shard=self.shard, max_size=cfg.spool.max_size)
             stack.push_async_callback(self.spool.close)
 
-            self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events)
+            # Metrics: counters from the events stream (attached before anything can
+            # emit), gauges read at each scrape.
+            self.metrics = Metrics(tenants=["default", *cfg.tenants])
+            self.metrics.attach(self.events)
+            self.spool.observe_commit = self.metrics.observe_commit
+
+            # Policy state lives beside this shard's spool; reservations of messages that
+            # never reached the spool (a crash between prepare and put) are released.
+            self.policy = await PolicyEngine.open(cfg, cfg.spool.dir, events=self.events,
+                                                  owner=str(self.shard))
+            stack.push_async_callback(self.policy.aclose)
+            kept, released = await self.policy.reconcile(self._message_exists)
+            if kept or released:
+                log.info("policy: %d reservation(s) confirmed, %d released", kept, released)
+            self.policy_admin = PolicyAdmin(self.policy)
+
+            signer = DkimSigner.from_config(cfg.dkim, hostname=cfg.server.hostname,
+                                            file=str(cfg.path)) if cfg.dkim else None
+            self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events,
+                                       on_final=self._on_final)
             self.ingress = Ingress(spool=self.spool, events=self.events,
-                                   on_accepted=self.delivery.accepted)
+                                   on_accepted=self.delivery.accepted, signer=signer,
+                                   policy=self.policy,
+                                   observe_ingest=self.metrics.observe_ingest)
             self.delivery.inject_dsn = self.ingress.inject_dsn
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
+            maintenance = asyncio.create_task(self._maintain(), name="maintenance")
+            stack.callback(maintenance.cancel)
 
-            # Metrics: counters from the events stream, gauges read at each scrape.
             from mta.http.app import Limits
-            from mta.observe.metrics import Metrics
-
-            self.metrics = Metrics(tenants=["default", *cfg.tenants])
-            self.metrics.attach(self.events)
             self.metrics.watch_queue(self.spool, self.delivery.scheduler)
             self.metrics.add_gauge("mta_smtp_connections", "Inbound SMTP connections open.",
                                    lambda: self.smtp.connection_count if self.smtp else 0)
             self.metrics.add_gauge(
                 "mta_outbound_connections", "Outbound SMTP connections open.",
-                lambda: sum(s.pool.open_count for s in self.delivery.sites.values() if s.pool))
+                lambda: self.delivery.connection_count)
             # API key -> tenant for POST /api/v1/messages: [tenants.X] api_keys (policy adds it).
             api_keys = {key: name for name, t in cfg.tenants.items()
                         for key in getattr(t, "api_keys", ())}
             app = make_app(admin_token=cfg.http.admin_token,
                            queue_ops=QueueOperations(self.spool, self.delivery),
                            ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
-                           policy_admin=getattr(self, "policy_admin", None),
+                           policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname))
             self.http_runner = web.AppRunner(app, access_log=None)
@@ -134,6 +163,25 @@ class Daemon:
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
             yield
+
+    async def _message_exists(self, msg_id: str) -> bool:
+        return await self.spool.get(msg_id) is not None
+
+    async def _on_final(self, tenant: str, msg_id: str, recipient: str, outcome: str) -> None:
+        """A recipient's fate is final: under charge = "delivered" policy refunds or keeps
+        the credit it held."""
+        await self.policy.on_outcome(tenant, msg_id, recipient, outcome)
+
+    async def _maintain(self) -> None:
+        """Once a minute: expire credit lots, prune counters, drop finished messages that
+        are older than the retention window from the spool."""
+        while True:
+            await asyncio.sleep(60)
+            try:
+                await self.policy.maintain()
+                await self.spool.purge(time.time() - self.cfg.spool.keep_done)
+            except Exception:
+                log.exception("periodic maintenance failed; trying again in a minute")
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file; keep the old config if the new one is bad."""

@@ -2,22 +2,39 @@
 
 `Ingress` implements the SMTP server's handler protocol (mta.smtp.handler.IngressHandler)
 and the HTTP injection path calls the same methods, so both get the same policy, the same
-signature and the same durability: `accept_message` answers `250` only after the spool's
-group commit that holds the message is fsynced.
+signature and the same durability.
+
+One transaction, in order (Postfix smtpd_check style: each stage answers a Reply or None):
+  MAIL      policy.check_mail     may this tenant send now (suspension, licence, windows)
+  RCPT      policy.check_rcpt     reserve quota, licence volume and one credit
+  end DATA  policy.check_data     message class allowed; duplicates dropped (still 250)
+            policy.prepare(id)    the queue id is recorded before the spool write
+            DKIM                  signature added (in a thread: RSA runs without the GIL)
+            spool.put             returns after the group commit holding it is fsynced
+            policy.commit(id)     reservations become charges
+  then `250 2.0.0 Ok: queued as <id>`. Any refusal aborts the policy transaction, so a
+refused recipient is never charged; a crash between prepare and commit is settled by
+`PolicyEngine.reconcile` at the next start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from mta.bounce.dsn import dsn_is_8bit
+from mta.dkim.signer import DkimSigner, sign_async
 from mta.observe.events import EventLog
+from mta.policy.engine import PolicyEngine, PolicyTxn
 from mta.queue.envelope import Envelope, Recipient
 from mta.queue.records import SpoolError
 from mta.queue.spool import Spool
 from mta.rfc5321.reply import Reply
+from mta.smtp.handler import SessionInfo
 
 __all__ = ["Ingress"]
 
@@ -26,52 +43,166 @@ log = logging.getLogger("mta.ingress")
 # Called with (queue id, envelope) once a message is durable: the delivery side picks it up.
 AcceptedCallback = Callable[[str, Envelope], None]
 
+R_DUPLICATE = Reply(250, "2.0.0", "Ok: duplicate of a message already accepted, not sent again")
+R_SIGNING = Reply(554, "5.6.0", "Message header block cannot be parsed for signing")
+
 
 class Ingress:
     def __init__(self, *, spool: Spool, events: EventLog,
                  on_accepted: AcceptedCallback | None = None,
-                 signer: object | None = None) -> None:
+                 signer: DkimSigner | None = None, policy: PolicyEngine | None = None,
+                 observe_ingest: Callable[[float, str], None] | None = None) -> None:
         self.spool = spool
         self.events = events
         self.on_accepted = on_accepted
         self.signer = signer
+        self.policy = policy
+        self.observe_ingest = observe_ingest
+        self._class_re: re.Pattern[bytes] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        if policy is not None:
+            name = re.escape(policy.cfg.policy.class_header.encode())
+            # The class header is an instruction to us, not part of the message: it is read
+            # and removed (with its folded continuation lines) before signing.
+            self._class_re = re.compile(rb"(?im)^" + name + rb"[ \t]*:[ \t]*(.*)\r?\n"
+                                        rb"(?:[ \t].*\r?\n)*")
 
-    # Per-stage policy questions; "None" means go on. The policy engine plugs in here.
-    def check_mail(self, session: object, address: str,
-                   params: dict[str, str]) -> Reply | None:
-        return None
+    # --- per-stage policy questions: None means go on --------------------------------------
 
-    def check_rcpt(self, session: object, address: str,
-                   params: dict[str, str]) -> Reply | None:
-        return None
+    def check_mail(self, session: SessionInfo, address: str,
+                   params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None:
+        if self.policy is None:
+            return None  # answered at once: no task per command
+        return self._check_mail(session, address)
 
-    async def accept_message(self, envelope: Envelope, data: bytes) -> Reply:
+    async def _check_mail(self, session: SessionInfo, address: str) -> Reply | None:
+        assert self.policy is not None
+        if session.transaction is not None:  # RSET or a refused DATA left one open
+            await self.policy.abort(session.transaction)
+        txn = self.policy.transaction(session.tenant or "default", address)
+        session.transaction = txn
+        reply = await self.policy.check_mail(txn)
+        if reply is not None:
+            session.transaction = None
+        return reply
+
+    def check_rcpt(self, session: SessionInfo, address: str,
+                   params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None:
+        if self.policy is None or session.transaction is None:
+            return None
+        return self.policy.check_rcpt(session.transaction, address)
+
+    def session_closed(self, session: SessionInfo) -> None:
+        txn, session.transaction = session.transaction, None
+        if txn is not None and self.policy is not None:
+            # Fire and forget: the connection is gone, nobody waits for the release.
+            self._background(self.policy.abort(txn))
+
+    def _background(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- end of DATA -------------------------------------------------------------------------
+
+    async def accept_message(self, session: SessionInfo | None, envelope: Envelope,
+                             data: bytes) -> Reply:
+        started = time.perf_counter()
+        txn: PolicyTxn | None = None
+        if session is not None:
+            txn, session.transaction = session.transaction, None
         if not envelope.received_at:
             envelope.received_at = time.time()
-        if self.signer is not None:
-            data = self.signer.sign(data, envelope.received_at)  # type: ignore[attr-defined]
         try:
-            msg_id = await self.spool.put(envelope, data)
-        except SpoolError as e:
-            log.warning("spool refused a message from %s: %s", envelope.client_ip, e)
-            self.events.emit("rejected", tenant=envelope.tenant, client=envelope.client_ip,
-                             reason="spool", reply=str(e.reply))
-            return e.reply
+            if txn is not None:
+                assert self.policy is not None
+                refusal, data = await self._policy_data(txn, envelope, data)
+                if refusal is not None:
+                    return refusal
+            msg_id = self.spool.new_id()
+            if txn is not None:
+                refusal = await self.policy.prepare(txn, msg_id)  # type: ignore[union-attr]
+                if refusal is not None:
+                    return refusal
+            if self.signer is not None:
+                try:
+                    data = await sign_async(self.signer, data, envelope.received_at)
+                except Exception as e:  # DkimSignError: a header block we can't parse
+                    log.info("not signing a message from %s: %s", envelope.client_ip, e)
+                    return R_SIGNING
+            try:
+                await self.spool.put(envelope, data, msg_id)
+            except SpoolError as e:
+                log.warning("spool refused a message from %s: %s", envelope.client_ip, e)
+                self.events.emit("rejected", tenant=envelope.tenant,
+                                 client_ip=envelope.client_ip, reason="spool",
+                                 reply=str(e.reply))
+                return e.reply
+            if txn is not None:
+                await self.policy.commit(txn, msg_id)  # type: ignore[union-attr]
+                txn = None
+        finally:
+            if txn is not None:  # refused: give back every reservation
+                await self.policy.abort(txn)  # type: ignore[union-attr]
         emit = self.events.emit
         for r in envelope.recipients:
             emit("received", id=msg_id, tenant=envelope.tenant, sender=envelope.mail_from,
                  recipient=r.address, size=len(data), client=envelope.client_ip)
         if self.on_accepted is not None:
             self.on_accepted(msg_id, envelope)
+        if self.observe_ingest is not None:
+            self.observe_ingest(time.perf_counter() - started, "smtp" if session else "local")
         return Reply(250, "2.0.0", f"Ok: queued as {msg_id}")
+
+    async def _policy_data(self, txn: PolicyTxn, envelope: Envelope,
+                           data: bytes) -> tuple[Reply | None, bytes]:
+        """Message class and duplicates; returns (refusal or None, data without the class
+        header). Drops duplicate recipients from the envelope."""
+        policy = self.policy
+        assert policy is not None and self._class_re is not None
+        head_end = data.find(b"\r\n\r\n")
+        head = data[: head_end + 2] if head_end >= 0 else data
+        m = self._class_re.search(head)
+        class_value = m.group(1).decode("ascii", "replace").strip() if m else None
+        refusal = await policy.check_data(txn, class_value)
+        if refusal is not None:
+            return refusal, data
+        if m is not None:
+            data = data[: m.start()] + data[m.end():]
+            head = head[: m.start()] + head[m.end():]
+        message_id = _header_value(head, b"message-id")
+        if message_id and policy.cfg.policy.duplicate_window > 0:
+            keep: list[Recipient] = []
+            for r in envelope.recipients:
+                if await policy.is_duplicate(txn, message_id, r.address):
+                    self.events.emit("suppressed", tenant=envelope.tenant,
+                                     recipient=r.address, reason="duplicate",
+                                     message_id=message_id)
+                else:
+                    keep.append(r)
+            if not keep:
+                return R_DUPLICATE, data
+            envelope.recipients = keep
+        return None, data
+
+    # --- DSNs we generate ----------------------------------------------------------------------
 
     async def inject_dsn(self, tenant: str, recipient: str, data: bytes) -> None:
         """Queue a DSN we generated: null sender, to the original envelope sender. It
         travels through the same spool and delivery as any message (and is never bounced
-        again: a failed DSN has the null sender)."""
+        again: a failed DSN has the null sender). No policy: DSNs are not the tenant's
+        sending."""
         params = {"BODY": "8BITMIME"} if dsn_is_8bit(data) else {}
         envelope = Envelope(tenant=tenant, mail_from="", recipients=[Recipient(recipient)],
                             client_ip="127.0.0.1", helo="localhost", mail_params=params)
-        reply = await self.accept_message(envelope, data)
+        reply = await self.accept_message(None, envelope, data)
         if not reply.is_positive:
             log.error("could not queue a DSN to %s: %s", recipient, reply)
+
+
+def _header_value(head: bytes, name: bytes) -> str | None:
+    """The value of the first `name:` header in a header block (unfolded), or None."""
+    m = re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", head)
+    if m is None:
+        return None
+    return b" ".join(m.group(1).split()).decode("utf-8", "replace") or None

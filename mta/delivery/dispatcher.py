@@ -18,7 +18,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from mta.bounce.classify import Action, Classifier
@@ -39,7 +39,7 @@ from mta.queue import (
     WorkItem,
 )
 from mta.rfc5321.reply import Reply
-from mta.shaping import PathConfig, Shaper
+from mta.shaping import EgressSource, PathConfig, Shaper
 
 __all__ = ["Dispatcher"]
 
@@ -47,7 +47,18 @@ log = logging.getLogger("mta.delivery")
 
 # Items a runner takes from one tenant's queue before looking at the next tenant's, so one
 # tenant's backlog cannot starve another's on the same site.
-_TAKE = 8
+
+# (tenant, queue id, recipient, outcome) once a recipient is delivered, bounced or expired.
+FinalCallback = Callable[[str, str, str, str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Path:
+    """One (egress source, site) path: its resolved rules and its connections."""
+
+    source: EgressSource
+    config: PathConfig
+    pool: ConnectionPool
 
 
 @dataclass(slots=True)
@@ -57,8 +68,7 @@ class _Site:
     name: str
     hosts: list[MxHost]
     resolved_at: float
-    pool: ConnectionPool | None = None
-    path: PathConfig | None = None
+    paths: dict[str, _Path] = field(default_factory=dict)  # by source name
     workers: int = 0
     tenants: list[str] = field(default_factory=list)  # round-robin over queues with work
     last_reply: Reply | None = None
@@ -68,8 +78,10 @@ class Dispatcher:
     def __init__(self, cfg: Config, *, spool: Spool, events: EventLog,
                  resolver: Resolver | None = None, classifier: Classifier | None = None,
                  shaper: Shaper | None = None, clock: Callable[[], float] = time.time,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 on_final: FinalCallback | None = None) -> None:
         self.cfg = cfg
+        self.on_final = on_final
         self.spool = spool
         self.events = events
         self.resolver = resolver or make_resolver(cfg.dns)
@@ -114,8 +126,13 @@ class Dispatcher:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         for site in self.sites.values():
-            if site.pool is not None:
-                await site.pool.aclose()
+            for p in site.paths.values():
+                await p.pool.aclose()
+
+    @property
+    def connection_count(self) -> int:
+        """Outbound SMTP connections open now, over every path."""
+        return sum(p.pool.open_count for s in self.sites.values() for p in s.paths.values())
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -166,8 +183,8 @@ class Dispatcher:
             site = self.sites[name] = _Site(name, hosts, now)
         else:
             site.hosts, site.resolved_at = hosts, now
-            if site.pool is not None:
-                site.pool.hosts = hosts
+            for p in site.paths.values():
+                p.pool.hosts = hosts
         self._enqueue(item, name)
 
     def _enqueue(self, item: WorkItem, site: str) -> None:
@@ -212,29 +229,36 @@ class Dispatcher:
         self._wake.set()
 
     def _start_workers(self, name: str) -> None:
+        """Enough workers for the site's backlog, within what its paths may carry."""
         site = self.sites[name]
         if self._stopping:
             return
-        if site.pool is None:
-            site.path = self.shaper.path("default", name)
-            p = site.path
-            site.pool = ConnectionPool(
-                site.hosts, self._settings_for(p), port=self.cfg.delivery.port,
-                connection_limit=p.connection_limit,
-                max_deliveries_per_connection=p.max_deliveries_per_connection,
-                idle_timeout=self.cfg.delivery.idle_timeout, name=name)
         backlog = sum(n for (_, s), n in self.scheduler.counts().items() if s == name)
-        limit = site.path.connection_limit if site.path else 1
+        if site.paths:
+            limit = sum(p.config.connection_limit for p in site.paths.values())
+        else:
+            limit = self.shaper.path("default", name).connection_limit
         while site.workers < limit and site.workers < backlog:
             site.workers += 1
             self._spawn(self._worker(site), f"deliver {name}")
 
-    def _settings_for(self, p: PathConfig) -> ClientSettings:
-        s = self.settings
+    def _path(self, site: _Site, source: EgressSource) -> _Path:
+        p = site.paths.get(source.name)
+        if p is None:
+            config = self.shaper.path(source.name, site.name)
+            pool = ConnectionPool(
+                site.hosts, self._settings_for(config, source), port=self.cfg.delivery.port,
+                source=source.address or None, connection_limit=config.connection_limit,
+                max_deliveries_per_connection=config.max_deliveries_per_connection,
+                idle_timeout=self.cfg.delivery.idle_timeout, name=f"{source.name}->{site.name}")
+            p = site.paths[source.name] = _Path(source, config, pool)
+        return p
+
+    def _settings_for(self, p: PathConfig, source: EgressSource) -> ClientSettings:
         return ClientSettings(
-            ehlo_name=s.ehlo_name, tls=p.tls, connect_timeout=p.connect_timeout,
-            greeting_timeout=p.greeting_timeout, command_timeout=p.command_timeout,
-            data_timeout=p.data_timeout,
+            ehlo_name=source.ehlo_name or self.settings.ehlo_name, tls=p.tls,
+            connect_timeout=p.connect_timeout, greeting_timeout=p.greeting_timeout,
+            command_timeout=p.command_timeout, data_timeout=p.data_timeout,
             max_recipients_per_transaction=p.max_recipients_per_transaction)
 
     # --- delivery ------------------------------------------------------------------------
@@ -260,23 +284,32 @@ class Dispatcher:
                 item = self._next_item(site)
                 if item is None:
                     return
-                path = site.path
-                assert path is not None and site.pool is not None
-                suspended = self.shaper.blocked(path, item.tenant)
-                if suspended is not None:
-                    until = suspended.until or (self.clock() + 60.0)
-                    self.scheduler.defer(item, until)
+                tenant_cfg = self.cfg.tenants.get(item.tenant)
+                source = self.shaper.choose_source(
+                    (tenant_cfg.pool if tenant_cfg else "") or "default", self.rng,
+                    site=site.name, tenant=item.tenant)
+                if source is None:  # every source suspended or at today's warm-up cap
+                    self.scheduler.defer(item, self.clock() + 60.0)
                     self.poke()
                     continue
-                wait = await self.shaper.message_wait(path)
+                path = self._path(site, source)
+                suspended = self.shaper.blocked(path.config, item.tenant)
+                if suspended is not None:
+                    self.scheduler.defer(item, suspended.until or (self.clock() + 60.0))
+                    self.poke()
+                    continue
+                wait = await self.shaper.message_wait(path.config)
                 while wait > 0 and not self._stopping:
                     await asyncio.sleep(wait)
-                    wait = await self.shaper.message_wait(path)
-                await self._deliver(site, item)
+                    wait = await self.shaper.message_wait(path.config)
+                # The adaptive window (Postfix-style feedback) caps the connections.
+                path.pool.connection_limit = max(1, min(
+                    path.config.connection_limit, self.shaper.adaptive.window(path.config)))
+                await self._deliver(site, path, item)
         finally:
             site.workers -= 1
 
-    async def _deliver(self, site: _Site, item: WorkItem) -> None:
+    async def _deliver(self, site: _Site, path: _Path, item: WorkItem) -> None:
         info = await self.spool.get(item.msg_id)
         if info is None or info.state != "queued":
             return  # deleted, held or finished since it was queued
@@ -289,23 +322,23 @@ class Dispatcher:
         except KeyError:
             return
         recipients = [rcpts[i] for i in indexes]
-        assert site.pool is not None and site.path is not None
         try:
-            async with site.pool.lease() as client:
+            async with path.pool.lease() as client:
                 result = await client.send(info.mail_from, recipients, body,
                                            params=info.mail_params)
             replies = list(result.per_recipient)
         except SiteUnavailable as e:
-            replies = [e.attempts[-1].reply if e.attempts else
-                       Reply(451, "4.4.1", "no MX host reachable")] * len(indexes)
+            replies = [e.reply] * len(indexes)
+            self.shaper.record(path.config, "connection_failure", e.reply)
         site.last_reply = replies[-1]
         done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name)
-        await self._finish(done, replies, info, site=site.name, body=body)
+        await self._finish(done, replies, info, site=site.name, body=body, path=path)
 
     # --- outcomes ------------------------------------------------------------------------
 
     async def _finish(self, item: WorkItem, replies: list[Reply], info: MessageInfo | None,
-                      *, site: str, body: bytes | None = None) -> None:
+                      *, site: str, body: bytes | None = None,
+                      path: _Path | None = None) -> None:
         """Classify each reply, make the outcomes durable, then reschedule, notify, log."""
         if info is None:
             info = await self.spool.get(item.msg_id)
@@ -317,7 +350,7 @@ class Dispatcher:
         retry_at: dict[float, list[int]] = defaultdict(list)
         failed: list[tuple[int, Reply, str, str]] = []  # (index, reply, action, category)
         events: list[tuple[str, int, Reply, str]] = []
-        path = self.sites[site].path if site in self.sites else None
+        shaping = path.config if path is not None else None
         for index, reply in zip(item.indexes, replies, strict=True):
             r = rcpts.get(index)
             if r is None or r.state != "queued":
@@ -326,12 +359,12 @@ class Dispatcher:
             if reply.is_positive:
                 outcomes.append(Outcome(item.msg_id, index, "delivered", reply, site=site))
                 events.append(("delivered", index, reply, ""))
-                if path is not None:
-                    self.shaper.record(path, "delivered")
+                if shaping is not None:
+                    self.shaper.record(shaping, "delivered")
                 continue
             c = self.classifier.classify(reply)
-            if path is not None:
-                self.shaper.record(path, str(c.category), reply)
+            if shaping is not None:
+                self.shaper.record(shaping, str(c.category), reply)
             if c.action == Action.RETRY:
                 if self.retry.expired(info.received_at, now):
                     outcomes.append(Outcome(item.msg_id, index, "expired", reply, site=site))
@@ -359,13 +392,19 @@ class Dispatcher:
         if retry_at:
             self.poke()
         emit = self.events.emit
-        base = {"id": item.msg_id, "tenant": item.tenant, "site": site, "source": "default"}
+        base = {"id": item.msg_id, "tenant": item.tenant, "site": site,
+                "source": path.source.name if path is not None else None}
         for event, index, reply, category in events:
             emit(event, **base, recipient=rcpts[index].address, reply=str(reply),
                  category=category or None, attempt=rcpts[index].attempts + 1)
         for index, reply, event, category in failed:
             emit(event, **base, recipient=rcpts[index].address, reply=str(reply),
                  category=category, attempt=rcpts[index].attempts + 1)
+        if self.on_final is not None:
+            for o in outcomes:
+                if o.state != "deferred":
+                    await self.on_final(item.tenant, item.msg_id, rcpts[o.index].address,
+                                        o.state)
         if failed:
             await self._send_dsn(info, [(rcpts[i], reply, ev) for i, reply, ev, _ in failed],
                                  body, site)
@@ -400,6 +439,8 @@ class Dispatcher:
             self.events.emit("bounced", id=info.id, tenant=info.tenant, recipient=r.address,
                              reply=str(reply), category="administrative", site=r.site,
                              source=None, attempt=r.attempts)
+            if self.on_final is not None:
+                await self.on_final(info.tenant, info.id, r.address, "bounced")
         await self._send_dsn(info, [(r, reply, "bounced") for r in open_rcpts], body,
                              "(administrative)")
 
@@ -420,18 +461,23 @@ class Dispatcher:
                 entry["until"] = r.next_attempt
             else:
                 site = self.sites.get(r.site or "")
-                if site is None or site.path is None:
+                if site is None:
                     entry["waiting_for"] = "routing (MX lookup)"
                 else:
-                    blocked = self.shaper.blocked(site.path, info.tenant)
-                    entry["shaping"] = await self.shaper.explain(site.path, info.tenant)
-                    if blocked is not None:
-                        entry["waiting_for"] = f"suspension of {blocked.scope} " \
-                                               f"{blocked.name}: {blocked.reason}"
-                        entry["until"] = blocked.until
+                    paths = list(site.paths.values()) or [None]
+                    configs = [p.config if p else self.shaper.path("default", site.name)
+                               for p in paths]
+                    entry["shaping"] = [await self.shaper.explain(c, info.tenant)
+                                        for c in configs]
+                    blocked = [b for c in configs
+                               if (b := self.shaper.blocked(c, info.tenant)) is not None]
+                    if blocked and len(blocked) == len(configs):
+                        b = min(blocked, key=lambda x: x.until or float("inf"))
+                        entry["waiting_for"] = f"suspension of {b.scope} {b.name}: {b.reason}"
+                        entry["until"] = b.until
                     else:
                         entry["waiting_for"] = (f"a delivery slot for site {site.name} "
-                                                f"({site.workers} connection(s) busy)")
+                                                f"({site.workers} worker(s) busy)")
             out.append(entry)
         return {"id": info.id, "tenant": info.tenant, "state": info.state, "now": now,
                 "recipients": out}

@@ -153,6 +153,7 @@ async def inject(request: web.Request) -> web.Response:
                             reply=str(reply))
             results.append({"address": address, "accepted": False, "reply": str(reply)})
     if not accepted:
+        ingress.session_closed(session)
         raise ApiError(422, "no_recipients_accepted", "every recipient was refused",
                        extra={"recipients": results})
 
@@ -160,7 +161,7 @@ async def inject(request: web.Request) -> web.Response:
                         client_ip=client_ip, helo="http", mail_params=sub.mail_params,
                         received_at=time.time())
     started = time.perf_counter()
-    reply = await ingress.accept_message(envelope, sub.data)
+    reply = await ingress.accept_message(session, envelope, sub.data)
     if not reply.is_positive:
         status = 503 if reply.is_transient else 422
         raise ApiError(status, "message_refused", f"the message was not queued: {reply}",

@@ -87,6 +87,8 @@ class PolicyTxn:
     max_age: float | None = None  # seconds this message may stay queued (by class)
     msg_id: str | None = None
     state: str = "new"  # new | open (MAIL ok) | committed | aborted
+    unlimited: bool = False  # no limit, credit or licence applies: nothing to reserve
+    reserved: bool = False  # the store holds reservations for this transaction
 
     @property
     def pool(self) -> str:
@@ -169,6 +171,9 @@ class PolicyEngine:
                 if snap.counters[self.counter_key(lim.tenant, period, now)] >= lim.value:
                     return self._limit_reply(lim, now)
         txn.wallet = next((t.name for t in chain if t.prepaid), None)
+        # Nothing to count for this tenant: recipients pass without a store round trip.
+        txn.unlimited = (txn.wallet is None and self.licence.bucket(now) is None
+                         and not any(lim.value for lim in txn.limits))
         txn.class_suspensions = {s.msg_class: s for s in snap.suspensions}
         txn.state = "open"
         return None
@@ -189,6 +194,9 @@ class PolicyEngine:
         rcpt = normalise_address(recipient)
         if rcpt in txn.recipients:
             return None  # already reserved in this transaction: not charged twice
+        if txn.unlimited:
+            txn.recipients.append(rcpt)
+            return None
         now = self.clock.now()
         refusal = self.licence.refusal(now)
         if refusal:
@@ -211,6 +219,7 @@ class PolicyEngine:
                              uniques=tuple(uniques), wallet=txn.wallet,
                              licence=self.licence.bucket(now),
                              alert_levels=tuple(self.pc.licence_alert_levels))
+        txn.reserved = True
         res = await self.store.reserve(req)
         self.licence.observe(res.licence_used, now, res.alerts)
         if res.ok:
@@ -254,6 +263,7 @@ class PolicyEngine:
             return False
         rcpt = normalise_address(recipient)
         now = self.clock.now()
+        txn.reserved = True  # a marker row is written for this transaction
         try:
             dup = await self.store.check_duplicate(txn.tenant, mid, rcpt, txn.id,
                                                    now - self.pc.duplicate_window, now)
@@ -275,6 +285,8 @@ class PolicyEngine:
         can ask the spool whether the message made it. A Reply means: do not write the
         message; answer with it and abort()."""
         txn.msg_id = msg_id
+        if not txn.reserved:
+            return None
         try:
             await self.store.prepare(txn.id, msg_id)
         except Exception:
@@ -288,6 +300,8 @@ class PolicyEngine:
             return
         txn.msg_id = msg_id
         txn.state = "committed"
+        if not txn.reserved:
+            return
         try:
             await self.store.commit(txn.id, msg_id, self.pc.charge == "delivered",
                                     self.clock.now())
@@ -302,6 +316,8 @@ class PolicyEngine:
             return
         txn.state = "aborted"
         txn.recipients.clear()
+        if not txn.reserved:
+            return
         try:
             await self.store.release(txn.id, self.clock.now())
         except Exception:

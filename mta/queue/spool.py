@@ -151,6 +151,8 @@ class Spool:
         # Counters for metrics and the benchmark: how well group commit is grouping.
         self.commits = 0
         self.committed_ops = 0
+        # Called with (seconds, operations) after each group commit (metrics).
+        self.observe_commit: Callable[[float, int], None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -445,7 +447,10 @@ class Spool:
                 continue
             n = min(len(self._ops), self._max_batch)
             batch = [self._ops.popleft() for _ in range(n)]
+            started = time.perf_counter()
             await self._commit(batch)
+            if self.observe_commit is not None:
+                self.observe_commit(time.perf_counter() - started, n)
 
     async def _commit(self, batch: list[_Put | _Call]) -> None:
         db = self._wdb

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mta.queue.envelope import Envelope
 from mta.rfc5321.reply import Reply
@@ -30,6 +30,9 @@ class SessionInfo:
     tls: bool = False
     tls_version: str | None = None  # "TLSv1.3"
     session_id: str = ""  # short id for logs
+    # The handler's per-transaction state (policy reservations), from MAIL to the end of
+    # DATA; the server never reads it.
+    transaction: Any = None
 
 
 class IngressHandler(Protocol):
@@ -47,7 +50,12 @@ class IngressHandler(Protocol):
         self, session: SessionInfo, address: str, params: dict[str, str]
     ) -> Reply | Awaitable[Reply | None] | None: ...
 
-    def accept_message(self, envelope: Envelope, data: bytes) -> Reply | Awaitable[Reply]:
+    def accept_message(self, session: SessionInfo, envelope: Envelope,
+                       data: bytes) -> Reply | Awaitable[Reply]:
         """Store the message; answer e.g. `Reply(250, "2.0.0", "Ok: queued as 0123ABCD")`
         only once it is safely on disk, or a 4xx/5xx reply."""
+        ...
+
+    def session_closed(self, session: SessionInfo) -> None:
+        """The connection is gone: release what an unfinished transaction holds."""
         ...

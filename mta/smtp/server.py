@@ -283,6 +283,8 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
         self.server._release(self, self.ip)
+        if self.session is not None and self.session.info.transaction is not None:
+            self.server.handler.session_closed(self.session.info)
 
     # --- the command loop -------------------------------------------------------------
 
@@ -412,7 +414,7 @@ class _Connection(asyncio.Protocol):
         if isinstance(ev, CheckRcpt):
             return handler.check_rcpt(info, ev.address, ev.params)
         if isinstance(ev, Deliver):
-            return handler.accept_message(ev.envelope, ev.data)
+            return handler.accept_message(info, ev.envelope, ev.data)
         return self._authenticate(ev)
 
     async def _authenticate(self, ev: Authenticate) -> AuthResult:

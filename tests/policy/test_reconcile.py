@@ -128,7 +128,8 @@ async def test_two_processes_sharing_policy_db_never_overspend(make_engine, tmp_
 async def test_store_failure_defers_instead_of_raising(make_engine):
     # Postfix smtpd_check: a failed lookup is a 4xx, never an accept and never a crash.
     engine = await make_engine()
-    txn = engine.transaction("news", "s@news.example")
+    # "shop" is prepaid, so its recipients need the store (an unlimited tenant's don't).
+    txn = engine.transaction("shop", "s@shop.example")
     assert await engine.check_mail(txn) is None
     await engine.store.aclose()  # the database goes away mid-session
     assert str(await engine.check_rcpt(txn, "a@x.example")) == (

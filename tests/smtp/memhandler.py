@@ -26,6 +26,7 @@ class MemoryHandler:
     delay: float = 0.0
     keep: bool = True  # False: count only (benchmarks)
     count: int = 0
+    closed_sessions: int = 0
     sessions: list[SessionInfo] = field(default_factory=list)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
@@ -43,7 +44,11 @@ class MemoryHandler:
             await asyncio.sleep(self.delay)
         return self.rcpt_replies.get(address)
 
-    async def accept_message(self, envelope: Envelope, data: bytes) -> Reply:
+    def session_closed(self, session: SessionInfo) -> None:
+        self.closed_sessions += 1
+
+    async def accept_message(self, session: SessionInfo, envelope: Envelope,
+                             data: bytes) -> Reply:
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.accept_reply is not None:

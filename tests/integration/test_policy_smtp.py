@@ -1,0 +1,142 @@
+"""The policy engine through real SMTP sessions: credits, quotas, suspension, duplicates,
+and exact accounting when many sessions race for the last credits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+import urllib.request
+
+from mta.smtp.auth import hash_password
+from tests.support.daemon import ADMIN_TOKEN
+
+PW = "pw-123456"
+
+
+def _tenants_toml() -> str:
+    pw = hash_password(PW, ln=10)
+    return f"""
+[plans.tiny]
+unique_recipients_per_month = 3
+
+[tenants.shop]
+prepaid = true
+[tenants.free]
+plan = "tiny"
+[tenants.banned]
+status = "suspended"
+
+[users.shop]
+tenant = "shop"
+password = "{pw}"
+[users.free]
+tenant = "free"
+password = "{pw}"
+[users.banned]
+tenant = "banned"
+password = "{pw}"
+"""
+
+
+def _admin(mta, method: str, path: str, body: dict | None = None) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{mta.http_port}{path}", method=method,
+                                 data=json.dumps(body).encode() if body else None)
+    req.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _session(port: int, user: str) -> smtplib.SMTP:
+    s = smtplib.SMTP("127.0.0.1", port, timeout=20)
+    s.ehlo("client.test")
+    s.login(user, PW)
+    return s
+
+
+def _msg(mid: str = "<m@shop.test>") -> bytes:
+    return f"From: a@shop.test\r\nMessage-ID: {mid}\r\nSubject: x\r\n\r\nhi\r\n".encode()
+
+
+def test_prepaid_tenant_needs_credits_and_is_refused_with_452_4_7_1(mta_factory):
+    mta = mta_factory(_tenants_toml())
+    with _session(mta.smtp_port, "shop") as s:
+        s.mail("a@shop.test")
+        code, text = s.rcpt("r1@dest.test")
+        assert (code, text[:5]) == (452, b"4.7.1")
+        assert b"credit" in text.lower()
+    _admin(mta, "POST", "/api/v1/admin/tenants/shop/credits", {"amount": 2, "paid": True})
+    with _session(mta.smtp_port, "shop") as s:
+        s.mail("a@shop.test")
+        assert s.rcpt("r1@dest.test")[0] == 250
+        assert s.rcpt("r2@dest.test")[0] == 250
+        assert s.rcpt("r3@dest.test")[0] == 452  # refused recipients are never charged
+        assert s.data(_msg())[0] == 250
+    summary = _admin(mta, "GET", "/api/v1/admin/tenants/shop/credits")
+    assert summary["balance"] == 0
+
+
+def test_unpaid_credits_are_not_usable(mta_factory):
+    mta = mta_factory(_tenants_toml())
+    _admin(mta, "POST", "/api/v1/admin/tenants/shop/credits", {"amount": 5, "paid": False})
+    with _session(mta.smtp_port, "shop") as s:
+        s.mail("a@shop.test")
+        assert s.rcpt("r1@dest.test")[0] == 452
+
+
+def test_plan_quota_of_unique_recipients_answers_a_temporary_failure(mta_factory):
+    mta = mta_factory(_tenants_toml())
+    with _session(mta.smtp_port, "free") as s:
+        s.mail("a@free.test")
+        for i in range(3):
+            assert s.rcpt(f"r{i}@dest.test")[0] == 250
+        code, text = s.rcpt("r9@dest.test")
+        assert code == 451 and text.startswith(b"4.7.1")
+        assert b"unique-recipient limit of 3" in text
+        assert s.data(_msg("<q1@free.test>"))[0] == 250
+    # The same recipients again are not new unique recipients this month.
+    with _session(mta.smtp_port, "free") as s:
+        s.mail("a@free.test")
+        assert s.rcpt("r0@dest.test")[0] == 250
+
+
+def test_suspended_tenant_is_refused_at_mail_from(mta_factory):
+    mta = mta_factory(_tenants_toml())
+    with _session(mta.smtp_port, "banned") as s:
+        code, text = s.mail("a@banned.test")
+        assert code == 554 and text.startswith(b"5.7.1")
+
+
+def test_duplicate_message_id_is_accepted_once(mta_factory):
+    mta = mta_factory(_tenants_toml())
+    _admin(mta, "POST", "/api/v1/admin/tenants/shop/credits", {"amount": 10, "paid": True})
+    for _ in range(2):
+        with _session(mta.smtp_port, "shop") as s:
+            s.sendmail("a@shop.test", ["r1@dest.test"], _msg("<same@shop.test>"))
+    assert len(mta.queue_list()) == 1  # the repeat got 250 but was not queued again
+    assert _admin(mta, "GET", "/api/v1/admin/tenants/shop/credits")["balance"] == 9
+
+
+async def test_fifty_sessions_racing_for_the_last_100_credits_get_exactly_100(mta_factory):
+    mta = await asyncio.to_thread(mta_factory, _tenants_toml())
+    await asyncio.to_thread(_admin, mta, "POST", "/api/v1/admin/tenants/shop/credits",
+                            {"amount": 100, "paid": True})
+
+    def client(i: int) -> int:
+        accepted = 0
+        with _session(mta.smtp_port, "shop") as s:
+            s.mail("a@shop.test")
+            for j in range(3):
+                if s.rcpt(f"r{i}-{j}@dest.test")[0] == 250:
+                    accepted += 1
+            if accepted:
+                assert s.data(_msg(f"<race{i}@shop.test>"))[0] == 250
+        return accepted
+
+    results = await asyncio.gather(*(asyncio.to_thread(client, i) for i in range(50)))
+    assert sum(results) == 100
+    queued = await asyncio.to_thread(mta.queue_list)
+    assert sum(len(m["recipients"]) for m in queued) == 100
+    summary = await asyncio.to_thread(_admin, mta, "GET", "/api/v1/admin/tenants/shop/credits")
+    assert summary["balance"] == 0
