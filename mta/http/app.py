@@ -3,7 +3,8 @@
 
 `make_app(...)` builds it; the daemon runs it on every `[http] listen` address with an
 aiohttp AppRunner (listeners are "sites", as in aiohttp's web_runner). One module per route
-family: admin_queue, admin_policy, inject, scrape; openapi.py describes them all.
+family: admin_queue, admin_policy, admin_licence, admin_shaping, inject, scrape; openapi.py
+describes them all.
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
-from mta.http import admin_policy, admin_queue, inject, openapi, scrape, state
+from mta.http import (
+    admin_licence,
+    admin_policy,
+    admin_queue,
+    admin_shaping,
+    inject,
+    openapi,
+    scrape,
+    state,
+)
 from mta.http.compose import Limits
 from mta.http.errors import error_middleware, json_error
 from mta.observe.metrics import Metrics
@@ -41,11 +51,12 @@ async def admin_auth_middleware(request: web.Request, handler):  # type: ignore[
 def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              ingress: inject.IngressLike | None = None, metrics: Metrics | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
-             limits: Limits | None = None) -> web.Application:
+             limits: Limits | None = None, shaper: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
-    `policy_unavailable`, `metrics_unavailable`)."""
+    `policy_unavailable`, `metrics_unavailable`, `shaping_unavailable`). `shaper`: the
+    dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping."""
     app = web.Application(middlewares=[error_middleware, admin_auth_middleware],
                           client_max_size=ADMIN_MAX_BODY)
     app[state.ADMIN_TOKEN] = admin_token
@@ -55,8 +66,11 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[state.API_KEYS] = inject.ApiKeys(api_keys)
     app[state.POLICY_ADMIN] = policy_admin
     app[state.INJECT_LIMITS] = limits or Limits()
+    app[state.SHAPER] = shaper
     app.add_routes(admin_queue.routes)
     app.add_routes(admin_policy.routes)
+    app.add_routes(admin_licence.routes)
+    app.add_routes(admin_shaping.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)

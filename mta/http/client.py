@@ -1,7 +1,8 @@
 """A small synchronous client of the admin API, for `mta queue ...` and scripts.
 
 The CLI is not an event loop, so this uses the standard library's urllib. It speaks the same
-JSON shapes the server writes (mta.http.admin_queue).
+JSON shapes the server writes (mta.http.admin_queue, admin_policy, admin_licence,
+admin_shaping).
 """
 
 from __future__ import annotations
@@ -17,10 +18,18 @@ from mta.config import Config
 __all__ = ["AdminClient", "AdminError"]
 
 
+# sysexits(3) for what the operator should do next: 77 fix the token, 69 the daemon (or
+# that part of it) is not serving; any other refusal is 1, with the server's message.
+_EXIT_BY_STATUS = {401: 77, 403: 77, 503: 69}
+
+
 class AdminError(Exception):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    """`status`: the HTTP status (None when the daemon could not be reached)."""
+
+    def __init__(self, message: str, exit_code: int = 1, status: int | None = None) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.status = status
 
 
 class AdminClient:
@@ -41,8 +50,9 @@ class AdminClient:
     def request(self, method: str, path: str, body: Any = None,
                 query: dict[str, Any] | None = None) -> Any:
         url = self.base_url + path
-        if query:
-            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        params = {k: v for k, v in (query or {}).items() if v is not None}
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(url, data=data, method=method)
         req.add_header("Authorization", f"Bearer {self.token}")
@@ -57,7 +67,8 @@ class AdminClient:
                 message = f"{err['message']} ({err['code']})"
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {e.code}"
-            raise AdminError(message, exit_code=1) from None
+            raise AdminError(message, exit_code=_EXIT_BY_STATUS.get(e.code, 1),
+                             status=e.code) from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise AdminError(f"cannot reach the daemon at {self.base_url}: {reason}",
@@ -85,3 +96,70 @@ class AdminClient:
 
     def queue_explain(self, msg_id: str) -> dict:
         return self.request("GET", f"/api/v1/admin/queue/{urllib.parse.quote(msg_id)}/explain")
+
+    # --- policy (mta.http.admin_policy) ------------------------------------------------
+    @staticmethod
+    def _t(tenant: str) -> str:
+        return f"/api/v1/admin/tenants/{urllib.parse.quote(tenant, safe='')}"
+
+    def tenants(self) -> dict:
+        return self.request("GET", "/api/v1/admin/tenants")
+
+    def credits_add(self, tenant: str, amount: int, *, paid: bool = False,
+                    expires: str | None = None, note: str = "") -> dict:
+        return self.request("POST", self._t(tenant) + "/credits", body={
+            "amount": amount, "paid": paid, "expires": expires, "note": note})
+
+    def credits(self, tenant: str) -> dict:
+        return self.request("GET", self._t(tenant) + "/credits")
+
+    def credits_history(self, tenant: str, limit: int = 100) -> dict:
+        return self.request("GET", self._t(tenant) + "/credits/history",
+                            query={"limit": limit})
+
+    def credits_paid(self, lot: int) -> dict:
+        return self.request("POST", f"/api/v1/admin/credit-lots/{int(lot)}/paid")
+
+    def limits_usage(self, tenant: str) -> dict:
+        return self.request("GET", self._t(tenant) + "/limits")
+
+    def limit_set(self, tenant: str, name: str, value: int, *, until: str,
+                  reason: str) -> dict:
+        return self.request("POST", self._t(tenant) + "/limits", body={
+            "name": name, "value": value, "until": until, "reason": reason})
+
+    def limit_clear(self, tenant: str, name: str | None = None) -> dict:
+        return self.request("DELETE", self._t(tenant) + "/limits", query={"name": name})
+
+    def suspend(self, tenant: str, reason: str, *, msg_class: str | None = None,
+                until: str | None = None) -> dict:
+        return self.request("POST", self._t(tenant) + "/suspensions", body={
+            "reason": reason, "class": msg_class, "until": until})
+
+    def resume(self, tenant: str, msg_class: str | None = None) -> dict:
+        return self.request("DELETE", self._t(tenant) + "/suspensions",
+                            query={"class": msg_class})
+
+    # --- licence (mta.http.admin_licence) ----------------------------------------------
+    def licence(self) -> dict:
+        return self.request("GET", "/api/v1/admin/licence")
+
+    # --- shaping (mta.http.admin_shaping) ----------------------------------------------
+    def shaping_suspensions(self) -> dict:
+        return self.request("GET", "/api/v1/admin/shaping/suspensions")
+
+    def shaping_suspend(self, scope: str, name: str, reason: str,
+                        duration: str | float | None = None) -> dict:
+        return self.request("POST", "/api/v1/admin/shaping/suspensions", body={
+            "scope": scope, "name": name, "reason": reason, "duration": duration})
+
+    def shaping_resume(self, scope: str, name: str) -> dict:
+        return self.request("DELETE", "/api/v1/admin/shaping/suspensions/"
+                            f"{urllib.parse.quote(scope, safe='')}/"
+                            f"{urllib.parse.quote(name, safe='')}")
+
+    def shaping_explain(self, site: str, *, source: str | None = None,
+                        tenant: str | None = None) -> dict:
+        return self.request("GET", "/api/v1/admin/shaping/sites/"
+                            f"{urllib.parse.quote(site, safe='')}",
+                            query={"source": source, "tenant": tenant})

@@ -215,6 +215,67 @@ _ADMIN_POLICY_PATHS: dict[str, Any] = {
                           _TENANT, _query("class", "Only this class", {"type": "string"})])},
 }
 
+_SHAPING_ERRORS = _errors((400, "bad_scope, bad_name"),
+                          (503, "shaping_unavailable: no shaper in this process"))
+_SCOPE = _path_param("scope", "What is suspended", {"type": "string", "enum": [
+    "site", "source", "path", "tenant"]})
+_SUSPENSION = {"type": "object", "properties": {
+    "scope": {"type": "string"}, "name": {"type": "string"}, "reason": {"type": "string"},
+    "since": {"type": "number"}, "until": {"type": ["number", "null"]}}}
+
+_ADMIN_SHAPING_PATHS: dict[str, Any] = {
+    "/api/v1/admin/shaping/suspensions": {
+        "get": _op("Active shaping suspensions", _ok("Suspensions", {
+            "type": "object", "properties": {"suspensions": {
+                "type": "array", "items": _SUSPENSION}}}) | _SHAPING_ERRORS, tag="shaping"),
+        "post": _op("Suspend sending to a site, from a source, on a path or for a tenant",
+                    _ok("The suspension", _SUSPENSION, "201") | _SHAPING_ERRORS
+                    | _errors((400, "bad_scope, bad_name, bad_json, bad_request, "
+                                    "unknown_field, missing_field, bad_field")),
+                    tag="shaping", body={
+                        "type": "object", "required": ["scope", "name", "reason"],
+                        "properties": {
+                            "scope": {"type": "string", "enum": [
+                                "site", "source", "path", "tenant"]},
+                            "name": {"type": "string", "description": "site, source, "
+                                     "SOURCE->SITE or tenant"},
+                            "reason": {"type": "string"},
+                            "duration": {"oneOf": [
+                                {"type": "number", "description": "seconds"},
+                                {"type": "string", "description": "\"1h\", \"30m\""},
+                                {"type": "null", "description": "until lifted"}]}}})},
+    "/api/v1/admin/shaping/suspensions/{scope}/{name}": {"delete": _op(
+        "Lift a shaping suspension", _ok("Lifted", _SUSPENSION) | _SHAPING_ERRORS
+        | _errors((404, "not_found: no such suspension")), tag="shaping",
+        params=[_SCOPE, _path_param("name", "site, source, SOURCE->SITE or tenant")])},
+    "/api/v1/admin/shaping/sites/{site}": {"get": _op(
+        "Effective rules of a path (with the layer each value came from), its throttles, "
+        "connections, adaptive window and suspension", _ok("Explanation")
+        | _SHAPING_ERRORS, tag="shaping", params=[
+            _path_param("site", "Site (MX rollup) name"),
+            _query("source", "Egress source", {"type": "string", "default": "default"}),
+            _query("tenant", "Also check this tenant's suspension", {"type": "string"})])},
+}
+
+_ADMIN_LICENCE_PATHS: dict[str, Any] = {
+    "/api/v1/admin/licence": {"get": _op(
+        "The licence in force and this month's usage", _ok("Licence status", {
+            "type": "object", "properties": {
+                "state": {"type": "string", "enum": [
+                    "none", "valid", "expired", "not yet valid", "invalid"]},
+                "problem": {"type": "string"}, "licensee": {"type": "string"},
+                "id": {"type": ["string", "null"]}, "month": {"type": "string"},
+                "used": {"type": "integer"},
+                "volume": {"type": "integer", "description": "0 = unlimited"},
+                "remaining": {"type": ["integer", "null"]}, "ratio": {"type": "number"},
+                "max_connections": {"type": "integer"},
+                "valid_from": {"type": ["string", "null"]},
+                "valid_until": {"type": ["string", "null"]},
+                "file": {"type": ["string", "null"]}, "timezone": {"type": "string"}}})
+        | _errors((503, "policy_unavailable: no policy engine in this process")),
+        tag="policy")},
+}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "mta HTTP API", "version": "1",
@@ -260,6 +321,8 @@ DOCUMENT: dict[str, Any] = {
             "responses": _ok("OpenAPI 3.1")}},
         **_ADMIN_QUEUE_PATHS,
         **_ADMIN_POLICY_PATHS,
+        **_ADMIN_LICENCE_PATHS,
+        **_ADMIN_SHAPING_PATHS,
     },
 }
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 __all__ = ["ADMIN_TOKEN", "API_KEYS", "INGRESS", "INJECT_LIMITS", "METRICS", "POLICY_ADMIN",
-           "QUEUE_OPS"]
+           "QUEUE_OPS", "SHAPER"]
 
 ADMIN_TOKEN = web.AppKey("admin_token", str)
 QUEUE_OPS = web.AppKey("queue_ops", Any)  # admin_queue.QueueOps | None
@@ -17,3 +17,4 @@ METRICS = web.AppKey("metrics", Any)  # observe.metrics.Metrics | None
 API_KEYS = web.AppKey("api_keys", Any)  # inject.ApiKeys
 POLICY_ADMIN = web.AppKey("policy_admin", Any)  # policy.PolicyAdmin | None
 INJECT_LIMITS = web.AppKey("inject_limits", Any)  # compose.Limits
+SHAPER = web.AppKey("shaper", Any)  # shaping.Shaper | None

@@ -9,7 +9,6 @@ import asyncio
 import email
 import email.message
 import email.policy
-import re
 import smtplib
 import sqlite3
 import time
