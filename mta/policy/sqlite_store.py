@@ -18,6 +18,7 @@ import asyncio
 import json
 import math
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -316,6 +317,9 @@ def _op_prune(c: sqlite3.Connection, now: float, dedupe_since: float,
               (now - _ORPHAN_DEDUPE_AGE,))
 
 
+STATE_TTL = 1.0  # seconds; see SqliteStore._remember
+_CACHE_MAX = 10_000
+
 class SqliteStore:
     """PolicyStore on one SQLite file. Open with `await SqliteStore.open(path)`."""
 
@@ -325,6 +329,8 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -412,18 +418,40 @@ class SqliteStore:
 
     # --- tenants ------------------------------------------------------------------------
     async def get_tenant(self, name: str) -> Tenant | None:
+        hit = self._tenants.get(name)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
         row = await self._read(lambda c: c.execute(
             "SELECT spec FROM tenants WHERE name=?", (name,)).fetchone())
-        return tenant_from_json(row[0]) if row else None
+        tenant = tenant_from_json(row[0]) if row else None
+        self._remember(self._tenants, name, tenant)
+        return tenant
+
+    # Tenants, suspensions and operator limits change only through an operator; reading
+    # them from SQLite on every MAIL FROM cost more than the rest of the message path. They
+    # are cached for STATE_TTL: writes through this store drop the cache at once, writes by
+    # another process sharing the file are seen within STATE_TTL.
+    def _remember(self, cache: dict[Any, tuple[float, Any]], key: Any, value: Any) -> None:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = (time.monotonic() + STATE_TTL, value)
+
+    def _invalidate(self) -> None:
+        self._tenants.clear()
+        self._states.clear()
 
     async def put_tenant(self, tenant: Tenant) -> None:
+        self._invalidate()
         await self._write(lambda c: c.execute(
             "INSERT OR REPLACE INTO tenants(name, spec) VALUES(?, ?)",
             (tenant.name, tenant_to_json(tenant))))
+        self._invalidate()
 
     async def delete_tenant(self, name: str) -> bool:
-        return await self._write(lambda c: c.execute(
+        result = await self._write(lambda c: c.execute(
             "DELETE FROM tenants WHERE name=?", (name,)).rowcount > 0)
+        self._invalidate()
+        return result
 
     async def list_tenants(self) -> list[Tenant]:
         rows = await self._read(lambda c: c.execute(
@@ -438,7 +466,9 @@ class SqliteStore:
                             "VALUES(?,?,?,?,?) RETURNING id",
                             (tenant, msg_class, reason, now, until)).fetchone()
             return Suspension(row[0], tenant, msg_class, reason, now, until)
-        return await self._write(op)
+        result = await self._write(op)
+        self._invalidate()
+        return result
 
     async def lift_suspension(self, tenant: str, msg_class: str | None, now: float) -> int:
         sql = "UPDATE suspensions SET lifted=? WHERE tenant=? AND lifted IS NULL"
@@ -446,7 +476,9 @@ class SqliteStore:
         if msg_class is not None:
             sql += " AND msg_class=?"
             args += (msg_class,)
-        return await self._write(lambda c: c.execute(sql, args).rowcount)
+        result = await self._write(lambda c: c.execute(sql, args).rowcount)
+        self._invalidate()
+        return result
 
     async def set_operator_limit(self, tenant: str, name: str, value: int, until: float,
                                  reason: str, now: float) -> OperatorLimit:
@@ -455,7 +487,9 @@ class SqliteStore:
                             "since) VALUES(?,?,?,?,?,?) RETURNING id",
                             (tenant, name, value, until, reason, now)).fetchone()
             return OperatorLimit(row[0], tenant, name, value, until, reason, now)
-        return await self._write(op)
+        result = await self._write(op)
+        self._invalidate()
+        return result
 
     async def clear_operator_limit(self, tenant: str, name: str | None, now: float) -> int:
         sql = "UPDATE operator_limits SET lifted=? WHERE tenant=? AND lifted IS NULL"
@@ -463,10 +497,26 @@ class SqliteStore:
         if name is not None:
             sql += " AND name=?"
             args += (name,)
-        return await self._write(lambda c: c.execute(sql, args).rowcount)
+        result = await self._write(lambda c: c.execute(sql, args).rowcount)
+        self._invalidate()
+        return result
 
     async def snapshot(self, tenants: Sequence[str], counter_keys: Sequence[str],
                        now: float) -> Snapshot:
+        key = tuple(tenants)
+        hit = self._states.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            sus, lim = hit[1]
+            counters = (await self._read(
+                lambda c: {k: _counter(c, k) for k in counter_keys}) if counter_keys else {})
+            return Snapshot([s for s in sus if s.until is None or s.until > now],
+                            [x for x in lim if x.until > now], counters)
+        snap = await self._snapshot(tenants, counter_keys, now)
+        self._remember(self._states, key, (snap.suspensions, snap.limits))
+        return snap
+
+    async def _snapshot(self, tenants: Sequence[str], counter_keys: Sequence[str],
+                        now: float) -> Snapshot:
         def op(c: sqlite3.Connection) -> Snapshot:
             marks = ",".join("?" * len(tenants))
             c.execute("BEGIN")

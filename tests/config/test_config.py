@@ -126,7 +126,7 @@ BROKEN = [
      "delivery.tls: must be \"opportunistic\", \"required\" or \"disabled\""),
     ("[dns]\nnameservers = [\"127.0.0.1:x\"]\n",
      "dns.nameservers[0]: invalid port in '127.0.0.1:x'"),
-    ("[server]\nworkers = 0\n", "server.workers: must be at least 1"),
+    ("[server]\nworkers = 0\n", "server.workers: only 1 is supported in this version"),
     ("[users.bob]\ntenant = \"nobody\"\npassword = \"$scrypt$x\"\n",
      "users.bob.tenant: unknown tenant 'nobody'"),
     ("[users.bob]\npassword = \"hunter2\"\n",

@@ -17,6 +17,9 @@ PW = "pw-123456"
 def _tenants_toml() -> str:
     pw = hash_password(PW, ln=10)
     return f"""
+[policy]
+duplicate_window = "1d"
+
 [plans.tiny]
 unique_recipients_per_month = 3
 

@@ -18,6 +18,7 @@ PARIS = ZoneInfo("Europe/Paris")
 BASE_TOML = """
 [policy]
 timezone = "Europe/Paris"
+duplicate_window = "1d"
 
 [plans.free]
 unique_recipients_per_month = 2000
