@@ -64,6 +64,9 @@ class DnsCounters:
     coalesced: int = 0    # misses that joined a question already in flight
 
 
+MX_RESULT_TTL = 5.0  # seconds; see CachingResolver.resolve_mx
+
+
 class CachingResolver:
     """`Resolver` over any `Lookup` backend."""
 
@@ -77,6 +80,8 @@ class CachingResolver:
                                  failure_ttl=failure_ttl, clock=clock)
         self.rng = rng or random.Random()
         self.counters = DnsCounters()
+        self._clock = clock
+        self._mx_results: dict[str, tuple[float, MxResult | DnsFailure]] = {}
         self._in_flight: dict[tuple[str, str], asyncio.Future[Answer]] = {}
 
     # --- one question ----------------------------------------------------------------
@@ -125,7 +130,23 @@ class CachingResolver:
     # --- the Resolver interface ------------------------------------------------------
 
     async def resolve_mx(self, domain: str) -> MxResult | DnsFailure:
-        return await mx_rules.resolve_mx(self.lookup, domain, self.rng)
+        # Every message asks this for each recipient domain. Assembling the answer from
+        # the record cache (MX, then A and AAAA of each host, gathered in tasks) cost
+        # ~50 us a time, so the result itself is kept for MX_RESULT_TTL: far below any
+        # record TTL worth honouring, long enough to serve a burst of mail at dict speed.
+        now = self._clock()
+        hit = self._mx_results.get(domain)
+        if hit is not None and hit[0] > now:
+            self.counters.cache_hit += 1
+            return hit[1]
+        result = await mx_rules.resolve_mx(self.lookup, domain, self.rng)
+        # Never past the MX answer's own lifetime (RFC 2308 negative TTLs included).
+        ttl = min(MX_RESULT_TTL, self.cache.remaining(normalize_name(domain), "MX") or 0.0)
+        if ttl > 0:
+            if len(self._mx_results) >= self.cache.size:
+                self._mx_results.clear()
+            self._mx_results[domain] = (now + ttl, result)
+        return result
 
     async def resolve_addresses(self, host: str) -> list[str]:
         try:

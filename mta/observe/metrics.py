@@ -161,6 +161,7 @@ class Metrics:
         self._site = _Sites(top_sites, max(1, site_promote_after))
         self._max_label_values = max_label_values
         self._bounded: dict[str, _Bounded] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._last_received_id: str | None = None
         self._gauges: list[_Gauge] = []
         self._scrape = _ScrapeCollector()
@@ -229,6 +230,16 @@ class Metrics:
         """Give a tenant created at run time (admin API) its own series."""
         self._tenants.add(name)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus-client validates and locks on
+        every `labels()` call, which cost more than the rest of counting an event. Label
+        values are bounded (see the module doc), so this map is too."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def tenant(self, value: object) -> str:
         if value in (None, ""):
             return NONE
@@ -255,40 +266,40 @@ class Metrics:
 
     def _on_event(self, record: Mapping[str, Any]) -> None:
         event = str(record.get("event", ""))
-        self.events.labels(self._label("event", event)).inc()
+        self._child(self.events, self._label("event", event)).inc()
         get = record.get
         if event == "received":
             tenant = self.tenant(get("tenant"))
-            self.recipients_received.labels(tenant).inc()
+            self._child(self.recipients_received, tenant).inc()
             # Ingress writes one `received` line per recipient, one message's lines in a
             # row: a new id is a new message.
             msg_id = get("id")
             if msg_id != self._last_received_id:
                 self._last_received_id = msg_id
-                self.messages_received.labels(tenant).inc()
+                self._child(self.messages_received, tenant).inc()
                 size = get("size")
                 if isinstance(size, int) and size >= 0:
-                    self.received_bytes.labels(tenant).inc(size)
+                    self._child(self.received_bytes, tenant).inc(size)
         elif event == "rejected":
-            self.rejected.labels(self.tenant(get("tenant")),
+            self._child(self.rejected, self.tenant(get("tenant")),
                                  self._label("reason", get("reason"))).inc()
         elif event in ("suppressed", "duplicate"):
-            self.suppressed.labels(self.tenant(get("tenant"))).inc()
+            self._child(self.suppressed, self.tenant(get("tenant"))).inc()
         elif event == "delivered":
             tenant = self.tenant(get("tenant"))
-            self.delivered.labels(tenant, self._site(get("site"))).inc()
+            self._child(self.delivered, tenant, self._site(get("site"))).inc()
             accepted = _id_time(str(get("id", "")))
             when = get("time")
             if accepted is not None and isinstance(when, int | float):
-                self.delivery_latency.labels(tenant).observe(max(0.0, when - accepted))
+                self._child(self.delivery_latency, tenant).observe(max(0.0, when - accepted))
         elif event == "deferred":
-            self.deferred.labels(self.tenant(get("tenant")), self._site(get("site")),
+            self._child(self.deferred, self.tenant(get("tenant")), self._site(get("site")),
                                  self._label("category", get("category"))).inc()
         elif event == "bounced":
-            self.bounced.labels(self.tenant(get("tenant")), self._site(get("site")),
+            self._child(self.bounced, self.tenant(get("tenant")), self._site(get("site")),
                                 self._label("category", get("category"))).inc()
         elif event == "expired":
-            self.expired.labels(self.tenant(get("tenant")),
+            self._child(self.expired, self.tenant(get("tenant")),
                                 self._label("category", get("category"))).inc()
 
     # --- hooks other packages call -------------------------------------------------------

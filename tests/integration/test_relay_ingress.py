@@ -185,3 +185,24 @@ def test_sighup_reloads_and_a_bad_config_is_refused(mta_factory):
         time.sleep(0.1)
     assert "reload refused" in mta.stderr
     _send(mta.smtp_port, "a@sender.test", ["b@dest.test"])
+
+
+def test_systemd_notify_ready_then_stopping(tmp_path):
+    """Type=notify: READY=1 once listening, STOPPING=1 on SIGTERM (sd_notify(3))."""
+    import socket
+
+    from tests.support.daemon import MtaProcess
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(20)
+        mta = MtaProcess(tmp_path)
+        mta.env["NOTIFY_SOCKET"] = str(path)
+        try:
+            mta.start()
+            assert b"READY=1" in sock.recv(4096)
+            assert mta.terminate() == 0
+            assert sock.recv(4096).startswith(b"STOPPING=1")
+        finally:
+            mta.kill()

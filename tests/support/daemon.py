@@ -72,6 +72,7 @@ level = "info"
 """ + extra_toml)
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = workdir / "mta.stderr"
+        self.env: dict[str, str] = {}  # extra environment (e.g. NOTIFY_SOCKET)
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = 20.0) -> MtaProcess:
@@ -79,7 +80,7 @@ level = "info"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mta.cli", "serve", "-c", str(self.config_path)],
             cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -89,6 +90,10 @@ level = "info"
                 s.settimeout(5)
                 if s.recv(512).startswith(b"220"):
                     s.sendall(b"QUIT\r\n")
+                    # Until the server has closed this probe, so that a test reading the
+                    # connection gauges right away sees none open.
+                    while s.recv(512):
+                        pass
                     return self
             time.sleep(0.05)
         self.kill()
