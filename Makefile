@@ -48,7 +48,9 @@ test: $(STAMP) test-debs
 lint: $(STAMP)
 	$(BIN)/ruff check mta tests bench
 
+# matplotlib draws the plots; Postfix (for --peer postfix) is installed by bench/postfix.py.
 bench: $(STAMP) test-debs
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:

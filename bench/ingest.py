@@ -10,12 +10,18 @@ accepted msg/s, p50/p99 latency from the end of DATA (the final ".") to its repl
     .venv/bin/python bench/ingest_server.py --port 2526 &        # prints READY pid=... port=...
     .venv/bin/python bench/ingest.py --port 2526 -n 20000 -c 20 -s 1024 --pid $SERVER_PID
     .venv/bin/python bench/ingest.py --port 2526 -n 20000 -c 20 -s 1024 --reuse --pid ...
+
+For bench/run.py: `--rcpts N` recipients per message, `--domain-count D` spreads them over
+d0..d{D-1}.<--domain>, `--stamp` adds an `X-Bench-T: <unix time>` header (bench/sink.py
+turns it into end-to-end delay), `--json FILE` writes counts, latencies and accepted
+messages per 0.25 s of wall time.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -24,10 +30,13 @@ from dataclasses import dataclass, field
 TIMEOUT = 30.0
 
 
-def make_message(size: int, index: int) -> bytes:
+def make_message(size: int, index: int, stamp: bool = False) -> bytes:
     """A message of about `size` bytes with CRLF lines, already dot-safe."""
     head = (f"From: bench@load.test\r\nTo: sink@dest.test\r\nSubject: bench {index}\r\n"
-            f"Message-ID: <{index}.{os.getpid()}@load.test>\r\n\r\n").encode()
+            f"Message-ID: <{index}.{os.getpid()}@load.test>\r\n").encode()
+    if stamp:
+        head += f"X-Bench-T: {time.time():.6f}\r\n".encode()
+    head += b"\r\n"
     line = b"x" * 76 + b"\r\n"
     body_len = max(size - len(head), 0)
     body = line * (body_len // len(line))
@@ -44,6 +53,29 @@ class Stats:
     errors: int = 0
     latencies: list[float] = field(default_factory=list)
     last_error: str = ""
+    first_time: float = 0.0  # wall clock of the first MAIL sent
+    bins: dict[int, int] = field(default_factory=dict)  # accepted per 0.25 s of wall time
+
+    def accept(self) -> None:
+        self.accepted += 1
+        b = int(time.time() * BINS_PER_SECOND)
+        self.bins[b] = self.bins.get(b, 0) + 1
+
+
+BINS_PER_SECOND = 4
+
+
+def recipients(args: argparse.Namespace, index: int) -> list[bytes]:
+    """RCPT TO lines of message `index`: --rcpts of them, over --domain-count domains."""
+    n = getattr(args, "rcpts", 1)
+    count = getattr(args, "domain_count", 0)
+    domain = getattr(args, "domain", "dest.test")
+    out = []
+    for k in range(n):
+        d = f"d{(index * n + k) % count}.{domain}" if count else domain
+        local = "sink" if n == 1 else f"sink{k}"
+        out.append(f"RCPT TO:<{local}@{d}>\r\n".encode())
+    return out
 
 
 class Client:
@@ -87,8 +119,12 @@ async def open_session(host: str, port: int) -> tuple[Client, bool]:
             return c, pipelining
 
 
-async def send_one(c: Client, pipelining: bool, message: bytes, stats: Stats) -> None:
-    cmds = [b"MAIL FROM:<bench@load.test>\r\n", b"RCPT TO:<sink@dest.test>\r\n", b"DATA\r\n"]
+async def send_one(c: Client, pipelining: bool, message: bytes, stats: Stats,
+                   rcpts: list[bytes] | None = None) -> None:
+    if not stats.first_time:
+        stats.first_time = time.time()
+    cmds = [b"MAIL FROM:<bench@load.test>\r\n", *(rcpts or [b"RCPT TO:<sink@dest.test>\r\n"]),
+            b"DATA\r\n"]
     if pipelining:
         c.writer.write(b"".join(cmds))
         replies = [await c.reply() for _ in cmds]
@@ -102,7 +138,7 @@ async def send_one(c: Client, pipelining: bool, message: bytes, stats: Stats) ->
     if replies[-1][0] != 354:
         stats.rejected += 1
         stats.last_error = " | ".join(t for _, t in replies)
-        if len(replies) == 3 or not pipelining:
+        if len(replies) == len(cmds) or not pipelining:
             c.writer.write(b"RSET\r\n")
             await c.reply()
         return
@@ -111,7 +147,7 @@ async def send_one(c: Client, pipelining: bool, message: bytes, stats: Stats) ->
     code, text = await c.reply()
     stats.latencies.append(time.perf_counter() - started)
     if code == 250:
-        stats.accepted += 1
+        stats.accept()
     else:
         stats.rejected += 1
         stats.last_error = text
@@ -123,12 +159,12 @@ async def worker(args: argparse.Namespace, next_index: list[int], stats: Stats) 
         while next_index[0] < args.messages:
             i = next_index[0]
             next_index[0] += 1
-            message = make_message(args.size, i)
+            message = make_message(args.size, i, getattr(args, "stamp", False))
             try:
                 if session is None:
                     session = await open_session(args.host, args.port)
                 c, pipelining = session
-                await send_one(c, pipelining, message, stats)
+                await send_one(c, pipelining, message, stats, recipients(args, i))
                 if not args.reuse:
                     c.writer.write(b"QUIT\r\n")
                     await c.reply()
@@ -232,6 +268,10 @@ def run(args: argparse.Namespace) -> int:
             stats.rejected += r.rejected
             stats.errors += r.errors
             stats.latencies += r.latencies
+            stats.first_time = min(t for t in (stats.first_time, r.first_time) if t) \
+                if r.first_time else stats.first_time
+            for b, n in r.bins.items():
+                stats.bins[b] = stats.bins.get(b, 0) + n
             stats.last_error = r.last_error or stats.last_error
     elapsed = time.perf_counter() - started
     lat = sorted(stats.latencies)
@@ -250,6 +290,13 @@ def run(args: argparse.Namespace) -> int:
               f"peak RSS {proc_hwm(args.pid)}")
     if stats.last_error:
         print(f"last error: {stats.last_error}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"accepted": stats.accepted, "rejected": stats.rejected,
+                       "errors": stats.errors, "elapsed": elapsed,
+                       "first_time": stats.first_time, "last_error": stats.last_error,
+                       "bin_seconds": 1 / BINS_PER_SECOND, "bins": sorted(stats.bins.items()),
+                       "latencies": stats.latencies}, f)
     return 0 if stats.errors == 0 else 1
 
 
@@ -265,6 +312,12 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     ap.add_argument("--procs", type=int, default=1,
                     help="client processes (the load is split; no live progress bar)")
+    ap.add_argument("--rcpts", type=int, default=1, help="recipients per message")
+    ap.add_argument("--domain", default="dest.test", help="recipient domain")
+    ap.add_argument("--domain-count", type=int, default=0,
+                    help="spread recipients over d0..dN-1.DOMAIN")
+    ap.add_argument("--stamp", action="store_true", help="add X-Bench-T: <unix time>")
+    ap.add_argument("--json", help="write counts, latencies and per-0.25s bins here")
     args = ap.parse_args()
     sys.exit(run(args))
 

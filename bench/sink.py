@@ -1,17 +1,22 @@
 """A fast sink SMTP server for benchmarks: accepts (and forgets) everything, pipelined.
 
     python bench/sink.py --listen 127.0.0.2:2526 [--listen ...] [--tempfail 0.1]
+                         [--json stats.json] [--stall]
 
 One asyncio.Protocol, no per-line awaits: every command in a received chunk is answered in
 one write (RFC 2920), and DATA is found with one byte search for the end marker. A share of
 RCPTs (`--tempfail`) gets "451 4.7.1" so the sender's retry path is exercised too. Prints
-counts every `--report` seconds and on SIGINT/SIGTERM.
+counts every `--report` seconds and on SIGINT/SIGTERM. For bench/run.py: `--json` writes the
+counts, recipients accepted per 0.25 s of wall time, and end-to-end delays (read from an
+`X-Bench-T: <unix time>` header that bench/ingest.py --stamp adds) at exit; `--stall`
+accepts connections and never greets, so a sender's deliveries hang (ingest-only runs).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import signal
 import sys
@@ -28,6 +33,39 @@ class Stats:
         self.recipients = 0
         self.tempfails = 0
         self.bytes = 0
+        self.stored = 0  # recipients of messages whose DATA got 250 (what "holds" means)
+        # For --json: recipients per wall-clock bin, end-to-end delays (a bounded sample).
+        self.bins: dict[int, int] = {}
+        self.delays: list[float] = []
+        self.first_time = 0.0
+        self.last_time = 0.0
+
+    def delivered(self, rcpts: int, block: bytes) -> None:
+        now = time.time()
+        if not self.first_time:
+            self.first_time = now
+        self.last_time = now
+        b = int(now * BINS_PER_SECOND)
+        self.bins[b] = self.bins.get(b, 0) + rcpts
+        # The stamp is in the header, near the start: bound the search.
+        i = block.find(b"X-Bench-T: ", 0, 4096)
+        if i >= 0 and len(self.delays) < MAX_DELAYS:
+            j = block.find(b"\r\n", i)
+            try:
+                self.delays.extend([now - float(block[i + 11:j])] * rcpts)
+            except ValueError:
+                pass
+
+    def as_json(self) -> dict[str, object]:
+        return {"connections": self.connections, "messages": self.messages,
+                "recipients": self.recipients, "stored": self.stored, "tempfails": self.tempfails,
+                "bytes": self.bytes, "first_time": self.first_time,
+                "last_time": self.last_time, "bin_seconds": 1 / BINS_PER_SECOND,
+                "bins": sorted(self.bins.items()), "delays": self.delays}
+
+
+BINS_PER_SECOND = 4
+MAX_DELAYS = 1_000_000  # 8 MB of floats at most
 
 
 class SinkProtocol(asyncio.Protocol):
@@ -37,6 +75,7 @@ class SinkProtocol(asyncio.Protocol):
         self.in_data = False
         self.rcpts = 0
         self.transport: asyncio.Transport | None = None
+        self.track = False  # record bins and delays (--json)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -57,9 +96,12 @@ class SinkProtocol(asyncio.Protocol):
                         break
                     end += 2
                 self.stats.bytes += end - pos
+                if self.track:
+                    self.stats.delivered(self.rcpts, buf[pos:end])
                 pos = end + 3
                 self.in_data = False
                 self.stats.messages += 1
+                self.stats.stored += self.rcpts
                 out.append(b"250 2.0.0 Ok: queued\r\n")
                 continue
             eol = buf.find(b"\n", pos)
@@ -115,13 +157,32 @@ def _hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class StallProtocol(asyncio.Protocol):
+    """Accepts the connection and never says a word: the sender waits for a greeting."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+
+def _factory(stats: Stats, tempfail: float, rng: random.Random, track: bool,
+             stall: bool):  # type: ignore[no-untyped-def]
+    def make() -> asyncio.Protocol:
+        if stall:
+            stats.connections += 1
+            return StallProtocol()
+        p = SinkProtocol(stats, tempfail, rng)
+        p.track = track
+        return p
+    return make
+
+
 async def serve(listen: list[tuple[str, int]], tempfail: float, report: float,
-                seed: int) -> Stats:
+                seed: int, json_path: str | None = None, stall: bool = False) -> Stats:
     loop = asyncio.get_running_loop()
     stats = Stats()
     rng = random.Random(seed)
-    servers = [await loop.create_server(lambda: SinkProtocol(stats, tempfail, rng), h, p)
-               for h, p in listen]
+    make = _factory(stats, tempfail, rng, json_path is not None, stall)
+    servers = [await loop.create_server(make, h, p, reuse_address=True) for h, p in listen]
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -134,7 +195,8 @@ async def serve(listen: list[tuple[str, int]], tempfail: float, report: float,
             rate = (stats.messages - last) / report
             last = stats.messages
             print(f"{time.monotonic() - t0:8.1f}s messages={stats.messages} "
-                  f"rate={rate:.0f}/s tempfails={stats.tempfails}", flush=True)
+                  f"rate={rate:.0f}/s tempfails={stats.tempfails} "
+                  f"recipients={stats.recipients} stored={stats.stored}", flush=True)
     for s in servers:
         s.close()
     print(f"total connections={stats.connections} messages={stats.messages} "
@@ -151,13 +213,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of RCPTs answered 451 (0..1)")
     ap.add_argument("--report", type=float, default=5.0, help="seconds between reports")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", help="write counts, per-0.25s bins and delays here at exit")
+    ap.add_argument("--stall", action="store_true",
+                    help="accept connections but never answer (deliveries hang)")
     args = ap.parse_args(argv)
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:  # the sink works without it, just slower
         runner = asyncio.run
-    runner(serve(args.listen, args.tempfail, args.report, args.seed))
+    stats = runner(serve(args.listen, args.tempfail, args.report, args.seed, args.json,
+                         args.stall))
+    if args.json:  # after the loop: the file write must not block it
+        with open(args.json, "w") as f:
+            json.dump(stats.as_json(), f)
     return 0
 
 
