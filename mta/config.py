@@ -232,6 +232,11 @@ class DnsConfig:
     # SERVFAIL and timeouts are kept this long, so a broken domain is not asked again for
     # every message; short, because such failures are usually transient (RFC 2308 7.1).
     failure_ttl: Duration = 30.0
+    # Questions outstanding at once. A burst of mail to a thousand new domains would
+    # otherwise send thousands of UDP queries in the same instant, and resolvers drop what
+    # overflows their queues (unbound's num-queries-per-thread is 1024): dropped questions
+    # time out and their mail is deferred for nothing.
+    max_queries_in_flight: int = 200
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,9 @@ class Ingress:
         refusal = await policy.check_data(txn, class_value)
         if refusal is not None:
             return refusal, data
+        envelope.msg_class = txn.msg_class or ""
+        if txn.max_age:
+            envelope.expires_at = envelope.received_at + txn.max_age
         if m is not None:
             data = data[: m.start()] + data[m.end():]
             head = head[: m.start()] + head[m.end():]

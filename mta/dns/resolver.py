@@ -74,8 +74,10 @@ class CachingResolver:
                  negative_ttl: float = _DEFAULTS.negative_ttl,
                  failure_ttl: float = _DEFAULTS.failure_ttl,
                  clock: Callable[[], float] = time.monotonic,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 max_in_flight: int = _DEFAULTS.max_queries_in_flight) -> None:
         self.backend = backend
+        self._slots = asyncio.Semaphore(max(1, max_in_flight))
         self.cache = AnswerCache(cache_size, negative_ttl=negative_ttl,
                                  failure_ttl=failure_ttl, clock=clock)
         self.rng = rng or random.Random()
@@ -114,7 +116,8 @@ class CachingResolver:
     async def _ask(self, name: str, rdtype: str) -> Answer:
         self.counters.in_progress += 1
         try:
-            answer = await self.backend.lookup(name, rdtype)
+            async with self._slots:
+                answer = await self.backend.lookup(name, rdtype)
         except Exception as e:  # a backend bug must not strand every waiter
             log.exception("DNS lookup %s %s raised", name, rdtype)
             answer = Answer(name, rdtype, Status.SERVFAIL, detail=f"internal error: {e}")
@@ -188,7 +191,8 @@ def make_resolver(cfg: DnsConfig, *, clock: Callable[[], float] = time.monotonic
     """The production resolver: `[dns]` nameservers (or /etc/resolv.conf), cached."""
     return CachingResolver(LiveLookup(cfg.nameservers, cfg.timeout),
                            cache_size=cfg.cache_size, negative_ttl=cfg.negative_ttl,
-                           failure_ttl=cfg.failure_ttl, clock=clock, rng=rng)
+                           failure_ttl=cfg.failure_ttl, clock=clock, rng=rng,
+                           max_in_flight=cfg.max_queries_in_flight)
 
 
 class TestResolver(CachingResolver):

@@ -28,3 +28,5 @@ class Envelope:
     # MAIL FROM parameters that travel with the message: BODY, SMTPUTF8, RET, ENVID.
     mail_params: dict[str, str] = field(default_factory=dict)
     received_at: float = 0.0  # unix time of acceptance
+    msg_class: str = ""  # policy's message class ("transactional", "marketing", ...)
+    expires_at: float = 0.0  # unix time its recipients expire; 0: [delivery] max_age

@@ -60,6 +60,7 @@ class RecipientInfo:
     last_reply: Reply | None
     site: str | None  # MX rollup, once known
     updated_at: float
+    warned: bool = False  # a "delayed" DSN was sent for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,8 @@ class MessageInfo:
     state: str  # one of MESSAGE_STATES
     size: int
     recipients: list[RecipientInfo] = field(default_factory=list)
+    msg_class: str = ""
+    expires_at: float = 0.0  # 0: received_at + [delivery] max_age
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +114,4 @@ class Outcome:
     next_attempt: float = 0.0
     site: str | None = None
     attempted: bool = True
+    warned: bool = False  # a "delayed" DSN goes out with this deferral: remember it

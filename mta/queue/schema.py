@@ -61,8 +61,17 @@ async def _v1_initial(db: aiosqlite.Connection) -> None:
         "CREATE INDEX recipients_pending ON recipients(msg_id, idx) WHERE state = 'queued'")
 
 
+async def _v2_message_class(db: aiosqlite.Connection) -> None:
+    # The message class decided by policy, and the instant its recipients expire
+    # (0: received_at + [delivery] max_age), so a class's max age survives restarts.
+    await db.execute("ALTER TABLE messages ADD COLUMN msg_class TEXT NOT NULL DEFAULT ''")
+    await db.execute("ALTER TABLE messages ADD COLUMN expires_at REAL NOT NULL DEFAULT 0")
+    # 1 once a "delayed" DSN ([delivery] delay_warning) went out for the recipient.
+    await db.execute("ALTER TABLE recipients ADD COLUMN warned INTEGER NOT NULL DEFAULT 0")
+
+
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
-MIGRATIONS: list[Migration] = [_v1_initial]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_message_class]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -61,9 +61,9 @@ __all__ = ["Spool"]
 _IN_CHUNK = 500
 
 _MESSAGE_COLS = ("id, tenant, mail_from, params, client_ip, helo, auth_user, received_at, "
-                 "state, size")
+                 "state, size, msg_class, expires_at")
 _RECIPIENT_COLS = ("idx, address, notify, orcpt, state, attempts, next_attempt, last_reply, "
-                   "site, updated_at")
+                   "site, updated_at, warned")
 
 
 @dataclass(slots=True)
@@ -249,7 +249,7 @@ class Spool:
                    json.dumps(envelope.mail_params, separators=(",", ":")),
                    envelope.client_ip, envelope.helo, envelope.auth_user,
                    envelope.received_at or now, "queued", len(body),
-                   len(envelope.recipients), now)
+                   len(envelope.recipients), now, envelope.msg_class, envelope.expires_at)
         recipients = [(msg_id, i, r.address, r.notify, r.orcpt, "queued", now)
                       for i, r in enumerate(envelope.recipients)]
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -461,8 +461,9 @@ class Spool:
             if puts:
                 await db.executemany(
                     "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, "
-                    "auth_user, received_at, state, size, rcpt_count, updated_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", [p.message for p in puts])
+                    "auth_user, received_at, state, size, rcpt_count, updated_at, msg_class, "
+                    "expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [p.message for p in puts])
                 await db.executemany("INSERT INTO bodies (id, body) VALUES (?, ?)",
                                      [(p.message[0], p.body) for p in puts])
                 await db.executemany(
@@ -502,7 +503,8 @@ class Spool:
                               outcomes: list[Outcome]) -> None:
         now = self._clock()
         deferred = [(int(o.attempted), o.next_attempt, _reply_to_text(o.reply), o.site, now,
-                     o.msg_id, o.index) for o in outcomes if o.state == "deferred"]
+                     int(o.warned), o.msg_id, o.index)
+                    for o in outcomes if o.state == "deferred"]
         final = [(o.state, int(o.attempted), _reply_to_text(o.reply), o.site, now,
                   o.msg_id, o.index) for o in outcomes if o.state != "deferred"]
         # "state IN (queued, held)": a final recipient is never changed again.
@@ -510,7 +512,8 @@ class Spool:
             await db.executemany(
                 "UPDATE recipients SET attempts = attempts + ?, next_attempt = ?, "
                 "last_reply = coalesce(?, last_reply), site = coalesce(?, site), "
-                "updated_at = ? WHERE msg_id = ? AND idx = ? AND state IN ('queued', 'held')",
+                "updated_at = ?, warned = max(warned, ?) "
+                "WHERE msg_id = ? AND idx = ? AND state IN ('queued', 'held')",
                 deferred)
         if not final:
             return
@@ -536,13 +539,14 @@ class Spool:
     @staticmethod
     def _message(row: Any, recipients: list[RecipientInfo]) -> MessageInfo:
         (msg_id, tenant, mail_from, params, client_ip, helo, auth_user, received_at, state,
-         size) = row
+         size, msg_class, expires_at) = row
         return MessageInfo(msg_id, tenant, mail_from, json.loads(params), client_ip, helo,
-                           auth_user, received_at, state, size, recipients)
+                           auth_user, received_at, state, size, recipients, msg_class,
+                           expires_at)
 
     @staticmethod
     def _recipient(row: Any) -> RecipientInfo:
         (_msg_id, idx, address, notify, orcpt, state, attempts, next_attempt, last_reply, site,
-         updated_at) = row
+         updated_at, warned) = row
         return RecipientInfo(idx, address, notify, orcpt, state, attempts, next_attempt,
-                             _reply_from_text(last_reply), site, updated_at)
+                             _reply_from_text(last_reply), site, updated_at, bool(warned))
