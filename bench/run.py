@@ -170,11 +170,26 @@ class MtaSide:
     name = "mta"
 
     def __init__(self, workdir: Path, dns: DnsServer, sink_port: int, retry: str,
-                 connections: int) -> None:
+                 connections: int, dkim: str = "") -> None:
         # The dead-site timer waits as long as a retry, as Postfix's does (its wait is
         # minimal_backoff_time, which bench/postfix.py sets to the same retry).
+        extra = f'[shaping.default]\nsuspend_duration = "{retry}"\n'
+        if dkim:
+            # Sign everything the load generator sends (From: bench@load.test); the
+            # verifier side is not timed, so no key needs publishing.
+            from mta.dkim.keys import generate_key
+
+            _, pem = generate_key(dkim)
+            key = workdir / "dkim.key"
+            key.write_bytes(pem)
+            key.chmod(0o600)
+            if dkim == "rsa-sha256":
+                extra += f'[dkim."load.test"]\nselector = "s1"\nkey = "{key}"\n'
+            else:
+                extra += (f'[dkim."load.test"]\nalgorithms = ["ed25519-sha256"]\n'
+                          f'ed25519_selector = "e1"\ned25519_key = "{key}"\n')
         self.proc = MtaProcess(
-            workdir, f'[shaping.default]\nsuspend_duration = "{retry}"\n',
+            workdir, extra,
             dns=dns.nameserver, delivery_port=sink_port,
             delivery_extra=f'retry = ["{retry}"]\nconnection_limit = {connections}\n')
         self.port = self.proc.smtp_port
@@ -290,7 +305,10 @@ def run_one(side_cls, sc: Scenario, run: int, args: argparse.Namespace, dns: Dns
     workdir = Path(tempfile.mkdtemp(prefix=f"{sc.name}-{side_cls.name}-", dir=top))
     workdir.chmod(0o755)  # Postfix's unprivileged daemons must reach their directories
     retry = "1s" if sc.tempfail else QUEUE_RETRY if sc.kind == "queue" else "1h"
-    side = side_cls(workdir, dns, sink_port, retry, args.connections)
+    if side_cls is MtaSide and args.dkim:
+        side = side_cls(workdir, dns, sink_port, retry, args.connections, dkim=args.dkim)
+    else:
+        side = side_cls(workdir, dns, sink_port, retry, args.connections)
     result: dict = {"mta": side.name, "scenario": sc.name, "run": run, "messages": n,
                     "size": sc.size, "rcpts": sc.rcpts}
     sink: Sink | None = None
@@ -463,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, help="per scenario (default 10,000; quick 1,000)")
     ap.add_argument("--queue-messages", type=int,
                     help="large-queue scenario (default 100,000; quick 3,000)")
+    ap.add_argument("--dkim", choices=["rsa-sha256", "ed25519-sha256"],
+                    help="mta signs every message with a key of this algorithm")
     ap.add_argument("--size", type=int, help="bytes, for ingest and relay-1k (default 1024)")
     ap.add_argument("--connections", type=int, default=20,
                     help="client sessions, and each MTA's connections per site")

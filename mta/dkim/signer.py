@@ -204,7 +204,7 @@ async def sign_async(signer: DkimSigner, message: bytes, now: float,
     """`signer.sign` without holding up the event loop: the From match runs here, the
     signing in `executor` (default: the loop's default thread pool).
 
-    Why a thread (measured with bench/dkim.py on the 2-core dev box): an RSA-2048
+    Why a thread (measured with bench/dkim_sign.py on the 2-core dev box): an RSA-2048
     signature of a 2 KB message costs ~0.55 ms, ~0.40 ms of it in OpenSSL, which
     `cryptography` runs without the GIL. Inline, the loop thread spent 650-870 us of CPU
     per message; through a thread, 110-145 us (the hop and the GIL-held dkimpy part),

@@ -1,6 +1,6 @@
 """DKIM signing speed: signatures per second on one core, stock dkimpy vs mta.dkim.
 
-    .venv/bin/python bench/dkim.py [--seconds 1.0]
+    .venv/bin/python bench/dkim_sign.py [--seconds 1.0]
 
 Rows: RSA-2048 and Ed25519, 2 KB and 100 KB messages, relaxed/relaxed, the default header
 list. "stock" is `dkim.sign()` with the PEM / base64 key (as dkimpy is normally called);
