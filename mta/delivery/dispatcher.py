@@ -8,6 +8,14 @@ delivered, deferred (rescheduled with backoff), bounced (DSN to the sender) or e
 outcomes are made durable in the spool (`Spool.record`) before anything else happens, then
 written as events. A slow or dead site only ever occupies its own runner (no head-of-line
 blocking between sites).
+
+Shaping, per message: pick an egress source of the tenant's pool (weights, warm-up caps,
+suspended and dead paths skipped), wait for the path's max_message_rate, then a pooled
+connection; each NEW connection is admitted by the shaper (adaptive window and
+max_connection_rate, as a lease held for the connection's life). Each attempt feeds one
+signal back (`Shaper.record`): "slow down" replies shrink the window and the rate, repeated
+ones start the dead-site timer. Work that shaping holds is put back in the schedule until
+the hold ends, and `explain` names the limit that holds it and until when.
 """
 
 from __future__ import annotations
@@ -17,15 +25,16 @@ import contextlib
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mta.bounce.classify import Action, Classifier
 from mta.bounce.dsn import RecipientStatus, make_dsn
 from mta.config import Config
 from mta.delivery.client import ClientSettings
-from mta.delivery.pool import ConnectionPool, MxHost, SiteUnavailable
+from mta.delivery.pool import ConnectionPool, Grant, MxHost, SiteUnavailable
 from mta.dns import DnsFailure, Resolver, make_resolver
 from mta.observe.events import EventLog
 from mta.queue import (
@@ -33,20 +42,20 @@ from mta.queue import (
     MessageInfo,
     Outcome,
     Recipient,
+    RecipientInfo,
     RetrySchedule,
     Scheduler,
     Spool,
     WorkItem,
 )
 from mta.rfc5321.reply import Reply
-from mta.shaping import EgressSource, PathConfig, Shaper
+from mta.shaping import SLOWDOWN_CATEGORIES, EgressSource, Hold, PathConfig, Shaper
+from mta.shaping.adaptive import Change
+from mta.shaping.hold import at
 
 __all__ = ["Dispatcher"]
 
 log = logging.getLogger("mta.delivery")
-
-# Items a runner takes from one tenant's queue before looking at the next tenant's, so one
-# tenant's backlog cannot starve another's on the same site.
 
 # (tenant, queue id, recipient, outcome) once a recipient is delivered, bounced or expired.
 FinalCallback = Callable[[str, str, str, str], Awaitable[None]]
@@ -61,6 +70,29 @@ class _Path:
     pool: ConnectionPool
 
 
+# Re-check for work held by something with no end time (a suspension until lifted).
+_RECHECK = 60.0
+# Shaping keys resolved at start-up at once: a handful of DNS queries in flight.
+_KEY_LOOKUPS = 8
+
+
+class PathBlocked(Exception):
+    """The path was suspended (or went dead) while a worker waited for a connection."""
+
+    def __init__(self, hold: Hold) -> None:
+        super().__init__(hold.detail)
+        self.hold = hold
+
+
+@dataclass(slots=True)
+class _Flight:
+    """What a worker is doing with one message right now (for explain)."""
+
+    stage: str             # "max_message_rate" | "connection" | "sending"
+    path: _Path
+    until: float | None = None
+
+
 @dataclass(slots=True)
 class _Site:
     """What the dispatcher knows of one site: where it is and who is working on it."""
@@ -70,8 +102,17 @@ class _Site:
     resolved_at: float
     paths: dict[str, _Path] = field(default_factory=dict)  # by source name
     workers: int = 0
-    tenants: list[str] = field(default_factory=list)  # round-robin over queues with work
+    # Round-robin over the tenants that queue work for this site (never scans the schedule).
+    tenants: deque[str] = field(default_factory=deque)
+    known_tenants: set[str] = field(default_factory=set)
+    worker_limit: int = 0  # 0: compute again
+    inflight: dict[str, _Flight] = field(default_factory=dict)  # by queue id
     last_reply: Reply | None = None
+
+    def add_tenant(self, tenant: str) -> None:
+        if tenant not in self.known_tenants:
+            self.known_tenants.add(tenant)
+            self.tenants.append(tenant)
 
 
 class Dispatcher:
@@ -110,6 +151,7 @@ class Dispatcher:
         if restored:
             log.info("recovered %d queued work item(s) from the spool", restored)
         self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
+        self._spawn(self._learn_rule_sites(), "shaping key lookups")
 
     async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a drain deadline
         """Finish the deliveries in progress (within `timeout`), then close connections.
@@ -138,6 +180,10 @@ class Dispatcher:
         self.cfg = cfg
         self.retry = RetrySchedule.from_config(cfg.delivery, rand=self.rng.random)
         self.settings = ClientSettings.from_config(cfg.delivery, cfg.server.hostname)
+        self.shaper.reload(cfg)
+        for site in self.sites.values():
+            self._refresh_paths(site)
+        self._spawn(self._learn_rule_sites(), "shaping key lookups")
 
     def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro, name=name)
@@ -185,11 +231,41 @@ class Dispatcher:
             site.hosts, site.resolved_at = hosts, now
             for p in site.paths.values():
                 p.pool.hosts = hosts
+        if self.shaper.note_domain_site(domain, name):
+            self._refresh_paths(site)
         self._enqueue(item, name)
+
+    async def _learn_rule_sites(self) -> None:
+        """Resolve each [shaping."domain"] key once, so its rules govern its site (and
+        every domain rolled up into it) before the first message there is resolved."""
+        keys = [k for k in self.cfg.shaping
+                if k != "default" and "." in k and not any(c in k for c in "()|?")]
+        gate = asyncio.Semaphore(_KEY_LOOKUPS)
+
+        async def learn(key: str) -> None:
+            async with gate:
+                result = await self.resolver.resolve_mx(key)
+            if not isinstance(result, DnsFailure) and result.site and \
+                    self.shaper.note_domain_site(key, result.site) and \
+                    result.site in self.sites:
+                self._refresh_paths(self.sites[result.site])
+
+        await asyncio.gather(*(learn(k) for k in keys), return_exceptions=True)
+
+    def _refresh_paths(self, site: _Site) -> None:
+        """The site's rules changed (a shaping key was resolved, a reload): re-resolve the
+        paths it has; their pools keep their connections."""
+        site.worker_limit = 0
+        for p in site.paths.values():
+            p.config = self.shaper.path(p.source.name, site.name)
+            p.pool.settings = self._settings_for(p.config, p.source)
+            p.pool.max_deliveries = p.config.max_deliveries_per_connection
+            self._fit_window(p)
 
     def _enqueue(self, item: WorkItem, site: str) -> None:
         self.scheduler.enqueue(item, site=site)
-        self._start_workers(site)
+        self.sites[site].add_tenant(item.tenant)
+        self._start_workers(site, 1)
 
     # --- the loop: retries come due, sites get workers -----------------------------------
 
@@ -198,9 +274,10 @@ class Dispatcher:
             now = self.clock()
             self.scheduler.due(now)
             if self.scheduler.ready_total:
-                for tenant, site in self.scheduler.ready_keys():
+                for (tenant, site), n in self.scheduler.counts().items():
                     if site in self.sites:
-                        self._start_workers(site)
+                        self.sites[site].add_tenant(tenant)
+                        self._start_workers(site, n)
                     else:
                         # Restored or retried work whose site this process has not
                         # resolved yet: the site name is (or stands for) a domain.
@@ -224,21 +301,35 @@ class Dispatcher:
         domain = rcpts[live[0]].address.rpartition("@")[2].lower()
         await self._route(WorkItem(item.msg_id, tuple(live), item.tenant, domain), domain)
 
+    def flush(self, msg_id: str | None, sites: Iterable[str] = ()) -> int:
+        """Retry now (`mta queue flush [ID]`): deferred work becomes ready, and the
+        dead-site timers of the paths concerned end (all paths without an ID)."""
+        if msg_id is None:
+            self.shaper.adaptive.revive()
+        else:
+            keys = [p.config.key for name in sites if name in self.sites
+                    for p in self.sites[name].paths.values()]
+            self.shaper.adaptive.revive(keys)
+        n = self.scheduler.flush(msg_id)
+        self.poke()
+        return n
+
     def poke(self) -> None:
         """New deferred work or a flush: let the loop recompute its sleep."""
         self._wake.set()
 
-    def _start_workers(self, name: str) -> None:
-        """Enough workers for the site's backlog, within what its paths may carry."""
+    def _start_workers(self, name: str, more: int) -> None:
+        """Up to `more` more workers for the site (the work just made ready there), within
+        what its paths may carry at once. O(1): workers that find nothing left exit."""
         site = self.sites[name]
         if self._stopping:
             return
-        backlog = sum(n for (_, s), n in self.scheduler.counts().items() if s == name)
-        if site.paths:
-            limit = sum(p.config.connection_limit for p in site.paths.values())
-        else:
-            limit = self.shaper.path("default", name).connection_limit
-        while site.workers < limit and site.workers < backlog:
+        if not site.worker_limit:
+            # Every source may carry up to its path's connection_limit to this site.
+            site.worker_limit = max(1, sum(
+                self.shaper.path(src, name).connection_limit
+                for src in self.shaper.egress.sources))
+        for _ in range(min(more, site.worker_limit - site.workers)):
             site.workers += 1
             self._spawn(self._worker(site), f"deliver {name}")
 
@@ -252,7 +343,22 @@ class Dispatcher:
                 max_deliveries_per_connection=config.max_deliveries_per_connection,
                 idle_timeout=self.cfg.delivery.idle_timeout, name=f"{source.name}->{site.name}")
             p = site.paths[source.name] = _Path(source, config, pool)
+            pool.admit = self._admitter(p)
         return p
+
+    def _admitter(self, path: _Path) -> Callable[[], Awaitable[Grant | float]]:
+        """The pool's admission hook: the shaper's lease for each new connection."""
+        async def admit() -> Grant | float:
+            blocked = self.shaper.blocked(path.config)
+            if blocked is not None:
+                raise PathBlocked(Hold("suspension", blocked.until, blocked.reason))
+            return await self.shaper.admit_connection(path.config)
+        return admit
+
+    def _fit_window(self, path: _Path) -> None:
+        """The adaptive window (Postfix-style feedback) caps the pool's connections."""
+        path.pool.connection_limit = max(1, min(
+            path.config.connection_limit, self.shaper.adaptive.window(path.config)))
 
     def _settings_for(self, p: PathConfig, source: EgressSource) -> ClientSettings:
         return ClientSettings(
@@ -264,16 +370,12 @@ class Dispatcher:
     # --- delivery ------------------------------------------------------------------------
 
     def _next_item(self, site: _Site) -> WorkItem | None:
-        keys = [k for k in self.scheduler.ready_keys() if k[1] == site.name]
-        if not keys:
-            return None
-        # Round-robin over the tenants with work for this site.
-        keys.sort(key=lambda k: site.tenants.index(k[0]) if k[0] in site.tenants else -1)
-        for key in keys:
-            items = self.scheduler.take(key, 1)
-            if key[0] in site.tenants:
-                site.tenants.remove(key[0])
-            site.tenants.append(key[0])
+        """The next item for the site, round-robin over its tenants, so one tenant's
+        backlog cannot starve another's on the same site."""
+        for _ in range(len(site.tenants)):
+            tenant = site.tenants[0]
+            site.tenants.rotate(-1)
+            items = self.scheduler.take((tenant, site.name), 1)
             if items:
                 return items[0]
         return None
@@ -284,30 +386,53 @@ class Dispatcher:
                 item = self._next_item(site)
                 if item is None:
                     return
-                tenant_cfg = self.cfg.tenants.get(item.tenant)
-                source = self.shaper.choose_source(
-                    (tenant_cfg.pool if tenant_cfg else "") or "default", self.rng,
-                    site=site.name, tenant=item.tenant)
-                if source is None:  # every source suspended or at today's warm-up cap
-                    self.scheduler.defer(item, self.clock() + 60.0)
-                    self.poke()
-                    continue
-                path = self._path(site, source)
-                suspended = self.shaper.blocked(path.config, item.tenant)
-                if suspended is not None:
-                    self.scheduler.defer(item, suspended.until or (self.clock() + 60.0))
-                    self.poke()
-                    continue
-                wait = await self.shaper.message_wait(path.config)
-                while wait > 0 and not self._stopping:
-                    await asyncio.sleep(wait)
-                    wait = await self.shaper.message_wait(path.config)
-                # The adaptive window (Postfix-style feedback) caps the connections.
-                path.pool.connection_limit = max(1, min(
-                    path.config.connection_limit, self.shaper.adaptive.window(path.config)))
-                await self._deliver(site, path, item)
+                try:
+                    await self._attempt(site, item)
+                finally:
+                    site.inflight.pop(item.msg_id, None)
         finally:
             site.workers -= 1
+
+    async def _attempt(self, site: _Site, item: WorkItem) -> None:
+        """One item through shaping onto the wire, or back into the schedule while a
+        limit holds it."""
+        pool_name = self._pool_of(item.tenant)
+        source = self.shaper.choose_source(pool_name, self.rng, site=site.name,
+                                           tenant=item.tenant)
+        if source is None:  # every source suspended, dead or at today's warm-up cap
+            self._hold_back(item, [h for hs in (await self._source_holds(
+                site, item.tenant, pool_name)).values() for h in hs])
+            return
+        path = self._path(site, source)
+        while True:
+            blocked = self.shaper.blocked(path.config, item.tenant)
+            if blocked is not None:  # went dead while we waited for the rate
+                self._hold_back(item, [Hold("suspension", blocked.until, blocked.reason)])
+                return
+            wait = await self.shaper.message_wait(path.config)
+            if wait <= 0:
+                break
+            if self._stopping:
+                return  # still queued in the spool: the next start takes it
+            site.inflight[item.msg_id] = _Flight("max_message_rate", path,
+                                                 self.clock() + wait)
+            await asyncio.sleep(wait)
+        self._fit_window(path)
+        await self._deliver(site, path, item)
+
+    def _pool_of(self, tenant: str) -> str:
+        tenant_cfg = self.cfg.tenants.get(tenant)
+        return (tenant_cfg.pool if tenant_cfg else "") or "default"
+
+    def _hold_back(self, item: WorkItem, holds: list[Hold]) -> None:
+        """Put shaped-off work back in the schedule until the earliest hold ends (a hold
+        with no end time, such as a suspension until lifted, is looked at again soon)."""
+        now = self.clock()
+        ends = [h.until for h in holds if h.until is not None]
+        at = min(ends) if ends and len(ends) == len(holds) else now + min([_RECHECK, *(
+            e - now for e in ends)])
+        self.scheduler.defer(item, max(at, now + 0.01))
+        self.poke()
 
     async def _deliver(self, site: _Site, path: _Path, item: WorkItem) -> None:
         info = await self.spool.get(item.msg_id)
@@ -322,23 +447,32 @@ class Dispatcher:
         except KeyError:
             return
         recipients = [rcpts[i] for i in indexes]
+        feedback = True
+        flight = site.inflight[item.msg_id] = _Flight("connection", path)
         try:
             async with path.pool.lease() as client:
+                flight.stage = "sending"
                 result = await client.send(info.mail_from, recipients, body,
                                            params=info.mail_params)
             replies = list(result.per_recipient)
+        except PathBlocked as e:
+            self._hold_back(item, [e.hold])
+            return
         except SiteUnavailable as e:
             replies = [e.reply] * len(indexes)
+            # One signal for the attempt, whatever each recipient's reply says.
             self.shaper.record(path.config, "connection_failure", e.reply)
+            feedback = False
         site.last_reply = replies[-1]
         done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name)
-        await self._finish(done, replies, info, site=site.name, body=body, path=path)
+        await self._finish(done, replies, info, site=site.name, body=body, path=path,
+                           feedback=feedback)
 
     # --- outcomes ------------------------------------------------------------------------
 
     async def _finish(self, item: WorkItem, replies: list[Reply], info: MessageInfo | None,
                       *, site: str, body: bytes | None = None,
-                      path: _Path | None = None) -> None:
+                      path: _Path | None = None, feedback: bool = True) -> None:
         """Classify each reply, make the outcomes durable, then reschedule, notify, log."""
         if info is None:
             info = await self.spool.get(item.msg_id)
@@ -350,7 +484,8 @@ class Dispatcher:
         retry_at: dict[float, list[int]] = defaultdict(list)
         failed: list[tuple[int, Reply, str, str]] = []  # (index, reply, action, category)
         events: list[tuple[str, int, Reply, str]] = []
-        shaping = path.config if path is not None else None
+        signals: list[tuple[str, Reply | None]] = []  # (category, reply) for shaping
+        delayed: list[tuple[RecipientInfo, Reply]] = []  # due a "delayed" DSN
         for index, reply in zip(item.indexes, replies, strict=True):
             r = rcpts.get(index)
             if r is None or r.state != "queued":
@@ -359,28 +494,34 @@ class Dispatcher:
             if reply.is_positive:
                 outcomes.append(Outcome(item.msg_id, index, "delivered", reply, site=site))
                 events.append(("delivered", index, reply, ""))
-                if shaping is not None:
-                    self.shaper.record(shaping, "delivered")
+                signals.append(("delivered", None))
                 continue
             c = self.classifier.classify(reply)
-            if shaping is not None:
-                self.shaper.record(shaping, str(c.category), reply)
+            signals.append((str(c.category), reply))
             if c.action == Action.RETRY:
-                if self.retry.expired(info.received_at, now):
+                if now >= self._expires_at(info):
                     outcomes.append(Outcome(item.msg_id, index, "expired", reply, site=site))
                     failed.append((index, reply, "expired", str(c.category)))
                 else:
                     at = self.retry.next_retry(attempt, now)
+                    warn = self._warn_now(info, r, now)
                     outcomes.append(Outcome(item.msg_id, index, "deferred", reply,
-                                            next_attempt=at, site=site))
+                                            next_attempt=at, site=site, warned=warn))
                     retry_at[at].append(index)
                     events.append(("deferred", index, reply, str(c.category)))
+                    if warn:
+                        delayed.append((r, reply))
             else:
                 outcomes.append(Outcome(item.msg_id, index, "bounced", reply, site=site))
                 failed.append((index, reply, "bounced", str(c.category)))
+        if path is not None and feedback and signals:
+            # One signal per attempt (a 421 refusing 50 recipients is one "slow down", not
+            # 50): the first slow-down reply if any, else the attempt counts as answered.
+            slow = next((sg for sg in signals if sg[0] in SLOWDOWN_CATEGORIES), signals[0])
+            self.shaper.record(path.config, *slow)
         if not outcomes:
             return
-        if failed and body is None and info.mail_from:
+        if (failed or delayed) and body is None and info.mail_from:
             # The spool drops a body once its last recipient is final: read it for the
             # DSN before recording.
             with contextlib.suppress(KeyError):
@@ -408,15 +549,33 @@ class Dispatcher:
         if failed:
             await self._send_dsn(info, [(rcpts[i], reply, ev) for i, reply, ev, _ in failed],
                                  body, site)
+        if delayed:
+            await self._send_dsn(info, [(r, reply, "delayed") for r, reply in delayed],
+                                 body, site)
+
+    def _expires_at(self, info: MessageInfo) -> float:
+        """When the message's recipients expire: its class's max age (set by policy at
+        acceptance), else [delivery] max_age."""
+        return info.expires_at or info.received_at + self.cfg.delivery.max_age
+
+    def _warn_now(self, info: MessageInfo, r: RecipientInfo, now: float) -> bool:
+        """[delivery] delay_warning: one "delayed" DSN per recipient, once it has waited
+        that long (Postfix's delay_warning_time)."""
+        after = self.cfg.delivery.delay_warning
+        return bool(after) and not r.warned and now - info.received_at >= after
 
     async def _send_dsn(self, info: MessageInfo, failed: Iterable[tuple], body: bytes | None,
                         site: str) -> None:
-        """RFC 3464 DSN to the envelope sender, through the same queue (never for <>)."""
+        """RFC 3464 DSN to the envelope sender, through the same queue (never for <>).
+        `failed` holds (recipient, reply, event) with event bounced, expired or delayed."""
         if not info.mail_from or self.inject_dsn is None:
             return
-        statuses = [RecipientStatus.from_reply(r.address, reply, action="failed",
-                                               orcpt=r.orcpt, notify=r.notify,
-                                               remote_mta=site, expired=(event == "expired"))
+        until = self._expires_at(info)
+        statuses = [RecipientStatus.from_reply(
+                        r.address, reply, action="delayed" if event == "delayed" else "failed",
+                        orcpt=r.orcpt, notify=r.notify, remote_mta=site,
+                        expired=(event == "expired"),
+                        will_retry_until=until if event == "delayed" else None)
                     for r, reply, event in failed]
         dsn = make_dsn(info, statuses, body,
                        reporting_mta=self.cfg.bounce.reporting_mta or self.cfg.server.hostname,
@@ -445,43 +604,97 @@ class Dispatcher:
                              "(administrative)")
 
     async def explain(self, info: MessageInfo) -> dict:
-        """Why each recipient of a message is where it is, and what holds it."""
+        """Why each recipient of a message is where it is: `waiting_for` names the one
+        limit that holds it (retry, suspension, warmup_cap, max_message_rate,
+        connection_limit, max_connection_rate, ...), `until` when it ends (epoch seconds,
+        None when it is not a time), `detail` says it in words, and `shaping` lists every
+        hold of every source the message may leave from."""
         now = self.clock()
         out: list[dict] = []
         for r in info.recipients:
-            entry: dict = {"recipient": r.address, "state": r.state, "site": r.site,
-                           "attempts": r.attempts,
-                           "last_reply": str(r.last_reply) if r.last_reply else None}
+            entry: dict[str, Any] = {
+                "recipient": r.address, "state": r.state, "site": r.site,
+                "attempts": r.attempts,
+                "last_reply": str(r.last_reply) if r.last_reply else None}
             if r.state == "held" or info.state == "held":
-                entry["waiting_for"] = "held by an administrator (mta queue release)"
+                entry.update(waiting_for="held", until=None,
+                             detail="held by an administrator (mta queue release)")
             elif r.state != "queued":
                 entry["waiting_for"] = None
             elif r.next_attempt > now:
-                entry["waiting_for"] = "retry"
-                entry["until"] = r.next_attempt
+                entry.update(waiting_for="retry", until=r.next_attempt, detail=(
+                    f"attempt {r.attempts + 1} at {at(r.next_attempt)} (retry schedule)"
+                    + (f" after {r.last_reply}" if r.last_reply else "")))
             else:
-                site = self.sites.get(r.site or "")
+                domain = r.address.rpartition("@")[2].lower()
+                site = self.sites.get(r.site or "") or self.sites.get(
+                    self.resolver.cached_site(domain) or "")
                 if site is None:
-                    entry["waiting_for"] = "routing (MX lookup)"
+                    entry.update(waiting_for="routing", until=None,
+                                 detail=f"MX lookup of {domain}")
                 else:
-                    paths = list(site.paths.values()) or [None]
-                    configs = [p.config if p else self.shaper.path("default", site.name)
-                               for p in paths]
-                    entry["shaping"] = [await self.shaper.explain(c, info.tenant)
-                                        for c in configs]
-                    blocked = [b for c in configs
-                               if (b := self.shaper.blocked(c, info.tenant)) is not None]
-                    if blocked and len(blocked) == len(configs):
-                        b = min(blocked, key=lambda x: x.until or float("inf"))
-                        entry["waiting_for"] = f"suspension of {b.scope} {b.name}: {b.reason}"
-                        entry["until"] = b.until
-                    else:
-                        entry["waiting_for"] = (f"a delivery slot for site {site.name} "
-                                                f"({site.workers} worker(s) busy)")
+                    entry["site"] = site.name
+                    entry.update(await self._explain_at(site, info, now))
             out.append(entry)
         return {"id": info.id, "tenant": info.tenant, "state": info.state, "now": now,
                 "recipients": out}
 
-    def _shaping_changed(self, change: object) -> None:
-        self.events.emit("shaping", **{k: getattr(change, k) for k in (
-            "path", "kind", "window", "rate_scale", "category", "until")})
+    async def _source_holds(self, site: _Site, tenant: str,
+                            pool_name: str) -> dict[str, list[Hold]]:
+        """Per source of the pool (weight > 0): what holds a message on its path now. An
+        idle connection of the path lifts the connection limits (no new one is needed)."""
+        out: dict[str, list[Hold]] = {}
+        for name, weight in self.shaper.egress.pools.get(pool_name, ()):
+            if weight <= 0:
+                continue
+            holds = await self.shaper.holds(self.shaper.path(name, site.name), tenant)
+            p = site.paths.get(name)
+            if p is not None and p.pool.idle_count:
+                holds = [h for h in holds
+                         if h.limit not in ("connection_limit", "max_connection_rate")]
+            out[name] = holds
+        return out
+
+    async def _explain_at(self, site: _Site, info: MessageInfo, now: float) -> dict:
+        by_source = await self._source_holds(site, info.tenant, self._pool_of(info.tenant))
+        shaping = {name: [h.as_dict() for h in holds] for name, holds in by_source.items()}
+        flight = site.inflight.get(info.id)
+        if flight is not None:
+            path = flight.path.config
+            if flight.stage == "sending":
+                return {"waiting_for": "sending", "until": None, "shaping": shaping,
+                        "detail": f"in an SMTP transaction on {path.key}"}
+            if flight.stage == "max_message_rate":
+                return {"waiting_for": "max_message_rate", "until": flight.until,
+                        "shaping": shaping, "detail": (
+                            f"max_message_rate {path.max_message_rate} on {path.key}: "
+                            f"this message goes at {at(flight.until or now)}")}
+            conn = [h for h in by_source.get(path.source, [])
+                    if h.limit in ("connection_limit", "max_connection_rate", "suspension")]
+            if conn:
+                return {"waiting_for": conn[0].limit, "until": conn[0].until,
+                        "shaping": shaping, "detail": conn[0].detail}
+            return {"waiting_for": "connection", "until": None, "shaping": shaping,
+                    "detail": f"opening a connection on {path.key}"}
+        if not by_source:
+            return {"waiting_for": "egress", "until": None, "shaping": shaping,
+                    "detail": f"egress pool {self._pool_of(info.tenant)!r} has no usable "
+                              "source"}
+        if any(not holds for holds in by_source.values()):
+            return {"waiting_for": "worker", "until": None, "shaping": shaping,
+                    "detail": f"next in line for site {site.name} "
+                              f"({site.workers} worker(s) busy)"}
+        # Every source is held: the message leaves by the one whose first hold ends first.
+        first = min((holds[0] for holds in by_source.values()),
+                    key=lambda h: float("inf") if h.until is None else h.until)
+        return {"waiting_for": first.limit, "until": first.until, "shaping": shaping,
+                "detail": first.detail}
+
+    def _shaping_changed(self, change: Change) -> None:
+        source, _, site = change.path.partition("->")
+        self.events.emit("shaping", path=change.path, source=source, site=site,
+                         kind=change.kind, window=change.window,
+                         rate_scale=round(change.rate_scale, 4),
+                         category=change.category or None,
+                         reply=str(change.reply) if change.reply else None,
+                         until=change.until)

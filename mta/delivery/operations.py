@@ -70,11 +70,13 @@ class QueueOperations:
         return True
 
     async def queue_flush(self, msg_id: str | None) -> int:
-        if msg_id is not None and await self.spool.get(msg_id) is None:
-            return -1
-        n = self.dispatcher.scheduler.flush(msg_id)
-        self.dispatcher.poke()
-        return n
+        sites: list[str] = []
+        if msg_id is not None:
+            info = await self.spool.get(msg_id)
+            if info is None:
+                return -1
+            sites = [r.site for r in info.recipients if r.site]
+        return self.dispatcher.flush(msg_id, sites)
 
     async def queue_stats(self) -> dict[str, Any]:
         stats = await self.spool.stats()

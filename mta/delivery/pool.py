@@ -5,24 +5,42 @@ preference order, each with its addresses (the dns package's rollup builds it). 
 hands out an idle session to reuse, or opens one walking the MX list - next address or host
 on a connect failure, a 4xx/5xx greeting or a failed EHLO (Postfix's smtp_skip_5xx_greeting),
 remembering why - within `connection_limit`. Leaving the lease returns the session for reuse
-unless it broke or reached `max_deliveries_per_connection`; idle sessions close after
-`idle_timeout`.
+unless it broke, reached `max_deliveries_per_connection` or the pool is above its limit (the
+limit shrank); idle sessions close after `idle_timeout`. A session counts against the limit
+until its goodbye is done, so the receiver never sees more than `connection_limit` at once.
 
 No scheduling policy here: which messages go, and when, is the dispatcher's business; how
-many connections shaping allows is passed in as `connection_limit`.
+many connections shaping allows is passed in as `connection_limit`, and before each NEW
+connection the optional `admit()` hook is awaited. It answers a grant (anything with an
+async `release()`, e.g. a shaping lease, held for the connection's life and released once
+it is closed) or the seconds to wait before asking again (a connection rate); an exception
+from it propagates to the caller of `acquire()` (the path was suspended meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 from mta.delivery.client import ClientSettings, SmtpClient, SmtpConnectError
 from mta.rfc5321 import Reply
 
-__all__ = ["ConnectAttempt", "ConnectionPool", "Lease", "MxHost", "SiteUnavailable"]
+__all__ = ["Admit", "ConnectAttempt", "ConnectionPool", "Grant", "Lease", "MxHost",
+           "SiteUnavailable"]
+
+
+class Grant(Protocol):
+    """Permission for one connection, given back when the connection is closed."""
+
+    async def release(self) -> None: ...
+
+
+# Before each new connection: a Grant, or seconds to wait before asking again.
+Admit = Callable[[], Awaitable["Grant | float"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +72,7 @@ class ConnectionPool:
     def __init__(self, hosts: Sequence[MxHost], settings: ClientSettings, *, port: int,
                  source: str | None = None, connection_limit: int = 20,
                  max_deliveries_per_connection: int = 100, idle_timeout: float = 30.0,
-                 name: str = "") -> None:
+                 name: str = "", admit: Admit | None = None) -> None:
         self.hosts = list(hosts)
         self.settings = settings
         self.port = port
@@ -62,12 +80,14 @@ class ConnectionPool:
         self.connection_limit = connection_limit
         self.max_deliveries = max_deliveries_per_connection
         self.idle_timeout = idle_timeout
+        self.admit = admit
         self.name = name or f"{source or '*'}->{self.hosts[0].name if self.hosts else '?'}"
         self._idle: list[tuple[SmtpClient, asyncio.TimerHandle]] = []  # LIFO: warm first
         self._busy: set[SmtpClient] = set()
         self._opening = 0
         self._slot_freed = asyncio.Event()
         self._closing_tasks: set[asyncio.Task[None]] = set()
+        self._grants: dict[SmtpClient, Grant] = {}
         self._no_tls: set[str] = set()  # addresses whose TLS handshake failed (opportunistic)
         self._closed = False
         self.connects = 0  # sessions opened
@@ -77,6 +97,11 @@ class ConnectionPool:
     @property
     def open_count(self) -> int:
         return len(self._idle) + len(self._busy) + self._opening
+
+    @property
+    def closing_count(self) -> int:
+        """Sessions being closed (QUIT sent): still connections as the receiver sees them."""
+        return len(self._closing_tasks)
 
     @property
     def idle_count(self) -> int:
@@ -106,16 +131,34 @@ class ConnectionPool:
                     self._busy.add(client)
                     return client
                 self._retire(client)
-            if self.open_count < self.connection_limit:
-                return await self._open()
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
+            if self.open_count + self.closing_count < self.connection_limit:
+                self._opening += 1  # the slot is ours while admission is asked
+                try:
+                    grant = await self.admit() if self.admit is not None else None
+                except BaseException:
+                    self._opening -= 1
+                    self._slot_freed.set()
+                    raise
+                if isinstance(grant, (int, float)):
+                    self._opening -= 1
+                    await self._wait_slot(max(0.001, float(grant)))
+                    continue
+                return await self._open(grant)
+            await self._wait_slot(None)
+
+    async def _wait_slot(self, at_most: float | None) -> None:
+        """Until a session is released or closed (or `at_most` seconds pass)."""
+        self._slot_freed.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(at_most):
+                await self._slot_freed.wait()
 
     def release(self, client: SmtpClient, *, broken: bool = False) -> None:
         """Back to the pool for reuse, unless broken, worn out, or the pool is closing."""
         self._busy.discard(client)
         if (broken or self._closed or not client.usable
-                or client.transactions >= self.max_deliveries):
+                or client.transactions >= self.max_deliveries
+                or self.open_count + self.closing_count >= self.connection_limit):
             self._retire(client)
         else:
             loop = asyncio.get_running_loop()
@@ -135,8 +178,8 @@ class ConnectionPool:
             await asyncio.wait(self._closing_tasks, timeout=10)
 
     # --- internals ---------------------------------------------------------------------
-    async def _open(self) -> SmtpClient:
-        self._opening += 1
+    async def _open(self, grant: Grant | None) -> SmtpClient:
+        """Connect (the caller has counted the slot in `_opening`), walking the MX list."""
         attempts: list[ConnectAttempt] = []
         try:
             local = (self.source, 0) if self.source else None
@@ -163,9 +206,14 @@ class ConnectionPool:
                     self.connects += 1
                     self.last_attempts = attempts
                     self._busy.add(client)
+                    if grant is not None:
+                        self._grants[client] = grant
+                        grant = None
                     return client
         finally:
             self._opening -= 1
+            if grant is not None:  # no connection came of it (failed or cancelled)
+                self._spawn_close(None, grant)
         self._slot_freed.set()  # our reserved slot is free again
         raise SiteUnavailable(attempts)
 
@@ -178,12 +226,37 @@ class ConnectionPool:
         self._slot_freed.set()
 
     def _retire(self, client: SmtpClient) -> None:
-        if not client.usable:
-            client.abort()
+        self._spawn_close(client, self._grants.pop(client, None))
+
+    def _spawn_close(self, client: SmtpClient | None, grant: Grant | None) -> None:
+        if grant is None and (client is None or not client.usable):
+            if client is not None:
+                client.abort()
             return
-        task = asyncio.get_running_loop().create_task(client.quit())
+        task = asyncio.get_running_loop().create_task(self._close(client, grant))
         self._closing_tasks.add(task)
-        task.add_done_callback(self._closing_tasks.discard)
+        task.add_done_callback(self._closed_one)
+
+    async def _close(self, client: SmtpClient | None, grant: Grant | None) -> None:
+        """Say goodbye, then give the connection's grant back (never before: the receiver
+        still counts the session until it is closed)."""
+        try:
+            if client is not None:
+                if client.usable:
+                    try:
+                        await client.quit()
+                    except Exception:  # a goodbye that failed is still a goodbye
+                        client.abort()
+                else:
+                    client.abort()
+        finally:
+            if grant is not None:
+                with contextlib.suppress(Exception):
+                    await grant.release()
+
+    def _closed_one(self, task: asyncio.Task[None]) -> None:
+        self._closing_tasks.discard(task)
+        self._slot_freed.set()
 
 
 class Lease:

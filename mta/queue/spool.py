@@ -33,7 +33,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,10 @@ async def _pages(db: aiosqlite.Connection, size: int) -> int:
     async with db.execute("PRAGMA page_size") as cur:
         row = await cur.fetchone()
     return max(1, size // int(row[0] if row else 4096))
+
+
+def _first(rows: Iterable[Any]) -> Any:
+    return next(iter(rows), None)
 
 
 def _chunks(items: list[str], n: int = _IN_CHUNK) -> Iterable[list[str]]:
@@ -327,25 +331,32 @@ class Spool:
 
     # --- reads ---------------------------------------------------------------------------
 
+    async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """One query, run to completion in a single trip to the reader thread.
+
+        A cursor kept open across awaits (execute, then fetch, then close) keeps SQLite's
+        read transaction open; with many readers interleaving on the one connection it
+        never closed, the WAL snapshot never moved, and a message whose put() had returned
+        stayed invisible to get() (tests/queue: test_a_put_is_visible_to_get_at_once).
+        """
+        return list(await self._rdb.execute_fetchall(sql, args))
+
     async def get(self, msg_id: str) -> MessageInfo | None:
         """The message with all its recipients, or None."""
         if not is_queue_id(msg_id):
             return None
-        async with self._rdb.execute(
-                f"SELECT {_MESSAGE_COLS} FROM messages WHERE id=?", (msg_id,)) as cur:
-            row = await cur.fetchone()
+        row = _first(await self._read(
+                f"SELECT {_MESSAGE_COLS} FROM messages WHERE id=?", (msg_id,)))
         if row is None:
             return None
-        async with self._rdb.execute(
+        rcpts = await self._read(
                 f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients WHERE msg_id=? ORDER BY idx",
-                (msg_id,)) as cur:
-            rcpts = await cur.fetchall()
+                (msg_id,))
         return self._message(row, [self._recipient(r) for r in rcpts])
 
     async def read_body(self, msg_id: str) -> bytes:
         """The message bytes. KeyError if unknown, deleted, or done (bodies are dropped)."""
-        async with self._rdb.execute("SELECT body FROM bodies WHERE id=?", (msg_id,)) as cur:
-            row = await cur.fetchone()
+        row = _first(await self._read("SELECT body FROM bodies WHERE id=?", (msg_id,)))
         if row is None:
             raise KeyError(msg_id)
         return bytes(row[0])
@@ -360,18 +371,16 @@ class Spool:
         if state is not None:
             where.append("state = ?")
             args.append(state)
-        async with self._rdb.execute(
+        rows = await self._read(
                 f"SELECT {_MESSAGE_COLS} FROM messages WHERE {' AND '.join(where)} "
-                f"ORDER BY id LIMIT ?", (*args, limit)) as cur:
-            rows = list(await cur.fetchall())
+                f"ORDER BY id LIMIT ?", (*args, limit))
         by_id: dict[str, list[RecipientInfo]] = {r[0]: [] for r in rows}
         for chunk in _chunks(list(by_id)):
             marks = ",".join("?" * len(chunk))
-            async with self._rdb.execute(
+            for r in await self._read(
                     f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients "
-                    f"WHERE msg_id IN ({marks}) ORDER BY msg_id, idx", chunk) as cur:
-                for r in await cur.fetchall():
-                    by_id[r[0]].append(self._recipient(r))
+                    f"WHERE msg_id IN ({marks}) ORDER BY msg_id, idx", chunk):
+                by_id[r[0]].append(self._recipient(r))
         return [self._message(r, by_id[r[0]]) for r in rows]
 
     async def stats(self) -> dict[str, dict[str, int]]:
@@ -385,8 +394,7 @@ class Spool:
                       "WHERE state='queued' GROUP BY site"),
         )
         for key, sql in queries:
-            async with self._rdb.execute(sql) as cur:
-                out[key] = {str(k): int(n) for k, n in await cur.fetchall()}
+            out[key] = {str(k): int(n) for k, n in await self._read(sql)}
         return out
 
     async def iter_pending(self, batch: int = 1000) -> AsyncIterator[list[PendingRecipient]]:
@@ -397,14 +405,13 @@ class Spool:
         """
         last_id, last_idx = "", -1
         while True:
-            async with self._rdb.execute(
+            rows = await self._read(
                     "SELECT r.msg_id, r.idx, m.tenant, r.address, r.site, r.attempts, "
                     "r.next_attempt, m.received_at "
                     "FROM recipients r INDEXED BY recipients_pending "
                     "JOIN messages m ON m.id = r.msg_id "
                     "WHERE r.state = 'queued' AND (r.msg_id, r.idx) > (?, ?) "
-                    "ORDER BY r.msg_id, r.idx LIMIT ?", (last_id, last_idx, batch)) as cur:
-                rows = await cur.fetchall()
+                    "ORDER BY r.msg_id, r.idx LIMIT ?", (last_id, last_idx, batch))
             if not rows:
                 return
             yield [PendingRecipient(*r) for r in rows]

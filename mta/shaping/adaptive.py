@@ -21,7 +21,7 @@ State is per process: each worker learns from the replies it sees.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,6 +98,19 @@ class Adaptive:
         if st.dead_until is None:
             return None
         return st.dead_until, st.dead_category, st.dead_reply
+
+    def revive(self, keys: Iterable[str] | None = None) -> int:
+        """End the dead-site timers of these paths (all: None) now: `mta queue flush`, the
+        operator says the destinations are back. Windows restart at one connection, as
+        after a timer."""
+        revived = 0
+        chosen = self._paths if keys is None else {k: self._paths[k] for k in keys
+                                                   if k in self._paths}
+        for st in chosen.values():
+            if st.dead_until is not None:
+                st.dead_until = self.clock.time()
+                revived += 1
+        return revived
 
     def record(self, path: PathConfig, category: str, reply: Reply | None = None) -> None:
         """Feed one outcome (a reply's category, or `connection_failure`) into the loop."""

@@ -68,8 +68,24 @@ class Egress:
         if day != self._day:
             self._day, self._sent = day, {}
 
+    def next_day(self) -> float:
+        """Epoch seconds of the next UTC midnight, when today's warm-up counts restart."""
+        tomorrow = self.today() + dt.timedelta(days=1)
+        return dt.datetime(tomorrow.year, tomorrow.month, tomorrow.day,
+                           tzinfo=dt.UTC).timestamp()
+
+    def warmup_day(self, source: str) -> int | None:
+        """Day number of the source's warm-up (1 = the start date), or None without one."""
+        s = self.sources[source]
+        if not s.warmup or s.warmup_start is None:
+            return None
+        return (self.today() - s.warmup_start).days + 1
+
     def cap_today(self, source: str) -> int | None:
-        return self.sources[source].cap_on(self.today())
+        s = self.sources[source]
+        if not s.warmup:  # most sources: no warm-up, no date arithmetic per message
+            return None
+        return s.cap_on(self.today())
 
     def sent_today(self, source: str) -> int:
         self._roll()

@@ -4,11 +4,14 @@ adaptive feedback, suspensions and egress together, and explaining a path's stat
 Built once by `mta serve` (never a global) and passed down:
 
     shaper = Shaper(cfg, stores=await redis_stores(url) if url else memory_stores())
-    path = shaper.path(source, site, domain=..., key_sites=...)   # once per pool
+    shaper.note_domain_site(domain, site)   # per MX answer: lets [shaping."domain"] match
+    src = shaper.choose_source(pool, rng, site=site, tenant=tenant)  # per message
+    path = shaper.path(src.name, site)      # resolved once per (source, site), cached
     if shaper.blocked(path, tenant) is None:
-        lease = await shaper.try_connect(path)            # window + connection rate
         ... per message: wait = await shaper.message_wait(path); 0.0 means send now
-        ... per reply:   shaper.record(path, category, reply)
+        ... per new connection: await shaper.admit_connection(path) -> Lease | seconds
+        ... per attempt: shaper.record(path, category, reply)
+    shaper.holds(path, tenant)              # what binds now, for `mta queue explain`
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from mta.rfc5321.reply import Reply
 from mta.shaping.adaptive import Adaptive, Change
 from mta.shaping.clock import Clock, SystemClock
 from mta.shaping.egress import Egress, EgressSource
+from mta.shaping.hold import Hold, at
 from mta.shaping.lease import Lease, Leases, LeaseStore, MemoryLeaseStore
-from mta.shaping.rules import PathConfig, resolve_path
+from mta.shaping.rules import PathConfig, matching_keys, resolve_path
 from mta.shaping.suspend import Suspension, Suspensions
 from mta.shaping.throttle import MemoryThrottle, ThrottleStore
 
@@ -78,26 +82,64 @@ class Shaper:
         self.suspensions = Suspensions(self.clock, persist)
         self.egress = Egress(cfg.egress, self.clock)
         self._paths: dict[tuple[str, str], PathConfig] = {}
+        # [shaping] key (a domain) -> its MX rollup site, learnt from MX answers.
+        self.key_sites: dict[str, str] = {}
 
     # --- configuration ---------------------------------------------------------------
     def path(self, source: str, site: str, *, domain: str = "",
              key_sites: Mapping[str, str] | None = None) -> PathConfig:
         """The resolved rules for (source, site), cached: resolve when a pool is built.
-        `key_sites` maps configured [shaping] keys to their MX rollup site."""
+        `key_sites` maps configured [shaping] keys to their MX rollup site (added to what
+        `note_domain_site` learnt)."""
         pc = self._paths.get((source, site))
         if pc is None:
+            ks = {**self.key_sites, **key_sites} if key_sites else self.key_sites
             pc = resolve_path(self.cfg.shaping, self.cfg.delivery, source=source, site=site,
-                              domain=domain, key_sites=key_sites)
+                              domain=domain, key_sites=ks)
             self._paths[(source, site)] = pc
         return pc
+
+    def note_domain_site(self, domain: str, site: str) -> bool:
+        """An MX answer: `domain`'s mail goes to `site`. If the domain is a [shaping] key,
+        remember it, so `[shaping."gmail.com"]` governs the site (and every domain rolled
+        up into it). True when that changes the site's rules: the caller then re-reads its
+        paths (cached ones for the site were dropped)."""
+        key = next((k for k in self.cfg.shaping if k != "default"
+                    and k.lower() == domain.lower()), None)
+        if key is None or self.key_sites.get(key) == site:
+            return False
+        old = self.key_sites.get(key)
+        self.key_sites[key] = site
+        for s in (site, old):
+            if s is not None:
+                self.forget_site(s)
+        return True
+
+    def forget_site(self, site: str) -> None:
+        """Drop the cached rules of every path to `site` (they are resolved again)."""
+        for k in [k for k in self._paths if k[1] == site]:
+            del self._paths[k]
+
+    def reload(self, cfg: Config) -> None:
+        """New [shaping] rules: paths resolve again on next use. Adaptive state, counters,
+        leases, suspensions and today's warm-up counts stay."""
+        self.cfg = cfg
+        self._paths.clear()
+        self.key_sites = {k: s for k, s in self.key_sites.items() if k in cfg.shaping}
+
+    def rule_keys(self, domain: str, site: str) -> list[str]:
+        """The [shaping] keys that apply to a site (for explain)."""
+        return matching_keys(self.cfg.shaping, domain=domain, site=site,
+                             key_sites=self.key_sites)
 
     def choose_source(self, pool: str, rng: random.Random, *, site: str | None = None,
                       tenant: str | None = None) -> EgressSource | None:
         """A source for one message: weighted, skipping suspended and capped sources. Counts
         the message toward the source's warm-up cap."""
         def skip(name: str) -> bool:
-            return self.suspensions.is_suspended(source=name, site=site,
-                                                 tenant=tenant) is not None
+            if site is None:
+                return self.suspensions.is_suspended(source=name, tenant=tenant) is not None
+            return self.blocked(self.path(name, site), tenant) is not None
         src = self.egress.choose(pool, rng, skip)
         if src is not None:
             self.egress.record_sent(src.name)
@@ -133,6 +175,27 @@ class Shaper:
             return None
         return lease
 
+    async def admit_connection(self, path: PathConfig) -> Lease | float:
+        """Admission of one new connection on the path: a started Lease (held while the
+        connection lives, released after it closed), or the seconds to wait before asking
+        again: until max_connection_rate allows one, or a short poll while the window is
+        full (a release on another node cannot wake us)."""
+        window = self.adaptive.window(path)
+        if window >= 1:
+            lease = await self.leases.try_acquire(path.key, window)
+            if lease is not None:
+                if path.max_connection_rate is None:
+                    await lease.__aenter__()
+                    return lease
+                wait = await self.throttle.try_acquire(
+                    f"conn:{path.key}", path.max_connection_rate, self.clock.time())
+                if wait <= 0:
+                    await lease.__aenter__()
+                    return lease
+                await lease.release()
+                return wait
+        return 0.25  # window full or path dead: 250 ms polls are cheap and react fast
+
     async def message_wait(self, path: PathConfig) -> float:
         """0.0: send one message now (counted). Else seconds until max_message_rate, slowed
         by the adaptive scale, allows one."""
@@ -147,6 +210,49 @@ class Shaper:
         self.adaptive.record(path, category, reply)
 
     # --- explain ---------------------------------------------------------------------
+    async def holds(self, path: PathConfig, tenant: str | None = None) -> list[Hold]:
+        """Every limit that keeps a message from leaving on this path at this instant,
+        most decisive first (see hold.py). Empty: a message could go now."""
+        now = self.clock.time()
+        out: list[Hold] = []
+        blocked = self.blocked(path, tenant)
+        if blocked is not None:
+            what = (f"dead-site timer of path {path.key}" if blocked.reason.startswith(
+                "adaptive:") else f"suspension of {blocked.scope} {blocked.name}")
+            end = "until lifted" if blocked.until is None else f"until {at(blocked.until)}"
+            out.append(Hold("suspension", blocked.until, f"{what}: {blocked.reason}, {end}"))
+        with contextlib.suppress(KeyError):
+            cap = self.egress.cap_today(path.source)
+            sent = self.egress.sent_today(path.source)
+            if cap is not None and sent >= cap:
+                out.append(Hold("warmup_cap", self.egress.next_day(), (
+                    f"source {path.source} sent {sent} of its warm-up cap of {cap} today "
+                    f"(day {self.egress.warmup_day(path.source)}); counts restart at "
+                    f"{at(self.egress.next_day())}")))
+        scale = self.adaptive.rate_scale(path)
+        if path.max_message_rate is not None:
+            st = await self.throttle.state(f"msg:{path.key}", path.max_message_rate, now,
+                                           scale=scale)
+            if st.tokens < 1:
+                slowed = f", slowed to {scale:.3g}x by receiver feedback" if scale < 1 else ""
+                out.append(Hold("max_message_rate", st.next_allowed,
+                                f"max_message_rate {path.max_message_rate}{slowed} on "
+                                f"{path.key}: next message allowed at {at(st.next_allowed)}"))
+        window = self.adaptive.window(path)
+        in_use = await self.leases.in_use(path.key)
+        if blocked is None and in_use >= window:
+            shrunk = (f" (adaptive window {window} of connection_limit "
+                      f"{path.connection_limit})" if window < path.connection_limit else "")
+            out.append(Hold("connection_limit", None,
+                            f"{in_use} of {window} connection(s) on {path.key} busy{shrunk}"))
+        if path.max_connection_rate is not None:
+            st = await self.throttle.state(f"conn:{path.key}", path.max_connection_rate, now)
+            if st.tokens < 1:
+                out.append(Hold("max_connection_rate", st.next_allowed,
+                                f"max_connection_rate {path.max_connection_rate} on "
+                                f"{path.key}: next new connection at {at(st.next_allowed)}"))
+        return out
+
     async def explain(self, path: PathConfig, tenant: str | None = None) -> dict[str, Any]:
         """Everything that decides this path now, as plain JSON types."""
         now = self.clock.time()
@@ -167,6 +273,7 @@ class Shaper:
                             "window": self.adaptive.window(path)},
             "adaptive": self.adaptive.explain(path),
             "suspension": blocked.as_dict() if blocked else None,
+            "holds": [h.as_dict() for h in await self.holds(path, tenant)],
         }
         with contextlib.suppress(KeyError):
             out["egress"] = self.egress.explain(path.source)

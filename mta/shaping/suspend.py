@@ -85,6 +85,8 @@ class Suspensions:
                      tenant: str | None = None) -> Suspension | None:
         """The suspension that stops this work, most specific first (path, site, source,
         tenant), or None."""
+        if not self._items:  # the common case, on the hot path: nothing is suspended
+            return None
         now = self.clock.time()
         path = path_name(source, site) if source is not None and site is not None else None
         return (self._get("path", path, now) or self._get("site", site, now)

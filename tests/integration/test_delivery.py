@@ -9,6 +9,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import json
 import smtplib
 import sqlite3
 import time
@@ -251,3 +252,74 @@ async def test_kill_9_mid_delivery_delivers_everything_and_nothing_recorded_twic
     for addr in recorded_rcpts:
         assert counts[addr] == 1, f"{addr} was recorded delivered and sent again"
     assert len(before) >= len(recorded_rcpts)
+
+
+async def test_delay_warning_sends_one_delayed_dsn(mta_factory, dns_server_factory,
+                                                   mx_factory):
+    mx1 = await mx_factory("127.0.0.2")
+    mx2 = await mx_factory("127.0.0.3")
+    sender_mx = await mx_factory("127.0.0.4")
+    for mx in (mx1, mx2):
+        mx.script("slow@dest.test", "451 4.2.0 mailbox busy")
+    mta = await _start(mta_factory, dns_server_factory, mx_factory,
+                       extra='retry = ["1s"]\nmax_age = "1h"\ndelay_warning = "2s"')
+    await asyncio.to_thread(_send, mta.smtp_port, ["slow@dest.test"], "waiting")
+    [dsn] = await sender_mx.wait_for_messages(1, timeout=20)
+    _, [rcpt] = _dsn_parts(dsn.body)
+    assert rcpt["Action"] == "delayed"
+    assert rcpt["Final-Recipient"] == "rfc822; slow@dest.test"
+    assert "Will-Retry-Until" in rcpt
+    # Only one warning per recipient, however many retries follow.
+    await asyncio.sleep(3)
+    assert len(sender_mx.messages) == 1
+
+
+async def test_message_class_max_age_expires_marketing_sooner(
+        mta_factory, dns_server_factory, mx_factory):
+    mx1 = await mx_factory("127.0.0.2")
+    mx2 = await mx_factory("127.0.0.3")
+    await mx_factory("127.0.0.4")
+    for mx in (mx1, mx2):
+        mx.script("busy@dest.test", "451 4.2.0 mailbox busy")
+    dns = dns_server_factory(ZONES)
+    mta = await asyncio.to_thread(
+        mta_factory, '[policy]\nclass_max_age = { transactional = "0s", marketing = "2s" }\n',
+        dns=dns.nameserver, delivery_port=mx_factory.port,
+        delivery_extra='retry = ["1s"]\nmax_age = "1h"')
+
+    def send_class(cls: str) -> str:
+        msg = _msg(f"class-{cls}", "busy@dest.test").replace(
+            b"\r\n\r\n", f"\r\nX-Mta-Class: {cls}\r\n\r\n".encode(), 1)
+        with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10) as s:
+            s.ehlo("c")
+            s.mail("s@sender.test")
+            s.rcpt("busy@dest.test")
+            code, reply = s.data(msg)
+        assert code == 250, reply
+        return reply.decode().rsplit(" ", 1)[1]
+
+    marketing = await asyncio.to_thread(send_class, "marketing")
+    transactional = await asyncio.to_thread(send_class, "transactional")
+    expired = await _wait_event(mta, lambda e: e["event"] == "expired", timeout=20)
+    assert {e["id"] for e in expired} == {marketing}
+    shown = json.loads((await asyncio.to_thread(mta.cli, "queue", "show", transactional)).stdout)
+    assert shown["msg_class"] == "transactional"
+    assert shown["recipients"][0]["state"] == "queued"
+
+
+async def test_flush_ends_the_dead_site_timer(mta_factory, dns_server_factory, mx_factory):
+    await mx_factory("127.0.0.4")  # fixes the shared port; nothing listens on .2 or .3 yet
+    dns = dns_server_factory(ZONES)
+    mta = await asyncio.to_thread(
+        mta_factory, '[shaping.default]\nsuspend_after = 1\nsuspend_duration = "1h"\n',
+        dns=dns.nameserver, delivery_port=mx_factory.port,
+        delivery_extra='retry = ["1h"]\nconnect_timeout = "2s"')
+    msg_id = await asyncio.to_thread(_send, mta.smtp_port, ["a@dest.test"], "dead")
+    await _wait_event(mta, lambda e: e["event"] == "deferred")
+    await _wait_event(mta, lambda e: e["event"] == "shaping" and e.get("kind") == "suspend")
+    mx1 = await mx_factory("127.0.0.2")  # the destination is back
+    flushed = await asyncio.to_thread(mta.cli, "queue", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    [m] = await mx1.wait_for_messages(1, timeout=15)
+    assert m.rcpt_tos == ["a@dest.test"]
+    assert (await _wait_event(mta, lambda e: e["event"] == "delivered"))[0]["id"] == msg_id

@@ -343,3 +343,39 @@ async def test_a_full_disk_fails_puts_with_452_and_they_work_once_space_is_freed
         assert [m.id for m in await spool.list(limit=1000)] == [*stored, later]
         for msg_id in stored:
             assert await spool.read_body(msg_id) == big
+
+
+async def test_a_put_is_visible_to_get_at_once(tmp_path):
+    """Under concurrent reads, a message whose put() returned must be found by get() at
+    once: the delivery side looks it up right after acceptance. (Reads that kept a cursor
+    open across awaits pinned SQLite's WAL snapshot and hid new messages.)"""
+    import asyncio
+
+    from mta.queue import Envelope, Recipient, Spool
+
+    spool = await Spool.open(tmp_path)
+    ids: list[str] = []
+    missing = 0
+    stop = asyncio.Event()
+
+    async def reader() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(0)
+            for msg_id in ids[-20:]:
+                await spool.get(msg_id)
+
+    async def writer() -> None:
+        nonlocal missing
+        for _ in range(40):
+            msg_id = await spool.put(Envelope("t", "a@b.test", [Recipient("c@d.test")]),
+                                     b"x" * 500)
+            ids.append(msg_id)
+            if await spool.get(msg_id) is None:
+                missing += 1
+
+    readers = [asyncio.create_task(reader()) for _ in range(20)]
+    await asyncio.gather(*(writer() for _ in range(10)))
+    stop.set()
+    await asyncio.gather(*readers)
+    await spool.close()
+    assert missing == 0
