@@ -33,6 +33,7 @@ from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify
 from mta.policy import PolicyAdmin, PolicyEngine
 from mta.queue import Spool
+from mta.shaping import memory_stores, redis_stores
 from mta.smtp.server import SmtpServer
 
 __all__ = ["Daemon", "serve", "validate_runtime"]
@@ -122,8 +123,13 @@ class Daemon:
 
             signer = DkimSigner.from_config(cfg.dkim, hostname=cfg.server.hostname,
                                             file=str(cfg.path)) if cfg.dkim else None
+            # Throttles and connection leases: in this process, or shared by every node
+            # through Redis ([cluster] redis_url; fails fast if Redis is unreachable).
+            stores = (await redis_stores(cfg.cluster.redis_url) if cfg.cluster.redis_url
+                      else memory_stores())
+            stack.push_async_callback(stores.aclose)
             self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events,
-                                       on_final=self._on_final)
+                                       on_final=self._on_final, shaping_stores=stores)
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,

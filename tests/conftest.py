@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.daemon",
     "tests.support.dnsserver",
     "tests.support.mx",
+    "tests.support.redis",
 ]

@@ -49,7 +49,15 @@ from mta.queue import (
     WorkItem,
 )
 from mta.rfc5321.reply import Reply
-from mta.shaping import SLOWDOWN_CATEGORIES, EgressSource, Hold, PathConfig, Shaper
+from mta.shaping import (
+    SLOWDOWN_CATEGORIES,
+    EgressSource,
+    Hold,
+    PathConfig,
+    Shaper,
+    Stores,
+    SuspensionFile,
+)
 from mta.shaping.adaptive import Change
 from mta.shaping.hold import at
 
@@ -120,14 +128,21 @@ class Dispatcher:
                  resolver: Resolver | None = None, classifier: Classifier | None = None,
                  shaper: Shaper | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None,
-                 on_final: FinalCallback | None = None) -> None:
+                 on_final: FinalCallback | None = None,
+                 shaping_stores: Stores | None = None) -> None:
         self.cfg = cfg
         self.on_final = on_final
         self.spool = spool
         self.events = events
         self.resolver = resolver or make_resolver(cfg.dns)
         self.classifier = classifier or Classifier.from_config(cfg)
-        self.shaper = shaper or Shaper(cfg, on_change=self._shaping_changed)
+        self.shaper = shaper or Shaper(cfg, stores=shaping_stores,
+                                       on_change=self._shaping_changed,
+                                       persist=self._persist_suspension)
+        # Administrative suspensions outlive restarts (operators expect a suspended
+        # site to stay suspended), in a file beside the spool.
+        self._suspension_file = SuspensionFile(cfg.spool.dir / "shaping-suspensions.json")
+        self.shaper.suspensions.load(self._suspension_file.load())
         self.clock = clock
         self.rng = rng or random.Random()
         self.retry = RetrySchedule.from_config(cfg.delivery, rand=self.rng.random)
@@ -689,6 +704,11 @@ class Dispatcher:
                     key=lambda h: float("inf") if h.until is None else h.until)
         return {"waiting_for": first.limit, "until": first.until, "shaping": shaping,
                 "detail": first.detail}
+
+    def _persist_suspension(self, suspension: object, active: bool) -> None:
+        """A suspension was set or lifted: rewrite the file, off the event loop."""
+        items = self.shaper.suspensions.active()
+        self._spawn(asyncio.to_thread(self._suspension_file.save, items), "save suspensions")
 
     def _shaping_changed(self, change: Change) -> None:
         source, _, site = change.path.partition("->")

@@ -197,6 +197,9 @@ class Metrics:
         self.expired = Counter(
             "mta_recipients_expired", "Recipients expired in the queue, by tenant.",
             ["tenant", "category"], registry=r)
+        self.shaping_changes = Counter(
+            "mta_shaping_changes", "Adaptive shaping changes (decrease, increase, suspend, "
+            "resume) on delivery paths, by kind.", ["kind"], registry=r)
         self.events = Counter(
             "mta_events", "Every event written to the events log, by event name.",
             ["event"], registry=r)
@@ -298,6 +301,8 @@ class Metrics:
         elif event == "bounced":
             self._child(self.bounced, self.tenant(get("tenant")), self._site(get("site")),
                                 self._label("category", get("category"))).inc()
+        elif event == "shaping":
+            self._child(self.shaping_changes, self._label("kind", get("kind"))).inc()
         elif event == "expired":
             self._child(self.expired, self.tenant(get("tenant")),
                                 self._label("category", get("category"))).inc()

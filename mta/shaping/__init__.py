@@ -16,14 +16,15 @@ from mta.shaping.lease import Lease, Leases, LeaseUnavailable, MemoryLeaseStore
 from mta.shaping.rate import Rate, parse_rate
 from mta.shaping.rules import PathConfig, resolve_path
 from mta.shaping.shaper import Shaper, Stores, memory_stores, redis_stores
-from mta.shaping.suspend import Suspension, Suspensions
+from mta.shaping.suspend import Suspension, SuspensionFile, Suspensions
 from mta.shaping.throttle import MemoryThrottle, ThrottleState
 from mta.shaping.validate import validate
 
 __all__ = [
     "SLOWDOWN_CATEGORIES", "Adaptive", "Change", "Clock", "Egress", "EgressSource", "Hold", "Lease",
     "LeaseUnavailable", "Leases", "ManualClock", "MemoryLeaseStore", "MemoryThrottle",
-    "PathConfig", "Rate", "Shaper", "Stores", "Suspension", "Suspensions", "SystemClock",
+    "PathConfig", "Rate", "Shaper", "Stores", "Suspension", "SuspensionFile", "Suspensions",
+    "SystemClock",
     "ThrottleState", "memory_stores", "parse_rate", "redis_stores", "resolve_path",
     "validate",
 ]

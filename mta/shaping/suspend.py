@@ -8,13 +8,20 @@ stored ones at start-up (`Suspension.as_dict` / `from_dict` give a JSON shape).
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from mta.shaping.clock import Clock
 
-__all__ = ["SCOPES", "Suspension", "Suspensions", "path_name"]
+__all__ = ["SCOPES", "Suspension", "SuspensionFile", "Suspensions", "path_name"]
+
+log = logging.getLogger("mta.shaping")
 
 SCOPES = ("site", "source", "path", "tenant")
 
@@ -103,3 +110,33 @@ class Suspensions:
         for s in items:
             if s.active_at(now):
                 self._items[(s.scope, s.name)] = s
+
+
+class SuspensionFile:
+    """Administrative suspensions kept across restarts: one JSON file, replaced whole and
+    fsynced on every change (they change only by an operator's hand, so rarely)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def load(self) -> list[Suspension]:
+        try:
+            items = json.loads(self.path.read_text(encoding="utf-8"))
+            return [Suspension.from_dict(d) for d in items]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.error("ignoring unreadable suspensions file %s: %s", self.path, e)
+            return []
+
+    def save(self, items: Iterable[Suspension]) -> None:
+        """Blocking: run it in a thread."""
+        data = json.dumps([s.as_dict() for s in items], indent=1)
+        with self._lock:
+            tmp = self.path.with_suffix(".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)

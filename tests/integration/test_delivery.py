@@ -13,6 +13,7 @@ import json
 import smtplib
 import sqlite3
 import time
+import urllib.request
 
 import pytest
 
@@ -208,6 +209,11 @@ async def test_domain_without_mx_is_delivered_to_its_address(mta_factory, dns_se
     assert m.rcpt_tos == ["x@nomx.test"]
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
 def _delivered_in_spool(spool_dir) -> set[tuple[str, str]]:
     out = set()
     for db in spool_dir.glob("spool-*.sqlite"):
@@ -317,6 +323,8 @@ async def test_flush_ends_the_dead_site_timer(mta_factory, dns_server_factory, m
     msg_id = await asyncio.to_thread(_send, mta.smtp_port, ["a@dest.test"], "dead")
     await _wait_event(mta, lambda e: e["event"] == "deferred")
     await _wait_event(mta, lambda e: e["event"] == "shaping" and e.get("kind") == "suspend")
+    metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{mta.http_port}/metrics")
+    assert 'mta_shaping_changes_total{kind="suspend"} 1.0' in metrics
     mx1 = await mx_factory("127.0.0.2")  # the destination is back
     flushed = await asyncio.to_thread(mta.cli, "queue", "flush")
     assert flushed.returncode == 0, flushed.stderr

@@ -384,3 +384,39 @@ greeting_timeout = "20s"
         assert not dead  # still waiting for a greeting
     finally:
         blackhole.close()
+
+
+def test_suspensions_survive_a_restart(mta_factory):
+    mta = mta_factory()
+    proc = mta.cli("shaping", "suspend", "site", "slow.example", "--reason", "complaints",
+                   "--duration", "1h")
+    assert proc.returncode == 0, proc.stderr
+    assert mta.terminate() == 0
+    mta.start()
+    listed = mta.cli("shaping", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [s] = json.loads(listed.stdout)
+    assert (s["scope"], s["name"], s["reason"]) == ("site", "slow.example", "complaints")
+
+
+async def test_throttle_state_is_shared_through_redis(mta_factory, dns_server_factory,
+                                                      mx_factory, redis_url):
+    """[cluster] redis_url: message-rate counters live in Redis, where every node sees
+    them (KumoMTA's throttle crate keeps them the same way)."""
+    import redis.asyncio as aioredis
+
+    mx = await mx_factory("127.0.0.2")
+    dns = dns_server_factory({"dest.test": "@ MX 10 mx1\nmx1 A 127.0.0.2\n"})
+    mta = await asyncio.to_thread(
+        mta_factory, f'[cluster]\nredis_url = "{redis_url}"\n'
+                     '[shaping.default]\nmax_message_rate = "100/s"\n',
+        dns=dns.nameserver, delivery_port=mx_factory.port)
+    with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10) as s:
+        s.sendmail("a@sender.test", ["b@dest.test"], b"Subject: x\r\n\r\nhi\r\n")
+    await mx.wait_for_messages(1, timeout=15)
+    client = aioredis.from_url(redis_url)
+    try:
+        keys = [k.decode() async for k in client.scan_iter("mta:shaping:*")]
+    finally:
+        await client.aclose()
+    assert any("msg:" in k for k in keys), keys
