@@ -129,7 +129,8 @@ class Daemon:
                       else memory_stores())
             stack.push_async_callback(stores.aclose)
             self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events,
-                                       on_final=self._on_final, shaping_stores=stores)
+                                       on_final=self._on_final, shaping_stores=stores,
+                                       licence_connections=self._licence_connections)
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,
@@ -177,6 +178,10 @@ class Daemon:
         """A recipient's fate is final: under charge = "delivered" policy refunds or keeps
         the credit it held."""
         await self.policy.on_outcome(tenant, msg_id, recipient, outcome)
+
+    def _licence_connections(self) -> int:
+        """The volume licence's cap on concurrent outbound connections (0: none)."""
+        return self.policy.licence_status().max_connections or 0
 
     async def _maintain(self) -> None:
         """Once a minute: expire credit lots, prune counters, drop finished messages that

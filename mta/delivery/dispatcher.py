@@ -80,6 +80,8 @@ class _Path:
 
 # Re-check for work held by something with no end time (a suspension until lifted).
 _RECHECK = 60.0
+# A connection refused by the licence's cap is asked for again after this many seconds.
+_LICENCE_WAIT = 0.5
 # Shaping keys resolved at start-up at once: a handful of DNS queries in flight.
 _KEY_LOOKUPS = 8
 
@@ -129,9 +131,11 @@ class Dispatcher:
                  shaper: Shaper | None = None, clock: Callable[[], float] = time.time,
                  rng: random.Random | None = None,
                  on_final: FinalCallback | None = None,
-                 shaping_stores: Stores | None = None) -> None:
+                 shaping_stores: Stores | None = None,
+                 licence_connections: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
         self.on_final = on_final
+        self.licence_connections = licence_connections  # 0 or None: no licence cap
         self.spool = spool
         self.events = events
         self.resolver = resolver or make_resolver(cfg.dns)
@@ -367,6 +371,11 @@ class Dispatcher:
             blocked = self.shaper.blocked(path.config)
             if blocked is not None:
                 raise PathBlocked(Hold("suspension", blocked.until, blocked.reason))
+            # The volume licence caps outbound connections over all paths together.
+            cap = self.licence_connections() if self.licence_connections else 0
+            # connection_count includes the slot this request already holds in its pool.
+            if cap and self.connection_count > cap:
+                return _LICENCE_WAIT
             return await self.shaper.admit_connection(path.config)
         return admit
 
