@@ -499,6 +499,21 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class RateLimitsConfig:
+    """[rate_limits]: message rates across delivery paths (mta/shaping), written like the
+    path rates ("500/s", "100000/h", "2000/s burst 100"); "" = no such limit. With
+    [cluster] redis_url the counters are shared by every node."""
+
+    # Every message this node (or cluster) sends, whatever its tenant, source or site.
+    global_message_rate: str = ""
+    # Each tenant's sending, each tenant on its own counter.
+    tenant_message_rate: str = ""
+    # Per provider across all sources: keys are domains like [shaping] keys ("gmail.com"
+    # stands for every domain whose MX rolls up to Gmail's site) or site names.
+    provider_message_rate: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     # Redis shared by workers and nodes for shaping and policy state; empty: in-process.
     redis_url: str = ""
@@ -535,6 +550,7 @@ class Config:
     egress: EgressConfig = field(default_factory=EgressConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

@@ -26,6 +26,7 @@ from mta.config import Config, ConfigError, load_config
 from mta.delivery.dispatcher import Dispatcher
 from mta.delivery.operations import QueueOperations
 from mta.dkim.signer import DkimSigner
+from mta.dns import make_resolver
 from mta.http.app import make_app
 from mta.ingress import Ingress
 from mta.observe.events import EventLog
@@ -128,13 +129,16 @@ class Daemon:
             stores = (await redis_stores(cfg.cluster.redis_url) if cfg.cluster.redis_url
                       else memory_stores())
             stack.push_async_callback(stores.aclose)
+            resolver = make_resolver(cfg.dns, observe=self.metrics.observe_dns)
             self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events,
+                                       resolver=resolver,
                                        on_final=self._on_final, shaping_stores=stores,
                                        licence_connections=self._licence_connections)
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,
-                                   observe_ingest=self.metrics.observe_ingest)
+                                   observe_ingest=self.metrics.observe_ingest,
+                                   observe_dkim=self.metrics.observe_dkim)
             self.delivery.inject_dsn = self.ingress.inject_dsn
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)

@@ -51,13 +51,15 @@ class Ingress:
     def __init__(self, *, spool: Spool, events: EventLog,
                  on_accepted: AcceptedCallback | None = None,
                  signer: DkimSigner | None = None, policy: PolicyEngine | None = None,
-                 observe_ingest: Callable[[float, str], None] | None = None) -> None:
+                 observe_ingest: Callable[[float, str], None] | None = None,
+                 observe_dkim: Callable[[float, str], None] | None = None) -> None:
         self.spool = spool
         self.events = events
         self.on_accepted = on_accepted
         self.signer = signer
         self.policy = policy
         self.observe_ingest = observe_ingest
+        self.observe_dkim = observe_dkim
         self._class_re: re.Pattern[bytes] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
         if policy is not None:
@@ -125,11 +127,15 @@ class Ingress:
                 if refusal is not None:
                     return refusal
             if self.signer is not None:
+                signing = time.perf_counter()
                 try:
-                    data = await sign_async(self.signer, data, envelope.received_at)
+                    signed = await sign_async(self.signer, data, envelope.received_at)
                 except Exception as e:  # DkimSignError: a header block we can't parse
                     log.info("not signing a message from %s: %s", envelope.client_ip, e)
                     return R_SIGNING
+                if signed is not data and self.observe_dkim is not None:
+                    self.observe_dkim(time.perf_counter() - signing, "dkim")
+                data = signed
             try:
                 await self.spool.put(envelope, data, msg_id)
             except SpoolError as e:

@@ -257,8 +257,7 @@ class Dispatcher:
     async def _learn_rule_sites(self) -> None:
         """Resolve each [shaping."domain"] key once, so its rules govern its site (and
         every domain rolled up into it) before the first message there is resolved."""
-        keys = [k for k in self.cfg.shaping
-                if k != "default" and "." in k and not any(c in k for c in "()|?")]
+        keys = self.shaper.rate_keys()
         gate = asyncio.Semaphore(_KEY_LOOKUPS)
 
         async def learn(key: str) -> None:
@@ -428,6 +427,15 @@ class Dispatcher:
                 site, item.tenant, pool_name)).values() for h in hs])
             return
         path = self._path(site, source)
+        # Rates across paths first ([rate_limits]): each admits this message once, in
+        # order, so a wait on a later one never counts the message twice on an earlier.
+        for name, key, rate in self.shaper.rate_limits(item.tenant, site.name):
+            while (wait := await self.shaper.throttle.try_acquire(
+                    key, rate, self.shaper.clock.time())) > 0:
+                if self._stopping:
+                    return
+                site.inflight[item.msg_id] = _Flight(name, path, self.clock() + wait)
+                await asyncio.sleep(wait)
         while True:
             blocked = self.shaper.blocked(path.config, item.tenant)
             if blocked is not None:  # went dead while we waited for the rate

@@ -75,8 +75,11 @@ class CachingResolver:
                  failure_ttl: float = _DEFAULTS.failure_ttl,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None,
-                 max_in_flight: int = _DEFAULTS.max_queries_in_flight) -> None:
+                 max_in_flight: int = _DEFAULTS.max_queries_in_flight,
+                 observe: Callable[[float, str, str], None] | None = None) -> None:
         self.backend = backend
+        # Called with (seconds, record type, outcome) for each question sent (metrics).
+        self.observe = observe
         self._slots = asyncio.Semaphore(max(1, max_in_flight))
         self.cache = AnswerCache(cache_size, negative_ttl=negative_ttl,
                                  failure_ttl=failure_ttl, clock=clock)
@@ -115,6 +118,7 @@ class CachingResolver:
 
     async def _ask(self, name: str, rdtype: str) -> Answer:
         self.counters.in_progress += 1
+        started = time.monotonic()
         try:
             async with self._slots:
                 answer = await self.backend.lookup(name, rdtype)
@@ -128,6 +132,8 @@ class CachingResolver:
         else:
             self.counters.ok += 1
         self.cache.put(answer)
+        if self.observe is not None:
+            self.observe(time.monotonic() - started, rdtype, answer.status.name.lower())
         return answer
 
     # --- the Resolver interface ------------------------------------------------------
@@ -187,12 +193,13 @@ class CachingResolver:
 
 
 def make_resolver(cfg: DnsConfig, *, clock: Callable[[], float] = time.monotonic,
-                  rng: random.Random | None = None) -> CachingResolver:
+                  rng: random.Random | None = None,
+                  observe: Callable[[float, str, str], None] | None = None) -> CachingResolver:
     """The production resolver: `[dns]` nameservers (or /etc/resolv.conf), cached."""
     return CachingResolver(LiveLookup(cfg.nameservers, cfg.timeout),
                            cache_size=cfg.cache_size, negative_ttl=cfg.negative_ttl,
                            failure_ttl=cfg.failure_ttl, clock=clock, rng=rng,
-                           max_in_flight=cfg.max_queries_in_flight)
+                           max_in_flight=cfg.max_queries_in_flight, observe=observe)
 
 
 class TestResolver(CachingResolver):

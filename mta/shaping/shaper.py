@@ -29,6 +29,7 @@ from mta.shaping.clock import Clock, SystemClock
 from mta.shaping.egress import Egress, EgressSource
 from mta.shaping.hold import Hold, at
 from mta.shaping.lease import Lease, Leases, LeaseStore, MemoryLeaseStore
+from mta.shaping.rate import Rate, parse_rate
 from mta.shaping.rules import PathConfig, matching_keys, resolve_path
 from mta.shaping.suspend import Suspension, Suspensions
 from mta.shaping.throttle import MemoryThrottle, ThrottleStore
@@ -84,6 +85,7 @@ class Shaper:
         self._paths: dict[tuple[str, str], PathConfig] = {}
         # [shaping] key (a domain) -> its MX rollup site, learnt from MX answers.
         self.key_sites: dict[str, str] = {}
+        self._parse_rate_limits(cfg)
 
     # --- configuration ---------------------------------------------------------------
     def path(self, source: str, site: str, *, domain: str = "",
@@ -99,13 +101,41 @@ class Shaper:
             self._paths[(source, site)] = pc
         return pc
 
+    def rate_limits(self, tenant: str, site: str) -> list[tuple[str, str, Rate]]:
+        """The [rate_limits] that apply to one message of `tenant` to `site`, as
+        (limit name, counter key, rate), in the order to take them."""
+        out = []
+        if self._global_rate is not None:
+            out.append(("global_message_rate", "global", self._global_rate))
+        if self._tenant_rate is not None:
+            out.append(("tenant_message_rate", f"tenant:{tenant}", self._tenant_rate))
+        for key, rate in self._provider_rates.items():
+            if key == site or self.key_sites.get(key) == site:
+                out.append(("provider_message_rate", f"provider:{key}", rate))
+        return out
+
+    def _parse_rate_limits(self, cfg: Config) -> None:
+        rl = cfg.rate_limits
+        self._global_rate = parse_rate(rl.global_message_rate) if rl.global_message_rate \
+            else None
+        self._tenant_rate = parse_rate(rl.tenant_message_rate) if rl.tenant_message_rate \
+            else None
+        self._provider_rates = {k: parse_rate(v) for k, v in
+                                rl.provider_message_rate.items() if v}
+
+    def rate_keys(self) -> list[str]:
+        """Domains named by [shaping] or [rate_limits] provider keys: resolved at start so
+        their rules govern their sites."""
+        return [k for k in [*self.cfg.shaping, *self.cfg.rate_limits.provider_message_rate]
+                if k != "default" and "." in k and not any(c in k for c in "()|?")]
+
     def note_domain_site(self, domain: str, site: str) -> bool:
         """An MX answer: `domain`'s mail goes to `site`. If the domain is a [shaping] key,
         remember it, so `[shaping."gmail.com"]` governs the site (and every domain rolled
         up into it). True when that changes the site's rules: the caller then re-reads its
         paths (cached ones for the site were dropped)."""
-        key = next((k for k in self.cfg.shaping if k != "default"
-                    and k.lower() == domain.lower()), None)
+        key = next((k for k in [*self.cfg.shaping, *self.cfg.rate_limits.provider_message_rate]
+                    if k != "default" and k.lower() == domain.lower()), None)
         if key is None or self.key_sites.get(key) == site:
             return False
         old = self.key_sites.get(key)
@@ -125,7 +155,9 @@ class Shaper:
         leases, suspensions and today's warm-up counts stay."""
         self.cfg = cfg
         self._paths.clear()
-        self.key_sites = {k: s for k, s in self.key_sites.items() if k in cfg.shaping}
+        self._parse_rate_limits(cfg)
+        self.key_sites = {k: s for k, s in self.key_sites.items()
+                          if k in cfg.shaping or k in cfg.rate_limits.provider_message_rate}
 
     def rule_keys(self, domain: str, site: str) -> list[str]:
         """The [shaping] keys that apply to a site (for explain)."""

@@ -54,6 +54,17 @@ def _check_layer(layer: ShapingRuleConfig, key: str, sources: set[str],
 
 def validate(cfg: Config) -> list[str]:
     errs: list[tuple[str, str]] = []
+    rl = cfg.rate_limits
+    rates = [("rate_limits.global_message_rate", rl.global_message_rate),
+             ("rate_limits.tenant_message_rate", rl.tenant_message_rate)]
+    rates += [(f"rate_limits.provider_message_rate.{_q(k)}", v)
+              for k, v in rl.provider_message_rate.items()]
+    for key, value in rates:
+        if value:
+            try:
+                parse_rate(value)
+            except ValueError as e:
+                errs.append((key, str(e)))
     names: list[str] = []
     for i, s in enumerate(cfg.egress.source):
         key = f"egress.source[{i}]"

@@ -82,6 +82,9 @@ async def test_delivered_and_bounced_by_category(mta_factory, dns_server_factory
     assert value(s, "mta_recipients_bounced_total", tenant="default", site="other",
                  category="invalid_recipient") == 1
     assert value(s, "mta_delivery_latency_seconds_count", tenant="default") == 1
+    # The MX question and the address questions went to the DNS server, and were timed.
+    assert value(s, "mta_dns_lookup_seconds_count", type="MX", outcome="ok") >= 1
+    assert value(s, "mta_dns_lookup_seconds_count", type="A", outcome="ok") >= 1
     # The DSN to a@sender.test is a message of its own, accepted through the same ingress.
     assert value(s, "mta_messages_received_total", tenant="default") == 2
 

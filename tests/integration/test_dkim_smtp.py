@@ -9,6 +9,7 @@ import asyncio
 import smtplib
 import subprocess
 import sys
+import urllib.request
 
 import dkim
 
@@ -66,6 +67,11 @@ async def _run(mta_factory, dns_server_factory, mx_factory, tmp_path, dkim_toml:
     return mta, dns, mx, sender_mx
 
 
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
 def _verify(body: bytes, nameserver: str) -> bool:
     return dkim.verify(body, dnsfunc=txt_lookup([nameserver]))
 
@@ -82,6 +88,8 @@ key = "{rsa}"
     assert m.body.startswith(b"DKIM-Signature: ")
     assert b"a=rsa-sha256" in m.body.split(b"\r\n\r\n")[0]
     assert await asyncio.to_thread(_verify, m.body, dns.nameserver)
+    metrics = await asyncio.to_thread(_get, f"http://127.0.0.1:{mta.http_port}/metrics")
+    assert 'mta_dkim_sign_seconds_count{algorithm="dkim"} 1.0' in metrics
     # A body changed in transit no longer verifies.
     tampered = m.body.replace(b"Hello, signed world.", b"Hello, forged world.")
     assert not await asyncio.to_thread(_verify, tampered, dns.nameserver)

@@ -420,3 +420,42 @@ async def test_throttle_state_is_shared_through_redis(mta_factory, dns_server_fa
     finally:
         await client.aclose()
     assert any("msg:" in k for k in keys), keys
+
+
+async def test_a_global_rate_holds_across_sites(mta_factory, dns_server_factory,
+                                               mx_factory):
+    """[rate_limits] global_message_rate counts every message, whatever its site."""
+    mx1 = await mx_factory("127.0.0.2")
+    await mx_factory("127.0.0.3")
+    mx_other = await mx_factory("127.0.0.4")
+    mta = await _start(mta_factory, dns_server_factory, mx_factory,
+                       '[rate_limits]\nglobal_message_rate = "20/s burst 1"\n')
+    await _send(mta, [f"d{i}@dest.test" for i in range(20)] +
+                [f"o{i}@other.test" for i in range(20)])
+    await mx1.wait_for_messages(20, timeout=30)
+    await mx_other.wait_for_messages(20, timeout=30)
+    arrivals = sorted(m.arrived_at for mx in (mx1, mx_other) for m in mx.messages)
+    # 40 messages at 20/s over both sites: 39 intervals of 50 ms, 1.95 s (each site alone
+    # would take 0.95 s).
+    assert _within(arrivals[-1] - arrivals[0], 39 / 20), \
+        f"40 messages in {arrivals[-1] - arrivals[0]:.2f}s, expected 1.95s +-25%"
+
+
+async def test_a_provider_rate_named_by_domain_holds_on_its_site(
+        mta_factory, dns_server_factory, mx_factory):
+    """A provider key ("other.test") applies to its MX site, across sources; other sites
+    are not held by it."""
+    mx1 = await mx_factory("127.0.0.2")
+    await mx_factory("127.0.0.3")
+    mx_other = await mx_factory("127.0.0.4")
+    mta = await _start(mta_factory, dns_server_factory, mx_factory,
+                       '[rate_limits]\nprovider_message_rate = { "other.test" = "5/s burst 1" }\n')
+    await _send(mta, [f"o{i}@other.test" for i in range(10)] +
+                [f"d{i}@dest.test" for i in range(10)])
+    await mx_other.wait_for_messages(10, timeout=30)
+    await mx1.wait_for_messages(10, timeout=30)
+    other = sorted(m.arrived_at for m in mx_other.messages)
+    # 10 messages at 5/s: 9 intervals of 200 ms, 1.8 s.
+    assert _within(other[-1] - other[0], 9 / 5), f"other.test took {other[-1] - other[0]:.2f}s"
+    dest = sorted(m.arrived_at for m in mx1.messages)
+    assert dest[-1] - dest[0] < 1.0  # dest.test is not under the provider's rate
