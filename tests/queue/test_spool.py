@@ -366,15 +366,15 @@ async def test_a_put_is_visible_to_get_at_once(tmp_path):
 
     async def writer() -> None:
         nonlocal missing
-        for _ in range(40):
+        for _ in range(15):
             msg_id = await spool.put(Envelope("t", "a@b.test", [Recipient("c@d.test")]),
                                      b"x" * 500)
             ids.append(msg_id)
             if await spool.get(msg_id) is None:
                 missing += 1
 
-    readers = [asyncio.create_task(reader()) for _ in range(20)]
-    await asyncio.gather(*(writer() for _ in range(10)))
+    readers = [asyncio.create_task(reader()) for _ in range(10)]
+    await asyncio.gather(*(writer() for _ in range(8)))
     stop.set()
     await asyncio.gather(*readers)
     await spool.close()
