@@ -331,3 +331,28 @@ async def test_flush_ends_the_dead_site_timer(mta_factory, dns_server_factory, m
     [m] = await mx1.wait_for_messages(1, timeout=15)
     assert m.rcpt_tos == ["a@dest.test"]
     assert (await _wait_event(mta, lambda e: e["event"] == "delivered"))[0]["id"] == msg_id
+
+
+@pytest.mark.parametrize("domain", ["servfail.test", "timeout.test"])
+async def test_dns_temporary_failure_defers(mta_factory, dns_server_factory, mx_factory,
+                                           domain):
+    """RFC 5321 5.1: SERVFAIL or no answer is not a verdict on the domain: defer."""
+    await mx_factory("127.0.0.4")
+    mta = await _start(mta_factory, dns_server_factory, mx_factory)
+    msg_id = await asyncio.to_thread(_send, mta.smtp_port, [f"x@{domain}"], "tempdns")
+    [deferred] = await _wait_event(mta, lambda e: e["event"] == "deferred", timeout=20)
+    assert deferred["id"] == msg_id
+    assert deferred["category"] == "dns_failure"
+    assert deferred["reply"].startswith("451 4.4.3")
+
+
+async def test_mx_with_only_an_ipv6_address_is_reached_over_ipv6(
+        mta_factory, dns_server_factory, mx_factory):
+    mx6 = await mx_factory("::1")
+    dns = dns_server_factory({**ZONES, "six.test": "@ MX 10 mx\nmx AAAA ::1\n"})
+    mta = await asyncio.to_thread(mta_factory, dns=dns.nameserver,
+                                  delivery_port=mx_factory.port, delivery_extra=FAST_RETRY)
+    await asyncio.to_thread(_send, mta.smtp_port, ["x@six.test"], "ipv6")
+    [m] = await mx6.wait_for_messages(1, timeout=15)
+    assert m.rcpt_tos == ["x@six.test"]
+    assert mx6.connections[0].peer[0] == "::1"
