@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import state
-from mta.http.errors import ApiError
+from mta.http.errors import ApiError, json_object
 from mta.policy import Limits, PolicyError, Tenant
 
 __all__ = ["routes"]
@@ -41,16 +41,6 @@ def _tenant(request: web.Request) -> str:
     if not _NAME_RE.match(name):
         raise ApiError(400, "bad_tenant", f"not a tenant name: {name!r}")
     return name
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    return doc
 
 
 def _field(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], *,
@@ -109,7 +99,7 @@ async def tenants_list(request: web.Request) -> web.Response:
 @routes.post("/api/v1/admin/tenants")
 async def tenant_create(request: web.Request) -> web.Response:
     admin = _admin(request)
-    doc = await _json(request)
+    doc = await json_object(request)
     unknown = set(doc) - set(_TENANT_FIELDS)
     if unknown:
         raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -155,7 +145,7 @@ async def credits_show(request: web.Request) -> web.Response:
 async def credits_add(request: web.Request) -> web.Response:
     name = _tenant(request)
     admin = _admin(request)
-    doc = await _json(request)
+    doc = await json_object(request)
     lot = await _call(admin.add_credits(
         name, _field(doc, "amount", int, required=True),
         paid=_field(doc, "paid", bool, default=False), expires=_when(doc, "expires"),
@@ -198,7 +188,7 @@ async def limits_usage(request: web.Request) -> web.Response:
 async def limits_set(request: web.Request) -> web.Response:
     name = _tenant(request)
     admin = _admin(request)
-    doc = await _json(request)
+    doc = await json_object(request)
     limit = await _call(admin.set_limit(
         name, _field(doc, "name", str, required=True), _field(doc, "value", int, required=True),
         until=_when(doc, "until", required=True), reason=_field(doc, "reason", str,
@@ -219,7 +209,7 @@ async def limits_clear(request: web.Request) -> web.Response:
 async def suspend(request: web.Request) -> web.Response:
     name = _tenant(request)
     admin = _admin(request)
-    doc = await _json(request)
+    doc = await json_object(request)
     s = await _call(admin.suspend(name, _field(doc, "reason", str, required=True),
                                   msg_class=_field(doc, "class", str),
                                   until=_when(doc, "until")))

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from mta.config import parse_duration
 from mta.http import state
-from mta.http.errors import ApiError
+from mta.http.errors import ApiError, json_object
 from mta.shaping.egress import DEFAULT_SOURCE
 from mta.shaping.suspend import SCOPES
 
@@ -53,16 +53,6 @@ def _scope_name(scope: Any, name: Any) -> tuple[str, str]:
     return scope, name.lower() if scope == "site" else name
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise ApiError(400, "bad_request", "the body must be a JSON object")
-    return doc
-
-
 def _duration(value: Any) -> float | None:
     """Seconds (number) or "1h"-style text; absent or null: until lifted."""
     if value is None:
@@ -85,7 +75,7 @@ async def suspensions_list(request: web.Request) -> web.Response:
 @routes.post("/api/v1/admin/shaping/suspensions")
 async def suspensions_add(request: web.Request) -> web.Response:
     shaper = _shaper(request)
-    doc = await _json(request)
+    doc = await json_object(request)
     unknown = set(doc) - {"scope", "name", "reason", "duration"}
     if unknown:
         raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")

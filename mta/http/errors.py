@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["ApiError", "error_middleware", "json_error"]
+__all__ = ["ApiError", "error_middleware", "json_error", "json_object"]
 
 log = logging.getLogger("mta.http")
 
@@ -52,3 +52,14 @@ async def error_middleware(request: web.Request, handler):  # type: ignore[no-un
         # A bug must still answer in the API's shape, and be logged with its traceback.
         log.exception("unhandled error in %s %s", request.method, request.path)
         return json_error(500, "internal_error", "internal error; see the server log")
+
+
+async def json_object(request: web.Request) -> dict:
+    """The request body as a JSON object, or the 400 that says why not."""
+    try:
+        doc = await request.json()
+    except ValueError:
+        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "bad_request", "the body must be a JSON object")
+    return doc
