@@ -81,7 +81,10 @@ class Ingress:
         assert self.policy is not None
         if session.transaction is not None:  # RSET or a refused DATA left one open
             await self.policy.abort(session.transaction)
-        txn = self.policy.transaction(session.tenant or "default", address)
+        # The transaction is named by the queue id the message will get, so a crash after
+        # the spool write is reconciled without a separate "prepare" write.
+        txn = self.policy.transaction(session.tenant or "default", address,
+                                      self.spool.new_id())
         session.transaction = txn
         reply = await self.policy.check_mail(txn)
         if reply is not None:
@@ -121,7 +124,7 @@ class Ingress:
                 refusal, data = await self._policy_data(txn, envelope, data)
                 if refusal is not None:
                     return refusal
-            msg_id = self.spool.new_id()
+            msg_id = txn.id if txn is not None else self.spool.new_id()
             if txn is not None:
                 refusal = await self.policy.prepare(txn, msg_id)  # type: ignore[union-attr]
                 if refusal is not None:

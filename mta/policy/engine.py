@@ -138,8 +138,13 @@ class PolicyEngine:
         await self.store.aclose()
 
     # --- MAIL FROM ------------------------------------------------------------------------
-    def transaction(self, tenant: str, sender: str) -> PolicyTxn:
-        return PolicyTxn(tenant=tenant, sender=sender)
+    def transaction(self, tenant: str, sender: str, txn_id: str | None = None) -> PolicyTxn:
+        """A new transaction. Ingress passes the queue id the message will have
+        (`Spool.new_id()`) as `txn_id`: then `prepare` has nothing to record, because
+        `reconcile` finds the message in the spool by the transaction's own id."""
+        if txn_id is None:
+            return PolicyTxn(tenant=tenant, sender=sender)
+        return PolicyTxn(tenant=tenant, sender=sender, id=txn_id)
 
     async def check_mail(self, txn: PolicyTxn) -> Reply | None:
         """MAIL FROM: may this tenant send now? Loads its limits into `txn`."""
@@ -301,8 +306,8 @@ class PolicyEngine:
         can ask the spool whether the message made it. A Reply means: do not write the
         message; answer with it and abort()."""
         txn.msg_id = msg_id
-        if not txn.reserved:
-            return None
+        if not txn.reserved or msg_id == txn.id:
+            return None  # nothing held, or the transaction id already names the message
         try:
             await self.store.prepare(txn.id, msg_id)
         except Exception:
@@ -360,14 +365,13 @@ class PolicyEngine:
         release the others. Returns (transactions committed, transactions released)."""
         committed = released = 0
         for txn_id, msg_id in await self.store.open_reservations(self.owner):
-            exists = False
-            if msg_id:
-                found = message_exists(msg_id)
-                exists = bool(await found) if inspect.isawaitable(found) else bool(found)
+            # A prepared id, else the transaction's own id (ingress uses the queue id).
+            msg_id = msg_id or txn_id
+            found = message_exists(msg_id)
+            exists = bool(await found) if inspect.isawaitable(found) else bool(found)
             now = self.clock.now()
             if exists:
-                await self.store.commit(txn_id, msg_id or "", self.pc.charge == "delivered",
-                                        now)
+                await self.store.commit(txn_id, msg_id, self.pc.charge == "delivered", now)
                 committed += 1
             else:
                 await self.store.release(txn_id, now)

@@ -138,3 +138,24 @@ async def test_store_failure_defers_instead_of_raising(make_engine):
     await engine.abort(txn)  # logged, not raised
     assert str(await engine.check_mail(engine.transaction("news", "s@x"))).startswith(
         "451 4.3.0")
+
+
+async def test_a_transaction_named_by_its_queue_id_needs_no_prepare(make_engine, tmp_path):
+    """Ingress names each transaction by the queue id its message will get: after a crash
+    between the spool write and commit(), reconcile finds the message by that id and keeps
+    the charge; a transaction whose message never reached the spool is released."""
+    state = tmp_path / "state"
+    engine = await make_engine(owner="w1", state=state)
+    admin = PolicyAdmin(engine)
+    await admin.add_credits("shop", 5, paid=True)
+    for queue_id in ("01a2000000000000aa", "01a2000000000000bb"):
+        txn = engine.transaction("shop", "s@shop.example", queue_id)
+        assert await engine.check_mail(txn) is None
+        assert await engine.check_rcpt(txn, f"r-{queue_id}@x.example") is None
+        assert await engine.prepare(txn, queue_id) is None  # nothing to record
+    await engine.aclose()  # the process dies before commit()
+
+    engine = await make_engine(owner="w1", state=state)
+    in_spool = {"01a2000000000000aa"}
+    assert await engine.reconcile(lambda msg_id: msg_id in in_spool) == (1, 1)
+    assert (await PolicyAdmin(engine).credits("shop")).balance == 4
