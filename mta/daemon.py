@@ -152,6 +152,8 @@ class Daemon:
             self.metrics.add_gauge(
                 "mta_outbound_connections", "Outbound SMTP connections open.",
                 lambda: self.delivery.connection_count)
+            self._watch_policy()
+            self.delivery.observe_throttle = self.metrics.observe_throttle
             # API key -> tenant for POST /api/v1/messages: [tenants.X] api_keys (policy adds it).
             api_keys = {key: name for name, t in cfg.tenants.items()
                         for key in getattr(t, "api_keys", ())}
@@ -174,6 +176,34 @@ class Daemon:
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
             yield
+
+    def _watch_policy(self) -> None:
+        """Scrape-time gauges of the commercial state: licence use, credits and quotas of
+        the configured tenants (bounded labels: configured tenants only)."""
+        m, policy = self.metrics, self.policy
+        m.add_gauge("mta_licence_used_recipients",
+                    "Recipients counted against the volume licence this month.",
+                    lambda: policy.licence_status().used)
+        m.add_gauge("mta_licence_volume_recipients",
+                    "Monthly volume of the licence (0: no licence).",
+                    lambda: policy.licence_status().volume)
+        m.add_gauge("mta_tenant_credits", "Paid, unexpired credits a prepaid tenant can spend.",
+                    self._credit_gauge, labels=("tenant",))
+        m.add_gauge("mta_tenant_quota_used",
+                    "Use of each limited quota of a tenant in its current window.",
+                    self._quota_gauge, labels=("tenant", "limit"))
+
+    async def _credit_gauge(self) -> dict[tuple[str, ...], float]:
+        return {(name,): float((await self.policy_admin.credits(name)).balance)
+                for name, t in self.cfg.tenants.items() if t.prepaid}
+
+    async def _quota_gauge(self) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {}
+        for name in self.cfg.tenants:
+            for u in await self.policy_admin.usage(name):
+                if u.limit and u.tenant == name:
+                    out[(name, u.name)] = float(u.used)
+        return out
 
     async def _message_exists(self, msg_id: str) -> bool:
         return await self.spool.get(msg_id) is not None

@@ -135,6 +135,8 @@ class Dispatcher:
                  licence_connections: Callable[[], int] | None = None) -> None:
         self.cfg = cfg
         self.on_final = on_final
+        # Called with (seconds, limit name) each time a message waits for a rate (metrics).
+        self.observe_throttle: Callable[[float, str], None] | None = None
         self.licence_connections = licence_connections  # 0 or None: no licence cap
         self.spool = spool
         self.events = events
@@ -435,6 +437,7 @@ class Dispatcher:
                 if self._stopping:
                     return
                 site.inflight[item.msg_id] = _Flight(name, path, self.clock() + wait)
+                self._waited(wait, name)
                 await asyncio.sleep(wait)
         while True:
             blocked = self.shaper.blocked(path.config, item.tenant)
@@ -448,9 +451,14 @@ class Dispatcher:
                 return  # still queued in the spool: the next start takes it
             site.inflight[item.msg_id] = _Flight("max_message_rate", path,
                                                  self.clock() + wait)
+            self._waited(wait, "max_message_rate")
             await asyncio.sleep(wait)
         self._fit_window(path)
         await self._deliver(site, path, item)
+
+    def _waited(self, seconds: float, limit: str) -> None:
+        if self.observe_throttle is not None:
+            self.observe_throttle(seconds, limit)
 
     def _pool_of(self, tenant: str) -> str:
         tenant_cfg = self.cfg.tenants.get(tenant)

@@ -65,6 +65,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 DELIVERY_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 4 * 3600,
                     12 * 3600, 86400, 2 * 86400, 5 * 86400)
 DNS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+THROTTLE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DKIM_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 # A scrape must answer even if a callback is stuck (Prometheus' default timeout is 10s).
@@ -197,6 +198,9 @@ class Metrics:
         self.expired = Counter(
             "mta_recipients_expired", "Recipients expired in the queue, by tenant.",
             ["tenant", "category"], registry=r)
+        self.throttle_delay = Histogram(
+            "mta_throttle_delay_seconds", "Time a message waited for a rate limit before "
+            "delivery, by limit name.", ["limit"], buckets=THROTTLE_BUCKETS, registry=r)
         self.shaping_changes = Counter(
             "mta_shaping_changes", "Adaptive shaping changes (decrease, increase, suspend, "
             "resume) on delivery paths, by kind.", ["kind"], registry=r)
@@ -323,6 +327,10 @@ class Metrics:
         "nxdomain", "nodata", "servfail", "timeout"."""
         self.dns_latency.labels(self._label("dns_type", rtype),
                                 self._label("dns_outcome", outcome)).observe(seconds)
+
+    def observe_throttle(self, seconds: float, limit: str) -> None:
+        """A message waited `seconds` for the rate limit named `limit`."""
+        self._child(self.throttle_delay, self._label("limit", limit)).observe(seconds)
 
     def observe_dkim(self, seconds: float, algorithm: str = "rsa-sha256") -> None:
         self.dkim_latency.labels(self._label("dkim_algorithm", algorithm)).observe(seconds)

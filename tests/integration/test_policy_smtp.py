@@ -78,6 +78,9 @@ def test_prepaid_tenant_needs_credits_and_is_refused_with_452_4_7_1(mta_factory)
         assert s.data(_msg())[0] == 250
     summary = _admin(mta, "GET", "/api/v1/admin/tenants/shop/credits")
     assert summary["balance"] == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'mta_tenant_credits{tenant="shop"} 0.0' in metrics
 
 
 def test_unpaid_credits_are_not_usable(mta_factory):
@@ -98,6 +101,10 @@ def test_plan_quota_of_unique_recipients_answers_a_temporary_failure(mta_factory
         assert code == 451 and text.startswith(b"4.7.1")
         assert b"unique-recipient limit of 3" in text
         assert s.data(_msg("<q1@free.test>"))[0] == 250
+    with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert 'mta_tenant_quota_used{limit="unique_recipients_per_month",tenant="free"} 3.0' \
+        in metrics
     # The same recipients again are not new unique recipients this month.
     with _session(mta.smtp_port, "free") as s:
         s.mail("a@free.test")

@@ -16,6 +16,7 @@ import json
 import smtplib
 import socket
 import time
+import urllib.request
 from collections import Counter
 
 ZONES = {
@@ -124,6 +125,11 @@ def _max_overlap(conns, peer_ip: str | None = None) -> int:
     return best
 
 
+def _http_get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.read().decode()
+
+
 def _within(measured: float, expected: float) -> bool:
     return expected * (1 - TOLERANCE) <= measured <= expected * (1 + TOLERANCE)
 
@@ -146,6 +152,8 @@ max_message_rate = "20/s burst 1"
     assert _within(span, 59 / 20), f"60 messages took {span:.2f}s, expected 2.95s +-25%"
     assert mx1.max_concurrent <= 3
     assert len(mx1.connections) <= 6  # pooled: reused, not one per message
+    metrics = await asyncio.to_thread(_http_get, f"http://127.0.0.1:{mta.http_port}/metrics")
+    assert 'mta_throttle_delay_seconds_count{limit="max_message_rate"}' in metrics
 
 
 async def test_connection_rate_holds_for_new_connections(mta_factory, dns_server_factory,
