@@ -467,3 +467,19 @@ async def test_a_provider_rate_named_by_domain_holds_on_its_site(
     assert _within(other[-1] - other[0], 9 / 5), f"other.test took {other[-1] - other[0]:.2f}s"
     dest = sorted(m.arrived_at for m in mx1.messages)
     assert dest[-1] - dest[0] < 1.0  # dest.test is not under the provider's rate
+
+
+async def test_a_tenant_rate_holds(mta_factory, dns_server_factory, mx_factory):
+    """[rate_limits] tenant_message_rate: tenant "default" (relayed from loopback) is
+    paced at its rate, and the wait is counted under the limit's name."""
+    mx1 = await mx_factory("127.0.0.2")
+    await mx_factory("127.0.0.3")
+    mta = await _start(mta_factory, dns_server_factory, mx_factory,
+                       '[rate_limits]\ntenant_message_rate = "10/s burst 1"\n')
+    await _send(mta, [f"t{i}@dest.test" for i in range(15)])
+    await mx1.wait_for_messages(15, timeout=30)
+    arrivals = sorted(m.arrived_at for m in mx1.messages)
+    # 15 messages at 10/s: 14 intervals of 100 ms, 1.4 s.
+    assert _within(arrivals[-1] - arrivals[0], 14 / 10)
+    metrics = await asyncio.to_thread(_http_get, f"http://127.0.0.1:{mta.http_port}/metrics")
+    assert 'mta_throttle_delay_seconds_count{limit="tenant_message_rate"}' in metrics
