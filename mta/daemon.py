@@ -25,7 +25,7 @@ from aiohttp import web
 from mta.config import Config, ConfigError, load_config
 from mta.delivery.dispatcher import Dispatcher
 from mta.delivery.operations import QueueOperations
-from mta.dkim.signer import DkimSigner
+from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
 from mta.ingress import Ingress
@@ -77,6 +77,7 @@ class Daemon:
         self.smtp: SmtpServer | None = None
         self.http_runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
+        self._reloading: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -231,12 +232,20 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the config file; keep the old config if the new one is bad."""
         notify("RELOADING=1")
+        task = asyncio.get_running_loop().create_task(self._reload(), name="reload")
+        self._reloading = task  # keep a reference until it finishes
+
+    async def _reload(self) -> None:
+        # Files are read in a thread: the loop keeps serving while keys and certificates load.
         try:
-            new = load_config(self.cfg.path)
-            errors = validate_runtime(new)
+            new = await asyncio.to_thread(load_config, self.cfg.path)
+            errors = await asyncio.to_thread(validate_runtime, new)
             if errors:
                 raise ConfigError(errors)
-        except ConfigError as e:
+            signer = await asyncio.to_thread(
+                DkimSigner.from_config, new.dkim, hostname=new.server.hostname,
+                file=str(new.path)) if new.dkim else None
+        except (ConfigError, DkimConfigError) as e:
             for line in e.errors:
                 log.error("reload refused: %s", line)
             notify("READY=1")
@@ -244,6 +253,8 @@ class Daemon:
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)
+        self.ingress.signer = signer
+        await self.policy.reload()  # the licence file may have been replaced
         self.events.reopen()
         self.cfg = new
         log.info("configuration reloaded from %s", new.path)

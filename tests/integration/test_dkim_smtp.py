@@ -165,3 +165,25 @@ key = "{tmp_path / 'missing.key'}"
         assert proc.returncode == 78
         assert 'dkim."signer.test".key' in proc.stderr
         assert "missing.key" in proc.stderr
+
+
+async def test_sighup_loads_a_new_signing_key(mta_factory, dns_server_factory, mx_factory,
+                                              tmp_path):
+    import signal
+    import time
+
+    mta, dns, mx, _ = await _run(mta_factory, dns_server_factory, mx_factory, tmp_path, "")
+    await asyncio.to_thread(_send, mta.smtp_port, MSG)
+    [unsigned] = await mx.wait_for_messages(1, timeout=15)
+    assert b"DKIM-Signature" not in unsigned.body
+    key = tmp_path / "rsa.key"  # written by _run, published as rsa1 in the test zone
+    mta.config_path.write_text(mta.config_path.read_text() + (
+        f'\n[dkim."signer.test"]\nselector = "rsa1"\nkey = "{key}"\n'))
+    mta.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 15
+    while "configuration reloaded" not in mta.stderr and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(_send, mta.smtp_port, MSG)
+    messages = await mx.wait_for_messages(2, timeout=15)
+    assert messages[1].body.startswith(b"DKIM-Signature: ")
+    assert await asyncio.to_thread(_verify, messages[1].body, dns.nameserver)
