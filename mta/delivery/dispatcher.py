@@ -21,6 +21,7 @@ the hold ends, and `explain` names the limit that holds it and until when.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -159,6 +160,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._rescan = True  # the loop's first pass looks at every queue (restored work)
         self._stopping = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -292,9 +294,14 @@ class Dispatcher:
     async def _loop(self) -> None:
         while True:
             now = self.clock()
-            self.scheduler.due(now)
-            if self.scheduler.ready_total:
-                for (tenant, site), n in self.scheduler.counts().items():
+            # Only the queues that retries just filled; every queue after a start (restored
+            # work) or a flush. Work enqueued by routing has its workers started already.
+            ready = self.scheduler.due_by_key(now)
+            if self._rescan:
+                self._rescan = False
+                ready = collections.Counter(self.scheduler.counts())
+            if ready:
+                for (tenant, site), n in ready.items():
                     if site in self.sites:
                         self.sites[site].add_tenant(tenant)
                         self._start_workers(site, n)
@@ -331,6 +338,7 @@ class Dispatcher:
                     for p in self.sites[name].paths.values()]
             self.shaper.adaptive.revive(keys)
         n = self.scheduler.flush(msg_id)
+        self._rescan = True
         self.poke()
         return n
 

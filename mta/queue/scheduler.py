@@ -114,7 +114,12 @@ class Scheduler:
     def due(self, now: float) -> int:
         """Move every deferred item whose time has come to its ready queue; returns how
         many moved."""
-        moved = 0
+        return sum(self.due_by_key(now).values())
+
+    def due_by_key(self, now: float) -> collections.Counter[QueueKey]:
+        """Like `due`, but says which queues got how many items, so the dispatcher wakes
+        only the sites concerned instead of walking every ready queue."""
+        moved: collections.Counter[QueueKey] = collections.Counter()
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, seq, item = heapq.heappop(heap)
@@ -122,7 +127,7 @@ class Scheduler:
                 self._forget(item.msg_id)
                 continue
             self._push_ready(next(self._seq), item)
-            moved += 1
+            moved[item.key] += 1
         return moved
 
     def take(self, key: QueueKey, n: int) -> list[WorkItem]:
