@@ -31,7 +31,6 @@ import asyncio
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path[:0] = [str(REPO)]
+sys.path[:0] = [str(REPO), str(HERE)]
+
+from run import SINK_HOSTS, common_port  # noqa: E402 - bench/run.py owns the sink set-up
 
 from mta.config import parse_config  # noqa: E402
 from mta.shaping.clock import ManualClock  # noqa: E402
@@ -49,7 +50,6 @@ from mta.shaping.shaper import Shaper  # noqa: E402
 from tests.support.daemon import MtaProcess  # noqa: E402
 from tests.support.dnsserver import DnsServer  # noqa: E402
 
-SINK_HOSTS = [f"127.0.0.{2 + i}" for i in range(10)]
 MODES = {
     "none": "",
     "throttled": ('[shaping.default]\nmax_message_rate = "100000/s"\n'
@@ -64,27 +64,6 @@ def zone(domains: int, sites: int) -> str:
     text += "".join(f"d{i} MX 10 mx{i % sites}\n" for i in range(domains))
     text += "".join(f"mx{j} A {SINK_HOSTS[j % len(SINK_HOSTS)]}\n" for j in range(sites))
     return text
-
-
-def common_port() -> int:
-    """A port free on every sink address ([delivery] port is one for every MX)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind((SINK_HOSTS[0], 0))
-            port = s.getsockname()[1]
-        socks: list[socket.socket] = []
-        try:
-            for h in SINK_HOSTS:
-                s = socket.socket()
-                socks.append(s)
-                s.bind((h, port))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no port free on every sink address")
 
 
 class Sink:

@@ -12,8 +12,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 MSG = b"From: a@sender.test\r\nTo: b@dest.test\r\nSubject: hi\r\n\r\nHello\r\n"
 ZONES = {"dest.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 10 mx1.dest.test.
 mx1     IN A 127.0.0.2
 """}

@@ -17,29 +17,22 @@ import urllib.request
 
 import pytest
 
+# $TTL and the SOA (negative TTL 60 s) come from tests/support/dnsserver.py.
 ZONES = {
     "dest.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 10 mx1.dest.test.
 @       IN MX 20 mx2.dest.test.
 mx1     IN A 127.0.0.2
 mx2     IN A 127.0.0.3
 """,
     "sender.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 10 mx.sender.test.
 mx      IN A 127.0.0.4
 """,
     "nomx.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN A 127.0.0.5
 """,
     "nullmx.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 0 .
 """,
 }

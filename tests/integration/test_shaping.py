@@ -19,36 +19,27 @@ import time
 import urllib.request
 from collections import Counter
 
+# $TTL and the SOA (negative TTL 60 s) come from tests/support/dnsserver.py.
 ZONES = {
     "dest.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 10 mx1.dest.test.
 @       IN MX 20 mx2.dest.test.
 mx1     IN A 127.0.0.2
 mx2     IN A 127.0.0.3
 """,
     "other.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 10 mx.other.test.
 mx      IN A 127.0.0.4
 """,
     "throttled.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 10 mx.throttled.test.
 mx      IN A 127.0.0.5
 """,
     "dead.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 10 mx.dead.test.
 mx      IN A 127.0.0.20
 """,
     "sender.test": """
-$TTL 60
-@       IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 @       IN MX 10 mx.sender.test.
 mx      IN A 127.0.0.6
 """,
