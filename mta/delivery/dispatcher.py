@@ -143,6 +143,8 @@ class Dispatcher:
         self.events = events
         self.resolver = resolver or make_resolver(cfg.dns)
         self.classifier = classifier or Classifier.from_config(cfg)
+        # Deferred work that a suspension held back: ready again when one is lifted.
+        self._suspended_work: set[WorkItem] = set()
         self.shaper = shaper or Shaper(cfg, stores=shaping_stores,
                                        on_change=self._shaping_changed,
                                        persist=self._persist_suspension)
@@ -474,7 +476,10 @@ class Dispatcher:
 
     def _hold_back(self, item: WorkItem, holds: list[Hold]) -> None:
         """Put shaped-off work back in the schedule until the earliest hold ends (a hold
-        with no end time, such as a suspension until lifted, is looked at again soon)."""
+        with no end time, such as a suspension until lifted, is looked at again soon).
+        Work held by a suspension is remembered, so that lifting it sends at once."""
+        if any(h.limit == "suspension" for h in holds):
+            self._suspended_work.add(item)
         now = self.clock()
         ends = [h.until for h in holds if h.until is not None]
         at = min(ends) if ends and len(ends) == len(holds) else now + min([_RECHECK, *(
@@ -739,9 +744,15 @@ class Dispatcher:
                 "detail": first.detail}
 
     def _persist_suspension(self, suspension: object, active: bool) -> None:
-        """A suspension was set or lifted: rewrite the file, off the event loop."""
+        """A suspension was set or lifted: rewrite the file, off the event loop. A lift
+        makes the work it held ready now (any other hold sends it back again)."""
         items = self.shaper.suspensions.active()
         self._spawn(asyncio.to_thread(self._suspension_file.save, items), "save suspensions")
+        if not active and self._suspended_work:
+            held, self._suspended_work = self._suspended_work, set()
+            if self.scheduler.flush(items=held):
+                self._rescan = True
+                self.poke()
 
     def _shaping_changed(self, change: Change) -> None:
         source, _, site = change.path.partition("->")

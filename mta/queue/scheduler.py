@@ -19,7 +19,7 @@ import asyncio
 import collections
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 
 from mta.queue.records import PendingRecipient
@@ -146,13 +146,16 @@ class Scheduler:
                 self._has_ready.clear()
         return out
 
-    def flush(self, msg_id: str | None = None) -> int:
-        """Make deferred items ready now (`mta queue flush [ID]`); returns how many moved.
-        An operator command, so one pass over the heap is fine here."""
+    def flush(self, msg_id: str | None = None,
+              items: Collection[WorkItem] | None = None) -> int:
+        """Make deferred items ready now (`mta queue flush [ID]`), only those of `msg_id`
+        or only `items` if given; returns how many moved. An operator command (or a lifted
+        suspension), so one pass over the heap is fine here."""
         keep: list[tuple[float, int, WorkItem]] = []
         moved = 0
         for at, seq, item in self._heap:
-            if msg_id is not None and item.msg_id != msg_id:
+            if ((msg_id is not None and item.msg_id != msg_id)
+                    or (items is not None and item not in items)):
                 keep.append((at, seq, item))
             elif self._is_stale(seq, item):
                 self._forget(item.msg_id)
