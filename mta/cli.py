@@ -441,6 +441,9 @@ def _licence_show(args: argparse.Namespace) -> int:
 # --- mta policy --------------------------------------------------------------------------------
 
 def cmd_policy(args: argparse.Namespace) -> int:
+    problem = _policy_subject_problem(args)
+    if problem:
+        return _fail(args, problem, EX_USAGE)
     name = getattr(args, "name", None)
     if args.sub in ("limit", "unlimit") and name is not None:
         # Checked here (not by argparse `choices`) so that parsing the command line does
@@ -451,6 +454,22 @@ def cmd_policy(args: argparse.Namespace) -> int:
             return _fail(args, f"unknown limit {name!r}: one of {', '.join(LIMIT_NAMES)}",
                          EX_USAGE)
     return _run_admin(args, _POLICY)
+
+
+def _policy_subject_problem(args: argparse.Namespace) -> str:
+    """suspend/resume/show act on one subject: a TENANT, --sender-domain or --source."""
+    if args.sub not in ("suspend", "resume", "show"):
+        return ""
+    given = [x for x in (args.tenant, args.sender_domain, getattr(args, "source", None))
+             if x is not None]
+    kinds = "TENANT or --sender-domain" + (" or --source" if args.sub != "show" else "")
+    if len(given) != 1:
+        return f"give exactly one of {kinds}"
+    if getattr(args, "msg_class", None) and args.tenant is None:
+        return "--class applies to a tenant"
+    if getattr(args, "until", None) and getattr(args, "duration", None):
+        return "give --until or --for, not both"
+    return ""
 
 
 def _end_text(ts: float | None, tz: ZoneInfo, never: str = "until lifted") -> str:
@@ -523,14 +542,90 @@ def _policy_unlimit(client: Any, cfg: Config, args: argparse.Namespace) -> int:
 
 
 def _policy_suspend(client: Any, cfg: Config, args: argparse.Namespace) -> int:
-    s = client.suspend(args.tenant, args.reason, msg_class=args.msg_class, until=args.until)
+    if args.source is not None:
+        return _source_suspend(client, cfg, args)
+    if args.sender_domain is not None:
+        s = client.domain_suspend(args.sender_domain, args.reason, until=args.until,
+                                  duration=args.duration)
+        print(f"sender domain {s['domain']}: suspended {_end_text(s['until'], _tz(cfg))} "
+              f"({s['reason']})")
+        return EX_OK
+    s = client.suspend(args.tenant, args.reason, msg_class=args.msg_class, until=args.until,
+                       duration=args.duration)
     what = "all mail" if s["msg_class"] == "*" else f"class {s['msg_class']}"
     print(f"tenant {args.tenant}: {what} suspended {_end_text(s['until'], _tz(cfg))} "
           f"({s['reason']})")
     return EX_OK
 
 
+def _source_name(cfg: Config, given: str) -> str:
+    """An egress source by its name or its address (as `[[egress.source]]` configures it).
+    ValueError names the configured ones when neither matches."""
+    import ipaddress
+
+    from mta.shaping.egress import DEFAULT_SOURCE
+
+    sources = cfg.egress.source
+    if any(src.name == given for src in sources) or (not sources and given == DEFAULT_SOURCE):
+        return given
+    try:
+        ip = ipaddress.ip_address(given.strip("[]"))
+    except ValueError:
+        ip = None
+    for src in sources:
+        if ip is not None and src.address:
+            try:
+                if ipaddress.ip_address(src.address) == ip:
+                    return src.name
+            except ValueError:
+                continue
+    known = ", ".join(f"{s.name} ({s.address or 'any address'})" for s in sources)
+    raise ValueError(f"no egress source named or bound to {given!r} (configured: "
+                     f"{known or DEFAULT_SOURCE})")
+
+
+def _source_suspend(client: Any, cfg: Config, args: argparse.Namespace) -> int:
+    """`--source`: the shaping suspension of an egress source (mta.shaping.suspend), so the
+    dispatcher stops sending from it; the same as `mta shaping suspend source NAME`."""
+    try:
+        name = _source_name(cfg, args.source)
+    except ValueError as e:
+        return _fail(args, str(e), EX_ERROR)
+    duration: str | float | None = args.duration
+    if args.until:
+        # Shaping counts in real time: the end becomes a duration from now.
+        text = args.until
+        end = (dt.datetime.combine(dt.date.fromisoformat(text) + dt.timedelta(days=1),
+                                   dt.time(), _tz(cfg)) if len(text) == 10
+               else dt.datetime.fromisoformat(text))
+        if end.tzinfo is None:
+            end = end.replace(tzinfo=_tz(cfg))
+        duration = end.timestamp() - dt.datetime.now(dt.UTC).timestamp()
+        if duration <= 0:
+            return _fail(args, "the suspension would end in the past", EX_ERROR)
+    s = client.shaping_suspend("source", name, args.reason, duration)
+    alias = f" ({args.source})" if args.source != name else ""
+    print(f"source {name}{alias}: suspended until {_until_text(s, _tz(cfg))} "
+          f"({s['reason']})")
+    return EX_OK
+
+
 def _policy_resume(client: Any, cfg: Config, args: argparse.Namespace) -> int:
+    if args.source is not None:
+        try:
+            name = _source_name(cfg, args.source)
+        except ValueError as e:
+            return _fail(args, str(e), EX_ERROR)
+        s = client.shaping_resume("source", name)
+        print(f"source {name}: resumed ({s['reason']})")
+        return EX_OK
+    if args.sender_domain is not None:
+        r = client.domain_resume(args.sender_domain)
+        if not r["lifted"]:
+            return _fail(args, f"no active suspension of sender domain {r['domain']}",
+                         EX_ERROR)
+        print(f"sender domain {r['domain']}: lifted {r['lifted']} suspension(s)")
+        return EX_OK
     n = client.resume(args.tenant, args.msg_class)["lifted"]
     if not n:
         what = f"class {args.msg_class} of " if args.msg_class else ""
@@ -557,16 +652,33 @@ def _policy_tenants(client: Any, cfg: Config, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _suspension_line(s: dict, tz: ZoneInfo) -> str:
+    what = "all mail" if s.get("msg_class", "*") == "*" else f"class {s['msg_class']}"
+    return f"suspended: {what} {_end_text(s['until'], tz)} ({s['reason']})"
+
+
 def _policy_show(client: Any, cfg: Config, args: argparse.Namespace) -> int:
     from mta.http.client import AdminError
 
+    tz = _tz(cfg)
+    if args.sender_domain is not None:
+        doc = client.domain_suspensions(args.sender_domain)
+        if args.json:
+            _print_json(doc)
+        elif not doc["suspensions"]:
+            print(f"sender domain {doc['domain']}: not suspended")
+        for s in [] if args.json else doc["suspensions"]:
+            print(f"sender domain {doc['domain']}: {_suspension_line(s, tz)}")
+        return EX_OK
     tenant = next((t for t in client.tenants()["tenants"] if t["name"] == args.tenant), None)
     if tenant is None:
         raise AdminError(f"unknown tenant {args.tenant!r} (not_found)")
     usage = client.limits_usage(args.tenant)["usage"]
     credits = client.credits(args.tenant)
+    suspensions = client.suspensions(args.tenant)["suspensions"]
     if args.json:
-        _print_json({"tenant": tenant, "usage": usage, "credits": credits})
+        _print_json({"tenant": tenant, "usage": usage, "credits": credits,
+                     "suspensions": suspensions})
         return EX_OK
     _table(_TENANT_HEADERS, [_tenant_row(tenant)])
     print()
@@ -577,7 +689,11 @@ def _policy_show(client: Any, cfg: Config, args: argparse.Namespace) -> int:
     else:
         print("limits: none")
     print()
-    print(_credits_text(credits, _tz(cfg)))
+    for s in suspensions:
+        print(_suspension_line(s, tz))
+    if suspensions:
+        print()
+    print(_credits_text(credits, tz))
     return EX_OK
 
 
@@ -792,16 +908,28 @@ def _add_policy(pp: argparse.ArgumentParser) -> None:
     u = ps.add_parser("unlimit", help="clear operator limits (all, or one NAME)")
     u.add_argument("tenant")
     u.add_argument("name", nargs="?", help="only this limit")
-    su = ps.add_parser("suspend", help="refuse a tenant's mail (or one class of it)")
-    su.add_argument("tenant")
+    su = ps.add_parser("suspend", help="refuse a tenant's mail (or one class of it), mail "
+                                       "from a sender domain, or stop an egress source")
+    su.add_argument("tenant", nargs="?")
     su.add_argument("--class", dest="msg_class", metavar="CLASS", help="e.g. marketing")
+    su.add_argument("--sender-domain", metavar="DOMAIN",
+                    help="MAIL FROM of exactly this domain, any tenant (not subdomains)")
+    su.add_argument("--source", metavar="NAME_OR_IP",
+                    help="an egress source, by name or address: its queued mail waits")
     su.add_argument("--until", type=_when_arg, metavar="DATE", help="default: until resumed")
+    su.add_argument("--for", dest="duration", type=_duration_arg, metavar="DURATION",
+                    help="e.g. 2h, instead of --until")
     su.add_argument("--reason", required=True)
-    r = ps.add_parser("resume", help="lift a tenant's suspensions (all, or one class)")
-    r.add_argument("tenant")
+    r = ps.add_parser("resume", help="lift suspensions: a tenant's (all, or one class), a "
+                                     "sender domain's, an egress source's")
+    r.add_argument("tenant", nargs="?")
     r.add_argument("--class", dest="msg_class", metavar="CLASS")
-    sh = ps.add_parser("show", help="a tenant: settings, usage against limits, credits")
-    sh.add_argument("tenant")
+    r.add_argument("--sender-domain", metavar="DOMAIN")
+    r.add_argument("--source", metavar="NAME_OR_IP")
+    sh = ps.add_parser("show", help="a tenant: settings, usage against limits, suspensions, "
+                                    "credits; or a sender domain's suspensions")
+    sh.add_argument("tenant", nargs="?")
+    sh.add_argument("--sender-domain", metavar="DOMAIN")
     sh.add_argument("--json", action="store_true")
     ps.add_parser("tenants", help="list tenants").add_argument("--json", action="store_true")
 

@@ -735,6 +735,8 @@ def _validate(cfg: Config, errors: _Errors) -> None:
         errors.add("policy.licence_public_key", "required when licence_file is set")
     for name, t in cfg.tenants.items():
         key = f"tenants.{_quote_key(name)}"
+        if name.startswith("@"):  # "@domain" names a sender-domain suspension (mta/policy)
+            errors.add(key, "a tenant name cannot start with '@'")
         if t.plan and t.plan not in cfg.plans:
             errors.add(f"{key}.plan", f"unknown plan {t.plan!r}")
         if t.parent and t.parent not in cfg.tenants:

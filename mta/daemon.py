@@ -32,7 +32,7 @@ from mta.ingress import Ingress
 from mta.observe.events import EventLog
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify
-from mta.policy import PolicyAdmin, PolicyEngine
+from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
 from mta.queue import Spool
 from mta.shaping import memory_stores, redis_stores
 from mta.smtp.server import SmtpServer
@@ -65,6 +65,34 @@ def validate_runtime(cfg: Config) -> list[str]:
     except (ssl.SSLError, OSError) as e:
         errors.append(f"{cfg.path}: smtp.tls_cert: cannot load certificate and key: {e}")
     return errors
+
+
+def node_owner(spool_dir: str | os.PathLike[str], shard: int) -> str:
+    """Who owns this process's policy reservations: "<node id>/<shard>". Nodes of a cluster
+    share one policy store, and a restarted node must reconcile its own reservations and no
+    one else's; the spool directory is what stays the same across restarts, so the node id
+    is made once, at random, in `spool_dir/node-id` and kept there."""
+    path = os.path.join(spool_dir, "node-id")
+    if not os.path.exists(path):
+        os.makedirs(spool_dir, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(os.urandom(8).hex() + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # a node id lost in a crash would orphan its reservations
+        try:
+            os.link(tmp, path)  # atomic and exclusive: workers starting together agree
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        fd = os.open(spool_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    with open(path) as f:
+        return f"{f.read().strip()}/{shard}"
 
 
 class Daemon:
@@ -113,12 +141,18 @@ class Daemon:
             self.metrics.attach(self.events)
             self.spool.observe_commit = self.metrics.observe_commit
 
-            # Policy state lives beside this shard's spool; reservations of messages that
-            # never reached the spool (a crash between prepare and put) are released.
+            # Policy state lives beside this shard's spool, or in the cluster's Redis;
+            # reservations of messages that never got their 250 (a crash) are released.
             self.policy = await PolicyEngine.open(cfg, cfg.spool.dir, events=self.events,
-                                                  owner=str(self.shard))
+                                                  clock=clock_from_env(),  # None: real time
+                                                  owner=await asyncio.to_thread(
+                                                      node_owner, cfg.spool.dir, self.shard))
             stack.push_async_callback(self.policy.aclose)
             kept, released = await self.policy.reconcile(self._message_exists)
+            if not cfg.cluster.redis_url:
+                # Before node ids, this shard's policy.db named the owner by shard alone.
+                old = await self.policy.reconcile(self._message_exists, str(self.shard))
+                kept, released = kept + old[0], released + old[1]
             if kept or released:
                 log.info("policy: %d reservation(s) confirmed, %d released", kept, released)
             self.policy_admin = PolicyAdmin(self.policy)

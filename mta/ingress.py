@@ -8,13 +8,13 @@ One transaction, in order (Postfix smtpd_check style: each stage answers a Reply
   MAIL      policy.check_mail     may this tenant send now (suspension, licence, windows)
   RCPT      policy.check_rcpt     reserve quota, licence volume and one credit
   end DATA  policy.check_data     message class allowed; duplicates dropped (still 250)
-            policy.prepare(id)    the queue id is recorded before the spool write
             DKIM                  signature added (in a thread: RSA runs without the GIL)
             spool.put             returns after the group commit holding it is fsynced
+            policy.prepare(id)    the reservations are durable too (their fsync ran meanwhile)
             policy.commit(id)     reservations become charges
   then `250 2.0.0 Ok: queued as <id>`. Any refusal aborts the policy transaction, so a
-refused recipient is never charged; a crash between prepare and commit is settled by
-`PolicyEngine.reconcile` at the next start.
+refused recipient is never charged; a crash between the 250 and commit is settled by
+`PolicyEngine.reconcile` at the next start (the transaction id is the queue id).
 """
 
 from __future__ import annotations
@@ -125,10 +125,6 @@ class Ingress:
                 if refusal is not None:
                     return refusal
             msg_id = txn.id if txn is not None else self.spool.new_id()
-            if txn is not None:
-                refusal = await self.policy.prepare(txn, msg_id)  # type: ignore[union-attr]
-                if refusal is not None:
-                    return refusal
             if self.signer is not None:
                 signing = time.perf_counter()
                 try:
@@ -148,6 +144,15 @@ class Ingress:
                                  reply=str(e.reply))
                 return e.reply
             if txn is not None:
+                # The reservations' own fsync ran in the policy store meanwhile (they were
+                # made at RCPT), so this rarely waits.
+                refusal = await self.policy.prepare(txn, msg_id)  # type: ignore[union-attr]
+                if refusal is not None:
+                    # On disk but not durably charged: it must not be sent, nor get a 250.
+                    if not await self.spool.delete(msg_id):
+                        log.error("policy refused %s after its spool write; not deleted",
+                                  msg_id)
+                    return refusal
                 await self.policy.commit(txn, msg_id)  # type: ignore[union-attr]
                 txn = None
         finally:

@@ -1,4 +1,5 @@
-"""/api/v1/admin/tenants...: tenants, credits, limits and suspensions.
+"""/api/v1/admin/tenants...: tenants, credits, limits and suspensions;
+/api/v1/admin/sender-domains/{domain}/suspensions: suspensions of a MAIL FROM domain.
 
 A thin layer over mta.policy.PolicyAdmin (what `mta policy ...` calls): each route checks
 its input, calls one method and writes the result as JSON. Without a policy engine in this
@@ -16,9 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
+from mta.config import parse_duration
 from mta.http import state
 from mta.http.errors import ApiError, json_object
 from mta.policy import Limits, PolicyError, Tenant
+from mta.policy.sender_domain import normalise_domain
 
 __all__ = ["routes"]
 
@@ -66,6 +69,20 @@ def _when(doc: dict[str, Any], key: str, *, required: bool = False) -> Any:
         return dt.datetime.fromisoformat(value)
     except ValueError:
         raise ApiError(400, "bad_field", f"{key}: expected a date like 2026-12-31") from None
+
+
+def _duration(doc: dict[str, Any]) -> float | None:
+    """"duration": seconds or "2h"; the end is counted on the policy clock."""
+    value = _field(doc, "duration", (str, int, float))
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise ApiError(400, "bad_field", f"duration: {e}") from None
+    if seconds <= 0:
+        raise ApiError(400, "bad_field", "duration: must be positive")
+    return seconds
 
 
 async def _call(coro: Any) -> Any:
@@ -212,7 +229,7 @@ async def suspend(request: web.Request) -> web.Response:
     doc = await json_object(request)
     s = await _call(admin.suspend(name, _field(doc, "reason", str, required=True),
                                   msg_class=_field(doc, "class", str),
-                                  until=_when(doc, "until")))
+                                  until=_when(doc, "until"), duration=_duration(doc)))
     return web.json_response(_plain(s), status=201)
 
 
@@ -221,3 +238,58 @@ async def unsuspend(request: web.Request) -> web.Response:
     name = _tenant(request)
     n = await _call(_admin(request).unsuspend(name, request.query.get("class") or None))
     return web.json_response({"tenant": name, "lifted": n})
+
+
+@routes.get("/api/v1/admin/tenants/{name}/suspensions")
+async def suspensions_list(request: web.Request) -> web.Response:
+    name = _tenant(request)
+    active = await _call(_admin(request).suspensions(name))
+    return web.json_response({"tenant": name, "suspensions": [_plain(s) for s in active]})
+
+
+# --- sender-domain suspensions ------------------------------------------------------------
+
+def _domain(request: web.Request) -> str:
+    try:
+        return normalise_domain(request.match_info["domain"])
+    except ValueError as e:
+        raise ApiError(400, "bad_domain", str(e)) from None
+
+
+def _domain_suspension(domain: str, s: Any) -> dict[str, Any]:
+    d = _plain(s)
+    d.pop("tenant", None)  # the store subject "@domain" is an implementation detail
+    d.pop("msg_class", None)  # always all mail
+    return {"domain": domain, **d}
+
+
+@routes.get("/api/v1/admin/sender-domains/{domain}/suspensions")
+async def domain_suspensions(request: web.Request) -> web.Response:
+    domain = _domain(request)
+    active = await _call(_admin(request).sender_domain_suspensions(domain))
+    return web.json_response({"domain": domain,
+                              "suspensions": [_domain_suspension(domain, s) for s in active]})
+
+
+@routes.post("/api/v1/admin/sender-domains/{domain}/suspensions")
+async def domain_suspend(request: web.Request) -> web.Response:
+    domain = _domain(request)
+    admin = _admin(request)
+    doc = await json_object(request)
+    unknown = set(doc) - {"reason", "until", "duration"}
+    if unknown:
+        raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+    reason = _field(doc, "reason", str, required=True)
+    if not reason.strip() or "\n" in reason or "\r" in reason:
+        raise ApiError(400, "bad_field", "reason: one non-empty line")
+    s = await _call(admin.suspend_sender_domain(domain, reason.strip(),
+                                                until=_when(doc, "until"),
+                                                duration=_duration(doc)))
+    return web.json_response(_domain_suspension(domain, s), status=201)
+
+
+@routes.delete("/api/v1/admin/sender-domains/{domain}/suspensions")
+async def domain_resume(request: web.Request) -> web.Response:
+    domain = _domain(request)
+    n = await _call(_admin(request).resume_sender_domain(domain))
+    return web.json_response({"domain": domain, "lifted": n})

@@ -132,13 +132,32 @@ class AdminClient:
         return self.request("DELETE", self._t(tenant) + "/limits", query={"name": name})
 
     def suspend(self, tenant: str, reason: str, *, msg_class: str | None = None,
-                until: str | None = None) -> dict:
+                until: str | None = None, duration: str | None = None) -> dict:
         return self.request("POST", self._t(tenant) + "/suspensions", body={
-            "reason": reason, "class": msg_class, "until": until})
+            "reason": reason, "class": msg_class, "until": until, "duration": duration})
 
     def resume(self, tenant: str, msg_class: str | None = None) -> dict:
         return self.request("DELETE", self._t(tenant) + "/suspensions",
                             query={"class": msg_class})
+
+    def suspensions(self, tenant: str) -> dict:
+        return self.request("GET", self._t(tenant) + "/suspensions")
+
+    @staticmethod
+    def _d(domain: str) -> str:
+        return (f"/api/v1/admin/sender-domains/{urllib.parse.quote(domain, safe='')}"
+                "/suspensions")
+
+    def domain_suspend(self, domain: str, reason: str, *, until: str | None = None,
+                       duration: str | None = None) -> dict:
+        return self.request("POST", self._d(domain), body={
+            "reason": reason, "until": until, "duration": duration})
+
+    def domain_resume(self, domain: str) -> dict:
+        return self.request("DELETE", self._d(domain))
+
+    def domain_suspensions(self, domain: str) -> dict:
+        return self.request("GET", self._d(domain))
 
     # --- licence (mta.http.admin_licence) ----------------------------------------------
     def licence(self) -> dict:

@@ -67,11 +67,20 @@ _POLICY_ERRORS = _errors(
     (400, "bad_tenant, bad_json, bad_request, missing_field, bad_field, policy_error"),
     (404, "not_found: no such tenant"),
     (503, "policy_unavailable: no policy engine in this process"))
+_DOMAIN = _path_param("domain", "Sender (MAIL FROM) domain, exactly: subdomains are not "
+                      "included", {"type": "string", "maxLength": 253})
+_DOMAIN_ERRORS = _errors(
+    (400, "bad_domain, bad_json, bad_request, missing_field, bad_field, unknown_field, "
+          "policy_error"),
+    (503, "policy_unavailable: no policy engine in this process"))
 _QUEUE_ERRORS = _errors((400, "bad_id"), (404, "not_found"),
                         (503, "queue_unavailable"))
 _DATE = {"oneOf": [{"type": "string", "description": "2026-12-31 (through that day, in "
                     "[policy] timezone) or an ISO 8601 date-time"},
                    {"type": "number", "description": "POSIX seconds"}]}
+_DURATION = {"oneOf": [{"type": "string", "description": "e.g. \"2h\", \"3d\""},
+                       {"type": "number", "description": "seconds"}],
+             "description": "Instead of until: ends this long from now (policy clock)"}
 _ADDRESSES = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
               "description": "An address (\"a@example.com\" or \"Ann <a@example.com>\") or "
                              "a list of them"}
@@ -120,6 +129,11 @@ SCHEMAS: dict[str, Any] = {
     "ActionResult": {"type": "object", "properties": {
         "id": {"type": "string"}, "result": {"type": "string"},
         "recipients": {"type": "integer"}}},
+    "DomainSuspension": {"type": "object", "required": ["domain", "reason"], "properties": {
+        "domain": {"type": "string"}, "id": {"type": "integer"}, "reason": {"type": "string"},
+        "since": {"type": "number", "description": "POSIX seconds"},
+        "until": {"type": ["number", "null"], "description": "POSIX seconds; null: until "
+                  "lifted"}}},
     "Tenant": {"type": "object", "required": ["name"], "properties": {
         "name": {"type": "string"}, "plan": {"type": "string"}, "parent": {"type": "string"},
         "status": {"type": "string", "enum": ["active", "suspended"]},
@@ -209,10 +223,31 @@ _ADMIN_POLICY_PATHS: dict[str, Any] = {
                     tag="policy", body={
                         "type": "object", "required": ["reason"], "properties": {
                             "reason": {"type": "string"}, "class": {"type": "string"},
-                            "until": _DATE}}),
+                            "until": _DATE, "duration": _DURATION}}),
+        "get": _op("The tenant's own active suspensions", _ok("Suspensions", {
+            "type": "object", "properties": {"tenant": {"type": "string"}, "suspensions": {
+                "type": "array", "items": {"type": "object"}}}}) | _POLICY_ERRORS,
+            params=[_TENANT], tag="policy"),
         "delete": _op("Lift suspensions (one class with ?class=)", _ok("Lifted")
                       | _POLICY_ERRORS, tag="policy", params=[
                           _TENANT, _query("class", "Only this class", {"type": "string"})])},
+    "/api/v1/admin/sender-domains/{domain}/suspensions": {
+        "get": _op("Active suspensions of a sender domain", _ok("Suspensions", {
+            "type": "object", "properties": {"domain": {"type": "string"}, "suspensions": {
+                "type": "array", "items": _ref("DomainSuspension")}}}) | _DOMAIN_ERRORS,
+            params=[_DOMAIN], tag="policy"),
+        "post": _op("Suspend a sender domain: MAIL FROM of exactly this domain is refused "
+                    "for every tenant (554 5.7.1; 451 4.7.1 while an end is set)",
+                    _ok("The suspension", _ref("DomainSuspension"), "201") | _DOMAIN_ERRORS,
+                    params=[_DOMAIN], tag="policy", body={
+                        "type": "object", "required": ["reason"],
+                        "additionalProperties": False, "properties": {
+                            "reason": {"type": "string"}, "until": _DATE,
+                            "duration": _DURATION}}),
+        "delete": _op("Lift the suspensions of a sender domain", _ok("Lifted", {
+            "type": "object", "properties": {"domain": {"type": "string"},
+                                             "lifted": {"type": "integer"}}})
+            | _DOMAIN_ERRORS, params=[_DOMAIN], tag="policy")},
 }
 
 _SHAPING_ERRORS = _errors((400, "bad_scope, bad_name"),

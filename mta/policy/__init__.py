@@ -7,7 +7,7 @@ on); delivery reports outcomes; `PolicyAdmin` holds the operator actions behind
 """
 
 from mta.policy.admin import CreditSummary, PolicyAdmin, Usage, format_history
-from mta.policy.clock import Clock, ManualClock, SystemClock
+from mta.policy.clock import Clock, FileClock, ManualClock, SystemClock, clock_from_env
 from mta.policy.directory import PolicyError
 from mta.policy.engine import OUTCOMES, PolicyEngine, PolicyTxn
 from mta.policy.licence import (
@@ -19,6 +19,7 @@ from mta.policy.licence import (
     show_licence,
 )
 from mta.policy.licence_gate import LicenceStatus
+from mta.policy.redis_store import RedisStore
 from mta.policy.sqlite_store import SqliteStore
 from mta.policy.store import LedgerEntry, Lot, OperatorLimit, PolicyStore, Suspension
 from mta.policy.tenants import LIMIT_NAMES, Limits, Tenant
@@ -28,6 +29,7 @@ __all__ = [
     "OUTCOMES",
     "Clock",
     "CreditSummary",
+    "FileClock",
     "LedgerEntry",
     "Licence",
     "LicenceError",
@@ -41,11 +43,13 @@ __all__ = [
     "PolicyError",
     "PolicyStore",
     "PolicyTxn",
+    "RedisStore",
     "SqliteStore",
     "Suspension",
     "SystemClock",
     "Tenant",
     "Usage",
+    "clock_from_env",
     "format_history",
     "generate_licence_keypair",
     "issue_licence",

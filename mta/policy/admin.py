@@ -8,6 +8,9 @@ What `mta policy ...` and the admin HTTP API call. Every change is written to th
     mta policy credits show TENANT                                  -> credits
     mta policy credits history TENANT                               -> history
     mta policy suspend TENANT [--class C] [--until DATE] REASON     -> suspend
+    mta policy suspend --sender-domain D [--until DATE] REASON      -> suspend_sender_domain
+    mta policy resume --sender-domain D                             -> resume_sender_domain
+    mta policy show --sender-domain D                               -> sender_domain_suspensions
     mta policy limit TENANT NAME VALUE --until DATE REASON          -> set_limit
 """
 
@@ -20,6 +23,7 @@ from zoneinfo import ZoneInfo
 from mta.policy.calendar import add_months, period_key
 from mta.policy.directory import PolicyError
 from mta.policy.engine import PolicyEngine
+from mta.policy.sender_domain import SUBJECT_PREFIX, domain_subject, normalise_domain
 from mta.policy.store import LedgerEntry, Lot, OperatorLimit, Suspension, UniqueBucket
 from mta.policy.tenants import LIMIT_NAMES, LIMIT_PERIOD, Tenant
 
@@ -137,9 +141,22 @@ class PolicyAdmin:
         return await self.store.history(tenant, limit)
 
     # --- suspensions ----------------------------------------------------------------------
+    def _until(self, until: date | datetime | float | None,
+               duration: float | None) -> date | datetime | float | None:
+        """An end given as an instant or as a duration from now (policy clock)."""
+        if duration is None:
+            return until
+        if until is not None:
+            raise PolicyError("give an end date or a duration, not both")
+        if duration <= 0:
+            raise PolicyError("a duration must be positive")
+        return self._now() + duration
+
     async def suspend(self, tenant: str, reason: str, *, msg_class: str | None = None,
-                      until: date | datetime | float | None = None) -> Suspension:
+                      until: date | datetime | float | None = None,
+                      duration: float | None = None) -> Suspension:
         await self._require(tenant)
+        until = self._until(until, duration)
         if msg_class is not None and msg_class not in self.engine.pc.class_max_age:
             raise PolicyError(f"unknown message class {msg_class!r}")
         s = await self.store.add_suspension(
@@ -154,6 +171,46 @@ class PolicyAdmin:
         if n:
             self._emit("tenant_unsuspended", tenant=tenant, msg_class=msg_class or "*")
         return n
+
+    async def suspensions(self, tenant: str) -> list[Suspension]:
+        """The tenant's own active suspensions (not its ancestors')."""
+        await self._require(tenant)
+        return await self._active(tenant)
+
+    async def _active(self, subject: str) -> list[Suspension]:
+        snap = await self.store.snapshot([subject], [], self._now())
+        return [s for s in snap.suspensions if s.tenant == subject]
+
+    # --- sender-domain suspensions (subject "@domain", see mta.policy.sender_domain) ------
+    @staticmethod
+    def _domain(domain: str) -> str:
+        try:
+            return normalise_domain(domain)
+        except ValueError as e:
+            raise PolicyError(str(e)) from None
+
+    async def suspend_sender_domain(self, domain: str, reason: str, *,
+                                    until: date | datetime | float | None = None,
+                                    duration: float | None = None) -> Suspension:
+        """Refuse MAIL FROM of exactly this domain, whatever the tenant."""
+        d = self._domain(domain)
+        until = self._until(until, duration)
+        end = None if until is None else self._end_of(until)
+        if end is not None and end <= self._now():
+            raise PolicyError("the suspension would end in the past")
+        s = await self.store.add_suspension(domain_subject(d), "*", reason, end, self._now())
+        self._emit("sender_domain_suspended", domain=d, reason=reason, until=s.until)
+        return s
+
+    async def resume_sender_domain(self, domain: str) -> int:
+        d = self._domain(domain)
+        n = await self.store.lift_suspension(domain_subject(d), None, self._now())
+        if n:
+            self._emit("sender_domain_unsuspended", domain=d)
+        return n
+
+    async def sender_domain_suspensions(self, domain: str) -> list[Suspension]:
+        return await self._active(domain_subject(self._domain(domain)))
 
     # --- temporary operator limits --------------------------------------------------------
     async def set_limit(self, tenant: str, name: str, value: int, *,
@@ -176,6 +233,9 @@ class PolicyAdmin:
 
     # --- tenants and usage ----------------------------------------------------------------
     async def create_tenant(self, tenant: Tenant) -> None:
+        if tenant.name.startswith(SUBJECT_PREFIX):
+            # "@domain" names a sender-domain suspension in the store.
+            raise PolicyError(f"a tenant name cannot start with {SUBJECT_PREFIX!r}")
         if tenant.plan and tenant.plan not in self.engine.cfg.plans:
             raise PolicyError(f"unknown plan {tenant.plan!r}")
         await self.engine.tenants.create(tenant)

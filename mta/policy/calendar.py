@@ -6,12 +6,45 @@ Quotas reset at calendar boundaries (top of the hour, midnight, first of the mon
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-__all__ = ["PERIODS", "add_months", "period_key", "period_reset"]
+__all__ = ["PERIODS", "add_months", "period_end", "period_key", "period_reset"]
 
 PERIODS = ("hour", "day", "month")
+
+
+@dataclass(frozen=True)
+class _Window:
+    start: float
+    end: float
+    key: str
+    reset: datetime
+
+
+# The last window computed per (period, zone). Every MAIL and RCPT of a limited tenant asks
+# for keys and resets; the zone arithmetic cost ~20 us a call, the lookup costs nothing.
+_last: dict[tuple[str, str], _Window] = {}
+
+
+def _window(period: str, now: float, tz: ZoneInfo) -> _Window:
+    hit = _last.get((period, tz.key))
+    if hit is not None and hit.start <= now < hit.end:
+        return hit
+    dt = datetime.fromtimestamp(now, tz)
+    if period == "hour":
+        start = dt.replace(minute=0, second=0, microsecond=0).timestamp()
+    elif period == "day":
+        start = datetime(dt.year, dt.month, dt.day, tzinfo=tz).timestamp()
+    elif period == "month":
+        start = datetime(dt.year, dt.month, 1, tzinfo=tz).timestamp()
+    else:
+        raise ValueError(f"unknown period {period!r}")
+    reset = _period_reset(period, now, tz)
+    w = _Window(min(start, now), reset.timestamp(), _period_key(period, now, tz), reset)
+    _last[(period, tz.key)] = w
+    return w
 
 
 def period_key(period: str, now: float, tz: ZoneInfo) -> str:
@@ -20,6 +53,20 @@ def period_key(period: str, now: float, tz: ZoneInfo) -> str:
     In the repeated hour when clocks go back, the second pass gets its own key (fold), so
     an hourly limit is not shared by two real hours.
     """
+    return _window(period, now, tz).key
+
+
+def period_reset(period: str, now: float, tz: ZoneInfo) -> datetime:
+    """When the window holding `now` ends (local time, aware)."""
+    return _window(period, now, tz).reset
+
+
+def period_end(period: str, now: float, tz: ZoneInfo) -> float:
+    """`period_reset` as unix time."""
+    return _window(period, now, tz).end
+
+
+def _period_key(period: str, now: float, tz: ZoneInfo) -> str:
     dt = datetime.fromtimestamp(now, tz)
     if period == "hour":
         return f"{dt:%Y-%m-%dT%H}" + ("b" if dt.fold else "")
@@ -30,8 +77,7 @@ def period_key(period: str, now: float, tz: ZoneInfo) -> str:
     raise ValueError(f"unknown period {period!r}")
 
 
-def period_reset(period: str, now: float, tz: ZoneInfo) -> datetime:
-    """When the window holding `now` ends (local time, aware)."""
+def _period_reset(period: str, now: float, tz: ZoneInfo) -> datetime:
     dt = datetime.fromtimestamp(now, tz)
     if period == "hour":
         # Step in absolute time: a DST change neither skips nor repeats an hour.

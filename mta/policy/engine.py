@@ -7,7 +7,7 @@ Ingress calls, per message (Postfix smtpd_check style; business decisions never 
     await engine.check_rcpt(txn, rcpt)        RCPT TO: reserves quota, licence volume, credit
     await engine.check_data(txn, cls_header)  end of DATA: message class and its suspension
     await engine.is_duplicate(txn, msgid, rcpt)   drop (with 250) a repeat of a sent message
-    await engine.prepare(txn, queue_id)       before the spool write: makes crashes exact
+    await engine.prepare(txn, queue_id)       after the spool write: reservations durable
     await engine.commit(txn, queue_id)        after the spool fsync (250 sent)
     await engine.abort(txn)                   RSET, refused, connection lost: undo reservations
 
@@ -31,10 +31,11 @@ from zoneinfo import ZoneInfo
 from mta.config import Config
 from mta.observe import EventLog
 from mta.policy import replies
-from mta.policy.calendar import period_key, period_reset
+from mta.policy.calendar import period_end, period_key, period_reset
 from mta.policy.clock import Clock, SystemClock
 from mta.policy.directory import PolicyError, TenantDirectory
 from mta.policy.licence_gate import LicenceGate, LicenceStatus
+from mta.policy.sender_domain import domain_subject, sender_domain
 from mta.policy.sqlite_store import SqliteStore
 from mta.policy.store import (
     Bucket,
@@ -124,12 +125,24 @@ class PolicyEngine:
         self.licence = LicenceGate(self.pc.licence_file, self.pc.licence_public_key, self.tz,
                                    tuple(self.pc.licence_alert_levels), events)
         self.licence.reload()
+        # Message windows known to be full (counter key -> the limit they reached), so MAIL
+        # FROM refuses without asking the store; forgotten when a reservation is released.
+        self._full: dict[str, int] = {}
 
     @classmethod
     async def open(cls, cfg: Config, state_dir: str | Path, *, clock: Clock | None = None,
-                   events: EventLog | None = None, owner: str = "0") -> PolicyEngine:
-        """Open (creating) `state_dir/policy.db` and load the licence."""
-        store = await SqliteStore.open(Path(state_dir) / "policy.db")
+                   events: EventLog | None = None, owner: str = "0",
+                   redis_prefix: str = "mta:policy:") -> PolicyEngine:
+        """Open the store and load the licence: with `[cluster] redis_url`, the Redis every
+        node shares (keys under `redis_prefix`; fails fast if Redis is down), else
+        (creating) `state_dir/policy.db`."""
+        store: PolicyStore
+        if cfg.cluster.redis_url:
+            from mta.policy.redis_store import RedisStore
+
+            store = await RedisStore.open(cfg.cluster.redis_url, prefix=redis_prefix)
+        else:
+            store = await SqliteStore.open(Path(state_dir) / "policy.db")
         engine = cls(cfg, store, clock=clock, events=events, owner=owner)
         await engine.refresh_licence_usage()
         return engine
@@ -167,35 +180,40 @@ class PolicyEngine:
             log.error("policy: %s", e)
             return replies.policy_unavailable(str(e))
         names = [t.name for t in chain]
+        # A suspension of the MAIL FROM domain is stored under the subject "@domain" and
+        # read in the same (cached) snapshot as the tenants' own.
+        domain = sender_domain(txn.sender)
+        subject = domain_subject(domain) if domain else None
+        if subject:
+            names.append(subject)
         snap = await self.store.snapshot(names, (), now)  # cached: changes are rare
         for s in snap.suspensions:
-            if s.msg_class == "*":
+            if s.msg_class == "*" and s.tenant != subject:
                 return replies.suspended(s, self.tz)
+        for s in snap.suspensions:  # the account's own suspension is named first
+            if domain and s.tenant == subject:
+                return replies.sender_domain_suspended(domain, s, self.tz)
         for t in chain:
             if t.status == "suspended":
                 return replies.suspended_in_config(t.name)
         txn.chain = chain
         txn.limits = tuple(self.effective_limits(chain, snap.limits))
-        # Counters are read only when something limits this message: the licence volume
-        # and the message windows with a value. They refuse early when already full.
-        lic_key = self.licence.key(now) if self.licence.bucket(now) is not None else None
-        windows = {self.counter_key(lim.tenant, LIMIT_PERIOD[lim.name], now): lim
-                   for lim in txn.limits if lim.value and lim.name.startswith("messages")}
-        keys = [*windows, *([lic_key] if lic_key else [])]
-        if keys:
-            counters = (await self.store.snapshot(names, keys, now)).counters
-            if lic_key:
-                exhausted = self.licence.exhausted(counters[lic_key], now)
-                if exhausted:
-                    return exhausted
-            for key, lim in windows.items():
-                if counters[key] >= lim.value:
-                    return self._limit_reply(lim, now)
+        # Refuse early what this process already knows is full, without a store round trip
+        # per MAIL: the licence count of the last reservation, and the message windows that
+        # a reservation filled or found full. RCPT makes the exact check in the store.
+        if self.licence.bucket(now) is not None:
+            exhausted = self.licence.exhausted(self.licence.used_in(now), now)
+            if exhausted:
+                return exhausted
+        for key, lim in self._windows(txn, now):
+            if self._full.get(key, 0) >= lim.value:
+                return self._limit_reply(lim, now)
         txn.wallet = next((t.name for t in chain if t.prepaid), None)
         # Nothing to count for this tenant: recipients pass without a store round trip.
         txn.unlimited = (txn.wallet is None and self.licence.bucket(now) is None
                          and not any(lim.value for lim in txn.limits))
-        txn.class_suspensions = {s.msg_class: s for s in snap.suspensions}
+        txn.class_suspensions = {s.msg_class: s for s in snap.suspensions
+                                 if s.tenant != subject}
         txn.state = "open"
         return None
 
@@ -225,7 +243,7 @@ class PolicyEngine:
         buckets, uniques, by_key = [], [], {}
         for lim in txn.limits:
             period = LIMIT_PERIOD[lim.name]
-            expires = period_reset(period, now, self.tz).timestamp() + _KEEP[period]
+            expires = period_end(period, now, self.tz) + _KEEP[period]
             if lim.name == "unique_recipients_per_month":
                 u = UniqueBucket(lim.tenant, period_key("month", now, self.tz), lim.value,
                                  expires)
@@ -243,6 +261,10 @@ class PolicyEngine:
         txn.reserved = True
         res = await self.store.reserve(req)
         self.licence.observe(res.licence_used, now, res.alerts)
+        for key in res.filled:
+            self._full[key] = by_key[key].value
+        if res.refused is not None and any(b.key == res.refused for b in buckets):
+            self._full[res.refused] = by_key[res.refused].value
         if res.ok:
             txn.recipients.append(rcpt)
             return None
@@ -293,6 +315,7 @@ class PolicyEngine:
             return False
         if dup:
             await self.store.release(txn.id, now, rcpt)
+            await self._released(txn)
             if rcpt in txn.recipients:
                 txn.recipients.remove(rcpt)
             if self.events:
@@ -302,14 +325,18 @@ class PolicyEngine:
 
     # --- the message's fate ---------------------------------------------------------------
     async def prepare(self, txn: PolicyTxn, msg_id: str) -> Reply | None:
-        """Record the queue id before the spool write, so that after a crash `reconcile`
-        can ask the spool whether the message made it. A Reply means: do not write the
-        message; answer with it and abort()."""
+        """Make the transaction's reservations durable under the message's queue id.
+        Ingress calls this after the spool write and answers 250 only when both are done:
+        after a crash, `reconcile` finds every accepted message's reservations, and
+        releases reservations without a message. A Reply means: do not accept the message;
+        answer with it and abort()."""
         txn.msg_id = msg_id
-        if not txn.reserved or msg_id == txn.id:
-            return None  # nothing held, or the transaction id already names the message
+        if not txn.reserved:
+            return None  # nothing held
         try:
-            await self.store.prepare(txn.id, msg_id)
+            if msg_id != txn.id:  # else the transaction id already names the message
+                await self.store.prepare(txn.id, msg_id)
+            await self.store.durable(txn.id)
         except Exception:
             log.exception("policy: prepare of %s failed; deferring", msg_id)
             return replies.store_unavailable()
@@ -341,6 +368,7 @@ class PolicyEngine:
             return
         try:
             await self.store.release(txn.id, self.clock.now())
+            await self._released(txn)
         except Exception:
             # Held until reconcile() at the next start releases them (no such message).
             log.exception("policy: release of transaction %s failed", txn.id)
@@ -359,12 +387,13 @@ class PolicyEngine:
             self.events.emit("credit_refunded", id=msg_id, tenant=tenant,
                              recipient=recipient, reason=outcome)
 
-    async def reconcile(self, message_exists: Callable[[str], bool | Awaitable[bool]]
-                        ) -> tuple[int, int]:
+    async def reconcile(self, message_exists: Callable[[str], bool | Awaitable[bool]],
+                        owner: str | None = None) -> tuple[int, int]:
         """At start-up, before serving: confirm reservations whose message is in the spool,
-        release the others. Returns (transactions committed, transactions released)."""
+        release the others. Returns (transactions committed, transactions released).
+        `owner` (default: this engine's) names whose reservations to settle."""
         committed = released = 0
-        for txn_id, msg_id in await self.store.open_reservations(self.owner):
+        for txn_id, msg_id in await self.store.open_reservations(owner or self.owner):
             # A prepared id, else the transaction's own id (ingress uses the queue id).
             msg_id = msg_id or txn_id
             found = message_exists(msg_id)
@@ -408,11 +437,28 @@ class PolicyEngine:
         last_month = period_key("month", period_reset("month", now, self.tz).timestamp()
                                 - 40 * 86400, self.tz)
         await self.store.prune(now, now - self.pc.duplicate_window, last_month)
+        self._full.clear()  # windows of past periods; the current ones are learnt again
         await self.refresh_licence_usage()
 
     # --- helpers --------------------------------------------------------------------------
     def counter_key(self, tenant: str, period: str, now: float) -> str:
         return f"{tenant}|{period}|{period_key(period, now, self.tz)}"
+
+    def _windows(self, txn: PolicyTxn, now: float) -> list[tuple[str, EffectiveLimit]]:
+        """The message-count windows that limit this transaction, by counter key."""
+        return [(self.counter_key(lim.tenant, LIMIT_PERIOD[lim.name], now), lim)
+                for lim in txn.limits if lim.value and lim.name.startswith("messages")]
+
+    async def _released(self, txn: PolicyTxn) -> None:
+        """A release gave room back: in this transaction's windows, and in the licence
+        volume (re-read only when it looked exhausted, which is rare)."""
+        now = self.clock.now()
+        if self._full:
+            for key, _ in self._windows(txn, now):
+                self._full.pop(key, None)
+        bucket = self.licence.bucket(now)
+        if bucket is not None and bucket.limit and self.licence.used_in(now) >= bucket.limit:
+            await self.refresh_licence_usage()
 
     def effective_limits(self, chain: tuple[Tenant, ...],
                         operator: list[OperatorLimit]) -> list[EffectiveLimit]:

@@ -121,13 +121,17 @@ class LicenceGate:
                                  volume=lic.monthly_volume, month=self.month,
                                  licensee=lic.licensee)
 
+    def used_in(self, now: float) -> int:
+        """The last count observed for the month holding `now` (0 in a new month)."""
+        return self.used if self.month == period_key("month", now, self.tz) else 0
+
     def status(self, now: float) -> LicenceStatus:
         if self.path is None:
             return LicenceStatus("none")
         lic = self.licence
         if lic is None:
             return LicenceStatus("invalid", problem=self.problem)
-        used = self.used if self.month == period_key("month", now, self.tz) else 0
+        used = self.used_in(now)
         state = lic.state_on(datetime.fromtimestamp(now, self.tz).date())
         ratio = used / lic.monthly_volume if lic.monthly_volume else 0.0
         return LicenceStatus(state, lic.licensee, lic.monthly_volume, used, ratio,

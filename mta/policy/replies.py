@@ -16,8 +16,8 @@ from mta.policy.store import Suspension
 from mta.rfc5321 import Reply
 
 __all__ = ["class_forbidden", "class_unknown", "credit_exhausted", "licence_exhausted",
-           "licence_unusable", "limit_reached", "policy_unavailable", "store_unavailable",
-           "suspended", "suspended_in_config", "tenant_unknown"]
+           "licence_unusable", "limit_reached", "policy_unavailable", "sender_domain_suspended",
+           "store_unavailable", "suspended", "suspended_in_config", "tenant_unknown"]
 
 
 def _when(ts: float, tz: ZoneInfo) -> str:
@@ -56,6 +56,17 @@ def suspended(s: Suspension, tz: ZoneInfo) -> Reply:
     if s.until is None:
         return Reply(554, "5.7.1", f"Tenant {s.tenant} is suspended{what}{reason}")
     return Reply(451, "4.7.1", f"Tenant {s.tenant} is suspended{what} until "
+                               f"{_when(s.until, tz)}{reason}")
+
+
+def sender_domain_suspended(domain: str, s: Suspension, tz: ZoneInfo) -> Reply:
+    """A suspension of the MAIL FROM domain (subject "@domain"): the same codes as a tenant
+    suspension (5.7.1 until lifted, 4.7.1 when it has an end), naming the domain, since any
+    tenant sending as that domain gets it."""
+    reason = f": {s.reason}" if s.reason else ""
+    if s.until is None:
+        return Reply(554, "5.7.1", f"Sender domain {domain} is suspended{reason}")
+    return Reply(451, "4.7.1", f"Sender domain {domain} is suspended until "
                                f"{_when(s.until, tz)}{reason}")
 
 

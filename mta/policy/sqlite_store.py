@@ -7,6 +7,18 @@ the others), so one fsync covers many reservations under load. A single writer t
 check-then-update exact within the process; `BEGIN IMMEDIATE` makes it exact across
 processes sharing the file (workers, the CLI).
 
+Operations of a message transaction (reserve, duplicate marker, release, commit) are answered
+as soon as they have run, before their batch's COMMIT: later operations run on the same
+connection and see them, so exactness holds, and an SMTP client does not wait for an fsync
+per RCPT. What must be durable is durable before the message's 250: ingress awaits
+`durable(txn_id)` (the commits of every batch that held the transaction's operations) beside
+the spool's own fsync. A crash before that loses only reservations of messages that were never
+accepted. Operator actions and delivery outcomes are answered after their COMMIT.
+
+The MAIL FROM snapshot (suspensions, limits, counters) is read on a second connection in its
+own thread, so it never queues behind a COMMIT; it sees committed state, which is enough for
+an early refusal (RCPT makes the exact check).
+
 Why a thread and not aiosqlite: aiosqlite hops to its thread once per statement, and a
 reservation is a dozen statements inside one transaction; running the whole operation as one
 function on the database thread keeps the transaction short and the event loop free.
@@ -21,6 +33,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -177,8 +190,8 @@ def _op_reserve(c: sqlite3.Connection, req: ReserveRequest) -> ReserveResult:
         lot_id = row[0]
 
     keys = [b.key for b in req.buckets]
-    for b in req.buckets:
-        _bump(c, b.key, 1, b.expires)
+    filled = [b.key for b in req.buckets
+              if _bump(c, b.key, 1, b.expires) >= b.limit > 0]
     alerts: list[int] = []
     if req.licence is not None:
         keys.append(req.licence.key)
@@ -208,7 +221,7 @@ def _op_reserve(c: sqlite3.Connection, req: ReserveRequest) -> ReserveResult:
               "wallet, state, created) VALUES(?,?,?,?,?,?,?,?, 'reserved', ?)",
               (req.txn_id, req.owner, req.tenant, req.recipient, json.dumps(keys),
                json.dumps(uniques), lot_id, req.wallet, req.now))
-    return ReserveResult(True, None, lic_used, tuple(alerts))
+    return ReserveResult(True, None, lic_used, tuple(alerts), tuple(filled))
 
 
 def _op_prepare(c: sqlite3.Connection, txn_id: str, msg_id: str) -> None:
@@ -218,14 +231,14 @@ def _op_prepare(c: sqlite3.Connection, txn_id: str, msg_id: str) -> None:
 
 def _op_commit(c: sqlite3.Connection, txn_id: str, msg_id: str, hold: bool,
                now: float) -> int:
-    n = c.execute("UPDATE reservations SET msg_id=? WHERE txn=? AND state='reserved'",
-                  (msg_id, txn_id)).rowcount
+    n = 0
     if hold:
         # The credit stays held until the outcome: delivered keeps it, a failure refunds it.
-        c.execute("UPDATE reservations SET state='held' WHERE txn=? AND state='reserved' "
-                  "AND lot IS NOT NULL", (txn_id,))
+        n = c.execute("UPDATE reservations SET state='held', msg_id=? WHERE txn=? AND "
+                      "state='reserved' AND lot IS NOT NULL", (msg_id, txn_id)).rowcount
     # Everything else is final: the counters and the ledger already say it all.
-    c.execute("DELETE FROM reservations WHERE txn=? AND state='reserved'", (txn_id,))
+    n += c.execute("DELETE FROM reservations WHERE txn=? AND state='reserved'",
+                   (txn_id,)).rowcount
     c.execute("UPDATE dedupe SET state='committed', time=? WHERE txn=?", (now, txn_id))
     return n
 
@@ -320,22 +333,41 @@ def _op_prune(c: sqlite3.Connection, now: float, dedupe_since: float,
 STATE_TTL = 1.0  # seconds; see SqliteStore._remember
 _CACHE_MAX = 10_000
 
+_Op = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+@dataclass(eq=False)
+class _Pending:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    fut: asyncio.Future[Any]
+    txn: str | None  # answered before COMMIT; durable(txn) waits for the COMMIT
+
+
 class SqliteStore:
     """PolicyStore on one SQLite file. Open with `await SqliteStore.open(path)`."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-db")
+        self._rexec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-db-read")
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._rconn: sqlite3.Connection | None = None
+        self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
+        # Transaction id -> COMMITs not yet done of batches that ran its operations; and the
+        # transactions whose operations a failed COMMIT undid (durable() raises for them).
+        self._unsynced: dict[str, set[asyncio.Future[None]]] = {}
+        self._lost: dict[str, BaseException] = {}
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
         store = cls(Path(path))
-        await asyncio.get_running_loop().run_in_executor(store._exec, store._connect)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(store._exec, store._connect)
+        await loop.run_in_executor(store._rexec, store._connect_reader)
         return store
 
     def _connect(self) -> None:
@@ -349,52 +381,103 @@ class SqliteStore:
         c.executescript(_SCHEMA)
         self._conn = c
 
+    def _connect_reader(self) -> None:
+        c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        c.row_factory = sqlite3.Row
+        c.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        self._rconn = c
+
     async def aclose(self) -> None:
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            await asyncio.get_running_loop().run_in_executor(self._exec, conn.close)
-        self._exec.shutdown(wait=True)
+        loop = asyncio.get_running_loop()
+        for executor, attr in ((self._rexec, "_rconn"), (self._exec, "_conn")):
+            conn = getattr(self, attr)
+            if conn is not None:
+                setattr(self, attr, None)
+                await loop.run_in_executor(executor, conn.close)
+            executor.shutdown(wait=True)
 
     # --- plumbing -----------------------------------------------------------------------
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """On the writer's thread: sees every operation already answered."""
         def run() -> T:
             assert self._conn is not None, "store is closed"
             return fn(self._conn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._exec, run)
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _read_committed(self, fn: Callable[..., T], *args: Any) -> T:
+        """On the reader's thread: committed state, never behind a COMMIT."""
+        def run() -> T:
+            assert self._rconn is not None, "store is closed"
+            return fn(self._rconn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._rexec, run)
+
+    async def _write(self, fn: Callable[..., T], *args: Any, txn: str | None = None) -> T:
+        """Run `fn` in the next batch. With `txn`, answer once it has run (see the module
+        docstring); without, once its batch is committed."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._pending.append((fn, args, fut))
+        self._pending.append(_Pending(fn, args, fut, txn))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
-        # Shielded: a caller cancelled mid-write (client gone) must not tear the batch; the
-        # operation completes and the transaction's abort() undoes it.
-        return await asyncio.shield(fut)
+        # A caller cancelled mid-write (client gone) cancels only its wait: the operation is
+        # in the batch and runs, and the transaction's abort() undoes it.
+        return await fut
+
+    async def durable(self, txn_id: str) -> None:
+        """Return once every operation of `txn_id` answered so far is committed; raise if a
+        failed COMMIT undid any of them (the caller must not accept the message)."""
+        while self._unsynced.get(txn_id):
+            await asyncio.wait(list(self._unsynced[txn_id]))
+        lost = self._lost.pop(txn_id, None)
+        if lost is not None:
+            raise lost
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            committed: asyncio.Future[None] = loop.create_future()
+            txns = {p.txn for p in batch if p.txn is not None}
+            for txn in txns:
+                self._unsynced.setdefault(txn, set()).add(committed)
+
+            def answer_early(results: list[tuple[bool, Any]], batch: list[_Pending] = batch
+                             ) -> None:
+                for p, (ok, value) in zip(batch, results, strict=True):
+                    if p.txn is not None and not p.fut.done():
+                        (p.fut.set_result if ok else p.fut.set_exception)(value)
+
+            def ran(results: list[tuple[bool, Any]]) -> None:  # on the database thread
+                loop.call_soon_threadsafe(answer_early, results)
+
             try:
                 results = await loop.run_in_executor(self._exec, self._run_batch,
-                                                     [(fn, args) for fn, args, _ in batch])
+                                                     [(p.fn, p.args) for p in batch], ran)
             except Exception as e:  # the commit itself failed: nothing in the batch holds
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
+                for p in batch:
+                    if not p.fut.done():
+                        p.fut.set_exception(e)
+                for txn in txns:
+                    if len(self._lost) < _CACHE_MAX:
+                        self._lost[txn] = e
+                results = None
+            for txn in txns:
+                waiting = self._unsynced.get(txn)
+                if waiting is not None:
+                    waiting.discard(committed)
+                    if not waiting:
+                        del self._unsynced[txn]
+            committed.set_result(None)
+            if results is None:
                 continue
-            for (_, _, fut), (ok, value) in zip(batch, results, strict=True):
-                if fut.done():
+            for p, (ok, value) in zip(batch, results, strict=True):
+                if p.fut.done():
                     continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+                (p.fut.set_result if ok else p.fut.set_exception)(value)
 
-    def _run_batch(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+    def _run_batch(self, ops: list[_Op], ran: Callable[[list[tuple[bool, Any]]], None]
                    ) -> list[tuple[bool, Any]]:
         c = self._conn
         assert c is not None, "store is closed"
@@ -409,6 +492,7 @@ class SqliteStore:
                     c.execute("ROLLBACK TO op")
                     out.append((False, e))
                 c.execute("RELEASE op")
+            ran(out)
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
@@ -421,7 +505,7 @@ class SqliteStore:
         hit = self._tenants.get(name)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        row = await self._read(lambda c: c.execute(
+        row = await self._read_committed(lambda c: c.execute(
             "SELECT spec FROM tenants WHERE name=?", (name,)).fetchone())
         tenant = tenant_from_json(row[0]) if row else None
         self._remember(self._tenants, name, tenant)
@@ -507,7 +591,7 @@ class SqliteStore:
         hit = self._states.get(key)
         if hit is not None and hit[0] > time.monotonic():
             sus, lim = hit[1]
-            counters = (await self._read(
+            counters = (await self._read_committed(
                 lambda c: {k: _counter(c, k) for k in counter_keys}) if counter_keys else {})
             return Snapshot([s for s in sus if s.until is None or s.until > now],
                             [x for x in lim if x.until > now], counters)
@@ -536,20 +620,20 @@ class SqliteStore:
             finally:
                 c.execute("COMMIT")
             return Snapshot(sus, lim, counters)
-        return await self._read(op)
+        return await self._read_committed(op)
 
     # --- reservations -------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
-        return await self._write(_op_reserve, req)
+        return await self._write(_op_reserve, req, txn=req.txn_id)
 
     async def prepare(self, txn_id: str, msg_id: str) -> None:
-        await self._write(_op_prepare, txn_id, msg_id)
+        await self._write(_op_prepare, txn_id, msg_id, txn=txn_id)
 
     async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int:
-        return await self._write(_op_commit, txn_id, msg_id, hold_credit, now)
+        return await self._write(_op_commit, txn_id, msg_id, hold_credit, now, txn=txn_id)
 
     async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int:
-        return await self._write(_op_release, txn_id, now, recipient)
+        return await self._write(_op_release, txn_id, now, recipient, txn=txn_id)
 
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
         return await self._write(_op_outcome, msg_id, recipient, refund, now)
@@ -595,7 +679,7 @@ class SqliteStore:
     async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
                               txn_id: str, since: float, now: float) -> bool:
         return await self._write(_op_check_duplicate, tenant, message_id, recipient, txn_id,
-                                 since, now)
+                                 since, now, txn=txn_id)
 
     async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None:
         await self._write(_op_prune, now, dedupe_since, uniq_before)

@@ -1,11 +1,12 @@
 """The policy store interface: every piece of shared policy state, behind atomic operations.
 
 The engine decides *what* to ask (which counters, which limits, which wallet); the store
-makes each operation atomic and durable. `SqliteStore` is the embedded implementation; a
-Redis store (one Lua script per operation) can implement the same Protocol for clusters.
+makes each operation atomic and durable. `SqliteStore` (policy.db beside the spool) is the
+embedded implementation; `RedisStore` (one Lua script per operation) is the one every node
+of a cluster shares ([cluster] redis_url).
 
 Reservation life cycle, per accepted recipient:
-    reserve (RCPT) -> prepare (msg id known, before the spool write) -> commit (after fsync)
+    reserve (RCPT) -> prepare (msg id known) -> durable (before 250) -> commit (after 250)
                    -> release (RSET, refused at DATA, duplicate, connection lost, or restart
                       reconciliation when the message never reached the spool)
 and, when the credit is held until the outcome (charge = "delivered"):
@@ -68,6 +69,9 @@ class ReserveResult:
     refused: str | None = None
     licence_used: int | None = None
     alerts: tuple[int, ...] = ()  # licence alert levels crossed by this reservation
+    # Keys of the Buckets (not UniqueBuckets) this reservation brought to their limit: the
+    # engine then refuses at MAIL FROM without asking the store.
+    filled: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,10 @@ class PolicyStore(Protocol):
     async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int: ...
     async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int: ...
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool: ...
+    async def durable(self, txn_id: str) -> None:
+        """Return once the transaction's operations answered so far survive a crash (a
+        store may answer them earlier); raise if they were lost."""
+        ...
     async def open_reservations(self, owner: str) -> list[tuple[str, str | None]]: ...
     async def counters(self, keys: Sequence[str]) -> dict[str, int]: ...
 

@@ -62,9 +62,9 @@ async def redis_stores(url: str, prefix: str = "mta:shaping:") -> Stores:
     client = aioredis.from_url(url)
     try:
         await client.ping()
-    except Exception:
+    except Exception as e:
         await client.aclose()
-        raise
+        raise ConnectionError(f"[cluster] redis_url {url}: {e}") from None  # one-line exit
     return Stores(RedisThrottle(client, prefix), RedisLeaseStore(client, prefix),
                   client.aclose)
 

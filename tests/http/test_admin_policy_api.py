@@ -101,3 +101,50 @@ async def test_limits_and_suspensions(admin_api):
 async def test_errors_have_stable_codes(admin_api, method, path, body, status, code):
     got, answer = await admin_api(method, path, body)
     assert (got, answer["error"]["code"]) == (status, code), answer
+
+
+# --- sender-domain suspensions ------------------------------------------------------------
+
+async def test_sender_domain_suspension_create_list_lift(admin_api):
+    path = "/api/v1/admin/sender-domains/Spam.Example./suspensions"
+    status, body = await admin_api("POST", path, {"reason": "phishing", "duration": "2h"})
+    assert status == 201
+    assert body["domain"] == "spam.example" and body["reason"] == "phishing"
+    assert body["until"] - body["since"] == pytest.approx(7200, abs=1)
+    assert "tenant" not in body  # the store subject "@spam.example" stays inside
+    status, body = await admin_api("GET", "/api/v1/admin/sender-domains/spam.example/"
+                                          "suspensions")
+    assert status == 200 and [s["reason"] for s in body["suspensions"]] == ["phishing"]
+    status, body = await admin_api("DELETE", path)
+    assert (status, body) == (200, {"domain": "spam.example", "lifted": 1})
+    status, body = await admin_api("GET", path)
+    assert status == 200 and body["suspensions"] == []
+
+
+async def test_sender_domain_suspension_refuses_bad_input(admin_api):
+    status, body = await admin_api("POST", "/api/v1/admin/sender-domains/com/suspensions",
+                                   {"reason": "x"})
+    assert status == 400 and body["error"]["code"] == "bad_domain"
+    path = "/api/v1/admin/sender-domains/spam.example/suspensions"
+    for doc, code in [({}, "missing_field"), ({"reason": "x", "class": "marketing"},
+                                               "unknown_field"),
+                      ({"reason": "a\nb"}, "bad_field"),
+                      ({"reason": "x", "duration": "-1h"}, "bad_field"),
+                      ({"reason": "x", "until": "2001-01-01"}, "policy_error")]:
+        status, body = await admin_api("POST", path, doc)
+        assert (status, body["error"]["code"]) == (400, code), doc
+
+
+async def test_tenant_suspensions_listed_and_created_for_a_duration(admin_api):
+    status, body = await admin_api("POST", "/api/v1/admin/tenants/acme/suspensions",
+                                   {"reason": "billing", "duration": 60})
+    assert status == 201 and body["until"] - body["since"] == pytest.approx(60, abs=1)
+    status, body = await admin_api("GET", "/api/v1/admin/tenants/acme/suspensions")
+    assert status == 200 and [s["reason"] for s in body["suspensions"]] == ["billing"]
+    status, body = await admin_api("GET", "/api/v1/admin/tenants/nobody/suspensions")
+    assert status == 404
+
+
+async def test_a_tenant_name_cannot_look_like_a_sender_domain_subject(admin_api):
+    status, body = await admin_api("POST", "/api/v1/admin/tenants", {"name": "@spam.example"})
+    assert status == 400 and body["error"]["code"] == "bad_tenant"

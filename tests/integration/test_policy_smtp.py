@@ -150,3 +150,48 @@ async def test_fifty_sessions_racing_for_the_last_100_credits_get_exactly_100(mt
     assert sum(len(m["recipients"]) for m in queued) == 100
     summary = await asyncio.to_thread(_admin, mta, "GET", "/api/v1/admin/tenants/shop/credits")
     assert summary["balance"] == 0
+
+
+SOURCES = """
+[[egress.source]]
+name = "a"
+address = "127.0.0.10"
+ehlo_name = "a.mta.test"
+"""
+
+
+async def test_policy_suspend_of_an_egress_source_by_address_stops_its_mail_until_resumed(
+        mta_factory, dns_server_factory, mx_factory):
+    mx = await mx_factory("127.0.0.2")
+    dns = dns_server_factory({"dest.test": "@ MX 10 mx1\nmx1 A 127.0.0.2\n"})
+    mta = await asyncio.to_thread(mta_factory, SOURCES, dns=dns.nameserver,
+                                  delivery_port=mx_factory.port,
+                                  delivery_extra='retry = ["1s"]')
+    proc = await asyncio.to_thread(mta.cli, "policy", "suspend", "--source", "127.0.0.10",
+                                   "--reason", "listed on a blocklist")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("source a (127.0.0.10): suspended until lifted")
+
+    def send() -> None:
+        with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10) as s:
+            s.sendmail("a@sender.test", ["r@dest.test"], b"Subject: x\r\n\r\nhi\r\n")
+
+    await asyncio.to_thread(send)
+    # Delivery to this MX takes well under 1s when nothing holds it; 2s of silence (and the
+    # message still queued) is the suspension holding it.
+    await asyncio.sleep(2.0)
+    assert mx.messages == []
+    [queued] = await asyncio.to_thread(mta.queue_list)
+    assert queued["recipients"][0]["state"] == "queued"
+
+    proc = await asyncio.to_thread(mta.cli, "policy", "resume", "--source", "a")
+    assert proc.returncode == 0 and proc.stdout == "source a: resumed (listed on a blocklist)\n"
+    # Resuming sends the held mail at once: no flush, no wait for the next recheck.
+    await mx.wait_for_messages(1, timeout=10)
+    assert mx.connections[0].peer[0] == "127.0.0.10"
+
+    proc = await asyncio.to_thread(mta.cli, "policy", "suspend", "--source", "127.0.0.99",
+                                   "--reason", "x")
+    assert proc.returncode == 1
+    assert "no egress source named or bound to '127.0.0.99' (configured: a (127.0.0.10))" \
+        in proc.stderr

@@ -1,8 +1,12 @@
-"""Policy engine fixtures: a real policy.db in a temporary directory, a manual clock."""
+"""Policy engine fixtures: a manual clock, and every engine test run twice, on each store:
+a real policy.db in a temporary directory, and a real redis-server (the session's, with a
+key prefix of its own per test and state directory, so tests never see each other)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -56,16 +60,42 @@ def events() -> EventLog:
 EngineFactory = Callable[..., Awaitable[PolicyEngine]]
 
 
+@dataclass(frozen=True)
+class Backend:
+    """Which store the engines of a test use. Engines opened on the same state directory
+    share state, on either store (the same policy.db, or the same Redis key prefix)."""
+
+    name: str  # "sqlite" | "redis"
+    redis_url: str = ""
+    run: str = ""  # unique per test: the root of its Redis key prefixes
+
+    def toml(self) -> str:
+        """Config text that selects this store ([cluster] redis_url for Redis)."""
+        return f'\n[cluster]\nredis_url = "{self.redis_url}"\n' if self.redis_url else ""
+
+    def prefix(self, state: Path) -> str:
+        return f"test:policy:{self.run}:{state.name}:"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite")
+    # Only Redis runs need the server: started once per session, on first use.
+    return Backend("redis", request.getfixturevalue("redis_url"), uuid.uuid4().hex[:12])
+
+
 @pytest.fixture
-async def make_engine(tmp_path: Path, clock: ManualClock,
-                      events: EventLog) -> AsyncIterator[EngineFactory]:
+async def make_engine(tmp_path: Path, clock: ManualClock, events: EventLog,
+                      backend: Backend) -> AsyncIterator[EngineFactory]:
     opened: list[PolicyEngine] = []
 
     async def make(extra: str = "", *, base: str = BASE_TOML, owner: str = "0",
                    state: Path | None = None) -> PolicyEngine:
-        cfg = config(extra, base, tmp_path)
-        eng = await PolicyEngine.open(cfg, state or tmp_path / "state", clock=clock,
-                                      events=events, owner=owner)
+        cfg = config(extra + backend.toml(), base, tmp_path)
+        state = state or tmp_path / "state"
+        eng = await PolicyEngine.open(cfg, state, clock=clock, events=events, owner=owner,
+                                      redis_prefix=backend.prefix(state))
         opened.append(eng)
         return eng
 

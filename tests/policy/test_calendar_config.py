@@ -55,6 +55,8 @@ def test_policy_keys_load_with_their_defaults():
     ('[tenants.x]\nplan = "gold"\n', "tenants.x.plan: unknown plan 'gold'"),
     ('[tenants.x]\nparent = "nobody"\n', "tenants.x.parent: unknown tenant 'nobody'"),
     ('[tenants.x]\nclasses = ["promo"]\n', "tenants.x.classes: unknown message class"),
+    ('[tenants."@x.example"]\n',
+     "tenants.\"@x.example\": a tenant name cannot start with '@'"),
 ])
 def test_policy_config_errors_name_file_and_key(extra, error):
     with pytest.raises(ConfigError) as e:

@@ -121,6 +121,20 @@ async def test_operator_limit_can_raise_a_plan_limit_and_be_cleared(engine, admi
     assert "Hourly message limit of 5" in (await send(engine, "acme", ["z@example.net"]))[0]
 
 
+async def test_mail_from_is_refused_as_soon_as_a_reservation_fills_the_window(engine):
+    # plan small: 5 per hour. Four sent; the fifth recipient fills the window.
+    assert await send(engine, "acme", rcpts(4)) == ["ok"] * 4
+    filling = engine.transaction("acme", "a@acme.example")
+    assert await engine.check_mail(filling) is None
+    assert await engine.check_rcpt(filling, "last@example.net") is None
+    # Full without any refusal yet: the next MAIL FROM is refused up front.
+    assert str(await engine.check_mail(engine.transaction("acme", "a@acme.example"))
+               ).startswith("451 4.7.1 Hourly message limit of 5 reached for acme")
+    # The filling transaction is abandoned (RSET): its room is given back at once.
+    await engine.abort(filling)
+    assert await send(engine, "acme", ["again@example.net"]) == ["ok"]
+
+
 async def test_unknown_tenant_is_refused_at_mail(engine):
     txn = engine.transaction("nobody", "a@b.example")
     r = await engine.check_mail(txn)

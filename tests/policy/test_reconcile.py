@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mta.policy import PolicyAdmin, PolicyEngine
 
-from .conftest import BASE_TOML, EngineFactory, send
+from .conftest import BASE_TOML, Backend, EngineFactory, send
 
 CRASHER = textwrap.dedent("""
     import asyncio, os, sys
@@ -19,9 +19,10 @@ CRASHER = textwrap.dedent("""
     from mta.config import parse_config
     from mta.policy import ManualClock, PolicyAdmin, PolicyEngine
 
-    async def main(state, now, toml):
+    async def main(state, now, toml, prefix):
         cfg = parse_config(Path(toml).read_text(), "test.toml", Path(state))
-        eng = await PolicyEngine.open(cfg, state, clock=ManualClock(float(now)), owner="w1")
+        eng = await PolicyEngine.open(cfg, state, clock=ManualClock(float(now)), owner="w1",
+                                      redis_prefix=prefix)
         await PolicyAdmin(eng).add_credits("shop", 10, paid=True)
 
         async def rcpts(names):
@@ -46,9 +47,9 @@ CRASHER = textwrap.dedent("""
 """)
 
 
-async def run_crasher(state: Path, now: float, toml: Path) -> None:
+async def run_crasher(state: Path, now: float, toml: Path, prefix: str) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHER, str(state), str(now), str(toml),
+        sys.executable, "-c", CRASHER, str(state), str(now), str(toml), prefix,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 137, err.decode()
@@ -56,11 +57,11 @@ async def run_crasher(state: Path, now: float, toml: Path) -> None:
 
 
 async def test_restart_reconciliation_after_a_real_crash(make_engine: EngineFactory,
-                                                         tmp_path, clock):
+                                                         tmp_path, clock, backend: Backend):
     state = tmp_path / "state"
     toml = tmp_path / "test.toml"
-    toml.write_text(BASE_TOML)
-    await run_crasher(state, clock.now(), toml)
+    toml.write_text(BASE_TOML + backend.toml())
+    await run_crasher(state, clock.now(), toml, backend.prefix(state))
 
     engine = await make_engine(owner="w1", state=state)
     admin = PolicyAdmin(engine)
@@ -113,7 +114,8 @@ async def test_async_message_exists_and_held_credit_under_charge_delivered(make_
 
 
 async def test_two_processes_sharing_policy_db_never_overspend(make_engine, tmp_path):
-    # Two workers without Redis share one policy.db: BEGIN IMMEDIATE serialises them.
+    # Two workers share one policy.db (BEGIN IMMEDIATE serialises them) or one Redis (one
+    # Lua script per reservation).
     state = tmp_path / "shared"
     engines = [await make_engine(owner=f"w{i}", state=state) for i in range(2)]
     await PolicyAdmin(engines[0]).add_credits("shop", 30, paid=True)

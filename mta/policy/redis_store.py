@@ -1,0 +1,874 @@
+"""The cluster policy store: every piece of shared policy state in one Redis, one Lua script
+per state-changing operation.
+
+`RedisStore` implements `PolicyStore` with the semantics of `SqliteStore` (its `_op_*`
+functions are the reference): the same append-only ledger and `kind`s, lots taken
+expiring-first, unpaid lots unusable, a refund into an expired lot written as refund + expire,
+licence alerts once per (licence key, volume, level), unique-recipient refcounts, duplicate
+markers pending until commit. Each script runs atomically on the Redis server, so two nodes
+can never both take the last credit or the last unit of a quota. Times come from the caller
+(`now`, the injected policy clock); TTLs are computed relative to that `now`, so a test clock
+away from real time still gets sane lifetimes.
+
+Keys, all under `prefix` (default "mta:policy:"), all passed to the scripts in KEYS[]:
+
+    seq                    hash: id counters (lot, ledger, reservation, suspension, limit)
+    tenants                hash: name -> tenant spec (JSON)
+    susp:{subject}         hash: id -> suspension (subject: a tenant or "@domain", verbatim)
+    limits:{tenant}        hash: id -> operator limit
+    c:{counter key}        string: a quota / licence counter, TTL from Bucket.expires
+    u:{tenant}|{month}     hash: recipient -> refcount (unique recipients), TTL likewise
+    alerts                 hash: "{licence key}|{volume}|{level}" -> time (alert sent once)
+    lots:{tenant}          hash: lot id -> lot (JSON)
+    wallet:{tenant}        zset: spendable lots (paid, unexpired, remaining > 0) by expiry
+    lotowner, lotsdue      hash lot id -> tenant; zset of unexpired lots by expiry
+    ledger:{tenant}        list: ledger rows (JSON), appended only, never trimmed
+    held:{tenant}          string: reservations holding one of the tenant's credits
+    txn:{txn id}           hash: reservation id -> reservation (state "reserved")
+    hold:{msg id}          hash: reservation id -> reservation held until its outcome
+    owner:{owner}          zset: transactions with open reservations, by first reservation
+    dd:{tenant}|{message-id}|{rcpt}   hash: txn -> duplicate marker; ddtxn:{txn}: its index
+
+Operations that touch keys named inside a stored record (release, commit, outcome) read the
+record first, derive the keys, and run their script with them; the script re-reads the record
+and, if it now needs a key it was not given (the record changed in between), writes nothing
+and answers -1, and the operation is retried.
+
+Durability is the Redis server's persistence setting (appendonly / fsync policy): an answer
+from a script means the server applied it, not that it reached disk. Operators who need the
+SqliteStore guarantee (a reservation acknowledged survives power loss) run Redis with
+`appendonly yes` and `appendfsync always`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from mta.policy.store import (
+    LedgerEntry,
+    Lot,
+    OperatorLimit,
+    ReserveRequest,
+    ReserveResult,
+    Snapshot,
+    Suspension,
+)
+from mta.policy.tenants import Tenant, tenant_from_json, tenant_to_json
+
+__all__ = ["DEFAULT_PREFIX", "STATE_TTL", "RedisStore"]
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "mta:policy:"
+STATE_TTL = 1.0  # seconds tenants / suspensions / limits are cached, as SqliteStore does
+_CACHE_MAX = 10_000
+# A read-then-script operation whose record keeps changing under it: give up after this
+# many tries (one retry is already rare: only the same transaction changes its records).
+_RETRIES = 8
+
+# Shared by every script: key naming checked against KEYS[], TTLs, counters, the ledger.
+_PRELUDE = """
+local P = ARGV[1]
+local HAVE = {}
+for _, k in ipairs(KEYS) do HAVE[k] = true end
+local MISSING = false
+local function K(s)
+  local k = P .. s
+  if not HAVE[k] then MISSING = true end
+  return k
+end
+local function ttl_ms(expires, now)
+  local t = math.ceil((tonumber(expires) - now) * 1000)
+  if t < 1000 then t = 1000 end
+  return t
+end
+local function extend(k, ms)
+  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
+end
+local function bump(k, d, ms)
+  local n = redis.call('INCRBY', k, d)
+  if ms > 0 then extend(k, ms) end
+  return n
+end
+local function unbump(k)
+  if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, 1) end
+end
+local function counter(k) return tonumber(redis.call('GET', k) or '0') end
+local function pad(id) return string.format('%012d', id) end
+local function ledger(tenant, lot, delta, kind, time, msg, rcpt, note)
+  local id = redis.call('HINCRBY', K('seq'), 'ledger', 1)
+  redis.call('RPUSH', K('ledger:' .. tenant), cjson.encode({id = id, time = time,
+    tenant = tenant, lot = lot, delta = delta, kind = kind, msg_id = msg, recipient = rcpt,
+    note = note}))
+end
+local function return_credit(w, lot_id, now_s, kind, msg, rcpt)
+  local lk = K('lots:' .. w)
+  local raw = redis.call('HGET', lk, tostring(lot_id))
+  if not raw then return end
+  local lot = cjson.decode(raw)
+  ledger(w, lot_id, 1, kind, now_s, msg, rcpt, '')
+  if lot.expired then
+    ledger(w, lot_id, -1, 'expire', now_s, msg, rcpt, 'lot already expired')
+  else
+    lot.remaining = lot.remaining + 1
+    redis.call('HSET', lk, tostring(lot_id), cjson.encode(lot))
+    if lot.paid then redis.call('ZADD', K('wallet:' .. w), lot.expires, pad(lot_id)) end
+  end
+end
+local function wallet_keys(w)
+  K('lots:' .. w); K('wallet:' .. w); K('ledger:' .. w); K('held:' .. w)
+end
+"""
+
+# ARGV: prefix, request (JSON). All checks first, then all writes (as _op_reserve).
+_RESERVE = _PRELUDE + """
+local r = cjson.decode(ARGV[2])
+local now = tonumber(r.now)
+local lic_used = nil
+local function refuse(why)
+  return cjson.encode({ok = false, refused = why, licence_used = lic_used})
+end
+if r.licence then
+  lic_used = counter(K('c:' .. r.licence.key))
+  if r.licence.limit > 0 and lic_used >= r.licence.limit then return refuse('licence') end
+end
+for _, b in ipairs(r.buckets) do
+  if b.limit > 0 and counter(K('c:' .. b.key)) >= b.limit then return refuse(b.key) end
+end
+local new_u = {}
+for i, u in ipairs(r.uniques) do
+  if redis.call('HEXISTS', K('u:' .. u.tenant .. '|' .. u.month), r.rcpt) == 0 then
+    if u.limit > 0 and counter(K('c:' .. u.key)) >= u.limit then return refuse(u.key) end
+    new_u[i] = true
+  end
+end
+local lot_id, lot_raw = false, nil
+if r.wallet then
+  wallet_keys(r.wallet)
+  local first = redis.call('ZRANGEBYSCORE', K('wallet:' .. r.wallet), '(' .. r.now, '+inf',
+                           'LIMIT', 0, 1)
+  if #first == 0 then return refuse('credit') end
+  lot_id = tonumber(first[1])
+  lot_raw = redis.call('HGET', K('lots:' .. r.wallet), tostring(lot_id))
+  if not lot_raw then return redis.error_reply('policy store: lot ' .. lot_id .. ' is gone') end
+end
+K('seq'); K('alerts'); K('txn:' .. r.txn); K('owner:' .. r.owner)
+if MISSING then return redis.error_reply('policy store: undeclared key') end
+
+local keys, filled = {}, {}
+for _, b in ipairs(r.buckets) do
+  local n = bump(K('c:' .. b.key), 1, ttl_ms(b.expires, now))
+  table.insert(keys, b.key)
+  if b.limit > 0 and n >= b.limit then table.insert(filled, b.key) end
+end
+local alerts = {}
+if r.licence then
+  table.insert(keys, r.licence.key)
+  lic_used = bump(K('c:' .. r.licence.key), 1, ttl_ms(r.licence.expires, now))
+  if r.licence.limit > 0 then
+    for _, level in ipairs(r.alert_levels) do
+      if lic_used >= math.ceil(r.licence.limit * level / 100) then
+        -- Keyed by volume too: a bigger licence mid-month alerts afresh.
+        local ak = r.licence.key .. '|' .. r.licence.limit .. '|' .. level
+        if redis.call('HSETNX', K('alerts'), ak, r.now) == 1 then
+          table.insert(alerts, level)
+        end
+      end
+    end
+  end
+end
+local uniques = {}
+for i, u in ipairs(r.uniques) do
+  local h = K('u:' .. u.tenant .. '|' .. u.month)
+  redis.call('HINCRBY', h, r.rcpt, 1)
+  extend(h, ttl_ms(u.expires, now))
+  if new_u[i] then bump(K('c:' .. u.key), 1, ttl_ms(u.expires, now)) end
+  table.insert(uniques, {u.tenant, u.month, u.key})
+end
+if lot_id then
+  local lk = K('lots:' .. r.wallet)
+  local lot = cjson.decode(lot_raw)
+  lot.remaining = lot.remaining - 1
+  redis.call('HSET', lk, tostring(lot_id), cjson.encode(lot))
+  if lot.remaining <= 0 then redis.call('ZREM', K('wallet:' .. r.wallet), pad(lot_id)) end
+  redis.call('INCR', K('held:' .. r.wallet))
+  ledger(r.wallet, lot_id, -1, 'reserve', r.now, '', r.rcpt, 'txn ' .. r.txn)
+end
+local rid = redis.call('HINCRBY', K('seq'), 'reservation', 1)
+redis.call('HSET', K('txn:' .. r.txn), tostring(rid), cjson.encode({id = rid, txn = r.txn,
+  owner = r.owner, tenant = r.tenant, rcpt = r.rcpt, counters = keys, uniques = uniques,
+  lot = lot_id, wallet = r.wallet or '', state = 'reserved', msg_id = '', created = r.now}))
+redis.call('ZADD', K('owner:' .. r.owner), 'NX', rid, r.txn)
+return cjson.encode({ok = true, licence_used = lic_used, alerts = alerts, filled = filled})
+"""
+
+# ARGV: prefix, txn, msg id.
+_PREPARE = _PRELUDE + """
+local th = K('txn:' .. ARGV[2])
+local all = redis.call('HGETALL', th)
+for i = 1, #all, 2 do
+  local row = cjson.decode(all[i + 1])
+  if row.state == 'reserved' then
+    row.msg_id = ARGV[3]
+    redis.call('HSET', th, all[i], cjson.encode(row))
+  end
+end
+return 0
+"""
+
+# Duplicate markers live max(window, 2 days) + 1 day after their last write: committed ones
+# must outlive the duplicate window; a pending one of a crashed session goes with them.
+_DEDUPE_TTL = """
+local function dedupe_ttl(window)
+  local w = tonumber(window) or 0
+  if w < 172800 then w = 172800 end
+  return math.ceil((w + 86400) * 1000)
+end
+"""
+
+# ARGV: prefix, txn, msg id, hold ("1"/"0"), now. -1: keys changed, retry.
+_COMMIT = _PRELUDE + _DEDUPE_TTL + """
+local txn, msg, hold, now_s = ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
+local th = K('txn:' .. txn)
+local all = redis.call('HGETALL', th)
+local rows = {}
+for i = 1, #all, 2 do
+  local row = cjson.decode(all[i + 1])
+  if row.state == 'reserved' then
+    table.insert(rows, row)
+    K('owner:' .. row.owner)
+    if row.lot then
+      if hold then K('hold:' .. msg) else K('held:' .. row.wallet) end
+    end
+  end
+end
+local dt = K('ddtxn:' .. txn)
+local members = redis.call('SMEMBERS', dt)
+for _, m in ipairs(members) do
+  local d = cjson.decode(m)
+  K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])
+end
+if MISSING then return -1 end
+for _, row in ipairs(rows) do
+  row.msg_id = msg
+  if row.lot and hold then
+    -- The credit stays held until the outcome: delivered keeps it, a failure refunds it.
+    row.state = 'held'
+    redis.call('HSET', K('hold:' .. msg), tostring(row.id), cjson.encode(row))
+  elseif row.lot then
+    redis.call('DECR', K('held:' .. row.wallet))
+  end
+  redis.call('ZREM', K('owner:' .. row.owner), txn)
+end
+redis.call('DEL', th)
+for _, m in ipairs(members) do
+  local d = cjson.decode(m)
+  local dk = K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])
+  local raw = redis.call('HGET', dk, txn)
+  if raw then
+    local v = cjson.decode(raw)
+    v.state = 'committed'
+    v.time = now_s
+    redis.call('HSET', dk, txn, cjson.encode(v))
+    extend(dk, dedupe_ttl(v.window))
+  end
+end
+redis.call('DEL', dt)
+return #rows
+"""
+
+# ARGV: prefix, txn, now, recipient ("" = all). -1: keys changed, retry.
+_RELEASE = _PRELUDE + """
+local txn, now_s, rcpt = ARGV[2], ARGV[3], ARGV[4]
+local th = K('txn:' .. txn)
+local all = redis.call('HGETALL', th)
+local rows = {}
+for i = 1, #all, 2 do
+  local row = cjson.decode(all[i + 1])
+  if row.state == 'reserved' and (rcpt == '' or row.rcpt == rcpt) then
+    row.field = all[i]
+    table.insert(rows, row)
+    for _, k in ipairs(row.counters) do K('c:' .. k) end
+    for _, u in ipairs(row.uniques) do K('u:' .. u[1] .. '|' .. u[2]); K('c:' .. u[3]) end
+    if row.lot then wallet_keys(row.wallet); K('seq') end
+    K('owner:' .. row.owner)
+  end
+end
+local dt = K('ddtxn:' .. txn)
+local members = redis.call('SMEMBERS', dt)
+local dds = {}
+for _, m in ipairs(members) do
+  local d = cjson.decode(m)
+  if rcpt == '' or d[3] == rcpt then
+    table.insert(dds, {m, K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])})
+  end
+end
+if MISSING then return -1 end
+table.sort(rows, function(a, b) return a.id < b.id end)
+for _, row in ipairs(rows) do
+  for _, k in ipairs(row.counters) do unbump(K('c:' .. k)) end
+  for _, u in ipairs(row.uniques) do
+    local h = K('u:' .. u[1] .. '|' .. u[2])
+    if redis.call('HEXISTS', h, row.rcpt) == 1 then
+      if redis.call('HINCRBY', h, row.rcpt, -1) <= 0 then
+        redis.call('HDEL', h, row.rcpt)
+        unbump(K('c:' .. u[3]))
+      end
+    end
+  end
+  if row.lot then
+    return_credit(row.wallet, row.lot, now_s, 'release', row.msg_id, row.rcpt)
+    redis.call('DECR', K('held:' .. row.wallet))
+  end
+  redis.call('HDEL', th, row.field)
+end
+if #rows > 0 and redis.call('EXISTS', th) == 0 then
+  for _, row in ipairs(rows) do redis.call('ZREM', K('owner:' .. row.owner), txn) end
+end
+for _, d in ipairs(dds) do
+  local raw = redis.call('HGET', d[2], txn)
+  if raw and cjson.decode(raw).state == 'pending' then redis.call('HDEL', d[2], txn) end
+  redis.call('SREM', dt, d[1])
+end
+return #rows
+"""
+
+# ARGV: prefix, msg id, recipient, refund ("1"/"0"), now. 1 applied, 0 nothing held, -1 retry.
+_OUTCOME = _PRELUDE + """
+local msg, rcpt, refund, now_s = ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
+local hk = K('hold:' .. msg)
+local all = redis.call('HGETALL', hk)
+local best = nil
+for i = 1, #all, 2 do
+  local row = cjson.decode(all[i + 1])
+  if row.rcpt == rcpt and (best == nil or row.id < best.id) then best = row end
+end
+if best == nil then return 0 end
+wallet_keys(best.wallet); K('seq')
+if MISSING then return -1 end
+if refund then return_credit(best.wallet, best.lot, now_s, 'refund', msg, rcpt) end
+redis.call('HDEL', hk, tostring(best.id))
+redis.call('DECR', K('held:' .. best.wallet))
+return 1
+"""
+
+# ARGV: prefix, tenant, message-id, rcpt, txn, since, now. 1 = a duplicate.
+_CHECK_DUPLICATE = _PRELUDE + _DEDUPE_TTL + """
+local tenant, mid, rcpt, txn = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local since, now_s = tonumber(ARGV[6]), ARGV[7]
+local dk = K('dd:' .. tenant .. '|' .. mid .. '|' .. rcpt)
+local dt = K('ddtxn:' .. txn)
+local all = redis.call('HGETALL', dk)
+for i = 1, #all, 2 do
+  local v = cjson.decode(all[i + 1])
+  if v.state == 'committed' and tonumber(v.time) >= since then return 1 end
+end
+-- Pending until this transaction commits: an aborted attempt must not make its own retry
+-- look like a duplicate. Two attempts in flight at once are both sent (at least once).
+local window = tonumber(now_s) - since
+redis.call('HSET', dk, txn, cjson.encode({state = 'pending', time = now_s,
+  window = window}))
+extend(dk, dedupe_ttl(window))
+redis.call('SADD', dt, cjson.encode({tenant, mid, rcpt}))
+extend(dt, dedupe_ttl(0))
+return 0
+"""
+
+# ARGV: prefix, tenant, amount, paid, purchased, expires, note.
+_ADD_LOT = _PRELUDE + """
+local t, amount, paid = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local purchased, expires, note = ARGV[5], ARGV[6], ARGV[7]
+local id = redis.call('HINCRBY', K('seq'), 'lot', 1)
+local lot = {id = id, tenant = t, amount = amount, remaining = amount, purchased = purchased,
+             expires = expires, paid = paid, expired = false, note = note}
+local raw = cjson.encode(lot)
+redis.call('HSET', K('lots:' .. t), tostring(id), raw)
+redis.call('HSET', K('lotowner'), tostring(id), t)
+redis.call('ZADD', K('lotsdue'), expires, tostring(id))
+if paid and amount > 0 then redis.call('ZADD', K('wallet:' .. t), expires, pad(id)) end
+-- Unpaid credits are not spendable: they enter the balance with the "paid" row.
+local delta = 0
+if paid then delta = amount end
+ledger(t, id, delta, 'add', purchased, '', '', note)
+return raw
+"""
+
+# ARGV: prefix, tenant, lot id, now. The lot (JSON), "" if none, "expired".
+_MARK_PAID = _PRELUDE + """
+local t, id, now_s = ARGV[2], ARGV[3], ARGV[4]
+local lk = K('lots:' .. t)
+local raw = redis.call('HGET', lk, id)
+if not raw then return '' end
+local lot = cjson.decode(raw)
+if lot.paid then return raw end
+if lot.expired or tonumber(lot.expires) <= tonumber(now_s) then return 'expired' end
+lot.paid = true
+raw = cjson.encode(lot)
+redis.call('HSET', lk, id, raw)
+if lot.remaining > 0 then redis.call('ZADD', K('wallet:' .. t), lot.expires, pad(lot.id)) end
+ledger(t, lot.id, lot.remaining, 'paid', now_s, '', '', '')
+return raw
+"""
+
+# ARGV: prefix, tenant, now, lot ids... The lots expired now (as they were before).
+_EXPIRE_LOTS = _PRELUDE + """
+local t, now_s = ARGV[2], ARGV[3]
+local now = tonumber(now_s)
+local lk = K('lots:' .. t)
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local raw = redis.call('HGET', lk, id)
+  local lot = raw and cjson.decode(raw)
+  if not lot or lot.expired then
+    redis.call('ZREM', K('lotsdue'), id)
+  elseif tonumber(lot.expires) <= now then
+    local lost = 0
+    if lot.paid then lost = lot.remaining end
+    ledger(t, lot.id, -lost, 'expire', now_s, '', '', '')
+    table.insert(out, raw)
+    lot.expired = true
+    lot.remaining = 0
+    redis.call('HSET', lk, id, cjson.encode(lot))
+    redis.call('ZREM', K('wallet:' .. t), pad(lot.id))
+    redis.call('ZREM', K('lotsdue'), id)
+  end
+end
+return out
+"""
+
+# ARGV: prefix, seq name, record (JSON). The new record's id.
+_ADD_RECORD = _PRELUDE + """
+local row = cjson.decode(ARGV[3])
+row.id = redis.call('HINCRBY', K('seq'), ARGV[2], 1)
+redis.call('HSET', KEYS[2], tostring(row.id), cjson.encode(row))
+return row.id
+"""
+
+# ARGV: prefix, field, value ("" = every record). How many records were lifted.
+_LIFT = _PRELUDE + """
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+  if ARGV[3] == '' or cjson.decode(all[i + 1])[ARGV[2]] == ARGV[3] then
+    redis.call('HDEL', KEYS[1], all[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+def _f(x: float) -> str:
+    # Floats travel as strings: cjson would round them to 14 significant digits.
+    return repr(float(x))
+
+
+def _lot(raw: str | dict[str, Any]) -> Lot:
+    d = json.loads(raw) if isinstance(raw, str) else raw
+    return Lot(id=int(d["id"]), tenant=d["tenant"], amount=int(d["amount"]),
+               remaining=int(d["remaining"]), purchased=float(d["purchased"]),
+               expires=float(d["expires"]), paid=bool(d["paid"]), expired=bool(d["expired"]),
+               note=d.get("note") or "")
+
+
+def _suspension(raw: str) -> Suspension:
+    d = json.loads(raw)
+    until = d.get("until")
+    return Suspension(int(d["id"]), d["tenant"], d["msg_class"], d.get("reason") or "",
+                      float(d["since"]), None if until is None else float(until))
+
+
+def _limit(raw: str) -> OperatorLimit:
+    d = json.loads(raw)
+    return OperatorLimit(int(d["id"]), d["tenant"], d["name"], int(d["value"]),
+                         float(d["until"]), d.get("reason") or "", float(d["since"]))
+
+
+def _rows(raw: dict[str, str]) -> list[dict[str, Any]]:
+    return [json.loads(v) for v in raw.values()]
+
+
+class RedisStore:
+    """PolicyStore on Redis. Open with `await RedisStore.open(url, prefix=...)`."""
+
+    def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX) -> None:
+        """`client`: a redis.asyncio.Redis with decode_responses=True."""
+        self.prefix = prefix
+        self._redis = client
+        self._closed = False
+        reg = client.register_script
+        self._reserve = reg(_RESERVE)
+        self._prepare = reg(_PREPARE)
+        self._commit = reg(_COMMIT)
+        self._release = reg(_RELEASE)
+        self._outcome = reg(_OUTCOME)
+        self._check_duplicate = reg(_CHECK_DUPLICATE)
+        self._add_lot = reg(_ADD_LOT)
+        self._mark_paid = reg(_MARK_PAID)
+        self._expire_lots = reg(_EXPIRE_LOTS)
+        self._add_record = reg(_ADD_RECORD)
+        self._lift = reg(_LIFT)
+        self._tenants: dict[str, tuple[float, Tenant | None]] = {}
+        self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
+        # Transaction id -> its operations in flight (see _guarded).
+        self._inflight: dict[str, set[asyncio.Future[Any]]] = {}
+
+    @classmethod
+    async def open(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisStore:
+        """Connect and ping: fails fast if Redis is down, so a misconfigured cluster does
+        not start with state nobody else shares."""
+        import redis.asyncio as aioredis  # only when configured: the default needs none
+
+        # Timeouts: a hung Redis answers the SMTP client 451 (the engine defers on any store
+        # error) instead of holding its session forever.
+        client = aioredis.from_url(url, decode_responses=True, socket_timeout=10,
+                                   socket_connect_timeout=5)
+        try:
+            await client.ping()
+        except Exception as e:
+            await client.aclose()
+            # An OSError: `mta serve` says it in one line and exits 71, no traceback.
+            raise ConnectionError(f"[cluster] redis_url {url}: {e}") from None
+        return cls(client, prefix)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for tasks in list(self._inflight.values()):
+            await asyncio.wait(list(tasks))
+        await self._redis.aclose()
+
+    async def durable(self, txn_id: str = "") -> None:
+        """Nothing to wait for beyond the operations still in flight: a script's answer
+        means Redis applied it. Whether it survives a Redis crash is the server's
+        persistence setting (appendonly, appendfsync), not something this store adds."""
+        if txn_id:
+            await self._settle(txn_id)
+
+    # --- plumbing -----------------------------------------------------------------------
+    def _k(self, name: str) -> str:
+        return self.prefix + name
+
+    @property
+    def _r(self) -> Any:
+        if self._closed:
+            raise RuntimeError("policy store is closed")
+        return self._redis
+
+    async def _run(self, script: Any, keys: Sequence[str], *args: Any) -> Any:
+        if self._closed:
+            raise RuntimeError("policy store is closed")
+        return await script(keys=[self._k(k) for k in keys], args=[self.prefix, *args])
+
+    async def _guarded(self, txn_id: str, op: Awaitable[T]) -> T:
+        """Run an operation of a transaction to its end even if the caller is cancelled
+        (client gone), so that the transaction's release, which waits for it, undoes it;
+        otherwise a reservation could land after its release."""
+        fut = asyncio.ensure_future(op)
+        self._inflight.setdefault(txn_id, set()).add(fut)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            tasks = self._inflight.get(txn_id)
+            if tasks is not None:
+                tasks.discard(f)
+                if not tasks:
+                    del self._inflight[txn_id]
+            if not f.cancelled():
+                f.exception()  # retrieved: a cancelled caller's failure is not "unhandled"
+        fut.add_done_callback(done)
+        return await asyncio.shield(fut)
+
+    async def _settle(self, txn_id: str) -> None:
+        while tasks := self._inflight.get(txn_id):
+            await asyncio.wait(list(tasks))
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[int]], what: str) -> int:
+        for _ in range(_RETRIES):
+            out = int(await attempt())
+            if out != -1:
+                return out
+        raise RuntimeError(f"policy store: {what}: records kept changing; gave up")
+
+    def _remember(self, cache: dict[Any, tuple[float, Any]], key: Any, value: Any) -> None:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = (asyncio.get_running_loop().time() + STATE_TTL, value)
+
+    def _fresh(self, hit: tuple[float, Any] | None) -> bool:
+        return hit is not None and hit[0] > asyncio.get_running_loop().time()
+
+    def _invalidate(self) -> None:
+        self._tenants.clear()
+        self._states.clear()
+
+    # --- tenants ------------------------------------------------------------------------
+    # Tenants, suspensions and operator limits change only through an operator: cached for
+    # STATE_TTL like SqliteStore (own writes drop the cache; other nodes' are seen within it).
+    async def get_tenant(self, name: str) -> Tenant | None:
+        hit = self._tenants.get(name)
+        if hit is not None and self._fresh(hit):
+            return hit[1]
+        raw = await self._r.hget(self._k("tenants"), name)
+        tenant = tenant_from_json(raw) if raw else None
+        self._remember(self._tenants, name, tenant)
+        return tenant
+
+    async def put_tenant(self, tenant: Tenant) -> None:
+        self._invalidate()
+        await self._r.hset(self._k("tenants"), tenant.name, tenant_to_json(tenant))
+        self._invalidate()
+
+    async def delete_tenant(self, name: str) -> bool:
+        n = await self._r.hdel(self._k("tenants"), name)
+        self._invalidate()
+        return bool(n)
+
+    async def list_tenants(self) -> list[Tenant]:
+        raw = await self._r.hgetall(self._k("tenants"))
+        return [tenant_from_json(raw[name]) for name in sorted(raw)]
+
+    # --- suspensions and operator limits --------------------------------------------------
+    async def add_suspension(self, tenant: str, msg_class: str, reason: str,
+                             until: float | None, now: float) -> Suspension:
+        row: dict[str, Any] = {"tenant": tenant, "msg_class": msg_class, "reason": reason,
+                               "since": _f(now)}
+        if until is not None:
+            row["until"] = _f(until)
+        sid = await self._run(self._add_record, ["seq", f"susp:{tenant}"], "suspension",
+                              json.dumps(row))
+        self._invalidate()
+        return Suspension(int(sid), tenant, msg_class, reason, now, until)
+
+    async def lift_suspension(self, tenant: str, msg_class: str | None, now: float) -> int:
+        n = await self._run(self._lift, [f"susp:{tenant}"], "msg_class", msg_class or "")
+        self._invalidate()
+        return int(n)
+
+    async def set_operator_limit(self, tenant: str, name: str, value: int, until: float,
+                                 reason: str, now: float) -> OperatorLimit:
+        row = {"tenant": tenant, "name": name, "value": value, "until": _f(until),
+               "reason": reason, "since": _f(now)}
+        lid = await self._run(self._add_record, ["seq", f"limits:{tenant}"], "limit",
+                              json.dumps(row))
+        self._invalidate()
+        return OperatorLimit(int(lid), tenant, name, value, until, reason, now)
+
+    async def clear_operator_limit(self, tenant: str, name: str | None, now: float) -> int:
+        n = await self._run(self._lift, [f"limits:{tenant}"], "name", name or "")
+        self._invalidate()
+        return int(n)
+
+    async def snapshot(self, tenants: Sequence[str], counter_keys: Sequence[str],
+                       now: float) -> Snapshot:
+        r = self._r
+        key = tuple(tenants)
+        hit = self._states.get(key)
+        if hit is not None and self._fresh(hit):
+            sus, lim = hit[1]
+            counters = await self.counters(counter_keys) if counter_keys else {}
+        else:
+            # One MULTI/EXEC: suspensions, limits and counters as of one instant.
+            pipe = r.pipeline(transaction=True)
+            for t in tenants:
+                pipe.hgetall(self._k(f"susp:{t}"))
+            for t in tenants:
+                pipe.hgetall(self._k(f"limits:{t}"))
+            if counter_keys:
+                pipe.mget([self._k(f"c:{k}") for k in counter_keys])
+            out = await pipe.execute()
+            n = len(tenants)
+            sus = sorted((_suspension(v) for h in out[:n] for v in h.values()),
+                         key=lambda s: s.id)
+            lim = sorted((_limit(v) for h in out[n:2 * n] for v in h.values()),
+                         key=lambda o: o.id)
+            counters = ({k: int(v or 0) for k, v in zip(counter_keys, out[2 * n], strict=True)}
+                        if counter_keys else {})
+            self._remember(self._states, key, (sus, lim))
+        return Snapshot([s for s in sus if s.until is None or s.until > now],
+                        [x for x in lim if x.until > now], counters)
+
+    # --- reservations -------------------------------------------------------------------
+    async def reserve(self, req: ReserveRequest) -> ReserveResult:
+        doc: dict[str, Any] = {
+            "txn": req.txn_id, "owner": req.owner, "tenant": req.tenant,
+            "rcpt": req.recipient, "now": _f(req.now),
+            "buckets": [{"key": b.key, "limit": b.limit, "expires": _f(b.expires)}
+                        for b in req.buckets],
+            "uniques": [{"tenant": u.tenant, "month": u.month, "key": u.key,
+                         "limit": u.limit, "expires": _f(u.expires)} for u in req.uniques],
+            "alert_levels": list(req.alert_levels)}
+        keys = ["seq", "alerts", f"txn:{req.txn_id}", f"owner:{req.owner}"]
+        keys += [f"c:{b.key}" for b in req.buckets]
+        for u in req.uniques:
+            keys += [f"u:{u.tenant}|{u.month}", f"c:{u.key}"]
+        if req.licence is not None:
+            doc["licence"] = {"key": req.licence.key, "limit": req.licence.limit,
+                              "expires": _f(req.licence.expires)}
+            keys.append(f"c:{req.licence.key}")
+        if req.wallet is not None:
+            doc["wallet"] = req.wallet
+            keys += self._wallet_keys(req.wallet)
+        raw = await self._guarded(req.txn_id,
+                                  self._run(self._reserve, keys, json.dumps(doc)))
+        out = json.loads(raw)
+        used = out.get("licence_used")
+        return ReserveResult(bool(out["ok"]), out.get("refused"),
+                             None if used is None else int(used),
+                             tuple(int(a) for a in (out.get("alerts") or ())),
+                             tuple(out.get("filled") or ()))  # cjson: empty is {}
+
+    @staticmethod
+    def _wallet_keys(wallet: str) -> list[str]:
+        return [f"lots:{wallet}", f"wallet:{wallet}", f"ledger:{wallet}", f"held:{wallet}"]
+
+    async def prepare(self, txn_id: str, msg_id: str) -> None:
+        await self._guarded(txn_id, self._run(self._prepare, [f"txn:{txn_id}"], txn_id,
+                                              msg_id))
+
+    async def _txn_state(self, txn_id: str) -> tuple[list[dict[str, Any]], list[list[str]]]:
+        """The transaction's reservations and duplicate markers, to name a script's keys."""
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(self._k(f"txn:{txn_id}"))
+        pipe.smembers(self._k(f"ddtxn:{txn_id}"))
+        rows, members = await pipe.execute()
+        return _rows(rows), [json.loads(m) for m in members]
+
+    async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int:
+        async def attempt() -> int:
+            rows, dds = await self._txn_state(txn_id)
+            keys = [f"txn:{txn_id}", f"ddtxn:{txn_id}", f"hold:{msg_id}"]
+            for row in rows:
+                keys.append(f"owner:{row['owner']}")
+                if row.get("lot"):
+                    keys.append(f"held:{row['wallet']}")
+            keys += [f"dd:{t}|{m}|{r}" for t, m, r in dds]
+            return await self._run(self._commit, keys, txn_id, msg_id,
+                                   "1" if hold_credit else "0", _f(now))
+        await self._settle(txn_id)
+        return await self._guarded(txn_id, self._retrying(attempt, f"commit {txn_id}"))
+
+    async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int:
+        async def attempt() -> int:
+            rows, dds = await self._txn_state(txn_id)
+            keys = ["seq", f"txn:{txn_id}", f"ddtxn:{txn_id}"]
+            for row in rows:
+                keys.append(f"owner:{row['owner']}")
+                keys += [f"c:{k}" for k in row["counters"]]
+                for t, m, k in row["uniques"]:
+                    keys += [f"u:{t}|{m}", f"c:{k}"]
+                if row.get("lot"):
+                    keys += self._wallet_keys(row["wallet"])
+            keys += [f"dd:{t}|{m}|{r}" for t, m, r in dds]
+            return await self._run(self._release, keys, txn_id, _f(now), recipient or "")
+        # An operation of this transaction still in flight (its caller was cancelled)
+        # lands first, so that this release undoes it too.
+        await self._settle(txn_id)
+        return await self._retrying(attempt, f"release {txn_id}")
+
+    async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
+        async def attempt() -> int:
+            rows = _rows(await self._r.hgetall(self._k(f"hold:{msg_id}")))
+            keys = ["seq", f"hold:{msg_id}"]
+            for w in {row["wallet"] for row in rows if row["rcpt"] == recipient}:
+                keys += self._wallet_keys(w)
+            return await self._run(self._outcome, keys, msg_id, recipient,
+                                   "1" if refund else "0", _f(now))
+        return bool(await self._retrying(attempt, f"outcome {msg_id}"))
+
+    async def open_reservations(self, owner: str) -> list[tuple[str, str | None]]:
+        r = self._r
+        txns = await r.zrange(self._k(f"owner:{owner}"), 0, -1)
+        if not txns:
+            return []
+        pipe = r.pipeline(transaction=False)
+        for txn in txns:
+            pipe.hgetall(self._k(f"txn:{txn}"))
+        out = []
+        for txn, raw in zip(txns, await pipe.execute(), strict=True):
+            rows = [row for row in _rows(raw) if row["state"] == "reserved"]
+            if rows:
+                ids = [row["msg_id"] for row in rows if row.get("msg_id")]
+                out.append((txn, max(ids) if ids else None))
+        return out
+
+    async def counters(self, keys: Sequence[str]) -> dict[str, int]:
+        if not keys:
+            return {}
+        values = await self._r.mget([self._k(f"c:{k}") for k in keys])
+        return {k: int(v or 0) for k, v in zip(keys, values, strict=True)}
+
+    # --- credits ------------------------------------------------------------------------
+    async def add_lot(self, tenant: str, amount: int, paid: bool, purchased: float,
+                      expires: float, note: str) -> Lot:
+        keys = ["seq", "lotowner", "lotsdue", f"lots:{tenant}", f"wallet:{tenant}",
+                f"ledger:{tenant}"]
+        raw = await self._run(self._add_lot, keys, tenant, amount, "1" if paid else "0",
+                              _f(purchased), _f(expires), note)
+        return _lot(raw)
+
+    async def mark_paid(self, lot_id: int, now: float) -> Lot | None:
+        tenant = await self._r.hget(self._k("lotowner"), str(lot_id))
+        if tenant is None:
+            return None
+        keys = ["seq", f"lots:{tenant}", f"wallet:{tenant}", f"ledger:{tenant}"]
+        raw = await self._run(self._mark_paid, keys, tenant, str(lot_id), _f(now))
+        if raw == "":
+            return None
+        if raw == "expired":
+            raise ValueError(f"credit lot {lot_id} has expired")
+        return _lot(raw)
+
+    async def lots(self, tenant: str) -> list[Lot]:
+        lots = [_lot(v) for v in (await self._r.hgetall(self._k(f"lots:{tenant}"))).values()]
+        return sorted(lots, key=lambda lot: (lot.expires, lot.id))
+
+    async def held(self, tenant: str) -> int:
+        return int(await self._r.get(self._k(f"held:{tenant}")) or 0)
+
+    async def history(self, tenant: str, limit: int) -> list[LedgerEntry]:
+        rows = await self._r.lrange(self._k(f"ledger:{tenant}"), -limit, -1)
+        out = []
+        for raw in rows:
+            d = json.loads(raw)
+            out.append(LedgerEntry(int(d["id"]), float(d["time"]), d["tenant"], int(d["lot"]),
+                                   int(d["delta"]), d["kind"], d.get("msg_id") or "",
+                                   d.get("recipient") or "", d.get("note") or ""))
+        return out
+
+    async def expire_lots(self, now: float) -> list[Lot]:
+        r = self._r
+        due = await r.zrangebyscore(self._k("lotsdue"), "-inf", _f(now))
+        if not due:
+            return []
+        owners = await r.hmget(self._k("lotowner"), due)
+        by_tenant: dict[str, list[str]] = {}
+        for lot_id, tenant in zip(due, owners, strict=True):
+            if tenant is None:  # no such lot: drop the stray index entry
+                await r.zrem(self._k("lotsdue"), lot_id)
+            else:
+                by_tenant.setdefault(tenant, []).append(lot_id)
+        out: list[Lot] = []
+        for tenant, ids in by_tenant.items():
+            keys = ["seq", "lotsdue", f"lots:{tenant}", f"wallet:{tenant}", f"ledger:{tenant}"]
+            out += [_lot(raw) for raw in await self._run(self._expire_lots, keys, tenant,
+                                                         _f(now), *ids)]
+        return sorted(out, key=lambda lot: lot.id)
+
+    # --- duplicates and housekeeping ------------------------------------------------------
+    async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
+                              txn_id: str, since: float, now: float) -> bool:
+        keys = [f"dd:{tenant}|{message_id}|{recipient}", f"ddtxn:{txn_id}"]
+        return bool(await self._guarded(txn_id, self._run(
+            self._check_duplicate, keys, tenant, message_id, recipient, txn_id, _f(since),
+            _f(now))))
+
+    async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None:
+        """Nothing to do: counters, unique-recipient sets and duplicate markers carry TTLs
+        and disappear on their own; the ledger is never trimmed."""
+        if self._closed:
+            raise RuntimeError("policy store is closed")
