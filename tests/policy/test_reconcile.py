@@ -4,10 +4,13 @@ whose message reached the spool and releases the rest. Nothing is charged twice 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from mta.policy import PolicyAdmin, PolicyEngine
 
@@ -161,3 +164,27 @@ async def test_a_transaction_named_by_its_queue_id_needs_no_prepare(make_engine,
     in_spool = {"01a2000000000000aa"}
     assert await engine.reconcile(lambda msg_id: msg_id in in_spool) == (1, 1)
     assert (await PolicyAdmin(engine).credits("shop")).balance == 4
+
+
+async def test_prepare_returns_once_the_reservations_are_durable(make_engine, tmp_path,
+                                                                  backend: Backend):
+    """RCPT is answered before the reservation's COMMIT (no fsync wait per recipient);
+    prepare(), which ingress awaits before the 250, returns only once it is committed: a
+    second connection to policy.db, as after a crash, sees every reservation."""
+    if backend.name != "sqlite":
+        pytest.skip("Redis applies each script before answering; durability is its config")
+    state = tmp_path / "state"
+    engine = await make_engine(owner="w1", state=state)
+    await PolicyAdmin(engine).add_credits("shop", 50, paid=True)
+    for n in range(10):
+        queue_id = f"01a30000000000{n:04x}"
+        txn = engine.transaction("shop", "s@shop.example", queue_id)
+        assert await engine.check_mail(txn) is None
+        for j in range(3):
+            assert await engine.check_rcpt(txn, f"r{n}-{j}@x.example") is None
+        assert await engine.prepare(txn, queue_id) is None
+        with sqlite3.connect(state / "policy.db") as other:
+            rows = other.execute("SELECT count(*) FROM reservations WHERE txn=?",
+                                 (queue_id,)).fetchone()[0]
+        assert rows == 3, f"transaction {n}: {rows} of 3 reservations committed"
+        await engine.commit(txn, queue_id)
