@@ -84,6 +84,18 @@ class EffectiveLimit:
     source: str  # "plan free", "tenant setting", "operator limit until ...: reason"
 
 
+@dataclass(frozen=True)
+class _Buckets:
+    """What one recipient reserves under a set of limits, valid for the current windows
+    (`valid_from` is when it was computed: the policy clock may be moved back in tests)."""
+
+    buckets: tuple[Bucket, ...]
+    uniques: tuple[UniqueBucket, ...]
+    by_key: dict[str, EffectiveLimit]
+    valid_from: float
+    valid_until: float
+
+
 @dataclass(eq=False)
 class PolicyTxn:
     """One message transaction (MAIL FROM to end of DATA) as policy sees it."""
@@ -128,6 +140,10 @@ class PolicyEngine:
         # Message windows known to be full (counter key -> the limit they reached), so MAIL
         # FROM refuses without asking the store; forgotten when a reservation is released.
         self._full: dict[str, int] = {}
+        # Per MAIL FROM and RCPT TO, the same few answers: the effective limits of a tenant
+        # chain under its operator limits, and the buckets they count in the current windows.
+        self._limits_memo: dict[tuple[object, ...], tuple[EffectiveLimit, ...]] = {}
+        self._buckets_memo: dict[tuple[EffectiveLimit, ...], _Buckets] = {}
 
     @classmethod
     async def open(cls, cfg: Config, state_dir: str | Path, *, clock: Clock | None = None,
@@ -197,7 +213,14 @@ class PolicyEngine:
             if t.status == "suspended":
                 return replies.suspended_in_config(t.name)
         txn.chain = chain
-        txn.limits = tuple(self.effective_limits(chain, snap.limits))
+        memo_key = (chain, tuple(snap.limits))
+        limits = self._limits_memo.get(memo_key)
+        if limits is None:
+            if len(self._limits_memo) >= 1024:
+                self._limits_memo.clear()
+            limits = self._limits_memo[memo_key] = tuple(
+                self.effective_limits(chain, snap.limits))
+        txn.limits = limits
         # Refuse early what this process already knows is full, without a store round trip
         # per MAIL: the licence count of the last reservation, and the message windows that
         # a reservation filled or found full. RCPT makes the exact check in the store.
@@ -205,9 +228,10 @@ class PolicyEngine:
             exhausted = self.licence.exhausted(self.licence.used_in(now), now)
             if exhausted:
                 return exhausted
-        for key, lim in self._windows(txn, now):
-            if self._full.get(key, 0) >= lim.value:
-                return self._limit_reply(lim, now)
+        if self._full:
+            for key, lim in self._windows(txn, now):
+                if self._full.get(key, 0) >= lim.value:
+                    return self._limit_reply(lim, now)
         txn.wallet = next((t.name for t in chain if t.prepaid), None)
         # Nothing to count for this tenant: recipients pass without a store round trip.
         txn.unlimited = (txn.wallet is None and self.licence.bucket(now) is None
@@ -240,22 +264,11 @@ class PolicyEngine:
         refusal = self.licence.refusal(now)
         if refusal:
             return refusal
-        buckets, uniques, by_key = [], [], {}
-        for lim in txn.limits:
-            period = LIMIT_PERIOD[lim.name]
-            expires = period_end(period, now, self.tz) + _KEEP[period]
-            if lim.name == "unique_recipients_per_month":
-                u = UniqueBucket(lim.tenant, period_key("month", now, self.tz), lim.value,
-                                 expires)
-                uniques.append(u)
-                by_key[u.key] = lim
-            else:
-                b = Bucket(self.counter_key(lim.tenant, period, now), lim.value, expires)
-                buckets.append(b)
-                by_key[b.key] = lim
+        counted = self._buckets(txn.limits, now)
+        buckets, by_key = counted.buckets, counted.by_key
         req = ReserveRequest(txn_id=txn.id, owner=self.owner, tenant=txn.tenant,
-                             recipient=rcpt, now=now, buckets=tuple(buckets),
-                             uniques=tuple(uniques), wallet=txn.wallet,
+                             recipient=rcpt, now=now, buckets=buckets,
+                             uniques=counted.uniques, wallet=txn.wallet,
                              licence=self.licence.bucket(now),
                              alert_levels=tuple(self.pc.licence_alert_levels))
         txn.reserved = True
@@ -443,6 +456,32 @@ class PolicyEngine:
     # --- helpers --------------------------------------------------------------------------
     def counter_key(self, tenant: str, period: str, now: float) -> str:
         return f"{tenant}|{period}|{period_key(period, now, self.tz)}"
+
+    def _buckets(self, limits: tuple[EffectiveLimit, ...], now: float) -> _Buckets:
+        """The counters a recipient reserves under `limits` now (memoised per window)."""
+        hit = self._buckets_memo.get(limits)
+        if hit is not None and hit.valid_from <= now < hit.valid_until:
+            return hit
+        buckets, uniques, by_key, ends = [], [], {}, []
+        for lim in limits:
+            period = LIMIT_PERIOD[lim.name]
+            end = period_end(period, now, self.tz)
+            ends.append(end)
+            if lim.name == "unique_recipients_per_month":
+                u = UniqueBucket(lim.tenant, period_key("month", now, self.tz), lim.value,
+                                 end + _KEEP[period])
+                uniques.append(u)
+                by_key[u.key] = lim
+            else:
+                b = Bucket(self.counter_key(lim.tenant, period, now), lim.value,
+                           end + _KEEP[period])
+                buckets.append(b)
+                by_key[b.key] = lim
+        if len(self._buckets_memo) >= 1024:
+            self._buckets_memo.clear()
+        counted = self._buckets_memo[limits] = _Buckets(
+            tuple(buckets), tuple(uniques), by_key, now, min(ends, default=float("inf")))
+        return counted
 
     def _windows(self, txn: PolicyTxn, now: float) -> list[tuple[str, EffectiveLimit]]:
         """The message-count windows that limit this transaction, by counter key."""

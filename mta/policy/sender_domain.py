@@ -14,6 +14,7 @@ instead of one per label.
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["SUBJECT_PREFIX", "domain_subject", "normalise_domain", "sender_domain"]
@@ -25,6 +26,7 @@ _LABEL = r"(?!-)[a-z0-9_-]{1,63}(?<!-)"
 _DOMAIN_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})+$")
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every MAIL FROM; senders repeat
 def normalise_domain(domain: str) -> str:
     """Lower case, no trailing dot, Unicode (SMTPUTF8) as its IDNA A-label, so that
     "Example.COM." and "example.com" are one subject. ValueError if not a domain name

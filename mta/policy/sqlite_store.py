@@ -27,13 +27,15 @@ function on the database thread keeps the transaction short and the event loop f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,11 +52,16 @@ from mta.policy.tenants import Tenant, tenant_from_json, tenant_to_json
 
 __all__ = ["SqliteStore"]
 
+log = logging.getLogger("mta.policy")
+
 T = TypeVar("T")
 
 # Operations per transaction: large enough to amortise the fsync, small enough that one
 # batch does not hold the write lock for long.
 _MAX_BATCH = 256
+# How long a transaction with nobody waiting for it stays open for more operations (it holds
+# the database's write lock meanwhile).
+_COMMIT_AFTER = 0.01
 # Other processes (CLI, workers) may hold the write lock for one batch.
 _BUSY_TIMEOUT_MS = 10_000
 
@@ -91,8 +98,12 @@ CREATE TABLE IF NOT EXISTS reservations(
     rcpt TEXT NOT NULL, counters TEXT NOT NULL, uniques TEXT NOT NULL, lot INTEGER,
     wallet TEXT, state TEXT NOT NULL, msg_id TEXT, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS reservations_txn ON reservations(txn);
-CREATE INDEX IF NOT EXISTS reservations_msg ON reservations(msg_id, rcpt);
-CREATE INDEX IF NOT EXISTS reservations_owner ON reservations(owner, state);
+-- Outcomes look up held credits only; start-up reconciliation scans (the table holds only
+-- reservations in flight and held credits). Fewer indexes: less work per reservation.
+DROP INDEX IF EXISTS reservations_msg;
+DROP INDEX IF EXISTS reservations_owner;
+CREATE INDEX IF NOT EXISTS reservations_held ON reservations(msg_id, rcpt)
+    WHERE state='held';
 CREATE TABLE IF NOT EXISTS dedupe(tenant TEXT, message_id TEXT, rcpt TEXT, txn TEXT,
     state TEXT NOT NULL, time REAL NOT NULL,
     PRIMARY KEY(tenant, message_id, rcpt, txn)) WITHOUT ROWID;
@@ -162,61 +173,62 @@ def _undo_reservation(c: sqlite3.Connection, row: sqlite3.Row, now: float) -> No
 
 # --- operations (run on the database thread) --------------------------------------------
 
+class _Refused(Exception):
+    """Raised inside an operation to answer `result` once its writes are rolled back."""
+
+    def __init__(self, result: ReserveResult) -> None:
+        self.result = result
+
+
 def _op_reserve(c: sqlite3.Connection, req: ReserveRequest) -> ReserveResult:
-    # All checks first, then all writes: the whole operation is one atomic step.
+    # Each write returns the new count and is checked at once; a refusal raises _Refused
+    # and the operation's SAVEPOINT undoes what it wrote. Half the statements of reading
+    # every count first, and just as atomic (one operation, one writer).
     lic_used: int | None = None
+    keys: list[str] = []
     if req.licence is not None:
-        lic_used = _counter(c, req.licence.key)
-        if req.licence.limit and lic_used >= req.licence.limit:
-            return ReserveResult(False, "licence", lic_used)
+        lic_used = _bump(c, req.licence.key, 1, req.licence.expires)
+        if req.licence.limit and lic_used > req.licence.limit:
+            raise _Refused(ReserveResult(False, "licence", lic_used - 1))
+        keys.append(req.licence.key)
+    before = None if lic_used is None else lic_used - 1  # what a refusal reports
+    filled = []
     for b in req.buckets:
-        if b.limit and _counter(c, b.key) >= b.limit:
-            return ReserveResult(False, b.key, lic_used)
-    new_uniques = []
+        n = _bump(c, b.key, 1, b.expires)
+        if b.limit and n > b.limit:
+            raise _Refused(ReserveResult(False, b.key, before))
+        if b.limit and n == b.limit:
+            filled.append(b.key)
+        keys.append(b.key)
+    uniques = []
     for u in req.uniques:
-        seen = c.execute("SELECT 1 FROM uniq WHERE tenant=? AND month=? AND rcpt=?",
-                         (u.tenant, u.month, req.recipient)).fetchone()
-        if seen is None:
-            if u.limit and _counter(c, u.key) >= u.limit:
-                return ReserveResult(False, u.key, lic_used)
-            new_uniques.append(u)
+        refs = c.execute("INSERT INTO uniq(tenant, month, rcpt, refs) VALUES(?,?,?,1) "
+                         "ON CONFLICT DO UPDATE SET refs = refs + 1 RETURNING refs",
+                         (u.tenant, u.month, req.recipient)).fetchone()[0]
+        if refs == 1 and _bump(c, u.key, 1, u.expires) > u.limit > 0:  # new this month
+            raise _Refused(ReserveResult(False, u.key, before))
+        uniques.append([u.tenant, u.month, u.key])
     lot_id: int | None = None
     if req.wallet is not None:
         row = c.execute(
-            "SELECT id FROM lots WHERE tenant=? AND paid=1 AND expired=0 AND remaining>0 "
-            "AND expires>? ORDER BY expires, id LIMIT 1", (req.wallet, req.now)).fetchone()
+            "UPDATE lots SET remaining = remaining - 1 WHERE id = (SELECT id FROM lots "
+            "WHERE tenant=? AND paid=1 AND expired=0 AND remaining>0 AND expires>? "
+            "ORDER BY expires, id LIMIT 1) RETURNING id", (req.wallet, req.now)).fetchone()
         if row is None:
-            return ReserveResult(False, "credit", lic_used)
+            raise _Refused(ReserveResult(False, "credit", before))
         lot_id = row[0]
-
-    keys = [b.key for b in req.buckets]
-    filled = [b.key for b in req.buckets
-              if _bump(c, b.key, 1, b.expires) >= b.limit > 0]
-    alerts: list[int] = []
-    if req.licence is not None:
-        keys.append(req.licence.key)
-        lic_used = _bump(c, req.licence.key, 1, req.licence.expires)
-        if req.licence.limit:
-            for level in req.alert_levels:
-                if lic_used >= math.ceil(req.licence.limit * level / 100):
-                    # Keyed by volume too: a bigger licence mid-month alerts afresh.
-                    alert_key = f"{req.licence.key}|{req.licence.limit}|{level}"
-                    cur = c.execute("INSERT OR IGNORE INTO alerts(key, time) VALUES(?, ?)",
-                                    (alert_key, req.now))
-                    if cur.rowcount:
-                        alerts.append(level)
-    uniques = []
-    for u in req.uniques:
-        c.execute("INSERT INTO uniq(tenant, month, rcpt, refs) VALUES(?,?,?,1) "
-                  "ON CONFLICT DO UPDATE SET refs = refs + 1",
-                  (u.tenant, u.month, req.recipient))
-        if u in new_uniques:
-            _bump(c, u.key, 1, u.expires)
-        uniques.append([u.tenant, u.month, u.key])
-    if lot_id is not None:
-        c.execute("UPDATE lots SET remaining = remaining - 1 WHERE id=?", (lot_id,))
-        _ledger(c, req.now, req.wallet or "", lot_id, -1, "reserve", "", req.recipient,
+        _ledger(c, req.now, req.wallet, lot_id, -1, "reserve", "", req.recipient,
                 f"txn {req.txn_id}")
+    alerts: list[int] = []
+    if req.licence is not None and req.licence.limit and lic_used is not None:
+        for level in req.alert_levels:
+            if lic_used >= math.ceil(req.licence.limit * level / 100):
+                # Keyed by volume too: a bigger licence mid-month alerts afresh.
+                alert_key = f"{req.licence.key}|{req.licence.limit}|{level}"
+                cur = c.execute("INSERT OR IGNORE INTO alerts(key, time) VALUES(?, ?)",
+                                (alert_key, req.now))
+                if cur.rowcount:
+                    alerts.append(level)
     c.execute("INSERT INTO reservations(txn, owner, tenant, rcpt, counters, uniques, lot, "
               "wallet, state, created) VALUES(?,?,?,?,?,?,?,?, 'reserved', ?)",
               (req.txn_id, req.owner, req.tenant, req.recipient, json.dumps(keys),
@@ -337,6 +349,13 @@ _Op = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
 @dataclass(eq=False)
+class _OpenTxn:
+    done: asyncio.Future[None]  # set when its COMMIT (or its rollback) is done
+    txns: set[str] = field(default_factory=set)  # message transactions with operations in it
+    ops: int = 0
+
+
+@dataclass(eq=False)
 class _Pending:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
@@ -355,9 +374,13 @@ class SqliteStore:
         self._rconn: sqlite3.Connection | None = None
         self._pending: list[_Pending] = []
         self._flusher: asyncio.Task[None] | None = None
-        # Transaction id -> COMMITs not yet done of batches that ran its operations; and the
-        # transactions whose operations a failed COMMIT undid (durable() raises for them).
-        self._unsynced: dict[str, set[asyncio.Future[None]]] = {}
+        # The SQLite transaction left open between batches (see _flush); message
+        # transaction id -> the COMMIT its latest operation waits for; the transactions a
+        # failed SQLite transaction undid (durable() raises for them).
+        self._open: _OpenTxn | None = None
+        self._sync_wanted = False
+        self._kick = asyncio.Event()
+        self._unsynced: dict[str, asyncio.Future[None]] = {}
         self._lost: dict[str, BaseException] = {}
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
@@ -389,6 +412,8 @@ class SqliteStore:
 
     async def aclose(self) -> None:
         while self._flusher is not None and not self._flusher.done():
+            self._sync_wanted = True  # commit what is open now, not after _COMMIT_AFTER
+            self._kick.set()
             await asyncio.shield(self._flusher)
         loop = asyncio.get_running_loop()
         for executor, attr in ((self._rexec, "_rconn"), (self._exec, "_conn")):
@@ -415,33 +440,58 @@ class SqliteStore:
 
     async def _write(self, fn: Callable[..., T], *args: Any, txn: str | None = None) -> T:
         """Run `fn` in the next batch. With `txn`, answer once it has run (see the module
-        docstring); without, once its batch is committed."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
+        docstring); without, once it is committed."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(fn, args, fut, txn))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
+        self._kick_flusher()
         # A caller cancelled mid-write (client gone) cancels only its wait: the operation is
         # in the batch and runs, and the transaction's abort() undoes it.
         return await fut
 
     async def durable(self, txn_id: str) -> None:
         """Return once every operation of `txn_id` answered so far is committed; raise if a
-        failed COMMIT undid any of them (the caller must not accept the message)."""
-        while self._unsynced.get(txn_id):
-            await asyncio.wait(list(self._unsynced[txn_id]))
+        failed transaction undid any of them (the caller must not accept the message)."""
+        done = self._unsynced.get(txn_id)
+        if done is not None:
+            self._sync_wanted = True
+            self._kick_flusher()
+            await done  # a COMMIT's future: it never raises
         lost = self._lost.pop(txn_id, None)
         if lost is not None:
             raise lost
 
+    def _kick_flusher(self) -> None:
+        self._kick.set()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+
     async def _flush(self) -> None:
+        """Run pending operations on the database thread, in one SQLite transaction that
+        stays open between batches and is committed when someone needs durability (an
+        operator action or an outcome in the batch, a durable() waiter), when it has grown
+        to _MAX_BATCH operations, or _COMMIT_AFTER after its last batch. Under load, one
+        fsync covers the reservations of many messages and RCPT never waits for one."""
         loop = asyncio.get_running_loop()
-        while self._pending:
+        while self._pending or self._open is not None:
+            if not self._pending and not self._sync_wanted:
+                self._kick.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._kick.wait(), _COMMIT_AFTER)
+                if self._pending and not self._sync_wanted:
+                    continue  # more work arrived: run it in the same transaction first
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            committed: asyncio.Future[None] = loop.create_future()
-            txns = {p.txn for p in batch if p.txn is not None}
-            for txn in txns:
-                self._unsynced.setdefault(txn, set()).add(committed)
+            if self._open is None:
+                self._open = _OpenTxn(loop.create_future())
+            open_txn = self._open
+            for p in batch:
+                if p.txn is not None:
+                    self._unsynced[p.txn] = open_txn.done
+                    open_txn.txns.add(p.txn)
+            open_txn.ops += len(batch)
+            commit = (self._sync_wanted or not batch or open_txn.ops >= _MAX_BATCH
+                      or any(p.txn is None for p in batch))
+            if commit:
+                self._open, self._sync_wanted = None, False
 
             def answer_early(results: list[tuple[bool, Any]], batch: list[_Pending] = batch
                              ) -> None:
@@ -453,47 +503,54 @@ class SqliteStore:
                 loop.call_soon_threadsafe(answer_early, results)
 
             try:
-                results = await loop.run_in_executor(self._exec, self._run_batch,
-                                                     [(p.fn, p.args) for p in batch], ran)
-            except Exception as e:  # the commit itself failed: nothing in the batch holds
+                results = await loop.run_in_executor(
+                    self._exec, self._run_batch, [(p.fn, p.args) for p in batch], ran, commit)
+            except Exception as e:
+                # The database thread rolled the whole transaction back: every operation
+                # run in it since its BEGIN is undone, answered or not.
+                log.error("policy store: transaction failed, rolled back: %s", e)
                 for p in batch:
                     if not p.fut.done():
                         p.fut.set_exception(e)
-                for txn in txns:
+                if self._open is open_txn:
+                    self._open = None
+                for txn in open_txn.txns:
                     if len(self._lost) < _CACHE_MAX:
                         self._lost[txn] = e
-                results = None
-            for txn in txns:
-                waiting = self._unsynced.get(txn)
-                if waiting is not None:
-                    waiting.discard(committed)
-                    if not waiting:
+                commit, results = True, None
+            if commit:
+                for txn in open_txn.txns:
+                    if self._unsynced.get(txn) is open_txn.done:
                         del self._unsynced[txn]
-            committed.set_result(None)
+                open_txn.done.set_result(None)
             if results is None:
                 continue
             for p, (ok, value) in zip(batch, results, strict=True):
-                if p.fut.done():
-                    continue
-                (p.fut.set_result if ok else p.fut.set_exception)(value)
+                if not p.fut.done():
+                    (p.fut.set_result if ok else p.fut.set_exception)(value)
 
-    def _run_batch(self, ops: list[_Op], ran: Callable[[list[tuple[bool, Any]]], None]
-                   ) -> list[tuple[bool, Any]]:
+    def _run_batch(self, ops: list[_Op], ran: Callable[[list[tuple[bool, Any]]], None],
+                   commit: bool) -> list[tuple[bool, Any]]:
         c = self._conn
         assert c is not None, "store is closed"
         out: list[tuple[bool, Any]] = []
-        c.execute("BEGIN IMMEDIATE")
         try:
+            if not c.in_transaction:
+                c.execute("BEGIN IMMEDIATE")
             for fn, args in ops:
                 c.execute("SAVEPOINT op")
                 try:
                     out.append((True, fn(c, *args)))
+                except _Refused as r:
+                    c.execute("ROLLBACK TO op")
+                    out.append((True, r.result))
                 except Exception as e:
                     c.execute("ROLLBACK TO op")
                     out.append((False, e))
                 c.execute("RELEASE op")
             ran(out)
-            c.execute("COMMIT")
+            if commit:
+                c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
                 c.execute("ROLLBACK")

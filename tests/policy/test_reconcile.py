@@ -71,7 +71,10 @@ async def test_restart_reconciliation_after_a_real_crash(make_engine: EngineFact
     # Reserved durably before the crash: 5 held, none spendable.
     assert (await admin.credits("shop")).balance == 5
     spool = {"QA", "QD"}
-    assert await engine.reconcile(lambda msg_id: msg_id in spool) == (1, 2)
+    kept, released = await engine.reconcile(lambda msg_id: msg_id in spool)
+    # QD's commit() came after its 250 and need not be durable (SQLite leaves it in an
+    # open transaction for a few ms; Redis applies it at once): if lost, reconcile keeps it.
+    assert (kept, released) in ((1, 2), (2, 2))
     # QA (2) and QD (1) charged; b1 and c1 given back.
     s = await admin.credits("shop")
     assert (s.balance, s.held) == (7, 0)
