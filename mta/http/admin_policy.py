@@ -17,9 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mta.config import parse_duration
 from mta.http import state
-from mta.http.errors import ApiError, json_object
+from mta.http.errors import ApiError, json_object, positive_duration
 from mta.policy import Limits, PolicyError, Tenant
 from mta.policy.sender_domain import normalise_domain
 
@@ -73,16 +72,7 @@ def _when(doc: dict[str, Any], key: str, *, required: bool = False) -> Any:
 
 def _duration(doc: dict[str, Any]) -> float | None:
     """"duration": seconds or "2h"; the end is counted on the policy clock."""
-    value = _field(doc, "duration", (str, int, float))
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as e:
-        raise ApiError(400, "bad_field", f"duration: {e}") from None
-    if seconds <= 0:
-        raise ApiError(400, "bad_field", "duration: must be positive")
-    return seconds
+    return positive_duration(_field(doc, "duration", (str, int, float)))
 
 
 async def _call(coro: Any) -> Any:

@@ -19,9 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mta.config import parse_duration
 from mta.http import state
-from mta.http.errors import ApiError, json_object
+from mta.http.errors import ApiError, json_object, positive_duration
 from mta.shaping.egress import DEFAULT_SOURCE
 from mta.shaping.suspend import SCOPES
 
@@ -53,19 +52,6 @@ def _scope_name(scope: Any, name: Any) -> tuple[str, str]:
     return scope, name.lower() if scope == "site" else name
 
 
-def _duration(value: Any) -> float | None:
-    """Seconds (number) or "1h"-style text; absent or null: until lifted."""
-    if value is None:
-        return None
-    try:
-        seconds = parse_duration(value)
-    except ValueError as e:
-        raise ApiError(400, "bad_field", f"duration: {e}") from None
-    if seconds <= 0:
-        raise ApiError(400, "bad_field", "duration: must be positive")
-    return seconds
-
-
 @routes.get("/api/v1/admin/shaping/suspensions")
 async def suspensions_list(request: web.Request) -> web.Response:
     active = sorted(_shaper(request).suspensions.active(), key=lambda s: (s.scope, s.name))
@@ -85,7 +71,8 @@ async def suspensions_add(request: web.Request) -> web.Response:
         raise ApiError(400, "missing_field", "reason is required")
     if len(reason) > _MAX_REASON or "\n" in reason or "\r" in reason:
         raise ApiError(400, "bad_field", f"reason: one line, at most {_MAX_REASON} characters")
-    s = shaper.suspensions.suspend(scope, name, reason.strip(), _duration(doc.get("duration")))
+    s = shaper.suspensions.suspend(scope, name, reason.strip(),
+                                   positive_duration(doc.get("duration")))
     return web.json_response(s.as_dict(), status=201)
 
 

@@ -10,7 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["ApiError", "error_middleware", "json_error", "json_object"]
+from mta.config import parse_duration
+
+__all__ = ["ApiError", "error_middleware", "json_error", "json_object", "positive_duration"]
 
 log = logging.getLogger("mta.http")
 
@@ -63,3 +65,17 @@ async def json_object(request: web.Request) -> dict:
     if not isinstance(doc, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     return doc
+
+
+def positive_duration(value: Any) -> float | None:
+    """A request's "duration": seconds or "2h"-style text; None when absent or null; the
+    400 that says why otherwise."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as e:
+        raise ApiError(400, "bad_field", f"duration: {e}") from None
+    if seconds <= 0:
+        raise ApiError(400, "bad_field", "duration: must be positive")
+    return seconds
