@@ -162,17 +162,18 @@ def test_a_node_killed_mid_race_loses_no_credit_and_charges_none_twice(mta_facto
     # may be queued without the client having seen its 250 (and is then charged too).
     assert set(accepted) <= set(queued)
     assert len(queued) == len(set(queued))
-    summary = _admin(b, "GET", "/api/v1/admin/tenants/shop/credits")
-    assert summary["held"] == 0  # nothing left reserved: B released its dead sessions'
-    assert summary["balance"] + len(queued) == credits  # no credit lost
     # Charged exactly once: per recipient, reservations minus releases is 1 if queued,
-    # else 0; and the held recipients' credits came back.
+    # else 0; and the held recipients' credits came back. (Checked before the totals, so
+    # that a failure names the recipients.)
     net = Counter[str]()
     for e in _history(a, "shop"):
         if e["kind"] in ("reserve", "release"):
             net[e["recipient"]] -= e["delta"]
     assert {r for r, n in net.items() if n} == set(queued)
     assert set(net.values()) <= {0, 1}
+    summary = _admin(b, "GET", "/api/v1/admin/tenants/shop/credits")
+    assert summary["held"] == 0  # nothing left reserved: B released its dead sessions'
+    assert summary["balance"] + len(queued) == credits  # no credit lost
     assert all(net[f"h{i}-{j}@dest.test"] == 0 for i in range(5) for j in range(3))
     assert sum(e["delta"] for e in _history(a, "shop")) == summary["balance"]
 
