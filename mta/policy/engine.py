@@ -266,7 +266,7 @@ class PolicyEngine:
             return refusal
         counted = self._buckets(txn.limits, now)
         buckets, by_key = counted.buckets, counted.by_key
-        req = ReserveRequest(txn_id=txn.id, owner=self.owner, tenant=txn.tenant,
+        req = ReserveRequest(txn_id=self._sid(txn.id), owner=self.owner, tenant=txn.tenant,
                              recipient=rcpt, now=now, buckets=buckets,
                              uniques=counted.uniques, wallet=txn.wallet,
                              licence=self.licence.bucket(now),
@@ -321,13 +321,13 @@ class PolicyEngine:
         now = self.clock.now()
         txn.reserved = True  # a marker row is written for this transaction
         try:
-            dup = await self.store.check_duplicate(txn.tenant, mid, rcpt, txn.id,
+            dup = await self.store.check_duplicate(txn.tenant, mid, rcpt, self._sid(txn.id),
                                                    now - self.pc.duplicate_window, now)
         except Exception:
             log.exception("policy: duplicate check failed; sending (at least once)")
             return False
         if dup:
-            await self.store.release(txn.id, now, rcpt)
+            await self.store.release(self._sid(txn.id), now, rcpt)
             await self._released(txn)
             if rcpt in txn.recipients:
                 txn.recipients.remove(rcpt)
@@ -348,8 +348,8 @@ class PolicyEngine:
             return None  # nothing held
         try:
             if msg_id != txn.id:  # else the transaction id already names the message
-                await self.store.prepare(txn.id, msg_id)
-            await self.store.durable(txn.id)
+                await self.store.prepare(self._sid(txn.id), self._sid(msg_id))
+            await self.store.durable(self._sid(txn.id))
         except Exception:
             log.exception("policy: prepare of %s failed; deferring", msg_id)
             return replies.store_unavailable()
@@ -364,7 +364,8 @@ class PolicyEngine:
         if not txn.reserved:
             return
         try:
-            await self.store.commit(txn.id, msg_id, self.pc.charge == "delivered",
+            await self.store.commit(self._sid(txn.id), self._sid(msg_id),
+                                    self.pc.charge == "delivered",
                                     self.clock.now())
         except Exception:
             # The message is safe in the spool; its reservations stay counted and are
@@ -380,7 +381,7 @@ class PolicyEngine:
         if not txn.reserved:
             return
         try:
-            await self.store.release(txn.id, self.clock.now())
+            await self.store.release(self._sid(txn.id), self.clock.now())
             await self._released(txn)
         except Exception:
             # Held until reconcile() at the next start releases them (no such message).
@@ -394,7 +395,7 @@ class PolicyEngine:
             raise ValueError(f"unknown outcome {outcome!r}")
         if outcome == "delivered" and self.pc.charge == "accepted":
             return  # already charged at acceptance; nothing is held
-        refunded = await self.store.outcome(msg_id, normalise_address(recipient),
+        refunded = await self.store.outcome(self._sid(msg_id), normalise_address(recipient),
                                             outcome != "delivered", self.clock.now())
         if refunded and outcome != "delivered" and self.events:
             self.events.emit("credit_refunded", id=msg_id, tenant=tenant,
@@ -406,10 +407,11 @@ class PolicyEngine:
         release the others. Returns (transactions committed, transactions released).
         `owner` (default: this engine's) names whose reservations to settle."""
         committed = released = 0
-        for txn_id, msg_id in await self.store.open_reservations(owner or self.owner):
+        owner = owner or self.owner
+        for txn_id, msg_id in await self.store.open_reservations(owner):
             # A prepared id, else the transaction's own id (ingress uses the queue id).
             msg_id = msg_id or txn_id
-            found = message_exists(msg_id)
+            found = message_exists(msg_id.removesuffix(f"@{owner}"))
             exists = bool(await found) if inspect.isawaitable(found) else bool(found)
             now = self.clock.now()
             if exists:
@@ -454,6 +456,12 @@ class PolicyEngine:
         await self.refresh_licence_usage()
 
     # --- helpers --------------------------------------------------------------------------
+    def _sid(self, queue_id: str) -> str:
+        """How the store names a transaction or a message. Queue ids are unique within a
+        node only (two nodes of a cluster hand out the same id in the same millisecond), so
+        a store that several nodes share gets them qualified by their owner."""
+        return f"{queue_id}@{self.owner}" if self.store.shared else queue_id
+
     def counter_key(self, tenant: str, period: str, now: float) -> str:
         return f"{tenant}|{period}|{period_key(period, now, self.tz)}"
 

@@ -495,6 +495,8 @@ def _rows(raw: dict[str, str]) -> list[dict[str, Any]]:
 class RedisStore:
     """PolicyStore on Redis. Open with `await RedisStore.open(url, prefix=...)`."""
 
+    shared = True  # every node of the cluster: the engine qualifies queue ids by owner
+
     def __init__(self, client: Any, prefix: str = DEFAULT_PREFIX) -> None:
         """`client`: a redis.asyncio.Redis with decode_responses=True."""
         self.prefix = prefix

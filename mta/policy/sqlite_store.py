@@ -366,6 +366,8 @@ class _Pending:
 class SqliteStore:
     """PolicyStore on one SQLite file. Open with `await SqliteStore.open(path)`."""
 
+    shared = False  # one node's workers: their queue ids differ by shard
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-db")

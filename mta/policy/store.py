@@ -131,6 +131,10 @@ class Snapshot:
 
 
 class PolicyStore(Protocol):
+    # True when nodes with spools of their own write this store (a cluster's Redis): their
+    # queue ids may collide, so the engine qualifies transaction and message ids.
+    shared: bool
+
     # --- tenants created at run time ---------------------------------------------------
     async def get_tenant(self, name: str) -> Tenant | None: ...
     async def put_tenant(self, tenant: Tenant) -> None: ...

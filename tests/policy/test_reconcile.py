@@ -191,3 +191,30 @@ async def test_prepare_returns_once_the_reservations_are_durable(make_engine, tm
                                  (queue_id,)).fetchone()[0]
         assert rows == 3, f"transaction {n}: {rows} of 3 reservations committed"
         await engine.commit(txn, queue_id)
+
+
+async def test_two_nodes_handing_out_the_same_queue_id_keep_their_charges_apart(
+        make_engine, tmp_path, backend: Backend):
+    """Queue ids are unique per node only: two nodes of a cluster can name transactions
+    alike in the same millisecond. One's commit must not charge the other's reservations,
+    nor its abort give them back."""
+    if backend.name != "redis":
+        pytest.skip("one node's workers never share a queue id (the shard is in it)")
+    state = tmp_path / "shared"
+    n1 = await make_engine(owner="node1/0", state=state)
+    n2 = await make_engine(owner="node2/0", state=state)
+    await PolicyAdmin(n1).add_credits("shop", 10, paid=True)
+    same = "01a40000000000aa00"
+    held, sent = (n.transaction("shop", "s@shop.example", same) for n in (n1, n2))
+    for engine, txn, prefix in ((n1, held, "h"), (n2, sent, "s")):
+        assert await engine.check_mail(txn) is None
+        for j in range(3):
+            assert await engine.check_rcpt(txn, f"{prefix}{j}@x.example") is None
+    assert await n2.prepare(sent, same) is None
+    await n2.commit(sent, same)  # node 2's message is accepted
+    await n1.abort(held)  # node 1's client went away
+    summary = await PolicyAdmin(n1).credits("shop")
+    assert (summary.balance, summary.held) == (7, 0)
+    # And neither node finds anything of the other's to settle after a restart.
+    assert await n1.reconcile(lambda msg_id: True) == (0, 0)
+    assert await n2.reconcile(lambda msg_id: True) == (0, 0)
