@@ -307,6 +307,9 @@ class UserConfig:
     tenant: str = "default"
     # scrypt hash as printed by `mta passwd`.
     password: str = ""
+    # Client networks this user may authenticate from (CIDRs); empty: anywhere. A stolen
+    # password is then no use outside the customer's own servers.
+    networks: list[Cidr] = field(default_factory=list)
 
 
 # --- sections owned by one subpackage each (fields added by that subpackage) -------------

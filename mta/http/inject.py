@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from mta.http import state
-from mta.http.compose import ComposeError, Limits, compose
+from mta.http.compose import ComposeError, Limits, Submission, compose
 from mta.http.errors import ApiError
 from mta.queue.envelope import Envelope, Recipient
 from mta.rfc5321.reply import Reply
@@ -52,7 +52,8 @@ class IngressLike(Protocol):
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None: ...
     def check_rcpt(self, session: Any, address: str,
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None: ...
-    async def accept_message(self, envelope: Envelope, data: bytes) -> Reply: ...
+    async def accept_message(self, session: Any, envelope: Envelope, data: bytes) -> Reply: ...
+    def session_closed(self, session: Any) -> None: ...
 
 
 async def _answer(result: Any) -> Any:
@@ -133,6 +134,18 @@ async def inject(request: web.Request) -> web.Response:
 
     session = SessionInfo(client_ip=client_ip, client_port=client_port, helo="", esmtp=True,
                           tenant=tenant, tls=request.secure, session_id="http")
+    try:
+        return await _inject(request, ingress, session, sub, tenant)
+    finally:
+        # What policy reserved for a request that ends without accept_message (refused,
+        # failed, or the client went away) is given back, as when an SMTP session closes.
+        ingress.session_closed(session)
+
+
+async def _inject(request: web.Request, ingress: IngressLike, session: SessionInfo,
+                  sub: Submission, tenant: str) -> web.Response:
+    client_ip = session.client_ip
+    events = ingress.events
     refusal = await _answer(ingress.check_mail(session, sub.mail_from, dict(sub.mail_params)))
     if refusal is not None:
         if events is not None:
@@ -141,6 +154,7 @@ async def inject(request: web.Request) -> web.Response:
         raise _refused(refusal, "sender_refused", "the sender was refused")
     results: list[dict[str, Any]] = []
     accepted: list[Recipient] = []
+    refusals: list[Reply] = []
     for address in sub.recipients:
         reply = await _answer(ingress.check_rcpt(session, address, {}))
         if reply is None:
@@ -151,10 +165,12 @@ async def inject(request: web.Request) -> web.Response:
                 events.emit("rejected", reason="policy_rcpt", tenant=tenant,
                             client_ip=client_ip, protocol="http", recipient=address,
                             reply=str(reply))
+            refusals.append(reply)
             results.append({"address": address, "accepted": False, "reply": str(reply)})
     if not accepted:
-        ingress.session_closed(session)
-        raise ApiError(422, "no_recipients_accepted", "every recipient was refused",
+        # Every refusal temporary (no credit left, a quota full): retry later, like 4xx.
+        status = 429 if all(r.is_transient for r in refusals) else 422
+        raise ApiError(status, "no_recipients_accepted", "every recipient was refused",
                        extra={"recipients": results})
 
     envelope = Envelope(tenant=tenant, mail_from=sub.mail_from, recipients=accepted,

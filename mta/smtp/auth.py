@@ -13,6 +13,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import os
 import time
 from collections import deque
@@ -77,6 +78,9 @@ class AuthResult:
     ok: bool
     tenant: str | None = None
     locked: bool = False  # refused without checking: too many recent failures
+    # The client networks the user may authenticate from (the session checks its client
+    # address against them); empty: anywhere.
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 class Authenticator:
@@ -93,7 +97,7 @@ class Authenticator:
         hashed = user.password if user is not None else _DUMMY_HASH
         ok = await asyncio.to_thread(verify_password, password, hashed)
         if ok and user is not None:
-            return AuthResult(True, user.tenant)
+            return AuthResult(True, user.tenant, networks=tuple(user.networks))
         return AuthResult(False)
 
 

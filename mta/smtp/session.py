@@ -368,6 +368,13 @@ class Session:
             return Send((self._policy_reject(result, "rcpt", recipient=pending.address),))
         if isinstance(pending, Authenticate):
             self.state = State.READY
+            if (isinstance(result, AuthResult) and result.ok and result.networks
+                    and not _in_networks(self.info.client_ip, result.networks)[1]):
+                # The right password from outside the user's networks: the same 535 as a
+                # wrong one (no hint that the password works), the reason in the event.
+                self._reject("auth_failed", R_AUTH_FAILED, user=pending.username,
+                             why="client network not allowed for this user")
+                return self._error(R_AUTH_FAILED)
             if isinstance(result, AuthResult) and result.ok:
                 self.info.auth_user = pending.username
                 self.info.tenant = result.tenant

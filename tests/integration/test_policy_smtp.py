@@ -253,3 +253,25 @@ def test_kill_9_under_load_charges_every_accepted_recipient_exactly_once(mta_fac
             taken[e["recipient"]] = taken.get(e["recipient"], 0) - e["delta"]
     assert {r for r, n in taken.items() if n} == set(queued)
     assert set(taken.values()) <= {0, 1}
+
+
+def test_a_user_limited_to_its_networks_cannot_authenticate_from_elsewhere(mta_factory):
+    mta = mta_factory(_tenants_toml() + '\n[users.office]\ntenant = "shop"\n'
+                      f'password = "{hash_password(PW, ln=10)}"\nnetworks = ["127.0.0.2/32"]\n')
+
+    def login(source: str) -> int:
+        with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10,
+                          source_address=(source, 0)) as s:
+            s.ehlo("client.test")
+            try:
+                return s.login("office", PW)[0]
+            except smtplib.SMTPAuthenticationError as e:
+                return e.smtp_code
+
+    assert login("127.0.0.3") == 535  # right password, wrong network: no hint of which
+    assert login("127.0.0.2") == 235
+    # smtplib tries PLAIN, then LOGIN: one event per attempt (the events file is written
+    # in batches, hence the wait).
+    refused = mta.wait_events(lambda e: e["event"] == "rejected")
+    assert refused and {(e["client_ip"], e["user"], e["why"]) for e in refused} == {
+        ("127.0.0.3", "office", "client network not allowed for this user")}

@@ -313,6 +313,35 @@ def test_rfc4954_6_wrong_password_is_535_5_7_8():
     assert run.session.info.auth_user is None
 
 
+def test_right_password_from_outside_the_users_networks_is_the_same_535():
+    office = ipaddress.ip_network("198.51.100.0/24")
+
+    def decide(ev: Any) -> Any:
+        if isinstance(ev, Authenticate):
+            return AuthResult(True, "acme", networks=(office,))
+        return None
+
+    outside = Run(ip="192.0.2.7", decide=decide, auth_require_tls=False)
+    outside("""
+        C: HELO c
+        S: 250 mx.test
+        C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
+        S: 535 5.7.8 Error: authentication failed
+    """)
+    [event] = [e for e in outside.events.recent if e["event"] == "rejected"]
+    assert (event["reason"], event["user"]) == ("auth_failed", "alice")
+    assert event["why"] == "client network not allowed for this user"
+    assert outside.session.info.auth_user is None
+
+    inside = Run(ip="198.51.100.9", decide=decide, auth_require_tls=False)
+    inside("""
+        C: HELO c
+        S: 250 mx.test
+        C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
+        S: 235 2.7.0 Authentication successful
+    """)
+
+
 def test_auth_locked_client_gets_454_4_7_0():
     run = Run(auth_locked=lambda ip: True)
     run("""
