@@ -16,6 +16,9 @@ which is where policy runs) with generated configs:
             volume licence of a large monthly volume: every recipient reserves a credit,
             two quota counters, a unique-recipient row and the licence counter
 
+End to end (delivered to sinks over Unbound-resolved MX hosts), the same set-up runs under
+`bench/run.py --scenario relay-1k --policy` (compare with the run without `--policy`).
+
 Both are driven by bench/ingest.py's load generator (reused, pipelined sessions; one
 recipient per message spread over --domains domains, so unique recipients grow), in
 alternating rounds (none, policy, none, policy, ...) after one warm-up round each. Prints

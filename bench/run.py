@@ -170,10 +170,17 @@ class MtaSide:
     name = "mta"
 
     def __init__(self, workdir: Path, dns: DnsServer, sink_port: int, retry: str,
-                 connections: int, dkim: str = "") -> None:
+                 connections: int, dkim: str = "", policy: bool = False) -> None:
         # The dead-site timer waits as long as a retry, as Postfix's does (its wait is
         # minimal_backoff_time, which bench/postfix.py sets to the same retry).
         extra = f'[shaping.default]\nsuspend_duration = "{retry}"\n'
+        self.policy = policy
+        if policy:
+            # bench/policy.py's set-up: the relayed tenant is prepaid, on daily and
+            # unique-recipient quotas, under a signed licence (all far above the load).
+            import policy as policy_bench  # bench/policy.py
+
+            extra += policy_bench.policy_toml(workdir)
         if dkim:
             # Sign everything the load generator sends (From: bench@load.test); the
             # verifier side is not timed, so no key needs publishing.
@@ -198,7 +205,12 @@ class MtaSide:
     def start(self) -> float:
         t0 = time.monotonic()
         self.proc.start(timeout=60)
-        return time.monotonic() - t0
+        ready = time.monotonic() - t0
+        if self.policy:
+            proc = self.proc.cli("policy", "credits", "add", "default", "1000000000", "--paid")
+            if proc.returncode != 0:
+                raise RuntimeError(f"mta policy credits add: {proc.stderr}")
+        return ready
 
     def pid(self) -> int | None:
         p = self.proc.proc
@@ -305,8 +317,9 @@ def run_one(side_cls, sc: Scenario, run: int, args: argparse.Namespace, dns: Dns
     workdir = Path(tempfile.mkdtemp(prefix=f"{sc.name}-{side_cls.name}-", dir=top))
     workdir.chmod(0o755)  # Postfix's unprivileged daemons must reach their directories
     retry = "1s" if sc.tempfail else QUEUE_RETRY if sc.kind == "queue" else "1h"
-    if side_cls is MtaSide and args.dkim:
-        side = side_cls(workdir, dns, sink_port, retry, args.connections, dkim=args.dkim)
+    if side_cls is MtaSide and (args.dkim or args.policy):
+        side = side_cls(workdir, dns, sink_port, retry, args.connections, dkim=args.dkim or "",
+                        policy=args.policy)
     else:
         side = side_cls(workdir, dns, sink_port, retry, args.connections)
     result: dict = {"mta": side.name, "scenario": sc.name, "run": run, "messages": n,
@@ -483,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="large-queue scenario (default 100,000; quick 3,000)")
     ap.add_argument("--dkim", choices=["rsa-sha256", "ed25519-sha256"],
                     help="mta signs every message with a key of this algorithm")
+    ap.add_argument("--policy", action="store_true",
+                    help="mta's relayed tenant under credits, quotas and a licence "
+                         "(bench/policy.py's set-up)")
     ap.add_argument("--size", type=int, help="bytes, for ingest and relay-1k (default 1024)")
     ap.add_argument("--connections", type=int, default=20,
                     help="client sessions, and each MTA's connections per site")

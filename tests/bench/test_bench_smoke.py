@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,19 @@ def test_relay_run_delivers_every_message_and_writes_results(tmp_path: Path) -> 
     assert doc["machine"]["cores"] >= 1
     pytest.importorskip("matplotlib")
     assert list((tmp_path / "results").glob("*/summary.png"))
+
+
+@pytest.mark.skipif(shutil.which("unbound", path="/usr/sbin:/usr/bin") is None,
+                    reason="unbound (the test DNS server) is not installed")
+def test_relay_run_under_policy_charges_every_message(tmp_path: Path) -> None:
+    # bench/run.py --policy: the relayed tenant is prepaid, on quotas, under a licence.
+    (tmp_path / "work").mkdir()
+    doc = _bench(tmp_path, "--policy", "--keep", "--tmp", str(tmp_path / "work"))
+    [run] = doc["results"]
+    _check(run)
+    [db] = (tmp_path / "work").glob("*/relay-1k-mta-*/spool/policy.db")
+    with sqlite3.connect(db) as c:  # one credit taken per delivered recipient
+        assert c.execute("SELECT count(*) FROM ledger WHERE kind='reserve'").fetchone() == (30,)
 
 
 @pytest.mark.skipif(not Path("/usr/sbin/postfix").exists(),
