@@ -187,8 +187,10 @@ class Ingress:
         if m is not None:
             data = data[: m.start()] + data[m.end():]
             head = head[: m.start()] + head[m.end():]
+        if policy.cfg.policy.duplicate_window <= 0:
+            return None, data  # duplicate suppression is off: no header to look for
         message_id = _header_value(head, b"message-id")
-        if message_id and policy.cfg.policy.duplicate_window > 0:
+        if message_id:
             keep: list[Recipient] = []
             for r in envelope.recipients:
                 if await policy.is_duplicate(txn, message_id, r.address):
