@@ -57,17 +57,23 @@ def _try_message(port: int, user: str, rcpts: list[str], mid: str) -> list[str]:
     return accepted
 
 
+def _race(nodes: tuple[MtaProcess, ...], user: str, sessions: int) -> list[str]:
+    """`sessions` sessions of `user`, 3 recipients each, spread over the nodes, _THREADS at
+    a time: the recipients accepted with their message's 250."""
+    def client(i: int) -> list[str]:
+        node = nodes[i % len(nodes)]
+        return _try_message(node.smtp_port, user, [f"r{i}-{j}@dest.test" for j in range(3)],
+                            f"<race{i}@{user}.test>")
+
+    with ThreadPoolExecutor(_THREADS) as pool:
+        return [r for rs in pool.map(client, range(sessions)) for r in rs]
+
+
 def test_fifty_sessions_on_two_nodes_race_for_the_last_100_credits(mta_factory, redis_url):
     a, b = _cluster(mta_factory, redis_url, db=1)
     _admin(a, "POST", "/api/v1/admin/tenants/shop/credits", {"amount": 100, "paid": True})
 
-    def client(i: int) -> list[str]:
-        node = (a, b)[i % 2]
-        return _try_message(node.smtp_port, "shop", [f"r{i}-{j}@dest.test" for j in range(3)],
-                            f"<race{i}@shop.test>")
-
-    with ThreadPoolExecutor(_THREADS) as pool:
-        accepted = [r for rs in pool.map(client, range(50)) for r in rs]
+    accepted = _race((a, b), "shop", sessions=50)
     assert len(accepted) == 100
     assert sorted(_queued(a) + _queued(b)) == sorted(accepted)
     assert {len(_queued(a)), len(_queued(b))} != {0, 100}  # both nodes took a share
@@ -92,13 +98,7 @@ password = "{hash_password(PW, ln=10)}"
 """
     a, b = _cluster(mta_factory, redis_url, db=2, extra=extra)
 
-    def client(i: int) -> list[str]:
-        node = (a, b)[i % 2]
-        return _try_message(node.smtp_port, "bulk", [f"q{i}-{j}@dest.test" for j in range(3)],
-                            f"<quota{i}@bulk.test>")
-
-    with ThreadPoolExecutor(_THREADS) as pool:
-        accepted = [r for rs in pool.map(client, range(20)) for r in rs]
+    accepted = _race((a, b), "bulk", sessions=20)
     assert len(accepted) == 30
     assert len(_queued(a)) + len(_queued(b)) == 30
     for node in (a, b):
