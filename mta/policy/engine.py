@@ -253,12 +253,23 @@ class PolicyEngine:
             log.exception("policy: RCPT check failed; deferring")
             return replies.store_unavailable()
 
-    async def _check_rcpt(self, txn: PolicyTxn, recipient: str) -> Reply | None:
-        rcpt = normalise_address(recipient)
+    def take_uncounted(self, txn: PolicyTxn, recipient: str) -> bool:
+        """RCPT TO without the store, when nothing is counted for this transaction or the
+        recipient is already reserved in it: True if taken (check_rcpt need not run)."""
+        return txn.state == "open" and self._take(txn, normalise_address(recipient))
+
+    @staticmethod
+    def _take(txn: PolicyTxn, rcpt: str) -> bool:
         if rcpt in txn.recipients:
-            return None  # already reserved in this transaction: not charged twice
+            return True  # already reserved in this transaction: not charged twice
         if txn.unlimited:
             txn.recipients.append(rcpt)
+            return True
+        return False
+
+    async def _check_rcpt(self, txn: PolicyTxn, recipient: str) -> Reply | None:
+        rcpt = normalise_address(recipient)
+        if self._take(txn, rcpt):
             return None
         now = self.clock.now()
         refusal = self.licence.refusal(now)
