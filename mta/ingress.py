@@ -95,9 +95,7 @@ class Ingress:
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None:
         if self.policy is None or session.transaction is None:
             return None
-        if self.policy.take_uncounted(session.transaction, address):
-            return None  # nothing to count for this tenant: answered at once, no task
-        return self.policy.check_rcpt(session.transaction, address)
+        return self.policy.answer_rcpt(session.transaction, address)
 
     def session_closed(self, session: SessionInfo) -> None:
         txn, session.transaction = session.transaction, None

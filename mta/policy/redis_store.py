@@ -545,12 +545,11 @@ class RedisStore:
             await asyncio.wait(list(tasks))
         await self._redis.aclose()
 
-    async def durable(self, txn_id: str = "") -> None:
+    async def durable(self, txn_id: str) -> None:
         """Nothing to wait for beyond the operations still in flight: a script's answer
         means Redis applied it. Whether it survives a Redis crash is the server's
         persistence setting (appendonly, appendfsync), not something this store adds."""
-        if txn_id:
-            await self._settle(txn_id)
+        await self._settle(txn_id)
 
     # --- plumbing -----------------------------------------------------------------------
     def _k(self, name: str) -> str:
