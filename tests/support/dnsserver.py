@@ -46,6 +46,7 @@ import dns.zone
 import pytest
 
 from mta.dns.zone import parse_zone
+from tests.support.daemon import stop_process
 
 __all__ = [
     "SERVFAIL_ZONE",
@@ -189,14 +190,8 @@ class DnsServer:
 
     def _kill(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        if proc is not None:
+            stop_process(proc)
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):

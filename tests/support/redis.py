@@ -10,13 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.daemon import free_port, stop_process
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _ping(port: int) -> bool:
@@ -32,7 +28,7 @@ def _ping(port: int) -> bool:
 def redis_url() -> Iterator[str]:
     """One redis-server for the session, no persistence, killed at the end."""
     for _ in range(3):  # the free port can be taken between probe and bind: retry
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
              "--appendonly", "no", "--protected-mode", "yes"],
@@ -49,9 +45,4 @@ def redis_url() -> Iterator[str]:
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
