@@ -135,6 +135,9 @@ class Ingress:
                 if signed is not data and self.observe_dkim is not None:
                     self.observe_dkim(time.perf_counter() - signing, "dkim")
                 data = signed
+            if txn is not None:
+                # Its reservations' COMMIT starts now and runs beside the spool's fsync.
+                self.policy.sync_soon(txn)  # type: ignore[union-attr]
             try:
                 await self.spool.put(envelope, data, msg_id)
             except SpoolError as e:
@@ -144,8 +147,7 @@ class Ingress:
                                  reply=str(e.reply))
                 return e.reply
             if txn is not None:
-                # The reservations' own fsync ran in the policy store meanwhile (they were
-                # made at RCPT), so this rarely waits.
+                # The reservations' COMMIT ran meanwhile, so this rarely waits.
                 refusal = await self.policy.prepare(txn, msg_id)  # type: ignore[union-attr]
                 if refusal is not None:
                     # On disk but not durably charged: it must not be sent, nor get a 250.

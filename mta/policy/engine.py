@@ -42,6 +42,7 @@ from mta.policy.store import (
     OperatorLimit,
     PolicyStore,
     ReserveRequest,
+    ReserveResult,
     Suspension,
     UniqueBucket,
 )
@@ -144,6 +145,7 @@ class PolicyEngine:
         # chain under its operator limits, and the buckets they count in the current windows.
         self._limits_memo: dict[tuple[object, ...], tuple[EffectiveLimit, ...]] = {}
         self._buckets_memo: dict[tuple[EffectiveLimit, ...], _Buckets] = {}
+        self._alert_levels = tuple(self.pc.licence_alert_levels)
 
     @classmethod
     async def open(cls, cfg: Config, state_dir: str | Path, *, clock: Clock | None = None,
@@ -261,6 +263,19 @@ class PolicyEngine:
         if txn.unlimited:
             txn.recipients.append(rcpt)
             return None
+        reserve_now = getattr(self.store, "reserve_now", None)
+        if reserve_now is not None:  # the embedded store decides in memory
+            try:
+                now = self.clock.now()
+                req, counted = self._request(txn, rcpt, now)
+                if req is None:
+                    return counted  # the licence's refusal
+                res = reserve_now(req)
+                if res is not None:
+                    return self._reserved(txn, rcpt, res, counted, now)
+            except Exception:
+                log.exception("policy: RCPT check failed; deferring")
+                return replies.store_unavailable()
         return self._reserve_rcpt(txn, rcpt)
 
     async def _reserve_rcpt(self, txn: PolicyTxn, rcpt: str) -> Reply | None:
@@ -272,22 +287,34 @@ class PolicyEngine:
 
     async def _reserve(self, txn: PolicyTxn, rcpt: str) -> Reply | None:
         now = self.clock.now()
+        req, counted = self._request(txn, rcpt, now)
+        if req is None:
+            return counted  # the licence's refusal
+        return self._reserved(txn, rcpt, await self.store.reserve(req), counted, now)
+
+    def _request(self, txn: PolicyTxn, rcpt: str, now: float
+                 ) -> tuple[ReserveRequest, _Buckets] | tuple[None, Reply]:
+        """What reserving `rcpt` asks of the store, and the counters it reserves; or no
+        request and the licence's refusal."""
         refusal = self.licence.refusal(now)
         if refusal:
-            return refusal
+            return None, refusal
         counted = self._buckets(txn.limits, now)
-        buckets, by_key = counted.buckets, counted.by_key
-        req = ReserveRequest(txn_id=self._sid(txn.id), owner=self.owner, tenant=txn.tenant,
-                             recipient=rcpt, now=now, buckets=buckets,
-                             uniques=counted.uniques, wallet=txn.wallet,
-                             licence=self.licence.bucket(now),
-                             alert_levels=tuple(self.pc.licence_alert_levels))
         txn.reserved = True
-        res = await self.store.reserve(req)
+        return ReserveRequest(txn_id=self._sid(txn.id), owner=self.owner, tenant=txn.tenant,
+                              recipient=rcpt, now=now, buckets=counted.buckets,
+                              uniques=counted.uniques, wallet=txn.wallet,
+                              licence=self.licence.bucket(now),
+                              alert_levels=self._alert_levels), counted
+
+    def _reserved(self, txn: PolicyTxn, rcpt: str, res: ReserveResult, counted: _Buckets,
+                  now: float) -> Reply | None:
+        """The store's answer as RCPT's reply; learns which windows are now full."""
+        by_key = counted.by_key
         self.licence.observe(res.licence_used, now, res.alerts)
         for key in res.filled:
             self._full[key] = by_key[key].value
-        if res.refused is not None and any(b.key == res.refused for b in buckets):
+        if res.refused is not None and any(b.key == res.refused for b in counted.buckets):
             self._full[res.refused] = by_key[res.refused].value
         if res.ok:
             txn.recipients.append(rcpt)
@@ -365,6 +392,14 @@ class PolicyEngine:
             log.exception("policy: prepare of %s failed; deferring", msg_id)
             return replies.store_unavailable()
         return None
+
+    def sync_soon(self, txn: PolicyTxn) -> None:
+        """The message is about to be written: start making its reservations durable now,
+        beside the spool's fsync, so that prepare() finds them durable already."""
+        if txn.reserved:
+            sync_soon = getattr(self.store, "sync_soon", None)  # stores that write behind
+            if sync_soon is not None:
+                sync_soon()
 
     async def commit(self, txn: PolicyTxn, msg_id: str) -> None:
         """The message is on disk (after fsync): reservations become charges."""

@@ -1,36 +1,44 @@
-"""The embedded policy store: one SQLite file (policy.db), written with group commit.
+"""The embedded policy store: counters and credits in memory, policy.db written behind.
 
-Every operation is a plain function run on one dedicated database thread, inside a
-`BEGIN IMMEDIATE` transaction. Operations that arrive while a transaction is being written
-are batched into the next one (each under its own SAVEPOINT, so one failure does not undo
-the others), so one fsync covers many reservations under load. A single writer thread makes
-check-then-update exact within the process; `BEGIN IMMEDIATE` makes it exact across
-processes sharing the file (workers, the CLI).
+One process owns policy.db (an exclusive lock on `policy.db.lock`; several workers or nodes
+share their state through Redis instead, `[cluster] redis_url`). That lets the store keep
+what every recipient checks in memory, on the event loop: the counters of the current
+windows, the spendable credit lots, the reservations in flight and the licence alerts. A
+reservation is decided and answered there, with no thread hop and no SQL, exactly (one loop,
+one decision at a time), and what SQLite must record is appended to a `Journal`
+(sqlite_journal.py).
 
-Operations of a message transaction (reserve, duplicate marker, release, commit) are answered
-as soon as they have run, before their batch's COMMIT: later operations run on the same
-connection and see them, so exactness holds, and an SMTP client does not wait for an fsync
-per RCPT. What must be durable is durable before the message's 250: ingress awaits
-`durable(txn_id)` (the commits of every batch that held the transaction's operations) beside
-the spool's own fsync. A crash before that loses only reservations of messages that were never
-accepted. Operator actions and delivery outcomes are answered after their COMMIT.
+The database thread writes the journal with group commit: everything queued while a batch
+was being written goes into the next, inside one SQLite transaction that stays open between
+batches and is committed when someone needs durability (an operator action, a delivery
+outcome, a `durable()` waiter), when it has grown to _MAX_BATCH entries, or _COMMIT_AFTER
+after its last batch. What must be durable is durable before the message's 250: ingress
+awaits `durable(txn_id)` beside the spool's own fsync, which waits for the COMMIT covering
+every write of that transaction. A crash loses only reservations of messages that were
+never accepted; at start the store loads policy.db back into memory, and the engine's
+reconciliation keeps exactly the charges whose message is in the spool.
 
-The MAIL FROM snapshot (suspensions, limits, counters) is read on a second connection in its
-own thread, so it never queues behind a COMMIT; it sees committed state, which is enough for
-an early refusal (RCPT makes the exact check).
+One thing memory does not hold: the unique recipients of a month (they can be millions).
+SQLite tells whether a recipient is new when the journal is written, and the store counts
+every recipient it has not heard back about as new; that upper bound refuses nothing while
+the month's count is far from its limit. Near the limit, RCPT asks SQLite in order with the
+other writes (`_op_unique_exact`), so the limit is exact.
 
-Why a thread and not aiosqlite: aiosqlite hops to its thread once per statement, and a
-reservation is a dozen statements inside one transaction; running the whole operation as one
-function on the database thread keeps the transaction short and the event loop free.
+Operator actions (tenants, suspensions, limits, credit lots) and reads run as functions on
+the database thread, in the same queue as the journals, so they see every write before
+them. The MAIL FROM snapshot (suspensions, limits) is read on a second connection in its own
+thread, so it never queues behind a COMMIT.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
+import fcntl
 import json
 import logging
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mta.policy.sqlite_journal import Journal, apply_journal
 from mta.policy.store import (
     LedgerEntry,
     Lot,
@@ -47,6 +56,7 @@ from mta.policy.store import (
     ReserveResult,
     Snapshot,
     Suspension,
+    UniqueBucket,
 )
 from mta.policy.tenants import Tenant, tenant_from_json, tenant_to_json
 
@@ -56,13 +66,12 @@ log = logging.getLogger("mta.policy")
 
 T = TypeVar("T")
 
-# Operations per transaction: large enough to amortise the fsync, small enough that one
-# batch does not hold the write lock for long.
+# Entries per SQLite transaction: large enough to amortise the fsync, small enough that
+# one transaction does not grow without bound under a steady load.
 _MAX_BATCH = 256
-# How long a transaction with nobody waiting for it stays open for more operations (it holds
-# the database's write lock meanwhile).
+# How long a transaction with nobody waiting for it stays open for more writes.
 _COMMIT_AFTER = 0.01
-# Other processes (CLI, workers) may hold the write lock for one batch.
+# A reader (the sqlite3 shell, a backup) may hold a lock briefly.
 _BUSY_TIMEOUT_MS = 10_000
 
 _SCHEMA = """
@@ -98,7 +107,7 @@ CREATE TABLE IF NOT EXISTS reservations(
     rcpt TEXT NOT NULL, counters TEXT NOT NULL, uniques TEXT NOT NULL, lot INTEGER,
     wallet TEXT, state TEXT NOT NULL, msg_id TEXT, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS reservations_txn ON reservations(txn);
--- Outcomes look up held credits only; start-up reconciliation scans (the table holds only
+-- Outcomes look up held credits only; start-up loads the rest (the table holds only
 -- reservations in flight and held credits). Fewer indexes: less work per reservation.
 DROP INDEX IF EXISTS reservations_msg;
 DROP INDEX IF EXISTS reservations_owner;
@@ -122,166 +131,35 @@ def _lot(row: sqlite3.Row) -> Lot:
                note=row["note"])
 
 
-def _counter(c: sqlite3.Connection, key: str) -> int:
-    row = c.execute("SELECT n FROM counters WHERE key=?", (key,)).fetchone()
-    return row[0] if row else 0
-
-
-def _bump(c: sqlite3.Connection, key: str, delta: int, expires: float = 0.0) -> int:
-    row = c.execute(
-        "INSERT INTO counters(key, n, expires) VALUES(?, ?, ?) ON CONFLICT(key) DO UPDATE "
-        "SET n = n + excluded.n, expires = max(expires, excluded.expires) RETURNING n",
-        (key, delta, expires)).fetchone()
-    return int(row[0])
-
-
 def _ledger(c: sqlite3.Connection, now: float, tenant: str, lot: int, delta: int, kind: str,
             msg_id: str = "", rcpt: str = "", note: str = "") -> None:
     c.execute("INSERT INTO ledger(time, tenant, lot, delta, kind, msg_id, recipient, note) "
               "VALUES(?,?,?,?,?,?,?,?)", (now, tenant, lot, delta, kind, msg_id, rcpt, note))
 
 
-def _return_credit(c: sqlite3.Connection, lot_id: int, now: float, kind: str,
-                   msg_id: str, rcpt: str) -> None:
-    """Give one credit back to the lot it came from; a lot that expired meanwhile takes it
-    back and expires it at once, so the ledger still explains every credit."""
-    row = c.execute("SELECT tenant, expired FROM lots WHERE id=?", (lot_id,)).fetchone()
-    if row is None:
-        return
-    tenant, expired = row
-    _ledger(c, now, tenant, lot_id, +1, kind, msg_id, rcpt)
-    if expired:
-        _ledger(c, now, tenant, lot_id, -1, "expire", msg_id, rcpt, "lot already expired")
-    else:
-        c.execute("UPDATE lots SET remaining = remaining + 1 WHERE id=?", (lot_id,))
-
-
-def _undo_reservation(c: sqlite3.Connection, row: sqlite3.Row, now: float) -> None:
-    for key in json.loads(row["counters"]):
-        _bump(c, key, -1)
-    for tenant, month, key in json.loads(row["uniques"]):
-        refs = c.execute("UPDATE uniq SET refs = refs - 1 WHERE tenant=? AND month=? AND "
-                         "rcpt=? RETURNING refs", (tenant, month, row["rcpt"])).fetchone()
-        if refs is not None and refs[0] <= 0:
-            c.execute("DELETE FROM uniq WHERE tenant=? AND month=? AND rcpt=?",
-                      (tenant, month, row["rcpt"]))
-            _bump(c, key, -1)
-    if row["lot"] is not None:
-        _return_credit(c, row["lot"], now, "release", row["msg_id"] or "", row["rcpt"])
-    c.execute("DELETE FROM reservations WHERE id=?", (row["id"],))
-
-
-# --- operations (run on the database thread) --------------------------------------------
+# --- operations run on the database thread ---------------------------------------------
 
 class _Refused(Exception):
     """Raised inside an operation to answer `result` once its writes are rolled back."""
 
-    def __init__(self, result: ReserveResult) -> None:
+    def __init__(self, result: Any) -> None:
         self.result = result
 
 
-def _op_reserve(c: sqlite3.Connection, req: ReserveRequest) -> ReserveResult:
-    # Each write returns the new count and is checked at once; a refusal raises _Refused
-    # and the operation's SAVEPOINT undoes what it wrote. Half the statements of reading
-    # every count first, and just as atomic (one operation, one writer).
-    lic_used: int | None = None
-    keys: list[str] = []
-    if req.licence is not None:
-        lic_used = _bump(c, req.licence.key, 1, req.licence.expires)
-        if req.licence.limit and lic_used > req.licence.limit:
-            raise _Refused(ReserveResult(False, "licence", lic_used - 1))
-        keys.append(req.licence.key)
-    before = None if lic_used is None else lic_used - 1  # what a refusal reports
-    filled = []
-    for b in req.buckets:
-        n = _bump(c, b.key, 1, b.expires)
-        if b.limit and n > b.limit:
-            raise _Refused(ReserveResult(False, b.key, before))
-        if b.limit and n == b.limit:
-            filled.append(b.key)
-        keys.append(b.key)
-    uniques = []
-    for u in req.uniques:
-        refs = c.execute("INSERT INTO uniq(tenant, month, rcpt, refs) VALUES(?,?,?,1) "
-                         "ON CONFLICT DO UPDATE SET refs = refs + 1 RETURNING refs",
-                         (u.tenant, u.month, req.recipient)).fetchone()[0]
-        if refs == 1 and _bump(c, u.key, 1, u.expires) > u.limit > 0:  # new this month
-            raise _Refused(ReserveResult(False, u.key, before))
-        uniques.append([u.tenant, u.month, u.key])
-    lot_id: int | None = None
-    if req.wallet is not None:
-        row = c.execute(
-            "UPDATE lots SET remaining = remaining - 1 WHERE id = (SELECT id FROM lots "
-            "WHERE tenant=? AND paid=1 AND expired=0 AND remaining>0 AND expires>? "
-            "ORDER BY expires, id LIMIT 1) RETURNING id", (req.wallet, req.now)).fetchone()
-        if row is None:
-            raise _Refused(ReserveResult(False, "credit", before))
-        lot_id = row[0]
-        _ledger(c, req.now, req.wallet, lot_id, -1, "reserve", "", req.recipient,
-                f"txn {req.txn_id}")
-    alerts: list[int] = []
-    if req.licence is not None and req.licence.limit and lic_used is not None:
-        for level in req.alert_levels:
-            if lic_used >= math.ceil(req.licence.limit * level / 100):
-                # Keyed by volume too: a bigger licence mid-month alerts afresh.
-                alert_key = f"{req.licence.key}|{req.licence.limit}|{level}"
-                cur = c.execute("INSERT OR IGNORE INTO alerts(key, time) VALUES(?, ?)",
-                                (alert_key, req.now))
-                if cur.rowcount:
-                    alerts.append(level)
-    c.execute("INSERT INTO reservations(txn, owner, tenant, rcpt, counters, uniques, lot, "
-              "wallet, state, created) VALUES(?,?,?,?,?,?,?,?, 'reserved', ?)",
-              (req.txn_id, req.owner, req.tenant, req.recipient, json.dumps(keys),
-               json.dumps(uniques), lot_id, req.wallet, req.now))
-    return ReserveResult(True, None, lic_used, tuple(alerts), tuple(filled))
-
-
-def _op_prepare(c: sqlite3.Connection, txn_id: str, msg_id: str) -> None:
-    c.execute("UPDATE reservations SET msg_id=? WHERE txn=? AND state='reserved'",
-              (msg_id, txn_id))
-
-
-def _op_commit(c: sqlite3.Connection, txn_id: str, msg_id: str, hold: bool,
-               now: float) -> int:
-    n = 0
-    if hold:
-        # The credit stays held until the outcome: delivered keeps it, a failure refunds it.
-        n = c.execute("UPDATE reservations SET state='held', msg_id=? WHERE txn=? AND "
-                      "state='reserved' AND lot IS NOT NULL", (msg_id, txn_id)).rowcount
-    # Everything else is final: the counters and the ledger already say it all.
-    n += c.execute("DELETE FROM reservations WHERE txn=? AND state='reserved'",
-                   (txn_id,)).rowcount
-    c.execute("UPDATE dedupe SET state='committed', time=? WHERE txn=?", (now, txn_id))
-    return n
-
-
-def _op_release(c: sqlite3.Connection, txn_id: str, now: float, rcpt: str | None) -> int:
-    sql = "SELECT * FROM reservations WHERE txn=? AND state='reserved'"
-    args: tuple[Any, ...] = (txn_id,)
-    if rcpt is not None:
-        sql += " AND rcpt=?"
-        args += (rcpt,)
-    rows = c.execute(sql, args).fetchall()
-    for row in rows:
-        _undo_reservation(c, row, now)
-    if rcpt is None:
-        c.execute("DELETE FROM dedupe WHERE txn=? AND state='pending'", (txn_id,))
-    else:
-        c.execute("DELETE FROM dedupe WHERE txn=? AND rcpt=? AND state='pending'",
-                  (txn_id, rcpt))
-    return len(rows)
-
-
-def _op_outcome(c: sqlite3.Connection, msg_id: str, rcpt: str, refund: bool,
-                now: float) -> bool:
-    row = c.execute("SELECT * FROM reservations WHERE msg_id=? AND rcpt=? AND state='held' "
-                    "ORDER BY id LIMIT 1", (msg_id, rcpt)).fetchone()
-    if row is None:
-        return False  # not held (charge = "accepted"), or this outcome was already applied
-    if refund:
-        _return_credit(c, row["lot"], now, "refund", msg_id, rcpt)
-    c.execute("DELETE FROM reservations WHERE id=?", (row["id"],))
-    return True
+def _op_unique_exact(c: sqlite3.Connection, u: UniqueBucket, rcpt: str) -> tuple[bool, int]:
+    """Count `rcpt` among `u`'s month, refusing it if it is new and the month is full.
+    Returns (accepted, 1 if it was new)."""
+    refs = c.execute("INSERT INTO uniq(tenant, month, rcpt, refs) VALUES(?,?,?,1) "
+                     "ON CONFLICT DO UPDATE SET refs = refs + 1 RETURNING refs",
+                     (u.tenant, u.month, rcpt)).fetchone()[0]
+    if refs > 1:
+        return True, 0
+    n = c.execute("INSERT INTO counters(key, n, expires) VALUES(?, 1, ?) ON CONFLICT(key) DO "
+                  "UPDATE SET n = n + 1, expires = max(expires, excluded.expires) RETURNING n",
+                  (u.key, u.expires)).fetchone()[0]
+    if u.limit and n > u.limit:
+        raise _Refused((False, 0))  # the savepoint undoes both writes
+    return True, 1
 
 
 def _op_add_lot(c: sqlite3.Connection, tenant: str, amount: int, paid: bool,
@@ -305,17 +183,6 @@ def _op_mark_paid(c: sqlite3.Connection, lot_id: int, now: float) -> Lot | None:
     row = c.execute("UPDATE lots SET paid=1 WHERE id=? RETURNING *", (lot_id,)).fetchone()
     _ledger(c, now, row["tenant"], lot_id, row["remaining"], "paid")
     return _lot(row)
-
-
-def _op_expire_lots(c: sqlite3.Connection, now: float) -> list[Lot]:
-    rows = c.execute("SELECT * FROM lots WHERE expired=0 AND expires<=?", (now,)).fetchall()
-    out = []
-    for row in rows:
-        lost = row["remaining"] if row["paid"] else 0
-        _ledger(c, now, row["tenant"], row["id"], -lost, "expire")
-        c.execute("UPDATE lots SET expired=1, remaining=0 WHERE id=?", (row["id"],))
-        out.append(_lot(row))
-    return out
 
 
 def _op_check_duplicate(c: sqlite3.Connection, tenant: str, message_id: str, rcpt: str,
@@ -342,31 +209,122 @@ def _op_prune(c: sqlite3.Connection, now: float, dedupe_since: float,
               (now - _ORPHAN_DEDUPE_AGE,))
 
 
+def _read_rules(c: sqlite3.Connection, tenants: Sequence[str], now: float
+                ) -> tuple[list[Suspension], list[OperatorLimit]]:
+    """The suspensions and operator limits of `tenants` in force at `now`."""
+    marks = ",".join("?" * len(tenants))
+    c.execute("BEGIN")  # one snapshot for both reads
+    try:
+        sus = [Suspension(r["id"], r["tenant"], r["msg_class"], r["reason"] or "",
+                          r["since"], r["until"])
+               for r in c.execute(
+                   f"SELECT * FROM suspensions WHERE tenant IN ({marks}) AND lifted "
+                   "IS NULL AND (until IS NULL OR until > ?) ORDER BY id", (*tenants, now))]
+        lim = [OperatorLimit(r["id"], r["tenant"], r["name"], r["value"], r["until"],
+                             r["reason"] or "", r["since"])
+               for r in c.execute(
+                   f"SELECT * FROM operator_limits WHERE tenant IN ({marks}) AND "
+                   "lifted IS NULL AND until > ? ORDER BY id", (*tenants, now))]
+    finally:
+        c.execute("COMMIT")
+    return sus, lim
+
+
+@dataclass(eq=False)
+class _Held:
+    """A reservation in flight (between RCPT and commit or release), as memory holds it."""
+
+    owner: str
+    rcpt: str
+    keys: tuple[str, ...]  # counters it bumped (licence, message windows)
+    uniques: tuple[tuple[str, str, str], ...]  # (tenant, month, counter key)
+    lot: int | None  # the credit lot it took from
+    wallet: str | None
+    msg_id: str | None = None
+
+
+@dataclass(eq=False)
+class _LotState:
+    """A credit lot not yet expired; `remaining` is the truth, policy.db follows it."""
+
+    id: int
+    tenant: str
+    amount: int
+    remaining: int
+    purchased: float
+    expires: float
+    paid: bool
+    note: str
+
+    def public(self) -> Lot:
+        return Lot(self.id, self.tenant, self.amount, self.remaining, self.purchased,
+                   self.expires, self.paid, False, self.note)
+
+
+@dataclass
+class _State:
+    """What memory holds, as loaded from policy.db at open (and after a failed write)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    expires: dict[str, float] = field(default_factory=dict)
+    lots: dict[int, _LotState] = field(default_factory=dict)
+    wallets: dict[str, list[_LotState]] = field(default_factory=dict)  # spending order
+    alerts: set[str] = field(default_factory=set)
+    txns: dict[str, list[_Held]] = field(default_factory=dict)
+    dedupe: set[str] = field(default_factory=set)  # transactions with pending markers
+
+
+def _load_state(c: sqlite3.Connection) -> _State:
+    s = _State()
+    for key, n, expires in c.execute("SELECT key, n, expires FROM counters"):
+        s.counts[key], s.expires[key] = n, expires
+    for row in c.execute("SELECT * FROM lots WHERE expired=0 ORDER BY expires, id"):
+        lot = s.lots[row["id"]] = _LotState(row["id"], row["tenant"], row["amount"],
+                                            row["remaining"], row["purchased"],
+                                            row["expires"], bool(row["paid"]), row["note"])
+        s.wallets.setdefault(lot.tenant, []).append(lot)
+    s.alerts = {key for (key,) in c.execute("SELECT key FROM alerts")}
+    for row in c.execute("SELECT * FROM reservations WHERE state='reserved' ORDER BY id"):
+        s.txns.setdefault(row["txn"], []).append(_Held(
+            row["owner"], row["rcpt"], tuple(json.loads(row["counters"])),
+            tuple(tuple(u) for u in json.loads(row["uniques"])), row["lot"], row["wallet"],
+            row["msg_id"]))
+    s.dedupe = {t for (t,) in c.execute("SELECT DISTINCT txn FROM dedupe WHERE "
+                                        "state='pending'")}
+    return s
+
+
 STATE_TTL = 1.0  # seconds; see SqliteStore._remember
 _CACHE_MAX = 10_000
-
-_Op = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
 @dataclass(eq=False)
 class _OpenTxn:
     done: asyncio.Future[None]  # set when its COMMIT (or its rollback) is done
-    txns: set[str] = field(default_factory=set)  # message transactions with operations in it
-    ops: int = 0
+    txns: set[str] = field(default_factory=set)  # message transactions with writes in it
+    entries: int = 0
 
 
 @dataclass(eq=False)
-class _Pending:
+class _Entry:
+    """One unit of work for the database thread: a journal, or an operation."""
+
     fn: Callable[..., Any]
     args: tuple[Any, ...]
-    fut: asyncio.Future[Any]
-    txn: str | None  # answered before COMMIT; durable(txn) waits for the COMMIT
+    fut: asyncio.Future[Any] | None  # None: nobody waits (a journal)
+    early: bool  # answered once run (before COMMIT); else once committed
+    on_result: Callable[[Any], None] | None = None  # on the loop, before anything else runs
+    journal: Journal | None = None
+
+
+class StoreRecovering(Exception):
+    """A write to policy.db failed; memory is being reloaded from it."""
 
 
 class SqliteStore:
     """PolicyStore on one SQLite file. Open with `await SqliteStore.open(path)`."""
 
-    shared = False  # one node's workers: their queue ids differ by shard
+    shared = False  # one process: its queue ids are unique
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -374,29 +332,52 @@ class SqliteStore:
         self._rexec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-db-read")
         self._conn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
-        self._pending: list[_Pending] = []
+        self._lock_fd: int | None = None
+        self._pending: list[_Entry] = []
         self._flusher: asyncio.Task[None] | None = None
-        # The SQLite transaction left open between batches (see _flush); message
-        # transaction id -> the COMMIT its latest operation waits for; the transactions a
-        # failed SQLite transaction undid (durable() raises for them).
+        # The SQLite transaction queued entries go into (see _flush); message transaction
+        # id -> the COMMIT it waits for; the transactions a failed write undid.
         self._open: _OpenTxn | None = None
         self._sync_wanted = False
+        self._urgent = False  # an entry waits for its answer: run the next batch now
         self._kick = asyncio.Event()
         self._unsynced: dict[str, asyncio.Future[None]] = {}
         self._lost: dict[str, BaseException] = {}
+        self._recovering = False
+        self._s = _State()
+        # Unique counter key -> recipients added but not yet resolved by SQLite.
+        self._unresolved: dict[str, int] = {}
+        self._settling: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._marks = 0
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
+        """Raises OSError if another process has `path` open."""
         store = cls(Path(path))
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(store._exec, store._connect)
-        await loop.run_in_executor(store._rexec, store._connect_reader)
+        try:
+            await loop.run_in_executor(store._exec, store._connect)
+            await loop.run_in_executor(store._rexec, store._connect_reader)
+            store._s = await loop.run_in_executor(store._exec, _load_state, store._conn)
+        except BaseException:
+            await store.aclose()
+            raise
         return store
 
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Memory holds the truth while this process runs: a second writer would not see it.
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OSError(errno.EBUSY, f"{self.path} is in use by another mta process (one "
+                          "process per policy.db; several workers or nodes share policy "
+                          "state through [cluster] redis_url)") from None
+        self._lock_fd = fd
         c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         c.row_factory = sqlite3.Row
         c.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
@@ -424,14 +405,69 @@ class SqliteStore:
                 setattr(self, attr, None)
                 await loop.run_in_executor(executor, conn.close)
             executor.shutdown(wait=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     # --- plumbing -----------------------------------------------------------------------
+    def _usable(self) -> None:
+        if self._conn is None:
+            raise RuntimeError("policy store is closed")
+        if self._recovering:
+            raise StoreRecovering("policy store is reloading after a failed write")
+
+    def _queue(self, entry: _Entry) -> None:
+        if self._open is None:
+            self._open = _OpenTxn(asyncio.get_running_loop().create_future())
+        self._pending.append(entry)
+        if entry.journal is None:
+            self._urgent = True  # someone waits for its answer
+        self._kick_flusher()
+
+    def _journal(self) -> Journal:
+        """The journal the next batch writes, to append to."""
+        if self._pending and self._pending[-1].journal is not None:
+            return self._pending[-1].journal
+        j = Journal()
+        self._queue(_Entry(apply_journal, (j,), None, True, self._resolved, j))
+        return j
+
+    def _track(self, txn_id: str) -> None:
+        """`durable(txn_id)` waits for the COMMIT of what was just queued."""
+        open_txn = self._open
+        assert open_txn is not None
+        self._unsynced[txn_id] = open_txn.done
+        open_txn.txns.add(txn_id)
+        open_txn.entries += 1
+        if open_txn.entries >= _MAX_BATCH:
+            self._urgent = True
+            self._kick.set()
+
+    def _resolved(self, uniques: dict[str, list[int]]) -> None:
+        """A journal was written: learn which of its recipients were new this month."""
+        for key, (added, change) in uniques.items():
+            self._unresolved[key] = self._unresolved.get(key, 0) - added
+            self._s.counts[key] = self._s.counts.get(key, 0) + change
+
+    async def _call(self, fn: Callable[..., T], *args: Any, early: bool = False,
+                    txn: str | None = None,
+                    on_result: Callable[[Any], None] | None = None) -> T:
+        """Run `fn(conn, *args)` on the database thread after everything queued before it.
+        Answered once committed, or with `early` once run (then `txn`, if given, is what
+        `durable()` waits on)."""
+        if self._conn is None:
+            raise RuntimeError("policy store is closed")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue(_Entry(fn, args, fut, early, on_result))
+        if txn is not None:
+            self._track(txn)
+        # A caller cancelled mid-write (client gone) cancels only its wait: the operation
+        # runs, and the transaction's abort() undoes it.
+        return await fut
+
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """On the writer's thread: sees every operation already answered."""
-        def run() -> T:
-            assert self._conn is not None, "store is closed"
-            return fn(self._conn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._exec, run)
+        """A read on the writer's connection: sees every write queued before it."""
+        return await self._call(fn, *args, early=True)
 
     async def _read_committed(self, fn: Callable[..., T], *args: Any) -> T:
         """On the reader's thread: committed state, never behind a COMMIT."""
@@ -440,18 +476,12 @@ class SqliteStore:
             return fn(self._rconn, *args)
         return await asyncio.get_running_loop().run_in_executor(self._rexec, run)
 
-    async def _write(self, fn: Callable[..., T], *args: Any, txn: str | None = None) -> T:
-        """Run `fn` in the next batch. With `txn`, answer once it has run (see the module
-        docstring); without, once it is committed."""
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(fn, args, fut, txn))
-        self._kick_flusher()
-        # A caller cancelled mid-write (client gone) cancels only its wait: the operation is
-        # in the batch and runs, and the transaction's abort() undoes it.
-        return await fut
+    async def _settle(self) -> None:
+        """Wait until every write queued so far is written (not necessarily committed)."""
+        await self._read(lambda c: None)
 
     async def durable(self, txn_id: str) -> None:
-        """Return once every operation of `txn_id` answered so far is committed; raise if a
+        """Return once every write of `txn_id` answered so far is committed; raise if a
         failed transaction undid any of them (the caller must not accept the message)."""
         done = self._unsynced.get(txn_id)
         if done is not None:
@@ -462,76 +492,110 @@ class SqliteStore:
         if lost is not None:
             raise lost
 
+    def sync_soon(self) -> None:
+        """Start committing what is queued now (a `durable()` call is coming)."""
+        if self._open is not None:
+            self._sync_wanted = True
+            self._kick_flusher()
+
+    async def _durably(self, j: Journal) -> None:
+        """Commit the journal `j` was just appended to before returning (operator actions
+        and outcomes are answered once durable)."""
+        self._marks += 1
+        mark = f"\0{self._marks}"
+        self._track(mark)
+        await self.durable(mark)
+
     def _kick_flusher(self) -> None:
-        self._kick.set()
+        if self._urgent or self._sync_wanted:
+            self._kick.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        """Run pending operations on the database thread, in one SQLite transaction that
-        stays open between batches and is committed when someone needs durability (an
-        operator action or an outcome in the batch, a durable() waiter), when it has grown
-        to _MAX_BATCH operations, or _COMMIT_AFTER after its last batch. Under load, one
-        fsync covers the reservations of many messages and RCPT never waits for one."""
+        """Write queued entries on the database thread, in one SQLite transaction that
+        stays open between batches and is committed when someone needs durability (a
+        `durable()` waiter, an operation answered once committed), when it has grown to
+        _MAX_BATCH writes, or _COMMIT_AFTER after the last batch. Journals alone wait for
+        one of those, or for an operation or read that must see them: under load, one batch
+        and one fsync cover the writes of many messages."""
         loop = asyncio.get_running_loop()
         while self._pending or self._open is not None:
-            if not self._pending and not self._sync_wanted:
+            if not self._urgent and not self._sync_wanted:
                 self._kick.clear()
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._kick.wait(), _COMMIT_AFTER)
-                if self._pending and not self._sync_wanted:
-                    continue  # more work arrived: run it in the same transaction first
-            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            if self._open is None:
-                self._open = _OpenTxn(loop.create_future())
+                except TimeoutError:
+                    self._sync_wanted = True  # quiet: commit what is there
+            self._urgent = False
+            batch, self._pending = self._pending, []
             open_txn = self._open
-            for p in batch:
-                if p.txn is not None:
-                    self._unsynced[p.txn] = open_txn.done
-                    open_txn.txns.add(p.txn)
-            open_txn.ops += len(batch)
-            commit = (self._sync_wanted or not batch or open_txn.ops >= _MAX_BATCH
-                      or any(p.txn is None for p in batch))
+            assert open_txn is not None
+            commit = (self._sync_wanted or not batch or open_txn.entries >= _MAX_BATCH
+                      or any(not e.early for e in batch))
             if commit:
                 self._open, self._sync_wanted = None, False
 
-            def answer_early(results: list[tuple[bool, Any]], batch: list[_Pending] = batch
-                             ) -> None:
-                for p, (ok, value) in zip(batch, results, strict=True):
-                    if p.txn is not None and not p.fut.done():
-                        (p.fut.set_result if ok else p.fut.set_exception)(value)
+            def answer(results: list[tuple[bool, Any]], batch: list[_Entry] = batch,
+                       early: bool = True) -> None:
+                for e, (ok, value) in zip(batch, results, strict=True):
+                    if e.early != early:
+                        continue
+                    if ok and e.on_result is not None:
+                        e.on_result(value)
+                    if e.fut is not None and not e.fut.done():
+                        (e.fut.set_result if ok else e.fut.set_exception)(value)
 
             def ran(results: list[tuple[bool, Any]]) -> None:  # on the database thread
-                loop.call_soon_threadsafe(answer_early, results)
+                loop.call_soon_threadsafe(answer, results)
 
             try:
                 results = await loop.run_in_executor(
-                    self._exec, self._run_batch, [(p.fn, p.args) for p in batch], ran, commit)
+                    self._exec, self._run_batch, [(e.fn, e.args) for e in batch], ran, commit)
             except Exception as e:
-                # The database thread rolled the whole transaction back: every operation
-                # run in it since its BEGIN is undone, answered or not.
-                log.error("policy store: transaction failed, rolled back: %s", e)
-                for p in batch:
-                    if not p.fut.done():
-                        p.fut.set_exception(e)
-                if self._open is open_txn:
-                    self._open = None
-                for txn in open_txn.txns:
-                    if len(self._lost) < _CACHE_MAX:
-                        self._lost[txn] = e
-                commit, results = True, None
-            if commit:
-                for txn in open_txn.txns:
-                    if self._unsynced.get(txn) is open_txn.done:
-                        del self._unsynced[txn]
-                open_txn.done.set_result(None)
-            if results is None:
+                await self._failed(e, batch, open_txn)
                 continue
-            for p, (ok, value) in zip(batch, results, strict=True):
-                if not p.fut.done():
-                    (p.fut.set_result if ok else p.fut.set_exception)(value)
+            if commit:
+                self._committed(open_txn)
+            answer(results, early=False)
 
-    def _run_batch(self, ops: list[_Op], ran: Callable[[list[tuple[bool, Any]]], None],
+    def _committed(self, open_txn: _OpenTxn) -> None:
+        for txn in open_txn.txns:
+            if self._unsynced.get(txn) is open_txn.done:
+                del self._unsynced[txn]
+        open_txn.done.set_result(None)
+
+    async def _failed(self, error: Exception, batch: list[_Entry], open_txn: _OpenTxn) -> None:
+        """The database thread rolled the transaction back: every write since its BEGIN is
+        undone, answered or not, and so is what was queued on top of it. Memory no longer
+        matches policy.db, so it is loaded again; meanwhile the store refuses new work."""
+        log.error("policy store: transaction failed, rolled back: %s", error)
+        loop = asyncio.get_running_loop()
+        self._recovering = True
+        dropped, self._pending = self._pending, []
+        self._urgent = False
+        for e in (*batch, *dropped):
+            if e.fut is not None and not e.fut.done():
+                e.fut.set_exception(error)
+        undone = [open_txn] if self._open in (None, open_txn) else [open_txn, self._open]
+        self._open, self._sync_wanted = None, False
+        for t in undone:
+            for txn in t.txns:
+                if len(self._lost) < _CACHE_MAX and not txn.startswith("\0"):
+                    self._lost[txn] = error
+            self._committed(t)
+        try:
+            self._s = await loop.run_in_executor(self._exec, _load_state, self._conn)
+            self._unresolved.clear()
+            log.warning("policy store: memory reloaded from %s", self.path)
+        except Exception:
+            log.exception("policy store: cannot reload %s; refusing policy checks until "
+                          "restarted", self.path)
+            return  # _recovering stays set: every check answers 4xx
+        self._recovering = False
+
+    def _run_batch(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+                   ran: Callable[[list[tuple[bool, Any]]], None],
                    commit: bool) -> list[tuple[bool, Any]]:
         c = self._conn
         assert c is not None, "store is closed"
@@ -540,6 +604,9 @@ class SqliteStore:
             if not c.in_transaction:
                 c.execute("BEGIN IMMEDIATE")
             for fn, args in ops:
+                if fn is apply_journal:  # decided already: nothing in it may fail alone
+                    out.append((True, fn(c, *args)))
+                    continue
                 c.execute("SAVEPOINT op")
                 try:
                     out.append((True, fn(c, *args)))
@@ -558,6 +625,7 @@ class SqliteStore:
                 c.execute("ROLLBACK")
             raise
         return out
+
 
     # --- tenants ------------------------------------------------------------------------
     async def get_tenant(self, name: str) -> Tenant | None:
@@ -585,13 +653,13 @@ class SqliteStore:
 
     async def put_tenant(self, tenant: Tenant) -> None:
         self._invalidate()
-        await self._write(lambda c: c.execute(
+        await self._call(lambda c: c.execute(
             "INSERT OR REPLACE INTO tenants(name, spec) VALUES(?, ?)",
             (tenant.name, tenant_to_json(tenant))))
         self._invalidate()
 
     async def delete_tenant(self, name: str) -> bool:
-        result = await self._write(lambda c: c.execute(
+        result = await self._call(lambda c: c.execute(
             "DELETE FROM tenants WHERE name=?", (name,)).rowcount > 0)
         self._invalidate()
         return result
@@ -609,7 +677,7 @@ class SqliteStore:
                             "VALUES(?,?,?,?,?) RETURNING id",
                             (tenant, msg_class, reason, now, until)).fetchone()
             return Suspension(row[0], tenant, msg_class, reason, now, until)
-        result = await self._write(op)
+        result = await self._call(op)
         self._invalidate()
         return result
 
@@ -619,7 +687,7 @@ class SqliteStore:
         if msg_class is not None:
             sql += " AND msg_class=?"
             args += (msg_class,)
-        result = await self._write(lambda c: c.execute(sql, args).rowcount)
+        result = await self._call(lambda c: c.execute(sql, args).rowcount)
         self._invalidate()
         return result
 
@@ -630,7 +698,7 @@ class SqliteStore:
                             "since) VALUES(?,?,?,?,?,?) RETURNING id",
                             (tenant, name, value, until, reason, now)).fetchone()
             return OperatorLimit(row[0], tenant, name, value, until, reason, now)
-        result = await self._write(op)
+        result = await self._call(op)
         self._invalidate()
         return result
 
@@ -640,7 +708,7 @@ class SqliteStore:
         if name is not None:
             sql += " AND name=?"
             args += (name,)
-        result = await self._write(lambda c: c.execute(sql, args).rowcount)
+        result = await self._call(lambda c: c.execute(sql, args).rowcount)
         self._invalidate()
         return result
 
@@ -650,69 +718,270 @@ class SqliteStore:
         hit = self._states.get(key)
         if hit is not None and hit[0] > time.monotonic():
             sus, lim = hit[1]
-            counters = (await self._read_committed(
-                lambda c: {k: _counter(c, k) for k in counter_keys}) if counter_keys else {})
-            return Snapshot([s for s in sus if s.until is None or s.until > now],
-                            [x for x in lim if x.until > now], counters)
-        snap = await self._snapshot(tenants, counter_keys, now)
-        self._remember(self._states, key, (snap.suspensions, snap.limits))
-        return snap
+        else:
+            sus, lim = await self._read_committed(_read_rules, tenants, now)
+            self._remember(self._states, key, (sus, lim))
+        counters = await self.counters(counter_keys) if counter_keys else {}
+        return Snapshot([s for s in sus if s.until is None or s.until > now],
+                        [x for x in lim if x.until > now], counters)
 
-    async def _snapshot(self, tenants: Sequence[str], counter_keys: Sequence[str],
-                        now: float) -> Snapshot:
-        def op(c: sqlite3.Connection) -> Snapshot:
-            marks = ",".join("?" * len(tenants))
-            c.execute("BEGIN")
-            try:
-                sus = [Suspension(r["id"], r["tenant"], r["msg_class"], r["reason"] or "",
-                                  r["since"], r["until"])
-                       for r in c.execute(
-                           f"SELECT * FROM suspensions WHERE tenant IN ({marks}) AND lifted "
-                           "IS NULL AND (until IS NULL OR until > ?) ORDER BY id",
-                           (*tenants, now))]
-                lim = [OperatorLimit(r["id"], r["tenant"], r["name"], r["value"], r["until"],
-                                     r["reason"] or "", r["since"])
-                       for r in c.execute(
-                           f"SELECT * FROM operator_limits WHERE tenant IN ({marks}) AND "
-                           "lifted IS NULL AND until > ? ORDER BY id", (*tenants, now))]
-                counters = {k: _counter(c, k) for k in counter_keys}
-            finally:
-                c.execute("COMMIT")
-            return Snapshot(sus, lim, counters)
-        return await self._read_committed(op)
+    # --- reservations (decided in memory) ----------------------------------------------
+    def reserve_now(self, req: ReserveRequest) -> ReserveResult | None:
+        """`reserve` without awaiting, when memory can answer alone (the usual case); None
+        when it cannot (a unique-recipient limit is near, or the store is reloading)."""
+        if self._conn is None or self._recovering or self._near_limit(req):
+            return None
+        return self._reserve(req, ())
 
-    # --- reservations -------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
-        return await self._write(_op_reserve, req, txn=req.txn_id)
+        self._usable()
+        near = self._near_limit(req)
+        if not near:
+            return self._reserve(req, ())
+        # Ask SQLite, in order with every write before, whether the recipient is new and
+        # fits; then decide the rest in memory as usual.
+        refusal, _ = self._check(req, credit=False)
+        if refusal is not None:
+            return refusal
+        counted: list[UniqueBucket] = []
+        for u in near:
+            self._unresolved[u.key] = self._unresolved.get(u.key, 0) + 1
+            try:
+                ok, _new = await self._call(_op_unique_exact, u, req.recipient, early=True,
+                                            txn=req.txn_id, on_result=self._unique_answer(u))
+            except BaseException:
+                self._drop_uniques(req, counted)
+                raise
+            if not ok:
+                self._drop_uniques(req, counted)
+                used = None if req.licence is None else self._s.counts.get(req.licence.key, 0)
+                return ReserveResult(False, u.key, used)
+            counted.append(u)
+        result = self._reserve(req, tuple(counted))  # checks again: memory moved meanwhile
+        if not result.ok:
+            self._drop_uniques(req, counted)
+        return result
+
+    def _near_limit(self, req: ReserveRequest) -> list[UniqueBucket]:
+        """Unique-recipient limits this recipient could exceed if it is new, counting every
+        recipient SQLite has not resolved yet as new."""
+        counts, unresolved = self._s.counts, self._unresolved
+        return [u for u in req.uniques
+                if u.limit and counts.get(u.key, 0) + unresolved.get(u.key, 0) >= u.limit]
+
+    def _unique_answer(self, u: UniqueBucket) -> Callable[[tuple[bool, int]], None]:
+        def learn(answer: tuple[bool, int]) -> None:
+            self._unresolved[u.key] -= 1
+            self._s.counts[u.key] = self._s.counts.get(u.key, 0) + answer[1]
+        return learn
+
+    def _drop_uniques(self, req: ReserveRequest, counted: list[UniqueBucket]) -> None:
+        if counted:
+            j = self._journal()
+            j.uniq_dropped.extend((u.tenant, u.month, req.recipient, u.key) for u in counted)
+            self._track(req.txn_id)
+
+    def _check(self, req: ReserveRequest, credit: bool = True
+               ) -> tuple[ReserveResult | None, _LotState | None]:
+        """The first limit `req` would exceed (licence, message windows, credit), if any,
+        and the lot that would pay. Unique recipients are `reserve`'s."""
+        counts = self._s.counts
+        used: int | None = None
+        if req.licence is not None:
+            used = counts.get(req.licence.key, 0)
+            if req.licence.limit and used >= req.licence.limit:
+                return ReserveResult(False, "licence", used), None
+        for b in req.buckets:
+            if b.limit and counts.get(b.key, 0) >= b.limit:
+                return ReserveResult(False, b.key, used), None
+        if req.wallet is None or not credit:
+            return None, None
+        # The paid lot that expires first (few lots per tenant are live at once).
+        for lot in self._s.wallets.get(req.wallet, ()):
+            if lot.paid and lot.remaining > 0 and lot.expires > req.now:
+                return None, lot
+        return ReserveResult(False, "credit", used), None
+
+    def _reserve(self, req: ReserveRequest, counted: tuple[UniqueBucket, ...]
+                 ) -> ReserveResult:
+        """Check and take, in one step of the loop. `counted`: unique buckets SQLite
+        already counted this recipient in."""
+        refusal, lot = self._check(req)
+        if refusal is not None:
+            return refusal
+        s, j = self._s, self._journal()
+        keys: list[str] = []
+        used: int | None = None
+        filled: list[str] = []
+        for b in ((req.licence,) if req.licence is not None else ()) + req.buckets:
+            n = s.counts[b.key] = s.counts.get(b.key, 0) + 1
+            if b.expires > s.expires.get(b.key, 0.0):
+                s.expires[b.key] = b.expires
+            j.bump(b.key, 1, b.expires)
+            keys.append(b.key)
+            if b is req.licence:
+                used = n
+            elif b.limit and n == b.limit:
+                filled.append(b.key)
+        for u in req.uniques:
+            if u not in counted:
+                j.uniq_added.append((u.tenant, u.month, req.recipient, u.key, u.expires))
+                self._unresolved[u.key] = self._unresolved.get(u.key, 0) + 1
+        lot_id = None
+        if lot is not None:
+            lot_id = lot.id
+            lot.remaining -= 1
+            j.lot(lot.id, -1)
+            j.ledger.append((req.now, req.wallet, lot.id, -1, "reserve", "", req.recipient,
+                             f"txn {req.txn_id}"))
+        alerts: list[int] = []
+        if req.licence is not None and req.licence.limit and used is not None:
+            for level in req.alert_levels:
+                if used >= math.ceil(req.licence.limit * level / 100):
+                    # Keyed by volume too: a bigger licence mid-month alerts afresh.
+                    alert_key = f"{req.licence.key}|{req.licence.limit}|{level}"
+                    if alert_key not in s.alerts:
+                        s.alerts.add(alert_key)
+                        j.alerts.append((alert_key, req.now))
+                        alerts.append(level)
+        uniques = tuple((u.tenant, u.month, u.key) for u in req.uniques)
+        s.txns.setdefault(req.txn_id, []).append(
+            _Held(req.owner, req.recipient, tuple(keys), uniques, lot_id, req.wallet))
+        j.reserved.append((req.txn_id, req.owner, req.tenant, req.recipient, keys,
+                           [list(u) for u in uniques], lot_id, req.wallet, req.now))
+        self._track(req.txn_id)
+        return ReserveResult(True, None, used, tuple(alerts), tuple(filled))
 
     async def prepare(self, txn_id: str, msg_id: str) -> None:
-        await self._write(_op_prepare, txn_id, msg_id, txn=txn_id)
+        self._usable()
+        held = self._s.txns.get(txn_id)
+        if held:
+            for h in held:
+                h.msg_id = msg_id
+            self._journal().prepared.append((msg_id, txn_id))
+            self._track(txn_id)
 
     async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int:
-        return await self._write(_op_commit, txn_id, msg_id, hold_credit, now, txn=txn_id)
+        self._usable()
+        held = self._s.txns.pop(txn_id, [])
+        dedupe = txn_id in self._s.dedupe
+        if not held and not dedupe:
+            return 0
+        j = self._journal()
+        if held:
+            if hold_credit and any(h.lot is not None for h in held):
+                # The credit stays held until the outcome: delivered keeps it, a failure
+                # refunds it.
+                j.held.append((msg_id, txn_id))
+            # Everything else is final: the counters and the ledger already say it all.
+            j.settled.append((txn_id,))
+        if dedupe:
+            self._s.dedupe.discard(txn_id)
+            j.dedupe_committed.append((now, txn_id))
+        self._track(txn_id)
+        return len(held)
 
     async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int:
-        return await self._write(_op_release, txn_id, now, recipient, txn=txn_id)
+        self._usable()
+        s = self._s
+        held = s.txns.get(txn_id, [])
+        gone = [h for h in held if recipient is None or h.rcpt == recipient]
+        if gone:
+            if len(gone) == len(held):
+                del s.txns[txn_id]
+            else:
+                s.txns[txn_id] = [h for h in held if h not in gone]
+        dedupe = txn_id in s.dedupe
+        if not gone and not dedupe:
+            return 0
+        j = self._journal()
+        for h in gone:
+            for key in h.keys:
+                s.counts[key] = s.counts.get(key, 0) - 1
+                j.bump(key, -1)
+            j.uniq_dropped.extend((t, month, h.rcpt, key) for t, month, key in h.uniques)
+            if h.lot is not None:
+                self._return_credit(j, h.lot, h.wallet or "", now, "release", h.msg_id or "",
+                                    h.rcpt)
+        if gone:
+            if recipient is None:
+                j.settled.append((txn_id,))
+            else:
+                j.dropped.append((txn_id, recipient))
+        if dedupe:
+            if recipient is None:
+                s.dedupe.discard(txn_id)
+                j.dedupe_dropped.append((txn_id,))
+            else:
+                j.dedupe_dropped_rcpt.append((txn_id, recipient))
+        self._track(txn_id)
+        return len(gone)
+
+    def _return_credit(self, j: Journal, lot_id: int, wallet: str, now: float, kind: str,
+                       msg_id: str, rcpt: str) -> None:
+        """Give one credit back to the lot it came from; a lot that expired meanwhile takes
+        it back and expires it at once, so the ledger still explains every credit."""
+        j.ledger.append((now, wallet, lot_id, +1, kind, msg_id, rcpt, ""))
+        lot = self._s.lots.get(lot_id)
+        if lot is None:
+            j.ledger.append((now, wallet, lot_id, -1, "expire", msg_id, rcpt,
+                             "lot already expired"))
+        else:
+            lot.remaining += 1
+            j.lot(lot_id, +1)
 
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
-        return await self._write(_op_outcome, msg_id, recipient, refund, now)
+        self._usable()
+        key = (msg_id, recipient)
+        while (busy := self._settling.get(key)) is not None:
+            await busy  # the same outcome reported twice at once: settled once
+        self._settling[key] = asyncio.get_running_loop().create_future()
+        try:
+            row = await self._read(lambda c: c.execute(
+                "SELECT id, lot, wallet FROM reservations WHERE msg_id=? AND rcpt=? AND "
+                "state='held' ORDER BY id LIMIT 1", (msg_id, recipient)).fetchone())
+            if row is None:
+                return False  # not held (charge = "accepted"), or already settled
+            self._usable()
+            j = self._journal()
+            if refund:
+                self._return_credit(j, row["lot"], row["wallet"] or "", now, "refund",
+                                    msg_id, recipient)
+            j.outcomes.append((row["id"],))
+            await self._durably(j)
+            return True
+        finally:
+            self._settling.pop(key).set_result(None)
 
     async def open_reservations(self, owner: str) -> list[tuple[str, str | None]]:
-        rows = await self._read(lambda c: c.execute(
-            "SELECT txn, max(msg_id) FROM reservations WHERE owner=? AND state='reserved' "
-            "GROUP BY txn ORDER BY min(id)", (owner,)).fetchall())
-        return [(r[0], r[1]) for r in rows]
+        return [(txn, max((h.msg_id for h in held if h.msg_id), default=None))
+                for txn, held in self._s.txns.items() if held and held[0].owner == owner]
 
     async def counters(self, keys: Sequence[str]) -> dict[str, int]:
-        return await self._read(lambda c: {k: _counter(c, k) for k in keys})
+        await self._settle()  # unique counts are learnt from SQLite
+        return {k: self._s.counts.get(k, 0) for k in keys}
 
     # --- credits ------------------------------------------------------------------------
     async def add_lot(self, tenant: str, amount: int, paid: bool, purchased: float,
                       expires: float, note: str) -> Lot:
-        return await self._write(_op_add_lot, tenant, amount, paid, purchased, expires, note)
+        lot: Lot = await self._call(_op_add_lot, tenant, amount, paid, purchased, expires,
+                                    note)
+        self._remember_lot(lot)
+        return lot
 
     async def mark_paid(self, lot_id: int, now: float) -> Lot | None:
-        return await self._write(_op_mark_paid, lot_id, now)
+        lot: Lot | None = await self._call(_op_mark_paid, lot_id, now)
+        if lot is not None and lot.id in self._s.lots:
+            self._s.lots[lot.id].paid = lot.paid
+        return lot
+
+    def _remember_lot(self, lot: Lot) -> None:
+        state = self._s.lots[lot.id] = _LotState(lot.id, lot.tenant, lot.amount,
+                                                 lot.remaining, lot.purchased, lot.expires,
+                                                 lot.paid, lot.note)
+        wallet = self._s.wallets.setdefault(lot.tenant, [])
+        wallet.append(state)
+        wallet.sort(key=lambda x: (x.expires, x.id))  # the lot that expires first pays first
 
     async def lots(self, tenant: str) -> list[Lot]:
         rows = await self._read(lambda c: c.execute(
@@ -720,8 +989,10 @@ class SqliteStore:
         return [_lot(r) for r in rows]
 
     async def held(self, tenant: str) -> int:
-        return await self._read(lambda c: c.execute(
-            "SELECT count(*) FROM reservations WHERE wallet=? AND lot IS NOT NULL",
+        in_flight = sum(1 for held in self._s.txns.values() for h in held
+                        if h.wallet == tenant and h.lot is not None)
+        return in_flight + await self._read(lambda c: c.execute(
+            "SELECT count(*) FROM reservations WHERE wallet=? AND state='held'",
             (tenant,)).fetchone()[0])
 
     async def history(self, tenant: str, limit: int) -> list[LedgerEntry]:
@@ -732,13 +1003,32 @@ class SqliteStore:
                             r["msg_id"], r["recipient"], r["note"]) for r in reversed(rows)]
 
     async def expire_lots(self, now: float) -> list[Lot]:
-        return await self._write(_op_expire_lots, now)
+        self._usable()
+        ended = [lot for lot in self._s.lots.values() if lot.expires <= now]
+        if not ended:
+            return []
+        j = self._journal()
+        for lot in ended:
+            del self._s.lots[lot.id]
+            self._s.wallets[lot.tenant].remove(lot)
+            j.ledger.append((now, lot.tenant, lot.id, -(lot.remaining if lot.paid else 0),
+                             "expire", "", "", ""))
+            j.expired_lots.append((lot.id,))
+        await self._durably(j)
+        return [lot.public() for lot in ended]
 
     # --- duplicates and housekeeping ------------------------------------------------------
     async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
                               txn_id: str, since: float, now: float) -> bool:
-        return await self._write(_op_check_duplicate, tenant, message_id, recipient, txn_id,
-                                 since, now, txn=txn_id)
+        self._usable()
+        self._s.dedupe.add(txn_id)
+        return await self._call(_op_check_duplicate, tenant, message_id, recipient, txn_id,
+                                since, now, early=True, txn=txn_id)
 
     async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None:
-        await self._write(_op_prune, now, dedupe_since, uniq_before)
+        await self._call(_op_prune, now, dedupe_since, uniq_before)
+        s = self._s
+        for key, expires in list(s.expires.items()):
+            if 0 < expires < now:
+                del s.expires[key]
+                s.counts.pop(key, None)

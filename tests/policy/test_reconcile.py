@@ -86,7 +86,10 @@ async def test_restart_reconciliation_after_a_real_crash(make_engine: EngineFact
     assert (await admin.credits("shop")).balance == 7
 
 
-async def test_reconcile_only_touches_this_owners_reservations(make_engine, tmp_path):
+async def test_reconcile_only_touches_this_owners_reservations(make_engine, tmp_path,
+                                                               backend: Backend):
+    if backend.name != "redis":
+        pytest.skip("one process per policy.db (see the test below)")
     state = tmp_path / "shared"
     w1 = await make_engine(owner="w1", state=state)
     w2 = await make_engine(owner="w2", state=state)
@@ -119,9 +122,54 @@ async def test_async_message_exists_and_held_credit_under_charge_delivered(make_
     assert ((await admin.credits("shop")).balance, (await admin.credits("shop")).held) == (3, 0)
 
 
-async def test_two_processes_sharing_policy_db_never_overspend(make_engine, tmp_path):
-    # Two workers share one policy.db (BEGIN IMMEDIATE serialises them) or one Redis (one
-    # Lua script per reservation).
+SECOND_OPENER = textwrap.dedent("""
+    import asyncio, sys
+    from mta.policy.sqlite_store import SqliteStore
+
+    async def main(path):
+        try:
+            store = await SqliteStore.open(path)
+        except OSError as e:
+            print(e)
+            sys.exit(71)
+        await store.aclose()
+        print("opened")
+
+    asyncio.run(main(sys.argv[1]))
+""")
+
+
+async def test_a_second_process_cannot_open_the_same_policy_db(make_engine, tmp_path,
+                                                               backend: Backend):
+    """The embedded store keeps counters and credits in memory: a second process writing
+    the same policy.db would not see them, so it is refused with a clear error (workers and
+    nodes share state through Redis)."""
+    if backend.name != "sqlite":
+        pytest.skip("Redis is made to be shared")
+    state = tmp_path / "state"
+    engine = await make_engine(state=state)
+
+    async def second() -> tuple[int | None, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SECOND_OPENER, str(state / "policy.db"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        return proc.returncode, (out + err).decode().strip()
+
+    code, text = await second()
+    assert code == 71, text
+    assert text == (f"[Errno 16] {state / 'policy.db'} is in use by another mta process (one "
+                    "process per policy.db; several workers or nodes share policy state "
+                    "through [cluster] redis_url)")
+    await engine.aclose()
+    assert await second() == (0, "opened")
+
+
+async def test_two_processes_sharing_redis_never_overspend(make_engine, tmp_path,
+                                                           backend: Backend):
+    # Two workers or nodes share one Redis (one Lua script per reservation).
+    if backend.name != "redis":
+        pytest.skip("one process per policy.db")
     state = tmp_path / "shared"
     engines = [await make_engine(owner=f"w{i}", state=state) for i in range(2)]
     await PolicyAdmin(engines[0]).add_credits("shop", 30, paid=True)

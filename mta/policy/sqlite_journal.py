@@ -1,0 +1,127 @@
+"""The write-behind journal of the embedded policy store.
+
+`SqliteStore` decides every reservation, release and commit in memory, on the event loop
+(see its docstring), and records what SQLite must do in a `Journal`: one per batch of the
+store's group commit. `apply` runs on the database thread, inside the batch's SQLite
+transaction, with one `executemany` per kind of row. Counters and credit lots get one
+UPDATE per key for the whole journal (the deltas are summed), so the SQL cost of a message
+is a few row inserts, not a dozen statements with a savepoint each.
+
+Order within a journal does not matter except where it is kept below: rows are inserted
+before they are updated or deleted, lot deltas land before lots expire, and ledger rows
+keep the order in which they were written.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Journal", "apply_journal"]
+
+
+@dataclass(eq=False)
+class Journal:
+    """Writes decided in memory that SQLite has not seen yet."""
+
+    # Counter key -> [delta, expires]; lot id -> delta of its remaining credits.
+    bumps: dict[str, list[Any]] = field(default_factory=dict)
+    lot_deltas: dict[int, int] = field(default_factory=dict)
+    expired_lots: list[tuple[int]] = field(default_factory=list)
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    # Reservation rows: inserted; named by a queue id; held until the outcome; settled.
+    reserved: list[tuple[Any, ...]] = field(default_factory=list)
+    prepared: list[tuple[str, str]] = field(default_factory=list)  # (msg id, txn)
+    held: list[tuple[str, str]] = field(default_factory=list)  # (msg id, txn)
+    settled: list[tuple[str]] = field(default_factory=list)  # txn
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (txn, rcpt)
+    outcomes: list[tuple[int]] = field(default_factory=list)  # held row id
+    # Unique recipients: SQLite knows whether a recipient is new this month (see
+    # SqliteStore.reserve); it answers per unique counter key.
+    uniq_added: list[tuple[str, str, str, str, float]] = field(default_factory=list)
+    uniq_dropped: list[tuple[str, str, str, str]] = field(default_factory=list)
+    alerts: list[tuple[str, float]] = field(default_factory=list)
+    dedupe_committed: list[tuple[float, str]] = field(default_factory=list)
+    dedupe_dropped: list[tuple[str]] = field(default_factory=list)
+    dedupe_dropped_rcpt: list[tuple[str, str]] = field(default_factory=list)
+
+    def bump(self, key: str, delta: int, expires: float = 0.0) -> None:
+        entry = self.bumps.get(key)
+        if entry is None:
+            self.bumps[key] = [delta, expires]
+        else:
+            entry[0] += delta
+            entry[1] = max(entry[1], expires)
+
+    def lot(self, lot_id: int, delta: int) -> None:
+        self.lot_deltas[lot_id] = self.lot_deltas.get(lot_id, 0) + delta
+
+
+def apply_journal(c: sqlite3.Connection, j: Journal) -> dict[str, list[int]]:
+    """Write `j` (on the database thread, inside the open transaction). Returns, per unique
+    counter key, [recipients added, change of the count]: the store's memory learns which
+    of its added recipients were new this month."""
+    if j.reserved:
+        c.executemany("INSERT INTO reservations(txn, owner, tenant, rcpt, counters, uniques, "
+                      "lot, wallet, state, created) VALUES(?,?,?,?,?,?,?,?, 'reserved', ?)",
+                      [(txn, owner, tenant, rcpt, json.dumps(keys), json.dumps(uniques), lot,
+                        wallet, now)
+                       for txn, owner, tenant, rcpt, keys, uniques, lot, wallet, now
+                       in j.reserved])
+    if j.prepared:
+        c.executemany("UPDATE reservations SET msg_id=? WHERE txn=? AND state='reserved'",
+                      j.prepared)
+    if j.held:
+        c.executemany("UPDATE reservations SET state='held', msg_id=? WHERE txn=? AND "
+                      "state='reserved' AND lot IS NOT NULL", j.held)
+    if j.settled:
+        c.executemany("DELETE FROM reservations WHERE txn=? AND state='reserved'", j.settled)
+    if j.dropped:
+        c.executemany("DELETE FROM reservations WHERE txn=? AND rcpt=? AND state='reserved'",
+                      j.dropped)
+    if j.outcomes:
+        c.executemany("DELETE FROM reservations WHERE id=?", j.outcomes)
+    resolved: dict[str, list[int]] = {}
+    for tenant, month, rcpt, key, expires in j.uniq_added:
+        refs = c.execute("INSERT INTO uniq(tenant, month, rcpt, refs) VALUES(?,?,?,1) "
+                         "ON CONFLICT DO UPDATE SET refs = refs + 1 RETURNING refs",
+                         (tenant, month, rcpt)).fetchone()[0]
+        r = resolved.setdefault(key, [0, 0])
+        r[0] += 1
+        if refs == 1:  # new this month
+            r[1] += 1
+            j.bump(key, 1, expires)
+    for tenant, month, rcpt, key in j.uniq_dropped:
+        row = c.execute("UPDATE uniq SET refs = refs - 1 WHERE tenant=? AND month=? AND "
+                        "rcpt=? RETURNING refs", (tenant, month, rcpt)).fetchone()
+        if row is not None and row[0] <= 0:
+            c.execute("DELETE FROM uniq WHERE tenant=? AND month=? AND rcpt=?",
+                      (tenant, month, rcpt))
+            resolved.setdefault(key, [0, 0])[1] -= 1
+            j.bump(key, -1)
+    if j.bumps:
+        c.executemany("INSERT INTO counters(key, n, expires) VALUES(?, ?, ?) ON CONFLICT(key) "
+                      "DO UPDATE SET n = n + excluded.n, expires = max(expires, "
+                      "excluded.expires)",
+                      [(key, d, exp) for key, (d, exp) in j.bumps.items()])
+    if j.lot_deltas:
+        c.executemany("UPDATE lots SET remaining = remaining + ? WHERE id=?",
+                      [(d, lot) for lot, d in j.lot_deltas.items() if d])
+    if j.expired_lots:
+        c.executemany("UPDATE lots SET expired=1, remaining=0 WHERE id=?", j.expired_lots)
+    if j.ledger:
+        c.executemany("INSERT INTO ledger(time, tenant, lot, delta, kind, msg_id, recipient, "
+                      "note) VALUES(?,?,?,?,?,?,?,?)", j.ledger)
+    if j.alerts:
+        c.executemany("INSERT OR IGNORE INTO alerts(key, time) VALUES(?, ?)", j.alerts)
+    if j.dedupe_committed:
+        c.executemany("UPDATE dedupe SET state='committed', time=? WHERE txn=?",
+                      j.dedupe_committed)
+    if j.dedupe_dropped:
+        c.executemany("DELETE FROM dedupe WHERE txn=? AND state='pending'", j.dedupe_dropped)
+    if j.dedupe_dropped_rcpt:
+        c.executemany("DELETE FROM dedupe WHERE txn=? AND rcpt=? AND state='pending'",
+                      j.dedupe_dropped_rcpt)
+    return resolved
