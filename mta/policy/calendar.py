@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-__all__ = ["PERIODS", "add_months", "period_end", "period_key", "period_reset"]
+__all__ = ["PERIODS", "add_months", "period_bounds", "period_end", "period_key",
+           "period_reset"]
 
 PERIODS = ("hour", "day", "month")
 
@@ -64,6 +65,12 @@ def period_reset(period: str, now: float, tz: ZoneInfo) -> datetime:
 def period_end(period: str, now: float, tz: ZoneInfo) -> float:
     """`period_reset` as unix time."""
     return _window(period, now, tz).end
+
+
+def period_bounds(period: str, now: float, tz: ZoneInfo) -> tuple[float, float]:
+    """The window holding `now` as unix times [start, end)."""
+    w = _window(period, now, tz)
+    return w.start, w.end
 
 
 def _period_key(period: str, now: float, tz: ZoneInfo) -> str:

@@ -25,6 +25,8 @@ class TenantDirectory:
     def __init__(self, configured: Mapping[str, object], store: PolicyStore) -> None:
         self._config = {name: tenant_from_config(name, tc) for name, tc in configured.items()}
         self._store = store
+        # Chains made only of configured tenants never change (MAIL FROM asks each time).
+        self._config_chains: dict[str, tuple[Tenant, ...]] = {}
 
     def configured(self) -> list[Tenant]:
         return list(self._config.values())
@@ -39,6 +41,9 @@ class TenantDirectory:
 
     async def chain(self, name: str) -> tuple[Tenant, ...]:
         """The tenant and its ancestors, nearest first. PolicyError if unknown or cyclic."""
+        known = self._config_chains.get(name)
+        if known is not None:
+            return known
         out: list[Tenant] = []
         cur: str = name
         while cur:
@@ -52,7 +57,10 @@ class TenantDirectory:
                 raise PolicyError(f"tenant {out[-1].name!r}: unknown parent {cur!r}")
             out.append(t)
             cur = t.parent
-        return tuple(out)
+        chain = tuple(out)
+        if all(self._config.get(t.name) is t for t in chain):
+            self._config_chains[name] = chain
+        return chain
 
     async def create(self, tenant: Tenant) -> None:
         if tenant.name in self._config:

@@ -145,6 +145,11 @@ class PolicyEngine:
         # chain under its operator limits, and the buckets they count in the current windows.
         self._limits_memo: dict[tuple[object, ...], tuple[EffectiveLimit, ...]] = {}
         self._buckets_memo: dict[tuple[EffectiveLimit, ...], _Buckets] = {}
+        # The last answer of each, checked by identity first (hashing a tenant chain costs
+        # more than the rest of the lookup).
+        self._last_limits: tuple[tuple[Tenant, ...], list[OperatorLimit],
+                                 tuple[EffectiveLimit, ...]] | None = None
+        self._last_buckets: tuple[tuple[EffectiveLimit, ...], _Buckets] | None = None
         self._alert_levels = tuple(self.pc.licence_alert_levels)
 
     @classmethod
@@ -215,14 +220,7 @@ class PolicyEngine:
             if t.status == "suspended":
                 return replies.suspended_in_config(t.name)
         txn.chain = chain
-        memo_key = (chain, tuple(snap.limits))
-        limits = self._limits_memo.get(memo_key)
-        if limits is None:
-            if len(self._limits_memo) >= 1024:
-                self._limits_memo.clear()
-            limits = self._limits_memo[memo_key] = tuple(
-                self.effective_limits(chain, snap.limits))
-        txn.limits = limits
+        txn.limits = self._limits(chain, snap.limits)
         # Refuse early what this process already knows is full, without a store round trip
         # per MAIL: the licence count of the last reservation, and the message windows that
         # a reservation filled or found full. RCPT makes the exact check in the store.
@@ -511,10 +509,32 @@ class PolicyEngine:
     def counter_key(self, tenant: str, period: str, now: float) -> str:
         return f"{tenant}|{period}|{period_key(period, now, self.tz)}"
 
+    def _limits(self, chain: tuple[Tenant, ...], operator: list[OperatorLimit]
+                ) -> tuple[EffectiveLimit, ...]:
+        """effective_limits, memoised: the same chain (often the same tuple, see
+        TenantDirectory) under the same operator limits, MAIL after MAIL."""
+        last = self._last_limits
+        if last is not None and last[0] is chain and last[1] == operator:
+            return last[2]
+        memo_key = (chain, tuple(operator))
+        limits = self._limits_memo.get(memo_key)
+        if limits is None:
+            if len(self._limits_memo) >= 1024:
+                self._limits_memo.clear()
+            limits = self._limits_memo[memo_key] = tuple(
+                self.effective_limits(chain, operator))
+        self._last_limits = (chain, operator, limits)
+        return limits
+
     def _buckets(self, limits: tuple[EffectiveLimit, ...], now: float) -> _Buckets:
         """The counters a recipient reserves under `limits` now (memoised per window)."""
+        last = self._last_buckets
+        if last is not None and last[0] is limits and last[1].valid_from <= now < \
+                last[1].valid_until:
+            return last[1]
         hit = self._buckets_memo.get(limits)
         if hit is not None and hit.valid_from <= now < hit.valid_until:
+            self._last_buckets = (limits, hit)
             return hit
         buckets, uniques, by_key, ends = [], [], {}, []
         for lim in limits:
@@ -535,6 +555,7 @@ class PolicyEngine:
             self._buckets_memo.clear()
         counted = self._buckets_memo[limits] = _Buckets(
             tuple(buckets), tuple(uniques), by_key, now, min(ends, default=float("inf")))
+        self._last_buckets = (limits, counted)
         return counted
 
     def _windows(self, txn: PolicyTxn, now: float) -> list[tuple[str, EffectiveLimit]]:

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from mta.observe import EventLog
 from mta.policy import replies
-from mta.policy.calendar import period_key, period_reset
+from mta.policy.calendar import period_bounds, period_key, period_reset
 from mta.policy.licence import Licence, LicenceError, load_licence
 from mta.policy.store import Bucket
 from mta.rfc5321 import Reply
@@ -51,11 +51,16 @@ class LicenceGate:
         self.problem = ""
         self.used = 0  # last known count for the current month (metrics read this)
         self.month = ""
+        # Asked on every MAIL and RCPT; they change only at day and month boundaries (and
+        # on reload): (start, end, answer) of the window they were computed for.
+        self._refusal: tuple[float, float, Reply | None] | None = None
+        self._bucket: tuple[float, float, Bucket | None] | None = None
 
     def reload(self) -> None:
         """Read and verify the licence file (start-up, SIGHUP). Never raises: a bad licence
         stops sending with a clear reply instead of stopping the daemon."""
         self.licence, self.problem = None, ""
+        self._refusal = self._bucket = None
         if self.path is None:
             return
         try:
@@ -70,15 +75,29 @@ class LicenceGate:
         return f"licence|month|{period_key('month', now, self.tz)}"
 
     def bucket(self, now: float) -> Bucket | None:
-        if self.path is None or self.licence is None:
-            return None
-        return Bucket(self.key(now), self.licence.monthly_volume,
-                      period_reset("month", now, self.tz).timestamp() + _KEEP_MONTH)
+        """The licence's counter of the month holding `now`; None without a licence."""
+        hit = self._bucket
+        if hit is not None and hit[0] <= now < hit[1]:
+            return hit[2]
+        bucket = None
+        if self.path is not None and self.licence is not None:
+            bucket = Bucket(self.key(now), self.licence.monthly_volume,
+                            period_reset("month", now, self.tz).timestamp() + _KEEP_MONTH)
+        self._bucket = (*period_bounds("month", now, self.tz), bucket)
+        return bucket
 
     def refusal(self, now: float) -> Reply | None:
         """Why no mail may be sent at all right now, or None."""
         if self.path is None:
             return None
+        hit = self._refusal
+        if hit is not None and hit[0] <= now < hit[1]:
+            return hit[2]
+        reply = self._refusal_on(now)
+        self._refusal = (*period_bounds("day", now, self.tz), reply)
+        return reply
+
+    def _refusal_on(self, now: float) -> Reply | None:
         if self.licence is None:
             return replies.licence_unusable(self.problem)
         day = datetime.fromtimestamp(now, self.tz).date()

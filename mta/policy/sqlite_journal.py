@@ -14,38 +14,43 @@ keep the order in which they were written.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Journal", "apply_journal"]
 
 
-@dataclass(eq=False)
 class Journal:
     """Writes decided in memory that SQLite has not seen yet."""
 
-    # Counter key -> [delta, expires]; lot id -> delta of its remaining credits.
-    bumps: dict[str, list[Any]] = field(default_factory=dict)
-    lot_deltas: dict[int, int] = field(default_factory=dict)
-    expired_lots: list[tuple[int]] = field(default_factory=list)
-    ledger: list[tuple[Any, ...]] = field(default_factory=list)
-    # Reservation rows: inserted; named by a queue id; held until the outcome; settled.
-    reserved: list[tuple[Any, ...]] = field(default_factory=list)
-    prepared: list[tuple[str, str]] = field(default_factory=list)  # (msg id, txn)
-    held: list[tuple[str, str]] = field(default_factory=list)  # (msg id, txn)
-    settled: list[tuple[str]] = field(default_factory=list)  # txn
-    dropped: list[tuple[str, str]] = field(default_factory=list)  # (txn, rcpt)
-    outcomes: list[tuple[int]] = field(default_factory=list)  # held row id
-    # Unique recipients: SQLite knows whether a recipient is new this month (see
-    # SqliteStore.reserve); it answers per unique counter key.
-    uniq_added: list[tuple[str, str, str, str, float]] = field(default_factory=list)
-    uniq_dropped: list[tuple[str, str, str, str]] = field(default_factory=list)
-    alerts: list[tuple[str, float]] = field(default_factory=list)
-    dedupe_committed: list[tuple[float, str]] = field(default_factory=list)
-    dedupe_dropped: list[tuple[str]] = field(default_factory=list)
-    dedupe_dropped_rcpt: list[tuple[str, str]] = field(default_factory=list)
+    # One per batch of the group commit: a plain class with slots is cheaper to make than a
+    # dataclass with a default factory per field.
+    __slots__ = ("alerts", "bumps", "dedupe_committed", "dedupe_dropped",
+                 "dedupe_dropped_rcpt", "dropped", "expired_lots", "held", "ledger",
+                 "lot_deltas", "outcomes", "prepared", "reserved", "settled", "uniq_added",
+                 "uniq_dropped")
+
+    def __init__(self) -> None:
+        # Counter key -> [delta, expires]; lot id -> delta of its remaining credits.
+        self.bumps: dict[str, list[Any]] = {}
+        self.lot_deltas: dict[int, int] = {}
+        self.expired_lots: list[tuple[int]] = []
+        self.ledger: list[tuple[Any, ...]] = []
+        # Reservation rows: inserted; named by a queue id; held until the outcome; settled.
+        self.reserved: list[tuple[Any, ...]] = []
+        self.prepared: list[tuple[str, str]] = []  # (msg id, txn)
+        self.held: list[tuple[str, str]] = []  # (msg id, txn)
+        self.settled: list[tuple[str]] = []  # txn
+        self.dropped: list[tuple[str, str]] = []  # (txn, rcpt)
+        self.outcomes: list[tuple[int]] = []  # held row id
+        # Unique recipients: SQLite knows whether a recipient is new this month (see
+        # SqliteStore.reserve); apply_journal answers per unique counter key.
+        self.uniq_added: list[tuple[str, str, str, str, float]] = []
+        self.uniq_dropped: list[tuple[str, str, str, str]] = []
+        self.alerts: list[tuple[str, float]] = []
+        self.dedupe_committed: list[tuple[float, str]] = []
+        self.dedupe_dropped: list[tuple[str]] = []
+        self.dedupe_dropped_rcpt: list[tuple[str, str]] = []
 
     def bump(self, key: str, delta: int, expires: float = 0.0) -> None:
         entry = self.bumps.get(key)
@@ -63,13 +68,10 @@ def apply_journal(c: sqlite3.Connection, j: Journal) -> dict[str, list[int]]:
     """Write `j` (on the database thread, inside the open transaction). Returns, per unique
     counter key, [recipients added, change of the count]: the store's memory learns which
     of its added recipients were new this month."""
-    if j.reserved:
+    if j.reserved:  # counters and uniques come as JSON text already
         c.executemany("INSERT INTO reservations(txn, owner, tenant, rcpt, counters, uniques, "
                       "lot, wallet, state, created) VALUES(?,?,?,?,?,?,?,?, 'reserved', ?)",
-                      [(txn, owner, tenant, rcpt, json.dumps(keys), json.dumps(uniques), lot,
-                        wallet, now)
-                       for txn, owner, tenant, rcpt, keys, uniques, lot, wallet, now
-                       in j.reserved])
+                      j.reserved)
     if j.prepared:
         c.executemany("UPDATE reservations SET msg_id=? WHERE txn=? AND state='reserved'",
                       j.prepared)

@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 
 from mta.policy.sqlite_journal import Journal, apply_journal
 from mta.policy.store import (
+    Bucket,
     LedgerEntry,
     Lot,
     OperatorLimit,
@@ -261,6 +262,21 @@ class _LotState:
                    self.expires, self.paid, False, self.note)
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What one kind of request counts (see SqliteStore._shape)."""
+
+    licence: Bucket | None
+    of: tuple[Bucket, ...]  # the request's buckets this was made from
+    uniques_of: tuple[UniqueBucket, ...]
+    buckets: tuple[Bucket, ...]  # the licence's first
+    keys: tuple[str, ...]
+    uniques: tuple[tuple[str, str, str], ...]  # (tenant, month, counter key)
+    keys_json: str  # as the reservation row stores them
+    uniques_json: str
+    first_alert: float  # the lowest licence count that raises an alert
+
+
 @dataclass
 class _State:
     """What memory holds, as loaded from policy.db at open (and after a failed write)."""
@@ -348,6 +364,7 @@ class SqliteStore:
         # Unique counter key -> recipients added but not yet resolved by SQLite.
         self._unresolved: dict[str, int] = {}
         self._settling: dict[tuple[str, str], asyncio.Future[None]] = {}
+        self._last_shape: _Shape | None = None
         self._marks = 0
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
@@ -523,10 +540,11 @@ class SqliteStore:
         while self._pending or self._open is not None:
             if not self._urgent and not self._sync_wanted:
                 self._kick.clear()
-                try:
-                    await asyncio.wait_for(self._kick.wait(), _COMMIT_AFTER)
-                except TimeoutError:
-                    self._sync_wanted = True  # quiet: commit what is there
+                # Quiet for _COMMIT_AFTER: commit what is there. (A timer, not wait_for:
+                # no task per wait.)
+                timer = loop.call_later(_COMMIT_AFTER, self._quiet)
+                await self._kick.wait()
+                timer.cancel()
             self._urgent = False
             batch, self._pending = self._pending, []
             open_txn = self._open
@@ -558,6 +576,10 @@ class SqliteStore:
             if commit:
                 self._committed(open_txn)
             answer(results, early=False)
+
+    def _quiet(self) -> None:
+        self._sync_wanted = True
+        self._kick.set()
 
     def _committed(self, open_txn: _OpenTxn) -> None:
         for txn in open_txn.txns:
@@ -810,15 +832,15 @@ class SqliteStore:
         if refusal is not None:
             return refusal
         s, j = self._s, self._journal()
-        keys: list[str] = []
+        shape = self._shape(req)
+        counts, expires = s.counts, s.expires
         used: int | None = None
         filled: list[str] = []
-        for b in ((req.licence,) if req.licence is not None else ()) + req.buckets:
-            n = s.counts[b.key] = s.counts.get(b.key, 0) + 1
-            if b.expires > s.expires.get(b.key, 0.0):
-                s.expires[b.key] = b.expires
+        for b in shape.buckets:
+            n = counts[b.key] = counts.get(b.key, 0) + 1
+            if b.expires > expires.get(b.key, 0.0):
+                expires[b.key] = b.expires
             j.bump(b.key, 1, b.expires)
-            keys.append(b.key)
             if b is req.licence:
                 used = n
             elif b.limit and n == b.limit:
@@ -833,24 +855,49 @@ class SqliteStore:
             lot.remaining -= 1
             j.lot(lot.id, -1)
             j.ledger.append((req.now, req.wallet, lot.id, -1, "reserve", "", req.recipient,
-                             f"txn {req.txn_id}"))
-        alerts: list[int] = []
-        if req.licence is not None and req.licence.limit and used is not None:
-            for level in req.alert_levels:
-                if used >= math.ceil(req.licence.limit * level / 100):
-                    # Keyed by volume too: a bigger licence mid-month alerts afresh.
-                    alert_key = f"{req.licence.key}|{req.licence.limit}|{level}"
-                    if alert_key not in s.alerts:
-                        s.alerts.add(alert_key)
-                        j.alerts.append((alert_key, req.now))
-                        alerts.append(level)
-        uniques = tuple((u.tenant, u.month, u.key) for u in req.uniques)
+                             "txn " + req.txn_id))
+        alerts: tuple[int, ...] = ()
+        if used is not None and req.licence is not None and used >= shape.first_alert:
+            alerts = self._alerts(req, used)
         s.txns.setdefault(req.txn_id, []).append(
-            _Held(req.owner, req.recipient, tuple(keys), uniques, lot_id, req.wallet))
-        j.reserved.append((req.txn_id, req.owner, req.tenant, req.recipient, keys,
-                           [list(u) for u in uniques], lot_id, req.wallet, req.now))
+            _Held(req.owner, req.recipient, shape.keys, shape.uniques, lot_id, req.wallet))
+        j.reserved.append((req.txn_id, req.owner, req.tenant, req.recipient, shape.keys_json,
+                           shape.uniques_json, lot_id, req.wallet, req.now))
         self._track(req.txn_id)
-        return ReserveResult(True, None, used, tuple(alerts), tuple(filled))
+        return ReserveResult(True, None, used, alerts, tuple(filled))
+
+    def _shape(self, req: ReserveRequest) -> _Shape:
+        """What a request counts, derived once per set of buckets: recipients of the same
+        tenant in the same windows share it (the engine passes the same tuples)."""
+        last = self._last_shape
+        if (last is not None and last.licence is req.licence and last.of is req.buckets
+                and last.uniques_of is req.uniques):
+            return last
+        buckets = ((req.licence,) if req.licence is not None else ()) + req.buckets
+        keys = tuple(b.key for b in buckets)
+        uniques = tuple((u.tenant, u.month, u.key) for u in req.uniques)
+        first_alert = math.inf
+        if req.licence is not None and req.licence.limit and req.alert_levels:
+            first_alert = min(math.ceil(req.licence.limit * level / 100)
+                              for level in req.alert_levels)
+        shape = self._last_shape = _Shape(req.licence, req.buckets, req.uniques, buckets,
+                                          keys, uniques, json.dumps(keys),
+                                          json.dumps(uniques), first_alert)
+        return shape
+
+    def _alerts(self, req: ReserveRequest, used: int) -> tuple[int, ...]:
+        """The licence alert levels `used` reaches for the first time this month."""
+        assert req.licence is not None
+        s, j, alerts = self._s, self._journal(), []
+        for level in req.alert_levels:
+            if used >= math.ceil(req.licence.limit * level / 100):
+                # Keyed by volume too: a bigger licence mid-month alerts afresh.
+                alert_key = f"{req.licence.key}|{req.licence.limit}|{level}"
+                if alert_key not in s.alerts:
+                    s.alerts.add(alert_key)
+                    j.alerts.append((alert_key, req.now))
+                    alerts.append(level)
+        return tuple(alerts)
 
     async def prepare(self, txn_id: str, msg_id: str) -> None:
         self._usable()
