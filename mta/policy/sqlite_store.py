@@ -334,7 +334,7 @@ class _Entry:
 
 
 class StoreRecovering(Exception):
-    """A write to policy.db failed; memory is being reloaded from it."""
+    """A write to policy.db failed and memory could not be reloaded from it."""
 
 
 class SqliteStore:
@@ -359,7 +359,9 @@ class SqliteStore:
         self._kick = asyncio.Event()
         self._unsynced: dict[str, asyncio.Future[None]] = {}
         self._lost: dict[str, BaseException] = {}
-        self._recovering = False
+        # Set while memory is reloaded after a failed write; operations wait for it (and
+        # fail with its exception if policy.db cannot be read back).
+        self._recovery: asyncio.Future[None] | None = None
         self._s = _State()
         # Unique counter key -> recipients added but not yet resolved by SQLite.
         self._unresolved: dict[str, int] = {}
@@ -427,11 +429,11 @@ class SqliteStore:
             self._lock_fd = None
 
     # --- plumbing -----------------------------------------------------------------------
-    def _usable(self) -> None:
+    async def _usable(self) -> None:
         if self._conn is None:
             raise RuntimeError("policy store is closed")
-        if self._recovering:
-            raise StoreRecovering("policy store is reloading after a failed write")
+        if self._recovery is not None:
+            await asyncio.shield(self._recovery)
 
     def _queue(self, entry: _Entry) -> None:
         if self._open is None:
@@ -593,7 +595,8 @@ class SqliteStore:
         matches policy.db, so it is loaded again; meanwhile the store refuses new work."""
         log.error("policy store: transaction failed, rolled back: %s", error)
         loop = asyncio.get_running_loop()
-        self._recovering = True
+        recovery = self._recovery = loop.create_future()
+        recovery.add_done_callback(lambda f: f.exception())  # retrieved by waiters, if any
         dropped, self._pending = self._pending, []
         self._urgent = False
         for e in (*batch, *dropped):
@@ -610,11 +613,13 @@ class SqliteStore:
             self._s = await loop.run_in_executor(self._exec, _load_state, self._conn)
             self._unresolved.clear()
             log.warning("policy store: memory reloaded from %s", self.path)
-        except Exception:
+        except Exception as e:
             log.exception("policy store: cannot reload %s; refusing policy checks until "
                           "restarted", self.path)
-            return  # _recovering stays set: every check answers 4xx
-        self._recovering = False
+            recovery.set_exception(StoreRecovering(f"cannot reload {self.path}: {e}"))
+            return  # stays failed: every check answers 4xx
+        self._recovery = None
+        recovery.set_result(None)
 
     def _run_batch(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
                    ran: Callable[[list[tuple[bool, Any]]], None],
@@ -751,12 +756,12 @@ class SqliteStore:
     def reserve_now(self, req: ReserveRequest) -> ReserveResult | None:
         """`reserve` without awaiting, when memory can answer alone (the usual case); None
         when it cannot (a unique-recipient limit is near, or the store is reloading)."""
-        if self._conn is None or self._recovering or self._near_limit(req):
+        if self._conn is None or self._recovery is not None or self._near_limit(req):
             return None
         return self._reserve(req, ())
 
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
-        self._usable()
+        await self._usable()
         near = self._near_limit(req)
         if not near:
             return self._reserve(req, ())
@@ -900,7 +905,7 @@ class SqliteStore:
         return tuple(alerts)
 
     async def prepare(self, txn_id: str, msg_id: str) -> None:
-        self._usable()
+        await self._usable()
         held = self._s.txns.get(txn_id)
         if held:
             for h in held:
@@ -909,7 +914,7 @@ class SqliteStore:
             self._track(txn_id)
 
     async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int:
-        self._usable()
+        await self._usable()
         held = self._s.txns.pop(txn_id, [])
         dedupe = txn_id in self._s.dedupe
         if not held and not dedupe:
@@ -929,7 +934,7 @@ class SqliteStore:
         return len(held)
 
     async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int:
-        self._usable()
+        await self._usable()
         s = self._s
         held = s.txns.get(txn_id, [])
         gone = [h for h in held if recipient is None or h.rcpt == recipient]
@@ -978,7 +983,7 @@ class SqliteStore:
             j.lot(lot_id, +1)
 
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
-        self._usable()
+        await self._usable()
         key = (msg_id, recipient)
         while (busy := self._settling.get(key)) is not None:
             await busy  # the same outcome reported twice at once: settled once
@@ -989,7 +994,7 @@ class SqliteStore:
                 "state='held' ORDER BY id LIMIT 1", (msg_id, recipient)).fetchone())
             if row is None:
                 return False  # not held (charge = "accepted"), or already settled
-            self._usable()
+            await self._usable()
             j = self._journal()
             if refund:
                 self._return_credit(j, row["lot"], row["wallet"] or "", now, "refund",
@@ -1050,7 +1055,7 @@ class SqliteStore:
                             r["msg_id"], r["recipient"], r["note"]) for r in reversed(rows)]
 
     async def expire_lots(self, now: float) -> list[Lot]:
-        self._usable()
+        await self._usable()
         ended = [lot for lot in self._s.lots.values() if lot.expires <= now]
         if not ended:
             return []
@@ -1067,7 +1072,7 @@ class SqliteStore:
     # --- duplicates and housekeeping ------------------------------------------------------
     async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
                               txn_id: str, since: float, now: float) -> bool:
-        self._usable()
+        await self._usable()
         self._s.dedupe.add(txn_id)
         return await self._call(_op_check_duplicate, tenant, message_id, recipient, txn_id,
                                 since, now, early=True, txn=txn_id)
