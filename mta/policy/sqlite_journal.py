@@ -64,27 +64,42 @@ class Journal:
         self.lot_deltas[lot_id] = self.lot_deltas.get(lot_id, 0) + delta
 
 
+# Journal lists written with one executemany each, in this order: rows are inserted before
+# they are updated or deleted.
+_RESERVATIONS = (
+    ("reserved", "INSERT INTO reservations(txn, owner, tenant, rcpt, counters, uniques, lot, "
+                 "wallet, state, created) VALUES(?,?,?,?,?,?,?,?, 'reserved', ?)"),
+    ("prepared", "UPDATE reservations SET msg_id=? WHERE txn=? AND state='reserved'"),
+    ("held", "UPDATE reservations SET state='held', msg_id=? WHERE txn=? AND "
+             "state='reserved' AND lot IS NOT NULL"),
+    ("settled", "DELETE FROM reservations WHERE txn=? AND state='reserved'"),
+    ("dropped", "DELETE FROM reservations WHERE txn=? AND rcpt=? AND state='reserved'"),
+    ("outcomes", "DELETE FROM reservations WHERE id=?"),
+)
+# After the counters: lot deltas land before lots expire; ledger rows keep their order.
+_REST = (
+    ("expired_lots", "UPDATE lots SET expired=1, remaining=0 WHERE id=?"),
+    ("ledger", "INSERT INTO ledger(time, tenant, lot, delta, kind, msg_id, recipient, note) "
+               "VALUES(?,?,?,?,?,?,?,?)"),
+    ("alerts", "INSERT OR IGNORE INTO alerts(key, time) VALUES(?, ?)"),
+    ("dedupe_committed", "UPDATE dedupe SET state='committed', time=? WHERE txn=?"),
+    ("dedupe_dropped", "DELETE FROM dedupe WHERE txn=? AND state='pending'"),
+    ("dedupe_dropped_rcpt", "DELETE FROM dedupe WHERE txn=? AND rcpt=? AND state='pending'"),
+)
+
+
+def _write(c: sqlite3.Connection, j: Journal, statements: tuple[tuple[str, str], ...]) -> None:
+    for attr, sql in statements:
+        rows = getattr(j, attr)
+        if rows:
+            c.executemany(sql, rows)
+
+
 def apply_journal(c: sqlite3.Connection, j: Journal) -> dict[str, list[int]]:
     """Write `j` (on the database thread, inside the open transaction). Returns, per unique
     counter key, [recipients added, change of the count]: the store's memory learns which
     of its added recipients were new this month."""
-    if j.reserved:  # counters and uniques come as JSON text already
-        c.executemany("INSERT INTO reservations(txn, owner, tenant, rcpt, counters, uniques, "
-                      "lot, wallet, state, created) VALUES(?,?,?,?,?,?,?,?, 'reserved', ?)",
-                      j.reserved)
-    if j.prepared:
-        c.executemany("UPDATE reservations SET msg_id=? WHERE txn=? AND state='reserved'",
-                      j.prepared)
-    if j.held:
-        c.executemany("UPDATE reservations SET state='held', msg_id=? WHERE txn=? AND "
-                      "state='reserved' AND lot IS NOT NULL", j.held)
-    if j.settled:
-        c.executemany("DELETE FROM reservations WHERE txn=? AND state='reserved'", j.settled)
-    if j.dropped:
-        c.executemany("DELETE FROM reservations WHERE txn=? AND rcpt=? AND state='reserved'",
-                      j.dropped)
-    if j.outcomes:
-        c.executemany("DELETE FROM reservations WHERE id=?", j.outcomes)
+    _write(c, j, _RESERVATIONS)  # counters and uniques come as JSON text already
     resolved: dict[str, list[int]] = {}
     for tenant, month, rcpt, key, expires in j.uniq_added:
         refs = c.execute("INSERT INTO uniq(tenant, month, rcpt, refs) VALUES(?,?,?,1) "
@@ -111,19 +126,5 @@ def apply_journal(c: sqlite3.Connection, j: Journal) -> dict[str, list[int]]:
     if j.lot_deltas:
         c.executemany("UPDATE lots SET remaining = remaining + ? WHERE id=?",
                       [(d, lot) for lot, d in j.lot_deltas.items() if d])
-    if j.expired_lots:
-        c.executemany("UPDATE lots SET expired=1, remaining=0 WHERE id=?", j.expired_lots)
-    if j.ledger:
-        c.executemany("INSERT INTO ledger(time, tenant, lot, delta, kind, msg_id, recipient, "
-                      "note) VALUES(?,?,?,?,?,?,?,?)", j.ledger)
-    if j.alerts:
-        c.executemany("INSERT OR IGNORE INTO alerts(key, time) VALUES(?, ?)", j.alerts)
-    if j.dedupe_committed:
-        c.executemany("UPDATE dedupe SET state='committed', time=? WHERE txn=?",
-                      j.dedupe_committed)
-    if j.dedupe_dropped:
-        c.executemany("DELETE FROM dedupe WHERE txn=? AND state='pending'", j.dedupe_dropped)
-    if j.dedupe_dropped_rcpt:
-        c.executemany("DELETE FROM dedupe WHERE txn=? AND rcpt=? AND state='pending'",
-                      j.dedupe_dropped_rcpt)
+    _write(c, j, _REST)
     return resolved

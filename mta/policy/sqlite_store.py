@@ -33,6 +33,7 @@ thread, so it never queues behind a COMMIT.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import fcntl
 import json
@@ -246,20 +247,27 @@ class _Held:
 
 @dataclass(eq=False)
 class _LotState:
-    """A credit lot not yet expired; `remaining` is the truth, policy.db follows it."""
+    """A credit lot not yet expired: as read or created, and what memory changes of it
+    (`remaining` is the truth, policy.db follows it)."""
 
-    id: int
-    tenant: str
-    amount: int
+    lot: Lot
     remaining: int
-    purchased: float
-    expires: float
     paid: bool
-    note: str
+
+    @property
+    def id(self) -> int:
+        return self.lot.id
+
+    @property
+    def tenant(self) -> str:
+        return self.lot.tenant
+
+    @property
+    def expires(self) -> float:
+        return self.lot.expires
 
     def public(self) -> Lot:
-        return Lot(self.id, self.tenant, self.amount, self.remaining, self.purchased,
-                   self.expires, self.paid, False, self.note)
+        return dataclasses.replace(self.lot, remaining=self.remaining, paid=self.paid)
 
 
 @dataclass(frozen=True)
@@ -295,9 +303,7 @@ def _load_state(c: sqlite3.Connection) -> _State:
     for key, n, expires in c.execute("SELECT key, n, expires FROM counters"):
         s.counts[key], s.expires[key] = n, expires
     for row in c.execute("SELECT * FROM lots WHERE expired=0 ORDER BY expires, id"):
-        lot = s.lots[row["id"]] = _LotState(row["id"], row["tenant"], row["amount"],
-                                            row["remaining"], row["purchased"],
-                                            row["expires"], bool(row["paid"]), row["note"])
+        lot = s.lots[row["id"]] = _LotState(_lot(row), row["remaining"], bool(row["paid"]))
         s.wallets.setdefault(lot.tenant, []).append(lot)
     s.alerts = {key for (key,) in c.execute("SELECT key FROM alerts")}
     for row in c.execute("SELECT * FROM reservations WHERE state='reserved' ORDER BY id"):
@@ -1028,9 +1034,7 @@ class SqliteStore:
         return lot
 
     def _remember_lot(self, lot: Lot) -> None:
-        state = self._s.lots[lot.id] = _LotState(lot.id, lot.tenant, lot.amount,
-                                                 lot.remaining, lot.purchased, lot.expires,
-                                                 lot.paid, lot.note)
+        state = self._s.lots[lot.id] = _LotState(lot, lot.remaining, lot.paid)
         wallet = self._s.wallets.setdefault(lot.tenant, [])
         wallet.append(state)
         wallet.sort(key=lambda x: (x.expires, x.id))  # the lot that expires first pays first
