@@ -612,7 +612,9 @@ class SqliteStore:
         self._open, self._sync_wanted = None, False
         for t in undone:
             for txn in t.txns:
-                if len(self._lost) < _CACHE_MAX and not txn.startswith("\0"):
+                # Marks (_durably) are always awaited, so always told; a message
+                # transaction only if it reaches durable() (bounded meanwhile).
+                if txn.startswith("\0") or len(self._lost) < _CACHE_MAX:
                     self._lost[txn] = error
             self._committed(t)
         try:

@@ -12,7 +12,7 @@ import pytest
 
 from mta.policy import PolicyAdmin, PolicyEngine
 
-from .conftest import Backend, send
+from .conftest import BASE_TOML, Backend, send
 
 
 async def accept(engine: PolicyEngine, rcpt: str, queue_id: str) -> None:
@@ -101,3 +101,28 @@ async def test_a_failed_write_refuses_the_message_and_memory_follows_the_disk(
     with sqlite3.connect(state / "policy.db") as other:
         assert other.execute("SELECT sum(remaining) FROM lots").fetchone()[0] == 98
         assert other.execute("SELECT count(*) FROM reservations").fetchone()[0] == 0
+
+
+async def test_a_refund_whose_write_fails_is_not_reported_done(make_engine, backend: Backend):
+    """Under charge = "delivered", a bounce refunds the held credit once written. If that
+    write fails, the caller hears it, and the credit is still held for the next try."""
+    if backend.name != "sqlite":
+        pytest.skip("a SQLite write failure")
+    base = BASE_TOML.replace("[policy]\n", '[policy]\ncharge = "delivered"\n')
+    engine: PolicyEngine = await make_engine(base=base)
+    admin = PolicyAdmin(engine)
+    await admin.add_credits("shop", 5, paid=True)
+    await accept(engine, "a@x.example", "01b2000000000000aa")
+    assert ((await admin.credits("shop")).balance, (await admin.credits("shop")).held) == (4, 1)
+    store = engine.store
+    # The refund's ledger row fails to be written, as on a disk error.
+    await store._call(lambda c: c.execute(  # type: ignore[attr-defined]
+        "CREATE TRIGGER fail_refund BEFORE INSERT ON ledger WHEN NEW.kind = 'refund' "
+        "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"))
+    with pytest.raises(sqlite3.IntegrityError, match="disk I/O error"):
+        await engine.on_outcome("shop", "01b2000000000000aa", "a@x.example", "bounced")
+    await store._call(lambda c: c.execute(  # type: ignore[attr-defined]
+        "DROP TRIGGER fail_refund"))
+    assert ((await admin.credits("shop")).balance, (await admin.credits("shop")).held) == (4, 1)
+    await engine.on_outcome("shop", "01b2000000000000aa", "a@x.example", "bounced")
+    assert ((await admin.credits("shop")).balance, (await admin.credits("shop")).held) == (5, 0)
