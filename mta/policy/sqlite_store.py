@@ -792,7 +792,10 @@ class SqliteStore:
                 used = None if req.licence is None else self._s.counts.get(req.licence.key, 0)
                 return ReserveResult(False, u.key, used)
             counted.append(u)
-        result = self._reserve(req, tuple(counted))  # checks again: memory moved meanwhile
+        # Memory moved meanwhile (it may even have been reloaded after a failed write: its
+        # writes go after the reload, never under it).
+        await self._usable()
+        result = self._reserve(req, tuple(counted))  # so check everything again
         if not result.ok:
             self._drop_uniques(req, counted)
         return result
