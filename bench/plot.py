@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 
 PUBLISHED = {"summary", "throughput-relay-1k", "latency-relay-1k", "throughput-queue",
              "throughput-tempfail", "latency-sites-10"}
-COLORS = {"mta": "tab:blue", "postfix": "tab:orange"}
+COLORS = {"mta": "tab:blue", "postfix": "tab:orange", "mta-plain": "tab:green"}
 
 
 def _series(bins: list, bin_seconds: float, t0: float, scale: float = 1.0

@@ -1,8 +1,8 @@
 """`make bench`: mta (and optionally a private Postfix) under the same loads, side by side.
 
-    .venv/bin/python bench/run.py [--quick] [--peer postfix] [--scenario NAME ...]
+    .venv/bin/python bench/run.py [--quick] [--peer postfix|plain] [--scenario NAME ...]
         [--messages N] [--queue-messages N] [--size BYTES] [--connections C]
-        [--rcpts R] [--runs K] [--publish]
+        [--rcpts R] [--runs K] [--policy] [--dkim ALG] [--publish]
 
 Sets up everything itself, on loopback only, and stops it all at the end (even on error):
 a test DNS server (Unbound, tests/support/dnsserver.py) with one site (dest.test) and
@@ -10,7 +10,10 @@ a test DNS server (Unbound, tests/support/dnsserver.py) with one site (dest.test
 127.0.0.2-11 that count what they hold; mta (`mta serve`, spool in a temp dir, synchronous
 fsync as shipped); the load generator (bench/ingest.py, reused connections, pipelined).
 With `--peer postfix` a private Postfix (bench/postfix.py) takes the same loads, runs
-alternating A B A B. Results: bench/results/<stamp>.json and .md, PNGs from bench/plot.py;
+alternating A B B A. With `--peer plain`, the peer is mta itself without `--policy` and
+`--dkim`: what those cost, e.g. issue 5's `--scenario relay-1k --policy --peer plain
+--runs 7` (single runs on a shared VM move by up to 25%: alternate, read the medians).
+Results: bench/results/<stamp>.json and .md, PNGs from bench/plot.py;
 `--publish` also copies the chosen plots and the table to bench/plots/ for the README.
 """
 
@@ -236,6 +239,12 @@ class MtaSide:
         return pfmod._du(self.spool)
 
 
+class PlainMtaSide(MtaSide):
+    """mta as shipped, without --policy or --dkim: what those are measured against."""
+
+    name = "mta-plain"
+
+
 class PostfixSide:
     name = "postfix"
 
@@ -431,24 +440,26 @@ def _f(v: float | None, digits: int = 0) -> str:
     return "–" if v is None else f"{v:,.{digits}f}"
 
 
-def table(results: list[dict], peer: bool) -> str:
-    """Medians over runs; `ratio` = mta / postfix of the headline rate."""
+def table(results: list[dict], peer: str | None) -> str:
+    """Medians over runs; the last column is mta / the peer (Postfix, or mta-plain) of the
+    headline rate."""
+    other = PlainMtaSide.name if peer == "plain" else PostfixSide.name
     lines = ["| scenario | MTA | ingest msg/s | end-to-end msg/s | ingest p50 / p99 ms "
-             "| delivery delay p50 / p99 ms | CPU s / 1k msg | peak PSS MB | mta/postfix |",
+             f"| delivery delay p50 / p99 ms | CPU s / 1k msg | peak PSS MB | mta/{other} |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     qlines = ["| MTA | messages | ingest msg/s | spool MB | PSS queued MB | restart s "
               "| PSS restarted MB | drain msg/s | sinks up -> empty s | drain CPU s / 1k |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for sc in SCENARIOS:
         by = {m: [r for r in results if r["scenario"] == sc.name and r["mta"] == m]
-              for m in ("mta", "postfix")}
-        if not by["mta"] and not by["postfix"]:
+              for m in ("mta", other)}
+        if not by["mta"] and not by[other]:
             continue
         head = "drain_rate" if sc.kind == "queue" else (
             "e2e_rate" if sc.kind == "relay" else "ingest_rate")
         ratio = None
-        if peer and _med(by["mta"], head) and _med(by["postfix"], head):
-            ratio = _med(by["mta"], head) / _med(by["postfix"], head)  # type: ignore[operator]
+        if peer and _med(by["mta"], head) and _med(by[other], head):
+            ratio = _med(by["mta"], head) / _med(by[other], head)  # type: ignore[operator]
         for m, rows in by.items():
             if not rows:
                 continue
@@ -503,7 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=20,
                     help="client sessions, and each MTA's connections per site")
     ap.add_argument("--rcpts", type=int, help="recipients per message where it is 1")
-    ap.add_argument("--peer", choices=["postfix"], help="run the same loads on Postfix")
+    ap.add_argument("--peer", choices=["postfix", "plain"],
+                    help="run the same loads on Postfix, or on mta without --policy and "
+                         "--dkim (plain)")
     ap.add_argument("--runs", type=int, help="runs per MTA, alternated (default 2; quick 1)")
     ap.add_argument("--quick", action="store_true", help="a few thousand messages, 1 run")
     ap.add_argument("--publish", action="store_true",
@@ -516,10 +529,14 @@ def main(argv: list[str] | None = None) -> int:
     args.queue_messages = args.queue_messages or (3000 if args.quick else 100_000)
     args.runs = args.runs or (1 if args.quick else 2)
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
-    sides = [MtaSide]
+    sides: list[type] = [MtaSide]
     if args.peer == "postfix":
         pfmod.ensure_installed()
         sides.append(PostfixSide)
+    elif args.peer == "plain":
+        if not (args.policy or args.dkim):
+            ap.error("--peer plain measures --policy or --dkim against mta without them")
+        sides.append(PlainMtaSide)
 
     results_dir: Path = args.results
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -536,7 +553,9 @@ def main(argv: list[str] | None = None) -> int:
         sink_port = common_port()
         for sc in chosen:
             for run in range(args.runs):
-                for side_cls in sides:  # A B A B
+                # A B B A A B ...: neither side always runs first (after the other's
+                # teardown, with the page cache still flushing it).
+                for side_cls in (sides if run % 2 == 0 else sides[::-1]):
                     r = run_one(side_cls, sc, run, args, dns, sink_port, top)
                     results.append(r)
                     print(f"{sc.name:>17} {r['mta']:>8} run {run + 1}: "
@@ -557,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     path = results_dir / f"{stamp}.json"
     path.write_text(json.dumps(doc))
     md = (f"Machine: {describe(info)}.\n`{' '.join(['bench/run.py', *(argv or sys.argv[1:])])}`"
-          f", {args.runs} run(s) per MTA, medians.\n\n{table(results, bool(args.peer))}\n")
+          f", {args.runs} run(s) per MTA, medians.\n\n{table(results, args.peer)}\n")
     (results_dir / f"{stamp}.md").write_text(md)
     print("\n" + md)
     print(f"results: {path} ({info['wall_s']:.0f}s)")

@@ -52,14 +52,23 @@ def test_relay_run_delivers_every_message_and_writes_results(tmp_path: Path) -> 
 @pytest.mark.skipif(shutil.which("unbound", path="/usr/sbin:/usr/bin") is None,
                     reason="unbound (the test DNS server) is not installed")
 def test_relay_run_under_policy_charges_every_message(tmp_path: Path) -> None:
-    # bench/run.py --policy: the relayed tenant is prepaid, on quotas, under a licence.
+    # bench/run.py --policy: the relayed tenant is prepaid, on quotas, under a licence;
+    # --peer plain runs mta without it, alternated, for issue 5's cost ratio.
     (tmp_path / "work").mkdir()
-    doc = _bench(tmp_path, "--policy", "--keep", "--tmp", str(tmp_path / "work"))
-    [run] = doc["results"]
-    _check(run)
-    [db] = (tmp_path / "work").glob("*/relay-1k-mta-*/spool/policy.db")
-    with sqlite3.connect(db) as c:  # one credit taken per delivered recipient
-        assert c.execute("SELECT count(*) FROM ledger WHERE kind='reserve'").fetchone() == (30,)
+    doc = _bench(tmp_path, "--policy", "--peer", "plain", "--keep",
+                 "--tmp", str(tmp_path / "work"))
+    runs = {r["mta"]: r for r in doc["results"]}
+    assert set(runs) == {"mta", "mta-plain"}
+    for run in runs.values():
+        _check(run)
+    [md] = (tmp_path / "results").glob("*.md")
+    assert "| mta/mta-plain |" in md.read_text()
+    dbs = {"plain" if "-mta-plain-" in str(db) else "policy": db
+           for db in (tmp_path / "work").glob("*/relay-1k-mta-*/spool/policy.db")}
+    for side, charged in (("policy", 30), ("plain", 0)):
+        with sqlite3.connect(dbs[side]) as c:  # one credit per delivered recipient
+            assert c.execute("SELECT count(*) FROM ledger WHERE kind='reserve'"
+                             ).fetchone() == (charged,)
 
 
 @pytest.mark.skipif(not Path("/usr/sbin/postfix").exists(),
