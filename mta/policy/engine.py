@@ -151,6 +151,10 @@ class PolicyEngine:
                                  tuple[EffectiveLimit, ...]] | None = None
         self._last_buckets: tuple[tuple[EffectiveLimit, ...], _Buckets] | None = None
         self._alert_levels = tuple(self.pc.licence_alert_levels)
+        # What only the embedded store offers (deciding RCPT without awaiting, starting its
+        # COMMIT early), looked up once rather than per recipient and message.
+        self._reserve_now = getattr(store, "reserve_now", None)
+        self._sync_soon = getattr(store, "sync_soon", None)
 
     @classmethod
     async def open(cls, cfg: Config, state_dir: str | Path, *, clock: Clock | None = None,
@@ -261,27 +265,30 @@ class PolicyEngine:
         if txn.unlimited:
             txn.recipients.append(rcpt)
             return None
-        reserve_now = getattr(self.store, "reserve_now", None)
-        if reserve_now is not None:  # the embedded store decides in memory
+        if self._reserve_now is not None:  # the embedded store decides in memory
             try:
                 now = self.clock.now()
                 req, counted = self._request(txn, rcpt, now)
                 if req is None:
                     return counted  # the licence's refusal
-                res = reserve_now(req)
+                res = self._reserve_now(req)
                 if res is not None:
                     return self._reserved(txn, rcpt, res, counted, now)
             except Exception:
-                log.exception("policy: RCPT check failed; deferring")
-                return replies.store_unavailable()
+                return self._rcpt_failed()
         return self._reserve_rcpt(txn, rcpt)
 
     async def _reserve_rcpt(self, txn: PolicyTxn, rcpt: str) -> Reply | None:
         try:
             return await self._reserve(txn, rcpt)
         except Exception:
-            log.exception("policy: RCPT check failed; deferring")
-            return replies.store_unavailable()
+            return self._rcpt_failed()
+
+    @staticmethod
+    def _rcpt_failed() -> Reply:
+        """Postfix smtpd_check style: a failed lookup defers, never accepts or crashes."""
+        log.exception("policy: RCPT check failed; deferring")
+        return replies.store_unavailable()
 
     async def _reserve(self, txn: PolicyTxn, rcpt: str) -> Reply | None:
         now = self.clock.now()
@@ -394,10 +401,8 @@ class PolicyEngine:
     def sync_soon(self, txn: PolicyTxn) -> None:
         """The message is about to be written: start making its reservations durable now,
         beside the spool's fsync, so that prepare() finds them durable already."""
-        if txn.reserved:
-            sync_soon = getattr(self.store, "sync_soon", None)  # stores that write behind
-            if sync_soon is not None:
-                sync_soon()
+        if txn.reserved and self._sync_soon is not None:
+            self._sync_soon()
 
     async def commit(self, txn: PolicyTxn, msg_id: str) -> None:
         """The message is on disk (after fsync): reservations become charges."""

@@ -339,8 +339,9 @@ class _Entry:
     journal: Journal | None = None
 
 
-class StoreRecovering(Exception):
-    """A write to policy.db failed and memory could not be reloaded from it."""
+class StoreUnreadable(Exception):
+    """A write to policy.db failed and memory could not be read back from it: every
+    operation fails (4xx at SMTP) until the daemon is restarted."""
 
 
 class SqliteStore:
@@ -624,7 +625,7 @@ class SqliteStore:
         except Exception as e:
             log.exception("policy store: cannot reload %s; refusing policy checks until "
                           "restarted", self.path)
-            recovery.set_exception(StoreRecovering(f"cannot reload {self.path}: {e}"))
+            recovery.set_exception(StoreUnreadable(f"cannot reload {self.path}: {e}"))
             return  # stays failed: every check answers 4xx
         self._recovery = None
         recovery.set_result(None)
