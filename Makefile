@@ -6,9 +6,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the test suite runs for real: command -> package.
-TEST_DEBS := swaks:swaks unbound:unbound redis-server:redis-server openssl:openssl
 
 .PHONY: run test lint bench venv test-debs clean
 
@@ -30,16 +27,11 @@ var/tls/cert.pem:
 run: $(STAMP) var/tls/cert.pem
 	$(BIN)/mta serve -c config.toml
 
+# The Debian packages the suite runs for real (swaks with TLS and AUTH, Unbound, Redis, ...),
+# checked by capability and installed when missing (with sudo unless root); fails when a
+# capability is still missing afterwards.
 test-debs:
-	@missing=""; for pair in $(TEST_DEBS); do \
-	    cmd=$${pair%%:*}; pkg=$${pair##*:}; \
-	    command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	    echo "installing Debian packages:$$missing"; \
-	    $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+	@PYTHON=$(PYTHON) sh tests/support/system-deps.sh
 
 test: $(STAMP) test-debs
 	$(BIN)/ruff check mta tests bench

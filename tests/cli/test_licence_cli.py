@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mta.policy.licence import parse_licence
+from tests.support.daemon import free_port
 
 
 def mta_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -57,8 +58,11 @@ def test_issue_then_show_round_trip_without_a_daemon(tmp_path):
     assert re.fullmatch(rf"{tmp_path}/acme.licence: licence [0-9a-f]{{32}} for Acme Mail, "
                         r"valid 2026-01-01 \.\. 2099-12-31\n", proc.stdout)
 
-    # No config file at all: --public-key is enough; usage is unknown (no daemon to ask).
-    proc = mta_cli("-c", str(tmp_path / "absent.toml"), "licence", "show",
+    # A config that names no licence key: --public-key is enough; usage is unknown (no daemon
+    # answers on its admin port - a free one, so a `make run` on 8025 is not asked).
+    cfg = tmp_path / "mta.toml"
+    cfg.write_text(f'[http]\nlisten = ["127.0.0.1:{free_port()}"]\n')
+    proc = mta_cli("-c", str(cfg), "licence", "show",
                    str(tmp_path / "acme.licence"), "--public-key", public, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     fields = dict(re.findall(r"^([a-z ]+):\s+(.*)$", proc.stdout, re.M))
