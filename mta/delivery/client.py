@@ -4,7 +4,8 @@ Owns the session with a remote server: connect (optionally from a given source a
 greeting, EHLO (HELO on 5xx), opportunistic or required STARTTLS (RFC 3207), and per message
 one transaction per chunk of recipients. With PIPELINING (RFC 2920) MAIL, every RCPT and DATA
 go out in one write and the body with its "." in a second: two round trips per message.
-Without it, lock-step.
+Without it, lock-step. What to write and how to read the replies of a transaction is decided
+without I/O in `mta.delivery.transaction`; this module only moves its bytes.
 
 Every outcome is a `Reply`, per recipient, in the order given; failures that are not the
 server's words get synthetic replies with RFC 3463 codes (4.4.1 connect failed, 4.4.2 lost or
@@ -25,6 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from mta.delivery.transaction import (
+    DeliveryResult,
+    Step,
+    Transaction,
+    TransactionResult,
+    connection_lost,
+    retry_indexes,
+)
 from mta.delivery.wire import (
     Extensions,
     ProtocolError,
@@ -61,11 +70,6 @@ _QUIT_TIMEOUT = 5.0
 def connection_failed(text: str) -> Reply:
     """RFC 3463 4.4.1: no answer from host (refused, unreachable, connect timeout)."""
     return Reply(421, "4.4.1", text)
-
-
-def connection_lost(text: str) -> Reply:
-    """RFC 3463 4.4.2: bad connection (dropped, or no reply within the timeout)."""
-    return Reply(421, "4.4.2", text)
 
 
 def protocol_error(text: str) -> Reply:
@@ -122,26 +126,6 @@ class RecipientLike(Protocol):
     address: str
     notify: str | None
     orcpt: str | None
-
-
-@dataclass(slots=True)
-class TransactionResult:
-    """One MAIL..DATA transaction. `per_recipient[i]` is the outcome of `indexes[i]`."""
-
-    indexes: tuple[int, ...]  # positions in the recipient list given to send()
-    mail: Reply | None
-    rcpt: tuple[Reply | None, ...]  # None: no reply arrived (connection lost)
-    data: Reply | None  # reply to the DATA command (354 expected)
-    final: Reply | None  # reply after the "."
-    per_recipient: tuple[Reply, ...]
-
-
-@dataclass(slots=True)
-class DeliveryResult:
-    """One message over one connection: an outcome per recipient, in the order given."""
-
-    per_recipient: list[Reply]
-    transactions: list[TransactionResult]
 
 
 # --- the protocol ------------------------------------------------------------------------
@@ -413,11 +397,11 @@ class SmtpClient:
         rcpts = [rcpt_command(r.address, ext, r.notify, r.orcpt) for r in recipients]
         data = prepare_body(body)
         limit = max(1, self.settings.max_recipients_per_transaction)
-        transaction = self._pipelined if "PIPELINING" in ext else self._lockstep
+        transaction = self._transaction
         outcomes: list[Reply | None]
         if n <= limit and self.usable:  # the common case: one transaction
             tr = await transaction(mail, list(range(n)), rcpts, data)
-            pending = _retry(tr)
+            pending = retry_indexes(tr)
             if not pending:
                 return DeliveryResult(list(tr.per_recipient), [tr])
             results, outcomes = [tr], list(tr.per_recipient)
@@ -435,7 +419,7 @@ class SmtpClient:
             results.append(tr)
             for i, outcome in zip(chunk, tr.per_recipient, strict=True):
                 outcomes[i] = outcome
-            pending = _retry(tr) + rest
+            pending = retry_indexes(tr) + rest
         lost = connection_lost("no outcome")  # unreachable: every index is set above
         return DeliveryResult([lost if o is None else o for o in outcomes], results)
 
@@ -452,123 +436,29 @@ class SmtpClient:
                                        f"{limit} of {self.host}")
         return None
 
-    async def _pipelined(self, mail: bytes, chunk: list[int], rcpts: list[bytes],
-                         data: bytes) -> TransactionResult:
-        """RFC 2920: [RSET] MAIL RCPT... DATA in one write, then the body in another."""
+    async def _transaction(self, mail: bytes, chunk: list[int], rcpts: list[bytes],
+                           data: bytes) -> TransactionResult:
+        """Drive one `Transaction` (mta.delivery.transaction) over this connection."""
         self.transactions += 1
         p = self._p
         s = self.settings
-        rset = self._needs_rset
-        batch = [b"RSET\r\n", mail] if rset else [mail]
-        batch.extend(rcpts)
-        batch.append(b"DATA\r\n")
-        self._write(b"".join(batch))
-        n = len(rcpts)
-        try:
-            replies = await p.read(len(batch), s.command_timeout, "MAIL/RCPT/DATA")
-        except _ConnectionLost as e:
-            got = e.partial[1:] if rset else e.partial
-            mail_r = got[0] if got else None
-            rcpt_r = _pad(got[1:1 + n], n)
-            return self._lost(chunk, mail_r, rcpt_r, None, e.reply)
-        if rset:
-            replies = replies[1:]
-        self._needs_rset = False
-        mail_r, rcpt_r, data_r = replies[0], tuple(replies[1:1 + n]), replies[-1]
-        self._note_421(replies)
-        if data_r.code != 354:
-            if mail_r.is_positive:
-                self._needs_rset = True
-            return _result(chunk, mail_r, rcpt_r, data_r, None)
-        if not mail_r.is_positive or not any(r.is_positive for r in rcpt_r):
-            # RFC 2920 3.1: DATA was accepted although nothing else was; end it empty and
-            # let the transaction go.
-            self._write(b".\r\n")
+        txn = Transaction(mail, chunk, rcpts, data, pipelined="PIPELINING" in self.extensions,
+                          rset=self._needs_rset)
+        step: Step | None = txn.start()
+        while step is not None:
+            self._write(step.data)
+            wait = s.data_timeout if step.data_timeout else s.command_timeout
             try:
-                await p.read(1, s.data_timeout, "end of data")
-            except _ConnectionLost:
-                pass
-            return _result(chunk, mail_r, rcpt_r, data_r, None)
-        self._write(data)
-        try:
-            (final,) = await p.read(1, s.data_timeout, "end of data")
-        except _ConnectionLost as e:
-            return self._lost(chunk, mail_r, rcpt_r, data_r, e.reply)
-        if final.code == 421:
+                replies = await p.read(step.replies, wait, step.what)
+            except _ConnectionLost as e:
+                self.abort()
+                return txn.lost(e.reply, e.partial)
+            step = txn.receive(replies)
+        self._needs_rset = txn.needs_rset
+        if txn.closing:
             self._closing = True
-        return _result(chunk, mail_r, rcpt_r, data_r, final)
-
-    async def _lockstep(self, mail: bytes, chunk: list[int], rcpts: list[bytes],
-                        data: bytes) -> TransactionResult:
-        self.transactions += 1
-        s = self.settings
-        t = s.command_timeout
-        mail_r: Reply | None = None
-        rcpt_r: list[Reply | None] = [None] * len(rcpts)
-        try:
-            if self._needs_rset:
-                await self._command(b"RSET\r\n", t, "RSET")
-                self._needs_rset = False
-            mail_r = await self._command(mail, t, "MAIL FROM")
-            if not mail_r.is_positive:
-                return _result(chunk, mail_r, (None,) * len(rcpts), None, None)
-            for i, line in enumerate(rcpts):
-                r = await self._command(line, t, "RCPT TO")
-                rcpt_r[i] = r
-                if r.is_too_many_recipients():
-                    # The server will take no more in this transaction: the rest get its
-                    # answer and go again in the next one.
-                    for j in range(i + 1, len(rcpts)):
-                        rcpt_r[j] = r
-                    break
-                if r.code == 421:
-                    # RFC 5321 3.8: the server is closing; nothing after this is heard.
-                    self._closing = True
-                    for j in range(i + 1, len(rcpts)):
-                        rcpt_r[j] = r
-                    break
-            if not any(r is not None and r.is_positive for r in rcpt_r):
-                self._needs_rset = True
-                return _result(chunk, mail_r, tuple(rcpt_r), None, None)
-            data_r = await self._command(b"DATA\r\n", t, "DATA")
-        except _ConnectionLost as e:
-            return self._lost(chunk, mail_r, tuple(rcpt_r), None, e.reply)
-        rcpt_t = tuple(rcpt_r)
-        if data_r.code != 354:
-            self._needs_rset = True
-            return _result(chunk, mail_r, rcpt_t, data_r, None)
-        return await self._finish(chunk, mail_r, rcpt_t, data_r, data)
-
-    async def _finish(self, chunk: list[int], mail_r: Reply, rcpt_r: tuple[Reply | None, ...],
-                      data_r: Reply, data: bytes) -> TransactionResult:
-        self._write(data)
-        try:
-            final = await self._expect_one(self.settings.data_timeout, "end of data")
-        except _ConnectionLost as e:
-            return self._lost(chunk, mail_r, rcpt_r, data_r, e.reply)
-        self._note_421((final,))
-        return _result(chunk, mail_r, rcpt_r, data_r, final)
-
-    def _lost(self, chunk: list[int], mail_r: Reply | None, rcpt_r: tuple[Reply | None, ...],
-              data_r: Reply | None, why: Reply) -> TransactionResult:
-        """Connection gone mid-transaction: refusals that did arrive stand; every other
-        recipient gets the transient `why` (nothing was delivered to it)."""
-        self.abort()
-        per: list[Reply] = []
-        for r in rcpt_r:
-            if mail_r is not None and not mail_r.is_positive:
-                per.append(mail_r)
-            elif r is not None and not r.is_positive:
-                per.append(r)
-            else:
-                per.append(why)
-        return TransactionResult(tuple(chunk), mail_r, rcpt_r, data_r, None, tuple(per))
-
-    def _note_421(self, replies: Sequence[Reply]) -> None:
-        # RFC 5321 3.8: 421 means the server is closing the channel.
-        for r in replies:
-            if r.code == 421:
-                self._closing = True
+        assert txn.result is not None
+        return txn.result
 
     # --- I/O ---------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
@@ -615,41 +505,6 @@ class SmtpClient:
     def __repr__(self) -> str:
         return (f"<SmtpClient {self.host}[{self.address}]:{self.port} "
                 f"tls={self.tls_active} transactions={self.transactions}>")
-
-
-def _retry(tr: TransactionResult) -> list[int]:
-    """RFC 5321 4.5.3.1.10: recipients refused as "too many" go again in a new transaction,
-    if this one delivered (else they keep the refusal: no progress, no loop)."""
-    final = tr.final
-    if final is None or final.code >= 400:
-        return []
-    return [i for i, r in zip(tr.indexes, tr.rcpt, strict=True)
-            if r is not None and r.is_too_many_recipients()]
-
-
-def _pad(replies: list[Reply], n: int) -> tuple[Reply | None, ...]:
-    return tuple(replies) + (None,) * (n - len(replies))
-
-
-def _result(chunk: list[int], mail_r: Reply, rcpt_r: tuple[Reply | None, ...],
-            data_r: Reply | None, final: Reply | None) -> TransactionResult:
-    """Per-recipient outcomes: a refusal at MAIL applies to all, a refusal at RCPT to that
-    recipient, and the reply to DATA (or after the dot) to every accepted recipient."""
-    per: list[Reply] = []
-    for r in rcpt_r:
-        if not mail_r.is_positive:
-            per.append(mail_r)
-        elif r is None:
-            per.append(connection_lost("no reply to RCPT"))
-        elif not r.is_positive:
-            per.append(r)
-        elif data_r is not None and data_r.code != 354:
-            per.append(data_r)
-        elif final is not None:
-            per.append(final)
-        else:
-            per.append(connection_lost("transaction not completed"))
-    return TransactionResult(tuple(chunk), mail_r, rcpt_r, data_r, final, tuple(per))
 
 
 def _is_ip(host: str) -> bool:
