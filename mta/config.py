@@ -201,8 +201,16 @@ class SmtpConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     listen: list[HostPort] = field(default_factory=lambda: [("127.0.0.1", 8025)])
-    # Bearer token for /api/v1/admin. Empty: the admin API answers 401 to everything.
+    # Bearer token for /api/v1/admin over TCP. Empty: the TCP admin API answers 401 to
+    # everything (the local admin_socket still serves it).
     admin_token: str = ""
+    # Local admin socket (AF_UNIX, mode 0660): the same API with no token, trusted by file
+    # permission as Postfix's postqueue is; `mta queue ...` uses it when it can connect.
+    # Unset: <[spool] dir>/admin.sock. Beside the spool because each spool has exactly one
+    # daemon, so a checkout, tests and a packaged install never share a socket, and it
+    # needs no /run directory (a systemd unit may set /run/mta/admin.sock with
+    # RuntimeDirectory=mta). Relative paths are relative to this file; "" turns it off.
+    admin_socket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -756,7 +764,12 @@ def _resolve_defaults(cfg: Config, base: Path) -> Config:
     log = cfg.log
     if log.events and not Path(log.events).is_absolute():
         log = dataclasses.replace(log, events=str(base / log.events))
-    return dataclasses.replace(cfg, spool=spool, log=log)
+    http = cfg.http
+    if http.admin_socket is None:
+        http = dataclasses.replace(http, admin_socket=str(spool.dir / "admin.sock"))
+    elif http.admin_socket and not Path(http.admin_socket).is_absolute():
+        http = dataclasses.replace(http, admin_socket=str(base / http.admin_socket))
+    return dataclasses.replace(cfg, spool=spool, log=log, http=http)
 
 
 def parse_config(text: str, file: str = "config.toml", base: Path | None = None) -> Config:

@@ -28,6 +28,7 @@ from mta.delivery.operations import QueueOperations
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
+from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress
 from mta.observe.events import EventLog
 from mta.observe.metrics import Metrics
@@ -206,6 +207,15 @@ class Daemon:
                 await site.start()
             log.info("http listening on %s",
                      ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+            # The local admin socket: same app, no token (trusted by its mode, 0660).
+            self.admin_socket = admin_socket_path(cfg)
+            if self.admin_socket:
+                sock, inode = await asyncio.to_thread(bind_admin_socket, self.admin_socket)
+                # Removed before the listeners close (reverse order): no client finds a
+                # socket file that no longer answers.
+                stack.callback(release_admin_socket, self.admin_socket, inode)
+                await web.SockSite(self.http_runner, sock).start()
+                log.info("admin socket %s", self.admin_socket)
 
             self.smtp = SmtpServer(cfg, self.ingress, events=self.events)
             await self.smtp.start()
