@@ -280,6 +280,11 @@ class LogConfig:
     # Events log, JSON lines; empty disables it.
     events: str = "var/log/events.jsonl"
     level: str = "info"
+    # The daemon's own log lines on stderr (mta.observe.logs): "text" (time level logger:
+    # message), "journal" (sd-daemon <N> priority prefix, no time: journald adds it),
+    # "json" (one object per line), or "auto": journal when stderr is systemd's journal
+    # stream ($JOURNAL_STREAM), else text, so one config suits a terminal and the unit.
+    format: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -728,6 +733,8 @@ def _validate(cfg: Config, errors: _Errors) -> None:
             errors.add(f"dns.nameservers[{i}]", str(e))
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         errors.add("log.level", "must be one of debug, info, warning, error")
+    if cfg.log.format not in ("auto", "text", "journal", "json"):
+        errors.add("log.format", "must be one of auto, text, journal, json")
     for name, user in cfg.users.items():
         key = f"users.{_quote_key(name)}"
         if user.tenant != "default" and user.tenant not in cfg.tenants:

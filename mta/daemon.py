@@ -31,6 +31,7 @@ from mta.http.app import make_app
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress
 from mta.observe.events import EventLog
+from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
@@ -305,19 +306,11 @@ class Daemon:
         notify("READY=1")
 
 
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
 def serve(cfg: Config) -> int:
     """Run in the foreground until SIGTERM; exit status 0 after a clean drain."""
     import uvloop
 
-    _setup_logging(cfg.log.level)
+    setup_logging(cfg.log.level, cfg.log.format, sys.stderr)
     try:
         uvloop.run(Daemon(cfg).run())
     except OSError as e:
