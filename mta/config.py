@@ -210,6 +210,7 @@ class HttpConfig:
     # daemon, so a checkout, tests and a packaged install never share a socket, and it
     # needs no /run directory (a systemd unit may set /run/mta/admin.sock with
     # RuntimeDirectory=mta). Relative paths are relative to this file; "" turns it off.
+    # Read at start (a SIGHUP does not move it).
     admin_socket: str | None = None
 
 

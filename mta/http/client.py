@@ -120,9 +120,10 @@ class AdminClient:
                 message = f"{err['message']} ({err['code']})"
             except (ValueError, KeyError, TypeError):
                 message = f"HTTP {resp.status}"
-            if resp.status == 401 and not self.token and self._unix_problem:
-                message += (f"; the admin socket is not usable ({self._unix_problem}) and "
-                            "[http] admin_token is empty")
+            if resp.status == 401 and not self.token:
+                socket_note = (f"the admin socket is not usable ({self._unix_problem})"
+                               if self._unix_problem else "no admin socket is configured")
+                message += f"; [http] admin_token is empty and {socket_note}"
             raise AdminError(message, exit_code=_EXIT_BY_STATUS.get(resp.status, 1),
                              status=resp.status)
         return json.loads(payload or b"{}")

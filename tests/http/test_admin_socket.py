@@ -76,11 +76,20 @@ def test_tcp_admin_api_still_needs_the_token(daemon):
             urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
         assert exc.value.code == 401
     # The CLI without the socket (turned off in its config) has only TCP: 77, and says
-    # why the socket was not used.
+    # what to fix.
     text = mta.config_path.read_text().replace("[http]\n", '[http]\nadmin_socket = ""\n')
     (mta.workdir / "tcp-only.toml").write_text(text)
     proc = mta_cli(mta.workdir / "tcp-only.toml", "queue", "list")
-    assert proc.returncode == 77 and "valid bearer token" in proc.stderr
+    assert proc.returncode == 77
+    assert proc.stderr == ("mta queue list: a valid bearer token is required (unauthorized); "
+                           "[http] admin_token is empty and no admin socket is configured\n")
+    # Pointed at a socket that is not there: it says which.
+    text = text.replace('admin_socket = ""', 'admin_socket = "absent.sock"')
+    (mta.workdir / "tcp-only.toml").write_text(text)
+    proc = mta_cli(mta.workdir / "tcp-only.toml", "queue", "list")
+    assert proc.returncode == 77
+    assert proc.stderr.endswith(f"the admin socket is not usable ({mta.workdir}/absent.sock: "
+                                "No such file or directory)\n")
 
 
 def test_with_a_token_the_cli_still_works_over_tcp(daemon):
