@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import smtplib
+import socket
 import stat
 import subprocess
 import sys
@@ -97,6 +98,14 @@ def test_with_a_token_the_cli_still_works_over_tcp(daemon):
     text = mta.config_path.read_text().replace("[http]\n", '[http]\nadmin_socket = ""\n')
     (mta.workdir / "tcp-only.toml").write_text(text)
     proc = mta_cli(mta.workdir / "tcp-only.toml", "queue", "list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["messages"] == []
+    # A socket nobody answers on (a stale file): the CLI falls back to TCP and the token.
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(mta.workdir / "stale.sock"))
+    text = text.replace('admin_socket = ""', 'admin_socket = "stale.sock"')
+    (mta.workdir / "stale.toml").write_text(text)
+    proc = mta_cli(mta.workdir / "stale.toml", "queue", "list", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["messages"] == []
 
