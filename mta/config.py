@@ -201,8 +201,17 @@ class SmtpConfig:
 @dataclass(frozen=True)
 class HttpConfig:
     listen: list[HostPort] = field(default_factory=lambda: [("127.0.0.1", 8025)])
-    # Bearer token for /api/v1/admin. Empty: the admin API answers 401 to everything.
+    # Bearer token for /api/v1/admin over TCP. Empty: the TCP admin API answers 401 to
+    # everything (the local admin_socket still serves it).
     admin_token: str = ""
+    # Local admin socket (AF_UNIX, mode 0660): the same API with no token, trusted by file
+    # permission as Postfix's postqueue is; `mta queue ...` uses it when it can connect.
+    # Unset: <[spool] dir>/admin.sock. Beside the spool because each spool has exactly one
+    # daemon, so a checkout, tests and a packaged install never share a socket, and it
+    # needs no /run directory (a systemd unit may set /run/mta/admin.sock with
+    # RuntimeDirectory=mta). Relative paths are relative to this file; "" turns it off.
+    # Read at start (a SIGHUP does not move it).
+    admin_socket: str | None = None
 
 
 @dataclass(frozen=True)
@@ -272,6 +281,11 @@ class LogConfig:
     # Events log, JSON lines; empty disables it.
     events: str = "var/log/events.jsonl"
     level: str = "info"
+    # The daemon's own log lines on stderr (mta.observe.logs): "text" (time level logger:
+    # message), "journal" (sd-daemon <N> priority prefix, no time: journald adds it),
+    # "json" (one object per line), or "auto": journal when stderr is systemd's journal
+    # stream ($JOURNAL_STREAM), else text, so one config suits a terminal and the unit.
+    format: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -720,6 +734,8 @@ def _validate(cfg: Config, errors: _Errors) -> None:
             errors.add(f"dns.nameservers[{i}]", str(e))
     if cfg.log.level not in ("debug", "info", "warning", "error"):
         errors.add("log.level", "must be one of debug, info, warning, error")
+    if cfg.log.format not in ("auto", "text", "journal", "json"):
+        errors.add("log.format", "must be one of auto, text, journal, json")
     for name, user in cfg.users.items():
         key = f"users.{_quote_key(name)}"
         if user.tenant != "default" and user.tenant not in cfg.tenants:
@@ -756,7 +772,12 @@ def _resolve_defaults(cfg: Config, base: Path) -> Config:
     log = cfg.log
     if log.events and not Path(log.events).is_absolute():
         log = dataclasses.replace(log, events=str(base / log.events))
-    return dataclasses.replace(cfg, spool=spool, log=log)
+    http = cfg.http
+    if http.admin_socket is None:
+        http = dataclasses.replace(http, admin_socket=str(spool.dir / "admin.sock"))
+    elif http.admin_socket and not Path(http.admin_socket).is_absolute():
+        http = dataclasses.replace(http, admin_socket=str(base / http.admin_socket))
+    return dataclasses.replace(cfg, spool=spool, log=log, http=http)
 
 
 def parse_config(text: str, file: str = "config.toml", base: Path | None = None) -> Config:

@@ -5,8 +5,10 @@ SMTP listeners - and close in reverse, also after a start-up that failed halfway
 SIGTERM/SIGINT: stop listening, let in-flight sessions and deliveries finish within
 `[server] shutdown_timeout`, close the spool (every commit is already fsynced), exit 0.
 SIGHUP: reload the config (limits, users, TLS) and reopen the events log; a bad new config
-is refused and the old one kept. With NOTIFY_SOCKET set (systemd Type=notify) READY=1 is
-sent once every listener is bound.
+is refused and the old one kept. With NOTIFY_SOCKET set (systemd Type=notify or
+notify-reload): READY=1 with a STATUS= line once every listener is bound, RELOADING=1 ...
+READY=1 around each reload, STOPPING=1 at SIGTERM, and WATCHDOG=1 from the event loop
+when systemd asks for it (WatchdogSec=; mta.observe.systemd).
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from mta.delivery.operations import QueueOperations
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
+from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress
 from mta.observe.events import EventLog
+from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
-from mta.observe.systemd import notify
+from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
 from mta.queue import Spool
 from mta.shaping import memory_stores, redis_stores
@@ -108,18 +112,36 @@ class Daemon:
         self._reloading: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(self._components())
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, self.reload)
-            notify("READY=1\nSTATUS=serving")
-            self.ready.set()
-            log.info("mta ready (pid %d)", os.getpid())
-            await self._stop.wait()
-            notify("STOPPING=1")
-            log.info("stopping: draining sessions and deliveries")
+        pinger: asyncio.Task[None] | None = None
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(self._components())
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, self._stop.set)
+                loop.add_signal_handler(signal.SIGHUP, self.reload)
+                notify(f"READY=1\nSTATUS={self.status()}")
+                # From ready (systemd arms the watchdog then) through the drain: a loop
+                # stuck while draining must be noticed too.
+                interval = watchdog_interval()
+                if interval is not None:
+                    pinger = asyncio.create_task(watchdog(interval), name="watchdog")
+                self.ready.set()
+                log.info("mta ready (pid %d)", os.getpid())
+                await self._stop.wait()
+                notify("STOPPING=1\nSTATUS=draining sessions and deliveries")
+                log.info("stopping: draining sessions and deliveries")
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+
+    def status(self) -> str:
+        """The one line `systemctl status` shows: where it listens, what is queued."""
+        smtp = ", ".join(f"{h}:{p}" for h, p in self.cfg.smtp.listen)
+        http = ", ".join(f"{h}:{p}" for h, p in self.cfg.http.listen)
+        sched = self.delivery.scheduler
+        queued = sched.ready_total + sched.deferred_total
+        return f"serving SMTP {smtp}, HTTP {http}; {queued} recipient(s) queued"
 
     def stop(self) -> None:
         self._stop.set()
@@ -206,6 +228,15 @@ class Daemon:
                 await site.start()
             log.info("http listening on %s",
                      ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+            # The local admin socket: same app, no token (trusted by its mode, 0660).
+            self.admin_socket = admin_socket_path(cfg)
+            if self.admin_socket:
+                sock, inode = await asyncio.to_thread(bind_admin_socket, self.admin_socket)
+                # Removed before the listeners close (reverse order): no client finds a
+                # socket file that no longer answers.
+                stack.callback(release_admin_socket, self.admin_socket, inode)
+                await web.SockSite(self.http_runner, sock).start()
+                log.info("admin socket %s", self.admin_socket)
 
             self.smtp = SmtpServer(cfg, self.ingress, events=self.events)
             await self.smtp.start()
@@ -265,7 +296,7 @@ class Daemon:
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file; keep the old config if the new one is bad."""
-        notify("RELOADING=1")
+        reloading()
         task = asyncio.get_running_loop().create_task(self._reload(), name="reload")
         self._reloading = task  # keep a reference until it finishes
 
@@ -292,22 +323,14 @@ class Daemon:
         self.events.reopen()
         self.cfg = new
         log.info("configuration reloaded from %s", new.path)
-        notify("READY=1")
-
-
-def _setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+        notify(f"READY=1\nSTATUS={self.status()}")
 
 
 def serve(cfg: Config) -> int:
     """Run in the foreground until SIGTERM; exit status 0 after a clean drain."""
     import uvloop
 
-    _setup_logging(cfg.log.level)
+    setup_logging(cfg.log.level, cfg.log.format, sys.stderr)
     try:
         uvloop.run(Daemon(cfg).run())
     except OSError as e:

@@ -1,5 +1,5 @@
-"""The aiohttp application: admin API (bearer token), injection (tenant API keys),
-/metrics and the OpenAPI document.
+"""The aiohttp application: admin API (bearer token over TCP, none needed over the local
+admin socket), injection (tenant API keys), /metrics and the OpenAPI document.
 
 `make_app(...)` builds it; the daemon runs it on every `[http] listen` address with an
 aiohttp AppRunner (listeners are "sites", as in aiohttp's web_runner). One module per route
@@ -10,6 +10,7 @@ describes them all.
 from __future__ import annotations
 
 import hmac
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,9 +37,17 @@ __all__ = ["Limits", "make_app"]
 ADMIN_MAX_BODY = 1024 * 1024
 
 
+def _local(request: web.Request) -> bool:
+    """Whether the request came over an AF_UNIX listener. The daemon's only one is the admin
+    socket (mta.http.unix), which file permissions guard: mode 0660, the service user."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is not None and sock.family == socket.AF_UNIX
+
+
 @web.middleware
 async def admin_auth_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    if request.path.startswith("/api/v1/admin"):
+    if request.path.startswith("/api/v1/admin") and not _local(request):
         token: str = request.app[state.ADMIN_TOKEN]
         header = request.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else ""

@@ -1,19 +1,24 @@
 """A small synchronous client of the admin API, for `mta queue ...` and scripts.
 
-The CLI is not an event loop, so this uses the standard library's urllib. It speaks the same
-JSON shapes the server writes (mta.http.admin_queue, admin_policy, admin_licence,
+The CLI is not an event loop, so this uses the standard library's http.client. It speaks
+the same JSON shapes the server writes (mta.http.admin_queue, admin_policy, admin_licence,
 admin_shaping).
+
+Transport: `from_config` prefers the daemon's local admin socket (`[http] admin_socket`,
+trusted by file permission, no token), and falls back to TCP on `[http] listen` with the
+bearer token when the socket is absent, refuses, or this user may not open it.
+`AdminClient(url, token)` always uses that URL over TCP.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from mta.config import Config
+from mta.http.unix import admin_socket_path, connect_unix
 
 __all__ = ["AdminClient", "AdminError"]
 
@@ -32,11 +37,26 @@ class AdminError(Exception):
         self.status = status
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over an AF_UNIX stream socket (urllib has no such transport)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = connect_unix(self.path, self.timeout)
+
+
 class AdminClient:
-    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str, timeout: float = 30.0, *,
+                 unix_socket: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        # Tried first; forgotten after a failed connect, so one CLI run asks it once.
+        self.unix_socket = unix_socket
+        self._unix_problem: str | None = None
 
     @classmethod
     def from_config(cls, cfg: Config) -> AdminClient:
@@ -45,34 +65,68 @@ class AdminClient:
             host = "127.0.0.1" if host != "::" else "::1"
         if ":" in host:
             host = f"[{host}]"
-        return cls(f"http://{host}:{port}", cfg.http.admin_token)
+        return cls(f"http://{host}:{port}", cfg.http.admin_token,
+                   unix_socket=admin_socket_path(cfg))
+
+    def _unix(self) -> http.client.HTTPConnection | None:
+        """A connection over the admin socket, or None (remembering why) to use TCP."""
+        if not self.unix_socket:
+            return None
+        conn = _UnixConnection(self.unix_socket, self.timeout)
+        try:
+            conn.connect()
+        except OSError as e:  # absent, stale, or not this user's to open: TCP then
+            self._unix_problem = f"{self.unix_socket}: {e.strerror or e}"
+            self.unix_socket = None
+            return None
+        return conn
+
+    def _tcp(self) -> http.client.HTTPConnection:
+        url = urllib.parse.urlsplit(self.base_url)
+        cls = (http.client.HTTPSConnection if url.scheme == "https"
+               else http.client.HTTPConnection)
+        return cls(url.hostname or "localhost", url.port, timeout=self.timeout)
 
     def request(self, method: str, path: str, body: Any = None,
                 query: dict[str, Any] | None = None) -> Any:
-        url = self.base_url + path
+        prefix = urllib.parse.urlsplit(self.base_url).path
+        target = prefix + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
-            url += "?" + urllib.parse.urlencode(params)
+            target += "?" + urllib.parse.urlencode(params)
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method)
-        req.add_header("Authorization", f"Bearer {self.token}")
+        headers = {"Connection": "close"}
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            headers["Content-Type"] = "application/json"
+        conn = self._unix()
+        if conn is None:
+            conn = self._tcp()
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as e:
+            conn.request(method, target, body=data, headers=headers)
+            resp = conn.getresponse()
+            payload = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            where = self.unix_socket or self.base_url
+            reason = getattr(e, "strerror", None) or e
+            also = f" (nor at {self._unix_problem})" if self._unix_problem else ""
+            raise AdminError(f"cannot reach the daemon at {where}: {reason}{also}",
+                             exit_code=69) from None
+        finally:
+            conn.close()
+        if resp.status >= 400:
             try:
-                err = json.loads(e.read())["error"]
+                err = json.loads(payload)["error"]
                 message = f"{err['message']} ({err['code']})"
             except (ValueError, KeyError, TypeError):
-                message = f"HTTP {e.code}"
-            raise AdminError(message, exit_code=_EXIT_BY_STATUS.get(e.code, 1),
-                             status=e.code) from None
-        except (urllib.error.URLError, OSError) as e:
-            reason = getattr(e, "reason", e)
-            raise AdminError(f"cannot reach the daemon at {self.base_url}: {reason}",
-                             exit_code=69) from None
+                message = f"HTTP {resp.status}"
+            if resp.status == 401 and not self.token:
+                socket_note = (f"the admin socket is not usable ({self._unix_problem})"
+                               if self._unix_problem else "no admin socket is configured")
+                message += f"; [http] admin_token is empty and {socket_note}"
+            raise AdminError(message, exit_code=_EXIT_BY_STATUS.get(resp.status, 1),
+                             status=resp.status)
+        return json.loads(payload or b"{}")
 
     # --- queue -------------------------------------------------------------------------
     def queue_list(self, state: str | None = None, limit: int = 100) -> dict:

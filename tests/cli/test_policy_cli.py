@@ -123,8 +123,10 @@ def test_errors_say_what_is_wrong_with_sysexits_codes(mta_factory):
     assert proc.stderr.startswith("mta policy limit: unknown limit 'messages_per_fortnight': "
                                   "one of messages_per_hour, ")
 
-    # A wrong admin token: 77 (EX_NOPERM), the config names the fix.
-    text = mta.config_path.read_text().replace('admin_token = "', 'admin_token = "x')
+    # A wrong admin token: 77 (EX_NOPERM), the config names the fix. The token is asked
+    # for over TCP only: this CLI config turns the local admin socket off.
+    text = mta.config_path.read_text().replace('admin_token = "',
+                                               'admin_socket = ""\nadmin_token = "x')
     mta.config_path.write_text(text)
     proc = mta.cli("policy", "tenants")
     assert proc.returncode == 77 and "valid bearer token" in proc.stderr
