@@ -28,6 +28,9 @@ Operator actions (tenants, suspensions, limits, credit lots) and reads run as fu
 the database thread, in the same queue as the journals, so they see every write before
 them. The MAIL FROM snapshot (suspensions, limits) is read on a second connection in its own
 thread, so it never queues behind a COMMIT.
+
+The tables, the schema version and its migrations are in sqlite_schema.py: opening an older
+policy.db backs it up and migrates it, and a newer one is refused.
 """
 
 from __future__ import annotations
