@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mta.config import Config, ConfigError, load_config
+from mta.dbupgrade import SchemaTooNewError
 from mta.delivery.dispatcher import Dispatcher
 from mta.delivery.operations import QueueOperations
 from mta.dkim.signer import DkimConfigError, DkimSigner
@@ -333,6 +334,10 @@ def serve(cfg: Config) -> int:
     setup_logging(cfg.log.level, cfg.log.format, sys.stderr)
     try:
         uvloop.run(Daemon(cfg).run())
+    except SchemaTooNewError as e:
+        # A spool or policy.db written by a newer mta: waiting will not help, so not 71.
+        log.error("cannot start: %s", e)
+        return 78  # EX_CONFIG
     except OSError as e:
         # Address in use, permission denied on a port or the spool: an operator error,
         # said in one line (no traceback).

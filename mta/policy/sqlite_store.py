@@ -28,6 +28,9 @@ Operator actions (tenants, suspensions, limits, credit lots) and reads run as fu
 the database thread, in the same queue as the journals, so they see every write before
 them. The MAIL FROM snapshot (suspensions, limits) is read on a second connection in its own
 thread, so it never queues behind a COMMIT.
+
+The tables, the schema version and its migrations are in sqlite_schema.py: opening an older
+policy.db backs it up and migrates it, and a newer one is refused.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mta.policy.sqlite_journal import Journal, apply_journal
+from mta.policy.sqlite_schema import migrate
 from mta.policy.store import (
     Bucket,
     LedgerEntry,
@@ -75,52 +79,6 @@ _MAX_BATCH = 256
 _COMMIT_AFTER = 0.01
 # A reader (the sqlite3 shell, a backup) may hold a lock briefly.
 _BUSY_TIMEOUT_MS = 10_000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenants(name TEXT PRIMARY KEY, spec TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS suspensions(
-    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, msg_class TEXT NOT NULL, reason TEXT,
-    since REAL NOT NULL, until REAL, lifted REAL);
-CREATE INDEX IF NOT EXISTS suspensions_tenant ON suspensions(tenant);
-CREATE TABLE IF NOT EXISTS operator_limits(
-    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
-    until REAL NOT NULL, reason TEXT, since REAL NOT NULL, lifted REAL);
-CREATE INDEX IF NOT EXISTS operator_limits_tenant ON operator_limits(tenant);
-CREATE TABLE IF NOT EXISTS lots(
-    id INTEGER PRIMARY KEY, tenant TEXT NOT NULL, amount INTEGER NOT NULL,
-    remaining INTEGER NOT NULL, purchased REAL NOT NULL, expires REAL NOT NULL,
-    paid INTEGER NOT NULL, expired INTEGER NOT NULL DEFAULT 0, note TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS lots_tenant ON lots(tenant, expires);
-CREATE TABLE IF NOT EXISTS ledger(
-    id INTEGER PRIMARY KEY, time REAL NOT NULL, tenant TEXT NOT NULL, lot INTEGER NOT NULL,
-    delta INTEGER NOT NULL, kind TEXT NOT NULL, msg_id TEXT NOT NULL DEFAULT '',
-    recipient TEXT NOT NULL DEFAULT '', note TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS ledger_tenant ON ledger(tenant, id);
-CREATE TRIGGER IF NOT EXISTS ledger_append_only_u BEFORE UPDATE ON ledger
-    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS ledger_append_only_d BEFORE DELETE ON ledger
-    BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
-CREATE TABLE IF NOT EXISTS counters(key TEXT PRIMARY KEY, n INTEGER NOT NULL,
-    expires REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS uniq(tenant TEXT, month TEXT, rcpt TEXT, refs INTEGER NOT NULL,
-    PRIMARY KEY(tenant, month, rcpt)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reservations(
-    id INTEGER PRIMARY KEY, txn TEXT NOT NULL, owner TEXT NOT NULL, tenant TEXT NOT NULL,
-    rcpt TEXT NOT NULL, counters TEXT NOT NULL, uniques TEXT NOT NULL, lot INTEGER,
-    wallet TEXT, state TEXT NOT NULL, msg_id TEXT, created REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS reservations_txn ON reservations(txn);
--- Outcomes look up held credits only; start-up loads the rest (the table holds only
--- reservations in flight and held credits). Fewer indexes: less work per reservation.
-DROP INDEX IF EXISTS reservations_msg;
-DROP INDEX IF EXISTS reservations_owner;
-CREATE INDEX IF NOT EXISTS reservations_held ON reservations(msg_id, rcpt)
-    WHERE state='held';
-CREATE TABLE IF NOT EXISTS dedupe(tenant TEXT, message_id TEXT, rcpt TEXT, txn TEXT,
-    state TEXT NOT NULL, time REAL NOT NULL,
-    PRIMARY KEY(tenant, message_id, rcpt, txn)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS dedupe_txn ON dedupe(txn);
-CREATE TABLE IF NOT EXISTS alerts(key TEXT PRIMARY KEY, time REAL NOT NULL) WITHOUT ROWID;
-"""
 
 # Seconds a pending duplicate marker of a crashed session is kept before pruning.
 _ORPHAN_DEDUPE_AGE = 2 * 86400.0
@@ -349,8 +307,9 @@ class SqliteStore:
 
     shared = False  # one process: its queue ids are unique
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self._clock = clock  # names the backup made before an upgrade
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-db")
         self._rexec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-db-read")
         self._conn: sqlite3.Connection | None = None
@@ -379,9 +338,12 @@ class SqliteStore:
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
 
     @classmethod
-    async def open(cls, path: str | Path) -> SqliteStore:
-        """Raises OSError if another process has `path` open."""
-        store = cls(Path(path))
+    async def open(cls, path: str | Path, *,
+                   clock: Callable[[], float] = time.time) -> SqliteStore:
+        """Open (creating or migrating) policy.db at `path`. Raises OSError if another
+        process has it open or its backup before an upgrade cannot be written
+        (dbupgrade.SchemaBackupError), dbupgrade.SchemaTooNewError if a newer mta wrote it."""
+        store = cls(Path(path), clock)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(store._exec, store._connect)
@@ -405,12 +367,17 @@ class SqliteStore:
                           "state through [cluster] redis_url)") from None
         self._lock_fd = fd
         c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        c.row_factory = sqlite3.Row
-        c.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        c.execute("PRAGMA journal_mode=WAL")
-        # FULL: a reservation acknowledged to the client survives power loss too.
-        c.execute("PRAGMA synchronous=FULL")
-        c.executescript(_SCHEMA)
+        try:
+            c.row_factory = sqlite3.Row
+            c.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            c.execute("PRAGMA journal_mode=WAL")
+            # FULL: a reservation acknowledged to the client survives power loss too.
+            c.execute("PRAGMA synchronous=FULL")
+            # Refuses a newer policy.db; backs up an older one before migrating it.
+            migrate(c, self.path, clock=self._clock)
+        except BaseException:
+            c.close()
+            raise
         self._conn = c
 
     def _connect_reader(self) -> None:

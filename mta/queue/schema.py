@@ -3,7 +3,10 @@
 The schema version is `PRAGMA user_version`. `MIGRATIONS[i]` takes a database at version i to
 version i + 1; `migrate()` applies the missing ones in order, each in its own transaction
 with the version bump, so an interrupted upgrade resumes where it stopped. Add a migration by
-appending a function; never edit one that has shipped.
+appending a function; never edit one that has shipped. Before it migrates an existing spool,
+`migrate()` copies it to `spool-NN.sqlite.vOLD-TIME.bak` and logs one line, and a spool newer
+than this mta is refused (`mta/dbupgrade.py`). tests/fixtures/spool-v2 is a v2 spool made by
+0.1.0: tests/queue/test_upgrade.py upgrades it and delivers its mail.
 
 Tables:
 - messages: one row per accepted message (envelope, state `queued|held|done`, size).
@@ -16,9 +19,15 @@ Tables:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import aiosqlite
+
+from mta import dbupgrade
+from mta.queue.records import SpoolError
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SchemaTooNewError", "migrate"]
 
@@ -75,22 +84,30 @@ MIGRATIONS: list[Migration] = [_v1_initial, _v2_message_class]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SchemaTooNewError(Exception):
-    pass
+class SchemaTooNewError(dbupgrade.SchemaTooNewError, SpoolError):
+    """The spool was written by a newer mta (`mta serve` exits 78 with its message)."""
 
 
-async def migrate(db: aiosqlite.Connection) -> int:
-    """Bring the database to SCHEMA_VERSION; returns the version found before."""
+async def migrate(db: aiosqlite.Connection, *, migrations: Sequence[Migration] | None = None,
+                  clock: Callable[[], float] = time.time) -> int:
+    """Bring the database to SCHEMA_VERSION (`len(migrations)`, by default MIGRATIONS as it is
+    when called); returns the version found before. An existing spool is backed up first
+    (raises dbupgrade.SchemaBackupError, migrating nothing, if that fails)."""
+    steps = MIGRATIONS if migrations is None else migrations
     async with db.execute("PRAGMA user_version") as cur:
         row = await cur.fetchone()
     found = int(row[0]) if row else 0
-    if found > SCHEMA_VERSION:
-        raise SchemaTooNewError(
-            f"spool schema version {found} is newer than this mta ({SCHEMA_VERSION})")
-    for version in range(found, SCHEMA_VERSION):
+    if found > len(steps):
+        raise SchemaTooNewError(await _file(db) or "spool", found, len(steps))
+    if 0 < found < len(steps):  # version 0 is a new, empty database: nothing to keep
+        path = await _file(db)
+        if path is not None:
+            await asyncio.to_thread(dbupgrade.write_backup, path, found, len(steps),
+                                    now=clock())
+    for version in range(found, len(steps)):
         await db.execute("BEGIN IMMEDIATE")
         try:
-            await MIGRATIONS[version](db)
+            await steps[version](db)
             # PRAGMA takes no parameters; the value is our own integer.
             await db.execute(f"PRAGMA user_version = {version + 1}")
             await db.execute("COMMIT")
@@ -99,3 +116,10 @@ async def migrate(db: aiosqlite.Connection) -> int:
                 await db.execute("ROLLBACK")
             raise
     return found
+
+
+async def _file(db: aiosqlite.Connection) -> Path | None:
+    """The main database's file (None in memory)."""
+    async with db.execute("SELECT file FROM pragma_database_list WHERE name = 'main'") as cur:
+        row = await cur.fetchone()
+    return Path(row[0]) if row and row[0] else None

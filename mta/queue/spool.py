@@ -52,7 +52,7 @@ from mta.queue.records import (
     SpoolError,
     SpoolFullError,
 )
-from mta.queue.schema import SchemaTooNewError, migrate
+from mta.queue.schema import migrate
 from mta.rfc5321.reply import Reply, ReplyParseError
 
 __all__ = ["Spool"]
@@ -190,10 +190,9 @@ class Spool:
             await wdb.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
             if max_size:
                 await wdb.execute(f"PRAGMA max_page_count={await _pages(wdb, max_size)}")
-            try:
-                await migrate(wdb)
-            except SchemaTooNewError as e:
-                raise SpoolError(f"{path}: {e}") from None
+            # Refuses a newer spool (SchemaTooNewError, a SpoolError naming the file); backs
+            # up an older one before migrating it (dbupgrade.SchemaBackupError if it can't).
+            await migrate(wdb, clock=clock)
             rdb = await aiosqlite.connect(path, isolation_level=None)
             await rdb.execute("PRAGMA query_only=ON")
             await rdb.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
