@@ -8,8 +8,6 @@ import asyncio
 import smtplib
 from collections import Counter
 
-import pytest
-
 from mta.smtp.auth import hash_password
 
 PW = "pw-123456"
@@ -65,7 +63,6 @@ def _send(port: int, user: str, rcpts: list[str]) -> None:
             assert code == 250, reply
 
 
-@pytest.mark.xfail(strict=True, reason="Dispatcher._pool_of reads only cfg.tenants")
 async def test_sub_account_mail_leaves_from_its_parents_pool(
         mta_factory, dns_server_factory, mx_factory):
     mx = await mx_factory("127.0.0.4")
