@@ -38,7 +38,7 @@ from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
-from mta.queue import Spool
+from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
 from mta.smtp.server import SmtpServer
 
@@ -98,6 +98,21 @@ def node_owner(spool_dir: str | os.PathLike[str], shard: int) -> str:
             os.close(fd)
     with open(path) as f:
         return f"{f.read().strip()}/{shard}"
+
+
+class IngressDsnSink:
+    """The DsnSink delivery writes DSNs to: queued through Ingress's accept path, without
+    policy (DSNs are not the tenant's sending), as `Ingress.inject_dsn` does."""
+
+    def __init__(self, ingress: Ingress) -> None:
+        self.ingress = ingress
+
+    async def submit(self, envelope: Envelope, body: bytes) -> str:
+        reply = await self.ingress.accept_message(None, envelope, body)
+        if not reply.is_positive:
+            log.error("could not queue a DSN to %s: %s", envelope.recipients[0].address, reply)
+            return ""
+        return reply.text.rsplit(" ", 1)[-1]
 
 
 class Daemon:
@@ -191,13 +206,14 @@ class Daemon:
             self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events,
                                        resolver=resolver,
                                        on_final=self._on_final, shaping_stores=stores,
-                                       licence_connections=self._licence_connections)
+                                       licence_connections=self._licence_connections,
+                                       resolve_pool=self._tenant_pool)
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,
                                    observe_ingest=self.metrics.observe_ingest,
                                    observe_dkim=self.metrics.observe_dkim)
-            self.delivery.inject_dsn = self.ingress.inject_dsn
+            self.delivery.dsn_sink = IngressDsnSink(self.ingress)
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
@@ -279,6 +295,12 @@ class Daemon:
         """A recipient's fate is final: under charge = "delivered" policy refunds or keeps
         the credit it held."""
         await self.policy.on_outcome(tenant, msg_id, recipient, outcome)
+
+    async def _tenant_pool(self, tenant: str) -> str:
+        """Egress pool of a message queued without one (before the spool recorded it):
+        what policy decides now, through the tenant chain (run-time tenants too)."""
+        chain = await self.policy.tenants.chain(tenant)
+        return next((t.pool for t in chain if t.pool), "") or "default"
 
     def _licence_connections(self) -> int:
         """The volume licence's cap on concurrent outbound connections (0: none)."""

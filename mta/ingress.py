@@ -184,6 +184,7 @@ class Ingress:
         if refusal is not None:
             return refusal, data
         envelope.msg_class = txn.msg_class or ""
+        envelope.pool = txn.pool or "default"  # routing, decided once (mta.delivery.paths)
         if txn.max_age:
             envelope.expires_at = envelope.received_at + txn.max_age
         if m is not None:

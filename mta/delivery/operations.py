@@ -98,4 +98,5 @@ class QueueOperations:
         queued = [r for r in info.recipients if r.state == "queued"]
         if queued:
             self.dispatcher.route_indexes(info.id, info.tenant,
-                                          [(r.index, Recipient(r.address)) for r in queued])
+                                          [(r.index, Recipient(r.address)) for r in queued],
+                                          pool=info.pool)

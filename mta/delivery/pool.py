@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Protocol
 
 from mta.delivery.client import ClientSettings, SmtpClient, SmtpConnectError
+from mta.queue.names import ready_queue_name
 from mta.rfc5321 import Reply
 
 __all__ = ["Admit", "ConnectAttempt", "ConnectionPool", "Grant", "Lease", "MxHost",
@@ -81,7 +82,8 @@ class ConnectionPool:
         self.max_deliveries = max_deliveries_per_connection
         self.idle_timeout = idle_timeout
         self.admit = admit
-        self.name = name or f"{source or '*'}->{self.hosts[0].name if self.hosts else '?'}"
+        self.name = name or ready_queue_name(source or "*",
+                                             self.hosts[0].name if self.hosts else "?")
         self._idle: list[tuple[SmtpClient, asyncio.TimerHandle]] = []  # LIFO: warm first
         self._busy: set[SmtpClient] = set()
         self._opening = 0

@@ -30,3 +30,8 @@ class Envelope:
     received_at: float = 0.0  # unix time of acceptance
     msg_class: str = ""  # policy's message class ("transactional", "marketing", ...)
     expires_at: float = 0.0  # unix time its recipients expire; 0: [delivery] max_age
+    # Routing, decided once by policy at acceptance: the egress pool the message leaves
+    # from (the tenant's, else its nearest ancestor's, else "default"). "": not decided
+    # (messages queued before the spool had the column, local mail without policy):
+    # delivery resolves it from the tenant then (mta.delivery.paths.Router).
+    pool: str = ""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ReadyQueueName", "ScheduledQueueName"]
+__all__ = ["ReadyQueueName", "ScheduledQueueName", "ready_queue_name", "split_ready_queue_name"]
 
 _SCHEDULED_SEPARATORS = (":", "@", "!")
 _READY_SEPARATOR = "->"
@@ -97,3 +97,15 @@ class ReadyQueueName:
         if not sep:
             raise ValueError(f"ready queue name {name!r}: expected \"source->site\"")
         return cls(source=source, site=site)
+
+
+def ready_queue_name(source: str, site: str) -> str:
+    """`str(ReadyQueueName(source, site))` without the checks: for names built per message
+    (shaping keys, suspension lookups) from parts that are already valid."""
+    return f"{source}{_READY_SEPARATOR}{site}"
+
+
+def split_ready_queue_name(name: str) -> tuple[str, str]:
+    """(source, site) of a ready queue name, without the checks; ("", name) if none."""
+    source, sep, site = name.partition(_READY_SEPARATOR)
+    return (source, site) if sep else ("", name)

@@ -78,6 +78,7 @@ class MessageInfo:
     recipients: list[RecipientInfo] = field(default_factory=list)
     msg_class: str = ""
     expires_at: float = 0.0  # 0: received_at + [delivery] max_age
+    pool: str = ""  # egress pool decided at acceptance; "": resolve from the tenant
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,7 @@ class PendingRecipient:
     attempts: int
     next_attempt: float
     received_at: float
+    pool: str = ""  # the message's egress pool (Envelope.pool)
 
     @property
     def domain(self) -> str:

@@ -35,6 +35,7 @@ class WorkItem:
     indexes: tuple[int, ...]  # recipient indexes in the message, all for one site
     tenant: str = "default"
     site: str = ""
+    pool: str = ""  # egress pool decided at acceptance (Envelope.pool); "": from the tenant
 
     @property
     def key(self) -> QueueKey:
@@ -93,7 +94,8 @@ class Scheduler:
             if not group or group_key is None:
                 return
             msg_id, site, at = group_key
-            item = WorkItem(msg_id, tuple(p.index for p in group), group[0].tenant, site)
+            item = WorkItem(msg_id, tuple(p.index for p in group), group[0].tenant, site,
+                            group[0].pool)
             if at > now:
                 self.defer(item, at)
             else:

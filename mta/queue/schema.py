@@ -79,8 +79,14 @@ async def _v2_message_class(db: aiosqlite.Connection) -> None:
     await db.execute("ALTER TABLE recipients ADD COLUMN warned INTEGER NOT NULL DEFAULT 0")
 
 
+async def _v3_routing(db: aiosqlite.Connection) -> None:
+    # The egress pool policy decided at acceptance (Envelope.pool). Rows queued before this
+    # version read '': delivery resolves the pool from the tenant chain then, as it did.
+    await db.execute("ALTER TABLE messages ADD COLUMN pool TEXT NOT NULL DEFAULT ''")
+
+
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_message_class]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_message_class, _v3_routing]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

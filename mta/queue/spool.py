@@ -61,7 +61,7 @@ __all__ = ["Spool"]
 _IN_CHUNK = 500
 
 _MESSAGE_COLS = ("id, tenant, mail_from, params, client_ip, helo, auth_user, received_at, "
-                 "state, size, msg_class, expires_at")
+                 "state, size, msg_class, expires_at, pool")
 _RECIPIENT_COLS = ("idx, address, notify, orcpt, state, attempts, next_attempt, last_reply, "
                    "site, updated_at, warned")
 
@@ -252,7 +252,8 @@ class Spool:
                    json.dumps(envelope.mail_params, separators=(",", ":")),
                    envelope.client_ip, envelope.helo, envelope.auth_user,
                    envelope.received_at or now, "queued", len(body),
-                   len(envelope.recipients), now, envelope.msg_class, envelope.expires_at)
+                   len(envelope.recipients), now, envelope.msg_class, envelope.expires_at,
+                   envelope.pool)
         recipients = [(msg_id, i, r.address, r.notify, r.orcpt, "queued", now)
                       for i, r in enumerate(envelope.recipients)]
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -406,7 +407,7 @@ class Spool:
         while True:
             rows = await self._read(
                     "SELECT r.msg_id, r.idx, m.tenant, r.address, r.site, r.attempts, "
-                    "r.next_attempt, m.received_at "
+                    "r.next_attempt, m.received_at, m.pool "
                     "FROM recipients r INDEXED BY recipients_pending "
                     "JOIN messages m ON m.id = r.msg_id "
                     "WHERE r.state = 'queued' AND (r.msg_id, r.idx) > (?, ?) "
@@ -468,7 +469,7 @@ class Spool:
                 await db.executemany(
                     "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, "
                     "auth_user, received_at, state, size, rcpt_count, updated_at, msg_class, "
-                    "expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "expires_at, pool) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     [p.message for p in puts])
                 await db.executemany("INSERT INTO bodies (id, body) VALUES (?, ?)",
                                      [(p.message[0], p.body) for p in puts])
@@ -545,10 +546,10 @@ class Spool:
     @staticmethod
     def _message(row: Any, recipients: list[RecipientInfo]) -> MessageInfo:
         (msg_id, tenant, mail_from, params, client_ip, helo, auth_user, received_at, state,
-         size, msg_class, expires_at) = row
+         size, msg_class, expires_at, pool) = row
         return MessageInfo(msg_id, tenant, mail_from, json.loads(params), client_ip, helo,
                            auth_user, received_at, state, size, recipients, msg_class,
-                           expires_at)
+                           expires_at, pool)
 
     @staticmethod
     def _recipient(row: Any) -> RecipientInfo:

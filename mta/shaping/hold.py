@@ -1,12 +1,16 @@
 """Holds: which shaping limit keeps work from going out on a path now, and until when.
 
-`Shaper.holds(path)` lists every limit that binds at this instant, most decisive first,
-as `Hold(limit, until, detail)`; `mta queue explain` and the shaping explain show them. The
-names are the config keys an operator would change (or the mechanism, where no key is):
+`Shaper.holds(path)` (the gate, read without taking anything) lists every limit that binds
+at this instant, most decisive first, as `Hold(limit, until, detail)`; `mta queue explain`
+and the shaping explain show them. The names are the config keys an operator would change
+(or the mechanism, where no key is):
 
     suspension          an administrative suspension or the dead-site timer; until its end
     warmup_cap          the source sent today's warm-up cap; until the next UTC day
+    global_message_rate, tenant_message_rate, provider_message_rate
+                        a [rate_limits] rate over every path; until the next slot
     max_message_rate    the message rate (slowed by adaptive feedback); until the next slot
+    licence_connections the volume licence's cap on outbound connections over every path
     connection_limit    every connection the adaptive window allows is busy; until one frees
     max_connection_rate no new connection yet; until the next slot
 

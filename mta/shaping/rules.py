@@ -26,6 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from mta.config import DeliveryConfig, ShapingRuleConfig
+from mta.queue.names import ready_queue_name
 from mta.shaping.rate import Rate, parse_rate
 
 __all__ = ["RULE_FIELDS", "PathConfig", "matching_keys", "resolve_path"]
@@ -62,7 +63,7 @@ class PathConfig:
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", f"{self.source}->{self.site}")
+        object.__setattr__(self, "key", ready_queue_name(self.source, self.site))
 
     def explain(self) -> dict[str, Any]:
         """Each effective value and the layer it came from, as plain JSON types."""

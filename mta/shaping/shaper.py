@@ -7,11 +7,18 @@ Built once by `mta serve` (never a global) and passed down:
     shaper.note_domain_site(domain, site)   # per MX answer: lets [shaping."domain"] match
     src = shaper.choose_source(pool, rng, site=site, tenant=tenant)  # per message
     path = shaper.path(src.name, site)      # resolved once per (source, site), cached
-    if shaper.blocked(path, tenant) is None:
-        ... per message: wait = await shaper.message_wait(path); 0.0 means send now
-        ... per new connection: await shaper.admit_connection(path) -> Lease | seconds
-        ... per attempt: shaper.record(path, category, reply)
-    shaper.holds(path, tenant)              # what binds now, for `mta queue explain`
+    ticket = Ticket(path, tenant)           # per message: its way through the gate
+    holds = await shaper.gate(ticket)       # [] = go now (every rate taken), else why not
+    ... per new connection: await shaper.admit_connection(path) -> Lease | seconds
+    ... per attempt: shaper.record(path, category, reply)
+    shaper.holds(path, tenant)              # the same gate, taking nothing: for explain
+
+The gate is the one place that says why mail waits: the path's suspension or dead-site
+timer, the cross-path [rate_limits], the path's max_message_rate, and for a new connection
+the volume licence's cap on outbound connections (`connection_cap`, wired by the owner of
+the connections), the adaptive window and max_connection_rate. Workers go through it and
+`holds()`/`explain()` read the same checks without taking anything, so `mta queue explain`
+and `mta shaping explain` name every limit a worker would wait for.
 """
 
 from __future__ import annotations
@@ -34,7 +41,20 @@ from mta.shaping.rules import PathConfig, matching_keys, resolve_path
 from mta.shaping.suspend import Suspension, Suspensions
 from mta.shaping.throttle import MemoryThrottle, ThrottleStore
 
-__all__ = ["Shaper", "Stores", "memory_stores", "redis_stores"]
+__all__ = ["LICENCE_WAIT", "Shaper", "Stores", "Ticket", "memory_stores", "redis_stores"]
+
+# A connection refused by the licence's cap is asked for again after this many seconds.
+LICENCE_WAIT = 0.5
+
+
+@dataclass(slots=True)
+class Ticket:
+    """One message's way through the gate of one path: how many of its rate steps it has
+    passed, so asking again after a wait never counts it twice on an earlier limit."""
+
+    path: PathConfig
+    tenant: str | None = None
+    passed: int = 0
 
 
 @dataclass
@@ -85,6 +105,9 @@ class Shaper:
         self._paths: dict[tuple[str, str], PathConfig] = {}
         # [shaping] key (a domain) -> its MX rollup site, learnt from MX answers.
         self.key_sites: dict[str, str] = {}
+        # () -> (the volume licence's cap on outbound connections, 0 = none; connections
+        # open now over every path). Set by whoever owns the connections (the dispatcher).
+        self.connection_cap: Callable[[], tuple[int, int]] | None = None
         self._parse_rate_limits(cfg)
 
     # --- configuration ---------------------------------------------------------------
@@ -211,7 +234,11 @@ class Shaper:
         """Admission of one new connection on the path: a started Lease (held while the
         connection lives, released after it closed), or the seconds to wait before asking
         again: until max_connection_rate allows one, or a short poll while the window is
-        full (a release on another node cannot wake us)."""
+        full (a release on another node cannot wake us). The licence's cap counts the
+        connection asked for (its pool already holds the slot), over every path."""
+        cap, open_now = self.connection_cap() if self.connection_cap else (0, 0)
+        if cap and open_now > cap:
+            return LICENCE_WAIT
         window = self.adaptive.window(path)
         if window >= 1:
             lease = await self.leases.try_acquire(path.key, window)
@@ -241,18 +268,61 @@ class Shaper:
         """Feed a classified reply (or "connection_failure") into the adaptive loop."""
         self.adaptive.record(path, category, reply)
 
-    # --- explain ---------------------------------------------------------------------
+    # --- the gate ----------------------------------------------------------------------
+    def _steps(self, path: PathConfig, tenant: str | None) -> list[tuple[str, str, Rate, float]]:
+        """The rates one message takes on this path, in order, as (limit name, counter
+        key, rate, scale): the cross-path [rate_limits] first, then max_message_rate
+        (slowed by receiver feedback)."""
+        steps = [(name, key, rate, 1.0) for name, key, rate in self.rate_limits(
+            tenant or "", path.site) if tenant is not None or name != "tenant_message_rate"]
+        if path.max_message_rate is not None:
+            steps.append(("max_message_rate", f"msg:{path.key}", path.max_message_rate,
+                          self.adaptive.rate_scale(path)))
+        return steps
+
+    def _rate_hold(self, path: PathConfig, name: str, key: str, rate: Rate, scale: float,
+                   until: float) -> Hold:
+        if name == "max_message_rate":
+            slowed = f", slowed to {scale:.3g}x by receiver feedback" if scale < 1 else ""
+            return Hold(name, until, f"max_message_rate {rate}{slowed} on {path.key}: next "
+                                     f"message allowed at {at(until)}")
+        return Hold(name, until, f"[rate_limits] {name} {rate} (counter {key}, over every "
+                                 f"path): next message allowed at {at(until)}")
+
+    def _suspension_hold(self, path: PathConfig, blocked: Suspension) -> Hold:
+        what = (f"dead-site timer of path {path.key}" if blocked.reason.startswith(
+            "adaptive:") else f"suspension of {blocked.scope} {blocked.name}")
+        end = "until lifted" if blocked.until is None else f"until {at(blocked.until)}"
+        return Hold("suspension", blocked.until, f"{what}: {blocked.reason}, {end}")
+
+    async def gate(self, ticket: Ticket) -> list[Hold]:
+        """Let one message through the path's gate: [] when it may go now (each rate
+        taken, once), else what it waits for. A "suspension" hold (an administrative
+        suspension or the dead-site timer) means put it back; any other hold ends at its
+        `until`, when the worker asks again with the same ticket."""
+        path = ticket.path
+        blocked = self.blocked(path, ticket.tenant)
+        if blocked is not None:
+            return [self._suspension_hold(path, blocked)]
+        steps = self._steps(path, ticket.tenant)
+        while ticket.passed < len(steps):
+            name, key, rate, scale = steps[ticket.passed]
+            now = self.clock.time()
+            wait = await self.throttle.try_acquire(key, rate, now, scale=scale)
+            if wait > 0:
+                return [self._rate_hold(path, name, key, rate, scale, now + wait)]
+            ticket.passed += 1
+        return []
+
     async def holds(self, path: PathConfig, tenant: str | None = None) -> list[Hold]:
-        """Every limit that keeps a message from leaving on this path at this instant,
-        most decisive first (see hold.py). Empty: a message could go now."""
+        """The gate read without taking anything: every limit that keeps a message (of
+        `tenant`, if given) from leaving on this path at this instant, most decisive first
+        (see hold.py). Empty: a message could go now."""
         now = self.clock.time()
         out: list[Hold] = []
         blocked = self.blocked(path, tenant)
         if blocked is not None:
-            what = (f"dead-site timer of path {path.key}" if blocked.reason.startswith(
-                "adaptive:") else f"suspension of {blocked.scope} {blocked.name}")
-            end = "until lifted" if blocked.until is None else f"until {at(blocked.until)}"
-            out.append(Hold("suspension", blocked.until, f"{what}: {blocked.reason}, {end}"))
+            out.append(self._suspension_hold(path, blocked))
         with contextlib.suppress(KeyError):
             cap = self.egress.cap_today(path.source)
             sent = self.egress.sent_today(path.source)
@@ -261,15 +331,15 @@ class Shaper:
                     f"source {path.source} sent {sent} of its warm-up cap of {cap} today "
                     f"(day {self.egress.warmup_day(path.source)}); counts restart at "
                     f"{at(self.egress.next_day())}")))
-        scale = self.adaptive.rate_scale(path)
-        if path.max_message_rate is not None:
-            st = await self.throttle.state(f"msg:{path.key}", path.max_message_rate, now,
-                                           scale=scale)
+        for name, key, rate, scale in self._steps(path, tenant):
+            st = await self.throttle.state(key, rate, now, scale=scale)
             if st.tokens < 1:
-                slowed = f", slowed to {scale:.3g}x by receiver feedback" if scale < 1 else ""
-                out.append(Hold("max_message_rate", st.next_allowed,
-                                f"max_message_rate {path.max_message_rate}{slowed} on "
-                                f"{path.key}: next message allowed at {at(st.next_allowed)}"))
+                out.append(self._rate_hold(path, name, key, rate, scale, st.next_allowed))
+        cap, open_now = self.connection_cap() if self.connection_cap else (0, 0)
+        if cap and open_now >= cap:
+            out.append(Hold("licence_connections", None, (
+                f"{open_now} of the licence's {cap} outbound connection(s) open over "
+                "every path")))
         window = self.adaptive.window(path)
         in_use = await self.leases.in_use(path.key)
         if blocked is None and in_use >= window:
@@ -285,6 +355,7 @@ class Shaper:
                                 f"{path.key}: next new connection at {at(st.next_allowed)}"))
         return out
 
+    # --- explain ---------------------------------------------------------------------
     async def explain(self, path: PathConfig, tenant: str | None = None) -> dict[str, Any]:
         """Everything that decides this path now, as plain JSON types."""
         now = self.clock.time()

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mta.queue.names import ready_queue_name
 from mta.shaping.clock import Clock
 
 __all__ = ["SCOPES", "Suspension", "SuspensionFile", "Suspensions", "path_name"]
@@ -27,7 +28,7 @@ SCOPES = ("site", "source", "path", "tenant")
 
 
 def path_name(source: str, site: str) -> str:
-    return f"{source}->{site}"
+    return ready_queue_name(source, site)
 
 
 @dataclass(frozen=True, slots=True)
