@@ -1,0 +1,32 @@
+"""`mta bounce classify "550 5.1.1 ..."`: how mta files a reply (mta.bounce.classify), with
+the config's own rules when there is a config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from mta.cli.common import EX_CONFIG, command
+from mta.config import Config, ConfigError, load_config
+
+
+def cmd_bounce(args: argparse.Namespace) -> int:
+    from mta.bounce.classify import classify_main
+
+    try:
+        cfg = load_config(args.config) if Path(args.config).exists() else Config()
+    except ConfigError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        return EX_CONFIG
+    return classify_main(args.reply, cfg)
+
+
+def add(sub: Any, common: argparse.ArgumentParser) -> None:
+    b = command(sub, common, "bounce", cmd_bounce, "bounce classification")
+    bs = b.add_subparsers(dest="bounce_cmd", required=True, metavar="ACTION")
+    bc = bs.add_parser("classify", help="classify a reply, e.g. \"550 5.1.1 no such user\"")
+    bc.add_argument("reply")
