@@ -21,6 +21,7 @@ import socket
 import tomllib
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -759,14 +760,21 @@ def _resolve_defaults(cfg: Config, base: Path) -> Config:
     return dataclasses.replace(cfg, spool=spool, log=log)
 
 
-def parse_config(text: str, file: str = "config.toml", base: Path | None = None) -> Config:
-    """Parse TOML text; relative paths are resolved against `base` (the file's directory)."""
+def parse_config(text: str, file: str = "config.toml", base: Path | None = None,
+                 sections: Collection[str] | None = None) -> Config:
+    """Parse TOML text; relative paths are resolved against `base` (the file's directory).
+
+    `sections`: only these top-level tables are read, the others keep their defaults, for
+    a command that uses nothing else (`mta bounce classify` reads [bounce]): a problem
+    elsewhere, such as a TLS pair not made yet, is not its business."""
     errors = _Errors(file)
     base = base if base is not None else Path(file).resolve().parent
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{file}: (syntax): {e}"]) from None
+    if sections is not None:
+        raw = {k: v for k, v in raw.items() if k in sections}
     cfg = _build(Config, raw, "", errors, base)
     if cfg is not _MISSING:
         # Values with type errors were left at their defaults, so the cross-field rules
@@ -778,7 +786,7 @@ def parse_config(text: str, file: str = "config.toml", base: Path | None = None)
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, sections: Collection[str] | None = None) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -786,4 +794,4 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([f"{path}: (file): cannot read: {e.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: (file): not UTF-8 text"]) from None
-    return parse_config(text, str(path), path.resolve().parent)
+    return parse_config(text, str(path), path.resolve().parent, sections)

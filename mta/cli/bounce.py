@@ -5,23 +5,16 @@ the config's own rules when there is a config.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from typing import Any
 
-from mta.cli.common import EX_CONFIG, command
-from mta.config import Config, ConfigError, load_config
+from mta.cli.common import command, section_config
 
 
 def cmd_bounce(args: argparse.Namespace) -> int:
     from mta.bounce.classify import classify_main
 
-    try:
-        cfg = load_config(args.config) if Path(args.config).exists() else Config()
-    except ConfigError as e:
-        for line in e.errors:
-            print(line, file=sys.stderr)
-        return EX_CONFIG
+    # [bounce] rules is the one key it reads; without a config file, the built-in rules.
+    cfg = section_config(args, ("bounce",), missing_ok=True)
     return classify_main(args.reply, cfg)
 
 

@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -66,6 +67,21 @@ def file_config(args: argparse.Namespace) -> Config:
     inspect a daemon whose DKIM key is missing). Exit 78 with one line per error."""
     try:
         return load_config(args.config)
+    except ConfigError as e:
+        for line in e.errors:
+            print(line, file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None
+
+
+def section_config(args: argparse.Namespace, sections: tuple[str, ...], *,
+                   missing_ok: bool = False) -> Config:
+    """Only the tables `sections` of the config file, for a command that reads nothing else:
+    `mta bounce classify` must work in a checkout whose TLS pair is not made yet. With
+    `missing_ok`, no file means the defaults. Exit 78 with one line per error in those."""
+    if missing_ok and not Path(args.config).exists():
+        return Config()
+    try:
+        return load_config(args.config, sections)
     except ConfigError as e:
         for line in e.errors:
             print(line, file=sys.stderr)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from mta.cli.common import command, file_config
+from mta.cli.common import command, section_config
 
 
 def cmd_dkim(args: argparse.Namespace) -> int:
@@ -16,7 +16,8 @@ def cmd_dkim(args: argparse.Namespace) -> int:
     if args.sub == "keygen":
         # Local: needs no config, so keys can be made before the config exists.
         return keygen_main(args.domain, args.selector, args.algorithm, args.out)
-    cfg = file_config(args)
+    # The keys it checks and the resolvers it asks: nothing else of the config matters here.
+    cfg = section_config(args, ("server", "dkim", "dns"))
     return check_main(args.domain, cfg, list(cfg.dns.nameservers), timeout=cfg.dns.timeout)
 
 

@@ -24,11 +24,11 @@ from mta.cli.common import (
     count_arg,
     date_arg,
     fail,
-    file_config,
     print_json,
+    section_config,
     zone,
 )
-from mta.config import Config
+from mta.config import Config, ConfigError, load_config
 
 
 def cmd_licence(args: argparse.Namespace) -> int:
@@ -98,10 +98,10 @@ def _licence_issue(args: argparse.Namespace) -> int:
 
 
 def _licence_show(args: argparse.Namespace) -> int:
-    from mta.http.client import AdminError
     from mta.policy.licence import parse_licence
 
-    cfg = file_config(args) if args.public_key is None or Path(args.config).exists() else Config()
+    # The licence side reads [policy] only; with --public-key it needs no config at all.
+    cfg = section_config(args, ("policy",), missing_ok=args.public_key is not None)
     path = Path(args.file) if args.file else cfg.policy.licence_file
     if path is None:
         return fail(args, "no FILE given and no [policy] licence_file configured", EX_USAGE)
@@ -117,30 +117,14 @@ def _licence_show(args: argparse.Namespace) -> int:
     lic = parse_licence(text, public)
     today = dt.datetime.now(zone(cfg)).date()
     days_left = max((lic.valid_until - today).days + 1, 0)
+    usage, problem = _daemon_usage(args, lic.id)
     out: dict[str, Any] = {
         "file": str(path), "licensee": lic.licensee, "id": lic.id,
         "issued": lic.issued.isoformat() if lic.issued else None,
         "valid_from": lic.valid_from.isoformat(), "valid_until": lic.valid_until.isoformat(),
         "state": lic.state_on(today), "days_left": days_left,
         "monthly_volume": lic.monthly_volume, "max_connections": lic.max_connections,
-        "signature": "ok", "usage": None, "usage_problem": None}
-    # Usage lives in the daemon's policy store: ask it, briefly; the file alone still says
-    # everything else.
-    client = admin_client(cfg)
-    client.timeout = 5.0
-    try:
-        status = client.licence()
-    except AdminError as e:
-        out["usage_problem"] = str(e)
-    else:
-        if status.get("id") is None:
-            problem = status.get("problem")
-            out["usage_problem"] = ("the daemon has no licence in force (" + (
-                problem or f"state {status.get('state')}") + ")")
-        elif status["id"] != lic.id:
-            out["usage_problem"] = f"the daemon enforces another licence ({status['id']})"
-        else:
-            out["usage"] = {k: status.get(k) for k in ("month", "used", "remaining", "ratio")}
+        "signature": "ok", "usage": usage, "usage_problem": problem}
     if args.json:
         print_json(out)
         return EX_OK
@@ -169,6 +153,31 @@ def _licence_show(args: argparse.Namespace) -> int:
             print(f"used:            {used:,} in {usage['month']}")
             print("remaining:       unlimited")
     return EX_OK
+
+
+def _daemon_usage(args: argparse.Namespace, licence_id: str) -> tuple[dict | None, str | None]:
+    """This month's use of the licence, from the daemon's policy store: (usage, None), or
+    (None, why not). Asked briefly; the file alone still says everything else."""
+    from mta.http.client import AdminError
+
+    try:
+        cfg = load_config(args.config) if Path(args.config).exists() else Config()
+    except ConfigError as e:
+        more = f" (and {len(e.errors) - 1} more)" if len(e.errors) > 1 else ""
+        return None, f"cannot ask the daemon: {e.errors[0]}{more}"
+    client = admin_client(cfg)
+    client.timeout = 5.0
+    try:
+        status = client.licence()
+    except AdminError as e:
+        return None, str(e)
+    if status.get("id") is None:
+        problem = status.get("problem")
+        return None, ("the daemon has no licence in force ("
+                      + (problem or f"state {status.get('state')}") + ")")
+    if status["id"] != licence_id:
+        return None, f"the daemon enforces another licence ({status['id']})"
+    return {k: status.get(k) for k in ("month", "used", "remaining", "ratio")}, None
 
 
 def add(sub: Any, common: argparse.ArgumentParser) -> None:
