@@ -208,6 +208,7 @@ class HttpConfig:
 
 @dataclass(frozen=True)
 class SpoolConfig:
+    # Relative to the config file; for a config file under /etc, /var/spool/mta.
     dir: Path = Path("var/spool")
     # A group commit takes whatever arrived while the previous one was being written, up to
     # this many messages, so one fsync covers many messages under load and none waits idle.
@@ -270,7 +271,8 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    # Events log, JSON lines; empty disables it.
+    # Events log, JSON lines; empty disables it. Relative to the config file; for a config
+    # file under /etc, /var/log/mta/events.jsonl.
     events: str = "var/log/events.jsonl"
     level: str = "info"
 
@@ -750,12 +752,25 @@ def _validate(cfg: Config, errors: _Errors) -> None:
                 errors.add(f"{key}.classes", f"unknown message class {c!r}")
 
 
-def _resolve_defaults(cfg: Config, base: Path) -> Config:
-    """Relative default paths are relative to the config file, like the explicit ones."""
-    spool = cfg.spool if cfg.spool.dir.is_absolute() else dataclasses.replace(
-        cfg.spool, dir=base / cfg.spool.dir)
+# Where the spool and the events log go when a config file under /etc (FHS: configuration
+# only, and read-only under the systemd unit) does not name them.
+SYSTEM_SPOOL_DIR = Path("/var/spool/mta")
+SYSTEM_EVENTS_LOG = "/var/log/mta/events.jsonl"
+
+
+def _resolve_defaults(cfg: Config, base: Path, raw: dict[str, Any]) -> Config:
+    """Relative default paths are relative to the config file, like the explicit ones
+    (a checkout, a test directory), except for a config file under /etc: its defaults are
+    /var/spool/mta and /var/log/mta/events.jsonl."""
+    system = base == Path("/etc") or Path("/etc") in base.parents
+    spool = cfg.spool
+    if not spool.dir.is_absolute():  # explicit paths are absolute by now: this is the default
+        spool = dataclasses.replace(spool, dir=SYSTEM_SPOOL_DIR if system else base / spool.dir)
     log = cfg.log
-    if log.events and not Path(log.events).is_absolute():
+    named = isinstance(raw.get("log"), dict) and "events" in raw["log"]
+    if system and not named:
+        log = dataclasses.replace(log, events=SYSTEM_EVENTS_LOG)
+    elif log.events and not Path(log.events).is_absolute():
         log = dataclasses.replace(log, events=str(base / log.events))
     return dataclasses.replace(cfg, spool=spool, log=log)
 
@@ -779,7 +794,7 @@ def parse_config(text: str, file: str = "config.toml", base: Path | None = None,
     if cfg is not _MISSING:
         # Values with type errors were left at their defaults, so the cross-field rules
         # can still run and every problem is reported at once.
-        cfg = _resolve_defaults(dataclasses.replace(cfg, path=Path(file)), base)
+        cfg = _resolve_defaults(dataclasses.replace(cfg, path=Path(file)), base, raw)
         _validate(cfg, errors)
     if errors.items:
         raise ConfigError(errors.items)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from mta.cli import bounce, dkim, licence, policy, queue, serve, shaping
-from mta.cli.common import DEFAULT_CONFIG, EX_OK, Parser
+from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, queue, bounce, dkim, licence, policy, shaping)
@@ -24,8 +24,7 @@ _GROUPS = (serve, queue, bounce, dkim, licence, policy, shaping)
 
 def build_parser() -> argparse.ArgumentParser:
     common = Parser(add_help=False)
-    common.add_argument("-c", "--config", default=argparse.SUPPRESS,
-                        help=f"configuration file (default: {DEFAULT_CONFIG}, or $MTA_CONFIG)")
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
 
     p = Parser(prog="mta", description="mta message transfer agent", parents=[common])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -37,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "config"):
-        args.config = DEFAULT_CONFIG
+    args.config, args.config_found = find_config(getattr(args, "config", None))
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -39,7 +39,34 @@ class Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
 
 
-DEFAULT_CONFIG = os.environ.get("MTA_CONFIG", "config.toml")
+# The config file when -c is not given: $MTA_CONFIG, else ./config.toml when it exists (a
+# checkout, what `make run` serves), else the system's.
+CHECKOUT_CONFIG = "config.toml"
+SYSTEM_CONFIG = "/etc/mta/mta.toml"
+CONFIG_HELP = (f"configuration file (default: $MTA_CONFIG, else ./{CHECKOUT_CONFIG} if it "
+               f"exists, else {SYSTEM_CONFIG})")
+
+
+def find_config(explicit: str | None) -> tuple[str, bool]:
+    """(the config file a command uses, whether it was named or found). A file named by -c
+    or $MTA_CONFIG is used as it is, so a missing one is reported by its own name."""
+    if explicit is not None:
+        return explicit, True
+    named = os.environ.get("MTA_CONFIG")
+    if named:
+        return named, True
+    for candidate in (CHECKOUT_CONFIG, SYSTEM_CONFIG):
+        if Path(candidate).is_file():
+            return candidate, True
+    return SYSTEM_CONFIG, False
+
+
+def require_config(args: argparse.Namespace) -> None:
+    """Exit 78 with one line when no -c, no $MTA_CONFIG and no default file exists."""
+    if not getattr(args, "config_found", True):
+        print(f"mta: no config file: tried -c, $MTA_CONFIG, ./{CHECKOUT_CONFIG}, "
+              f"{SYSTEM_CONFIG} (`mta init` writes one)", file=sys.stderr)
+        raise SystemExit(EX_CONFIG)
 
 
 def command(sub: Any, common: argparse.ArgumentParser, name: str,
@@ -50,12 +77,13 @@ def command(sub: Any, common: argparse.ArgumentParser, name: str,
     return sp
 
 
-def checked_config(path: str) -> Config:
+def checked_config(args: argparse.Namespace) -> Config:
     """Load and validate the whole configuration, including the parts that need files
     (DKIM keys, licence): what `check-config` accepts, `serve` accepts."""
     from mta.daemon import validate_runtime
 
-    cfg = load_config(path)
+    require_config(args)
+    cfg = load_config(args.config)
     errors = validate_runtime(cfg)
     if errors:
         raise ConfigError(errors)
@@ -65,6 +93,7 @@ def checked_config(path: str) -> Config:
 def file_config(args: argparse.Namespace) -> Config:
     """The config file, types checked (not the runtime checks: an operator must be able to
     inspect a daemon whose DKIM key is missing). Exit 78 with one line per error."""
+    require_config(args)
     try:
         return load_config(args.config)
     except ConfigError as e:
@@ -80,6 +109,7 @@ def section_config(args: argparse.Namespace, sections: tuple[str, ...], *,
     `missing_ok`, no file means the defaults. Exit 78 with one line per error in those."""
     if missing_ok and not Path(args.config).exists():
         return Config()
+    require_config(args)
     try:
         return load_config(args.config, sections)
     except ConfigError as e:

@@ -15,7 +15,7 @@ from mta.config import ConfigError
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        checked_config(args.config)
+        checked_config(args)
     except ConfigError as e:
         for line in e.errors:
             print(line, file=sys.stderr)
@@ -26,7 +26,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        cfg = checked_config(args.config)
+        cfg = checked_config(args)
     except ConfigError as e:
         for line in e.errors:
             print(line, file=sys.stderr)
