@@ -1,10 +1,11 @@
-"""The `mta` command: serve, check-config, passwd, and the operator commands.
+"""The `mta` command: serve, check-config, passwd, init, and the operator commands.
 
 `mta serve` wires the daemon together (mta.daemon). Every operator command that acts on a
 running daemon (`queue`, `policy`, `shaping`, the usage part of `licence show`) goes through
 its HTTP admin API (mta.http.client), so the CLI and scripts see exactly the same thing.
-Commands that only read or write files (`check-config`, `passwd`, `bounce classify`,
-`dkim keygen|check`, `licence keygen|issue`) run locally.
+Commands that only read or write files (`check-config`, `passwd`, `init`, `bounce
+classify`, `dkim keygen|check`, `licence keygen|issue`) run locally, and read no more of
+the config than they use.
 
 One module per command group registers its subcommand (`add(sub, common)`) and its handler;
 `common` holds what they share (exit codes, config loading, the admin client, helpers).
@@ -15,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 
-from mta.cli import bounce, dkim, licence, policy, queue, serve, shaping
+from mta.cli import bounce, dkim, init, licence, policy, queue, serve, shaping
 from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
-_GROUPS = (serve, queue, bounce, dkim, licence, policy, shaping)
+_GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping)
 
 
 def build_parser() -> argparse.ArgumentParser:
