@@ -241,7 +241,7 @@ class Daemon:
             await self.http_runner.setup()
             stack.push_async_callback(self.http_runner.cleanup)
             for host, port in cfg.http.listen:
-                site = web.TCPSite(self.http_runner, host, port, reuse_port=True)
+                site = web.TCPSite(self.http_runner, host, port)
                 await site.start()
             log.info("http listening on %s",
                      ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))

@@ -135,8 +135,11 @@ class SmtpServer:
         loop = asyncio.get_running_loop()
         try:
             for host, port in self._listen:
+                # No SO_REUSEPORT: with it, a second `mta serve` on the same port would
+                # start silently and take half the connections (workers share listeners
+                # by being forked from one process, not by binding again).
                 srv = await loop.create_server(lambda: _Connection(self), host, port,
-                                               reuse_port=True, backlog=1024)
+                                               backlog=1024)
                 self._servers.append(srv)
         except BaseException:
             for srv in self._servers:

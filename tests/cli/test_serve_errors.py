@@ -44,3 +44,12 @@ def test_a_missing_tls_pair_is_named_and_78(tmp_path):
     assert proc.stderr.splitlines() == [
         f"{tmp_path}/mta.toml: smtp.tls_cert: file not found: {tmp_path}/tls/cert.pem",
         f"{tmp_path}/mta.toml: smtp.tls_key: file not found: {tmp_path}/tls/key.pem"]
+
+
+def test_a_second_daemon_on_a_running_daemons_port_is_refused(tmp_path, mta_factory):
+    # Not SO_REUSEPORT: a second `mta serve` must not quietly share the first one's port.
+    first = mta_factory()
+    (tmp_path / "second").mkdir()
+    proc = serve(tmp_path / "second", first.smtp_port)
+    assert proc.returncode == 71
+    assert proc.stderr.splitlines()[-1].endswith(": address already in use")
