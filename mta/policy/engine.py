@@ -374,9 +374,9 @@ class PolicyEngine:
             await self._released(txn)
             if rcpt in txn.recipients:
                 txn.recipients.remove(rcpt)
-            if self.events:
+            if self.events:  # the one event of this fact (ingress writes none)
                 self.events.emit("duplicate", tenant=txn.tenant, recipient=rcpt,
-                                 message_id=mid)
+                                 reason="duplicate", message_id=mid)
         return dup
 
     # --- the message's fate ---------------------------------------------------------------
