@@ -4,9 +4,9 @@ Lifecycle (aiohttp web_runner style): open in order - events log, spool, deliver
 SMTP listeners - and close in reverse, also after a start-up that failed halfway.
 SIGTERM/SIGINT: stop listening, let in-flight sessions and deliveries finish within
 `[server] shutdown_timeout`, close the spool (every commit is already fsynced), exit 0.
-SIGHUP: reload the config (limits, users, TLS) and reopen the events log; a bad new config
-is refused and the old one kept. With NOTIFY_SOCKET set (systemd Type=notify) READY=1 is
-sent once every listener is bound.
+SIGHUP: reload the config (limits, users, TLS, policy, shaping) and reopen the events log;
+a bad new config is refused and the old one kept. With NOTIFY_SOCKET set (systemd
+Type=notify) READY=1 is sent once every listener is bound.
 """
 
 from __future__ import annotations
@@ -284,11 +284,13 @@ class Daemon:
                 log.error("reload refused: %s", line)
             notify("READY=1")
             return
+        # Policy first: tenants, plans and limits (and the licence file, which may have
+        # been replaced) are in place before a new user of a new tenant can log in.
+        await self.policy.reload(new)
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)
-        self.ingress.signer = signer
-        await self.policy.reload()  # the licence file may have been replaced
+        self.ingress.reload(signer)
         self.events.reopen()
         self.cfg = new
         log.info("configuration reloaded from %s", new.path)
