@@ -41,7 +41,8 @@ class CountingHandler:
                          params: dict[str, str]) -> Reply | None:
         return None
 
-    async def accept_message(self, envelope: Envelope, data: bytes) -> Reply:
+    async def accept_message(self, session: SessionInfo, envelope: Envelope,
+                             data: bytes) -> Reply:
         self.count += 1
         self.bytes += len(data)
         return Reply(250, "2.0.0", f"Ok: queued as {next(self._ids):08X}")

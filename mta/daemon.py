@@ -4,11 +4,11 @@ Lifecycle (aiohttp web_runner style): open in order - events log, spool, deliver
 SMTP listeners - and close in reverse, also after a start-up that failed halfway.
 SIGTERM/SIGINT: stop listening, let in-flight sessions and deliveries finish within
 `[server] shutdown_timeout`, close the spool (every commit is already fsynced), exit 0.
-SIGHUP: reload the config (limits, users, TLS) and reopen the events log; a bad new config
-is refused and the old one kept. With NOTIFY_SOCKET set (systemd Type=notify or
-notify-reload): READY=1 with a STATUS= line once every listener is bound, RELOADING=1 ...
-READY=1 around each reload, STOPPING=1 at SIGTERM, and WATCHDOG=1 from the event loop
-when systemd asks for it (WatchdogSec=; mta.observe.systemd).
+SIGHUP: reload the config (limits, users, TLS, policy, shaping) and reopen the events log;
+a bad new config is refused and the old one kept. With NOTIFY_SOCKET set (systemd
+Type=notify or notify-reload): READY=1 with a STATUS= line once every listener is bound,
+RELOADING=1 ... READY=1 around each reload, STOPPING=1 at SIGTERM, and WATCHDOG=1 from the
+event loop when systemd asks for it (WatchdogSec=; mta.observe.systemd).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
-from mta.ingress import Ingress
+from mta.ingress import Ingress, NotQueued
 from mta.observe.events import EventLog
 from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
@@ -101,18 +101,19 @@ def node_owner(spool_dir: str | os.PathLike[str], shard: int) -> str:
 
 
 class IngressDsnSink:
-    """The DsnSink delivery writes DSNs to: queued through Ingress's accept path, without
-    policy (DSNs are not the tenant's sending), as `Ingress.inject_dsn` does."""
+    """The DsnSink delivery writes DSNs to: the one ingest service (`Ingress.submit_dsn`),
+    without policy (DSNs are not the tenant's sending)."""
 
     def __init__(self, ingress: Ingress) -> None:
         self.ingress = ingress
 
     async def submit(self, envelope: Envelope, body: bytes) -> str:
-        reply = await self.ingress.accept_message(None, envelope, body)
-        if not reply.is_positive:
-            log.error("could not queue a DSN to %s: %s", envelope.recipients[0].address, reply)
+        try:
+            return await self.ingress.submit_dsn(envelope, body)
+        except NotQueued as e:
+            log.error("could not queue a DSN to %s: %s", envelope.recipients[0].address,
+                      e.reply)
             return ""
-        return reply.text.rsplit(" ", 1)[-1]
 
 
 class Daemon:
@@ -338,11 +339,13 @@ class Daemon:
                 log.error("reload refused: %s", line)
             notify("READY=1")
             return
+        # Policy first: tenants, plans and limits (and the licence file, which may have
+        # been replaced) are in place before a new user of a new tenant can log in.
+        await self.policy.reload(new)
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)
-        self.ingress.signer = signer
-        await self.policy.reload()  # the licence file may have been replaced
+        self.ingress.reload(signer)
         self.events.reopen()
         self.cfg = new
         log.info("configuration reloaded from %s", new.path)

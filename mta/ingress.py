@@ -1,20 +1,25 @@
-"""The accept path shared by SMTP and HTTP ingress: policy, DKIM, spool, scheduler.
+"""The ingest service: the one accept path of SMTP, HTTP injection and our own DSNs.
 
-`Ingress` implements the SMTP server's handler protocol (mta.smtp.handler.IngressHandler)
-and the HTTP injection path calls the same methods, so both get the same policy, the same
-signature and the same durability.
+Every message, whichever door it came in by, ends in `submit(envelope, body, txn=...,
+origin=...)`, which returns its queue id once it is durable (or raises `NotQueued` with the
+reply that says why not). The doors ask policy their per-stage questions first, through the
+same two functions: `check_mail` and `check_rcpt` take a `Client` (an SMTP session's
+`SessionInfo`, or the HTTP request's own small object) and keep the policy transaction on
+it. `Ingress` is also the SMTP server's handler (mta.smtp.handler.IngressHandler):
+`accept_message` is `submit` answered as an SMTP reply.
 
 One transaction, in order (Postfix smtpd_check style: each stage answers a Reply or None):
   MAIL      policy.check_mail     may this tenant send now (suspension, licence, windows)
   RCPT      policy.check_rcpt     reserve quota, licence volume and one credit
-  end DATA  policy.check_data     message class allowed; duplicates dropped (still 250)
+  submit    policy.check_data     message class allowed; duplicates dropped (still 250)
             DKIM                  signature added (in a thread: RSA runs without the GIL)
             spool.put             returns after the group commit holding it is fsynced
             policy.prepare(id)    the reservations are durable too (their fsync ran meanwhile)
             policy.commit(id)     reservations become charges
-  then `250 2.0.0 Ok: queued as <id>`. Any refusal aborts the policy transaction, so a
-refused recipient is never charged; a crash between the 250 and commit is settled by
-`PolicyEngine.reconcile` at the next start (the transaction id is the queue id).
+  then the queue id (`250 2.0.0 Ok: queued as <id>` over SMTP). Any refusal aborts the policy
+transaction, so a refused recipient is never charged; a crash between the 250 and commit is
+settled by `PolicyEngine.reconcile` at the next start (the transaction id is the queue id).
+Each accepted recipient is one `received` event, with the door it came by (`protocol`).
 """
 
 from __future__ import annotations
@@ -24,27 +29,50 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal, Protocol
 
-from mta.bounce.dsn import dsn_is_8bit
 from mta.dkim.signer import DkimSigner, sign_async
 from mta.observe.events import EventLog
 from mta.policy.engine import PolicyEngine, PolicyTxn
-from mta.queue.envelope import Envelope, Recipient
+from mta.queue.envelope import Envelope
 from mta.queue.records import SpoolError
 from mta.queue.spool import Spool
 from mta.rfc5321.reply import Reply
-from mta.smtp.handler import SessionInfo
 
-__all__ = ["Ingress"]
+__all__ = ["Client", "Ingress", "NotQueued", "Origin", "queued_reply"]
 
 log = logging.getLogger("mta.ingress")
+
+# The door a message came in by: the `protocol` of its events and of the ingest histogram.
+Origin = Literal["smtp", "http", "dsn"]
 
 # Called with (queue id, envelope) once a message is durable: the delivery side picks it up.
 AcceptedCallback = Callable[[str, Envelope], None]
 
 R_DUPLICATE = Reply(250, "2.0.0", "Ok: duplicate of a message already accepted, not sent again")
 R_SIGNING = Reply(554, "5.6.0", "Message header block cannot be parsed for signing")
+
+
+def queued_reply(msg_id: str) -> Reply:
+    return Reply(250, "2.0.0", f"Ok: queued as {msg_id}")
+
+
+class NotQueued(Exception):
+    """`submit` did not queue the message. `reply` is what SMTP answers: a 4xx/5xx refusal,
+    or a 250 when every recipient was a duplicate (accepted, and dropped)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+class Client(Protocol):
+    """Who opens a mail transaction: an SMTP session (mta.smtp.SessionInfo) or an HTTP
+    request (mta.http.inject). The stage checks read `tenant` and keep the open policy
+    transaction in `transaction`, from MAIL to `submit`."""
+
+    tenant: str | None
+    transaction: PolicyTxn | None
 
 
 class Ingress:
@@ -62,8 +90,14 @@ class Ingress:
         self.observe_dkim = observe_dkim
         self._class_re: re.Pattern[bytes] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
-        if policy is not None:
-            name = re.escape(policy.cfg.policy.class_header.encode())
+        self.reload(signer)
+
+    def reload(self, signer: DkimSigner | None) -> None:
+        """A new config (SIGHUP): the new signer, and the class header of the policy
+        engine's config (reload the engine first)."""
+        self.signer = signer
+        if self.policy is not None:
+            name = re.escape(self.policy.cfg.policy.class_header.encode())
             # The class header is an instruction to us, not part of the message: it is read
             # and removed (with its folded continuation lines) before signing.
             self._class_re = re.compile(rb"(?im)^" + name + rb"[ \t]*:[ \t]*(.*)\r?\n"
@@ -71,34 +105,36 @@ class Ingress:
 
     # --- per-stage policy questions: None means go on --------------------------------------
 
-    def check_mail(self, session: SessionInfo, address: str,
+    def check_mail(self, client: Client, address: str,
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None:
         if self.policy is None:
             return None  # answered at once: no task per command
-        return self._check_mail(session, address)
+        return self._check_mail(client, address)
 
-    async def _check_mail(self, session: SessionInfo, address: str) -> Reply | None:
+    async def _check_mail(self, client: Client, address: str) -> Reply | None:
         assert self.policy is not None
-        if session.transaction is not None:  # RSET or a refused DATA left one open
-            await self.policy.abort(session.transaction)
+        if client.transaction is not None:  # RSET or a refused DATA left one open
+            await self.policy.abort(client.transaction)
         # The transaction is named by the queue id the message will get, so a crash after
         # the spool write is reconciled without a separate "prepare" write.
-        txn = self.policy.transaction(session.tenant or "default", address,
+        txn = self.policy.transaction(client.tenant or "default", address,
                                       self.spool.new_id())
-        session.transaction = txn
+        client.transaction = txn
         reply = await self.policy.check_mail(txn)
         if reply is not None:
-            session.transaction = None
+            client.transaction = None
         return reply
 
-    def check_rcpt(self, session: SessionInfo, address: str,
+    def check_rcpt(self, client: Client, address: str,
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None:
-        if self.policy is None or session.transaction is None:
+        if self.policy is None or client.transaction is None:
             return None
-        return self.policy.answer_rcpt(session.transaction, address)
+        return self.policy.answer_rcpt(client.transaction, address)
 
-    def session_closed(self, session: SessionInfo) -> None:
-        txn, session.transaction = session.transaction, None
+    def session_closed(self, client: Client) -> None:
+        """The client is gone (connection lost, HTTP request over) with a transaction still
+        open: what policy reserved for it is given back."""
+        txn, client.transaction = client.transaction, None
         if txn is not None and self.policy is not None:
             # Fire and forget: the connection is gone, nobody waits for the release.
             self._background(self.policy.abort(txn))
@@ -108,22 +144,45 @@ class Ingress:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # --- end of DATA -------------------------------------------------------------------------
+    # --- the accept path ---------------------------------------------------------------------
 
-    async def accept_message(self, session: SessionInfo | None, envelope: Envelope,
+    async def accept_message(self, session: Client, envelope: Envelope,
                              data: bytes) -> Reply:
+        """End of DATA over SMTP: `submit`, answered as the SMTP reply."""
         started = time.perf_counter()
-        txn: PolicyTxn | None = None
-        if session is not None:
-            txn, session.transaction = session.transaction, None
+        txn, session.transaction = session.transaction, None
+        try:
+            msg_id = await self.submit(envelope, data, txn=txn, origin="smtp")
+        except NotQueued as e:
+            return e.reply
+        if self.observe_ingest is not None:
+            self.observe_ingest(time.perf_counter() - started, "smtp")
+        return queued_reply(msg_id)
+
+    async def submit_dsn(self, envelope: Envelope, body: bytes) -> str:
+        """Queue a DSN we generated (null sender, no policy: DSNs are not the tenant's
+        sending); the queue id, or NotQueued."""
+        started = time.perf_counter()
+        msg_id = await self.submit(envelope, body, origin="dsn")
+        if self.observe_ingest is not None:
+            self.observe_ingest(time.perf_counter() - started, "dsn")
+        return msg_id
+
+    async def submit(self, envelope: Envelope, body: bytes, *, txn: PolicyTxn | None = None,
+                     origin: Origin = "smtp") -> str:
+        """Queue one message: policy's end-of-DATA checks on `txn` (the transaction the
+        door's check_mail/check_rcpt opened; None: no policy), DKIM, the spool. Returns the
+        queue id once the message and its policy charges are durable; raises NotQueued
+        otherwise. `txn` is committed or aborted here, whatever happens."""
         if not envelope.received_at:
             envelope.received_at = time.time()
+        data = body
         try:
             if txn is not None:
                 assert self.policy is not None
                 refusal, data = await self._policy_data(txn, envelope, data)
                 if refusal is not None:
-                    return refusal
+                    raise NotQueued(refusal)
             msg_id = txn.id if txn is not None else self.spool.new_id()
             if self.signer is not None:
                 signing = time.perf_counter()
@@ -131,7 +190,7 @@ class Ingress:
                     signed = await sign_async(self.signer, data, envelope.received_at)
                 except Exception as e:  # DkimSignError: a header block we can't parse
                     log.info("not signing a message from %s: %s", envelope.client_ip, e)
-                    return R_SIGNING
+                    raise NotQueued(R_SIGNING) from None
                 if signed is not data and self.observe_dkim is not None:
                     self.observe_dkim(time.perf_counter() - signing, "dkim")
                 data = signed
@@ -144,8 +203,8 @@ class Ingress:
                 log.warning("spool refused a message from %s: %s", envelope.client_ip, e)
                 self.events.emit("rejected", tenant=envelope.tenant,
                                  client_ip=envelope.client_ip, reason="spool",
-                                 reply=str(e.reply))
-                return e.reply
+                                 reply=str(e.reply), protocol=origin)
+                raise NotQueued(e.reply) from None
             if txn is not None:
                 # The reservations' COMMIT ran meanwhile, so this rarely waits.
                 refusal = await self.policy.prepare(txn, msg_id)  # type: ignore[union-attr]
@@ -154,7 +213,7 @@ class Ingress:
                     if not await self.spool.delete(msg_id):
                         log.error("policy refused %s after its spool write; not deleted",
                                   msg_id)
-                    return refusal
+                    raise NotQueued(refusal)
                 await self.policy.commit(txn, msg_id)  # type: ignore[union-attr]
                 txn = None
         finally:
@@ -163,17 +222,17 @@ class Ingress:
         emit = self.events.emit
         for r in envelope.recipients:
             emit("received", id=msg_id, tenant=envelope.tenant, sender=envelope.mail_from,
-                 recipient=r.address, size=len(data), client=envelope.client_ip)
+                 recipient=r.address, size=len(data), client=envelope.client_ip,
+                 protocol=origin)
         if self.on_accepted is not None:
             self.on_accepted(msg_id, envelope)
-        if self.observe_ingest is not None:
-            self.observe_ingest(time.perf_counter() - started, "smtp" if session else "local")
-        return Reply(250, "2.0.0", f"Ok: queued as {msg_id}")
+        return msg_id
 
     async def _policy_data(self, txn: PolicyTxn, envelope: Envelope,
                            data: bytes) -> tuple[Reply | None, bytes]:
         """Message class and duplicates; returns (refusal or None, data without the class
-        header). Drops duplicate recipients from the envelope."""
+        header). Drops duplicate recipients from the envelope (policy writes their event);
+        a NotQueued 250 when none is left."""
         policy = self.policy
         assert policy is not None and self._class_re is not None
         head_end = data.find(b"\r\n\r\n")
@@ -194,32 +253,12 @@ class Ingress:
             return None, data  # duplicate suppression is off: no header to look for
         message_id = _header_value(head, b"message-id")
         if message_id:
-            keep: list[Recipient] = []
-            for r in envelope.recipients:
-                if await policy.is_duplicate(txn, message_id, r.address):
-                    self.events.emit("suppressed", tenant=envelope.tenant,
-                                     recipient=r.address, reason="duplicate",
-                                     message_id=message_id)
-                else:
-                    keep.append(r)
+            keep = [r for r in envelope.recipients
+                    if not await policy.is_duplicate(txn, message_id, r.address)]
             if not keep:
                 return R_DUPLICATE, data
             envelope.recipients = keep
         return None, data
-
-    # --- DSNs we generate ----------------------------------------------------------------------
-
-    async def inject_dsn(self, tenant: str, recipient: str, data: bytes) -> None:
-        """Queue a DSN we generated: null sender, to the original envelope sender. It
-        travels through the same spool and delivery as any message (and is never bounced
-        again: a failed DSN has the null sender). No policy: DSNs are not the tenant's
-        sending."""
-        params = {"BODY": "8BITMIME"} if dsn_is_8bit(data) else {}
-        envelope = Envelope(tenant=tenant, mail_from="", recipients=[Recipient(recipient)],
-                            client_ip="127.0.0.1", helo="localhost", mail_params=params)
-        reply = await self.accept_message(None, envelope, data)
-        if not reply.is_positive:
-            log.error("could not queue a DSN to %s: %s", recipient, reply)
 
 
 def _header_value(head: bytes, name: bytes) -> str | None:

@@ -23,7 +23,6 @@ from mta.bounce.dsn import (
     dsn_is_8bit,
     make_dsn,
     notify_wants,
-    xtext_decode,
 )
 from mta.bounce.parse import (
     DeliveryReport,
@@ -54,5 +53,4 @@ __all__ = [
     "parse_dsn",
     "parse_report",
     "parse_rules",
-    "xtext_decode",
 ]

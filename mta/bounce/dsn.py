@@ -25,7 +25,7 @@ from email.parser import BytesParser
 from email.utils import format_datetime, make_msgid
 from typing import Literal, Protocol
 
-from mta.rfc5321 import Reply
+from mta.rfc5321 import Reply, xtext_decode
 
 __all__ = [
     "DsnMessage",
@@ -33,7 +33,6 @@ __all__ = [
     "dsn_is_8bit",
     "make_dsn",
     "notify_wants",
-    "xtext_decode",
 ]
 
 DsnAction = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
@@ -88,14 +87,6 @@ class RecipientStatus:
         return "2.0.0"
 
 
-_XTEXT_RE = re.compile(r"\+([0-9A-Fa-f]{2})")
-
-
-def xtext_decode(value: str) -> str:
-    """RFC 3461 4: "+XX" is the byte with hex value XX (ENVID and ORCPT are xtext)."""
-    return _XTEXT_RE.sub(lambda m: chr(int(m.group(1), 16)), value)
-
-
 def notify_wants(notify: str | None, action: str) -> bool:
     """Does a recipient's NOTIFY parameter ask for a DSN with this action? (RFC 3461 4.1)"""
     if notify is None or not notify.strip():
@@ -125,7 +116,7 @@ def _address_field(address: str) -> str:
 
 
 def _original_recipient(orcpt: str) -> str:
-    kind, sep, addr = xtext_decode(orcpt).partition(";")
+    kind, sep, addr = xtext_decode(orcpt, strict=False).partition(";")
     if not sep:
         kind, addr = "rfc822", kind
     return f"{kind.strip()}; {_ascii(addr.strip())}"
@@ -253,7 +244,7 @@ def make_dsn(
     per_message = Message(policy=_POLICY)
     per_message["Reporting-MTA"] = f"dns; {reporting_mta}"
     if envid:
-        per_message["Original-Envelope-Id"] = _ascii(xtext_decode(envid))
+        per_message["Original-Envelope-Id"] = _ascii(xtext_decode(envid, strict=False))
     if received_from_mta:
         per_message["Received-From-MTA"] = f"dns; {_ascii(received_from_mta)}"
     if arrival_date is not None:

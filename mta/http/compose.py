@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+from mta.config import SmtpConfig
 from mta.rfc5321.command import parse_path
 
 __all__ = ["ComposeError", "Limits", "Submission", "compose"]
@@ -57,8 +58,8 @@ class ComposeError(Exception):
 class Limits:
     """From the [smtp] section: the same limits apply whichever way mail comes in."""
 
-    max_message_size: int = 25 * 1024 * 1024
-    max_recipients: int = 1000
+    max_message_size: int = SmtpConfig.max_message_size  # defaults: config.py's
+    max_recipients: int = SmtpConfig.max_recipients
     hostname: str = "localhost"
 
 

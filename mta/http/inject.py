@@ -1,10 +1,10 @@
-"""POST /api/v1/messages: HTTP injection through the same accept path as SMTP.
+"""POST /api/v1/messages: HTTP injection through the ingest service, as SMTP uses it.
 
 A tenant authenticates with an API key (`Authorization: Bearer <key>`). The request body
-(mta.http.compose) becomes an envelope and a message, which then take exactly the SMTP
-path: `check_mail` with a session-like object (mta.smtp.handler.SessionInfo, tenant
-resolved from the key), `check_rcpt` per recipient, and `accept_message` with the
-recipients policy accepted. 202 means the message is durable (the spool commit fsynced).
+(mta.http.compose) becomes an envelope and a message, which then take the same stages as
+SMTP (mta.ingress): `check_mail` with the request's `ApiClient` (tenant resolved from the
+key), `check_rcpt` per recipient, and `submit` with the recipients policy accepted. 202
+means the message is durable (the spool commit fsynced).
 
     202 {"id": "...", "recipients": [{"address": ..., "accepted": true, "reply": "250 ..."}]}
     4xx {"error": {"code": ..., "message": ...}} (codes are stable; see openapi.py)
@@ -18,42 +18,54 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import re
 import time
 from collections.abc import Awaitable, Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
 from mta.http import state
 from mta.http.compose import ComposeError, Limits, Submission, compose
 from mta.http.errors import ApiError
+from mta.ingress import NotQueued, Origin, queued_reply
 from mta.queue.envelope import Envelope, Recipient
 from mta.rfc5321.reply import Reply
-from mta.smtp.handler import SessionInfo
 
-__all__ = ["ApiKeys", "IngressLike", "routes"]
+if TYPE_CHECKING:
+    from mta.policy.engine import PolicyTxn
+
+__all__ = ["ApiClient", "ApiKeys", "IngressLike", "routes"]
 
 routes = web.RouteTableDef()
 
-_QUEUED_AS = re.compile(r"queued as (\S+)")
 # A JSON body is bigger than the message it carries: base64 attachments grow by 4/3, and
 # JSON escapes add a little more; the message size itself is checked once built.
 _JSON_OVERHEAD = 64 * 1024
 
 
 class IngressLike(Protocol):
-    """What injection needs of mta.ingress.Ingress (the SMTP server needs the same). The
-    policy hooks answer directly when they can, or with an awaitable when they must wait."""
+    """What injection needs of the ingest service (mta.ingress.Ingress). The policy
+    hooks answer directly when they can, or with an awaitable when they must wait."""
 
     events: Any
 
-    def check_mail(self, session: Any, address: str,
+    def check_mail(self, client: Any, address: str,
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None: ...
-    def check_rcpt(self, session: Any, address: str,
+    def check_rcpt(self, client: Any, address: str,
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None: ...
-    async def accept_message(self, session: Any, envelope: Envelope, data: bytes) -> Reply: ...
-    def session_closed(self, session: Any) -> None: ...
+    async def submit(self, envelope: Envelope, body: bytes, *, txn: Any = None,
+                     origin: Origin = "smtp") -> str: ...
+    def session_closed(self, client: Any) -> None: ...
+
+
+@dataclass(slots=True)
+class ApiClient:
+    """One injection request as the ingest stages see it (an mta.ingress.Client)."""
+
+    tenant: str
+    client_ip: str
+    transaction: PolicyTxn | None = None
 
 
 async def _answer(result: Any) -> Any:
@@ -121,7 +133,7 @@ async def inject(request: web.Request) -> web.Response:
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, "bad_json", f"the body is not valid JSON: {e}") from None
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    client_ip, client_port = (peer[0], peer[1]) if peer else ("", 0)
+    client_ip = peer[0] if peer else ""
     events = ingress.events
     try:
         sub = compose(doc, limits=limits, client_ip=client_ip, tls=request.secure,
@@ -132,21 +144,20 @@ async def inject(request: web.Request) -> web.Response:
                         protocol="http", reply="552 5.3.4 " + e.message)
         raise ApiError(e.status, e.code, e.message) from None
 
-    session = SessionInfo(client_ip=client_ip, client_port=client_port, helo="", esmtp=True,
-                          tenant=tenant, tls=request.secure, session_id="http")
+    client = ApiClient(tenant, client_ip)
     try:
-        return await _inject(request, ingress, session, sub, tenant)
+        return await _inject(request, ingress, client, sub)
     finally:
-        # What policy reserved for a request that ends without accept_message (refused,
-        # failed, or the client went away) is given back, as when an SMTP session closes.
-        ingress.session_closed(session)
+        # What policy reserved for a request that ends without submit (refused, failed,
+        # or the client went away) is given back, as when an SMTP session closes.
+        ingress.session_closed(client)
 
 
-async def _inject(request: web.Request, ingress: IngressLike, session: SessionInfo,
-                  sub: Submission, tenant: str) -> web.Response:
-    client_ip = session.client_ip
+async def _inject(request: web.Request, ingress: IngressLike, client: ApiClient,
+                  sub: Submission) -> web.Response:
+    client_ip, tenant = client.client_ip, client.tenant
     events = ingress.events
-    refusal = await _answer(ingress.check_mail(session, sub.mail_from, dict(sub.mail_params)))
+    refusal = await _answer(ingress.check_mail(client, sub.mail_from, dict(sub.mail_params)))
     if refusal is not None:
         if events is not None:
             events.emit("rejected", reason="policy_mail", tenant=tenant, client_ip=client_ip,
@@ -156,7 +167,7 @@ async def _inject(request: web.Request, ingress: IngressLike, session: SessionIn
     accepted: list[Recipient] = []
     refusals: list[Reply] = []
     for address in sub.recipients:
-        reply = await _answer(ingress.check_rcpt(session, address, {}))
+        reply = await _answer(ingress.check_rcpt(client, address, {}))
         if reply is None:
             accepted.append(Recipient(address))
             results.append({"address": address, "accepted": True})
@@ -177,16 +188,21 @@ async def _inject(request: web.Request, ingress: IngressLike, session: SessionIn
                         client_ip=client_ip, helo="http", mail_params=sub.mail_params,
                         received_at=time.time())
     started = time.perf_counter()
-    reply = await ingress.accept_message(session, envelope, sub.data)
-    if not reply.is_positive:
-        status = 503 if reply.is_transient else 422
-        raise ApiError(status, "message_refused", f"the message was not queued: {reply}",
-                       extra={"reply": str(reply)})
+    txn, client.transaction = client.transaction, None  # submit commits or aborts it
+    msg_id: str | None = None
+    try:
+        msg_id = await ingress.submit(envelope, sub.data, txn=txn, origin="http")
+        reply = queued_reply(msg_id)
+    except NotQueued as e:
+        reply = e.reply
+        if not reply.is_positive:
+            status = 503 if reply.is_transient else 422
+            raise ApiError(status, "message_refused", f"the message was not queued: {reply}",
+                           extra={"reply": str(reply)}) from None
+        # else every recipient was a duplicate: accepted as SMTP does (250), nothing queued
     metrics = request.app[state.METRICS]
     if metrics is not None:
         metrics.observe_ingest(time.perf_counter() - started, "http")
-    m = _QUEUED_AS.search(reply.text)
-    msg_id = m.group(1) if m else None
     for r in results:
         if r["accepted"]:
             r["reply"] = str(reply)

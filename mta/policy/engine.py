@@ -127,17 +127,30 @@ class PolicyEngine:
                  events: EventLog | None = None, owner: str = "0") -> None:
         """`owner` names this worker's spool shard: reconciliation after a crash only
         touches reservations made by the same owner (other workers are still running)."""
-        self.cfg = cfg
-        self.pc = cfg.policy
         self.store = store
         self.clock: Clock = clock or SystemClock()
         self.events = events
         self.owner = owner
-        self.tz = ZoneInfo(self.pc.timezone)
-        self.tenants = TenantDirectory(cfg.tenants, store)
-        self.licence = LicenceGate(self.pc.licence_file, self.pc.licence_public_key, self.tz,
-                                   tuple(self.pc.licence_alert_levels), events)
+        # What only the embedded store offers (deciding RCPT without awaiting, starting its
+        # COMMIT early), looked up once rather than per recipient and message.
+        self._reserve_now = getattr(store, "reserve_now", None)
+        self._sync_soon = getattr(store, "sync_soon", None)
+        self._configure(cfg, self._licence_gate(cfg))
         self.licence.reload()
+
+    def _licence_gate(self, cfg: Config) -> LicenceGate:
+        pc = cfg.policy
+        return LicenceGate(pc.licence_file, pc.licence_public_key, ZoneInfo(pc.timezone),
+                           tuple(pc.licence_alert_levels), self.events)
+
+    def _configure(self, cfg: Config, licence: LicenceGate) -> None:
+        """Everything derived from the config, replaced whole (start-up, SIGHUP), with the
+        caches computed from the old one. Transactions already open keep what they read."""
+        self.cfg = cfg
+        self.pc = cfg.policy
+        self.tz = ZoneInfo(self.pc.timezone)
+        self.tenants = TenantDirectory(cfg.tenants, self.store)
+        self.licence = licence
         # Message windows known to be full (counter key -> the limit they reached), so MAIL
         # FROM refuses without asking the store; forgotten when a reservation is released.
         self._full: dict[str, int] = {}
@@ -151,10 +164,6 @@ class PolicyEngine:
                                  tuple[EffectiveLimit, ...]] | None = None
         self._last_buckets: tuple[tuple[EffectiveLimit, ...], _Buckets] | None = None
         self._alert_levels = tuple(self.pc.licence_alert_levels)
-        # What only the embedded store offers (deciding RCPT without awaiting, starting its
-        # COMMIT early), looked up once rather than per recipient and message.
-        self._reserve_now = getattr(store, "reserve_now", None)
-        self._sync_soon = getattr(store, "sync_soon", None)
 
     @classmethod
     async def open(cls, cfg: Config, state_dir: str | Path, *, clock: Clock | None = None,
@@ -374,9 +383,9 @@ class PolicyEngine:
             await self._released(txn)
             if rcpt in txn.recipients:
                 txn.recipients.remove(rcpt)
-            if self.events:
+            if self.events:  # the one event of this fact (ingress writes none)
                 self.events.emit("duplicate", tenant=txn.tenant, recipient=rcpt,
-                                 message_id=mid)
+                                 reason="duplicate", message_id=mid)
         return dup
 
     # --- the message's fate ---------------------------------------------------------------
@@ -484,9 +493,14 @@ class PolicyEngine:
         key = self.licence.key(now)
         self.licence.observe((await self.store.counters([key]))[key], now)
 
-    async def reload(self) -> None:
-        """SIGHUP: re-read the licence file."""
-        await asyncio.to_thread(self.licence.reload)
+    async def reload(self, cfg: Config | None = None) -> None:
+        """SIGHUP: take the new config (tenants, plans, limits, classes, duplicate window,
+        licence settings) and re-read the licence file. The new licence is loaded aside (in
+        a thread) and swapped in with the rest: a MAIL meanwhile sees the old one whole."""
+        cfg = cfg or self.cfg
+        licence = self._licence_gate(cfg)
+        await asyncio.to_thread(licence.reload)
+        self._configure(cfg, licence)
         await self.refresh_licence_usage()
 
     async def maintain(self) -> None:

@@ -227,15 +227,18 @@ def parse_command(line: bytes) -> Command:
 # --- RFC 3461 4: xtext, for ENVID, ORCPT and AUTH= -----------------------------------------
 _XTEXT_RE = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*")
 _HEX_RE = re.compile(r"\+([0-9A-F]{2})")
+_ANY_HEX_RE = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
-def xtext_decode(value: str) -> str:
-    """Decode xtext (`+2B` -> `+`); raises ValueError if `value` is not valid xtext."""
-    if _XTEXT_RE.fullmatch(value) is None:
+def xtext_decode(value: str, *, strict: bool = True) -> str:
+    """Decode xtext (`+2B` -> `+`). Strict (a parameter as a client sent it): ValueError
+    if `value` is not valid xtext. Not strict (a stored value written into a DSN): every
+    `+XX` is decoded and anything else kept, so the DSN is written whatever was stored."""
+    if strict and _XTEXT_RE.fullmatch(value) is None:
         raise ValueError(f"invalid xtext {value!r}")
     if "+" not in value:
         return value
-    return _HEX_RE.sub(lambda m: chr(int(m.group(1), 16)), value)
+    return (_HEX_RE if strict else _ANY_HEX_RE).sub(lambda m: chr(int(m.group(1), 16)), value)
 
 
 def xtext_encode(value: str) -> str:

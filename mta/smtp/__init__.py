@@ -8,7 +8,8 @@
 from mta.smtp.auth import hash_password, verify_password
 from mta.smtp.handler import IngressHandler, SessionInfo
 from mta.smtp.server import SmtpServer
-from mta.smtp.session import Session, SessionSettings
+from mta.smtp.session import Session
+from mta.smtp.settings import SessionSettings
 
 __all__ = [
     "IngressHandler",

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mta.queue.envelope import Envelope
 from mta.rfc5321.reply import Reply
+
+if TYPE_CHECKING:
+    from mta.policy.engine import PolicyTxn
 
 __all__ = ["IngressHandler", "SessionInfo"]
 
@@ -30,9 +33,9 @@ class SessionInfo:
     tls: bool = False
     tls_version: str | None = None  # "TLSv1.3"
     session_id: str = ""  # short id for logs
-    # The handler's per-transaction state (policy reservations), from MAIL to the end of
-    # DATA; the server never reads it.
-    transaction: Any = None
+    # The policy transaction the handler opened at MAIL (its reservations), until the end
+    # of DATA; the server only asks whether there is one when the connection is lost.
+    transaction: PolicyTxn | None = None
 
 
 class IngressHandler(Protocol):

@@ -1,11 +1,12 @@
 """The SMTP conversation, sans-IO: command lines in, events (replies, decisions) out.
 
 Owns the session state machine (every legal (state, verb) pair is in `_TABLE`; anything else
-gets the state's "bad sequence" reply), the choice of every reply, ESMTP parameter
-acceptance (SIZE, BODY, SMTPUTF8, DSN, AUTH=), relay control, the SASL exchange (PLAIN,
-LOGIN) and the error limit. It never touches a socket, a clock or a thread: decisions that
-need awaiting (policy at MAIL/RCPT, password checks, storing the message) are returned as
-events, and the I/O adapter (server.py) awaits them and calls `decide()` with the result.
+gets the state's "bad sequence" reply), the choice of every reply, relay control, the SASL
+exchange (PLAIN, LOGIN) and the error limit. Which ESMTP parameters MAIL and RCPT accept is
+params.py's; what the session takes from the config is settings.py's. It never touches a
+socket, a clock or a thread: decisions that need awaiting (policy at MAIL/RCPT, password
+checks, storing the message) are returned as events, and the I/O adapter (server.py)
+awaits them and calls `decide()` with the result.
 
     s = Session(settings, SessionInfo("192.0.2.1", 40000))
     s.greeting()                       -> Reply 220
@@ -23,17 +24,18 @@ import functools
 import ipaddress
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from mta.config import Config
 from mta.observe.events import EventLog
 from mta.queue.envelope import Envelope, Recipient
-from mta.rfc5321.command import Command, CommandError, Verb, parse_command, xtext_decode
+from mta.rfc5321.command import Command, CommandError, Verb, parse_command
 from mta.rfc5321.reply import Reply
 from mta.smtp.auth import AuthResult
 from mta.smtp.cleanup import add_headers
 from mta.smtp.data import DataReader
 from mta.smtp.handler import SessionInfo
+from mta.smtp.params import R_TOO_BIG, mail_param, rcpt_param
+from mta.smtp.settings import SessionSettings
 
 __all__ = [
     "Authenticate",
@@ -138,7 +140,6 @@ R_BAD_SEQUENCE = Reply(503, "5.5.1", "Error: bad sequence of commands")
 R_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 R_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 R_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
-R_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 R_BARE_NEWLINE = Reply(550, "5.6.11", "Message contains bare CR or LF characters; "
                                       "use CRLF line endings")
 R_PIPELINING = Reply(554, "5.5.0", "Error: SMTP protocol synchronization: "
@@ -172,10 +173,6 @@ _AUTH_MECHANISMS = ("PLAIN", "LOGIN")
 _LOGIN_USER = Reply(334, None, "VXNlcm5hbWU6")  # "Username:"
 _LOGIN_PASS = Reply(334, None, "UGFzc3dvcmQ6")  # "Password:"
 _SASL_EMPTY = Reply(334, None, "")
-# RFC 3461 4.4: ENVID is at most 100 characters; 4.2: ORCPT at most 500.
-_MAX_ENVID = 100
-_MAX_ORCPT = 500
-_NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
 
 @functools.lru_cache(maxsize=64)
@@ -189,40 +186,6 @@ def _ehlo_reply(hostname: str, max_size: int, starttls: bool, auth: bool) -> Rep
     if auth:
         lines.append("AUTH " + " ".join(_AUTH_MECHANISMS))
     return Reply(250, None, "\n".join(lines))
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """What a session needs to know from the config, resolved once per (re)load."""
-
-    hostname: str
-    banner: str = "{hostname} ESMTP mta"
-    max_message_size: int = 25 * 1024 * 1024
-    max_recipients: int = 1000
-    max_errors: int = 20
-    relay_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    tls_available: bool = False
-    auth_available: bool = False  # there are users to authenticate
-    auth_require_tls: bool = True
-    # Whether a client address is locked out of AUTH now (AuthFailures.is_locked).
-    auth_locked: Callable[[str], bool] = field(default=lambda ip: False)
-
-    @classmethod
-    def from_config(cls, config: Config, *, tls_available: bool,
-                    auth_locked: Callable[[str], bool] | None = None) -> SessionSettings:
-        s = config.smtp
-        return cls(
-            hostname=config.server.hostname,
-            banner=s.banner,
-            max_message_size=s.max_message_size,
-            max_recipients=s.max_recipients,
-            max_errors=s.max_errors,
-            relay_networks=tuple(s.relay_networks),
-            tls_available=tls_available,
-            auth_available=bool(config.users),
-            auth_require_tls=s.auth_require_tls,
-            auth_locked=auth_locked or (lambda ip: False),
-        )
 
 
 def greeting_reply(settings: SessionSettings) -> Reply:
@@ -498,7 +461,7 @@ class Session:
             if not info.esmtp:  # RFC 5321 4.1.1.2: parameters need EHLO
                 return self._error(Reply(555, "5.5.4", "Error: ESMTP parameters need EHLO"))
             for key, value in params.items():
-                bad = self._mail_param(key, value, mail_params)
+                bad = mail_param(key, value, mail_params, self.settings.max_message_size)
                 if bad is not None:
                     if bad is R_TOO_BIG:
                         self._reject("size", bad, sender=cmd.address, size=value)
@@ -514,44 +477,6 @@ class Session:
         self._pending = decision = CheckMail(cmd.address, check)
         self.state = State.PENDING
         return decision
-
-    def _mail_param(self, key: str, value: str, out: dict[str, str]) -> Reply | None:
-        """Accept one MAIL parameter into `out`, or return the reply refusing it."""
-        if key == "SIZE":  # RFC 1870
-            if not value.isdigit() or len(value) > 20:
-                return Reply(501, "5.5.4", "Error: bad SIZE= value")
-            if int(value) > self.settings.max_message_size:
-                return R_TOO_BIG
-        elif key == "BODY":  # RFC 6152
-            body = value.upper()
-            if body not in ("7BIT", "8BITMIME"):
-                return Reply(501, "5.5.4", "Error: BODY= must be 7BIT or 8BITMIME")
-            out["BODY"] = body
-        elif key == "SMTPUTF8":  # RFC 6531 3.4
-            if value:
-                return Reply(501, "5.5.4", "Error: SMTPUTF8 takes no value")
-            out["SMTPUTF8"] = ""
-        elif key == "RET":  # RFC 3461 4.3
-            ret = value.upper()
-            if ret not in ("FULL", "HDRS"):
-                return Reply(501, "5.5.4", "Error: RET= must be FULL or HDRS")
-            out["RET"] = ret
-        elif key == "ENVID":  # RFC 3461 4.4
-            try:
-                envid = xtext_decode(value)
-            except ValueError:
-                return Reply(501, "5.5.4", "Error: ENVID= is not valid xtext")
-            if not value or len(value) > _MAX_ENVID:
-                return Reply(501, "5.5.4", "Error: bad ENVID= length")
-            out["ENVID"] = envid
-        elif key == "AUTH":  # RFC 4954 5: accepted and ignored (we do not trust it)
-            try:
-                xtext_decode(value)
-            except ValueError:
-                return Reply(501, "5.5.4", "Error: AUTH= is not valid xtext")
-        else:
-            return Reply(555, "5.5.4", f"Error: unsupported parameter {key}")
-        return None
 
     def _rcpt(self, cmd: Command) -> Event:
         info = self.info
@@ -569,7 +494,7 @@ class Session:
             if not info.esmtp:
                 return self._error(Reply(555, "5.5.4", "Error: ESMTP parameters need EHLO"))
             for key, value in params.items():
-                bad = self._rcpt_param(key, value, accepted)
+                bad = rcpt_param(key, value, accepted)
                 if bad is not None:
                     return self._error(bad)
         if cmd.utf8 and "SMTPUTF8" not in self._mail_params:
@@ -578,26 +503,6 @@ class Session:
         self._pending = decision = CheckRcpt(cmd.address, accepted)
         self.state = State.PENDING
         return decision
-
-    def _rcpt_param(self, key: str, value: str, out: dict[str, str]) -> Reply | None:
-        if key == "NOTIFY":  # RFC 3461 4.1
-            words = value.upper().split(",")
-            if words != ["NEVER"] and not (set(words) <= _NOTIFY_VALUES
-                                           and len(set(words)) == len(words)):
-                return Reply(501, "5.5.4", "Error: bad NOTIFY= value")
-            out["NOTIFY"] = ",".join(words)
-        elif key == "ORCPT":  # RFC 3461 4.2: addr-type ";" xtext
-            addr_type, sep, encoded = value.partition(";")
-            try:
-                decoded = xtext_decode(encoded)
-            except ValueError:
-                return Reply(501, "5.5.4", "Error: ORCPT= is not valid xtext")
-            if not sep or not addr_type or not encoded or len(value) > _MAX_ORCPT:
-                return Reply(501, "5.5.4", "Error: bad ORCPT= value")
-            out["ORCPT"] = f"{addr_type};{decoded}"
-        else:
-            return Reply(555, "5.5.4", f"Error: unsupported parameter {key}")
-        return None
 
     def _data(self, cmd: Command) -> Event:
         self.state = State.DATA

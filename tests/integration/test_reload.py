@@ -1,0 +1,102 @@
+"""SIGHUP on a real daemon: what the edited config file says applies from then on, to
+policy (quotas, suspensions in [tenants]), shaping, and TLS, without a restart."""
+
+from __future__ import annotations
+
+import json
+import signal
+import smtplib
+import ssl
+import time
+import urllib.request
+
+from tests.support.daemon import ADMIN_TOKEN, MtaProcess
+from tests.support.tls import write_self_signed
+
+MSG = "From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n"
+
+
+def _reload(mta: MtaProcess, old: str, new: str) -> None:
+    """Edit the config file, SIGHUP, and wait for the daemon to say it took it."""
+    text = mta.config_path.read_text()
+    assert old in text
+    done = mta.stderr.count("configuration reloaded")
+    mta.config_path.write_text(text.replace(old, new, 1))
+    mta.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while mta.stderr.count("configuration reloaded") == done:
+        assert time.monotonic() < deadline, mta.stderr
+        assert "reload refused" not in mta.stderr, mta.stderr
+        time.sleep(0.05)
+
+
+def _rcpt(mta: MtaProcess, n: int) -> tuple[int, bytes]:
+    """One message from the relay network (tenant "default"): the RCPT reply, and the
+    message sent when it was accepted."""
+    with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10) as s:
+        s.ehlo("client.test")
+        code, text = s.mail("a@sender.test")
+        if code != 250:
+            return code, text
+        code, text = s.rcpt(f"r{n}@dest.test")
+        if code == 250:
+            assert s.data(MSG)[0] == 250
+        return code, text
+
+
+def test_sighup_applies_a_new_daily_quota_over_smtp(mta_factory):
+    mta = mta_factory("[tenants.default]\nmessages_per_day = 1\n")
+    assert _rcpt(mta, 1)[0] == 250
+    code, text = _rcpt(mta, 2)
+    assert (code, text[:5]) == (451, b"4.7.1")  # the day's one message is used
+    _reload(mta, "messages_per_day = 1", "messages_per_day = 3")
+    assert _rcpt(mta, 3)[0] == 250
+    assert _rcpt(mta, 4)[0] == 250
+    code, text = _rcpt(mta, 5)
+    assert (code, text[:5]) == (451, b"4.7.1")  # three a day now, and three were sent
+    assert len(mta.queue_list()) == 3
+
+
+def test_sighup_applies_a_suspension_set_in_the_config(mta_factory):
+    mta = mta_factory('[tenants.default]\nstatus = "active"\n')
+    assert _rcpt(mta, 1)[0] == 250
+    _reload(mta, 'status = "active"', 'status = "suspended"')
+    code, text = _rcpt(mta, 2)
+    assert (code, text[:5]) == (554, b"5.7.1")
+    _reload(mta, 'status = "suspended"', 'status = "active"')
+    assert _rcpt(mta, 3)[0] == 250
+
+
+def _site_rules(mta: MtaProcess, site: str) -> dict:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{mta.http_port}/api/v1/admin/shaping/sites/{site}")
+    req.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_sighup_applies_new_shaping(mta_factory):
+    mta = mta_factory("[shaping.default]\nconnection_limit = 7\n")
+    assert _site_rules(mta, "dest.test")["connections"]["limit"] == 7
+    _reload(mta, "connection_limit = 7", "connection_limit = 3")
+    assert _site_rules(mta, "dest.test")["connections"]["limit"] == 3
+
+
+def test_sighup_turns_on_starttls_with_a_new_certificate(mta_factory):
+    mta = mta_factory()
+    with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10) as s:
+        s.ehlo("client.test")
+        assert not s.has_extn("starttls")
+    write_self_signed(mta.workdir / "cert.pem", mta.workdir / "key.pem")
+    _reload(mta, "[smtp]\n",
+            f'[smtp]\ntls_cert = "{mta.workdir / "cert.pem"}"\n'
+            f'tls_key = "{mta.workdir / "key.pem"}"\n')
+    ctx = ssl.create_default_context(cafile=str(mta.workdir / "cert.pem"))
+    with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10) as s:
+        s.ehlo("client.test")
+        assert s.has_extn("starttls")
+        assert s.starttls(context=ctx)[0] == 220
+        s.ehlo("client.test")
+        assert s.sock.version() is not None  # the handshake used the new certificate
+        s.sendmail("a@sender.test", ["b@dest.test"], MSG)
+    assert len(mta.queue_list()) == 1
