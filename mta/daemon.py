@@ -242,7 +242,8 @@ class Daemon:
             await self.http_runner.setup()
             stack.push_async_callback(self.http_runner.cleanup)
             for host, port in cfg.http.listen:
-                site = web.TCPSite(self.http_runner, host, port)
+                site = web.TCPSite(self.http_runner, host, port,
+                                   reuse_port=cfg.server.workers > 1)
                 await site.start()
             log.info("http listening on %s",
                      ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
@@ -256,7 +257,8 @@ class Daemon:
                 await web.SockSite(self.http_runner, sock).start()
                 log.info("admin socket %s", self.admin_socket)
 
-            self.smtp = SmtpServer(cfg, self.ingress, events=self.events)
+            self.smtp = SmtpServer(cfg, self.ingress, events=self.events,
+                                   reuse_port=cfg.server.workers > 1)
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
             yield

@@ -97,8 +97,12 @@ class SmtpServer:
 
     def __init__(self, config: Config, handler: IngressHandler, *,
                  events: EventLog | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, reuse_port: bool = False) -> None:
         self.handler = handler
+        # SO_REUSEPORT only for worker processes sharing the listeners on purpose: with it
+        # a second, unrelated `mta serve` on the same port would start silently and take
+        # part of the connections instead of failing with "address already in use".
+        self._reuse_port = reuse_port
         self.events = events
         self._clock = clock
         s = config.smtp
@@ -135,11 +139,8 @@ class SmtpServer:
         loop = asyncio.get_running_loop()
         try:
             for host, port in self._listen:
-                # No SO_REUSEPORT: with it, a second `mta serve` on the same port would
-                # start silently and take half the connections (workers share listeners
-                # by being forked from one process, not by binding again).
                 srv = await loop.create_server(lambda: _Connection(self), host, port,
-                                               backlog=1024)
+                                               reuse_port=self._reuse_port, backlog=1024)
                 self._servers.append(srv)
         except BaseException:
             for srv in self._servers:

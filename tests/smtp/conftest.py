@@ -59,10 +59,11 @@ async def start_server() -> AsyncIterator[StartServer]:
     """`await start_server(max_recipients=2, ...)`: [smtp] keys as keyword arguments."""
     running: list[SmtpServer] = []
 
-    async def start(handler: MemoryHandler | None = None, **smtp: Any) -> Running:
+    async def start(handler: MemoryHandler | None = None, *, reuse_port: bool = False,
+                    **smtp: Any) -> Running:
         handler = handler or MemoryHandler()
         events = EventLog(None, keep_recent=1000)
-        server = SmtpServer(make_config(**smtp), handler, events=events)
+        server = SmtpServer(make_config(**smtp), handler, events=events, reuse_port=reuse_port)
         await server.start()
         running.append(server)
         host, port = server.addresses[0]

@@ -434,11 +434,12 @@ async def test_reload_applies_new_limits_to_new_sessions(start_server: StartServ
 
 
 async def test_reuse_port_lets_two_servers_share_a_port(start_server: StartServer):
+    # What worker processes ([server] workers > 1) ask for; a lone daemon does not.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    a = await start_server(listen=[("127.0.0.1", port)])
-    b = await start_server(listen=[("127.0.0.1", port)])
+    a = await start_server(listen=[("127.0.0.1", port)], reuse_port=True)
+    b = await start_server(listen=[("127.0.0.1", port)], reuse_port=True)
     assert a.port == b.port == port
     c = await RawClient.connect("127.0.0.1", port)
     assert (await c.cmd("QUIT")).startswith("221")
