@@ -370,3 +370,20 @@ def test_installed_daemon_makes_no_call_the_unit_filters(installed, tmp_path):
             if line.strip() and not line.startswith(("-", "total"))}
     assert {"execve", "epoll_wait", "fsync"} & used  # the summary was read
     assert used - allowed_syscalls() == set()
+
+
+# --- last: it takes the install away ----------------------------------------------------------
+
+def test_uninstall_removes_what_install_put_and_keeps_config_and_spool(installed, tmp_path):
+    root = installed.root
+    (root / "etc/mta").mkdir(parents=True, exist_ok=True)
+    (root / "etc/mta/mta.toml").write_text("# the operator's\n")
+    (root / "var/spool/mta").mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["make", "-C", str(REPO), "uninstall", f"DESTDIR={root}"],
+                          capture_output=True, text=True, timeout=120, env=clean_env())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for gone in ("opt/mta", "usr/local/bin/mta", "usr/local/lib/systemd/system/mta.service",
+                 "usr/local/lib/sysusers.d/mta.conf", "usr/local/lib/tmpfiles.d/mta.conf"):
+        assert not (root / gone).exists() and not (root / gone).is_symlink(), gone
+    assert (root / "etc/mta/mta.toml").read_text() == "# the operator's\n"
+    assert (root / "var/spool/mta").is_dir()
