@@ -119,6 +119,7 @@ install: wheel
 	    elif ! getent passwd $(MTA_USER) >/dev/null; then \
 	        echo "creating system user $(MTA_USER)"; \
 	        useradd --system --user-group --home-dir $(SPOOLDIR) --no-create-home \
+	            --comment "mta message transfer agent" \
 	            --shell /usr/sbin/nologin $(MTA_USER); \
 	    fi; \
 	    command -v systemd-tmpfiles >/dev/null && systemd-tmpfiles --create $(TMPFILESDIR)/mta.conf \
