@@ -21,6 +21,7 @@ import socket
 import tomllib
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -207,6 +208,7 @@ class HttpConfig:
 
 @dataclass(frozen=True)
 class SpoolConfig:
+    # Relative to the config file; for a config file under /etc, /var/spool/mta.
     dir: Path = Path("var/spool")
     # A group commit takes whatever arrived while the previous one was being written, up to
     # this many messages, so one fsync covers many messages under load and none waits idle.
@@ -269,7 +271,8 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    # Events log, JSON lines; empty disables it.
+    # Events log, JSON lines; empty disables it. Relative to the config file; for a config
+    # file under /etc, /var/log/mta/events.jsonl.
     events: str = "var/log/events.jsonl"
     level: str = "info"
 
@@ -749,36 +752,56 @@ def _validate(cfg: Config, errors: _Errors) -> None:
                 errors.add(f"{key}.classes", f"unknown message class {c!r}")
 
 
-def _resolve_defaults(cfg: Config, base: Path) -> Config:
-    """Relative default paths are relative to the config file, like the explicit ones."""
-    spool = cfg.spool if cfg.spool.dir.is_absolute() else dataclasses.replace(
-        cfg.spool, dir=base / cfg.spool.dir)
+# Where the spool and the events log go when a config file under /etc (FHS: configuration
+# only, and read-only under the systemd unit) does not name them.
+SYSTEM_SPOOL_DIR = Path("/var/spool/mta")
+SYSTEM_EVENTS_LOG = "/var/log/mta/events.jsonl"
+
+
+def _resolve_defaults(cfg: Config, base: Path, raw: dict[str, Any]) -> Config:
+    """Relative default paths are relative to the config file, like the explicit ones
+    (a checkout, a test directory), except for a config file under /etc: its defaults are
+    /var/spool/mta and /var/log/mta/events.jsonl."""
+    system = base == Path("/etc") or Path("/etc") in base.parents
+    spool = cfg.spool
+    if not spool.dir.is_absolute():  # explicit paths are absolute by now: this is the default
+        spool = dataclasses.replace(spool, dir=SYSTEM_SPOOL_DIR if system else base / spool.dir)
     log = cfg.log
-    if log.events and not Path(log.events).is_absolute():
+    named = isinstance(raw.get("log"), dict) and "events" in raw["log"]
+    if system and not named:
+        log = dataclasses.replace(log, events=SYSTEM_EVENTS_LOG)
+    elif log.events and not Path(log.events).is_absolute():
         log = dataclasses.replace(log, events=str(base / log.events))
     return dataclasses.replace(cfg, spool=spool, log=log)
 
 
-def parse_config(text: str, file: str = "config.toml", base: Path | None = None) -> Config:
-    """Parse TOML text; relative paths are resolved against `base` (the file's directory)."""
+def parse_config(text: str, file: str = "config.toml", base: Path | None = None,
+                 sections: Collection[str] | None = None) -> Config:
+    """Parse TOML text; relative paths are resolved against `base` (the file's directory).
+
+    `sections`: only these top-level tables are read, the others keep their defaults, for
+    a command that uses nothing else (`mta bounce classify` reads [bounce]): a problem
+    elsewhere, such as a TLS pair not made yet, is not its business."""
     errors = _Errors(file)
     base = base if base is not None else Path(file).resolve().parent
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError([f"{file}: (syntax): {e}"]) from None
+    if sections is not None:
+        raw = {k: v for k, v in raw.items() if k in sections}
     cfg = _build(Config, raw, "", errors, base)
     if cfg is not _MISSING:
         # Values with type errors were left at their defaults, so the cross-field rules
         # can still run and every problem is reported at once.
-        cfg = _resolve_defaults(dataclasses.replace(cfg, path=Path(file)), base)
+        cfg = _resolve_defaults(dataclasses.replace(cfg, path=Path(file)), base, raw)
         _validate(cfg, errors)
     if errors.items:
         raise ConfigError(errors.items)
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, sections: Collection[str] | None = None) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -786,4 +809,4 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([f"{path}: (file): cannot read: {e.strerror}"]) from None
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: (file): not UTF-8 text"]) from None
-    return parse_config(text, str(path), path.resolve().parent)
+    return parse_config(text, str(path), path.resolve().parent, sections)

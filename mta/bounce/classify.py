@@ -300,7 +300,7 @@ class Classifier:
         return Classification(Category.OTHER, default_action, "")
 
 
-# --- `mta bounce classify "550 5.1.1 ..."` (cli.py parses the arguments) -------------
+# --- `mta bounce classify "550 5.1.1 ..."` (mta/cli/bounce.py parses the arguments) -------
 
 EX_DATAERR = 65  # sysexits.h: the reply given is not a failure reply
 EX_CONFIG = 78  # sysexits.h: the rules file is broken (as `mta check-config`)

@@ -1,7 +1,7 @@
 """What the spool hands out and takes back: message and recipient views, pending work,
 delivery outcomes, and the errors a put can end with.
 
-These are plain values shared by delivery/, http/ and cli.py; the spool is their only
+These are plain values shared by delivery/, http/ and cli/; the spool is their only
 producer (MessageInfo, RecipientInfo, PendingRecipient) or consumer (Outcome).
 """
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mta.cli import _source_name
+from mta.cli.policy import _source_name
 from mta.config import parse_config
 
 SOURCES = """
