@@ -74,6 +74,10 @@ TMPFILESDIR ?= /usr/local/lib/tmpfiles.d
 SPOOLDIR    ?= /var/spool/mta
 LOGDIR      ?= /var/log/mta
 MTA_USER    ?= mta
+# `mta init` writes the first config: the server's name (default: this host's FQDN) and
+# more arguments, e.g. MTA_INIT_ARGS="--tls --listen 0.0.0.0:25".
+MTA_HOSTNAME ?=
+MTA_INIT_ARGS ?=
 # Extra pip arguments for the dependencies, e.g. "--no-index --find-links DIR" offline.
 PIP_INSTALL_ARGS ?=
 # Where the wheel is built (tests/install points these outside the checkout).
@@ -97,6 +101,10 @@ wheel:
 
 install: wheel
 	[ -x $(DEST)/bin/python ] || $(PYTHON) -m venv $(DEST)
+	@# The unit's ProtectHome=yes hides /root and /home: a Python there (pyenv) cannot start.
+	@base=$$($(DEST)/bin/python -c 'import sys; print(sys.base_prefix)'); case $$base in \
+	    /root/*|/home/*) echo "make install: $$base is under /root or /home, which the unit" \
+	        "hides (ProtectHome=yes): use PYTHON=/usr/bin/python3"; [ -n "$(DESTDIR)" ];; esac
 	$(DEST)/bin/python -m pip install $(PIP_QUIET) $(PIP_INSTALL_ARGS) $(DISTDIR)/mta-*.whl
 	$(DEST)/bin/python -m pip install $(PIP_QUIET) --no-deps --force-reinstall $(DISTDIR)/mta-*.whl
 	@# pip wrote bin/mta for the python at $(DEST); make it find the python next to itself.
@@ -125,10 +133,17 @@ install: wheel
 	    command -v systemd-tmpfiles >/dev/null && systemd-tmpfiles --create $(TMPFILESDIR)/mta.conf \
 	        || install -d -o $(MTA_USER) -g $(MTA_USER) -m 0750 $(SPOOLDIR); \
 	fi
-	@# A first, annotated config (when there is none and this mta has `mta init`).
-	@if [ ! -e $(DESTDIR)$(SYSCONFDIR)/mta/mta.toml ] && $(DEST)/bin/mta init --help >/dev/null 2>&1; then \
-	    $(DEST)/bin/mta init --dir $(DESTDIR)$(SYSCONFDIR)/mta --spool $(DESTDIR)$(SPOOLDIR) \
-	        --log-dir $(DESTDIR)$(LOGDIR) $(if $(DESTDIR),,--user $(MTA_USER)); \
+	@# A first, annotated config when there is none. Under DESTDIR the directories it makes
+	@# are staged too, and the paths written in the config lose the DESTDIR prefix. A failed
+	@# init (e.g. this host has no fully qualified name: set MTA_HOSTNAME) is only a warning.
+	@conf=$(DESTDIR)$(SYSCONFDIR)/mta/mta.toml; \
+	if [ ! -e $$conf ] && $(DEST)/bin/mta init --help >/dev/null 2>&1; then \
+	    if $(DEST)/bin/mta init --dir $(DESTDIR)$(SYSCONFDIR)/mta --spool $(DESTDIR)$(SPOOLDIR) \
+	            --log-dir $(DESTDIR)$(LOGDIR) --user $(MTA_USER) \
+	            $(if $(MTA_HOSTNAME),--hostname $(MTA_HOSTNAME)) $(MTA_INIT_ARGS) \
+	            $(if $(DESTDIR),>/dev/null); then \
+	        $(if $(DESTDIR),sed -i 's|$(DESTDIR)/|/|g' $$conf;) :; \
+	    else echo "make install: no config written; run: mta init --hostname mail.example.com"; fi; \
 	fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "installed mta in $(DEST); start it with: systemctl enable --now mta"

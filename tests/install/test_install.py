@@ -71,7 +71,7 @@ def installed(tmp_path_factory) -> Installed:
     started = time.monotonic()
     proc = subprocess.run(
         ["make", "-C", str(REPO), "install", f"DESTDIR={root}", f"PYTHON={sys.executable}",
-         f"BUILDDIR={build}", f"DISTDIR={build / 'dist'}"],
+         f"BUILDDIR={build}", f"DISTDIR={build / 'dist'}", "MTA_HOSTNAME=mail.example.com"],
         capture_output=True, text=True, timeout=600, env=clean_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     inst = Installed(root, build / "dist", time.monotonic() - started)
@@ -124,14 +124,31 @@ def test_the_wheel_carries_every_package_data_file(installed, tmp_path):
     assert out.stdout.split()[:2] == ["invalid_recipient", "bounce"]
 
 
-def test_install_twice_is_fine(installed, tmp_path):
+def test_install_writes_a_first_config_for_the_final_paths(installed, tmp_path):
+    """`mta init` ran: the config is right for the installed system, not the scratch root."""
+    config = installed.root / "etc/mta/mta.toml"
+    assert oct(config.stat().st_mode & 0o777) == "0o640"  # it holds the admin token
+    text = config.read_text()
+    assert str(installed.root) not in text
+    assert 'dir = "/var/spool/mta"' in text
+    assert 'events = "/var/log/mta/events.jsonl"' in text
+    assert 'hostname = "mail.example.com"' in text
+    assert (installed.root / "var/spool/mta").is_dir()
+    assert (installed.root / "var/log/mta").is_dir()
+    out = installed.run("check-config", "-c", str(config), cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_install_twice_is_fine_and_keeps_the_config(installed, tmp_path):
     root = installed.root
     build = installed.dist.parent
+    config = (root / "etc/mta/mta.toml").read_text()  # its admin token is random
     proc = subprocess.run(
         ["make", "-C", str(REPO), "install", f"DESTDIR={root}", f"PYTHON={sys.executable}",
-         f"BUILDDIR={build}", f"DISTDIR={installed.dist}"],
+         f"BUILDDIR={build}", f"DISTDIR={installed.dist}", "MTA_HOSTNAME=mail.example.com"],
         capture_output=True, text=True, timeout=600, env=clean_env())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (root / "etc/mta/mta.toml").read_text() == config
     out = installed.run("--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
 
@@ -386,7 +403,6 @@ def test_installed_daemon_makes_no_call_the_unit_filters(installed, tmp_path):
 
 def test_uninstall_removes_what_install_put_and_keeps_config_and_spool(installed, tmp_path):
     root = installed.root
-    (root / "etc/mta").mkdir(parents=True, exist_ok=True)
     (root / "etc/mta/mta.toml").write_text("# the operator's\n")
     (root / "var/spool/mta").mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(["make", "-C", str(REPO), "uninstall", f"DESTDIR={root}"],
