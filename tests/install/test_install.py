@@ -292,6 +292,12 @@ def send_one(port: int) -> tuple[int, str]:
         return code, text.decode()
 
 
+def under_systemd(tmp_path: Path) -> dict[str, str]:
+    """What systemd hands a Type=notify service with WatchdogSec= (1 s here, so that a
+    daemon that pings does it within the test)."""
+    return {"NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
+
+
 def refuse_exec_gain() -> None:
     """In the child before exec: the kernel's MemoryDenyWriteExecute, kept across execve."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -310,10 +316,12 @@ def test_installed_daemon_accepts_mail_under_mdwe_and_stops_on_sigterm(installed
         proc = subprocess.Popen(
             [str(installed.mta), "serve", "-c", str(config)], cwd=tmp_path, stderr=err,
             stdout=subprocess.DEVNULL, preexec_fn=refuse_exec_gain,
-            env={**clean_env(), "NOTIFY_SOCKET": str(tmp_path / "notify")})
+            env={**clean_env(), **under_systemd(tmp_path)})
     try:
         wait_for_smtp(proc, smtp_port, stderr)
-        assert b"READY=1" in notify.recv(4096)  # what Type=notify waits for
+        states = b""
+        while b"READY=1" not in states:  # what Type=notify waits for
+            states += notify.recv(4096) + b"\n"
         code, text = send_one(smtp_port)
         assert code == 250, text
         queue_id = re.fullmatch(r"2\.0\.0 Ok: queued as (\S+)", text)
@@ -364,6 +372,8 @@ def test_installed_daemon_makes_no_call_the_unit_filters(installed, tmp_path):
     """
     smtp_port, http_port = free_port(), free_port()
     config = write_config(installed, smtp_port, http_port)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))  # the notify and watchdog paths are traced too
     trace = tmp_path / "strace.txt"
     stderr = tmp_path / "mta.stderr"
     # The unit runs it as mta, not root: SQLite chowns its WAL to the database's owner only
@@ -375,7 +385,8 @@ def test_installed_daemon_makes_no_call_the_unit_filters(installed, tmp_path):
         proc = subprocess.Popen(
             [*as_user, tool("strace"), "-f", "-qq", "-s", "16", "-o", str(trace),
              "--", str(installed.mta), "serve", "-c", str(config)],
-            cwd=tmp_path, stderr=err, stdout=subprocess.DEVNULL, env=clean_env())
+            cwd=tmp_path, stderr=err, stdout=subprocess.DEVNULL,
+            env={**clean_env(), **under_systemd(tmp_path)})
     try:
         wait_for_smtp(proc, smtp_port, stderr, timeout=120)
         code, text = send_one(smtp_port)
@@ -388,6 +399,7 @@ def test_installed_daemon_makes_no_call_the_unit_filters(installed, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        notify.close()
     calls = [m.groups() for m in re.finditer(r"^\d+ +(\w+)\((.*)$", trace.read_text(), re.M)]
     used = {name for name, _ in calls}
     assert {"execve", "accept4", "fsync"} <= used  # the trace was read
