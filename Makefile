@@ -142,7 +142,7 @@ install: wheel
 	            --log-dir $(DESTDIR)$(LOGDIR) --user $(MTA_USER) \
 	            $(if $(MTA_HOSTNAME),--hostname $(MTA_HOSTNAME)) $(MTA_INIT_ARGS) \
 	            $(if $(DESTDIR),>/dev/null); then \
-	        $(if $(DESTDIR),sed -i 's|$(DESTDIR)/|/|g' $$conf;) :; \
+	        $(if $(DESTDIR),sed -i 's|$(patsubst %/,%,$(DESTDIR))/|/|g' $$conf;) :; \
 	    else echo "make install: no config written; run: mta init --hostname mail.example.com"; fi; \
 	fi
 	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
