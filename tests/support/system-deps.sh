@@ -18,7 +18,9 @@ capabilities() {
     need "unbound"         'PATH="$PATH:/usr/sbin" unbound -V' unbound
     need "redis-server"    'redis-server --version' redis-server
     need "openssl"         'openssl version' openssl
-    need "systemd-analyze" 'systemd-analyze --version' systemd
+    need "systemd-analyze" 'systemd-analyze --version && systemd-sysusers --version' systemd
+    need "strace"          'strace -V' strace
+    need "unshare"         'unshare --version' util-linux
 }
 
 need() {
