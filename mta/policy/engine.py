@@ -35,6 +35,7 @@ from mta.policy.calendar import period_end, period_key, period_reset
 from mta.policy.clock import Clock, SystemClock
 from mta.policy.directory import PolicyError, TenantDirectory
 from mta.policy.licence_gate import LicenceGate, LicenceStatus
+from mta.policy.plan import ReservePlan, reserve_plan
 from mta.policy.sender_domain import domain_subject, sender_domain
 from mta.policy.sqlite_store import SqliteStore
 from mta.policy.store import (
@@ -95,6 +96,8 @@ class _Buckets:
     by_key: dict[str, EffectiveLimit]
     valid_from: float
     valid_until: float
+    # The reservation plan under these windows, per (licence bucket, wallet).
+    plans: dict[tuple[Bucket | None, str | None], ReservePlan] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -150,6 +153,7 @@ class PolicyEngine:
         self._last_limits: tuple[tuple[Tenant, ...], list[OperatorLimit],
                                  tuple[EffectiveLimit, ...]] | None = None
         self._last_buckets: tuple[tuple[EffectiveLimit, ...], _Buckets] | None = None
+        self._last_plan: tuple[_Buckets, Bucket | None, str | None, ReservePlan] | None = None
         self._alert_levels = tuple(self.pc.licence_alert_levels)
         # What only the embedded store offers (deciding RCPT without awaiting, starting its
         # COMMIT early), looked up once rather than per recipient and message.
@@ -305,12 +309,20 @@ class PolicyEngine:
         if refusal:
             return None, refusal
         counted = self._buckets(txn.limits, now)
+        licence, wallet = self.licence.bucket(now), txn.wallet
+        last = self._last_plan  # by identity first: the same for recipient after recipient
+        if last is not None and last[0] is counted and last[1] is licence and \
+                last[2] == wallet:
+            plan = last[3]
+        else:
+            plan = counted.plans.get((licence, wallet))
+            if plan is None:
+                plan = counted.plans[(licence, wallet)] = reserve_plan(
+                    licence, counted.buckets, counted.uniques, wallet, self._alert_levels)
+            self._last_plan = (counted, licence, wallet, plan)
         txn.reserved = True
-        return ReserveRequest(txn_id=self._sid(txn.id), owner=self.owner, tenant=txn.tenant,
-                              recipient=rcpt, now=now, buckets=counted.buckets,
-                              uniques=counted.uniques, wallet=txn.wallet,
-                              licence=self.licence.bucket(now),
-                              alert_levels=self._alert_levels), counted
+        return ReserveRequest(self._sid(txn.id), self.owner, txn.tenant, rcpt, now,
+                              plan), counted
 
     def _reserved(self, txn: PolicyTxn, rcpt: str, res: ReserveResult, counted: _Buckets,
                   now: float) -> Reply | None:

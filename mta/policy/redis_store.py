@@ -45,8 +45,10 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from importlib import resources
 from typing import Any, TypeVar
 
+from mta.policy.plan import ReservePlan
 from mta.policy.store import (
     LedgerEntry,
     Lot,
@@ -61,6 +63,9 @@ from mta.policy.tenants import Tenant, tenant_from_json, tenant_to_json
 __all__ = ["DEFAULT_PREFIX", "STATE_TTL", "RedisStore"]
 
 T = TypeVar("T")
+
+# RCPT's reservation: the generic plan interpreter (plan.py says what a plan holds).
+_APPLY = (resources.files("mta.policy") / "apply.lua").read_text(encoding="utf-8")
 
 DEFAULT_PREFIX = "mta:policy:"
 STATE_TTL = 1.0  # seconds tenants / suspensions / limits are cached, as SqliteStore does
@@ -121,88 +126,6 @@ end
 local function wallet_keys(w)
   K('lots:' .. w); K('wallet:' .. w); K('ledger:' .. w); K('held:' .. w)
 end
-"""
-
-# ARGV: prefix, request (JSON). All checks first, then all writes (as _op_reserve).
-_RESERVE = _PRELUDE + """
-local r = cjson.decode(ARGV[2])
-local now = tonumber(r.now)
-local lic_used = nil
-local function refuse(why)
-  return cjson.encode({ok = false, refused = why, licence_used = lic_used})
-end
-if r.licence then
-  lic_used = counter(K('c:' .. r.licence.key))
-  if r.licence.limit > 0 and lic_used >= r.licence.limit then return refuse('licence') end
-end
-for _, b in ipairs(r.buckets) do
-  if b.limit > 0 and counter(K('c:' .. b.key)) >= b.limit then return refuse(b.key) end
-end
-local new_u = {}
-for i, u in ipairs(r.uniques) do
-  if redis.call('HEXISTS', K('u:' .. u.tenant .. '|' .. u.month), r.rcpt) == 0 then
-    if u.limit > 0 and counter(K('c:' .. u.key)) >= u.limit then return refuse(u.key) end
-    new_u[i] = true
-  end
-end
-local lot_id, lot_raw = false, nil
-if r.wallet then
-  wallet_keys(r.wallet)
-  local first = redis.call('ZRANGEBYSCORE', K('wallet:' .. r.wallet), '(' .. r.now, '+inf',
-                           'LIMIT', 0, 1)
-  if #first == 0 then return refuse('credit') end
-  lot_id = tonumber(first[1])
-  lot_raw = redis.call('HGET', K('lots:' .. r.wallet), tostring(lot_id))
-  if not lot_raw then return redis.error_reply('policy store: lot ' .. lot_id .. ' is gone') end
-end
-K('seq'); K('alerts'); K('txn:' .. r.txn); K('owner:' .. r.owner)
-if MISSING then return redis.error_reply('policy store: undeclared key') end
-
-local keys, filled = {}, {}
-for _, b in ipairs(r.buckets) do
-  local n = bump(K('c:' .. b.key), 1, ttl_ms(b.expires, now))
-  table.insert(keys, b.key)
-  if b.limit > 0 and n >= b.limit then table.insert(filled, b.key) end
-end
-local alerts = {}
-if r.licence then
-  table.insert(keys, r.licence.key)
-  lic_used = bump(K('c:' .. r.licence.key), 1, ttl_ms(r.licence.expires, now))
-  if r.licence.limit > 0 then
-    for _, level in ipairs(r.alert_levels) do
-      if lic_used >= math.ceil(r.licence.limit * level / 100) then
-        -- Keyed by volume too: a bigger licence mid-month alerts afresh.
-        local ak = r.licence.key .. '|' .. r.licence.limit .. '|' .. level
-        if redis.call('HSETNX', K('alerts'), ak, r.now) == 1 then
-          table.insert(alerts, level)
-        end
-      end
-    end
-  end
-end
-local uniques = {}
-for i, u in ipairs(r.uniques) do
-  local h = K('u:' .. u.tenant .. '|' .. u.month)
-  redis.call('HINCRBY', h, r.rcpt, 1)
-  extend(h, ttl_ms(u.expires, now))
-  if new_u[i] then bump(K('c:' .. u.key), 1, ttl_ms(u.expires, now)) end
-  table.insert(uniques, {u.tenant, u.month, u.key})
-end
-if lot_id then
-  local lk = K('lots:' .. r.wallet)
-  local lot = cjson.decode(lot_raw)
-  lot.remaining = lot.remaining - 1
-  redis.call('HSET', lk, tostring(lot_id), cjson.encode(lot))
-  if lot.remaining <= 0 then redis.call('ZREM', K('wallet:' .. r.wallet), pad(lot_id)) end
-  redis.call('INCR', K('held:' .. r.wallet))
-  ledger(r.wallet, lot_id, -1, 'reserve', r.now, '', r.rcpt, 'txn ' .. r.txn)
-end
-local rid = redis.call('HINCRBY', K('seq'), 'reservation', 1)
-redis.call('HSET', K('txn:' .. r.txn), tostring(rid), cjson.encode({id = rid, txn = r.txn,
-  owner = r.owner, tenant = r.tenant, rcpt = r.rcpt, counters = keys, uniques = uniques,
-  lot = lot_id, wallet = r.wallet or '', state = 'reserved', msg_id = '', created = r.now}))
-redis.call('ZADD', K('owner:' .. r.owner), 'NX', rid, r.txn)
-return cjson.encode({ok = true, licence_used = lic_used, alerts = alerts, filled = filled})
 """
 
 # ARGV: prefix, txn, msg id.
@@ -502,8 +425,8 @@ class RedisStore:
         self.prefix = prefix
         self._redis = client
         self._closed = False
-        reg = client.register_script
-        self._reserve = reg(_RESERVE)
+        reg = client.register_script  # EVALSHA, loading the script again on NOSCRIPT
+        self._apply = reg(_APPLY)
         self._prepare = reg(_PREPARE)
         self._commit = reg(_COMMIT)
         self._release = reg(_RELEASE)
@@ -516,6 +439,7 @@ class RedisStore:
         self._lift = reg(_LIFT)
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._last_plan: tuple[ReservePlan, list[str]] | None = None
         # Transaction id -> its operations in flight (see _guarded).
         self._inflight: dict[str, set[asyncio.Future[Any]]] = {}
 
@@ -695,33 +619,30 @@ class RedisStore:
 
     # --- reservations -------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
-        doc: dict[str, Any] = {
-            "txn": req.txn_id, "owner": req.owner, "tenant": req.tenant,
-            "rcpt": req.recipient, "now": _f(req.now),
-            "buckets": [{"key": b.key, "limit": b.limit, "expires": _f(b.expires)}
-                        for b in req.buckets],
-            "uniques": [{"tenant": u.tenant, "month": u.month, "key": u.key,
-                         "limit": u.limit, "expires": _f(u.expires)} for u in req.uniques],
-            "alert_levels": list(req.alert_levels)}
-        keys = ["seq", "alerts", f"txn:{req.txn_id}", f"owner:{req.owner}"]
-        keys += [f"c:{b.key}" for b in req.buckets]
-        for u in req.uniques:
-            keys += [f"u:{u.tenant}|{u.month}", f"c:{u.key}"]
-        if req.licence is not None:
-            doc["licence"] = {"key": req.licence.key, "limit": req.licence.limit,
-                              "expires": _f(req.licence.expires)}
-            keys.append(f"c:{req.licence.key}")
-        if req.wallet is not None:
-            doc["wallet"] = req.wallet
-            keys += self._wallet_keys(req.wallet)
-        raw = await self._guarded(req.txn_id,
-                                  self._run(self._reserve, keys, json.dumps(doc)))
+        plan = req.plan
+        keys = [*self._plan_keys(plan), f"txn:{req.txn_id}", f"owner:{req.owner}"]
+        raw = await self._guarded(req.txn_id, self._run(
+            self._apply, keys, plan.doc, req.txn_id, req.owner, req.tenant, req.recipient,
+            _f(req.now)))
         out = json.loads(raw)
         used = out.get("licence_used")
         return ReserveResult(bool(out["ok"]), out.get("refused"),
                              None if used is None else int(used),
                              tuple(int(a) for a in (out.get("alerts") or ())),
                              tuple(out.get("filled") or ()))  # cjson: empty is {}
+
+    def _plan_keys(self, plan: ReservePlan) -> list[str]:
+        """The keys apply.lua touches for `plan`, but the transaction's own."""
+        last = self._last_plan
+        if last is not None and last[0] is plan:
+            return last[1]
+        keys = ["seq", "alerts", *(f"c:{c.key}" for c in plan.counts)]
+        for u in plan.uniques:
+            keys += [f"u:{u.tenant}|{u.month}", f"c:{u.key}"]
+        if plan.take is not None:
+            keys += self._wallet_keys(plan.take)
+        self._last_plan = (plan, keys)
+        return keys
 
     @staticmethod
     def _wallet_keys(wallet: str) -> list[str]:

@@ -38,7 +38,6 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -50,7 +49,6 @@ from typing import Any, TypeVar
 
 from mta.policy.sqlite_journal import Journal, apply_journal
 from mta.policy.store import (
-    Bucket,
     LedgerEntry,
     Lot,
     OperatorLimit,
@@ -270,21 +268,6 @@ class _LotState:
         return dataclasses.replace(self.lot, remaining=self.remaining, paid=self.paid)
 
 
-@dataclass(frozen=True)
-class _Shape:
-    """What one kind of request counts (see SqliteStore._shape)."""
-
-    licence: Bucket | None
-    of: tuple[Bucket, ...]  # the request's buckets this was made from
-    uniques_of: tuple[UniqueBucket, ...]
-    buckets: tuple[Bucket, ...]  # the licence's first
-    keys: tuple[str, ...]
-    uniques: tuple[tuple[str, str, str], ...]  # (tenant, month, counter key)
-    keys_json: str  # as the reservation row stores them
-    uniques_json: str
-    first_alert: float  # the lowest licence count that raises an alert
-
-
 @dataclass
 class _State:
     """What memory holds, as loaded from policy.db at open (and after a failed write)."""
@@ -373,7 +356,6 @@ class SqliteStore:
         # Unique counter key -> recipients added but not yet resolved by SQLite.
         self._unresolved: dict[str, int] = {}
         self._settling: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self._last_shape: _Shape | None = None
         self._marks = 0
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
@@ -761,22 +743,22 @@ class SqliteStore:
         return Snapshot([s for s in sus if s.until is None or s.until > now],
                         [x for x in lim if x.until > now], counters)
 
-    # --- reservations (decided in memory) ----------------------------------------------
+    # --- reservations: a plan (plan.py) applied in memory ------------------------------
     def reserve_now(self, req: ReserveRequest) -> ReserveResult | None:
         """`reserve` without awaiting, when memory can answer alone (the usual case); None
         when it cannot (a unique-recipient limit is near, or the store is reloading)."""
         if self._conn is None or self._recovery is not None or self._near_limit(req):
             return None
-        return self._reserve(req, ())
+        return self._apply(req, ())
 
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
         await self._usable()
         near = self._near_limit(req)
         if not near:
-            return self._reserve(req, ())
+            return self._apply(req, ())
         # Ask SQLite, in order with every write before, whether the recipient is new and
-        # fits; then decide the rest in memory as usual.
-        refusal, _ = self._check(req, credit=False)
+        # fits; then apply the rest of the plan in memory as usual.
+        refusal, _ = self._guards(req, credit=False)
         if refusal is not None:
             return refusal
         counted: list[UniqueBucket] = []
@@ -790,13 +772,12 @@ class SqliteStore:
                 raise
             if not ok:
                 self._drop_uniques(req, counted)
-                used = None if req.licence is None else self._s.counts.get(req.licence.key, 0)
-                return ReserveResult(False, u.key, used)
+                return ReserveResult(False, u.key, self._reported(req))
             counted.append(u)
         # Memory moved meanwhile (it may even have been reloaded after a failed write: its
         # writes go after the reload, never under it).
         await self._usable()
-        result = self._reserve(req, tuple(counted))  # so check everything again
+        result = self._apply(req, tuple(counted))  # so check everything again
         if not result.ok:
             self._drop_uniques(req, counted)
         return result
@@ -805,7 +786,7 @@ class SqliteStore:
         """Unique-recipient limits this recipient could exceed if it is new, counting every
         recipient SQLite has not resolved yet as new."""
         counts, unresolved = self._s.counts, self._unresolved
-        return [u for u in req.uniques
+        return [u for u in req.plan.uniques
                 if u.limit and counts.get(u.key, 0) + unresolved.get(u.key, 0) >= u.limit]
 
     def _unique_answer(self, u: UniqueBucket) -> Callable[[tuple[bool, int]], None]:
@@ -820,49 +801,53 @@ class SqliteStore:
             j.uniq_dropped.extend((u.tenant, u.month, req.recipient, u.key) for u in counted)
             self._track(req.txn_id)
 
-    def _check(self, req: ReserveRequest, credit: bool = True
-               ) -> tuple[ReserveResult | None, _LotState | None]:
-        """The first limit `req` would exceed (licence, message windows, credit), if any,
-        and the lot that would pay. Unique recipients are `reserve`'s."""
+    def _reported(self, req: ReserveRequest) -> int | None:
+        """The plan's reported count (the licence volume) as memory holds it."""
+        counts = self._s.counts
+        return next((counts.get(c.key, 0) for c in req.plan.counts if c.reported), None)
+
+    def _guards(self, req: ReserveRequest, credit: bool = True
+                ) -> tuple[ReserveResult | None, _LotState | None]:
+        """The plan's first guard that fails (counts, then the credit), if any, and the
+        lot that would pay. Unique recipients are `reserve`'s."""
         counts = self._s.counts
         used: int | None = None
-        if req.licence is not None:
-            used = counts.get(req.licence.key, 0)
-            if req.licence.limit and used >= req.licence.limit:
-                return ReserveResult(False, "licence", used), None
-        for b in req.buckets:
-            if b.limit and counts.get(b.key, 0) >= b.limit:
-                return ReserveResult(False, b.key, used), None
-        if req.wallet is None or not credit:
+        plan = req.plan
+        for c in plan.counts:
+            n = counts.get(c.key, 0)
+            if c.reported:
+                used = n
+            if c.limit and n >= c.limit:
+                return ReserveResult(False, c.refusal, used), None
+        if plan.take is None or not credit:
             return None, None
         # The paid lot that expires first (few lots per tenant are live at once).
-        for lot in self._s.wallets.get(req.wallet, ()):
+        for lot in self._s.wallets.get(plan.take, ()):
             if lot.paid and lot.remaining > 0 and lot.expires > req.now:
                 return None, lot
         return ReserveResult(False, "credit", used), None
 
-    def _reserve(self, req: ReserveRequest, counted: tuple[UniqueBucket, ...]
-                 ) -> ReserveResult:
-        """Check and take, in one step of the loop. `counted`: unique buckets SQLite
-        already counted this recipient in."""
-        refusal, lot = self._check(req)
+    def _apply(self, req: ReserveRequest, counted: tuple[UniqueBucket, ...]
+               ) -> ReserveResult:
+        """Every guard, then every effect, in one step of the loop. `counted`: unique
+        buckets SQLite already counted this recipient in."""
+        refusal, lot = self._guards(req)
         if refusal is not None:
             return refusal
-        s, j = self._s, self._journal()
-        shape = self._shape(req)
+        s, j, plan = self._s, self._journal(), req.plan
         counts, expires = s.counts, s.expires
         used: int | None = None
         filled: list[str] = []
-        for b in shape.buckets:
-            n = counts[b.key] = counts.get(b.key, 0) + 1
-            if b.expires > expires.get(b.key, 0.0):
-                expires[b.key] = b.expires
-            j.bump(b.key, 1, b.expires)
-            if b is req.licence:
+        for c in plan.counts:
+            n = counts[c.key] = counts.get(c.key, 0) + 1
+            if c.expires > expires.get(c.key, 0.0):
+                expires[c.key] = c.expires
+            j.bump(c.key, 1, c.expires)
+            if c.reported:
                 used = n
-            elif b.limit and n == b.limit:
-                filled.append(b.key)
-        for u in req.uniques:
+            elif c.limit and n >= c.limit:
+                filled.append(c.key)
+        for u in plan.uniques:
             if u not in counted:
                 j.uniq_added.append((u.tenant, u.month, req.recipient, u.key, u.expires))
                 self._unresolved[u.key] = self._unresolved.get(u.key, 0) + 1
@@ -871,50 +856,28 @@ class SqliteStore:
             lot_id = lot.id
             lot.remaining -= 1
             j.lot(lot.id, -1)
-            j.ledger.append((req.now, req.wallet, lot.id, -1, "reserve", "", req.recipient,
-                             "txn " + req.txn_id))
+            j.ledger.append((req.now, plan.take, lot.id, -1, plan.take_kind, "",
+                             req.recipient, "txn " + req.txn_id))
         alerts: tuple[int, ...] = ()
-        if used is not None and req.licence is not None and used >= shape.first_alert:
+        if used is not None and used >= plan.first_alert:
             alerts = self._alerts(req, used)
         s.txns.setdefault(req.txn_id, []).append(
-            _Held(req.owner, req.recipient, shape.keys, shape.uniques, lot_id, req.wallet))
-        j.reserved.append((req.txn_id, req.owner, req.tenant, req.recipient, shape.keys_json,
-                           shape.uniques_json, lot_id, req.wallet, req.now))
+            _Held(req.owner, req.recipient, plan.record_counters, plan.record_uniques, lot_id,
+                  plan.take))
+        j.reserved.append((req.txn_id, req.owner, req.tenant, req.recipient,
+                           plan.counters_json, plan.uniques_json, lot_id, plan.take, req.now))
         self._track(req.txn_id)
         return ReserveResult(True, None, used, alerts, tuple(filled))
 
-    def _shape(self, req: ReserveRequest) -> _Shape:
-        """What a request counts, derived once per set of buckets: recipients of the same
-        tenant in the same windows share it (the engine passes the same tuples)."""
-        last = self._last_shape
-        if (last is not None and last.licence is req.licence and last.of is req.buckets
-                and last.uniques_of is req.uniques):
-            return last
-        buckets = ((req.licence,) if req.licence is not None else ()) + req.buckets
-        keys = tuple(b.key for b in buckets)
-        uniques = tuple((u.tenant, u.month, u.key) for u in req.uniques)
-        first_alert = math.inf
-        if req.licence is not None and req.licence.limit and req.alert_levels:
-            first_alert = min(math.ceil(req.licence.limit * level / 100)
-                              for level in req.alert_levels)
-        shape = self._last_shape = _Shape(req.licence, req.buckets, req.uniques, buckets,
-                                          keys, uniques, json.dumps(keys),
-                                          json.dumps(uniques), first_alert)
-        return shape
-
     def _alerts(self, req: ReserveRequest, used: int) -> tuple[int, ...]:
-        """The licence alert levels `used` reaches for the first time this month."""
-        assert req.licence is not None
-        s, j, alerts = self._s, self._journal(), []
-        for level in req.alert_levels:
-            if used >= math.ceil(req.licence.limit * level / 100):
-                # Keyed by volume too: a bigger licence mid-month alerts afresh.
-                alert_key = f"{req.licence.key}|{req.licence.limit}|{level}"
-                if alert_key not in s.alerts:
-                    s.alerts.add(alert_key)
-                    j.alerts.append((alert_key, req.now))
-                    alerts.append(level)
-        return tuple(alerts)
+        """The plan's alerts that `used` reaches for the first time."""
+        s, j, out = self._s, self._journal(), []
+        for a in req.plan.alerts:
+            if used >= a.threshold and a.name not in s.alerts:
+                s.alerts.add(a.name)
+                j.alerts.append((a.name, req.now))
+                out.append(a.level)
+        return tuple(out)
 
     async def prepare(self, txn_id: str, msg_id: str) -> None:
         await self._usable()

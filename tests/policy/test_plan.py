@@ -1,0 +1,45 @@
+"""RCPT's reservation is one plan (plan.py) that both stores apply: the same refusal order
+on each, and on Redis one script loaded once and reloaded when the server forgets it."""
+
+from __future__ import annotations
+
+import pytest
+
+from mta.policy import PolicyAdmin, PolicyEngine
+
+from .conftest import Backend, send
+
+
+async def test_redis_reloads_the_plan_script_after_it_forgets_it(
+        make_engine, backend: Backend):
+    """Redis restarted without persistence, or SCRIPT FLUSH: EVALSHA answers NOSCRIPT, the
+    store loads apply.lua again, and RCPT is answered as before (no 451)."""
+    if backend.name != "redis":
+        pytest.skip("Redis scripts")
+    import redis.asyncio as aioredis
+
+    engine: PolicyEngine = await make_engine()
+    admin = PolicyAdmin(engine)
+    await admin.add_credits("shop", 3, paid=True)
+    assert await send(engine, "shop", ["a@example.net"]) == ["ok"]
+    r = aioredis.from_url(backend.redis_url)
+    try:
+        await r.script_flush()
+    finally:
+        await r.aclose()
+    out = await send(engine, "shop", ["b@example.net", "c@example.net", "d@example.net"])
+    assert out[:2] == ["ok", "ok"]
+    assert out[2].startswith("452 4.7.1"), out
+    assert (await admin.credits("shop")).balance == 0
+
+
+async def test_a_recipient_over_a_quota_and_out_of_credit_is_told_the_quota(make_engine):
+    """A recipient over several limits at once is refused for the first the plan checks:
+    the quota window before the credit, on either store."""
+    engine: PolicyEngine = await make_engine(
+        "[tenants.both]\nprepaid = true\nmessages_per_hour = 1\n")
+    await PolicyAdmin(engine).add_credits("both", 1, paid=True)
+    # The first takes the hour's only message and the only credit.
+    out = await send(engine, "both", ["a@example.net", "b@example.net"])
+    assert out[0] == "ok"
+    assert out[1].startswith("451 4.7.1 Hourly message limit of 1 reached"), out
