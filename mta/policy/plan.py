@@ -27,7 +27,9 @@ fails names the refusal and nothing is written. Then every effect runs:
                         holds, which release and commit read back
 
 What varies per recipient (transaction, owner, tenant, recipient, time) is not in the plan:
-it travels beside it in the `ReserveRequest`.
+it travels beside it in the `ReserveRequest`. The engine's `Planner` memoises the windows of
+a set of limits and their plans: recipient after recipient, building a plan is an identity
+check.
 """
 
 from __future__ import annotations
@@ -35,13 +37,20 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from mta.policy.calendar import period_end, period_key
 from mta.policy.store import Bucket, UniqueBucket
+from mta.policy.tenants import LIMIT_PERIOD
 
-__all__ = ["Alert", "Count", "ReservePlan", "reserve_plan"]
+__all__ = ["Alert", "Count", "EffectiveLimit", "Planner", "ReservePlan", "Windows",
+           "reserve_plan"]
+
+# How long counter rows outlive their window (for usage reports and restarts near the edge).
+_KEEP = {"hour": 2 * 86400.0, "day": 3 * 86400.0, "month": 62 * 86400.0}
 
 # The ledger kind of a credit taken at RCPT.
 TAKE_KIND = "reserve"
@@ -123,3 +132,87 @@ def reserve_plan(licence: Bucket | None, buckets: Sequence[Bucket],
         first_alert=min((a.threshold for a in alerts), default=math.inf),
         record_counters=tuple(c.key for c in counts),
         record_uniques=tuple((u.tenant, u.month, u.key) for u in uniques))
+
+
+@dataclass(frozen=True)
+class EffectiveLimit:
+    tenant: str
+    name: str  # one of LIMIT_NAMES
+    value: int  # 0 = unlimited
+    source: str  # "plan free", "tenant setting", "operator limit until ...: reason"
+
+
+@dataclass(frozen=True)
+class Windows:
+    """What one recipient reserves under a set of limits, valid for the current windows
+    (`valid_from` is when it was computed: the policy clock may be moved back in tests)."""
+
+    buckets: tuple[Bucket, ...]
+    uniques: tuple[UniqueBucket, ...]
+    by_key: dict[str, EffectiveLimit]
+    valid_from: float
+    valid_until: float
+    # The reservation plan under these windows, per (licence bucket, wallet).
+    plans: dict[tuple[Bucket | None, str | None], ReservePlan] = field(default_factory=dict)
+
+
+class Planner:
+    """Windows and plans, memoised: the same few per MAIL FROM and RCPT TO."""
+
+    def __init__(self, tz: ZoneInfo, alert_levels: tuple[int, ...]) -> None:
+        self.tz = tz
+        self.alert_levels = alert_levels
+        self._memo: dict[tuple[EffectiveLimit, ...], Windows] = {}
+        # The last answer of each, checked by identity first (hashing a tuple of limits
+        # costs more than the rest of the lookup).
+        self._last_windows: tuple[tuple[EffectiveLimit, ...], Windows] | None = None
+        self._last_plan: tuple[Windows, Bucket | None, str | None, ReservePlan] | None = None
+
+    def counter_key(self, tenant: str, period: str, now: float) -> str:
+        return f"{tenant}|{period}|{period_key(period, now, self.tz)}"
+
+    def windows(self, limits: tuple[EffectiveLimit, ...], now: float) -> Windows:
+        """The counters a recipient reserves under `limits` now (memoised per window)."""
+        last = self._last_windows
+        if last is not None and last[0] is limits and last[1].valid_from <= now < \
+                last[1].valid_until:
+            return last[1]
+        hit = self._memo.get(limits)
+        if hit is not None and hit.valid_from <= now < hit.valid_until:
+            self._last_windows = (limits, hit)
+            return hit
+        buckets, uniques, by_key, ends = [], [], {}, []
+        for lim in limits:
+            period = LIMIT_PERIOD[lim.name]
+            end = period_end(period, now, self.tz)
+            ends.append(end)
+            if lim.name == "unique_recipients_per_month":
+                u = UniqueBucket(lim.tenant, period_key("month", now, self.tz), lim.value,
+                                 end + _KEEP[period])
+                uniques.append(u)
+                by_key[u.key] = lim
+            else:
+                b = Bucket(self.counter_key(lim.tenant, period, now), lim.value,
+                           end + _KEEP[period])
+                buckets.append(b)
+                by_key[b.key] = lim
+        if len(self._memo) >= 1024:
+            self._memo.clear()
+        counted = self._memo[limits] = Windows(
+            tuple(buckets), tuple(uniques), by_key, now, min(ends, default=float("inf")))
+        self._last_windows = (limits, counted)
+        return counted
+
+    def plan(self, windows: Windows, licence: Bucket | None, wallet: str | None
+             ) -> ReservePlan:
+        """The plan that reserves one recipient in `windows`, the licence and `wallet`."""
+        last = self._last_plan
+        if last is not None and last[0] is windows and last[1] is licence and \
+                last[2] == wallet:
+            return last[3]
+        plan = windows.plans.get((licence, wallet))
+        if plan is None:
+            plan = windows.plans[(licence, wallet)] = reserve_plan(
+                licence, windows.buckets, windows.uniques, wallet, self.alert_levels)
+        self._last_plan = (windows, licence, wallet, plan)
+        return plan

@@ -1,0 +1,320 @@
+"""The Lua scripts of RedisStore's operations that are not plans yet (see plan.py and
+apply.lua, which RCPT's reservation runs): each is one atomic operation on the keys listed in
+redis_store.py, with the semantics of the embedded store (sqlite_store.py).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ADD_LOT", "ADD_RECORD", "CHECK_DUPLICATE", "COMMIT", "EXPIRE_LOTS", "LIFT",
+           "MARK_PAID", "OUTCOME", "PREPARE", "RELEASE"]
+
+# Shared by every script: key naming checked against KEYS[], TTLs, counters, the ledger.
+PRELUDE = """
+local P = ARGV[1]
+local HAVE = {}
+for _, k in ipairs(KEYS) do HAVE[k] = true end
+local MISSING = false
+local function K(s)
+  local k = P .. s
+  if not HAVE[k] then MISSING = true end
+  return k
+end
+local function ttl_ms(expires, now)
+  local t = math.ceil((tonumber(expires) - now) * 1000)
+  if t < 1000 then t = 1000 end
+  return t
+end
+local function extend(k, ms)
+  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
+end
+local function bump(k, d, ms)
+  local n = redis.call('INCRBY', k, d)
+  if ms > 0 then extend(k, ms) end
+  return n
+end
+local function unbump(k)
+  if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, 1) end
+end
+local function counter(k) return tonumber(redis.call('GET', k) or '0') end
+local function pad(id) return string.format('%012d', id) end
+local function ledger(tenant, lot, delta, kind, time, msg, rcpt, note)
+  local id = redis.call('HINCRBY', K('seq'), 'ledger', 1)
+  redis.call('RPUSH', K('ledger:' .. tenant), cjson.encode({id = id, time = time,
+    tenant = tenant, lot = lot, delta = delta, kind = kind, msg_id = msg, recipient = rcpt,
+    note = note}))
+end
+local function return_credit(w, lot_id, now_s, kind, msg, rcpt)
+  local lk = K('lots:' .. w)
+  local raw = redis.call('HGET', lk, tostring(lot_id))
+  if not raw then return end
+  local lot = cjson.decode(raw)
+  ledger(w, lot_id, 1, kind, now_s, msg, rcpt, '')
+  if lot.expired then
+    ledger(w, lot_id, -1, 'expire', now_s, msg, rcpt, 'lot already expired')
+  else
+    lot.remaining = lot.remaining + 1
+    redis.call('HSET', lk, tostring(lot_id), cjson.encode(lot))
+    if lot.paid then redis.call('ZADD', K('wallet:' .. w), lot.expires, pad(lot_id)) end
+  end
+end
+local function wallet_keys(w)
+  K('lots:' .. w); K('wallet:' .. w); K('ledger:' .. w); K('held:' .. w)
+end
+"""
+
+# ARGV: prefix, txn, msg id.
+PREPARE = PRELUDE + """
+local th = K('txn:' .. ARGV[2])
+local all = redis.call('HGETALL', th)
+for i = 1, #all, 2 do
+  local row = cjson.decode(all[i + 1])
+  if row.state == 'reserved' then
+    row.msg_id = ARGV[3]
+    redis.call('HSET', th, all[i], cjson.encode(row))
+  end
+end
+return 0
+"""
+
+# Duplicate markers live max(window, 2 days) + 1 day after their last write: committed ones
+# must outlive the duplicate window; a pending one of a crashed session goes with them.
+DEDUPE_TTL = """
+local function dedupe_ttl(window)
+  local w = tonumber(window) or 0
+  if w < 172800 then w = 172800 end
+  return math.ceil((w + 86400) * 1000)
+end
+"""
+
+# ARGV: prefix, txn, msg id, hold ("1"/"0"), now. -1: keys changed, retry.
+COMMIT = PRELUDE + DEDUPE_TTL + """
+local txn, msg, hold, now_s = ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
+local th = K('txn:' .. txn)
+local all = redis.call('HGETALL', th)
+local rows = {}
+for i = 1, #all, 2 do
+  local row = cjson.decode(all[i + 1])
+  if row.state == 'reserved' then
+    table.insert(rows, row)
+    K('owner:' .. row.owner)
+    if row.lot then
+      if hold then K('hold:' .. msg) else K('held:' .. row.wallet) end
+    end
+  end
+end
+local dt = K('ddtxn:' .. txn)
+local members = redis.call('SMEMBERS', dt)
+for _, m in ipairs(members) do
+  local d = cjson.decode(m)
+  K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])
+end
+if MISSING then return -1 end
+for _, row in ipairs(rows) do
+  row.msg_id = msg
+  if row.lot and hold then
+    -- The credit stays held until the outcome: delivered keeps it, a failure refunds it.
+    row.state = 'held'
+    redis.call('HSET', K('hold:' .. msg), tostring(row.id), cjson.encode(row))
+  elseif row.lot then
+    redis.call('DECR', K('held:' .. row.wallet))
+  end
+  redis.call('ZREM', K('owner:' .. row.owner), txn)
+end
+redis.call('DEL', th)
+for _, m in ipairs(members) do
+  local d = cjson.decode(m)
+  local dk = K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])
+  local raw = redis.call('HGET', dk, txn)
+  if raw then
+    local v = cjson.decode(raw)
+    v.state = 'committed'
+    v.time = now_s
+    redis.call('HSET', dk, txn, cjson.encode(v))
+    extend(dk, dedupe_ttl(v.window))
+  end
+end
+redis.call('DEL', dt)
+return #rows
+"""
+
+# ARGV: prefix, txn, now, recipient ("" = all). -1: keys changed, retry.
+RELEASE = PRELUDE + """
+local txn, now_s, rcpt = ARGV[2], ARGV[3], ARGV[4]
+local th = K('txn:' .. txn)
+local all = redis.call('HGETALL', th)
+local rows = {}
+for i = 1, #all, 2 do
+  local row = cjson.decode(all[i + 1])
+  if row.state == 'reserved' and (rcpt == '' or row.rcpt == rcpt) then
+    row.field = all[i]
+    table.insert(rows, row)
+    for _, k in ipairs(row.counters) do K('c:' .. k) end
+    for _, u in ipairs(row.uniques) do K('u:' .. u[1] .. '|' .. u[2]); K('c:' .. u[3]) end
+    if row.lot then wallet_keys(row.wallet); K('seq') end
+    K('owner:' .. row.owner)
+  end
+end
+local dt = K('ddtxn:' .. txn)
+local members = redis.call('SMEMBERS', dt)
+local dds = {}
+for _, m in ipairs(members) do
+  local d = cjson.decode(m)
+  if rcpt == '' or d[3] == rcpt then
+    table.insert(dds, {m, K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])})
+  end
+end
+if MISSING then return -1 end
+table.sort(rows, function(a, b) return a.id < b.id end)
+for _, row in ipairs(rows) do
+  for _, k in ipairs(row.counters) do unbump(K('c:' .. k)) end
+  for _, u in ipairs(row.uniques) do
+    local h = K('u:' .. u[1] .. '|' .. u[2])
+    if redis.call('HEXISTS', h, row.rcpt) == 1 then
+      if redis.call('HINCRBY', h, row.rcpt, -1) <= 0 then
+        redis.call('HDEL', h, row.rcpt)
+        unbump(K('c:' .. u[3]))
+      end
+    end
+  end
+  if row.lot then
+    return_credit(row.wallet, row.lot, now_s, 'release', row.msg_id, row.rcpt)
+    redis.call('DECR', K('held:' .. row.wallet))
+  end
+  redis.call('HDEL', th, row.field)
+end
+if #rows > 0 and redis.call('EXISTS', th) == 0 then
+  for _, row in ipairs(rows) do redis.call('ZREM', K('owner:' .. row.owner), txn) end
+end
+for _, d in ipairs(dds) do
+  local raw = redis.call('HGET', d[2], txn)
+  if raw and cjson.decode(raw).state == 'pending' then redis.call('HDEL', d[2], txn) end
+  redis.call('SREM', dt, d[1])
+end
+return #rows
+"""
+
+# ARGV: prefix, msg id, recipient, refund ("1"/"0"), now. 1 applied, 0 nothing held, -1 retry.
+OUTCOME = PRELUDE + """
+local msg, rcpt, refund, now_s = ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
+local hk = K('hold:' .. msg)
+local all = redis.call('HGETALL', hk)
+local best = nil
+for i = 1, #all, 2 do
+  local row = cjson.decode(all[i + 1])
+  if row.rcpt == rcpt and (best == nil or row.id < best.id) then best = row end
+end
+if best == nil then return 0 end
+wallet_keys(best.wallet); K('seq')
+if MISSING then return -1 end
+if refund then return_credit(best.wallet, best.lot, now_s, 'refund', msg, rcpt) end
+redis.call('HDEL', hk, tostring(best.id))
+redis.call('DECR', K('held:' .. best.wallet))
+return 1
+"""
+
+# ARGV: prefix, tenant, message-id, rcpt, txn, since, now. 1 = a duplicate.
+CHECK_DUPLICATE = PRELUDE + DEDUPE_TTL + """
+local tenant, mid, rcpt, txn = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local since, now_s = tonumber(ARGV[6]), ARGV[7]
+local dk = K('dd:' .. tenant .. '|' .. mid .. '|' .. rcpt)
+local dt = K('ddtxn:' .. txn)
+local all = redis.call('HGETALL', dk)
+for i = 1, #all, 2 do
+  local v = cjson.decode(all[i + 1])
+  if v.state == 'committed' and tonumber(v.time) >= since then return 1 end
+end
+-- Pending until this transaction commits: an aborted attempt must not make its own retry
+-- look like a duplicate. Two attempts in flight at once are both sent (at least once).
+local window = tonumber(now_s) - since
+redis.call('HSET', dk, txn, cjson.encode({state = 'pending', time = now_s,
+  window = window}))
+extend(dk, dedupe_ttl(window))
+redis.call('SADD', dt, cjson.encode({tenant, mid, rcpt}))
+extend(dt, dedupe_ttl(0))
+return 0
+"""
+
+# ARGV: prefix, tenant, amount, paid, purchased, expires, note.
+ADD_LOT = PRELUDE + """
+local t, amount, paid = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
+local purchased, expires, note = ARGV[5], ARGV[6], ARGV[7]
+local id = redis.call('HINCRBY', K('seq'), 'lot', 1)
+local lot = {id = id, tenant = t, amount = amount, remaining = amount, purchased = purchased,
+             expires = expires, paid = paid, expired = false, note = note}
+local raw = cjson.encode(lot)
+redis.call('HSET', K('lots:' .. t), tostring(id), raw)
+redis.call('HSET', K('lotowner'), tostring(id), t)
+redis.call('ZADD', K('lotsdue'), expires, tostring(id))
+if paid and amount > 0 then redis.call('ZADD', K('wallet:' .. t), expires, pad(id)) end
+-- Unpaid credits are not spendable: they enter the balance with the "paid" row.
+local delta = 0
+if paid then delta = amount end
+ledger(t, id, delta, 'add', purchased, '', '', note)
+return raw
+"""
+
+# ARGV: prefix, tenant, lot id, now. The lot (JSON), "" if none, "expired".
+MARK_PAID = PRELUDE + """
+local t, id, now_s = ARGV[2], ARGV[3], ARGV[4]
+local lk = K('lots:' .. t)
+local raw = redis.call('HGET', lk, id)
+if not raw then return '' end
+local lot = cjson.decode(raw)
+if lot.paid then return raw end
+if lot.expired or tonumber(lot.expires) <= tonumber(now_s) then return 'expired' end
+lot.paid = true
+raw = cjson.encode(lot)
+redis.call('HSET', lk, id, raw)
+if lot.remaining > 0 then redis.call('ZADD', K('wallet:' .. t), lot.expires, pad(lot.id)) end
+ledger(t, lot.id, lot.remaining, 'paid', now_s, '', '', '')
+return raw
+"""
+
+# ARGV: prefix, tenant, now, lot ids... The lots expired now (as they were before).
+EXPIRE_LOTS = PRELUDE + """
+local t, now_s = ARGV[2], ARGV[3]
+local now = tonumber(now_s)
+local lk = K('lots:' .. t)
+local out = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local raw = redis.call('HGET', lk, id)
+  local lot = raw and cjson.decode(raw)
+  if not lot or lot.expired then
+    redis.call('ZREM', K('lotsdue'), id)
+  elseif tonumber(lot.expires) <= now then
+    local lost = 0
+    if lot.paid then lost = lot.remaining end
+    ledger(t, lot.id, -lost, 'expire', now_s, '', '', '')
+    table.insert(out, raw)
+    lot.expired = true
+    lot.remaining = 0
+    redis.call('HSET', lk, id, cjson.encode(lot))
+    redis.call('ZREM', K('wallet:' .. t), pad(lot.id))
+    redis.call('ZREM', K('lotsdue'), id)
+  end
+end
+return out
+"""
+
+# ARGV: prefix, seq name, record (JSON). The new record's id.
+ADD_RECORD = PRELUDE + """
+local row = cjson.decode(ARGV[3])
+row.id = redis.call('HINCRBY', K('seq'), ARGV[2], 1)
+redis.call('HSET', KEYS[2], tostring(row.id), cjson.encode(row))
+return row.id
+"""
+
+# ARGV: prefix, field, value ("" = every record). How many records were lifted.
+LIFT = PRELUDE + """
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+  if ARGV[3] == '' or cjson.decode(all[i + 1])[ARGV[2]] == ARGV[3] then
+    redis.call('HDEL', KEYS[1], all[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
