@@ -1,14 +1,16 @@
--- Apply a reservation plan (mta/policy/plan.py) atomically on the Redis server: every guard
--- is checked first, in the plan's order; the first that fails names the refusal and
--- nothing is written. Then every effect runs. The rules (which counters, limits, alerts,
--- ledger rows) are the plan's: this script only knows how each kind of operation works on
--- the keys of redis_store.py. Loaded once (SCRIPT LOAD) and run by EVALSHA.
+-- Apply a policy plan (mta/policy/plan.py) atomically on the Redis server: every guard is
+-- checked first, in the plan's order; the first that fails names the refusal (or, for a
+-- plan built from records read before, asks for a new plan: -1) and nothing is written.
+-- Then every effect runs. The rules (which counters, limits, alerts, ledger rows, what a
+-- release gives back) are the plan's: this script only knows how each kind of operation
+-- works on the keys of redis_store.py. Loaded once (SCRIPT LOAD) and run by EVALSHA.
 --
 -- KEYS: every key the plan touches (a key it was not given is refused before any write).
--- ARGV: prefix, plan (JSON), transaction, owner, tenant, recipient, now.
+-- ARGV: prefix, plan (JSON), now, then for a reservation: transaction, owner, tenant,
+-- recipient.
 local P = ARGV[1]
 local plan = cjson.decode(ARGV[2])
-local txn, owner, tenant, rcpt, now_s = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local now_s = ARGV[3]
 local now = tonumber(now_s)
 local HAVE = {}
 for _, k in ipairs(KEYS) do HAVE[k] = true end
@@ -31,7 +33,87 @@ local function bump(k, ms)
   extend(k, ms)
   return n
 end
+local function unbump(k)
+  if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, 1) end
+end
 local function counter(k) return tonumber(redis.call('GET', k) or '0') end
+local function pad(id) return string.format('%012d', id) end
+local function ledger(w, lot, delta, kind, msg, rcpt, note)
+  local id = redis.call('HINCRBY', P .. 'seq', 'ledger', 1)
+  redis.call('RPUSH', P .. 'ledger:' .. w, cjson.encode({id = id, time = now_s, tenant = w,
+    lot = lot, delta = delta, kind = kind, msg_id = msg, recipient = rcpt, note = note}))
+end
+
+-- A settle plan: reservations given back (release, outcome), each guarded by its record
+-- being still as read. Answers how many, or -1.
+local function settle()
+  local h = K(plan.hash)
+  for _, u in ipairs(plan.undos) do
+    if redis.call('HGET', h, u.field) ~= u.raw then return -1 end
+    for _, k in ipairs(u.counters) do K('c:' .. k) end
+    for _, t in ipairs(u.uniques) do K('u:' .. t[1] .. '|' .. t[2]); K('c:' .. t[3]) end
+    if u.lot then
+      K('seq'); K('lots:' .. u.wallet); K('wallet:' .. u.wallet); K('ledger:' .. u.wallet)
+    end
+    if u.unhold then K('held:' .. u.wallet) end
+  end
+  for _, o in ipairs(plan.owners) do K('owner:' .. o) end
+  local dt = nil
+  if plan.txn then
+    dt = K('ddtxn:' .. plan.txn)
+    if redis.call('SCARD', dt) ~= plan.dd_count then return -1 end
+    for _, d in ipairs(plan.dd_drop) do K(d[2]) end
+  end
+  if MISSING then return -1 end
+
+  for _, u in ipairs(plan.undos) do
+    for _, k in ipairs(u.counters) do unbump(P .. 'c:' .. k) end
+    for _, t in ipairs(u.uniques) do
+      local uh = P .. 'u:' .. t[1] .. '|' .. t[2]
+      if redis.call('HEXISTS', uh, u.rcpt) == 1 then
+        if redis.call('HINCRBY', uh, u.rcpt, -1) <= 0 then
+          redis.call('HDEL', uh, u.rcpt)
+          unbump(P .. 'c:' .. t[3])
+        end
+      end
+    end
+    if u.lot then
+      local lk = P .. 'lots:' .. u.wallet
+      local raw = redis.call('HGET', lk, tostring(u.lot))
+      if raw then
+        local lot = cjson.decode(raw)
+        ledger(u.wallet, u.lot, 1, plan.kind, u.msg_id, u.rcpt, '')
+        if lot.expired then
+          -- The lot expired meanwhile: it takes the credit back and expires it at once.
+          ledger(u.wallet, u.lot, -1, 'expire', u.msg_id, u.rcpt, 'lot already expired')
+        else
+          lot.remaining = lot.remaining + 1
+          redis.call('HSET', lk, tostring(u.lot), cjson.encode(lot))
+          if lot.paid then
+            redis.call('ZADD', P .. 'wallet:' .. u.wallet, lot.expires, pad(u.lot))
+          end
+        end
+      end
+    end
+    if u.unhold then redis.call('DECR', P .. 'held:' .. u.wallet) end
+    redis.call('HDEL', h, u.field)
+  end
+  if #plan.undos > 0 and plan.txn and redis.call('EXISTS', h) == 0 then
+    for _, o in ipairs(plan.owners) do redis.call('ZREM', P .. 'owner:' .. o, plan.txn) end
+  end
+  for _, d in ipairs(plan.dd_drop) do
+    local raw = redis.call('HGET', P .. d[2], plan.txn)
+    if raw and cjson.decode(raw).state == 'pending' then
+      redis.call('HDEL', P .. d[2], plan.txn)
+    end
+    redis.call('SREM', dt, d[1])
+  end
+  return #plan.undos
+end
+if plan.op == 'settle' then return settle() end
+
+-- A reservation plan: one recipient.
+local txn, owner, tenant, rcpt = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 
 -- Guards.
 local used = nil  -- the reported count (the licence volume)
@@ -91,13 +173,10 @@ if w then
   lot.remaining = lot.remaining - 1
   redis.call('HSET', P .. 'lots:' .. w, tostring(lot_id), cjson.encode(lot))
   if lot.remaining <= 0 then
-    redis.call('ZREM', P .. 'wallet:' .. w, string.format('%012d', lot_id))
+    redis.call('ZREM', P .. 'wallet:' .. w, pad(lot_id))
   end
   redis.call('INCR', P .. 'held:' .. w)
-  local id = redis.call('HINCRBY', P .. 'seq', 'ledger', 1)
-  redis.call('RPUSH', P .. 'ledger:' .. w, cjson.encode({id = id, time = now_s, tenant = w,
-    lot = lot_id, delta = -1, kind = plan.take_kind, msg_id = '', recipient = rcpt,
-    note = 'txn ' .. txn}))
+  ledger(w, lot_id, -1, plan.take_kind, '', rcpt, 'txn ' .. txn)
 end
 local rid = redis.call('HINCRBY', P .. 'seq', 'reservation', 1)
 redis.call('HSET', P .. 'txn:' .. txn, tostring(rid), cjson.encode({id = rid, txn = txn,

@@ -26,6 +26,16 @@ fails names the refusal and nothing is written. Then every effect runs:
     record              a reservation row naming the counters, unique recipients and lot it
                         holds, which release and commit read back
 
+Giving reservations back is a `SettlePlan` built from the store's own records of them (read
+back from memory, or from Redis: then every record is a guard, "still as read", and a plan
+whose records changed is built again):
+
+    release (RSET, refusal, lost client, duplicate, reconciliation) and outcome (a held
+    credit's end) give back, per record: each counter -1, the recipient's reference in
+    each month's unique recipients -1 (and the month's count when it was the last), its
+    credit to the lot it came from (a ledger row of the plan's `kind`; a lot that expired
+    meanwhile takes it and expires it at once), and one credit fewer held
+
 What varies per recipient (transaction, owner, tenant, recipient, time) is not in the plan:
 it travels beside it in the `ReserveRequest`. The engine's `Planner` memoises the windows of
 a set of limits and their plans: recipient after recipient, building a plan is an identity
@@ -39,21 +49,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from mta.policy.calendar import period_end, period_key
 from mta.policy.store import Bucket, UniqueBucket
 from mta.policy.tenants import LIMIT_PERIOD
 
-__all__ = ["Alert", "Count", "EffectiveLimit", "Planner", "ReservePlan", "Windows",
-           "reserve_plan"]
+__all__ = ["Alert", "Count", "EffectiveLimit", "GiveBack", "Planner", "ReservePlan",
+           "SettlePlan", "Windows", "outcome_plan", "release_plan", "reserve_plan"]
 
 # How long counter rows outlive their window (for usage reports and restarts near the edge).
 _KEEP = {"hour": 2 * 86400.0, "day": 3 * 86400.0, "month": 62 * 86400.0}
 
-# The ledger kind of a credit taken at RCPT.
+# Ledger kinds: a credit taken at RCPT, given back unused, refunded after a failed delivery.
 TAKE_KIND = "reserve"
+RELEASE_KIND = "release"
+REFUND_KIND = "refund"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +110,7 @@ class ReservePlan:
     def doc(self) -> str:
         """The plan as apply.lua reads it (floats as strings: cjson keeps 14 digits)."""
         d: dict[str, Any] = {
+            "op": "reserve",
             "counts": [{"key": c.key, "limit": c.limit, "expires": repr(c.expires),
                         "refusal": c.refusal, "reported": c.reported} for c in self.counts],
             "uniques": [{"tenant": u.tenant, "month": u.month, "key": u.key,
@@ -132,6 +145,52 @@ def reserve_plan(licence: Bucket | None, buckets: Sequence[Bucket],
         first_alert=min((a.threshold for a in alerts), default=math.inf),
         record_counters=tuple(c.key for c in counts),
         record_uniques=tuple((u.tenant, u.month, u.key) for u in uniques))
+
+
+
+class Reservation(Protocol):
+    """A reservation record, as a store reads it back."""
+
+    rcpt: str
+    counters: Sequence[str]
+    uniques: Sequence[Sequence[str]]  # (tenant, month, counter key)
+    lot: int | None
+    wallet: str | None
+    msg_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GiveBack:
+    record: Any  # the store's own record, which the plan removes
+    rcpt: str
+    msg_id: str  # as the ledger row names it
+    counters: Sequence[str]  # each -1
+    uniques: Sequence[Sequence[str]]  # each: the recipient's reference -1
+    lot: int | None  # the lot its credit goes back to; None: no credit given back
+    wallet: str
+    unhold: bool  # one credit fewer held by the wallet
+
+
+@dataclass(frozen=True, slots=True)
+class SettlePlan:
+    kind: str  # the ledger kind of the credits given back
+    undos: tuple[GiveBack, ...]
+
+
+def release_plan(records: Sequence[Reservation], recipient: str | None) -> SettlePlan:
+    """Every reservation of a transaction (of one `recipient`) given back whole: the message
+    was not accepted, or the recipient was a duplicate."""
+    return SettlePlan(RELEASE_KIND, tuple(
+        GiveBack(r, r.rcpt, r.msg_id or "", r.counters, r.uniques, r.lot, r.wallet or "",
+                 r.lot is not None)
+        for r in records if recipient is None or r.rcpt == recipient))
+
+
+def outcome_plan(record: Any, msg_id: str, rcpt: str, lot: int, wallet: str,
+                 refund: bool) -> SettlePlan:
+    """A credit held until the outcome: kept (delivered) or refunded; held no longer."""
+    return SettlePlan(REFUND_KIND, (GiveBack(record, rcpt, msg_id, (), (),
+                                             lot if refund else None, wallet, True),))
 
 
 @dataclass(frozen=True)

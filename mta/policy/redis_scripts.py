@@ -6,9 +6,9 @@ redis_store.py, with the semantics of the embedded store (sqlite_store.py).
 from __future__ import annotations
 
 __all__ = ["ADD_LOT", "ADD_RECORD", "CHECK_DUPLICATE", "COMMIT", "EXPIRE_LOTS", "LIFT",
-           "MARK_PAID", "OUTCOME", "PREPARE", "RELEASE"]
+           "MARK_PAID", "PREPARE"]
 
-# Shared by every script: key naming checked against KEYS[], TTLs, counters, the ledger.
+# Shared by every script: key naming checked against KEYS[], TTLs, the ledger.
 PRELUDE = """
 local P = ARGV[1]
 local HAVE = {}
@@ -19,46 +19,15 @@ local function K(s)
   if not HAVE[k] then MISSING = true end
   return k
 end
-local function ttl_ms(expires, now)
-  local t = math.ceil((tonumber(expires) - now) * 1000)
-  if t < 1000 then t = 1000 end
-  return t
-end
 local function extend(k, ms)
   if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
 end
-local function bump(k, d, ms)
-  local n = redis.call('INCRBY', k, d)
-  if ms > 0 then extend(k, ms) end
-  return n
-end
-local function unbump(k)
-  if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, 1) end
-end
-local function counter(k) return tonumber(redis.call('GET', k) or '0') end
 local function pad(id) return string.format('%012d', id) end
 local function ledger(tenant, lot, delta, kind, time, msg, rcpt, note)
   local id = redis.call('HINCRBY', K('seq'), 'ledger', 1)
   redis.call('RPUSH', K('ledger:' .. tenant), cjson.encode({id = id, time = time,
     tenant = tenant, lot = lot, delta = delta, kind = kind, msg_id = msg, recipient = rcpt,
     note = note}))
-end
-local function return_credit(w, lot_id, now_s, kind, msg, rcpt)
-  local lk = K('lots:' .. w)
-  local raw = redis.call('HGET', lk, tostring(lot_id))
-  if not raw then return end
-  local lot = cjson.decode(raw)
-  ledger(w, lot_id, 1, kind, now_s, msg, rcpt, '')
-  if lot.expired then
-    ledger(w, lot_id, -1, 'expire', now_s, msg, rcpt, 'lot already expired')
-  else
-    lot.remaining = lot.remaining + 1
-    redis.call('HSET', lk, tostring(lot_id), cjson.encode(lot))
-    if lot.paid then redis.call('ZADD', K('wallet:' .. w), lot.expires, pad(lot_id)) end
-  end
-end
-local function wallet_keys(w)
-  K('lots:' .. w); K('wallet:' .. w); K('ledger:' .. w); K('held:' .. w)
 end
 """
 
@@ -135,81 +104,6 @@ for _, m in ipairs(members) do
 end
 redis.call('DEL', dt)
 return #rows
-"""
-
-# ARGV: prefix, txn, now, recipient ("" = all). -1: keys changed, retry.
-RELEASE = PRELUDE + """
-local txn, now_s, rcpt = ARGV[2], ARGV[3], ARGV[4]
-local th = K('txn:' .. txn)
-local all = redis.call('HGETALL', th)
-local rows = {}
-for i = 1, #all, 2 do
-  local row = cjson.decode(all[i + 1])
-  if row.state == 'reserved' and (rcpt == '' or row.rcpt == rcpt) then
-    row.field = all[i]
-    table.insert(rows, row)
-    for _, k in ipairs(row.counters) do K('c:' .. k) end
-    for _, u in ipairs(row.uniques) do K('u:' .. u[1] .. '|' .. u[2]); K('c:' .. u[3]) end
-    if row.lot then wallet_keys(row.wallet); K('seq') end
-    K('owner:' .. row.owner)
-  end
-end
-local dt = K('ddtxn:' .. txn)
-local members = redis.call('SMEMBERS', dt)
-local dds = {}
-for _, m in ipairs(members) do
-  local d = cjson.decode(m)
-  if rcpt == '' or d[3] == rcpt then
-    table.insert(dds, {m, K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])})
-  end
-end
-if MISSING then return -1 end
-table.sort(rows, function(a, b) return a.id < b.id end)
-for _, row in ipairs(rows) do
-  for _, k in ipairs(row.counters) do unbump(K('c:' .. k)) end
-  for _, u in ipairs(row.uniques) do
-    local h = K('u:' .. u[1] .. '|' .. u[2])
-    if redis.call('HEXISTS', h, row.rcpt) == 1 then
-      if redis.call('HINCRBY', h, row.rcpt, -1) <= 0 then
-        redis.call('HDEL', h, row.rcpt)
-        unbump(K('c:' .. u[3]))
-      end
-    end
-  end
-  if row.lot then
-    return_credit(row.wallet, row.lot, now_s, 'release', row.msg_id, row.rcpt)
-    redis.call('DECR', K('held:' .. row.wallet))
-  end
-  redis.call('HDEL', th, row.field)
-end
-if #rows > 0 and redis.call('EXISTS', th) == 0 then
-  for _, row in ipairs(rows) do redis.call('ZREM', K('owner:' .. row.owner), txn) end
-end
-for _, d in ipairs(dds) do
-  local raw = redis.call('HGET', d[2], txn)
-  if raw and cjson.decode(raw).state == 'pending' then redis.call('HDEL', d[2], txn) end
-  redis.call('SREM', dt, d[1])
-end
-return #rows
-"""
-
-# ARGV: prefix, msg id, recipient, refund ("1"/"0"), now. 1 applied, 0 nothing held, -1 retry.
-OUTCOME = PRELUDE + """
-local msg, rcpt, refund, now_s = ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
-local hk = K('hold:' .. msg)
-local all = redis.call('HGETALL', hk)
-local best = nil
-for i = 1, #all, 2 do
-  local row = cjson.decode(all[i + 1])
-  if row.rcpt == rcpt and (best == nil or row.id < best.id) then best = row end
-end
-if best == nil then return 0 end
-wallet_keys(best.wallet); K('seq')
-if MISSING then return -1 end
-if refund then return_credit(best.wallet, best.lot, now_s, 'refund', msg, rcpt) end
-redis.call('HDEL', hk, tostring(best.id))
-redis.call('DECR', K('held:' .. best.wallet))
-return 1
 """
 
 # ARGV: prefix, tenant, message-id, rcpt, txn, since, now. 1 = a duplicate.

@@ -47,11 +47,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
 from mta.policy import redis_scripts as scripts
-from mta.policy.plan import ReservePlan
+from mta.policy.plan import ReservePlan, SettlePlan, outcome_plan, release_plan
 from mta.policy.store import (
     LedgerEntry,
     Lot,
@@ -108,6 +109,37 @@ def _rows(raw: dict[str, str]) -> list[dict[str, Any]]:
     return [json.loads(v) for v in raw.values()]
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A reservation record as read (plan.Reservation), with the hash field and the text
+    that a settle plan's guard compares."""
+
+    field: str
+    raw: str
+    id: int
+    owner: str
+    state: str
+    rcpt: str
+    counters: tuple[str, ...]
+    uniques: tuple[tuple[str, ...], ...]
+    lot: int | None
+    wallet: str
+    msg_id: str
+
+
+def _records(raw: dict[str, str]) -> list[_Record]:
+    """A hash of reservation records, oldest first (the ledger keeps their order)."""
+    out = []
+    for f, text in raw.items():
+        d = json.loads(text)
+        out.append(_Record(f, text, int(d["id"]), d["owner"], d["state"], d["rcpt"],
+                           tuple(d["counters"] or ()),
+                           tuple(tuple(u) for u in (d["uniques"] or ())),
+                           int(d["lot"]) if d.get("lot") else None, d.get("wallet") or "",
+                           d.get("msg_id") or ""))
+    return sorted(out, key=lambda r: r.id)
+
+
 class RedisStore:
     """PolicyStore on Redis. Open with `await RedisStore.open(url, prefix=...)`."""
 
@@ -122,8 +154,6 @@ class RedisStore:
         self._apply = reg(_APPLY)
         self._prepare = reg(scripts.PREPARE)
         self._commit = reg(scripts.COMMIT)
-        self._release = reg(scripts.RELEASE)
-        self._outcome = reg(scripts.OUTCOME)
         self._check_duplicate = reg(scripts.CHECK_DUPLICATE)
         self._add_lot = reg(scripts.ADD_LOT)
         self._mark_paid = reg(scripts.MARK_PAID)
@@ -315,8 +345,8 @@ class RedisStore:
         plan = req.plan
         keys = [*self._plan_keys(plan), f"txn:{req.txn_id}", f"owner:{req.owner}"]
         raw = await self._guarded(req.txn_id, self._run(
-            self._apply, keys, plan.doc, req.txn_id, req.owner, req.tenant, req.recipient,
-            _f(req.now)))
+            self._apply, keys, plan.doc, _f(req.now), req.txn_id, req.owner, req.tenant,
+            req.recipient))
         out = json.loads(raw)
         used = out.get("licence_used")
         return ReserveResult(bool(out["ok"]), out.get("refused"),
@@ -369,17 +399,19 @@ class RedisStore:
 
     async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int:
         async def attempt() -> int:
-            rows, dds = await self._txn_state(txn_id)
-            keys = ["seq", f"txn:{txn_id}", f"ddtxn:{txn_id}"]
-            for row in rows:
-                keys.append(f"owner:{row['owner']}")
-                keys += [f"c:{k}" for k in row["counters"]]
-                for t, m, k in row["uniques"]:
-                    keys += [f"u:{t}|{m}", f"c:{k}"]
-                if row.get("lot"):
-                    keys += self._wallet_keys(row["wallet"])
-            keys += [f"dd:{t}|{m}|{r}" for t, m, r in dds]
-            return await self._run(self._release, keys, txn_id, _f(now), recipient or "")
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hgetall(self._k(f"txn:{txn_id}"))
+            pipe.smembers(self._k(f"ddtxn:{txn_id}"))
+            raw, members = await pipe.execute()
+            rows = [r for r in _records(raw) if r.state == "reserved"]
+            plan = release_plan(rows, recipient)
+            drop = []
+            for m in members:
+                t, mid, rcpt = json.loads(m)
+                if recipient is None or rcpt == recipient:
+                    drop.append([m, f"dd:{t}|{mid}|{rcpt}"])
+            return await self._give_back(plan, f"txn:{txn_id}", now, txn_id,
+                                         sorted({r.owner for r in rows}), len(members), drop)
         # An operation of this transaction still in flight (its caller was cancelled)
         # lands first, so that this release undoes it too.
         await self._settle(txn_id)
@@ -387,13 +419,46 @@ class RedisStore:
 
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
         async def attempt() -> int:
-            rows = _rows(await self._r.hgetall(self._k(f"hold:{msg_id}")))
-            keys = ["seq", f"hold:{msg_id}"]
-            for w in {row["wallet"] for row in rows if row["rcpt"] == recipient}:
-                keys += self._wallet_keys(w)
-            return await self._run(self._outcome, keys, msg_id, recipient,
-                                   "1" if refund else "0", _f(now))
+            held = [r for r in _records(await self._r.hgetall(self._k(f"hold:{msg_id}")))
+                    if r.rcpt == recipient and r.lot is not None]
+            if not held:
+                return 0  # not held (charge = "accepted"), or already settled
+            first = min(held, key=lambda r: r.id)
+            plan = outcome_plan(first, msg_id, recipient, first.lot or 0, first.wallet,
+                                refund)
+            return await self._give_back(plan, f"hold:{msg_id}", now)
         return bool(await self._retrying(attempt, f"outcome {msg_id}"))
+
+    async def _give_back(self, plan: SettlePlan, hash_key: str, now: float,
+                         txn_id: str | None = None, owners: Sequence[str] = (),
+                         dd_count: int = 0, dd_drop: Sequence[list[str]] = ()) -> int:
+        """Run a settle plan through apply.lua: its records (in `hash_key`) are guards, and
+        so, for a transaction, are its duplicate markers; -1 if any changed meanwhile."""
+        keys = [hash_key]
+        undos = []
+        for u in plan.undos:
+            rec = u.record
+            keys += [f"c:{k}" for k in u.counters]
+            for t, m, k in u.uniques:
+                keys += [f"u:{t}|{m}", f"c:{k}"]
+            undo: dict[str, Any] = {"field": rec.field, "raw": rec.raw, "rcpt": u.rcpt,
+                                    "msg_id": u.msg_id, "counters": list(u.counters),
+                                    "uniques": [list(x) for x in u.uniques],
+                                    "wallet": u.wallet, "unhold": u.unhold}
+            if u.lot is not None:
+                undo["lot"] = u.lot
+                keys += ["seq", *self._wallet_keys(u.wallet)]
+            elif u.unhold:
+                keys.append(f"held:{u.wallet}")
+            undos.append(undo)
+        doc: dict[str, Any] = {"op": "settle", "kind": plan.kind, "hash": hash_key,
+                               "undos": undos, "owners": list(owners),
+                               "dd_drop": [list(d) for d in dd_drop]}
+        keys += [f"owner:{o}" for o in owners]
+        if txn_id is not None:
+            doc["txn"], doc["dd_count"] = txn_id, dd_count
+            keys += [f"ddtxn:{txn_id}", *(d[1] for d in dd_drop)]
+        return int(await self._run(self._apply, keys, json.dumps(doc), _f(now)))
 
     async def open_reservations(self, owner: str) -> list[tuple[str, str | None]]:
         r = self._r

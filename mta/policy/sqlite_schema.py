@@ -192,7 +192,7 @@ class Held:
 
     owner: str
     rcpt: str
-    keys: tuple[str, ...]  # counters it bumped (licence, message windows)
+    counters: tuple[str, ...]  # counters it bumped (licence, message windows)
     uniques: tuple[tuple[str, str, str], ...]  # (tenant, month, counter key)
     lot: int | None  # the credit lot it took from
     wallet: str | None

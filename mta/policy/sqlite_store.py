@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mta.policy.plan import SettlePlan, outcome_plan, release_plan
 from mta.policy.sqlite_journal import Journal
 from mta.policy.sqlite_schema import (
     SCHEMA,
@@ -426,25 +427,19 @@ class SqliteStore(GroupCommit):
         await self._usable()
         s = self._s
         held = s.txns.get(txn_id, [])
-        gone = [h for h in held if recipient is None or h.rcpt == recipient]
-        if gone:
-            if len(gone) == len(held):
+        plan = release_plan(held, recipient)
+        if plan.undos:
+            if len(plan.undos) == len(held):
                 del s.txns[txn_id]
             else:
+                gone = [u.record for u in plan.undos]
                 s.txns[txn_id] = [h for h in held if h not in gone]
         dedupe = txn_id in s.dedupe
-        if not gone and not dedupe:
+        if not plan.undos and not dedupe:
             return 0
         j = self._journal()
-        for h in gone:
-            for key in h.keys:
-                s.counts[key] = s.counts.get(key, 0) - 1
-                j.bump(key, -1)
-            j.uniq_dropped.extend((t, month, h.rcpt, key) for t, month, key in h.uniques)
-            if h.lot is not None:
-                self._return_credit(j, h.lot, h.wallet or "", now, "release", h.msg_id or "",
-                                    h.rcpt)
-        if gone:
+        self._give_back(j, plan, now)
+        if plan.undos:
             if recipient is None:
                 j.settled.append((txn_id,))
             else:
@@ -456,20 +451,29 @@ class SqliteStore(GroupCommit):
             else:
                 j.dedupe_dropped_rcpt.append((txn_id, recipient))
         self._track(txn_id)
-        return len(gone)
+        return len(plan.undos)
 
-    def _return_credit(self, j: Journal, lot_id: int, wallet: str, now: float, kind: str,
-                       msg_id: str, rcpt: str) -> None:
-        """Give one credit back to the lot it came from; a lot that expired meanwhile takes
-        it back and expires it at once, so the ledger still explains every credit."""
-        j.ledger.append((now, wallet, lot_id, +1, kind, msg_id, rcpt, ""))
-        lot = self._s.lots.get(lot_id)
-        if lot is None:
-            j.ledger.append((now, wallet, lot_id, -1, "expire", msg_id, rcpt,
-                             "lot already expired"))
-        else:
-            lot.remaining += 1
-            j.lot(lot_id, +1)
+    def _give_back(self, j: Journal, plan: SettlePlan, now: float) -> None:
+        """A settle plan's effects on memory and the journal (the caller removes its
+        records: they are rows of policy.db or reservations in memory)."""
+        counts, lots = self._s.counts, self._s.lots
+        for u in plan.undos:
+            for key in u.counters:
+                counts[key] = counts.get(key, 0) - 1
+                j.bump(key, -1)
+            j.uniq_dropped.extend((t, month, u.rcpt, key) for t, month, key in u.uniques)
+            if u.lot is not None:
+                # A lot that expired meanwhile takes the credit and expires it at once, so
+                # the ledger still explains every credit.
+                j.ledger.append((now, u.wallet, u.lot, +1, plan.kind, u.msg_id, u.rcpt, ""))
+                lot = lots.get(u.lot)
+                if lot is None:
+                    j.ledger.append((now, u.wallet, u.lot, -1, "expire", u.msg_id, u.rcpt,
+                                     "lot already expired"))
+                else:
+                    lot.remaining += 1
+                    j.lot(u.lot, +1)
+            # `unhold`: what this store holds is counted from its records, not kept apart.
 
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
         await self._usable()
@@ -485,10 +489,10 @@ class SqliteStore(GroupCommit):
                 return False  # not held (charge = "accepted"), or already settled
             await self._usable()
             j = self._journal()
-            if refund:
-                self._return_credit(j, row["lot"], row["wallet"] or "", now, "refund",
-                                    msg_id, recipient)
-            j.outcomes.append((row["id"],))
+            plan = outcome_plan(row["id"], msg_id, recipient, row["lot"], row["wallet"] or "",
+                                refund)
+            self._give_back(j, plan, now)
+            j.outcomes.extend((u.record,) for u in plan.undos)
             await self._durably(j)
             return True
         finally:
