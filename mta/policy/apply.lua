@@ -48,6 +48,7 @@ end
 -- being still as read. Answers how many, or -1.
 local function settle()
   local h = K(plan.hash)
+  if redis.call('HLEN', h) ~= plan.count then return -1 end
   for _, u in ipairs(plan.undos) do
     if redis.call('HGET', h, u.field) ~= u.raw then return -1 end
     for _, k in ipairs(u.counters) do K('c:' .. k) end
@@ -110,7 +111,57 @@ local function settle()
   end
   return #plan.undos
 end
+-- Duplicate markers live max(window, 2 days) + 1 day after their last write: committed ones
+-- must outlive the duplicate window.
+local function dedupe_ttl(window)
+  local w = tonumber(window) or 0
+  if w < 172800 then w = 172800 end
+  return math.ceil((w + 86400) * 1000)
+end
+
+-- A commit plan: the transaction's records, each guarded by being still as read, settled;
+-- those to hold move under the message, final credits are held no longer; its duplicate
+-- markers are committed. Answers how many records, or -1.
+local function commit()
+  local h = K(plan.hash)
+  if redis.call('HLEN', h) ~= plan.count then return -1 end
+  for _, r in ipairs(plan.records) do
+    if redis.call('HGET', h, r.field) ~= r.raw then return -1 end
+  end
+  local hold = K('hold:' .. plan.msg)
+  for _, w in ipairs(plan.final) do K('held:' .. w) end
+  for _, o in ipairs(plan.owners) do K('owner:' .. o) end
+  local dt = K('ddtxn:' .. plan.txn)
+  if redis.call('SCARD', dt) ~= plan.dd_count then return -1 end
+  for _, d in ipairs(plan.dd) do K(d) end
+  if MISSING then return -1 end
+
+  local raw = {}
+  for _, r in ipairs(plan.records) do raw[r.field] = r.raw end
+  for _, f in ipairs(plan.hold) do
+    local row = cjson.decode(raw[f])
+    row.msg_id = plan.msg
+    row.state = 'held'
+    redis.call('HSET', hold, f, cjson.encode(row))
+  end
+  for _, w in ipairs(plan.final) do redis.call('DECR', P .. 'held:' .. w) end
+  for _, o in ipairs(plan.owners) do redis.call('ZREM', P .. 'owner:' .. o, plan.txn) end
+  redis.call('DEL', h)
+  for _, d in ipairs(plan.dd) do
+    local m = redis.call('HGET', P .. d, plan.txn)
+    if m then
+      local v = cjson.decode(m)
+      v.state = 'committed'
+      v.time = now_s
+      redis.call('HSET', P .. d, plan.txn, cjson.encode(v))
+      extend(P .. d, dedupe_ttl(v.window))
+    end
+  end
+  redis.call('DEL', dt)
+  return #plan.records
+end
 if plan.op == 'settle' then return settle() end
+if plan.op == 'commit' then return commit() end
 
 -- A reservation plan: one recipient.
 local txn, owner, tenant, rcpt = ARGV[4], ARGV[5], ARGV[6], ARGV[7]

@@ -36,6 +36,10 @@ whose records changed is built again):
     credit to the lot it came from (a ledger row of the plan's `kind`; a lot that expired
     meanwhile takes it and expires it at once), and one credit fewer held
 
+A transaction's `CommitPlan` (the message is in the spool) settles its reservations: those
+with a credit are held under the message until its outcome (`charge = "delivered"`) or
+their credit is final (one fewer held); the rest is final already.
+
 What varies per recipient (transaction, owner, tenant, recipient, time) is not in the plan:
 it travels beside it in the `ReserveRequest`. The engine's `Planner` memoises the windows of
 a set of limits and their plans: recipient after recipient, building a plan is an identity
@@ -56,8 +60,9 @@ from mta.policy.calendar import period_end, period_key
 from mta.policy.store import Bucket, UniqueBucket
 from mta.policy.tenants import LIMIT_PERIOD
 
-__all__ = ["Alert", "Count", "EffectiveLimit", "GiveBack", "Planner", "ReservePlan",
-           "SettlePlan", "Windows", "outcome_plan", "release_plan", "reserve_plan"]
+__all__ = ["Alert", "CommitPlan", "Count", "EffectiveLimit", "GiveBack", "Planner",
+           "ReservePlan", "SettlePlan", "Windows", "commit_plan", "outcome_plan",
+           "release_plan", "reserve_plan"]
 
 # How long counter rows outlive their window (for usage reports and restarts near the edge).
 _KEEP = {"hour": 2 * 86400.0, "day": 3 * 86400.0, "month": 62 * 86400.0}
@@ -191,6 +196,25 @@ def outcome_plan(record: Any, msg_id: str, rcpt: str, lot: int, wallet: str,
     """A credit held until the outcome: kept (delivered) or refunded; held no longer."""
     return SettlePlan(REFUND_KIND, (GiveBack(record, rcpt, msg_id, (), (),
                                              lot if refund else None, wallet, True),))
+
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPlan:
+    msg_id: str
+    records: tuple[Any, ...]  # every reservation of the transaction: settled
+    hold: tuple[Any, ...]  # of which, held under `msg_id` until their outcome
+    final: tuple[Any, ...]  # of which, a credit charged for good: one fewer held
+
+
+def commit_plan(records: Sequence[Reservation], msg_id: str, hold_credit: bool
+                ) -> CommitPlan:
+    """The message is accepted: its reservations become charges. With `hold_credit`
+    (charge = "delivered") the credit stays held until the outcome: delivered keeps it,
+    a failure refunds it."""
+    paid = tuple(r for r in records if r.lot is not None)
+    return CommitPlan(msg_id, tuple(records), paid if hold_credit else (),
+                      () if hold_credit else paid)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ redis_store.py, with the semantics of the embedded store (sqlite_store.py).
 
 from __future__ import annotations
 
-__all__ = ["ADD_LOT", "ADD_RECORD", "CHECK_DUPLICATE", "COMMIT", "EXPIRE_LOTS", "LIFT",
+__all__ = ["ADD_LOT", "ADD_RECORD", "CHECK_DUPLICATE", "EXPIRE_LOTS", "LIFT",
            "MARK_PAID", "PREPARE"]
 
 # Shared by every script: key naming checked against KEYS[], TTLs, the ledger.
@@ -53,57 +53,6 @@ local function dedupe_ttl(window)
   if w < 172800 then w = 172800 end
   return math.ceil((w + 86400) * 1000)
 end
-"""
-
-# ARGV: prefix, txn, msg id, hold ("1"/"0"), now. -1: keys changed, retry.
-COMMIT = PRELUDE + DEDUPE_TTL + """
-local txn, msg, hold, now_s = ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
-local th = K('txn:' .. txn)
-local all = redis.call('HGETALL', th)
-local rows = {}
-for i = 1, #all, 2 do
-  local row = cjson.decode(all[i + 1])
-  if row.state == 'reserved' then
-    table.insert(rows, row)
-    K('owner:' .. row.owner)
-    if row.lot then
-      if hold then K('hold:' .. msg) else K('held:' .. row.wallet) end
-    end
-  end
-end
-local dt = K('ddtxn:' .. txn)
-local members = redis.call('SMEMBERS', dt)
-for _, m in ipairs(members) do
-  local d = cjson.decode(m)
-  K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])
-end
-if MISSING then return -1 end
-for _, row in ipairs(rows) do
-  row.msg_id = msg
-  if row.lot and hold then
-    -- The credit stays held until the outcome: delivered keeps it, a failure refunds it.
-    row.state = 'held'
-    redis.call('HSET', K('hold:' .. msg), tostring(row.id), cjson.encode(row))
-  elseif row.lot then
-    redis.call('DECR', K('held:' .. row.wallet))
-  end
-  redis.call('ZREM', K('owner:' .. row.owner), txn)
-end
-redis.call('DEL', th)
-for _, m in ipairs(members) do
-  local d = cjson.decode(m)
-  local dk = K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])
-  local raw = redis.call('HGET', dk, txn)
-  if raw then
-    local v = cjson.decode(raw)
-    v.state = 'committed'
-    v.time = now_s
-    redis.call('HSET', dk, txn, cjson.encode(v))
-    extend(dk, dedupe_ttl(v.window))
-  end
-end
-redis.call('DEL', dt)
-return #rows
 """
 
 # ARGV: prefix, tenant, message-id, rcpt, txn, since, now. 1 = a duplicate.

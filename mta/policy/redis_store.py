@@ -52,7 +52,13 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from mta.policy import redis_scripts as scripts
-from mta.policy.plan import ReservePlan, SettlePlan, outcome_plan, release_plan
+from mta.policy.plan import (
+    ReservePlan,
+    SettlePlan,
+    commit_plan,
+    outcome_plan,
+    release_plan,
+)
 from mta.policy.store import (
     LedgerEntry,
     Lot,
@@ -153,7 +159,6 @@ class RedisStore:
         reg = client.register_script  # EVALSHA, loading the script again on NOSCRIPT
         self._apply = reg(_APPLY)
         self._prepare = reg(scripts.PREPARE)
-        self._commit = reg(scripts.COMMIT)
         self._check_duplicate = reg(scripts.CHECK_DUPLICATE)
         self._add_lot = reg(scripts.ADD_LOT)
         self._mark_paid = reg(scripts.MARK_PAID)
@@ -375,42 +380,48 @@ class RedisStore:
         await self._guarded(txn_id, self._run(self._prepare, [f"txn:{txn_id}"], txn_id,
                                               msg_id))
 
-    async def _txn_state(self, txn_id: str) -> tuple[list[dict[str, Any]], list[list[str]]]:
-        """The transaction's reservations and duplicate markers, to name a script's keys."""
+    async def _txn_state(self, txn_id: str) -> tuple[dict[str, str], list[str]]:
+        """The transaction's reservation records and duplicate markers, as read: the plans
+        built from them are guarded by them."""
         pipe = self._r.pipeline(transaction=False)
         pipe.hgetall(self._k(f"txn:{txn_id}"))
         pipe.smembers(self._k(f"ddtxn:{txn_id}"))
-        rows, members = await pipe.execute()
-        return _rows(rows), [json.loads(m) for m in members]
+        raw, members = await pipe.execute()
+        return raw, sorted(members)
 
     async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int:
         async def attempt() -> int:
-            rows, dds = await self._txn_state(txn_id)
-            keys = [f"txn:{txn_id}", f"ddtxn:{txn_id}", f"hold:{msg_id}"]
-            for row in rows:
-                keys.append(f"owner:{row['owner']}")
-                if row.get("lot"):
-                    keys.append(f"held:{row['wallet']}")
-            keys += [f"dd:{t}|{m}|{r}" for t, m, r in dds]
-            return await self._run(self._commit, keys, txn_id, msg_id,
-                                   "1" if hold_credit else "0", _f(now))
+            raw, members = await self._txn_state(txn_id)
+            rows = [r for r in _records(raw) if r.state == "reserved"]
+            plan = commit_plan(rows, msg_id, hold_credit)
+            owners = sorted({r.owner for r in rows})
+            dds = [self._dd_key(m) for m in members]
+            keys = [f"txn:{txn_id}", f"hold:{msg_id}", f"ddtxn:{txn_id}", *dds,
+                    *(f"owner:{o}" for o in owners),
+                    *{f"held:{r.wallet}" for r in plan.final}]
+            doc = {"op": "commit", "hash": f"txn:{txn_id}", "count": len(raw),
+                   "txn": txn_id, "msg": msg_id, "owners": owners,
+                   "records": [{"field": r.field, "raw": r.raw} for r in rows],
+                   "hold": [r.field for r in plan.hold],
+                   "final": [r.wallet for r in plan.final],
+                   "dd_count": len(members), "dd": dds}
+            return int(await self._run(self._apply, keys, json.dumps(doc), _f(now)))
         await self._settle(txn_id)
         return await self._guarded(txn_id, self._retrying(attempt, f"commit {txn_id}"))
 
+    @staticmethod
+    def _dd_key(member: str) -> str:
+        t, mid, rcpt = json.loads(member)
+        return f"dd:{t}|{mid}|{rcpt}"
+
     async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int:
         async def attempt() -> int:
-            pipe = self._r.pipeline(transaction=False)
-            pipe.hgetall(self._k(f"txn:{txn_id}"))
-            pipe.smembers(self._k(f"ddtxn:{txn_id}"))
-            raw, members = await pipe.execute()
+            raw, members = await self._txn_state(txn_id)
             rows = [r for r in _records(raw) if r.state == "reserved"]
             plan = release_plan(rows, recipient)
-            drop = []
-            for m in members:
-                t, mid, rcpt = json.loads(m)
-                if recipient is None or rcpt == recipient:
-                    drop.append([m, f"dd:{t}|{mid}|{rcpt}"])
-            return await self._give_back(plan, f"txn:{txn_id}", now, txn_id,
+            drop = [[m, self._dd_key(m)] for m in members
+                    if recipient is None or json.loads(m)[2] == recipient]
+            return await self._give_back(plan, f"txn:{txn_id}", len(raw), now, txn_id,
                                          sorted({r.owner for r in rows}), len(members), drop)
         # An operation of this transaction still in flight (its caller was cancelled)
         # lands first, so that this release undoes it too.
@@ -419,21 +430,22 @@ class RedisStore:
 
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
         async def attempt() -> int:
-            held = [r for r in _records(await self._r.hgetall(self._k(f"hold:{msg_id}")))
-                    if r.rcpt == recipient and r.lot is not None]
+            raw = await self._r.hgetall(self._k(f"hold:{msg_id}"))
+            held = [r for r in _records(raw) if r.rcpt == recipient and r.lot is not None]
             if not held:
                 return 0  # not held (charge = "accepted"), or already settled
-            first = min(held, key=lambda r: r.id)
+            first = held[0]  # the oldest
             plan = outcome_plan(first, msg_id, recipient, first.lot or 0, first.wallet,
                                 refund)
-            return await self._give_back(plan, f"hold:{msg_id}", now)
+            return await self._give_back(plan, f"hold:{msg_id}", len(raw), now)
         return bool(await self._retrying(attempt, f"outcome {msg_id}"))
 
-    async def _give_back(self, plan: SettlePlan, hash_key: str, now: float,
+    async def _give_back(self, plan: SettlePlan, hash_key: str, count: int, now: float,
                          txn_id: str | None = None, owners: Sequence[str] = (),
                          dd_count: int = 0, dd_drop: Sequence[list[str]] = ()) -> int:
-        """Run a settle plan through apply.lua: its records (in `hash_key`) are guards, and
-        so, for a transaction, are its duplicate markers; -1 if any changed meanwhile."""
+        """Run a settle plan through apply.lua: its records (in `hash_key`, which held
+        `count` when read) are guards, and so, for a transaction, are its duplicate
+        markers; -1 if any changed meanwhile."""
         keys = [hash_key]
         undos = []
         for u in plan.undos:
@@ -452,7 +464,7 @@ class RedisStore:
                 keys.append(f"held:{u.wallet}")
             undos.append(undo)
         doc: dict[str, Any] = {"op": "settle", "kind": plan.kind, "hash": hash_key,
-                               "undos": undos, "owners": list(owners),
+                               "count": count, "undos": undos, "owners": list(owners),
                                "dd_drop": [list(d) for d in dd_drop]}
         keys += [f"owner:{o}" for o in owners]
         if txn_id is not None:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mta.policy.plan import SettlePlan, outcome_plan, release_plan
+from mta.policy.plan import SettlePlan, commit_plan, outcome_plan, release_plan
 from mta.policy.sqlite_journal import Journal
 from mta.policy.sqlite_schema import (
     SCHEMA,
@@ -411,11 +411,11 @@ class SqliteStore(GroupCommit):
             return 0
         j = self._journal()
         if held:
-            if hold_credit and any(h.lot is not None for h in held):
-                # The credit stays held until the outcome: delivered keeps it, a failure
-                # refunds it.
+            plan = commit_plan(held, msg_id, hold_credit)
+            if plan.hold:  # the rows with a lot (the journal's SQL selects the same)
                 j.held.append((msg_id, txn_id))
-            # Everything else is final: the counters and the ledger already say it all.
+            # Everything else is final: the counters and the ledger already say it all
+            # (what this store holds is counted from its rows).
             j.settled.append((txn_id,))
         if dedupe:
             self._s.dedupe.discard(txn_id)
