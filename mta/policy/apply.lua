@@ -38,10 +38,11 @@ local function unbump(k)
 end
 local function counter(k) return tonumber(redis.call('GET', k) or '0') end
 local function pad(id) return string.format('%012d', id) end
-local function ledger(w, lot, delta, kind, msg, rcpt, note)
+local function ledger(w, lot, delta, kind, msg, rcpt, note, time)
   local id = redis.call('HINCRBY', P .. 'seq', 'ledger', 1)
-  redis.call('RPUSH', P .. 'ledger:' .. w, cjson.encode({id = id, time = now_s, tenant = w,
-    lot = lot, delta = delta, kind = kind, msg_id = msg, recipient = rcpt, note = note}))
+  redis.call('RPUSH', P .. 'ledger:' .. w, cjson.encode({id = id, time = time or now_s,
+    tenant = w, lot = lot, delta = delta, kind = kind, msg_id = msg, recipient = rcpt,
+    note = note}))
 end
 
 -- A settle plan: reservations given back (release, outcome), each guarded by its record
@@ -160,6 +161,55 @@ local function commit()
   redis.call('DEL', dt)
   return #plan.records
 end
+-- Lot changes (added, paid, expired), each guarded by the lot's flags being still as
+-- decided from. Answers, per change, the lot before and after (JSON), or -1.
+local function lots()
+  local t = plan.tenant
+  local lk = K('lots:' .. t)
+  K('wallet:' .. t); K('ledger:' .. t); K('seq'); K('lotowner'); K('lotsdue')
+  local before = {}
+  for i, c in ipairs(plan.changes) do
+    if c.lot ~= 0 then
+      local raw = redis.call('HGET', lk, tostring(c.lot))
+      if not raw then return -1 end
+      local lot = cjson.decode(raw)
+      if lot.paid ~= c.was_paid or lot.expired ~= c.was_expired then return -1 end
+      before[i] = raw
+    end
+  end
+  if MISSING then return -1 end
+  local out = {}
+  for i, c in ipairs(plan.changes) do
+    local lot
+    if c.lot == 0 then
+      local id = redis.call('HINCRBY', P .. 'seq', 'lot', 1)
+      lot = {id = id, tenant = t, amount = c.amount, remaining = c.amount,
+             purchased = c.time, expires = c.expires, paid = false, expired = false,
+             note = c.note}
+      redis.call('HSET', P .. 'lotowner', tostring(id), t)
+      redis.call('ZADD', P .. 'lotsdue', c.expires, tostring(id))
+    else
+      lot = cjson.decode(before[i])
+    end
+    ledger(t, lot.id, c.per_credit * lot.remaining, c.kind, '', '', c.note, c.time)
+    lot.paid = c.paid
+    lot.expired = c.expired
+    if c.expired then lot.remaining = 0 end
+    local raw = cjson.encode(lot)
+    redis.call('HSET', lk, tostring(lot.id), raw)
+    -- The wallet: lots that can pay (paid, unexpired, not empty), by expiry.
+    if lot.paid and not lot.expired and lot.remaining > 0 then
+      redis.call('ZADD', P .. 'wallet:' .. t, lot.expires, pad(lot.id))
+    else
+      redis.call('ZREM', P .. 'wallet:' .. t, pad(lot.id))
+    end
+    if lot.expired then redis.call('ZREM', P .. 'lotsdue', tostring(lot.id)) end
+    table.insert(out, before[i] or raw)
+    table.insert(out, raw)
+  end
+  return out
+end
+if plan.op == 'lots' then return lots() end
 if plan.op == 'settle' then return settle() end
 if plan.op == 'commit' then return commit() end
 

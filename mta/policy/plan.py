@@ -36,6 +36,11 @@ whose records changed is built again):
     credit to the lot it came from (a ledger row of the plan's `kind`; a lot that expired
     meanwhile takes it and expires it at once), and one credit fewer held
 
+Credit lots change by `LotChange`s (a lot added, paid, expired): each names the ledger row
+that explains it, whose credits are `per_credit` times the lot's remaining credits when the
+change is applied (they move under reservations: a plan cannot fix the number), guarded by
+the lot's flags being still as decided from.
+
 A transaction's `CommitPlan` (the message is in the spool) settles its reservations: those
 with a credit are held under the message until its outcome (`charge = "delivered"`) or
 their credit is final (one fewer held); the rest is final already.
@@ -57,12 +62,12 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from mta.policy.calendar import period_end, period_key
-from mta.policy.store import Bucket, UniqueBucket
+from mta.policy.store import Bucket, Lot, UniqueBucket
 from mta.policy.tenants import LIMIT_PERIOD
 
-__all__ = ["Alert", "CommitPlan", "Count", "EffectiveLimit", "GiveBack", "Planner",
-           "ReservePlan", "SettlePlan", "Windows", "commit_plan", "outcome_plan",
-           "release_plan", "reserve_plan"]
+__all__ = ["Alert", "CommitPlan", "Count", "EffectiveLimit", "GiveBack", "LotChange",
+           "Planner", "ReservePlan", "SettlePlan", "Windows", "commit_plan", "expiry_changes",
+           "new_lot_change", "outcome_plan", "paid_change", "release_plan", "reserve_plan"]
 
 # How long counter rows outlive their window (for usage reports and restarts near the edge).
 _KEEP = {"hour": 2 * 86400.0, "day": 3 * 86400.0, "month": 62 * 86400.0}
@@ -71,6 +76,10 @@ _KEEP = {"hour": 2 * 86400.0, "day": 3 * 86400.0, "month": 62 * 86400.0}
 TAKE_KIND = "reserve"
 RELEASE_KIND = "release"
 REFUND_KIND = "refund"
+# ... and a lot's own: bought, paid for, written off at its expiry.
+ADD_KIND = "add"
+PAID_KIND = "paid"
+EXPIRE_KIND = "expire"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +224,43 @@ def commit_plan(records: Sequence[Reservation], msg_id: str, hold_credit: bool
     paid = tuple(r for r in records if r.lot is not None)
     return CommitPlan(msg_id, tuple(records), paid if hold_credit else (),
                       () if hold_credit else paid)
+
+
+
+@dataclass(frozen=True, slots=True)
+class LotChange:
+    lot: int  # its id; 0 = a lot to create
+    kind: str  # the ledger row's
+    per_credit: int  # the row's credits: this times the lot's remaining credits
+    was_paid: bool  # guards: the lot's flags as decided from
+    was_expired: bool
+    paid: bool  # the lot's flags after
+    expired: bool  # (an expired lot keeps no credit)
+    time: float
+    note: str = ""
+
+
+def new_lot_change(paid: bool, purchased: float, note: str) -> LotChange:
+    """A lot bought: unpaid credits are not spendable, they enter the balance with the
+    "paid" row."""
+    return LotChange(0, ADD_KIND, 1 if paid else 0, False, False, paid, False, purchased, note)
+
+
+def paid_change(lot: Lot, now: float) -> LotChange | None:
+    """A lot paid for: its credits become spendable. None if it was paid already; an
+    expired lot cannot be paid (ValueError)."""
+    if lot.paid:
+        return None
+    if lot.expired or lot.expires <= now:
+        raise ValueError(f"credit lot {lot.id} has expired")
+    return LotChange(lot.id, PAID_KIND, 1, False, False, True, False, now)
+
+
+def expiry_changes(lots: Sequence[Lot], now: float) -> list[LotChange]:
+    """Lots past their expiry: what is left of them is written off (nothing, if unpaid)."""
+    return [LotChange(lot.id, EXPIRE_KIND, -1 if lot.paid else 0, lot.paid, False, lot.paid,
+                      True, now)
+            for lot in lots if not lot.expired and lot.expires <= now]
 
 
 @dataclass(frozen=True)

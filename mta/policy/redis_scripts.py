@@ -1,14 +1,15 @@
-"""The Lua scripts of RedisStore's operations that are not plans yet (see plan.py and
-apply.lua, which RCPT's reservation runs): each is one atomic operation on the keys listed in
-redis_store.py, with the semantics of the embedded store (sqlite_store.py).
+"""The Lua scripts of RedisStore's operations that are not plans (see plan.py and apply.lua,
+which runs reservations, commits, releases, outcomes and credit lot changes): naming a
+message, duplicate markers, and operator records (suspensions, limits). Each is one atomic
+operation on the keys listed in redis_store.py, with the semantics of the embedded store
+(sqlite_store.py).
 """
 
 from __future__ import annotations
 
-__all__ = ["ADD_LOT", "ADD_RECORD", "CHECK_DUPLICATE", "EXPIRE_LOTS", "LIFT",
-           "MARK_PAID", "PREPARE"]
+__all__ = ["ADD_RECORD", "CHECK_DUPLICATE", "LIFT", "PREPARE"]
 
-# Shared by every script: key naming checked against KEYS[], TTLs, the ledger.
+# Shared by every script: key naming checked against KEYS[], TTLs.
 PRELUDE = """
 local P = ARGV[1]
 local HAVE = {}
@@ -21,13 +22,6 @@ local function K(s)
 end
 local function extend(k, ms)
   if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
-end
-local function pad(id) return string.format('%012d', id) end
-local function ledger(tenant, lot, delta, kind, time, msg, rcpt, note)
-  local id = redis.call('HINCRBY', K('seq'), 'ledger', 1)
-  redis.call('RPUSH', K('ledger:' .. tenant), cjson.encode({id = id, time = time,
-    tenant = tenant, lot = lot, delta = delta, kind = kind, msg_id = msg, recipient = rcpt,
-    note = note}))
 end
 """
 
@@ -75,69 +69,6 @@ extend(dk, dedupe_ttl(window))
 redis.call('SADD', dt, cjson.encode({tenant, mid, rcpt}))
 extend(dt, dedupe_ttl(0))
 return 0
-"""
-
-# ARGV: prefix, tenant, amount, paid, purchased, expires, note.
-ADD_LOT = PRELUDE + """
-local t, amount, paid = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
-local purchased, expires, note = ARGV[5], ARGV[6], ARGV[7]
-local id = redis.call('HINCRBY', K('seq'), 'lot', 1)
-local lot = {id = id, tenant = t, amount = amount, remaining = amount, purchased = purchased,
-             expires = expires, paid = paid, expired = false, note = note}
-local raw = cjson.encode(lot)
-redis.call('HSET', K('lots:' .. t), tostring(id), raw)
-redis.call('HSET', K('lotowner'), tostring(id), t)
-redis.call('ZADD', K('lotsdue'), expires, tostring(id))
-if paid and amount > 0 then redis.call('ZADD', K('wallet:' .. t), expires, pad(id)) end
--- Unpaid credits are not spendable: they enter the balance with the "paid" row.
-local delta = 0
-if paid then delta = amount end
-ledger(t, id, delta, 'add', purchased, '', '', note)
-return raw
-"""
-
-# ARGV: prefix, tenant, lot id, now. The lot (JSON), "" if none, "expired".
-MARK_PAID = PRELUDE + """
-local t, id, now_s = ARGV[2], ARGV[3], ARGV[4]
-local lk = K('lots:' .. t)
-local raw = redis.call('HGET', lk, id)
-if not raw then return '' end
-local lot = cjson.decode(raw)
-if lot.paid then return raw end
-if lot.expired or tonumber(lot.expires) <= tonumber(now_s) then return 'expired' end
-lot.paid = true
-raw = cjson.encode(lot)
-redis.call('HSET', lk, id, raw)
-if lot.remaining > 0 then redis.call('ZADD', K('wallet:' .. t), lot.expires, pad(lot.id)) end
-ledger(t, lot.id, lot.remaining, 'paid', now_s, '', '', '')
-return raw
-"""
-
-# ARGV: prefix, tenant, now, lot ids... The lots expired now (as they were before).
-EXPIRE_LOTS = PRELUDE + """
-local t, now_s = ARGV[2], ARGV[3]
-local now = tonumber(now_s)
-local lk = K('lots:' .. t)
-local out = {}
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local raw = redis.call('HGET', lk, id)
-  local lot = raw and cjson.decode(raw)
-  if not lot or lot.expired then
-    redis.call('ZREM', K('lotsdue'), id)
-  elseif tonumber(lot.expires) <= now then
-    local lost = 0
-    if lot.paid then lost = lot.remaining end
-    ledger(t, lot.id, -lost, 'expire', now_s, '', '', '')
-    table.insert(out, raw)
-    lot.expired = true
-    lot.remaining = 0
-    redis.call('HSET', lk, id, cjson.encode(lot))
-    redis.call('ZREM', K('wallet:' .. t), pad(lot.id))
-    redis.call('ZREM', K('lotsdue'), id)
-  end
-end
-return out
 """
 
 # ARGV: prefix, seq name, record (JSON). The new record's id.

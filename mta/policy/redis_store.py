@@ -53,10 +53,14 @@ from typing import Any, TypeVar
 
 from mta.policy import redis_scripts as scripts
 from mta.policy.plan import (
+    LotChange,
     ReservePlan,
     SettlePlan,
     commit_plan,
+    expiry_changes,
+    new_lot_change,
     outcome_plan,
+    paid_change,
     release_plan,
 )
 from mta.policy.store import (
@@ -160,9 +164,6 @@ class RedisStore:
         self._apply = reg(_APPLY)
         self._prepare = reg(scripts.PREPARE)
         self._check_duplicate = reg(scripts.CHECK_DUPLICATE)
-        self._add_lot = reg(scripts.ADD_LOT)
-        self._mark_paid = reg(scripts.MARK_PAID)
-        self._expire_lots = reg(scripts.EXPIRE_LOTS)
         self._add_record = reg(scripts.ADD_RECORD)
         self._lift = reg(scripts.LIFT)
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
@@ -497,23 +498,39 @@ class RedisStore:
     # --- credits ------------------------------------------------------------------------
     async def add_lot(self, tenant: str, amount: int, paid: bool, purchased: float,
                       expires: float, note: str) -> Lot:
-        keys = ["seq", "lotowner", "lotsdue", f"lots:{tenant}", f"wallet:{tenant}",
-                f"ledger:{tenant}"]
-        raw = await self._run(self._add_lot, keys, tenant, amount, "1" if paid else "0",
-                              _f(purchased), _f(expires), note)
-        return _lot(raw)
+        change = new_lot_change(paid, purchased, note)
+        out = await self._change_lots(tenant, [change], amount=amount, expires=_f(expires))
+        return _lot(out[1])
 
     async def mark_paid(self, lot_id: int, now: float) -> Lot | None:
         tenant = await self._r.hget(self._k("lotowner"), str(lot_id))
         if tenant is None:
             return None
-        keys = ["seq", f"lots:{tenant}", f"wallet:{tenant}", f"ledger:{tenant}"]
-        raw = await self._run(self._mark_paid, keys, tenant, str(lot_id), _f(now))
-        if raw == "":
-            return None
-        if raw == "expired":
-            raise ValueError(f"credit lot {lot_id} has expired")
-        return _lot(raw)
+        for _ in range(_RETRIES):
+            raw = await self._r.hget(self._k(f"lots:{tenant}"), str(lot_id))
+            if raw is None:
+                return None
+            change = paid_change(_lot(raw), now)  # raises if it expired
+            if change is None:
+                return _lot(raw)
+            out = await self._change_lots(tenant, [change])
+            if out != -1:
+                return _lot(out[1])
+        raise RuntimeError(f"policy store: mark_paid {lot_id}: lot kept changing; gave up")
+
+    async def _change_lots(self, tenant: str, changes: Sequence[LotChange],
+                           **new: Any) -> Any:
+        """Apply lot changes of one tenant through apply.lua (`new`: the amount and expiry
+        of a lot to create): per change, the lot before and after (JSON); -1 if a lot's
+        flags changed since the changes were decided."""
+        doc = {"op": "lots", "tenant": tenant, "changes": [
+            {"lot": c.lot, "kind": c.kind, "per_credit": c.per_credit,
+             "was_paid": c.was_paid, "was_expired": c.was_expired, "paid": c.paid,
+             "expired": c.expired, "time": _f(c.time), "note": c.note, **new}
+            for c in changes]}
+        keys = ["seq", "lotowner", "lotsdue", f"lots:{tenant}", f"wallet:{tenant}",
+                f"ledger:{tenant}"]
+        return await self._run(self._apply, keys, json.dumps(doc), _f(changes[0].time))
 
     async def lots(self, tenant: str) -> list[Lot]:
         lots = [_lot(v) for v in (await self._r.hgetall(self._k(f"lots:{tenant}"))).values()]
@@ -546,9 +563,22 @@ class RedisStore:
                 by_tenant.setdefault(tenant, []).append(lot_id)
         out: list[Lot] = []
         for tenant, ids in by_tenant.items():
-            keys = ["seq", "lotsdue", f"lots:{tenant}", f"wallet:{tenant}", f"ledger:{tenant}"]
-            out += [_lot(raw) for raw in await self._run(self._expire_lots, keys, tenant,
-                                                         _f(now), *ids)]
+            for _ in range(_RETRIES):
+                raws = await r.hmget(self._k(f"lots:{tenant}"), ids)
+                lots = [_lot(raw) for raw in raws if raw is not None]
+                stray = [i for i, raw in zip(ids, raws, strict=True)
+                         if raw is None or _lot(raw).expired]
+                if stray:  # not lots that are due: drop their index entries
+                    await r.zrem(self._k("lotsdue"), *stray)
+                changes = expiry_changes(lots, now)
+                if not changes:
+                    break
+                done = await self._change_lots(tenant, changes)
+                if done != -1:
+                    out += [_lot(raw) for raw in done[::2]]  # as they were before
+                    break
+            else:
+                raise RuntimeError(f"policy store: expire lots of {tenant}: kept changing")
         return sorted(out, key=lambda lot: lot.id)
 
     # --- duplicates and housekeeping ------------------------------------------------------

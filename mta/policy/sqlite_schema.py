@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mta.policy.plan import LotChange, paid_change
 from mta.policy.store import Lot, OperatorLimit, Suspension, UniqueBucket
 
 __all__ = [
@@ -118,13 +119,14 @@ def op_unique_exact(c: sqlite3.Connection, u: UniqueBucket, rcpt: str) -> tuple[
     return True, 1
 
 
-def op_add_lot(c: sqlite3.Connection, tenant: str, amount: int, paid: bool,
-                purchased: float, expires: float, note: str) -> Lot:
+def op_add_lot(c: sqlite3.Connection, tenant: str, amount: int, expires: float,
+               change: LotChange) -> Lot:
     row = c.execute("INSERT INTO lots(tenant, amount, remaining, purchased, expires, paid, "
                     "note) VALUES(?,?,?,?,?,?,?) RETURNING *",
-                    (tenant, amount, amount, purchased, expires, int(paid), note)).fetchone()
-    # Unpaid credits are not spendable: they enter the balance with the "paid" row.
-    _ledger(c, purchased, tenant, row["id"], amount if paid else 0, "add", note=note)
+                    (tenant, amount, amount, change.time, expires, int(change.paid),
+                     change.note)).fetchone()
+    _ledger(c, change.time, tenant, row["id"], change.per_credit * amount, change.kind,
+            note=change.note)
     return lot_of(row)
 
 
@@ -132,12 +134,11 @@ def op_mark_paid(c: sqlite3.Connection, lot_id: int, now: float) -> Lot | None:
     row = c.execute("SELECT * FROM lots WHERE id=?", (lot_id,)).fetchone()
     if row is None:
         return None
-    if row["paid"]:
+    change = paid_change(lot_of(row), now)  # raises if it expired
+    if change is None:
         return lot_of(row)
-    if row["expired"] or row["expires"] <= now:
-        raise ValueError(f"credit lot {lot_id} has expired")
     row = c.execute("UPDATE lots SET paid=1 WHERE id=? RETURNING *", (lot_id,)).fetchone()
-    _ledger(c, now, row["tenant"], lot_id, row["remaining"], "paid")
+    _ledger(c, now, row["tenant"], lot_id, change.per_credit * row["remaining"], change.kind)
     return lot_of(row)
 
 

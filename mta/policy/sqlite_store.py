@@ -39,7 +39,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mta.policy.plan import SettlePlan, commit_plan, outcome_plan, release_plan
+from mta.policy.plan import (
+    SettlePlan,
+    commit_plan,
+    expiry_changes,
+    new_lot_change,
+    outcome_plan,
+    release_plan,
+)
 from mta.policy.sqlite_journal import Journal
 from mta.policy.sqlite_schema import (
     SCHEMA,
@@ -509,8 +516,8 @@ class SqliteStore(GroupCommit):
     # --- credits ------------------------------------------------------------------------
     async def add_lot(self, tenant: str, amount: int, paid: bool, purchased: float,
                       expires: float, note: str) -> Lot:
-        lot: Lot = await self._call(op_add_lot, tenant, amount, paid, purchased, expires,
-                                    note)
+        lot: Lot = await self._call(op_add_lot, tenant, amount, expires,
+                                    new_lot_change(paid, purchased, note))
         self._remember_lot(lot)
         return lot
 
@@ -551,14 +558,15 @@ class SqliteStore(GroupCommit):
         if not ended:
             return []
         j = self._journal()
-        for lot in ended:
+        public = [lot.public() for lot in ended]
+        for lot, change in zip(ended, expiry_changes(public, now), strict=True):
             del self._s.lots[lot.id]
             self._s.wallets[lot.tenant].remove(lot)
-            j.ledger.append((now, lot.tenant, lot.id, -(lot.remaining if lot.paid else 0),
-                             "expire", "", "", ""))
+            j.ledger.append((now, lot.tenant, lot.id, change.per_credit * lot.remaining,
+                             change.kind, "", "", ""))
             j.expired_lots.append((lot.id,))
         await self._durably(j)
-        return [lot.public() for lot in ended]
+        return public
 
     # --- duplicates and housekeeping ------------------------------------------------------
     async def check_duplicate(self, tenant: str, message_id: str, recipient: str,

@@ -73,3 +73,22 @@ async def test_an_outcome_reported_many_times_at_once_refunds_once(
     kinds = [e.kind for e in await admin.history("shop")]
     assert kinds.count("refund") == 1, kinds
     assert sum(e.delta for e in await admin.history("shop")) == 2
+
+
+async def test_a_lot_paid_twice_at_once_is_paid_once(make_engine, tmp_path, backend: Backend):
+    """Two operators (on Redis, two processes) mark the same lot paid at the same moment:
+    its credits enter the balance once, with one "paid" row."""
+    state = tmp_path / "state"
+    engines = [await make_engine(state=state)]
+    if backend.name == "redis":
+        engines.append(await make_engine(state=state))
+    lot = await PolicyAdmin(engines[0]).add_credits("shop", 5)
+    for e in engines:  # each with a connection open, so that their reads race
+        await e.store.counters(["warm"])
+    paid = await asyncio.gather(*(PolicyAdmin(engines[i % len(engines)]).mark_paid(lot.id)
+                                  for i in range(4)))
+    assert all(p.paid for p in paid)
+    s = await PolicyAdmin(engines[0]).credits("shop")
+    assert (s.balance, s.unpaid) == (5, 0)
+    history = await PolicyAdmin(engines[0]).history("shop")
+    assert [(e.kind, e.delta) for e in history] == [("add", 0), ("paid", 5)]
