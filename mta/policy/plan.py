@@ -1,13 +1,14 @@
-"""A policy decision as data: what reserving one recipient checks and changes, written once.
+"""Policy decisions as data: what an operation checks and changes, written once.
 
 The engine builds a `ReservePlan` from the tenant's effective limits, the licence and the
-wallet (once per set of windows, not per recipient); each store applies it atomically with
-one generic interpreter, so the rules live here and nowhere else:
+wallet (once per set of windows, not per recipient); the stores build the other plans from
+what they read back. Each store applies a plan atomically with one generic interpreter, so
+the rules live here and nowhere else:
 
     SqliteStore   in memory on the event loop, writes journalled (sqlite_store.py)
     RedisStore    apply.lua, one script run by EVALSHA on the Redis server
 
-A plan is an ordered list of guarded operations. Every guard is checked first, in this
+A reservation plan is an ordered list of guarded operations. Every guard is checked first, in this
 order: the counts (the licence's first), the unique recipients, the credit; the first that
 fails names the refusal and nothing is written. Then every effect runs:
 

@@ -1,12 +1,13 @@
 """The cluster policy store: every piece of shared policy state in one Redis, one Lua script
-per state-changing operation: RCPT's reservation is a plan (plan.py) that apply.lua applies,
-the other operations are the scripts of redis_scripts.py.
+run per state-changing operation. The decisions (reservations, commits, releases, outcomes,
+credit lots) are plans (plan.py), shared with SqliteStore, that one generic script,
+apply.lua, applies; the operations that decide nothing (naming a message, duplicate markers,
+operator records) are the scripts of redis_scripts.py.
 
-`RedisStore` implements `PolicyStore` with the semantics of `SqliteStore` (its `op_*`
-functions and in-memory operations are the reference): the same append-only ledger and
-`kind`s, lots taken expiring-first, unpaid lots unusable, a refund into an expired lot
-written as refund + expire, licence alerts once per (licence key, volume, level),
-unique-recipient refcounts, duplicate markers pending until commit. Each script runs
+`RedisStore` implements `PolicyStore` with the semantics of `SqliteStore`: the same
+append-only ledger and `kind`s, lots taken expiring-first, unpaid lots unusable, a refund
+into an expired lot written as refund + expire, licence alerts once per (licence key,
+volume, level), unique-recipient refcounts, duplicate markers pending until commit. Each script runs
 atomically on the Redis server, so two nodes can never both take the last credit or the last
 unit of a quota. Times come from the caller (`now`, the injected policy clock); TTLs are
 computed relative to that `now`, so a test clock away from real time still gets sane
@@ -31,10 +32,11 @@ Keys, all under `prefix` (default "mta:policy:"), all passed to the scripts in K
     owner:{owner}          zset: transactions with open reservations, by first reservation
     dd:{tenant}|{message-id}|{rcpt}   hash: txn -> duplicate marker; ddtxn:{txn}: its index
 
-Operations that touch keys named inside a stored record (release, commit, outcome) read the
-record first, derive the keys, and run their script with them; the script re-reads the record
-and, if it now needs a key it was not given (the record changed in between), writes nothing
-and answers -1, and the operation is retried.
+Operations that start from stored records (commit, release, outcome, paying and expiring
+lots) read them first and build their plan from them (plan.py), naming every key it touches;
+apply.lua checks that the records are still as read (for a transaction: none added, and its
+duplicate markers the same), else writes nothing and answers -1, and the operation reads and
+plans again.
 
 Durability is the Redis server's persistence setting (appendonly / fsync policy): an answer
 from a script means the server applied it, not that it reached disk. Operators who need the
