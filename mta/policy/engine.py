@@ -31,20 +31,19 @@ from zoneinfo import ZoneInfo
 from mta.config import Config
 from mta.observe import EventLog
 from mta.policy import replies
-from mta.policy.calendar import period_end, period_key, period_reset
+from mta.policy.calendar import period_key, period_reset
 from mta.policy.clock import Clock, SystemClock
 from mta.policy.directory import PolicyError, TenantDirectory
 from mta.policy.licence_gate import LicenceGate, LicenceStatus
+from mta.policy.plan import EffectiveLimit, Planner, Windows
 from mta.policy.sender_domain import domain_subject, sender_domain
 from mta.policy.sqlite_store import SqliteStore
 from mta.policy.store import (
-    Bucket,
     OperatorLimit,
     PolicyStore,
     ReserveRequest,
     ReserveResult,
     Suspension,
-    UniqueBucket,
 )
 from mta.policy.tenants import LIMIT_LABEL, LIMIT_NAMES, LIMIT_PERIOD, Tenant
 from mta.rfc5321 import Reply
@@ -54,10 +53,6 @@ __all__ = ["OUTCOMES", "EffectiveLimit", "PolicyEngine", "PolicyTxn", "normalise
 log = logging.getLogger("mta.policy")
 
 OUTCOMES = ("delivered", "bounced", "expired", "suppressed", "deleted")
-
-# How long counter rows outlive their window (for usage reports and restarts near the edge).
-_KEEP = {"hour": 2 * 86400.0, "day": 3 * 86400.0, "month": 62 * 86400.0}
-
 
 def normalise_address(address: str) -> str:
     """Recipients compare case-insensitively for counting and duplicates (RFC 5321 lets the
@@ -75,26 +70,6 @@ def _txn_id_source() -> Callable[[], str]:
 
 
 _txn_ids = _txn_id_source()
-
-
-@dataclass(frozen=True)
-class EffectiveLimit:
-    tenant: str
-    name: str  # one of LIMIT_NAMES
-    value: int  # 0 = unlimited
-    source: str  # "plan free", "tenant setting", "operator limit until ...: reason"
-
-
-@dataclass(frozen=True)
-class _Buckets:
-    """What one recipient reserves under a set of limits, valid for the current windows
-    (`valid_from` is when it was computed: the policy clock may be moved back in tests)."""
-
-    buckets: tuple[Bucket, ...]
-    uniques: tuple[UniqueBucket, ...]
-    by_key: dict[str, EffectiveLimit]
-    valid_from: float
-    valid_until: float
 
 
 @dataclass(eq=False)
@@ -155,15 +130,14 @@ class PolicyEngine:
         # FROM refuses without asking the store; forgotten when a reservation is released.
         self._full: dict[str, int] = {}
         # Per MAIL FROM and RCPT TO, the same few answers: the effective limits of a tenant
-        # chain under its operator limits, and the buckets they count in the current windows.
+        # chain under its operator limits, and (the planner's) the counters they reserve in
+        # the current windows and the plan that does it.
+        self.planner = Planner(self.tz, tuple(self.pc.licence_alert_levels))
         self._limits_memo: dict[tuple[object, ...], tuple[EffectiveLimit, ...]] = {}
-        self._buckets_memo: dict[tuple[EffectiveLimit, ...], _Buckets] = {}
-        # The last answer of each, checked by identity first (hashing a tenant chain costs
-        # more than the rest of the lookup).
+        # The last answer, checked by identity first (hashing a tenant chain costs more than
+        # the rest of the lookup).
         self._last_limits: tuple[tuple[Tenant, ...], list[OperatorLimit],
                                  tuple[EffectiveLimit, ...]] | None = None
-        self._last_buckets: tuple[tuple[EffectiveLimit, ...], _Buckets] | None = None
-        self._alert_levels = tuple(self.pc.licence_alert_levels)
 
     @classmethod
     async def open(cls, cfg: Config, state_dir: str | Path, *, clock: Clock | None = None,
@@ -307,21 +281,19 @@ class PolicyEngine:
         return self._reserved(txn, rcpt, await self.store.reserve(req), counted, now)
 
     def _request(self, txn: PolicyTxn, rcpt: str, now: float
-                 ) -> tuple[ReserveRequest, _Buckets] | tuple[None, Reply]:
+                 ) -> tuple[ReserveRequest, Windows] | tuple[None, Reply]:
         """What reserving `rcpt` asks of the store, and the counters it reserves; or no
         request and the licence's refusal."""
         refusal = self.licence.refusal(now)
         if refusal:
             return None, refusal
-        counted = self._buckets(txn.limits, now)
+        counted = self.planner.windows(txn.limits, now)
+        plan = self.planner.plan(counted, self.licence.bucket(now), txn.wallet)
         txn.reserved = True
-        return ReserveRequest(txn_id=self._sid(txn.id), owner=self.owner, tenant=txn.tenant,
-                              recipient=rcpt, now=now, buckets=counted.buckets,
-                              uniques=counted.uniques, wallet=txn.wallet,
-                              licence=self.licence.bucket(now),
-                              alert_levels=self._alert_levels), counted
+        return ReserveRequest(self._sid(txn.id), self.owner, txn.tenant, rcpt, now,
+                              plan), counted
 
-    def _reserved(self, txn: PolicyTxn, rcpt: str, res: ReserveResult, counted: _Buckets,
+    def _reserved(self, txn: PolicyTxn, rcpt: str, res: ReserveResult, counted: Windows,
                   now: float) -> Reply | None:
         """The store's answer as RCPT's reply; learns which windows are now full."""
         by_key = counted.by_key
@@ -526,7 +498,7 @@ class PolicyEngine:
         return f"{queue_id}@{self.owner}" if self.store.shared else queue_id
 
     def counter_key(self, tenant: str, period: str, now: float) -> str:
-        return f"{tenant}|{period}|{period_key(period, now, self.tz)}"
+        return self.planner.counter_key(tenant, period, now)
 
     def _limits(self, chain: tuple[Tenant, ...], operator: list[OperatorLimit]
                 ) -> tuple[EffectiveLimit, ...]:
@@ -544,38 +516,6 @@ class PolicyEngine:
                 self.effective_limits(chain, operator))
         self._last_limits = (chain, operator, limits)
         return limits
-
-    def _buckets(self, limits: tuple[EffectiveLimit, ...], now: float) -> _Buckets:
-        """The counters a recipient reserves under `limits` now (memoised per window)."""
-        last = self._last_buckets
-        if last is not None and last[0] is limits and last[1].valid_from <= now < \
-                last[1].valid_until:
-            return last[1]
-        hit = self._buckets_memo.get(limits)
-        if hit is not None and hit.valid_from <= now < hit.valid_until:
-            self._last_buckets = (limits, hit)
-            return hit
-        buckets, uniques, by_key, ends = [], [], {}, []
-        for lim in limits:
-            period = LIMIT_PERIOD[lim.name]
-            end = period_end(period, now, self.tz)
-            ends.append(end)
-            if lim.name == "unique_recipients_per_month":
-                u = UniqueBucket(lim.tenant, period_key("month", now, self.tz), lim.value,
-                                 end + _KEEP[period])
-                uniques.append(u)
-                by_key[u.key] = lim
-            else:
-                b = Bucket(self.counter_key(lim.tenant, period, now), lim.value,
-                           end + _KEEP[period])
-                buckets.append(b)
-                by_key[b.key] = lim
-        if len(self._buckets_memo) >= 1024:
-            self._buckets_memo.clear()
-        counted = self._buckets_memo[limits] = _Buckets(
-            tuple(buckets), tuple(uniques), by_key, now, min(ends, default=float("inf")))
-        self._last_buckets = (limits, counted)
-        return counted
 
     def _windows(self, txn: PolicyTxn, now: float) -> list[tuple[str, EffectiveLimit]]:
         """The message-count windows that limit this transaction, by counter key."""

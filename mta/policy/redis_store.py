@@ -1,14 +1,17 @@
 """The cluster policy store: every piece of shared policy state in one Redis, one Lua script
-per state-changing operation.
+run per state-changing operation. The decisions (reservations, commits, releases, outcomes,
+credit lots) are plans (plan.py), shared with SqliteStore, that one generic script,
+apply.lua, applies; the operations that decide nothing (naming a message, duplicate markers,
+operator records) are the scripts of redis_scripts.py.
 
-`RedisStore` implements `PolicyStore` with the semantics of `SqliteStore` (its `_op_*`
-functions are the reference): the same append-only ledger and `kind`s, lots taken
-expiring-first, unpaid lots unusable, a refund into an expired lot written as refund + expire,
-licence alerts once per (licence key, volume, level), unique-recipient refcounts, duplicate
-markers pending until commit. Each script runs atomically on the Redis server, so two nodes
-can never both take the last credit or the last unit of a quota. Times come from the caller
-(`now`, the injected policy clock); TTLs are computed relative to that `now`, so a test clock
-away from real time still gets sane lifetimes.
+`RedisStore` implements `PolicyStore` with the semantics of `SqliteStore`: the same
+append-only ledger and `kind`s, lots taken expiring-first, unpaid lots unusable, a refund
+into an expired lot written as refund + expire, licence alerts once per (licence key,
+volume, level), unique-recipient refcounts, duplicate markers pending until commit. Each script runs
+atomically on the Redis server, so two nodes can never both take the last credit or the last
+unit of a quota. Times come from the caller (`now`, the injected policy clock); TTLs are
+computed relative to that `now`, so a test clock away from real time still gets sane
+lifetimes.
 
 Keys, all under `prefix` (default "mta:policy:"), all passed to the scripts in KEYS[]:
 
@@ -29,10 +32,11 @@ Keys, all under `prefix` (default "mta:policy:"), all passed to the scripts in K
     owner:{owner}          zset: transactions with open reservations, by first reservation
     dd:{tenant}|{message-id}|{rcpt}   hash: txn -> duplicate marker; ddtxn:{txn}: its index
 
-Operations that touch keys named inside a stored record (release, commit, outcome) read the
-record first, derive the keys, and run their script with them; the script re-reads the record
-and, if it now needs a key it was not given (the record changed in between), writes nothing
-and answers -1, and the operation is retried.
+Operations that start from stored records (commit, release, outcome, paying and expiring
+lots) read them first and build their plan from them (plan.py), naming every key it touches;
+apply.lua checks that the records are still as read (for a transaction: none added, and its
+duplicate markers the same), else writes nothing and answers -1, and the operation reads and
+plans again.
 
 Durability is the Redis server's persistence setting (appendonly / fsync policy): an answer
 from a script means the server applied it, not that it reached disk. Operators who need the
@@ -45,8 +49,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any, TypeVar
 
+from mta.policy import redis_scripts as scripts
+from mta.policy.plan import (
+    LotChange,
+    ReservePlan,
+    SettlePlan,
+    commit_plan,
+    expiry_changes,
+    new_lot_change,
+    outcome_plan,
+    paid_change,
+    release_plan,
+)
 from mta.policy.store import (
     LedgerEntry,
     Lot,
@@ -62,404 +80,15 @@ __all__ = ["DEFAULT_PREFIX", "STATE_TTL", "RedisStore"]
 
 T = TypeVar("T")
 
+# RCPT's reservation: the generic plan interpreter (plan.py says what a plan holds).
+_APPLY = (resources.files("mta.policy") / "apply.lua").read_text(encoding="utf-8")
+
 DEFAULT_PREFIX = "mta:policy:"
 STATE_TTL = 1.0  # seconds tenants / suspensions / limits are cached, as SqliteStore does
 _CACHE_MAX = 10_000
 # A read-then-script operation whose record keeps changing under it: give up after this
 # many tries (one retry is already rare: only the same transaction changes its records).
 _RETRIES = 8
-
-# Shared by every script: key naming checked against KEYS[], TTLs, counters, the ledger.
-_PRELUDE = """
-local P = ARGV[1]
-local HAVE = {}
-for _, k in ipairs(KEYS) do HAVE[k] = true end
-local MISSING = false
-local function K(s)
-  local k = P .. s
-  if not HAVE[k] then MISSING = true end
-  return k
-end
-local function ttl_ms(expires, now)
-  local t = math.ceil((tonumber(expires) - now) * 1000)
-  if t < 1000 then t = 1000 end
-  return t
-end
-local function extend(k, ms)
-  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
-end
-local function bump(k, d, ms)
-  local n = redis.call('INCRBY', k, d)
-  if ms > 0 then extend(k, ms) end
-  return n
-end
-local function unbump(k)
-  if redis.call('EXISTS', k) == 1 then redis.call('DECRBY', k, 1) end
-end
-local function counter(k) return tonumber(redis.call('GET', k) or '0') end
-local function pad(id) return string.format('%012d', id) end
-local function ledger(tenant, lot, delta, kind, time, msg, rcpt, note)
-  local id = redis.call('HINCRBY', K('seq'), 'ledger', 1)
-  redis.call('RPUSH', K('ledger:' .. tenant), cjson.encode({id = id, time = time,
-    tenant = tenant, lot = lot, delta = delta, kind = kind, msg_id = msg, recipient = rcpt,
-    note = note}))
-end
-local function return_credit(w, lot_id, now_s, kind, msg, rcpt)
-  local lk = K('lots:' .. w)
-  local raw = redis.call('HGET', lk, tostring(lot_id))
-  if not raw then return end
-  local lot = cjson.decode(raw)
-  ledger(w, lot_id, 1, kind, now_s, msg, rcpt, '')
-  if lot.expired then
-    ledger(w, lot_id, -1, 'expire', now_s, msg, rcpt, 'lot already expired')
-  else
-    lot.remaining = lot.remaining + 1
-    redis.call('HSET', lk, tostring(lot_id), cjson.encode(lot))
-    if lot.paid then redis.call('ZADD', K('wallet:' .. w), lot.expires, pad(lot_id)) end
-  end
-end
-local function wallet_keys(w)
-  K('lots:' .. w); K('wallet:' .. w); K('ledger:' .. w); K('held:' .. w)
-end
-"""
-
-# ARGV: prefix, request (JSON). All checks first, then all writes (as _op_reserve).
-_RESERVE = _PRELUDE + """
-local r = cjson.decode(ARGV[2])
-local now = tonumber(r.now)
-local lic_used = nil
-local function refuse(why)
-  return cjson.encode({ok = false, refused = why, licence_used = lic_used})
-end
-if r.licence then
-  lic_used = counter(K('c:' .. r.licence.key))
-  if r.licence.limit > 0 and lic_used >= r.licence.limit then return refuse('licence') end
-end
-for _, b in ipairs(r.buckets) do
-  if b.limit > 0 and counter(K('c:' .. b.key)) >= b.limit then return refuse(b.key) end
-end
-local new_u = {}
-for i, u in ipairs(r.uniques) do
-  if redis.call('HEXISTS', K('u:' .. u.tenant .. '|' .. u.month), r.rcpt) == 0 then
-    if u.limit > 0 and counter(K('c:' .. u.key)) >= u.limit then return refuse(u.key) end
-    new_u[i] = true
-  end
-end
-local lot_id, lot_raw = false, nil
-if r.wallet then
-  wallet_keys(r.wallet)
-  local first = redis.call('ZRANGEBYSCORE', K('wallet:' .. r.wallet), '(' .. r.now, '+inf',
-                           'LIMIT', 0, 1)
-  if #first == 0 then return refuse('credit') end
-  lot_id = tonumber(first[1])
-  lot_raw = redis.call('HGET', K('lots:' .. r.wallet), tostring(lot_id))
-  if not lot_raw then return redis.error_reply('policy store: lot ' .. lot_id .. ' is gone') end
-end
-K('seq'); K('alerts'); K('txn:' .. r.txn); K('owner:' .. r.owner)
-if MISSING then return redis.error_reply('policy store: undeclared key') end
-
-local keys, filled = {}, {}
-for _, b in ipairs(r.buckets) do
-  local n = bump(K('c:' .. b.key), 1, ttl_ms(b.expires, now))
-  table.insert(keys, b.key)
-  if b.limit > 0 and n >= b.limit then table.insert(filled, b.key) end
-end
-local alerts = {}
-if r.licence then
-  table.insert(keys, r.licence.key)
-  lic_used = bump(K('c:' .. r.licence.key), 1, ttl_ms(r.licence.expires, now))
-  if r.licence.limit > 0 then
-    for _, level in ipairs(r.alert_levels) do
-      if lic_used >= math.ceil(r.licence.limit * level / 100) then
-        -- Keyed by volume too: a bigger licence mid-month alerts afresh.
-        local ak = r.licence.key .. '|' .. r.licence.limit .. '|' .. level
-        if redis.call('HSETNX', K('alerts'), ak, r.now) == 1 then
-          table.insert(alerts, level)
-        end
-      end
-    end
-  end
-end
-local uniques = {}
-for i, u in ipairs(r.uniques) do
-  local h = K('u:' .. u.tenant .. '|' .. u.month)
-  redis.call('HINCRBY', h, r.rcpt, 1)
-  extend(h, ttl_ms(u.expires, now))
-  if new_u[i] then bump(K('c:' .. u.key), 1, ttl_ms(u.expires, now)) end
-  table.insert(uniques, {u.tenant, u.month, u.key})
-end
-if lot_id then
-  local lk = K('lots:' .. r.wallet)
-  local lot = cjson.decode(lot_raw)
-  lot.remaining = lot.remaining - 1
-  redis.call('HSET', lk, tostring(lot_id), cjson.encode(lot))
-  if lot.remaining <= 0 then redis.call('ZREM', K('wallet:' .. r.wallet), pad(lot_id)) end
-  redis.call('INCR', K('held:' .. r.wallet))
-  ledger(r.wallet, lot_id, -1, 'reserve', r.now, '', r.rcpt, 'txn ' .. r.txn)
-end
-local rid = redis.call('HINCRBY', K('seq'), 'reservation', 1)
-redis.call('HSET', K('txn:' .. r.txn), tostring(rid), cjson.encode({id = rid, txn = r.txn,
-  owner = r.owner, tenant = r.tenant, rcpt = r.rcpt, counters = keys, uniques = uniques,
-  lot = lot_id, wallet = r.wallet or '', state = 'reserved', msg_id = '', created = r.now}))
-redis.call('ZADD', K('owner:' .. r.owner), 'NX', rid, r.txn)
-return cjson.encode({ok = true, licence_used = lic_used, alerts = alerts, filled = filled})
-"""
-
-# ARGV: prefix, txn, msg id.
-_PREPARE = _PRELUDE + """
-local th = K('txn:' .. ARGV[2])
-local all = redis.call('HGETALL', th)
-for i = 1, #all, 2 do
-  local row = cjson.decode(all[i + 1])
-  if row.state == 'reserved' then
-    row.msg_id = ARGV[3]
-    redis.call('HSET', th, all[i], cjson.encode(row))
-  end
-end
-return 0
-"""
-
-# Duplicate markers live max(window, 2 days) + 1 day after their last write: committed ones
-# must outlive the duplicate window; a pending one of a crashed session goes with them.
-_DEDUPE_TTL = """
-local function dedupe_ttl(window)
-  local w = tonumber(window) or 0
-  if w < 172800 then w = 172800 end
-  return math.ceil((w + 86400) * 1000)
-end
-"""
-
-# ARGV: prefix, txn, msg id, hold ("1"/"0"), now. -1: keys changed, retry.
-_COMMIT = _PRELUDE + _DEDUPE_TTL + """
-local txn, msg, hold, now_s = ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
-local th = K('txn:' .. txn)
-local all = redis.call('HGETALL', th)
-local rows = {}
-for i = 1, #all, 2 do
-  local row = cjson.decode(all[i + 1])
-  if row.state == 'reserved' then
-    table.insert(rows, row)
-    K('owner:' .. row.owner)
-    if row.lot then
-      if hold then K('hold:' .. msg) else K('held:' .. row.wallet) end
-    end
-  end
-end
-local dt = K('ddtxn:' .. txn)
-local members = redis.call('SMEMBERS', dt)
-for _, m in ipairs(members) do
-  local d = cjson.decode(m)
-  K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])
-end
-if MISSING then return -1 end
-for _, row in ipairs(rows) do
-  row.msg_id = msg
-  if row.lot and hold then
-    -- The credit stays held until the outcome: delivered keeps it, a failure refunds it.
-    row.state = 'held'
-    redis.call('HSET', K('hold:' .. msg), tostring(row.id), cjson.encode(row))
-  elseif row.lot then
-    redis.call('DECR', K('held:' .. row.wallet))
-  end
-  redis.call('ZREM', K('owner:' .. row.owner), txn)
-end
-redis.call('DEL', th)
-for _, m in ipairs(members) do
-  local d = cjson.decode(m)
-  local dk = K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])
-  local raw = redis.call('HGET', dk, txn)
-  if raw then
-    local v = cjson.decode(raw)
-    v.state = 'committed'
-    v.time = now_s
-    redis.call('HSET', dk, txn, cjson.encode(v))
-    extend(dk, dedupe_ttl(v.window))
-  end
-end
-redis.call('DEL', dt)
-return #rows
-"""
-
-# ARGV: prefix, txn, now, recipient ("" = all). -1: keys changed, retry.
-_RELEASE = _PRELUDE + """
-local txn, now_s, rcpt = ARGV[2], ARGV[3], ARGV[4]
-local th = K('txn:' .. txn)
-local all = redis.call('HGETALL', th)
-local rows = {}
-for i = 1, #all, 2 do
-  local row = cjson.decode(all[i + 1])
-  if row.state == 'reserved' and (rcpt == '' or row.rcpt == rcpt) then
-    row.field = all[i]
-    table.insert(rows, row)
-    for _, k in ipairs(row.counters) do K('c:' .. k) end
-    for _, u in ipairs(row.uniques) do K('u:' .. u[1] .. '|' .. u[2]); K('c:' .. u[3]) end
-    if row.lot then wallet_keys(row.wallet); K('seq') end
-    K('owner:' .. row.owner)
-  end
-end
-local dt = K('ddtxn:' .. txn)
-local members = redis.call('SMEMBERS', dt)
-local dds = {}
-for _, m in ipairs(members) do
-  local d = cjson.decode(m)
-  if rcpt == '' or d[3] == rcpt then
-    table.insert(dds, {m, K('dd:' .. d[1] .. '|' .. d[2] .. '|' .. d[3])})
-  end
-end
-if MISSING then return -1 end
-table.sort(rows, function(a, b) return a.id < b.id end)
-for _, row in ipairs(rows) do
-  for _, k in ipairs(row.counters) do unbump(K('c:' .. k)) end
-  for _, u in ipairs(row.uniques) do
-    local h = K('u:' .. u[1] .. '|' .. u[2])
-    if redis.call('HEXISTS', h, row.rcpt) == 1 then
-      if redis.call('HINCRBY', h, row.rcpt, -1) <= 0 then
-        redis.call('HDEL', h, row.rcpt)
-        unbump(K('c:' .. u[3]))
-      end
-    end
-  end
-  if row.lot then
-    return_credit(row.wallet, row.lot, now_s, 'release', row.msg_id, row.rcpt)
-    redis.call('DECR', K('held:' .. row.wallet))
-  end
-  redis.call('HDEL', th, row.field)
-end
-if #rows > 0 and redis.call('EXISTS', th) == 0 then
-  for _, row in ipairs(rows) do redis.call('ZREM', K('owner:' .. row.owner), txn) end
-end
-for _, d in ipairs(dds) do
-  local raw = redis.call('HGET', d[2], txn)
-  if raw and cjson.decode(raw).state == 'pending' then redis.call('HDEL', d[2], txn) end
-  redis.call('SREM', dt, d[1])
-end
-return #rows
-"""
-
-# ARGV: prefix, msg id, recipient, refund ("1"/"0"), now. 1 applied, 0 nothing held, -1 retry.
-_OUTCOME = _PRELUDE + """
-local msg, rcpt, refund, now_s = ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
-local hk = K('hold:' .. msg)
-local all = redis.call('HGETALL', hk)
-local best = nil
-for i = 1, #all, 2 do
-  local row = cjson.decode(all[i + 1])
-  if row.rcpt == rcpt and (best == nil or row.id < best.id) then best = row end
-end
-if best == nil then return 0 end
-wallet_keys(best.wallet); K('seq')
-if MISSING then return -1 end
-if refund then return_credit(best.wallet, best.lot, now_s, 'refund', msg, rcpt) end
-redis.call('HDEL', hk, tostring(best.id))
-redis.call('DECR', K('held:' .. best.wallet))
-return 1
-"""
-
-# ARGV: prefix, tenant, message-id, rcpt, txn, since, now. 1 = a duplicate.
-_CHECK_DUPLICATE = _PRELUDE + _DEDUPE_TTL + """
-local tenant, mid, rcpt, txn = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local since, now_s = tonumber(ARGV[6]), ARGV[7]
-local dk = K('dd:' .. tenant .. '|' .. mid .. '|' .. rcpt)
-local dt = K('ddtxn:' .. txn)
-local all = redis.call('HGETALL', dk)
-for i = 1, #all, 2 do
-  local v = cjson.decode(all[i + 1])
-  if v.state == 'committed' and tonumber(v.time) >= since then return 1 end
-end
--- Pending until this transaction commits: an aborted attempt must not make its own retry
--- look like a duplicate. Two attempts in flight at once are both sent (at least once).
-local window = tonumber(now_s) - since
-redis.call('HSET', dk, txn, cjson.encode({state = 'pending', time = now_s,
-  window = window}))
-extend(dk, dedupe_ttl(window))
-redis.call('SADD', dt, cjson.encode({tenant, mid, rcpt}))
-extend(dt, dedupe_ttl(0))
-return 0
-"""
-
-# ARGV: prefix, tenant, amount, paid, purchased, expires, note.
-_ADD_LOT = _PRELUDE + """
-local t, amount, paid = ARGV[2], tonumber(ARGV[3]), ARGV[4] == '1'
-local purchased, expires, note = ARGV[5], ARGV[6], ARGV[7]
-local id = redis.call('HINCRBY', K('seq'), 'lot', 1)
-local lot = {id = id, tenant = t, amount = amount, remaining = amount, purchased = purchased,
-             expires = expires, paid = paid, expired = false, note = note}
-local raw = cjson.encode(lot)
-redis.call('HSET', K('lots:' .. t), tostring(id), raw)
-redis.call('HSET', K('lotowner'), tostring(id), t)
-redis.call('ZADD', K('lotsdue'), expires, tostring(id))
-if paid and amount > 0 then redis.call('ZADD', K('wallet:' .. t), expires, pad(id)) end
--- Unpaid credits are not spendable: they enter the balance with the "paid" row.
-local delta = 0
-if paid then delta = amount end
-ledger(t, id, delta, 'add', purchased, '', '', note)
-return raw
-"""
-
-# ARGV: prefix, tenant, lot id, now. The lot (JSON), "" if none, "expired".
-_MARK_PAID = _PRELUDE + """
-local t, id, now_s = ARGV[2], ARGV[3], ARGV[4]
-local lk = K('lots:' .. t)
-local raw = redis.call('HGET', lk, id)
-if not raw then return '' end
-local lot = cjson.decode(raw)
-if lot.paid then return raw end
-if lot.expired or tonumber(lot.expires) <= tonumber(now_s) then return 'expired' end
-lot.paid = true
-raw = cjson.encode(lot)
-redis.call('HSET', lk, id, raw)
-if lot.remaining > 0 then redis.call('ZADD', K('wallet:' .. t), lot.expires, pad(lot.id)) end
-ledger(t, lot.id, lot.remaining, 'paid', now_s, '', '', '')
-return raw
-"""
-
-# ARGV: prefix, tenant, now, lot ids... The lots expired now (as they were before).
-_EXPIRE_LOTS = _PRELUDE + """
-local t, now_s = ARGV[2], ARGV[3]
-local now = tonumber(now_s)
-local lk = K('lots:' .. t)
-local out = {}
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local raw = redis.call('HGET', lk, id)
-  local lot = raw and cjson.decode(raw)
-  if not lot or lot.expired then
-    redis.call('ZREM', K('lotsdue'), id)
-  elseif tonumber(lot.expires) <= now then
-    local lost = 0
-    if lot.paid then lost = lot.remaining end
-    ledger(t, lot.id, -lost, 'expire', now_s, '', '', '')
-    table.insert(out, raw)
-    lot.expired = true
-    lot.remaining = 0
-    redis.call('HSET', lk, id, cjson.encode(lot))
-    redis.call('ZREM', K('wallet:' .. t), pad(lot.id))
-    redis.call('ZREM', K('lotsdue'), id)
-  end
-end
-return out
-"""
-
-# ARGV: prefix, seq name, record (JSON). The new record's id.
-_ADD_RECORD = _PRELUDE + """
-local row = cjson.decode(ARGV[3])
-row.id = redis.call('HINCRBY', K('seq'), ARGV[2], 1)
-redis.call('HSET', KEYS[2], tostring(row.id), cjson.encode(row))
-return row.id
-"""
-
-# ARGV: prefix, field, value ("" = every record). How many records were lifted.
-_LIFT = _PRELUDE + """
-local all = redis.call('HGETALL', KEYS[1])
-local n = 0
-for i = 1, #all, 2 do
-  if ARGV[3] == '' or cjson.decode(all[i + 1])[ARGV[2]] == ARGV[3] then
-    redis.call('HDEL', KEYS[1], all[i])
-    n = n + 1
-  end
-end
-return n
-"""
 
 
 def _f(x: float) -> str:
@@ -492,6 +121,37 @@ def _rows(raw: dict[str, str]) -> list[dict[str, Any]]:
     return [json.loads(v) for v in raw.values()]
 
 
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A reservation record as read (plan.Reservation), with the hash field and the text
+    that a settle plan's guard compares."""
+
+    field: str
+    raw: str
+    id: int
+    owner: str
+    state: str
+    rcpt: str
+    counters: tuple[str, ...]
+    uniques: tuple[tuple[str, ...], ...]
+    lot: int | None
+    wallet: str
+    msg_id: str
+
+
+def _records(raw: dict[str, str]) -> list[_Record]:
+    """A hash of reservation records, oldest first (the ledger keeps their order)."""
+    out = []
+    for f, text in raw.items():
+        d = json.loads(text)
+        out.append(_Record(f, text, int(d["id"]), d["owner"], d["state"], d["rcpt"],
+                           tuple(d["counters"] or ()),
+                           tuple(tuple(u) for u in (d["uniques"] or ())),
+                           int(d["lot"]) if d.get("lot") else None, d.get("wallet") or "",
+                           d.get("msg_id") or ""))
+    return sorted(out, key=lambda r: r.id)
+
+
 class RedisStore:
     """PolicyStore on Redis. Open with `await RedisStore.open(url, prefix=...)`."""
 
@@ -502,20 +162,15 @@ class RedisStore:
         self.prefix = prefix
         self._redis = client
         self._closed = False
-        reg = client.register_script
-        self._reserve = reg(_RESERVE)
-        self._prepare = reg(_PREPARE)
-        self._commit = reg(_COMMIT)
-        self._release = reg(_RELEASE)
-        self._outcome = reg(_OUTCOME)
-        self._check_duplicate = reg(_CHECK_DUPLICATE)
-        self._add_lot = reg(_ADD_LOT)
-        self._mark_paid = reg(_MARK_PAID)
-        self._expire_lots = reg(_EXPIRE_LOTS)
-        self._add_record = reg(_ADD_RECORD)
-        self._lift = reg(_LIFT)
+        reg = client.register_script  # EVALSHA, loading the script again on NOSCRIPT
+        self._apply = reg(_APPLY)
+        self._prepare = reg(scripts.PREPARE)
+        self._check_duplicate = reg(scripts.CHECK_DUPLICATE)
+        self._add_record = reg(scripts.ADD_RECORD)
+        self._lift = reg(scripts.LIFT)
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
+        self._last_plan: tuple[ReservePlan, list[str]] | None = None
         # Transaction id -> its operations in flight (see _guarded).
         self._inflight: dict[str, set[asyncio.Future[Any]]] = {}
 
@@ -695,33 +350,30 @@ class RedisStore:
 
     # --- reservations -------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
-        doc: dict[str, Any] = {
-            "txn": req.txn_id, "owner": req.owner, "tenant": req.tenant,
-            "rcpt": req.recipient, "now": _f(req.now),
-            "buckets": [{"key": b.key, "limit": b.limit, "expires": _f(b.expires)}
-                        for b in req.buckets],
-            "uniques": [{"tenant": u.tenant, "month": u.month, "key": u.key,
-                         "limit": u.limit, "expires": _f(u.expires)} for u in req.uniques],
-            "alert_levels": list(req.alert_levels)}
-        keys = ["seq", "alerts", f"txn:{req.txn_id}", f"owner:{req.owner}"]
-        keys += [f"c:{b.key}" for b in req.buckets]
-        for u in req.uniques:
-            keys += [f"u:{u.tenant}|{u.month}", f"c:{u.key}"]
-        if req.licence is not None:
-            doc["licence"] = {"key": req.licence.key, "limit": req.licence.limit,
-                              "expires": _f(req.licence.expires)}
-            keys.append(f"c:{req.licence.key}")
-        if req.wallet is not None:
-            doc["wallet"] = req.wallet
-            keys += self._wallet_keys(req.wallet)
-        raw = await self._guarded(req.txn_id,
-                                  self._run(self._reserve, keys, json.dumps(doc)))
+        plan = req.plan
+        keys = [*self._plan_keys(plan), f"txn:{req.txn_id}", f"owner:{req.owner}"]
+        raw = await self._guarded(req.txn_id, self._run(
+            self._apply, keys, plan.doc, _f(req.now), req.txn_id, req.owner, req.tenant,
+            req.recipient))
         out = json.loads(raw)
         used = out.get("licence_used")
         return ReserveResult(bool(out["ok"]), out.get("refused"),
                              None if used is None else int(used),
                              tuple(int(a) for a in (out.get("alerts") or ())),
                              tuple(out.get("filled") or ()))  # cjson: empty is {}
+
+    def _plan_keys(self, plan: ReservePlan) -> list[str]:
+        """The keys apply.lua touches for `plan`, but the transaction's own."""
+        last = self._last_plan
+        if last is not None and last[0] is plan:
+            return last[1]
+        keys = ["seq", "alerts", *(f"c:{c.key}" for c in plan.counts)]
+        for u in plan.uniques:
+            keys += [f"u:{u.tenant}|{u.month}", f"c:{u.key}"]
+        if plan.take is not None:
+            keys += self._wallet_keys(plan.take)
+        self._last_plan = (plan, keys)
+        return keys
 
     @staticmethod
     def _wallet_keys(wallet: str) -> list[str]:
@@ -731,41 +383,49 @@ class RedisStore:
         await self._guarded(txn_id, self._run(self._prepare, [f"txn:{txn_id}"], txn_id,
                                               msg_id))
 
-    async def _txn_state(self, txn_id: str) -> tuple[list[dict[str, Any]], list[list[str]]]:
-        """The transaction's reservations and duplicate markers, to name a script's keys."""
+    async def _txn_state(self, txn_id: str) -> tuple[dict[str, str], list[str]]:
+        """The transaction's reservation records and duplicate markers, as read: the plans
+        built from them are guarded by them."""
         pipe = self._r.pipeline(transaction=False)
         pipe.hgetall(self._k(f"txn:{txn_id}"))
         pipe.smembers(self._k(f"ddtxn:{txn_id}"))
-        rows, members = await pipe.execute()
-        return _rows(rows), [json.loads(m) for m in members]
+        raw, members = await pipe.execute()
+        return raw, sorted(members)
 
     async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int:
         async def attempt() -> int:
-            rows, dds = await self._txn_state(txn_id)
-            keys = [f"txn:{txn_id}", f"ddtxn:{txn_id}", f"hold:{msg_id}"]
-            for row in rows:
-                keys.append(f"owner:{row['owner']}")
-                if row.get("lot"):
-                    keys.append(f"held:{row['wallet']}")
-            keys += [f"dd:{t}|{m}|{r}" for t, m, r in dds]
-            return await self._run(self._commit, keys, txn_id, msg_id,
-                                   "1" if hold_credit else "0", _f(now))
+            raw, members = await self._txn_state(txn_id)
+            rows = [r for r in _records(raw) if r.state == "reserved"]
+            plan = commit_plan(rows, msg_id, hold_credit)
+            owners = sorted({r.owner for r in rows})
+            dds = [self._dd_key(m) for m in members]
+            keys = [f"txn:{txn_id}", f"hold:{msg_id}", f"ddtxn:{txn_id}", *dds,
+                    *(f"owner:{o}" for o in owners),
+                    *{f"held:{r.wallet}" for r in plan.final}]
+            doc = {"op": "commit", "hash": f"txn:{txn_id}", "count": len(raw),
+                   "txn": txn_id, "msg": msg_id, "owners": owners,
+                   "records": [{"field": r.field, "raw": r.raw} for r in rows],
+                   "hold": [r.field for r in plan.hold],
+                   "final": [r.wallet for r in plan.final],
+                   "dd_count": len(members), "dd": dds}
+            return int(await self._run(self._apply, keys, json.dumps(doc), _f(now)))
         await self._settle(txn_id)
         return await self._guarded(txn_id, self._retrying(attempt, f"commit {txn_id}"))
 
+    @staticmethod
+    def _dd_key(member: str) -> str:
+        t, mid, rcpt = json.loads(member)
+        return f"dd:{t}|{mid}|{rcpt}"
+
     async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int:
         async def attempt() -> int:
-            rows, dds = await self._txn_state(txn_id)
-            keys = ["seq", f"txn:{txn_id}", f"ddtxn:{txn_id}"]
-            for row in rows:
-                keys.append(f"owner:{row['owner']}")
-                keys += [f"c:{k}" for k in row["counters"]]
-                for t, m, k in row["uniques"]:
-                    keys += [f"u:{t}|{m}", f"c:{k}"]
-                if row.get("lot"):
-                    keys += self._wallet_keys(row["wallet"])
-            keys += [f"dd:{t}|{m}|{r}" for t, m, r in dds]
-            return await self._run(self._release, keys, txn_id, _f(now), recipient or "")
+            raw, members = await self._txn_state(txn_id)
+            rows = [r for r in _records(raw) if r.state == "reserved"]
+            plan = release_plan(rows, recipient)
+            drop = [[m, self._dd_key(m)] for m in members
+                    if recipient is None or json.loads(m)[2] == recipient]
+            return await self._give_back(plan, f"txn:{txn_id}", len(raw), now, txn_id,
+                                         sorted({r.owner for r in rows}), len(members), drop)
         # An operation of this transaction still in flight (its caller was cancelled)
         # lands first, so that this release undoes it too.
         await self._settle(txn_id)
@@ -773,13 +433,47 @@ class RedisStore:
 
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
         async def attempt() -> int:
-            rows = _rows(await self._r.hgetall(self._k(f"hold:{msg_id}")))
-            keys = ["seq", f"hold:{msg_id}"]
-            for w in {row["wallet"] for row in rows if row["rcpt"] == recipient}:
-                keys += self._wallet_keys(w)
-            return await self._run(self._outcome, keys, msg_id, recipient,
-                                   "1" if refund else "0", _f(now))
+            raw = await self._r.hgetall(self._k(f"hold:{msg_id}"))
+            held = [r for r in _records(raw) if r.rcpt == recipient and r.lot is not None]
+            if not held:
+                return 0  # not held (charge = "accepted"), or already settled
+            first = held[0]  # the oldest
+            plan = outcome_plan(first, msg_id, recipient, first.lot or 0, first.wallet,
+                                refund)
+            return await self._give_back(plan, f"hold:{msg_id}", len(raw), now)
         return bool(await self._retrying(attempt, f"outcome {msg_id}"))
+
+    async def _give_back(self, plan: SettlePlan, hash_key: str, count: int, now: float,
+                         txn_id: str | None = None, owners: Sequence[str] = (),
+                         dd_count: int = 0, dd_drop: Sequence[list[str]] = ()) -> int:
+        """Run a settle plan through apply.lua: its records (in `hash_key`, which held
+        `count` when read) are guards, and so, for a transaction, are its duplicate
+        markers; -1 if any changed meanwhile."""
+        keys = [hash_key]
+        undos = []
+        for u in plan.undos:
+            rec = u.record
+            keys += [f"c:{k}" for k in u.counters]
+            for t, m, k in u.uniques:
+                keys += [f"u:{t}|{m}", f"c:{k}"]
+            undo: dict[str, Any] = {"field": rec.field, "raw": rec.raw, "rcpt": u.rcpt,
+                                    "msg_id": u.msg_id, "counters": list(u.counters),
+                                    "uniques": [list(x) for x in u.uniques],
+                                    "wallet": u.wallet, "unhold": u.unhold}
+            if u.lot is not None:
+                undo["lot"] = u.lot
+                keys += ["seq", *self._wallet_keys(u.wallet)]
+            elif u.unhold:
+                keys.append(f"held:{u.wallet}")
+            undos.append(undo)
+        doc: dict[str, Any] = {"op": "settle", "kind": plan.kind, "hash": hash_key,
+                               "count": count, "undos": undos, "owners": list(owners),
+                               "dd_drop": [list(d) for d in dd_drop]}
+        keys += [f"owner:{o}" for o in owners]
+        if txn_id is not None:
+            doc["txn"], doc["dd_count"] = txn_id, dd_count
+            keys += [f"ddtxn:{txn_id}", *(d[1] for d in dd_drop)]
+        return int(await self._run(self._apply, keys, json.dumps(doc), _f(now)))
 
     async def open_reservations(self, owner: str) -> list[tuple[str, str | None]]:
         r = self._r
@@ -806,23 +500,39 @@ class RedisStore:
     # --- credits ------------------------------------------------------------------------
     async def add_lot(self, tenant: str, amount: int, paid: bool, purchased: float,
                       expires: float, note: str) -> Lot:
-        keys = ["seq", "lotowner", "lotsdue", f"lots:{tenant}", f"wallet:{tenant}",
-                f"ledger:{tenant}"]
-        raw = await self._run(self._add_lot, keys, tenant, amount, "1" if paid else "0",
-                              _f(purchased), _f(expires), note)
-        return _lot(raw)
+        change = new_lot_change(paid, purchased, note)
+        out = await self._change_lots(tenant, [change], amount=amount, expires=_f(expires))
+        return _lot(out[1])
 
     async def mark_paid(self, lot_id: int, now: float) -> Lot | None:
         tenant = await self._r.hget(self._k("lotowner"), str(lot_id))
         if tenant is None:
             return None
-        keys = ["seq", f"lots:{tenant}", f"wallet:{tenant}", f"ledger:{tenant}"]
-        raw = await self._run(self._mark_paid, keys, tenant, str(lot_id), _f(now))
-        if raw == "":
-            return None
-        if raw == "expired":
-            raise ValueError(f"credit lot {lot_id} has expired")
-        return _lot(raw)
+        for _ in range(_RETRIES):
+            raw = await self._r.hget(self._k(f"lots:{tenant}"), str(lot_id))
+            if raw is None:
+                return None
+            change = paid_change(_lot(raw), now)  # raises if it expired
+            if change is None:
+                return _lot(raw)
+            out = await self._change_lots(tenant, [change])
+            if out != -1:
+                return _lot(out[1])
+        raise RuntimeError(f"policy store: mark_paid {lot_id}: lot kept changing; gave up")
+
+    async def _change_lots(self, tenant: str, changes: Sequence[LotChange],
+                           **new: Any) -> Any:
+        """Apply lot changes of one tenant through apply.lua (`new`: the amount and expiry
+        of a lot to create): per change, the lot before and after (JSON); -1 if a lot's
+        flags changed since the changes were decided."""
+        doc = {"op": "lots", "tenant": tenant, "changes": [
+            {"lot": c.lot, "kind": c.kind, "per_credit": c.per_credit,
+             "was_paid": c.was_paid, "was_expired": c.was_expired, "paid": c.paid,
+             "expired": c.expired, "time": _f(c.time), "note": c.note, **new}
+            for c in changes]}
+        keys = ["seq", "lotowner", "lotsdue", f"lots:{tenant}", f"wallet:{tenant}",
+                f"ledger:{tenant}"]
+        return await self._run(self._apply, keys, json.dumps(doc), _f(changes[0].time))
 
     async def lots(self, tenant: str) -> list[Lot]:
         lots = [_lot(v) for v in (await self._r.hgetall(self._k(f"lots:{tenant}"))).values()]
@@ -855,9 +565,22 @@ class RedisStore:
                 by_tenant.setdefault(tenant, []).append(lot_id)
         out: list[Lot] = []
         for tenant, ids in by_tenant.items():
-            keys = ["seq", "lotsdue", f"lots:{tenant}", f"wallet:{tenant}", f"ledger:{tenant}"]
-            out += [_lot(raw) for raw in await self._run(self._expire_lots, keys, tenant,
-                                                         _f(now), *ids)]
+            for _ in range(_RETRIES):
+                raws = await r.hmget(self._k(f"lots:{tenant}"), ids)
+                lots = [_lot(raw) for raw in raws if raw is not None]
+                stray = [i for i, raw in zip(ids, raws, strict=True)
+                         if raw is None or _lot(raw).expired]
+                if stray:  # not lots that are due: drop their index entries
+                    await r.zrem(self._k("lotsdue"), *stray)
+                changes = expiry_changes(lots, now)
+                if not changes:
+                    break
+                done = await self._change_lots(tenant, changes)
+                if done != -1:
+                    out += [_lot(raw) for raw in done[::2]]  # as they were before
+                    break
+            else:
+                raise RuntimeError(f"policy store: expire lots of {tenant}: kept changing")
         return sorted(out, key=lambda lot: lot.id)
 
     # --- duplicates and housekeeping ------------------------------------------------------

@@ -8,21 +8,17 @@ reservation is decided and answered there, with no thread hop and no SQL, exactl
 one decision at a time), and what SQLite must record is appended to a `Journal`
 (sqlite_journal.py).
 
-The database thread writes the journal with group commit: everything queued while a batch
-was being written goes into the next, inside one SQLite transaction that stays open between
-batches and is committed when someone needs durability (an operator action, a delivery
-outcome, a `durable()` waiter), when it has grown to _MAX_BATCH entries, or _COMMIT_AFTER
-after its last batch. What must be durable is durable before the message's 250: ingress
-awaits `durable(txn_id)` beside the spool's own fsync, which waits for the COMMIT covering
-every write of that transaction. A crash loses only reservations of messages that were
-never accepted; at start the store loads policy.db back into memory, and the engine's
-reconciliation keeps exactly the charges whose message is in the spool.
+The journal and every other write go to policy.db through group commit (sqlite_writer.py):
+what must be durable is durable before the message's 250. A crash loses only reservations of
+messages that were never accepted; at start the store loads policy.db back into memory
+(sqlite_state.py), and the engine's reconciliation keeps exactly the charges whose message
+is in the spool.
 
 One thing memory does not hold: the unique recipients of a month (they can be millions).
 SQLite tells whether a recipient is new when the journal is written, and the store counts
 every recipient it has not heard back about as new; that upper bound refuses nothing while
 the month's count is far from its limit. Near the limit, RCPT asks SQLite in order with the
-other writes (`_op_unique_exact`), so the limit is exact.
+other writes (`op_unique_exact`), so the limit is exact.
 
 Operator actions (tenants, suspensions, limits, credit lots) and reads run as functions on
 the database thread, in the same queue as the journals, so they see every write before
@@ -36,25 +32,41 @@ policy.db backs it up and migrates it, and a newer one is refused.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import fcntl
-import json
 import logging
-import math
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from mta.policy.sqlite_journal import Journal, apply_journal
+from mta.policy.plan import (
+    SettlePlan,
+    commit_plan,
+    expiry_changes,
+    new_lot_change,
+    outcome_plan,
+    release_plan,
+)
+from mta.policy.sqlite_journal import Journal
 from mta.policy.sqlite_schema import migrate
+from mta.policy.sqlite_state import (
+    Held,
+    LotState,
+    State,
+    load_state,
+    lot_of,
+    op_add_lot,
+    op_check_duplicate,
+    op_mark_paid,
+    op_prune,
+    op_unique_exact,
+    read_rules,
+)
+from mta.policy.sqlite_writer import CACHE_MAX, GroupCommit, StoreUnreadable
 from mta.policy.store import (
-    Bucket,
     LedgerEntry,
     Lot,
     OperatorLimit,
@@ -66,274 +78,28 @@ from mta.policy.store import (
 )
 from mta.policy.tenants import Tenant, tenant_from_json, tenant_to_json
 
-__all__ = ["SqliteStore"]
+__all__ = ["STATE_TTL", "SqliteStore", "StoreUnreadable"]
 
 log = logging.getLogger("mta.policy")
 
-T = TypeVar("T")
-
-# Entries per SQLite transaction: large enough to amortise the fsync, small enough that
-# one transaction does not grow without bound under a steady load.
-_MAX_BATCH = 256
-# How long a transaction with nobody waiting for it stays open for more writes.
-_COMMIT_AFTER = 0.01
 # A reader (the sqlite3 shell, a backup) may hold a lock briefly.
 _BUSY_TIMEOUT_MS = 10_000
-
-# Seconds a pending duplicate marker of a crashed session is kept before pruning.
-_ORPHAN_DEDUPE_AGE = 2 * 86400.0
-
-
-def _lot(row: sqlite3.Row) -> Lot:
-    return Lot(id=row["id"], tenant=row["tenant"], amount=row["amount"],
-               remaining=row["remaining"], purchased=row["purchased"],
-               expires=row["expires"], paid=bool(row["paid"]), expired=bool(row["expired"]),
-               note=row["note"])
-
-
-def _ledger(c: sqlite3.Connection, now: float, tenant: str, lot: int, delta: int, kind: str,
-            msg_id: str = "", rcpt: str = "", note: str = "") -> None:
-    c.execute("INSERT INTO ledger(time, tenant, lot, delta, kind, msg_id, recipient, note) "
-              "VALUES(?,?,?,?,?,?,?,?)", (now, tenant, lot, delta, kind, msg_id, rcpt, note))
-
-
-# --- operations run on the database thread ---------------------------------------------
-
-class _Refused(Exception):
-    """Raised inside an operation to answer `result` once its writes are rolled back."""
-
-    def __init__(self, result: Any) -> None:
-        self.result = result
-
-
-def _op_unique_exact(c: sqlite3.Connection, u: UniqueBucket, rcpt: str) -> tuple[bool, int]:
-    """Count `rcpt` among `u`'s month, refusing it if it is new and the month is full.
-    Returns (accepted, 1 if it was new)."""
-    refs = c.execute("INSERT INTO uniq(tenant, month, rcpt, refs) VALUES(?,?,?,1) "
-                     "ON CONFLICT DO UPDATE SET refs = refs + 1 RETURNING refs",
-                     (u.tenant, u.month, rcpt)).fetchone()[0]
-    if refs > 1:
-        return True, 0
-    n = c.execute("INSERT INTO counters(key, n, expires) VALUES(?, 1, ?) ON CONFLICT(key) DO "
-                  "UPDATE SET n = n + 1, expires = max(expires, excluded.expires) RETURNING n",
-                  (u.key, u.expires)).fetchone()[0]
-    if u.limit and n > u.limit:
-        raise _Refused((False, 0))  # the savepoint undoes both writes
-    return True, 1
-
-
-def _op_add_lot(c: sqlite3.Connection, tenant: str, amount: int, paid: bool,
-                purchased: float, expires: float, note: str) -> Lot:
-    row = c.execute("INSERT INTO lots(tenant, amount, remaining, purchased, expires, paid, "
-                    "note) VALUES(?,?,?,?,?,?,?) RETURNING *",
-                    (tenant, amount, amount, purchased, expires, int(paid), note)).fetchone()
-    # Unpaid credits are not spendable: they enter the balance with the "paid" row.
-    _ledger(c, purchased, tenant, row["id"], amount if paid else 0, "add", note=note)
-    return _lot(row)
-
-
-def _op_mark_paid(c: sqlite3.Connection, lot_id: int, now: float) -> Lot | None:
-    row = c.execute("SELECT * FROM lots WHERE id=?", (lot_id,)).fetchone()
-    if row is None:
-        return None
-    if row["paid"]:
-        return _lot(row)
-    if row["expired"] or row["expires"] <= now:
-        raise ValueError(f"credit lot {lot_id} has expired")
-    row = c.execute("UPDATE lots SET paid=1 WHERE id=? RETURNING *", (lot_id,)).fetchone()
-    _ledger(c, now, row["tenant"], lot_id, row["remaining"], "paid")
-    return _lot(row)
-
-
-def _op_check_duplicate(c: sqlite3.Connection, tenant: str, message_id: str, rcpt: str,
-                        txn_id: str, since: float, now: float) -> bool:
-    seen = c.execute("SELECT 1 FROM dedupe WHERE tenant=? AND message_id=? AND rcpt=? AND "
-                     "state='committed' AND time>=? LIMIT 1",
-                     (tenant, message_id, rcpt, since)).fetchone()
-    if seen:
-        return True
-    # Pending until this transaction commits: an aborted attempt must not make its own
-    # retry look like a duplicate. Two attempts in flight at once are both sent (at least
-    # once beats never).
-    c.execute("INSERT OR REPLACE INTO dedupe(tenant, message_id, rcpt, txn, state, time) "
-              "VALUES(?,?,?,?, 'pending', ?)", (tenant, message_id, rcpt, txn_id, now))
-    return False
-
-
-def _op_prune(c: sqlite3.Connection, now: float, dedupe_since: float,
-              uniq_before: str) -> None:
-    c.execute("DELETE FROM uniq WHERE month < ?", (uniq_before,))
-    c.execute("DELETE FROM counters WHERE expires < ? AND expires > 0", (now,))
-    c.execute("DELETE FROM dedupe WHERE state='committed' AND time < ?", (dedupe_since,))
-    c.execute("DELETE FROM dedupe WHERE state='pending' AND time < ?",
-              (now - _ORPHAN_DEDUPE_AGE,))
-
-
-def _read_rules(c: sqlite3.Connection, tenants: Sequence[str], now: float
-                ) -> tuple[list[Suspension], list[OperatorLimit]]:
-    """The suspensions and operator limits of `tenants` in force at `now`."""
-    marks = ",".join("?" * len(tenants))
-    c.execute("BEGIN")  # one snapshot for both reads
-    try:
-        sus = [Suspension(r["id"], r["tenant"], r["msg_class"], r["reason"] or "",
-                          r["since"], r["until"])
-               for r in c.execute(
-                   f"SELECT * FROM suspensions WHERE tenant IN ({marks}) AND lifted "
-                   "IS NULL AND (until IS NULL OR until > ?) ORDER BY id", (*tenants, now))]
-        lim = [OperatorLimit(r["id"], r["tenant"], r["name"], r["value"], r["until"],
-                             r["reason"] or "", r["since"])
-               for r in c.execute(
-                   f"SELECT * FROM operator_limits WHERE tenant IN ({marks}) AND "
-                   "lifted IS NULL AND until > ? ORDER BY id", (*tenants, now))]
-    finally:
-        c.execute("COMMIT")
-    return sus, lim
-
-
-@dataclass(eq=False)
-class _Held:
-    """A reservation in flight (between RCPT and commit or release), as memory holds it."""
-
-    owner: str
-    rcpt: str
-    keys: tuple[str, ...]  # counters it bumped (licence, message windows)
-    uniques: tuple[tuple[str, str, str], ...]  # (tenant, month, counter key)
-    lot: int | None  # the credit lot it took from
-    wallet: str | None
-    msg_id: str | None = None
-
-
-@dataclass(eq=False)
-class _LotState:
-    """A credit lot not yet expired: as read or created, and what memory changes of it
-    (`remaining` is the truth, policy.db follows it)."""
-
-    lot: Lot
-    remaining: int
-    paid: bool
-
-    @property
-    def id(self) -> int:
-        return self.lot.id
-
-    @property
-    def tenant(self) -> str:
-        return self.lot.tenant
-
-    @property
-    def expires(self) -> float:
-        return self.lot.expires
-
-    def public(self) -> Lot:
-        return dataclasses.replace(self.lot, remaining=self.remaining, paid=self.paid)
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """What one kind of request counts (see SqliteStore._shape)."""
-
-    licence: Bucket | None
-    of: tuple[Bucket, ...]  # the request's buckets this was made from
-    uniques_of: tuple[UniqueBucket, ...]
-    buckets: tuple[Bucket, ...]  # the licence's first
-    keys: tuple[str, ...]
-    uniques: tuple[tuple[str, str, str], ...]  # (tenant, month, counter key)
-    keys_json: str  # as the reservation row stores them
-    uniques_json: str
-    first_alert: float  # the lowest licence count that raises an alert
-
-
-@dataclass
-class _State:
-    """What memory holds, as loaded from policy.db at open (and after a failed write)."""
-
-    counts: dict[str, int] = field(default_factory=dict)
-    expires: dict[str, float] = field(default_factory=dict)
-    lots: dict[int, _LotState] = field(default_factory=dict)
-    wallets: dict[str, list[_LotState]] = field(default_factory=dict)  # spending order
-    alerts: set[str] = field(default_factory=set)
-    txns: dict[str, list[_Held]] = field(default_factory=dict)
-    dedupe: set[str] = field(default_factory=set)  # transactions with pending markers
-
-
-def _load_state(c: sqlite3.Connection) -> _State:
-    s = _State()
-    for key, n, expires in c.execute("SELECT key, n, expires FROM counters"):
-        s.counts[key], s.expires[key] = n, expires
-    for row in c.execute("SELECT * FROM lots WHERE expired=0 ORDER BY expires, id"):
-        lot = s.lots[row["id"]] = _LotState(_lot(row), row["remaining"], bool(row["paid"]))
-        s.wallets.setdefault(lot.tenant, []).append(lot)
-    s.alerts = {key for (key,) in c.execute("SELECT key FROM alerts")}
-    for row in c.execute("SELECT * FROM reservations WHERE state='reserved' ORDER BY id"):
-        s.txns.setdefault(row["txn"], []).append(_Held(
-            row["owner"], row["rcpt"], tuple(json.loads(row["counters"])),
-            tuple(tuple(u) for u in json.loads(row["uniques"])), row["lot"], row["wallet"],
-            row["msg_id"]))
-    s.dedupe = {t for (t,) in c.execute("SELECT DISTINCT txn FROM dedupe WHERE "
-                                        "state='pending'")}
-    return s
-
-
 STATE_TTL = 1.0  # seconds; see SqliteStore._remember
-_CACHE_MAX = 10_000
 
 
-@dataclass(eq=False)
-class _OpenTxn:
-    done: asyncio.Future[None]  # set when its COMMIT (or its rollback) is done
-    txns: set[str] = field(default_factory=set)  # message transactions with writes in it
-    entries: int = 0
-
-
-@dataclass(eq=False)
-class _Entry:
-    """One unit of work for the database thread: a journal, or an operation."""
-
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    fut: asyncio.Future[Any] | None  # None: nobody waits (a journal)
-    early: bool  # answered once run (before COMMIT); else once committed
-    on_result: Callable[[Any], None] | None = None  # on the loop, before anything else runs
-    journal: Journal | None = None
-
-
-class StoreUnreadable(Exception):
-    """A write to policy.db failed and memory could not be read back from it: every
-    operation fails (4xx at SMTP) until the daemon is restarted."""
-
-
-class SqliteStore:
+class SqliteStore(GroupCommit):
     """PolicyStore on one SQLite file. Open with `await SqliteStore.open(path)`."""
 
     shared = False  # one process: its queue ids are unique
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
-        self.path = path
+        super().__init__(path)
         self._clock = clock  # names the backup made before an upgrade
-        self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-db")
-        self._rexec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-db-read")
-        self._conn: sqlite3.Connection | None = None
-        self._rconn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-        self._pending: list[_Entry] = []
-        self._flusher: asyncio.Task[None] | None = None
-        # The SQLite transaction queued entries go into (see _flush); message transaction
-        # id -> the COMMIT it waits for; the transactions a failed write undid.
-        self._open: _OpenTxn | None = None
-        self._sync_wanted = False
-        self._urgent = False  # an entry waits for its answer: run the next batch now
-        self._kick = asyncio.Event()
-        self._unsynced: dict[str, asyncio.Future[None]] = {}
-        self._lost: dict[str, BaseException] = {}
-        # Set while memory is reloaded after a failed write; operations wait for it (and
-        # fail with its exception if policy.db cannot be read back).
-        self._recovery: asyncio.Future[None] | None = None
-        self._s = _State()
+        self._s = State()
         # Unique counter key -> recipients added but not yet resolved by SQLite.
         self._unresolved: dict[str, int] = {}
         self._settling: dict[tuple[str, str], asyncio.Future[None]] = {}
-        self._last_shape: _Shape | None = None
-        self._marks = 0
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
         self._states: dict[tuple[str, ...], tuple[float, Any]] = {}
 
@@ -348,7 +114,7 @@ class SqliteStore:
         try:
             await loop.run_in_executor(store._exec, store._connect)
             await loop.run_in_executor(store._rexec, store._connect_reader)
-            store._s = await loop.run_in_executor(store._exec, _load_state, store._conn)
+            store._s = await loop.run_in_executor(store._exec, load_state, store._conn)
         except BaseException:
             await store.aclose()
             raise
@@ -402,233 +168,16 @@ class SqliteStore:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
 
-    # --- plumbing -----------------------------------------------------------------------
-    async def _usable(self) -> None:
-        if self._conn is None:
-            raise RuntimeError("policy store is closed")
-        if self._recovery is not None:
-            await asyncio.shield(self._recovery)
-
-    def _queue(self, entry: _Entry) -> None:
-        if self._open is None:
-            self._open = _OpenTxn(asyncio.get_running_loop().create_future())
-        self._pending.append(entry)
-        if entry.journal is None:
-            self._urgent = True  # someone waits for its answer
-        self._kick_flusher()
-
-    def _journal(self) -> Journal:
-        """The journal the next batch writes, to append to."""
-        if self._pending and self._pending[-1].journal is not None:
-            return self._pending[-1].journal
-        j = Journal()
-        self._queue(_Entry(apply_journal, (j,), None, True, self._resolved, j))
-        return j
-
-    def _track(self, txn_id: str) -> None:
-        """`durable(txn_id)` waits for the COMMIT of what was just queued."""
-        open_txn = self._open
-        assert open_txn is not None
-        self._unsynced[txn_id] = open_txn.done
-        open_txn.txns.add(txn_id)
-        open_txn.entries += 1
-        if open_txn.entries >= _MAX_BATCH:
-            self._urgent = True
-            self._kick.set()
-
     def _resolved(self, uniques: dict[str, list[int]]) -> None:
         """A journal was written: learn which of its recipients were new this month."""
         for key, (added, change) in uniques.items():
             self._unresolved[key] = self._unresolved.get(key, 0) - added
             self._s.counts[key] = self._s.counts.get(key, 0) + change
 
-    async def _call(self, fn: Callable[..., T], *args: Any, early: bool = False,
-                    txn: str | None = None,
-                    on_result: Callable[[Any], None] | None = None) -> T:
-        """Run `fn(conn, *args)` on the database thread after everything queued before it.
-        Answered once committed, or with `early` once run (then `txn`, if given, is what
-        `durable()` waits on)."""
-        if self._conn is None:
-            raise RuntimeError("policy store is closed")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue(_Entry(fn, args, fut, early, on_result))
-        if txn is not None:
-            self._track(txn)
-        # A caller cancelled mid-write (client gone) cancels only its wait: the operation
-        # runs, and the transaction's abort() undoes it.
-        return await fut
-
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """A read on the writer's connection: sees every write queued before it."""
-        return await self._call(fn, *args, early=True)
-
-    async def _read_committed(self, fn: Callable[..., T], *args: Any) -> T:
-        """On the reader's thread: committed state, never behind a COMMIT."""
-        def run() -> T:
-            assert self._rconn is not None, "store is closed"
-            return fn(self._rconn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._rexec, run)
-
-    async def _settle(self) -> None:
-        """Wait until every write queued so far is written (not necessarily committed)."""
-        await self._read(lambda c: None)
-
-    async def durable(self, txn_id: str) -> None:
-        """Return once every write of `txn_id` answered so far is committed; raise if a
-        failed transaction undid any of them (the caller must not accept the message)."""
-        done = self._unsynced.get(txn_id)
-        if done is not None:
-            self._sync_wanted = True
-            self._kick_flusher()
-            await done  # a COMMIT's future: it never raises
-        lost = self._lost.pop(txn_id, None)
-        if lost is not None:
-            raise lost
-
-    def sync_soon(self) -> None:
-        """Start committing what is queued now (a `durable()` call is coming)."""
-        if self._open is not None:
-            self._sync_wanted = True
-            self._kick_flusher()
-
-    async def _durably(self, j: Journal) -> None:
-        """Commit the journal `j` was just appended to before returning (operator actions
-        and outcomes are answered once durable)."""
-        self._marks += 1
-        mark = f"\0{self._marks}"
-        self._track(mark)
-        await self.durable(mark)
-
-    def _kick_flusher(self) -> None:
-        if self._urgent or self._sync_wanted:
-            self._kick.set()
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        """Write queued entries on the database thread, in one SQLite transaction that
-        stays open between batches and is committed when someone needs durability (a
-        `durable()` waiter, an operation answered once committed), when it has grown to
-        _MAX_BATCH writes, or _COMMIT_AFTER after the last batch. Journals alone wait for
-        one of those, or for an operation or read that must see them: under load, one batch
-        and one fsync cover the writes of many messages."""
-        loop = asyncio.get_running_loop()
-        while self._pending or self._open is not None:
-            if not self._urgent and not self._sync_wanted:
-                self._kick.clear()
-                # Quiet for _COMMIT_AFTER: commit what is there. (A timer, not wait_for:
-                # no task per wait.)
-                timer = loop.call_later(_COMMIT_AFTER, self._quiet)
-                await self._kick.wait()
-                timer.cancel()
-            self._urgent = False
-            batch, self._pending = self._pending, []
-            open_txn = self._open
-            assert open_txn is not None
-            commit = (self._sync_wanted or not batch or open_txn.entries >= _MAX_BATCH
-                      or any(not e.early for e in batch))
-            if commit:
-                self._open, self._sync_wanted = None, False
-
-            def answer(results: list[tuple[bool, Any]], batch: list[_Entry] = batch,
-                       early: bool = True) -> None:
-                for e, (ok, value) in zip(batch, results, strict=True):
-                    if e.early != early:
-                        continue
-                    if ok and e.on_result is not None:
-                        e.on_result(value)
-                    if e.fut is not None and not e.fut.done():
-                        (e.fut.set_result if ok else e.fut.set_exception)(value)
-
-            def ran(results: list[tuple[bool, Any]]) -> None:  # on the database thread
-                loop.call_soon_threadsafe(answer, results)
-
-            try:
-                results = await loop.run_in_executor(
-                    self._exec, self._run_batch, [(e.fn, e.args) for e in batch], ran, commit)
-            except Exception as e:
-                await self._failed(e, batch, open_txn)
-                continue
-            if commit:
-                self._committed(open_txn)
-            answer(results, early=False)
-
-    def _quiet(self) -> None:
-        self._sync_wanted = True
-        self._kick.set()
-
-    def _committed(self, open_txn: _OpenTxn) -> None:
-        for txn in open_txn.txns:
-            if self._unsynced.get(txn) is open_txn.done:
-                del self._unsynced[txn]
-        open_txn.done.set_result(None)
-
-    async def _failed(self, error: Exception, batch: list[_Entry], open_txn: _OpenTxn) -> None:
-        """The database thread rolled the transaction back: every write since its BEGIN is
-        undone, answered or not, and so is what was queued on top of it. Memory no longer
-        matches policy.db, so it is loaded again; meanwhile the store refuses new work."""
-        log.error("policy store: transaction failed, rolled back: %s", error)
-        loop = asyncio.get_running_loop()
-        recovery = self._recovery = loop.create_future()
-        recovery.add_done_callback(lambda f: f.exception())  # retrieved by waiters, if any
-        dropped, self._pending = self._pending, []
-        self._urgent = False
-        for e in (*batch, *dropped):
-            if e.fut is not None and not e.fut.done():
-                e.fut.set_exception(error)
-        undone = [open_txn] if self._open in (None, open_txn) else [open_txn, self._open]
-        self._open, self._sync_wanted = None, False
-        for t in undone:
-            for txn in t.txns:
-                # Marks (_durably) are always awaited, so always told; a message
-                # transaction only if it reaches durable() (bounded meanwhile).
-                if txn.startswith("\0") or len(self._lost) < _CACHE_MAX:
-                    self._lost[txn] = error
-            self._committed(t)
-        try:
-            self._s = await loop.run_in_executor(self._exec, _load_state, self._conn)
-            self._unresolved.clear()
-            log.warning("policy store: memory reloaded from %s", self.path)
-        except Exception as e:
-            log.exception("policy store: cannot reload %s; refusing policy checks until "
-                          "restarted", self.path)
-            recovery.set_exception(StoreUnreadable(f"cannot reload {self.path}: {e}"))
-            return  # stays failed: every check answers 4xx
-        self._recovery = None
-        recovery.set_result(None)
-
-    def _run_batch(self, ops: list[tuple[Callable[..., Any], tuple[Any, ...]]],
-                   ran: Callable[[list[tuple[bool, Any]]], None],
-                   commit: bool) -> list[tuple[bool, Any]]:
-        c = self._conn
-        assert c is not None, "store is closed"
-        out: list[tuple[bool, Any]] = []
-        try:
-            if not c.in_transaction:
-                c.execute("BEGIN IMMEDIATE")
-            for fn, args in ops:
-                if fn is apply_journal:  # decided already: nothing in it may fail alone
-                    out.append((True, fn(c, *args)))
-                    continue
-                c.execute("SAVEPOINT op")
-                try:
-                    out.append((True, fn(c, *args)))
-                except _Refused as r:
-                    c.execute("ROLLBACK TO op")
-                    out.append((True, r.result))
-                except Exception as e:
-                    c.execute("ROLLBACK TO op")
-                    out.append((False, e))
-                c.execute("RELEASE op")
-            ran(out)
-            if commit:
-                c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
-        return out
-
+    async def _reload(self) -> None:
+        self._s = await asyncio.get_running_loop().run_in_executor(self._exec, load_state,
+                                                                   self._conn)
+        self._unresolved.clear()
 
     # --- tenants ------------------------------------------------------------------------
     async def get_tenant(self, name: str) -> Tenant | None:
@@ -646,7 +195,7 @@ class SqliteStore:
     # are cached for STATE_TTL: writes through this store drop the cache at once, writes by
     # another process sharing the file are seen within STATE_TTL.
     def _remember(self, cache: dict[Any, tuple[float, Any]], key: Any, value: Any) -> None:
-        if len(cache) >= _CACHE_MAX:
+        if len(cache) >= CACHE_MAX:
             cache.clear()
         cache[key] = (time.monotonic() + STATE_TTL, value)
 
@@ -722,48 +271,47 @@ class SqliteStore:
         if hit is not None and hit[0] > time.monotonic():
             sus, lim = hit[1]
         else:
-            sus, lim = await self._read_committed(_read_rules, tenants, now)
+            sus, lim = await self._read_committed(read_rules, tenants, now)
             self._remember(self._states, key, (sus, lim))
         counters = await self.counters(counter_keys) if counter_keys else {}
         return Snapshot([s for s in sus if s.until is None or s.until > now],
                         [x for x in lim if x.until > now], counters)
 
-    # --- reservations (decided in memory) ----------------------------------------------
+    # --- reservations: a plan (plan.py) applied in memory ------------------------------
     def reserve_now(self, req: ReserveRequest) -> ReserveResult | None:
         """`reserve` without awaiting, when memory can answer alone (the usual case); None
         when it cannot (a unique-recipient limit is near, or the store is reloading)."""
         if self._conn is None or self._recovery is not None or self._near_limit(req):
             return None
-        return self._reserve(req, ())
+        return self._apply(req, ())
 
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
         await self._usable()
         near = self._near_limit(req)
         if not near:
-            return self._reserve(req, ())
+            return self._apply(req, ())
         # Ask SQLite, in order with every write before, whether the recipient is new and
-        # fits; then decide the rest in memory as usual.
-        refusal, _ = self._check(req, credit=False)
+        # fits; then apply the rest of the plan in memory as usual.
+        refusal, _ = self._guards(req, credit=False)
         if refusal is not None:
             return refusal
         counted: list[UniqueBucket] = []
         for u in near:
             self._unresolved[u.key] = self._unresolved.get(u.key, 0) + 1
             try:
-                ok, _new = await self._call(_op_unique_exact, u, req.recipient, early=True,
+                ok, _new = await self._call(op_unique_exact, u, req.recipient, early=True,
                                             txn=req.txn_id, on_result=self._unique_answer(u))
             except BaseException:
                 self._drop_uniques(req, counted)
                 raise
             if not ok:
                 self._drop_uniques(req, counted)
-                used = None if req.licence is None else self._s.counts.get(req.licence.key, 0)
-                return ReserveResult(False, u.key, used)
+                return ReserveResult(False, u.key, self._reported(req))
             counted.append(u)
         # Memory moved meanwhile (it may even have been reloaded after a failed write: its
         # writes go after the reload, never under it).
         await self._usable()
-        result = self._reserve(req, tuple(counted))  # so check everything again
+        result = self._apply(req, tuple(counted))  # so check everything again
         if not result.ok:
             self._drop_uniques(req, counted)
         return result
@@ -772,7 +320,7 @@ class SqliteStore:
         """Unique-recipient limits this recipient could exceed if it is new, counting every
         recipient SQLite has not resolved yet as new."""
         counts, unresolved = self._s.counts, self._unresolved
-        return [u for u in req.uniques
+        return [u for u in req.plan.uniques
                 if u.limit and counts.get(u.key, 0) + unresolved.get(u.key, 0) >= u.limit]
 
     def _unique_answer(self, u: UniqueBucket) -> Callable[[tuple[bool, int]], None]:
@@ -787,49 +335,53 @@ class SqliteStore:
             j.uniq_dropped.extend((u.tenant, u.month, req.recipient, u.key) for u in counted)
             self._track(req.txn_id)
 
-    def _check(self, req: ReserveRequest, credit: bool = True
-               ) -> tuple[ReserveResult | None, _LotState | None]:
-        """The first limit `req` would exceed (licence, message windows, credit), if any,
-        and the lot that would pay. Unique recipients are `reserve`'s."""
+    def _reported(self, req: ReserveRequest) -> int | None:
+        """The plan's reported count (the licence volume) as memory holds it."""
+        counts = self._s.counts
+        return next((counts.get(c.key, 0) for c in req.plan.counts if c.reported), None)
+
+    def _guards(self, req: ReserveRequest, credit: bool = True
+                ) -> tuple[ReserveResult | None, LotState | None]:
+        """The plan's first guard that fails (counts, then the credit), if any, and the
+        lot that would pay. Unique recipients are `reserve`'s."""
         counts = self._s.counts
         used: int | None = None
-        if req.licence is not None:
-            used = counts.get(req.licence.key, 0)
-            if req.licence.limit and used >= req.licence.limit:
-                return ReserveResult(False, "licence", used), None
-        for b in req.buckets:
-            if b.limit and counts.get(b.key, 0) >= b.limit:
-                return ReserveResult(False, b.key, used), None
-        if req.wallet is None or not credit:
+        plan = req.plan
+        for c in plan.counts:
+            n = counts.get(c.key, 0)
+            if c.reported:
+                used = n
+            if c.limit and n >= c.limit:
+                return ReserveResult(False, c.refusal, used), None
+        if plan.take is None or not credit:
             return None, None
         # The paid lot that expires first (few lots per tenant are live at once).
-        for lot in self._s.wallets.get(req.wallet, ()):
+        for lot in self._s.wallets.get(plan.take, ()):
             if lot.paid and lot.remaining > 0 and lot.expires > req.now:
                 return None, lot
         return ReserveResult(False, "credit", used), None
 
-    def _reserve(self, req: ReserveRequest, counted: tuple[UniqueBucket, ...]
-                 ) -> ReserveResult:
-        """Check and take, in one step of the loop. `counted`: unique buckets SQLite
-        already counted this recipient in."""
-        refusal, lot = self._check(req)
+    def _apply(self, req: ReserveRequest, counted: tuple[UniqueBucket, ...]
+               ) -> ReserveResult:
+        """Every guard, then every effect, in one step of the loop. `counted`: unique
+        buckets SQLite already counted this recipient in."""
+        refusal, lot = self._guards(req)
         if refusal is not None:
             return refusal
-        s, j = self._s, self._journal()
-        shape = self._shape(req)
+        s, j, plan = self._s, self._journal(), req.plan
         counts, expires = s.counts, s.expires
         used: int | None = None
         filled: list[str] = []
-        for b in shape.buckets:
-            n = counts[b.key] = counts.get(b.key, 0) + 1
-            if b.expires > expires.get(b.key, 0.0):
-                expires[b.key] = b.expires
-            j.bump(b.key, 1, b.expires)
-            if b is req.licence:
+        for c in plan.counts:
+            n = counts[c.key] = counts.get(c.key, 0) + 1
+            if c.expires > expires.get(c.key, 0.0):
+                expires[c.key] = c.expires
+            j.bump(c.key, 1, c.expires)
+            if c.reported:
                 used = n
-            elif b.limit and n == b.limit:
-                filled.append(b.key)
-        for u in req.uniques:
+            elif c.limit and n >= c.limit:
+                filled.append(c.key)
+        for u in plan.uniques:
             if u not in counted:
                 j.uniq_added.append((u.tenant, u.month, req.recipient, u.key, u.expires))
                 self._unresolved[u.key] = self._unresolved.get(u.key, 0) + 1
@@ -838,50 +390,28 @@ class SqliteStore:
             lot_id = lot.id
             lot.remaining -= 1
             j.lot(lot.id, -1)
-            j.ledger.append((req.now, req.wallet, lot.id, -1, "reserve", "", req.recipient,
-                             "txn " + req.txn_id))
+            j.ledger.append((req.now, plan.take, lot.id, -1, plan.take_kind, "",
+                             req.recipient, "txn " + req.txn_id))
         alerts: tuple[int, ...] = ()
-        if used is not None and req.licence is not None and used >= shape.first_alert:
+        if used is not None and used >= plan.first_alert:
             alerts = self._alerts(req, used)
         s.txns.setdefault(req.txn_id, []).append(
-            _Held(req.owner, req.recipient, shape.keys, shape.uniques, lot_id, req.wallet))
-        j.reserved.append((req.txn_id, req.owner, req.tenant, req.recipient, shape.keys_json,
-                           shape.uniques_json, lot_id, req.wallet, req.now))
+            Held(req.owner, req.recipient, plan.record_counters, plan.record_uniques, lot_id,
+                  plan.take))
+        j.reserved.append((req.txn_id, req.owner, req.tenant, req.recipient,
+                           plan.counters_json, plan.uniques_json, lot_id, plan.take, req.now))
         self._track(req.txn_id)
         return ReserveResult(True, None, used, alerts, tuple(filled))
 
-    def _shape(self, req: ReserveRequest) -> _Shape:
-        """What a request counts, derived once per set of buckets: recipients of the same
-        tenant in the same windows share it (the engine passes the same tuples)."""
-        last = self._last_shape
-        if (last is not None and last.licence is req.licence and last.of is req.buckets
-                and last.uniques_of is req.uniques):
-            return last
-        buckets = ((req.licence,) if req.licence is not None else ()) + req.buckets
-        keys = tuple(b.key for b in buckets)
-        uniques = tuple((u.tenant, u.month, u.key) for u in req.uniques)
-        first_alert = math.inf
-        if req.licence is not None and req.licence.limit and req.alert_levels:
-            first_alert = min(math.ceil(req.licence.limit * level / 100)
-                              for level in req.alert_levels)
-        shape = self._last_shape = _Shape(req.licence, req.buckets, req.uniques, buckets,
-                                          keys, uniques, json.dumps(keys),
-                                          json.dumps(uniques), first_alert)
-        return shape
-
     def _alerts(self, req: ReserveRequest, used: int) -> tuple[int, ...]:
-        """The licence alert levels `used` reaches for the first time this month."""
-        assert req.licence is not None
-        s, j, alerts = self._s, self._journal(), []
-        for level in req.alert_levels:
-            if used >= math.ceil(req.licence.limit * level / 100):
-                # Keyed by volume too: a bigger licence mid-month alerts afresh.
-                alert_key = f"{req.licence.key}|{req.licence.limit}|{level}"
-                if alert_key not in s.alerts:
-                    s.alerts.add(alert_key)
-                    j.alerts.append((alert_key, req.now))
-                    alerts.append(level)
-        return tuple(alerts)
+        """The plan's alerts that `used` reaches for the first time."""
+        s, j, out = self._s, self._journal(), []
+        for a in req.plan.alerts:
+            if used >= a.threshold and a.name not in s.alerts:
+                s.alerts.add(a.name)
+                j.alerts.append((a.name, req.now))
+                out.append(a.level)
+        return tuple(out)
 
     async def prepare(self, txn_id: str, msg_id: str) -> None:
         await self._usable()
@@ -900,11 +430,11 @@ class SqliteStore:
             return 0
         j = self._journal()
         if held:
-            if hold_credit and any(h.lot is not None for h in held):
-                # The credit stays held until the outcome: delivered keeps it, a failure
-                # refunds it.
+            plan = commit_plan(held, msg_id, hold_credit)
+            if plan.hold:  # the rows with a lot (the journal's SQL selects the same)
                 j.held.append((msg_id, txn_id))
-            # Everything else is final: the counters and the ledger already say it all.
+            # Everything else is final: the counters and the ledger already say it all
+            # (what this store holds is counted from its rows).
             j.settled.append((txn_id,))
         if dedupe:
             self._s.dedupe.discard(txn_id)
@@ -916,25 +446,19 @@ class SqliteStore:
         await self._usable()
         s = self._s
         held = s.txns.get(txn_id, [])
-        gone = [h for h in held if recipient is None or h.rcpt == recipient]
-        if gone:
-            if len(gone) == len(held):
+        plan = release_plan(held, recipient)
+        if plan.undos:
+            if len(plan.undos) == len(held):
                 del s.txns[txn_id]
             else:
+                gone = [u.record for u in plan.undos]
                 s.txns[txn_id] = [h for h in held if h not in gone]
         dedupe = txn_id in s.dedupe
-        if not gone and not dedupe:
+        if not plan.undos and not dedupe:
             return 0
         j = self._journal()
-        for h in gone:
-            for key in h.keys:
-                s.counts[key] = s.counts.get(key, 0) - 1
-                j.bump(key, -1)
-            j.uniq_dropped.extend((t, month, h.rcpt, key) for t, month, key in h.uniques)
-            if h.lot is not None:
-                self._return_credit(j, h.lot, h.wallet or "", now, "release", h.msg_id or "",
-                                    h.rcpt)
-        if gone:
+        self._give_back(j, plan, now)
+        if plan.undos:
             if recipient is None:
                 j.settled.append((txn_id,))
             else:
@@ -946,20 +470,29 @@ class SqliteStore:
             else:
                 j.dedupe_dropped_rcpt.append((txn_id, recipient))
         self._track(txn_id)
-        return len(gone)
+        return len(plan.undos)
 
-    def _return_credit(self, j: Journal, lot_id: int, wallet: str, now: float, kind: str,
-                       msg_id: str, rcpt: str) -> None:
-        """Give one credit back to the lot it came from; a lot that expired meanwhile takes
-        it back and expires it at once, so the ledger still explains every credit."""
-        j.ledger.append((now, wallet, lot_id, +1, kind, msg_id, rcpt, ""))
-        lot = self._s.lots.get(lot_id)
-        if lot is None:
-            j.ledger.append((now, wallet, lot_id, -1, "expire", msg_id, rcpt,
-                             "lot already expired"))
-        else:
-            lot.remaining += 1
-            j.lot(lot_id, +1)
+    def _give_back(self, j: Journal, plan: SettlePlan, now: float) -> None:
+        """A settle plan's effects on memory and the journal (the caller removes its
+        records: they are rows of policy.db or reservations in memory)."""
+        counts, lots = self._s.counts, self._s.lots
+        for u in plan.undos:
+            for key in u.counters:
+                counts[key] = counts.get(key, 0) - 1
+                j.bump(key, -1)
+            j.uniq_dropped.extend((t, month, u.rcpt, key) for t, month, key in u.uniques)
+            if u.lot is not None:
+                # A lot that expired meanwhile takes the credit and expires it at once, so
+                # the ledger still explains every credit.
+                j.ledger.append((now, u.wallet, u.lot, +1, plan.kind, u.msg_id, u.rcpt, ""))
+                lot = lots.get(u.lot)
+                if lot is None:
+                    j.ledger.append((now, u.wallet, u.lot, -1, "expire", u.msg_id, u.rcpt,
+                                     "lot already expired"))
+                else:
+                    lot.remaining += 1
+                    j.lot(u.lot, +1)
+            # `unhold`: what this store holds is counted from its records, not kept apart.
 
     async def outcome(self, msg_id: str, recipient: str, refund: bool, now: float) -> bool:
         await self._usable()
@@ -975,10 +508,10 @@ class SqliteStore:
                 return False  # not held (charge = "accepted"), or already settled
             await self._usable()
             j = self._journal()
-            if refund:
-                self._return_credit(j, row["lot"], row["wallet"] or "", now, "refund",
-                                    msg_id, recipient)
-            j.outcomes.append((row["id"],))
+            plan = outcome_plan(row["id"], msg_id, recipient, row["lot"], row["wallet"] or "",
+                                refund)
+            self._give_back(j, plan, now)
+            j.outcomes.extend((u.record,) for u in plan.undos)
             await self._durably(j)
             return True
         finally:
@@ -995,19 +528,19 @@ class SqliteStore:
     # --- credits ------------------------------------------------------------------------
     async def add_lot(self, tenant: str, amount: int, paid: bool, purchased: float,
                       expires: float, note: str) -> Lot:
-        lot: Lot = await self._call(_op_add_lot, tenant, amount, paid, purchased, expires,
-                                    note)
+        lot: Lot = await self._call(op_add_lot, tenant, amount, expires,
+                                    new_lot_change(paid, purchased, note))
         self._remember_lot(lot)
         return lot
 
     async def mark_paid(self, lot_id: int, now: float) -> Lot | None:
-        lot: Lot | None = await self._call(_op_mark_paid, lot_id, now)
+        lot: Lot | None = await self._call(op_mark_paid, lot_id, now)
         if lot is not None and lot.id in self._s.lots:
             self._s.lots[lot.id].paid = lot.paid
         return lot
 
     def _remember_lot(self, lot: Lot) -> None:
-        state = self._s.lots[lot.id] = _LotState(lot, lot.remaining, lot.paid)
+        state = self._s.lots[lot.id] = LotState(lot, lot.remaining, lot.paid)
         wallet = self._s.wallets.setdefault(lot.tenant, [])
         wallet.append(state)
         wallet.sort(key=lambda x: (x.expires, x.id))  # the lot that expires first pays first
@@ -1015,7 +548,7 @@ class SqliteStore:
     async def lots(self, tenant: str) -> list[Lot]:
         rows = await self._read(lambda c: c.execute(
             "SELECT * FROM lots WHERE tenant=? ORDER BY expires, id", (tenant,)).fetchall())
-        return [_lot(r) for r in rows]
+        return [lot_of(r) for r in rows]
 
     async def held(self, tenant: str) -> int:
         in_flight = sum(1 for held in self._s.txns.values() for h in held
@@ -1037,25 +570,26 @@ class SqliteStore:
         if not ended:
             return []
         j = self._journal()
-        for lot in ended:
+        public = [lot.public() for lot in ended]
+        for lot, change in zip(ended, expiry_changes(public, now), strict=True):
             del self._s.lots[lot.id]
             self._s.wallets[lot.tenant].remove(lot)
-            j.ledger.append((now, lot.tenant, lot.id, -(lot.remaining if lot.paid else 0),
-                             "expire", "", "", ""))
+            j.ledger.append((now, lot.tenant, lot.id, change.per_credit * lot.remaining,
+                             change.kind, "", "", ""))
             j.expired_lots.append((lot.id,))
         await self._durably(j)
-        return [lot.public() for lot in ended]
+        return public
 
     # --- duplicates and housekeeping ------------------------------------------------------
     async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
                               txn_id: str, since: float, now: float) -> bool:
         await self._usable()
         self._s.dedupe.add(txn_id)
-        return await self._call(_op_check_duplicate, tenant, message_id, recipient, txn_id,
+        return await self._call(op_check_duplicate, tenant, message_id, recipient, txn_id,
                                 since, now, early=True, txn=txn_id)
 
     async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None:
-        await self._call(_op_prune, now, dedupe_since, uniq_before)
+        await self._call(op_prune, now, dedupe_since, uniq_before)
         s = self._s
         for key, expires in list(s.expires.items()):
             if 0 < expires < now:

@@ -1,9 +1,9 @@
 """The policy store interface: every piece of shared policy state, behind atomic operations.
 
-The engine decides *what* to ask (which counters, which limits, which wallet); the store
-makes each operation atomic and durable. `SqliteStore` (policy.db beside the spool) is the
-embedded implementation; `RedisStore` (one Lua script per operation) is the one every node
-of a cluster shares ([cluster] redis_url).
+The engine decides *what* to ask (which counters, which limits, which wallet: for RCPT, a
+plan, plan.py); the store makes each operation atomic and durable. `SqliteStore`
+(policy.db beside the spool) is the embedded implementation; `RedisStore` (Lua scripts,
+apply.lua for plans) is the one every node of a cluster shares ([cluster] redis_url).
 
 Reservation life cycle, per accepted recipient:
     reserve (RCPT) -> prepare (msg id known) -> durable (before 250) -> commit (after 250)
@@ -18,9 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from mta.policy.tenants import Tenant
+
+if TYPE_CHECKING:
+    from mta.policy.plan import ReservePlan
 
 __all__ = ["Bucket", "LedgerEntry", "Lot", "OperatorLimit", "PolicyStore", "ReserveRequest",
            "ReserveResult", "Snapshot", "Suspension", "UniqueBucket"]
@@ -53,16 +56,15 @@ class UniqueBucket:
 # make). Treat them as values all the same.
 @dataclass(slots=True)
 class ReserveRequest:
+    """Reserve one recipient: what varies per recipient, beside the plan (plan.py) of what
+    to check and change, which recipients under the same windows share."""
+
     txn_id: str
     owner: str  # which worker / spool shard holds the message (for reconciliation)
     tenant: str
     recipient: str  # normalised (lower case)
     now: float
-    buckets: tuple[Bucket, ...] = ()
-    uniques: tuple[UniqueBucket, ...] = ()
-    wallet: str | None = None  # tenant whose credit lots pay; None = not prepaid
-    licence: Bucket | None = None
-    alert_levels: tuple[int, ...] = (80, 100)  # percent of the licence volume
+    plan: ReservePlan
 
 
 @dataclass(slots=True)
