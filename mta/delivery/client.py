@@ -24,8 +24,9 @@ import ssl
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from mta.config import DeliveryConfig
 from mta.delivery.transaction import (
     DeliveryResult,
     Step,
@@ -44,9 +45,6 @@ from mta.delivery.wire import (
     rcpt_command,
 )
 from mta.rfc5321 import Reply
-
-if TYPE_CHECKING:
-    from mta.config import DeliveryConfig
 
 __all__ = [
     "ClientSettings",
@@ -100,12 +98,14 @@ class ClientSettings:
     """Per delivery path, built once (not per message). Timeouts per RFC 5321 4.5.3.2."""
 
     ehlo_name: str
-    tls: str = "opportunistic"  # "opportunistic" | "required" | "disabled"
-    connect_timeout: float = 30.0
-    greeting_timeout: float = 300.0
-    command_timeout: float = 300.0  # EHLO, STARTTLS, MAIL, RCPT, DATA (354), RSET
-    data_timeout: float = 600.0  # body sent -> final reply
-    max_recipients_per_transaction: int = 100
+    # Defaults are config.py's (the one place that says why), for tests that build these.
+    tls: str = DeliveryConfig.tls  # "opportunistic" | "required" | "disabled"
+    connect_timeout: float = DeliveryConfig.connect_timeout
+    greeting_timeout: float = DeliveryConfig.greeting_timeout
+    # EHLO, STARTTLS, MAIL, RCPT, DATA (354), RSET
+    command_timeout: float = DeliveryConfig.command_timeout
+    data_timeout: float = DeliveryConfig.data_timeout  # body sent -> final reply
+    max_recipients_per_transaction: int = DeliveryConfig.max_recipients_per_transaction
 
     @classmethod
     def from_config(cls, cfg: DeliveryConfig, hostname: str) -> ClientSettings:
