@@ -8,25 +8,14 @@
 -- KEYS: every key the plan touches (a key it was not given is refused before any write).
 -- ARGV: prefix, plan (JSON), now, then for a reservation: transaction, owner, tenant,
 -- recipient.
-local P = ARGV[1]
+-- Runs after prelude.lua (P, K, MISSING, extend), which redis_store.py puts in front.
 local plan = cjson.decode(ARGV[2])
 local now_s = ARGV[3]
 local now = tonumber(now_s)
-local HAVE = {}
-for _, k in ipairs(KEYS) do HAVE[k] = true end
-local MISSING = false
-local function K(s)
-  local k = P .. s
-  if not HAVE[k] then MISSING = true end
-  return k
-end
 local function ttl_ms(expires)
   local t = math.ceil((tonumber(expires) - now) * 1000)
   if t < 1000 then t = 1000 end
   return t
-end
-local function extend(k, ms)
-  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
 end
 local function bump(k, ms)
   local n = redis.call('INCRBY', k, 1)

@@ -7,23 +7,12 @@ operation on the keys listed in redis_store.py, with the semantics of the embedd
 
 from __future__ import annotations
 
-__all__ = ["ADD_RECORD", "CHECK_DUPLICATE", "LIFT", "PREPARE"]
+from importlib import resources
+
+__all__ = ["ADD_RECORD", "CHECK_DUPLICATE", "LIFT", "PRELUDE", "PREPARE"]
 
 # Shared by every script: key naming checked against KEYS[], TTLs.
-PRELUDE = """
-local P = ARGV[1]
-local HAVE = {}
-for _, k in ipairs(KEYS) do HAVE[k] = true end
-local MISSING = false
-local function K(s)
-  local k = P .. s
-  if not HAVE[k] then MISSING = true end
-  return k
-end
-local function extend(k, ms)
-  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
-end
-"""
+PRELUDE = (resources.files("mta.policy") / "prelude.lua").read_text(encoding="utf-8")
 
 # ARGV: prefix, txn, msg id.
 PREPARE = PRELUDE + """

@@ -81,7 +81,7 @@ __all__ = ["DEFAULT_PREFIX", "STATE_TTL", "RedisStore"]
 T = TypeVar("T")
 
 # RCPT's reservation: the generic plan interpreter (plan.py says what a plan holds).
-_APPLY = (resources.files("mta.policy") / "apply.lua").read_text(encoding="utf-8")
+_APPLY = scripts.PRELUDE + (resources.files("mta.policy") / "apply.lua").read_text(encoding="utf-8")
 
 DEFAULT_PREFIX = "mta:policy:"
 STATE_TTL = 1.0  # seconds tenants / suspensions / limits are cached, as SqliteStore does
