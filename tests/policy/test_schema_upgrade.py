@@ -4,7 +4,6 @@ store, and by the real daemon with exit 78 and one line)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import shutil
@@ -17,23 +16,11 @@ from mta.dbupgrade import SchemaBackupError, SchemaTooNewError, backup_name
 from mta.policy import sqlite_schema
 from mta.policy.sqlite_schema import SCHEMA_VERSION
 from mta.policy.sqlite_store import SqliteStore
-from tests.support.daemon import MtaProcess
+from tests.support.schema import assert_newer_refused, backups, user_version
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "spool-v2" / "policy.db"
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 EXPIRES = 1_900_000_000.0
-
-
-def user_version(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        db.close()
-
-
-def backups(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.glob("*.bak*"))
 
 
 def _added_column(c: sqlite3.Connection) -> None:
@@ -151,17 +138,4 @@ async def test_a_newer_policy_db_stops_the_daemon_with_one_line_and_exit_78(tmp_
     path = tmp_path / "spool" / "policy.db"
     path.parent.mkdir()
     shutil.copyfile(FIXTURE, path)
-    with sqlite3.connect(path) as c:
-        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    c.close()
-    mta = MtaProcess(tmp_path)
-    with pytest.raises(RuntimeError, match="exited with 78"):
-        await asyncio.to_thread(mta.start)
-    errors = [line for line in mta.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, mta.stderr
-    assert errors[0].endswith(
-        f"cannot start: {path}: schema version {SCHEMA_VERSION + 1} is newer than this mta "
-        f"knows ({SCHEMA_VERSION}); upgrade mta, or restore the backup made by the upgrade "
-        f"(policy.db.vN-TIME.bak with N <= {SCHEMA_VERSION}, mta stopped)")
-    assert "Traceback" not in mta.stderr
-    assert user_version(path) == SCHEMA_VERSION + 1
+    await assert_newer_refused(tmp_path, path, SCHEMA_VERSION)

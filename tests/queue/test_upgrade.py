@@ -21,6 +21,7 @@ from mta.queue.records import SpoolError
 from mta.queue.schema import SCHEMA_VERSION
 from mta.queue.spool import Spool
 from tests.support.daemon import MtaProcess
+from tests.support.schema import assert_newer_refused, backups, user_version
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "spool-v2"
 ZONES = {"dest.test": "@ IN MX 10 mx.dest.test.\nmx IN A 127.0.0.2\n"}
@@ -29,24 +30,12 @@ NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z, names the backups made here
 STAMP = "20270115T080000Z"
 
 
-def user_version(path: Path) -> int:
-    db = sqlite3.connect(path)
-    try:
-        return db.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        db.close()
-
-
 FIXTURE_VERSION = user_version(FIXTURE / "spool-00.sqlite")
 
 
 def copy_fixture(spool_dir: Path) -> Path:
     shutil.copytree(FIXTURE, spool_dir)
     return spool_dir / "spool-00.sqlite"
-
-
-def backups(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.glob("*.bak*"))
 
 
 async def _added_column(db: aiosqlite.Connection) -> None:
@@ -99,21 +88,8 @@ async def test_a_spool_of_the_previous_release_is_upgraded_and_its_mail_delivere
 
 async def test_a_newer_spool_stops_the_daemon_with_one_line_and_exit_78(tmp_path):
     db = copy_fixture(tmp_path / "spool")
-    with sqlite3.connect(db) as c:
-        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    c.close()
-    mta = MtaProcess(tmp_path)
-    with pytest.raises(RuntimeError, match="exited with 78"):
-        await asyncio.to_thread(mta.start)
+    mta = await assert_newer_refused(tmp_path, db, SCHEMA_VERSION)
     assert mta.proc is not None and mta.proc.returncode == 78
-    errors = [line for line in mta.stderr.splitlines() if " ERROR " in line]
-    assert len(errors) == 1, mta.stderr
-    assert errors[0].endswith(
-        f"cannot start: {db}: schema version {SCHEMA_VERSION + 1} is newer than this mta "
-        f"knows ({SCHEMA_VERSION}); upgrade mta, or restore the backup made by the upgrade "
-        f"(spool-00.sqlite.vN-TIME.bak with N <= {SCHEMA_VERSION}, mta stopped)")
-    assert "Traceback" not in mta.stderr
-    assert user_version(db) == SCHEMA_VERSION + 1  # untouched
     assert backups(db.parent) == []
 
 
