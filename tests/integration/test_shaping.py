@@ -165,8 +165,11 @@ max_deliveries_per_connection = 1
 
 async def test_layers_default_then_site_then_site_source(mta_factory, dns_server_factory,
                                                          mx_factory):
-    mx1 = await mx_factory("127.0.0.2", delay=0.05)
-    other = await mx_factory("127.0.0.4", delay=0.05)
+    # 0.6 s per message at the receiver (0.2 s before each of MAIL, RCPT, DATA): one session
+    # injects far faster than 3 connections drain, so every allowed connection is needed
+    # even on a loaded machine; at 0.05 s a slow injection kept source a at 2.
+    mx1 = await mx_factory("127.0.0.2", delay=0.2)
+    other = await mx_factory("127.0.0.4", delay=0.2)
     mta = await _start(mta_factory, dns_server_factory, mx_factory, SOURCES + """
 [shaping.default]
 connection_limit = 1
