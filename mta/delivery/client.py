@@ -98,7 +98,7 @@ class ClientSettings:
     """Per delivery path, built once (not per message). Timeouts per RFC 5321 4.5.3.2."""
 
     ehlo_name: str
-    # Defaults are config.py's (the one place that says why), for tests that build these.
+    # Defaults are mta/config's (the one place that says why), for tests that build these.
     tls: str = DeliveryConfig.tls  # "opportunistic" | "required" | "disabled"
     connect_timeout: float = DeliveryConfig.connect_timeout
     greeting_timeout: float = DeliveryConfig.greeting_timeout

@@ -58,7 +58,7 @@ class ComposeError(Exception):
 class Limits:
     """From the [smtp] section: the same limits apply whichever way mail comes in."""
 
-    max_message_size: int = SmtpConfig.max_message_size  # defaults: config.py's
+    max_message_size: int = SmtpConfig.max_message_size  # defaults: mta/config's
     max_recipients: int = SmtpConfig.max_recipients
     hostname: str = "localhost"
 

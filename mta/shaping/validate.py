@@ -1,6 +1,6 @@
 """Checks of [shaping.*] and [egress] that the config loader's types cannot express.
 
-config.py keeps rates as strings (config must not import shaping); `validate(cfg)` parses
+mta/config keeps rates as strings (config must not import shaping); `validate(cfg)` parses
 them here, once at load, and checks names, dates and addresses. It returns one
 `FILE: key: problem` line per error, like the loader, for `mta check-config` to print.
 """

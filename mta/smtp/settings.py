@@ -1,7 +1,7 @@
 """What an SMTP session needs to know from the config, resolved once per (re)load.
 
 `SessionSettings.from_config` is the only place the session's limits come from; the field
-defaults are config.py's own, so a test that builds settings by hand gets the same values.
+defaults are mta/config's own, so a test that builds settings by hand gets the same values.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ class SessionSettings:
     """What a session needs to know from the config, resolved once per (re)load."""
 
     hostname: str
-    # Defaults are config.py's (the one place that says why), for tests that build these.
+    # Defaults are mta/config's (the one place that says why), for tests that build these.
     banner: str = SmtpConfig.banner
     max_message_size: int = SmtpConfig.max_message_size
     max_recipients: int = SmtpConfig.max_recipients
