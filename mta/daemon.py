@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mta.config import Config, ConfigError, load_config
+from mta.content import ContentFilter
 from mta.dbupgrade import SchemaTooNewError
 from mta.delivery.dispatcher import Dispatcher
 from mta.delivery.operations import QueueOperations
@@ -204,6 +205,11 @@ class Daemon:
                       else memory_stores())
             stack.push_async_callback(stores.aclose)
             resolver = make_resolver(cfg.dns, observe=self.metrics.observe_dns)
+            # Content rules (worker processes started now) and scanner, at end of DATA.
+            self.content = ContentFilter(cfg.content, resolver=resolver, events=self.events,
+                                         hostname=cfg.server.hostname)
+            stack.push_async_callback(self.content.aclose)
+            self.content.warm()
             self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events,
                                        resolver=resolver,
                                        on_final=self._on_final, shaping_stores=stores,
@@ -213,7 +219,8 @@ class Daemon:
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,
                                    observe_ingest=self.metrics.observe_ingest,
-                                   observe_dkim=self.metrics.observe_dkim)
+                                   observe_dkim=self.metrics.observe_dkim,
+                                   content=self.content)
             self.delivery.dsn_sink = IngressDsnSink(self.ingress)
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
@@ -348,6 +355,7 @@ class Daemon:
             self.smtp.reload(new)
         self.delivery.reload(new)
         self.ingress.reload(signer)
+        self.content.reload(new.content)
         self.events.reopen()
         self.cfg = new
         log.info("configuration reloaded from %s", new.path)

@@ -12,6 +12,7 @@ One transaction, in order (Postfix smtpd_check style: each stage answers a Reply
   MAIL      policy.check_mail     may this tenant send now (suspension, licence, windows)
   RCPT      policy.check_rcpt     reserve quota, licence volume and one credit
   submit    policy.check_data     message class allowed; duplicates dropped (still 250)
+            content               rules and scanner (mta.content): refuse, hold or tag
             DKIM                  signature added (in a thread: RSA runs without the GIL)
             spool.put             returns after the group commit holding it is fsynced
             policy.prepare(id)    the reservations are durable too (their fsync ran meanwhile)
@@ -31,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
+from mta.content import ContentFilter
 from mta.dkim.signer import DkimSigner, sign_async
 from mta.observe.events import EventLog
 from mta.policy.engine import PolicyEngine, PolicyTxn
@@ -80,8 +82,10 @@ class Ingress:
                  on_accepted: AcceptedCallback | None = None,
                  signer: DkimSigner | None = None, policy: PolicyEngine | None = None,
                  observe_ingest: Callable[[float, str], None] | None = None,
-                 observe_dkim: Callable[[float, str], None] | None = None) -> None:
+                 observe_dkim: Callable[[float, str], None] | None = None,
+                 content: ContentFilter | None = None) -> None:
         self.spool = spool
+        self.content = content  # [content] rules and scanner (mta.content)
         self.events = events
         self.on_accepted = on_accepted
         self.signer = signer
@@ -184,6 +188,13 @@ class Ingress:
                 if refusal is not None:
                     raise NotQueued(refusal)
             msg_id = txn.id if txn is not None else self.spool.new_id()
+            held = None  # content rules: reject, hold or tag; before signing (tag signed)
+            if self.content is not None and self.content.active and origin != "dsn":
+                verdict = await self.content.check(envelope, data, msg_id=msg_id,
+                                                   origin=origin)
+                if verdict.reply is not None:
+                    raise NotQueued(verdict.reply)
+                data, held = verdict.apply(data), verdict.hold_reply
             if self.signer is not None:
                 signing = time.perf_counter()
                 try:
@@ -198,7 +209,7 @@ class Ingress:
                 # Its reservations' COMMIT starts now and runs beside the spool's fsync.
                 self.policy.sync_soon(txn)  # type: ignore[union-attr]
             try:
-                await self.spool.put(envelope, data, msg_id)
+                await self.spool.put(envelope, data, msg_id, held=held)
             except SpoolError as e:
                 log.warning("spool refused a message from %s: %s", envelope.client_ip, e)
                 self.events.emit("rejected", tenant=envelope.tenant,
@@ -224,7 +235,7 @@ class Ingress:
             emit("received", id=msg_id, tenant=envelope.tenant, sender=envelope.mail_from,
                  recipient=r.address, size=len(data), client=envelope.client_ip,
                  protocol=origin)
-        if self.on_accepted is not None:
+        if self.on_accepted is not None and held is None:  # held: `mta queue release`
             self.on_accepted(msg_id, envelope)
         return msg_id
 

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.dnsserver",
     "tests.support.mx",
     "tests.support.redis",
+    "tests.support.rspamd",
 ]

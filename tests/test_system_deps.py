@@ -37,6 +37,7 @@ def test_a_swaks_that_cannot_speak_tls_is_named_with_the_packages_it_needs(tmp_p
         assert found, tool
         (bin_dir / tool).symlink_to(found)
     (bin_dir / "unbound").symlink_to(shutil.which("unbound", path="/usr/sbin:/usr/bin"))
+    (bin_dir / "rspamd").symlink_to(shutil.which("rspamd", path="/usr/sbin:/usr/bin"))
     (bin_dir / "swaks").write_text(
         "#!/bin/sh\necho '=== Basic AUTH supported'\n"
         "echo '*** TLS not available: requires Net::SSLeay'\n")

@@ -11,6 +11,8 @@ from typing import Any
 
 from aiohttp import web
 
+from mta.http.admin_content import OPENAPI_PATHS as _ADMIN_CONTENT_PATHS
+
 __all__ = ["DOCUMENT", "routes"]
 
 routes = web.RouteTableDef()
@@ -358,6 +360,7 @@ DOCUMENT: dict[str, Any] = {
         **_ADMIN_POLICY_PATHS,
         **_ADMIN_LICENCE_PATHS,
         **_ADMIN_SHAPING_PATHS,
+        **_ADMIN_CONTENT_PATHS,
     },
 }
 

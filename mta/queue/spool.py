@@ -237,11 +237,14 @@ class Spool:
         header, policy reservations)."""
         return self._ids.next()
 
-    async def put(self, envelope: Envelope, body: bytes, msg_id: str | None = None) -> str:
+    async def put(self, envelope: Envelope, body: bytes, msg_id: str | None = None, *,
+                  held: Reply | None = None) -> str:
         """Store a message durably; returns its queue id once the commit is fsynced.
 
         `msg_id` must come from `new_id()` of this spool; by default a new one is taken.
-        Raises SpoolFullError (reply 452 4.3.1) or SpoolError (451 4.3.0).
+        `held`: stored held (for `release` or `delete`, never delivered before), with this
+        reason as each recipient's last reply. Raises SpoolFullError (reply 452 4.3.1) or
+        SpoolError (451 4.3.0).
         """
         if not envelope.recipients:
             raise ValueError("a message needs at least one recipient")
@@ -251,10 +254,11 @@ class Spool:
         message = (msg_id, envelope.tenant, envelope.mail_from,
                    json.dumps(envelope.mail_params, separators=(",", ":")),
                    envelope.client_ip, envelope.helo, envelope.auth_user,
-                   envelope.received_at or now, "queued", len(body),
+                   envelope.received_at or now, "held" if held else "queued", len(body),
                    len(envelope.recipients), now, envelope.msg_class, envelope.expires_at,
                    envelope.pool)
-        recipients = [(msg_id, i, r.address, r.notify, r.orcpt, "queued", now)
+        state, reason = ("held", _reply_to_text(held)) if held else ("queued", None)
+        recipients = [(msg_id, i, r.address, r.notify, r.orcpt, state, now, reason)
                       for i, r in enumerate(envelope.recipients)]
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._ops.append(_Put(message, body, recipients, fut))
@@ -475,7 +479,7 @@ class Spool:
                                      [(p.message[0], p.body) for p in puts])
                 await db.executemany(
                     "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, "
-                    "updated_at) VALUES (?,?,?,?,?,?,?)",
+                    "updated_at, last_reply) VALUES (?,?,?,?,?,?,?,?)",
                     list(itertools.chain.from_iterable(p.recipients for p in puts)))
             for call in calls:
                 call.result = await call.fn(db)

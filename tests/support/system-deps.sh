@@ -17,6 +17,7 @@ capabilities() {
     need "swaks AUTH"      'swaks --support 2>&1 | grep -q "^=== Basic AUTH supported"' swaks
     need "unbound"         'PATH="$PATH:/usr/sbin" unbound -V' unbound
     need "redis-server"    'redis-server --version' redis-server
+    need "rspamd"          'PATH="$PATH:/usr/sbin" rspamd --version' rspamd
     need "openssl"         'openssl version' openssl
     need "systemd-analyze" 'systemd-analyze --version && systemd-sysusers --version' systemd
     need "strace"          'strace -V' strace

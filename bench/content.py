@@ -1,0 +1,221 @@
+"""The cost of content rules: ingest throughput with a realistic rule set against none.
+Target (issue 17): 50 patterns plus URL blocklist lookups, cached, cost under 10%.
+
+    .venv/bin/python bench/content.py [--messages 2000] [--concurrency 20] [--runs 2]
+        [--workers 1] [--json FILE]
+
+Starts `mta serve` three times (tests/support/daemon.py, loopback, spool in a temp dir,
+accepted mail stays queued: ingest is where the rules run), each with one config:
+
+    none    no [content] rules: the check is skipped
+    rules   50 rules: 20 Subject/From/header patterns, 22 body patterns (case-insensitive,
+            alternations, character classes, like a spam-rule set), 4 banned-attachment
+            rules, 4 size/structure checks; actions mostly `score` (under the thresholds,
+            so every message is accepted and none is tagged)
+    urls    the same 50 plus one URL blocklist rule: each message names three link hosts
+            (from a pool of 50) looked up in a URI list served by a real Unbound
+            (tests/support/dnsserver.py); the resolver's cache answers all but the first
+
+Messages are realistic text (a few paragraphs, links, a signature) of about --size bytes,
+sent by bench/ingest.py's load generator (pipelined, reused sessions) in alternating rounds
+after a warm-up round each. Prints msg/s and the daemon's CPU ms per message (its own
+process; the rules' worker is a child and is reported beside it), and each mode's cost as
+1 - its throughput / none's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(REPO), str(HERE)]
+
+import ingest  # noqa: E402  (bench/ingest.py: the load generator)
+
+from tests.support.daemon import MtaProcess  # noqa: E402
+from tests.support.dnsserver import DnsServer  # noqa: E402
+
+MODES = ("none", "rules", "urls")
+DELIVERY = 'retry = ["1h"]\n'
+HOSTS = [f"shop{i}.example" for i in range(50)]
+
+_HEADER_PATTERNS = [
+    ("Subject", r"(?i)\b(viagra|cialis|levitra)\b"), ("Subject", r"(?i)lottery|jackpot"),
+    ("Subject", r"(?i)\bfree\s+(money|gift|iphone)\b"), ("Subject", r"[A-Z]{12,}"),
+    ("Subject", r"(?i)act\s+now|limited\s+time"), ("Subject", r"\${2,}|!!!+"),
+    ("Subject", r"(?i)re:\s*re:\s*re:"), ("Subject", r"(?i)crypto\s*(airdrop|giveaway)"),
+    ("Subject", r"(?i)password\s+(expired|reset\s+required)"),
+    ("Subject", r"(?i)invoice\s*#?\d{6,}\s*overdue"),
+    ("From", r"(?i)(paypa1|amaz0n|app1e)\."), ("From", r"(?i)noreply@.*\.(top|xyz|click)"),
+    ("From", r"(?i)security@.*bank"), ("Reply-To", r"(?i)@(gmail|outlook)\.com$"),
+    ("X-Mailer", r"(?i)mass\s*mailer|bulk\s*sender"), ("Subject", r"(?i)\bweight\s+loss\b"),
+    ("Subject", r"(?i)\bcasino\b"), ("Subject", r"(?i)work\s+from\s+home"),
+    ("Subject", r"(?i)you (have|ve) been selected"), ("Subject", r"(?i)urgent\s+reply"),
+]
+_BODY_PATTERNS = [
+    r"(?i)\bwire\s+transfer\b", r"(?i)western\s+union|moneygram", r"(?i)nigerian?\s+prince",
+    r"(?i)\b(bitcoin|btc)\s+wallet\b", r"(?i)click\s+here\s+to\s+(claim|unsubscribe now)",
+    r"(?i)100%\s+(free|guaranteed)", r"(?i)risk[\s-]free", r"(?i)no\s+credit\s+check",
+    r"(?i)\bcheap\s+(meds|pills|rolex)\b", r"(?i)verify\s+your\s+account\s+within",
+    r"(?i)your\s+account\s+(has\s+been|will\s+be)\s+suspended", r"(?i)\binheritance\b",
+    r"(?i)dear\s+(beneficiary|winner)", r"(?i)\bmillion\s+(dollars|usd|euros)\b",
+    r"(?i)\bdiet\s+pills?\b", r"(?i)enlarge(ment)?", r"(?i)\bcasino\s+bonus\b",
+    r"(?i)social\s+security\s+number", r"(?i)\bgift\s+card\s+codes?\b",
+    r"\b\d{4}[- ]\d{4}[- ]\d{4}[- ]\d{4}\b", r"(?i)<script\b", r"(?i)bit\.ly/[A-Za-z0-9]{6}",
+]
+
+
+def rules_toml(urls: bool) -> str:
+    out = ["[content]", "reject_score = 1000", "workers = {workers}", ""]
+    for i, (header, pattern) in enumerate(_HEADER_PATTERNS):
+        out += ["[[content.rules]]", f'name = "h{i}"', f'header = "{header}"',
+                f"pattern = '{pattern}'", 'action = "score"', "score = 1", ""]
+    for i, pattern in enumerate(_BODY_PATTERNS):
+        out += ["[[content.rules]]", f'name = "b{i}"', f"body = '{pattern}'",
+                'action = "score"', "score = 1", ""]
+    out += ["[[content.rules]]", 'name = "exe"', 'attachment_extensions = ["exe", "scr", '
+            '"bat", "cmd", "com", "pif"]', "",
+            "[[content.rules]]", 'name = "js"', 'attachment_extensions = ["js", "vbs", '
+            '"jse", "wsf"]', "",
+            "[[content.rules]]", 'name = "office-macro"', 'attachment_extensions = ["docm", '
+            '"xlsm", "pptm"]', 'action = "hold"', "",
+            "[[content.rules]]", 'name = "msdownload"', 'attachment_types = ['
+            '"application/x-msdownload", "application/x-ms*"]', "",
+            "[[content.rules]]", 'name = "huge"', 'max_size = "20MiB"', 'action = "hold"', "",
+            "[[content.rules]]", 'name = "parts"', "max_parts = 100", "",
+            "[[content.rules]]", 'name = "no-from"', 'require_headers = ["From"]', "",
+            "[[content.rules]]", 'name = "no-date"', 'require_headers = ["Date"]',
+            'action = "score"', "score = 1", ""]
+    if urls:
+        out += ["[[content.rules]]", 'name = "uribl"', 'url_blocklist = "uribl.test"', ""]
+    return "\n".join(out)
+
+
+PARAGRAPHS = [
+    "Thank you for your order. We are preparing your items and will send you another "
+    "message as soon as they leave our warehouse.",
+    "You can follow the delivery at https://{h1}/track?order={n} at any time. If anything "
+    "is missing or damaged, reply to this message and our support team will help.",
+    "This month we have new arrivals in the garden and kitchen collections; see "
+    "https://www.{h2}/new and the spring catalogue at http://{h3}/catalogue.pdf.",
+    "Your invoice is attached as a PDF. Payment is due within 30 days of the invoice date.",
+]
+
+
+def realistic_message(size: int, index: int, stamp: bool = False) -> bytes:
+    h = [HOSTS[(index * 7 + k) % len(HOSTS)] for k in range(3)]
+    head = (f"From: Shop <orders@shop.test>\r\nTo: customer{index}@dest.test\r\n"
+            f"Subject: Your order {100000 + index} is confirmed\r\n"
+            f"Date: Sat, 05 Dec 2026 12:00:00 +0000\r\nMessage-ID: <{index}.{os.getpid()}"
+            f"@shop.test>\r\nMIME-Version: 1.0\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n")
+    body = ""
+    while len(head) + len(body) < size:
+        for p in PARAGRAPHS:
+            body += p.format(h1=h[0], h2=h[1], h3=h[2], n=index) + "\r\n\r\n"
+    body += "-- \r\nShop customer service\r\n"
+    return (head + body).encode()
+
+
+def load(mta: MtaProcess, args: argparse.Namespace, messages: int) -> dict:
+    assert mta.proc is not None
+    pid = mta.proc.pid
+    la = argparse.Namespace(host="127.0.0.1", port=mta.smtp_port, messages=messages,
+                            concurrency=args.concurrency, size=args.size, reuse=True,
+                            rcpts=1, domain="bench.test", domain_count=100, stamp=False)
+    stats = ingest.Stats()
+    cpu0, kids0 = ingest.proc_cpu(pid), _children_cpu(pid)
+    t0 = time.perf_counter()
+    ingest._runner()(ingest.run_load(la, stats, False))
+    elapsed = time.perf_counter() - t0
+    cpu, kids = ingest.proc_cpu(pid) - cpu0, _children_cpu(pid) - kids0
+    if stats.errors or stats.rejected:
+        raise RuntimeError(f"{stats.errors} errors, {stats.rejected} rejected: "
+                           f"{stats.last_error}")
+    n = max(stats.accepted, 1)
+    return {"accepted": stats.accepted, "elapsed": elapsed, "rate": stats.accepted / elapsed,
+            "cpu_ms_per_msg": cpu / n * 1000, "worker_cpu_ms_per_msg": kids / n * 1000}
+
+
+def _children_cpu(pid: int) -> float:
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", "--messages", type=int, default=2000, help="per round and mode")
+    ap.add_argument("-c", "--concurrency", type=int, default=20, help="SMTP sessions")
+    ap.add_argument("-s", "--size", type=int, default=3000, help="message size in bytes")
+    ap.add_argument("--runs", type=int, default=2, help="measured rounds per mode")
+    ap.add_argument("--workers", type=int, default=1, help="[content] workers (0: thread)")
+    ap.add_argument("--json", help="write the rounds and medians here")
+    args = ap.parse_args(argv)
+    ingest.make_message = realistic_message  # the load generator sends these
+    warmup = max(args.messages // 5, 1)
+    rounds: dict[str, list[dict]] = {m: [] for m in MODES}
+    with tempfile.TemporaryDirectory(prefix="mta-bench-content-") as tmp:
+        zone = "".join(f"{h} IN A 127.0.0.2\n" for h in HOSTS[:2])  # two listed hosts
+        dns = DnsServer({"uribl.test": zone}, Path(tmp) / "dns")
+        dns.start()
+        daemons: dict[str, MtaProcess] = {}
+        try:
+            for mode in MODES:
+                toml = "" if mode == "none" else rules_toml(mode == "urls").replace(
+                    "{workers}", str(args.workers))
+                if mode == "urls":  # the listed hosts are scored, not refused
+                    toml = toml.replace('url_blocklist = "uribl.test"',
+                                        'url_blocklist = "uribl.test"\naction = "score"\n'
+                                        'score = 1')
+                work = Path(tmp) / mode
+                work.mkdir()
+                mta = MtaProcess(work, toml, dns=dns.nameserver, delivery_extra=DELIVERY)
+                daemons[mode] = mta.start(timeout=60)
+                load(mta, args, warmup)
+            for run in range(args.runs):
+                for mode in MODES:
+                    r = load(daemons[mode], args, args.messages)
+                    rounds[mode].append(r)
+                    print(f"round {run + 1} {mode:<6}: {r['rate']:8.0f} msg/s, daemon CPU "
+                          f"{r['cpu_ms_per_msg']:.3f} ms/msg, rules worker "
+                          f"{r['worker_cpu_ms_per_msg']:.3f} ms/msg", flush=True)
+        finally:
+            for mta in daemons.values():
+                mta.kill()
+            dns.stop()
+    med = {m: {k: statistics.median(r[k] for r in rounds[m])
+               for k in ("rate", "cpu_ms_per_msg", "worker_cpu_ms_per_msg")} for m in MODES}
+    print()
+    print(f"{'mode':<8}{'msg/s':>10}{'daemon ms':>11}{'worker ms':>11}   ({args.messages} "
+          f"messages x {args.runs} rounds, {args.concurrency} sessions, {args.size} B, "
+          f"workers={args.workers})")
+    for m in MODES:
+        print(f"{m:<8}{med[m]['rate']:>10.0f}{med[m]['cpu_ms_per_msg']:>11.3f}"
+              f"{med[m]['worker_cpu_ms_per_msg']:>11.3f}")
+    costs = {m: 1 - med[m]["rate"] / med["none"]["rate"] for m in MODES[1:]}
+    for m, cost in costs.items():
+        print(f"{m}: costs {cost:.1%} of throughput (target < 10%: "
+              f"{'met' if cost < 0.10 else 'NOT met'})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds,
+                                               "median": med, "cost": costs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

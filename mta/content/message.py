@@ -1,0 +1,134 @@
+"""What content rules look at, taken from a message once: `Facts`.
+
+Owns the reading of a message for the rules: its header fields (unfolded, RFC 2047 words
+decoded), its text parts (transfer encoding and charset undone, cut at the scan limit),
+its attachments (file name extension, content type), its MIME part count, its size, and
+the hosts its http(s) URLs name. Pure and synchronous: it runs in the rules' worker
+process. A malformed message is read as far as it goes (the stdlib parser records defects
+instead of raising); whatever still raises leaves the facts gathered so far.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import email.header
+import email.parser
+import email.policy
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+
+__all__ = ["Facts", "read_facts", "url_hosts"]
+
+_PARSER = email.parser.BytesParser(policy=email.policy.compat32)
+_FOLD = re.compile(r"\r?\n[ \t]+")
+# The host of an http(s) URL: after "//" and any userinfo, up to a port, path, query, quote
+# or markup. Case-insensitive: HTML writers use HTTP:// too.
+_URL = re.compile(r"(?i)\bhttps?://(?:[^\s/@\"'<>]*@)?(\[[0-9a-f:.]+\]|[^\s/:?#\"'<>\\)\]]+)")
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+@dataclass(slots=True)
+class Facts:
+    size: int = 0
+    # (lower-case name, value) in order, unfolded and decoded.
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)  # each text part, at most scan_limit
+    # (lower-case extension without dot or "", lower-case content type) per attachment.
+    attachments: list[tuple[str, str]] = field(default_factory=list)
+    parts: int = 0
+    hosts: list[str] = field(default_factory=list)  # distinct URL hosts, first seen first
+
+    def header_values(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n == name]
+
+
+def _decode_header(value: str) -> str:
+    value = _FOLD.sub(" ", value).strip()
+    if "=?" not in value:
+        return value
+    try:
+        return str(email.header.make_header(email.header.decode_header(value)))
+    except (LookupError, ValueError, UnicodeError, email.errors.HeaderParseError):
+        return value  # an unknown charset or a broken word: the raw text still matches
+
+
+def _text(part: Message, limit: int) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        text = payload[: limit * 4].decode(charset, "replace")
+    except LookupError:  # a charset Python does not know
+        text = payload[: limit * 4].decode("latin-1")
+    return text[:limit]
+
+
+def _extension(filename: str) -> str:
+    base = filename.strip().strip('"').rsplit("/", 1)[-1].rsplit("\\", 1)[-1]
+    if "." not in base:
+        return ""
+    return base.rsplit(".", 1)[1].strip().lower()
+
+
+def url_hosts(text: str, limit: int, into: list[str]) -> None:
+    """Append the distinct, valid hosts of the http(s) URLs in `text` to `into`, up to
+    `limit` in all (IDN hosts in their A-label form, as the blocklists list them)."""
+    seen = set(into)
+    for m in _URL.finditer(text):
+        if len(into) >= limit:
+            return
+        host = _host(m.group(1))
+        if host and host not in seen:
+            seen.add(host)
+            into.append(host)
+
+
+def _host(raw: str) -> str:
+    raw = raw.strip(".").lower()
+    if raw.startswith("["):
+        return ""  # IPv6 literal: no RFC 5782 form is used for URI lists
+    try:
+        return str(ipaddress.IPv4Address(raw))
+    except ValueError:
+        pass
+    if not raw.isascii():
+        try:
+            raw = raw.encode("idna").decode("ascii")
+        except UnicodeError:
+            return ""
+    labels = raw.split(".")
+    if len(labels) < 2 or len(raw) > 253 or not all(_LABEL.match(x) for x in labels):
+        return ""
+    return raw
+
+
+def read_facts(data: bytes, *, scan_limit: int, max_hosts: int, want_hosts: bool) -> Facts:
+    facts = Facts(size=len(data))
+    try:
+        msg = _PARSER.parsebytes(data)
+    except Exception:  # compat32 rarely raises; a bad message must not crash the scan
+        return facts
+    try:
+        facts.headers = [(k.lower(), _decode_header(str(v))) for k, v in msg.items()]
+        for part in msg.walk():
+            facts.parts += 1
+            if part.is_multipart():
+                continue
+            ctype = part.get_content_type()
+            filename = part.get_filename()
+            disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+            if filename is not None or disposition == "attachment":
+                facts.attachments.append((_extension(filename or ""), ctype))
+                continue
+            if ctype in ("text/plain", "text/html") or (part is msg and
+                                                        part.get_content_maintype() == "text"):
+                text = _text(part, scan_limit)
+                facts.texts.append(text)
+                if want_hosts:
+                    url_hosts(text, max_hosts, facts.hosts)
+    except Exception:  # a broken part ends the reading: the facts so far stand
+        pass
+    return facts
