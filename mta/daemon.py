@@ -38,6 +38,7 @@ from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
+from mta.suppress import Suppressions
 from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
 from mta.smtp.server import SmtpServer
@@ -195,6 +196,11 @@ class Daemon:
             if kept or released:
                 log.info("policy: %d reservation(s) confirmed, %d released", kept, released)
             self.policy_admin = PolicyAdmin(self.policy)
+            # Suppression lists beside the policy state; fed by the feedback events.
+            self.suppressions = await Suppressions.open(cfg, cfg.spool.dir, events=self.events,
+                                                        clock=self.policy.clock)
+            stack.push_async_callback(self.suppressions.aclose)
+            self.suppressions.listen(self.events)
 
             signer = DkimSigner.from_config(cfg.dkim, hostname=cfg.server.hostname,
                                             file=str(cfg.path)) if cfg.dkim else None
@@ -213,7 +219,8 @@ class Daemon:
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,
                                    observe_ingest=self.metrics.observe_ingest,
-                                   observe_dkim=self.metrics.observe_dkim)
+                                   observe_dkim=self.metrics.observe_dkim,
+                                   suppressions=self.suppressions)
             self.delivery.dsn_sink = IngressDsnSink(self.ingress)
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
@@ -236,6 +243,7 @@ class Daemon:
                            queue_ops=QueueOperations(self.spool, self.delivery),
                            ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
+                           suppressions=self.suppressions,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname))
             self.http_runner = web.AppRunner(app, access_log=None)
@@ -344,6 +352,7 @@ class Daemon:
         # Policy first: tenants, plans and limits (and the licence file, which may have
         # been replaced) are in place before a new user of a new tenant can log in.
         await self.policy.reload(new)
+        self.suppressions.reload(new)
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)

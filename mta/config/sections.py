@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from mta.config.suppression import SuppressionConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
 
@@ -424,6 +425,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(
