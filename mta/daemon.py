@@ -38,10 +38,10 @@ from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
-from mta.suppress import Suppressions
 from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
 from mta.smtp.server import SmtpServer
+from mta.suppress import Suppressions
 
 __all__ = ["Daemon", "serve", "validate_runtime"]
 
