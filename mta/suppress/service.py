@@ -79,14 +79,14 @@ def refusal(entry: Entry) -> Reply:
 
 
 def _cursor(entry: Entry) -> str:
-    return f"{entry.scope}\t{entry.address}"
+    return f"{entry.scope}/{entry.address}"  # a scope has no "/"
 
 
 def parse_cursor(text: str | None) -> tuple[str, str] | None:
     """A listing's `next` back into where to continue; ValueError if it is not one."""
     if not text:
         return None
-    scope, sep, address = text.partition("\t")
+    scope, sep, address = text.partition("/")
     if not sep:
         raise ValueError("not a cursor from a previous page")
     return scope, address
