@@ -12,7 +12,7 @@ from tests.integration.test_suppression_smtp import _api, _suppress, _toml
 
 
 def test_an_entry_added_on_one_node_applies_at_once_on_the_other(mta_factory, redis_url):
-    url = redis_url.rsplit("/", 1)[0] + "/7"
+    url = redis_url.rsplit("/", 1)[0] + "/13"
     with redis.Redis.from_url(url, socket_timeout=5) as r:
         r.flushdb()
     toml = _toml(f'\n[cluster]\nredis_url = "{url}"\n')
