@@ -30,6 +30,7 @@ from mta.config import Config
 from mta.config.suppression import SuppressionConfig
 from mta.observe.events import EventLog
 from mta.rfc5321.reply import Reply
+from mta.suppress.bloom import Bloom
 from mta.suppress.entry import GLOBAL, REASONS, Entry, candidates, normalise_target
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ R_UNAVAILABLE = Reply(451, "4.3.0", "Suppression list lookup failed, try again l
 # Events that add an entry, and the reason they give it.
 _KINDS = {"bounced": "hard_bounce", "complained": "complaint", "unsubscribed": "unsubscribe"}
 _MAX_PAGE = 10_000
+_BLOOM_MIN = 1 << 20  # entries the filter holds before it grows (1.25 MB)
+_LEARN_SLICE = 5_000
 
 Answer = Reply | Awaitable[Reply | None] | None
 
@@ -102,6 +105,12 @@ class Suppressions:
         # Scopes that have entries, when this process writes every entry (SQLite): a
         # tenant with none of its chain in it passes RCPT without a lookup. None: look.
         self._known: set[str] | None = None
+        # Every address on any list, likewise (None: look): most recipients are on none.
+        self._bloom: Bloom | None = None
+        self._pending: builtins.list[str] | None = None  # added while a larger one is built
+        self._growing: asyncio.Task[None] | None = None
+        self._inflight: dict[int, builtins.list[str]] = {}  # learnt, not yet written
+        self._seq = 0
         self._dropped: weakref.WeakKeyDictionary[PolicyTxn, set[str]] = (
             weakref.WeakKeyDictionary())
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -123,12 +132,17 @@ class Suppressions:
         s = cls(backend, cfg.suppression, clock, events)
         if not backend.shared:
             s._known = await backend.scopes()
+            bloom = Bloom(max(2 * await backend.count(), _BLOOM_MIN))  # type: ignore[attr-defined]
+            await backend.fill(bloom)  # type: ignore[attr-defined]
+            s._bloom = bloom
         return s
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg.suppression
 
     async def aclose(self) -> None:
+        if self._growing is not None:
+            await asyncio.gather(self._growing, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(list(self._tasks))
         await self.backend.aclose()
@@ -143,6 +157,9 @@ class Suppressions:
         scopes.append(GLOBAL)
         known = self._known
         if known is not None and not any(s in known for s in scopes):
+            return charge()
+        bloom = self._bloom
+        if bloom is not None and not any(t in bloom for t in candidates(recipient)):
             return charge()
         return self._screen(txn, recipient, scopes, charge)
 
@@ -196,8 +213,7 @@ class Suppressions:
                      now if created_at is None else created_at, expires_at)
 
     async def add(self, entry: Entry, *, replace: bool = True) -> None:
-        await self.backend.upsert([entry], replace)
-        self._learn([entry])
+        await self._write([entry], replace)
         if self.events is not None:
             self.events.emit("suppression_added", tenant=None if entry.scope == GLOBAL
                              else entry.scope, scope=entry.scope, address=entry.address,
@@ -215,14 +231,55 @@ class Suppressions:
             n += await self._import(chunk)
         return n
 
-    async def _import(self, chunk: list[Entry]) -> int:
-        await self.backend.upsert(chunk, True)
-        self._learn(chunk)
+    async def _import(self, chunk: builtins.list[Entry]) -> int:
+        await self._write(chunk, True)
         return len(chunk)
 
-    def _learn(self, entries: Iterable[Entry]) -> None:
+    async def _write(self, entries: builtins.list[Entry], replace: bool) -> None:
+        """Learn the entries (scopes, filter) before writing them: RCPT looks them up from
+        now on. The filter is filled in slices, yielding between them (an import adds a
+        million)."""
         if self._known is not None:
             self._known.update(e.scope for e in entries)
+        if self._bloom is None:
+            await self.backend.upsert(entries, replace)
+            return
+        addresses = [e.address for e in entries]
+        key = self._seq = self._seq + 1
+        self._inflight[key] = addresses  # a rebuilt filter must hold them too
+        try:
+            for i in range(0, len(addresses), _LEARN_SLICE):
+                self._learn(addresses[i:i + _LEARN_SLICE])
+                if len(addresses) > _LEARN_SLICE:
+                    await asyncio.sleep(0)
+            await self.backend.upsert(entries, replace)
+        finally:
+            del self._inflight[key]
+
+    def _learn(self, addresses: builtins.list[str]) -> None:
+        bloom = self._bloom
+        assert bloom is not None
+        bloom.update(addresses)
+        if self._pending is not None:
+            self._pending.extend(addresses)
+        elif bloom.full:
+            # What is not in policy.db yet is not in what the rebuild reads: given to it.
+            self._pending = [a for batch in self._inflight.values() for a in batch]
+            self._growing = asyncio.get_running_loop().create_task(self._grow(self._pending))
+
+    async def _grow(self, pending: builtins.list[str]) -> None:
+        """Past its capacity the filter answers "maybe" too often: build a larger one from
+        policy.db (on the reader's thread), with what was added meanwhile."""
+        assert self._bloom is not None
+        try:
+            new = Bloom(4 * self._bloom.count)
+            await self.backend.fill(new)  # type: ignore[attr-defined]
+            new.update(pending)
+            self._bloom = new
+        except Exception:
+            log.exception("suppression: cannot rebuild the address filter")
+        finally:
+            self._pending = None
 
     async def remove(self, scope: str, address: str) -> bool:
         return await self.backend.remove(scope, normalise_target(address))

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mta.suppress.bloom import Bloom
 from mta.suppress.entry import Entry
 
 __all__ = ["SqliteBackend"]
@@ -114,6 +115,18 @@ class SqliteBackend:
         # DISTINCT on the primary key's first column: a skip-scan, not a count of the rows.
         return await self._read(lambda c: {r[0] for r in c.execute(
             "SELECT DISTINCT scope FROM suppressions")})
+
+    async def fill(self, bloom: Bloom) -> None:
+        """Add every address on any list to `bloom` (on the reader's thread)."""
+        def run(c: sqlite3.Connection) -> None:
+            add = bloom.add
+            for (address,) in c.execute("SELECT address FROM suppressions"):
+                add(address)
+        await self._read(run)
+
+    async def count(self) -> int:
+        return await self._read(lambda c: c.execute(
+            "SELECT count(*) FROM suppressions").fetchone()[0])
 
     async def find(self, scopes: Sequence[str], targets: Sequence[str],
                    now: float) -> list[Entry]:
