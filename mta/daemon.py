@@ -42,6 +42,7 @@ from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
 from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
 from mta.smtp.server import SmtpServer
+from mta.suppress import Suppressions
 
 __all__ = ["Daemon", "serve", "validate_runtime"]
 
@@ -196,6 +197,11 @@ class Daemon:
             if kept or released:
                 log.info("policy: %d reservation(s) confirmed, %d released", kept, released)
             self.policy_admin = PolicyAdmin(self.policy)
+            # Suppression lists beside the policy state; fed by the feedback events.
+            self.suppressions = await Suppressions.open(cfg, cfg.spool.dir, events=self.events,
+                                                        clock=self.policy.clock)
+            stack.push_async_callback(self.suppressions.aclose)
+            self.suppressions.listen(self.events)
 
             signer = DkimSigner.from_config(cfg.dkim, hostname=cfg.server.hostname,
                                             file=str(cfg.path)) if cfg.dkim else None
@@ -220,7 +226,8 @@ class Daemon:
                                    policy=self.policy,
                                    observe_ingest=self.metrics.observe_ingest,
                                    observe_dkim=self.metrics.observe_dkim,
-                                   content=self.content)
+                                   content=self.content,
+                                   suppressions=self.suppressions)
             self.delivery.dsn_sink = IngressDsnSink(self.ingress)
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
@@ -243,6 +250,7 @@ class Daemon:
                            queue_ops=QueueOperations(self.spool, self.delivery),
                            ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
+                           suppressions=self.suppressions,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname))
             self.http_runner = web.AppRunner(app, access_log=None)
@@ -351,6 +359,7 @@ class Daemon:
         # Policy first: tenants, plans and limits (and the licence file, which may have
         # been replaced) are in place before a new user of a new tenant can log in.
         await self.policy.reload(new)
+        self.suppressions.reload(new)
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)

@@ -40,6 +40,7 @@ from mta.queue.envelope import Envelope
 from mta.queue.records import SpoolError
 from mta.queue.spool import Spool
 from mta.rfc5321.reply import Reply
+from mta.suppress import Suppressions
 
 __all__ = ["Client", "Ingress", "NotQueued", "Origin", "queued_reply"]
 
@@ -52,6 +53,7 @@ Origin = Literal["smtp", "http", "dsn"]
 AcceptedCallback = Callable[[str, Envelope], None]
 
 R_DUPLICATE = Reply(250, "2.0.0", "Ok: duplicate of a message already accepted, not sent again")
+R_SUPPRESSED = Reply(250, "2.0.0", "Ok: every recipient is suppressed, nothing sent")
 R_SIGNING = Reply(554, "5.6.0", "Message header block cannot be parsed for signing")
 
 
@@ -83,9 +85,11 @@ class Ingress:
                  signer: DkimSigner | None = None, policy: PolicyEngine | None = None,
                  observe_ingest: Callable[[float, str], None] | None = None,
                  observe_dkim: Callable[[float, str], None] | None = None,
-                 content: ContentFilter | None = None) -> None:
+                 content: ContentFilter | None = None,
+                 suppressions: Suppressions | None = None) -> None:
         self.spool = spool
         self.content = content  # [content] rules and scanner (mta.content)
+        self.suppressions = suppressions
         self.events = events
         self.on_accepted = on_accepted
         self.signer = signer
@@ -133,7 +137,11 @@ class Ingress:
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None:
         if self.policy is None or client.transaction is None:
             return None
-        return self.policy.answer_rcpt(client.transaction, address)
+        txn, policy = client.transaction, self.policy
+        if self.suppressions is not None:  # a suppressed recipient is never charged
+            return self.suppressions.screen_rcpt(
+                txn, address, lambda: policy.answer_rcpt(txn, address))
+        return policy.answer_rcpt(txn, address)
 
     def session_closed(self, client: Client) -> None:
         """The client is gone (connection lost, HTTP request over) with a transaction still
@@ -182,6 +190,11 @@ class Ingress:
             envelope.received_at = time.time()
         data = body
         try:
+            if txn is not None and self.suppressions is not None:
+                # [suppression] action = "drop": answered 250 at RCPT, not queued.
+                envelope.recipients = self.suppressions.keep(txn, envelope.recipients)
+                if not envelope.recipients:
+                    raise NotQueued(R_SUPPRESSED)
             if txn is not None:
                 assert self.policy is not None
                 refusal, data = await self._policy_data(txn, envelope, data)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from mta.config.content import ContentConfig
+from mta.config.suppression import SuppressionConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
 
@@ -426,6 +427,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
+    suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

@@ -22,6 +22,7 @@ from mta.http import (
     admin_policy,
     admin_queue,
     admin_shaping,
+    admin_suppressions,
     inject,
     openapi,
     scrape,
@@ -61,7 +62,8 @@ async def admin_auth_middleware(request: web.Request, handler):  # type: ignore[
 def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              ingress: inject.IngressLike | None = None, metrics: Metrics | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
-             limits: Limits | None = None, shaper: Any = None) -> web.Application:
+             limits: Limits | None = None, shaper: Any = None,
+             suppressions: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
@@ -77,11 +79,13 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[state.POLICY_ADMIN] = policy_admin
     app[state.INJECT_LIMITS] = limits or Limits()
     app[state.SHAPER] = shaper
+    app[admin_suppressions.SUPPRESSIONS] = suppressions
     app.add_routes(admin_queue.routes)
     app.add_routes(admin_policy.routes)
     app.add_routes(admin_licence.routes)
     app.add_routes(admin_shaping.routes)
     app.add_routes(admin_content.routes)
+    app.add_routes(admin_suppressions.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)

@@ -88,16 +88,19 @@ class AdminClient:
         return cls(url.hostname or "localhost", url.port, timeout=self.timeout)
 
     def request(self, method: str, path: str, body: Any = None,
-                query: dict[str, Any] | None = None) -> Any:
+                query: dict[str, Any] | None = None, *, raw: bytes | None = None,
+                content_type: str = "application/json") -> Any:
+        """`body` is sent as JSON; `raw` as it is, with `content_type` (an import)."""
         prefix = urllib.parse.urlsplit(self.base_url).path
         target = prefix + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
             target += "?" + urllib.parse.urlencode(params)
-        data = json.dumps(body).encode() if body is not None else None
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
+                                            else None)
         headers = {"Connection": "close"}
         if data is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         conn = self._unix()
         if conn is None:
             conn = self._tcp()

@@ -148,3 +148,19 @@ def _has_v1_tables(c: sqlite3.Connection) -> bool:
     row = c.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
                     f"({marks})", _V1_TABLES).fetchone()
     return bool(row[0])
+
+
+def _v2_suppressions(c: sqlite3.Connection) -> None:
+    """Suppression lists (mta/suppress): one row per (scope, address), looked up at RCPT by
+    the primary key; strikes count the hard bounces of an address that is not suppressed
+    yet ([suppression] hard_bounce_count > 1)."""
+    c.execute("CREATE TABLE suppressions(scope TEXT NOT NULL, address TEXT NOT NULL, "
+              "reason TEXT NOT NULL, source TEXT NOT NULL DEFAULT '', created_at REAL NOT "
+              "NULL, expires_at REAL, PRIMARY KEY(scope, address)) WITHOUT ROWID")
+    c.execute("CREATE TABLE suppression_strikes(scope TEXT NOT NULL, address TEXT NOT NULL, "
+              "n INTEGER NOT NULL, since REAL NOT NULL, PRIMARY KEY(scope, address)) "
+              "WITHOUT ROWID")
+
+
+MIGRATIONS.append(_v2_suppressions)
+SCHEMA_VERSION = len(MIGRATIONS)

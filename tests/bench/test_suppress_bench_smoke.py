@@ -1,0 +1,22 @@
+"""Smoke test of bench/suppress.py with tiny numbers: it imports, checks and reports (no
+performance assertions: the numbers are the benchmark's business)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_suppress_bench_reports_import_and_check_cost(tmp_path: Path) -> None:
+    out = tmp_path / "suppress.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "suppress.py"), "--entries",
+                           "2000", "--checks", "200", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["entries"] == 2000 and doc["hits"] == 200
+    assert "RCPT check per recipient" in proc.stdout
