@@ -38,6 +38,7 @@ from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
+from mta.policy.kv import kv_for
 from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
 from mta.smtp.server import SmtpServer
@@ -209,6 +210,9 @@ class Daemon:
                                        on_final=self._on_final, shaping_stores=stores,
                                        licence_connections=self._licence_connections,
                                        resolve_pool=self._tenant_pool)
+            # Warm-up day counts live in the policy store: a restart never resets them.
+            await self.delivery.shaper.egress.attach(kv_for(self.policy.store))
+            stack.push_async_callback(self.delivery.shaper.egress.flush)
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,

@@ -148,3 +148,19 @@ def _has_v1_tables(c: sqlite3.Connection) -> bool:
     row = c.execute(f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
                     f"({marks})", _V1_TABLES).fetchone()
     return bool(row[0])
+
+
+# --- v2: small keyed records of the reputation guard (sending domains, warm-up counts) ---
+_V2_KV = """
+CREATE TABLE IF NOT EXISTS kv(ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    expires REAL, PRIMARY KEY(ns, key)) WITHOUT ROWID;
+"""
+
+
+def _v2_kv(c: sqlite3.Connection) -> None:
+    for statement in _statements(_V2_KV):
+        c.execute(statement)
+
+
+MIGRATIONS.append(_v2_kv)
+SCHEMA_VERSION = len(MIGRATIONS)
