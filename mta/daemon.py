@@ -38,6 +38,7 @@ from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
+from mta.policy.identity import open_identity
 from mta.policy.kv import kv_for
 from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
@@ -219,6 +220,10 @@ class Daemon:
                                    observe_ingest=self.metrics.observe_ingest,
                                    observe_dkim=self.metrics.observe_dkim)
             self.delivery.dsn_sink = IngressDsnSink(self.ingress)
+            # Tenants' sending domains and forged trace removal (mta/policy/identity.py).
+            self.ingress.identity = await open_identity(cfg, self.policy.store, resolver,
+                                                        self.events)
+            stack.callback(self.ingress.identity.start().cancel)
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
@@ -352,6 +357,8 @@ class Daemon:
             self.smtp.reload(new)
         self.delivery.reload(new)
         self.ingress.reload(signer)
+        if self.ingress.identity is not None:
+            self.ingress.identity.reload(new)
         self.events.reopen()
         self.cfg = new
         log.info("configuration reloaded from %s", new.path)

@@ -34,6 +34,7 @@ from typing import Any, Literal, Protocol
 from mta.dkim.signer import DkimSigner, sign_async
 from mta.observe.events import EventLog
 from mta.policy.engine import PolicyEngine, PolicyTxn
+from mta.policy.identity import SenderIdentity
 from mta.queue.envelope import Envelope
 from mta.queue.records import SpoolError
 from mta.queue.spool import Spool
@@ -90,6 +91,8 @@ class Ingress:
         self.observe_dkim = observe_dkim
         self._class_re: re.Pattern[bytes] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        # Sending domains and forged trace (mta/policy/identity.py); set by the daemon.
+        self.identity: SenderIdentity | None = None
         self.reload(signer)
 
     def reload(self, signer: DkimSigner | None) -> None:
@@ -115,6 +118,11 @@ class Ingress:
         assert self.policy is not None
         if client.transaction is not None:  # RSET or a refused DATA left one open
             await self.policy.abort(client.transaction)
+            client.transaction = None
+        if self.identity is not None:
+            refusal = await self.identity.check_mail(client.tenant or "default", address)
+            if refusal is not None:
+                return refusal
         # The transaction is named by the queue id the message will get, so a crash after
         # the spool write is reconciled without a separate "prepare" write.
         txn = self.policy.transaction(client.tenant or "default", address,
@@ -184,6 +192,12 @@ class Ingress:
                 if refusal is not None:
                     raise NotQueued(refusal)
             msg_id = txn.id if txn is not None else self.spool.new_id()
+            if self.identity is not None and origin != "dsn":
+                if txn is not None:
+                    refusal = await self.identity.check_header_from(envelope.tenant, data)
+                    if refusal is not None:
+                        raise NotQueued(refusal)
+                data = self.identity.strip_trace(data, msg_id=msg_id, tenant=envelope.tenant)
             if self.signer is not None:
                 signing = time.perf_counter()
                 try:

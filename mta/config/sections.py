@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from mta.config.identity import IdentityConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
 
@@ -369,6 +370,15 @@ class PolicyConfig:
     # Marketing mail loses its value within a day, and days of retries hurt reputation.
     class_max_age: dict[str, Duration] = field(
         default_factory=lambda: {"transactional": 0.0, "marketing": 86400.0})
+    # Authenticated tenants send only from their verified domains (MAIL FROM and header
+    # From; see [identity]): "enforce" (tenants with registered domains), "strict" (every
+    # tenant other than "default"), "off" (pure relays).
+    sender_identity: str = "enforce"
+
+    def __post_init__(self) -> None:
+        from mta.config.identity import IDENTITY_MODES
+        if self.sender_identity not in IDENTITY_MODES:
+            raise ValueError(f"sender_identity must be one of {', '.join(IDENTITY_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -424,6 +434,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import (
+    admin_domains,
     admin_licence,
     admin_policy,
     admin_queue,
@@ -80,6 +81,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_policy.routes)
     app.add_routes(admin_licence.routes)
     app.add_routes(admin_shaping.routes)
+    app.add_routes(admin_domains.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)
