@@ -35,6 +35,7 @@ __all__ = ["DEFAULT_SOURCE", "Egress", "EgressSource"]
 DEFAULT_SOURCE = "default"
 WARMUP_NS = "warmup"
 _WARMUP_TTL = 3 * 86400.0  # a day's count is only read on its own UTC day
+_REFRESH = 1.0  # seconds between reads of the shared counts
 
 log = logging.getLogger("mta.shaping")
 
@@ -74,18 +75,40 @@ class Egress:
         self._sent: dict[str, int] = {}
         self._kv: PolicyKV | None = None
         self._writes: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
 
     async def attach(self, kv: PolicyKV) -> None:
         """Persist warm-up counts in `kv` from now on; today's stored counts are loaded."""
         self._kv = kv
+        await self._load()
+        if any(s.warmup for s in self.sources.values()):
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _load(self) -> None:
+        assert self._kv is not None
         self._roll()
+        day = self._day
         for name, s in self.sources.items():
             if s.warmup:
-                stored = await kv.count(WARMUP_NS, f"{name}:{self._day.isoformat()}")
-                self._sent[name] = max(self._sent.get(name, 0), stored)
+                stored = await self._kv.count(WARMUP_NS, f"{name}:{day.isoformat()}")
+                if day == self._day:
+                    self._sent[name] = max(self._sent.get(name, 0), stored)
+
+    async def _refresh(self) -> None:
+        """Other nodes' messages count too: read the shared counts every second (so nodes
+        overshoot a cap by at most what they assign within that second)."""
+        while True:
+            await asyncio.sleep(_REFRESH)
+            try:
+                await self._load()
+            except Exception as e:
+                log.warning("warm-up counts not re-read: %s", e)
 
     async def flush(self) -> None:
-        """Wait for the counts written so far (shutdown, tests)."""
+        """Wait for the counts written so far and stop reading (shutdown, tests)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
         while self._writes:
             await asyncio.wait(list(self._writes))
 
