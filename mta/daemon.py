@@ -42,6 +42,7 @@ from mta.policy.identity import open_identity
 from mta.policy.kv import kv_for
 from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
+from mta.shaping.dnsbl import DnsblWatch
 from mta.smtp.server import SmtpServer
 
 __all__ = ["Daemon", "serve", "validate_runtime"]
@@ -214,6 +215,9 @@ class Daemon:
             # Warm-up day counts live in the policy store: a restart never resets them.
             await self.delivery.shaper.egress.attach(kv_for(self.policy.store))
             stack.push_async_callback(self.delivery.shaper.egress.flush)
+            # Blocklist watch of our own egress addresses ([dnsbl], mta/shaping/dnsbl.py).
+            watch = DnsblWatch(cfg, self.delivery.shaper, resolver.backend, self.events).start()
+            stack.callback(lambda: watch is not None and watch.cancel())
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
@@ -435,6 +436,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
+    dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

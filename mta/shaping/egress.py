@@ -76,6 +76,8 @@ class Egress:
         self._kv: PolicyKV | None = None
         self._writes: set[asyncio.Task[None]] = set()
         self._refresher: asyncio.Task[None] | None = None
+        # Sources pools avoid while others are usable (mta/shaping/dnsbl.py "shift").
+        self.shifted: set[str] = set()
 
     async def attach(self, kv: PolicyKV) -> None:
         """Persist warm-up counts in `kv` from now on; today's stored counts are loaded."""
@@ -179,6 +181,8 @@ class Egress:
             raise KeyError(f"unknown egress pool {pool!r}")
         usable = [(n, w) for n, w in members
                   if w > 0 and self.under_cap(n) and not (skip and skip(n))]
+        if self.shifted:  # listed on a blocklist: the others carry its traffic, if any
+            usable = [(n, w) for n, w in usable if n not in self.shifted] or usable
         if not usable:
             return None
         point = rng.random() * sum(w for _, w in usable)
