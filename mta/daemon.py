@@ -39,8 +39,11 @@ from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
+from mta.policy.identity import open_identity
+from mta.policy.kv import kv_for
 from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
+from mta.shaping.dnsbl import DnsblWatch
 from mta.smtp.server import SmtpServer
 from mta.suppress import Suppressions
 
@@ -221,6 +224,12 @@ class Daemon:
                                        on_final=self._on_final, shaping_stores=stores,
                                        licence_connections=self._licence_connections,
                                        resolve_pool=self._tenant_pool)
+            # Warm-up day counts live in the policy store: a restart never resets them.
+            await self.delivery.shaper.egress.attach(kv_for(self.policy.store))
+            stack.push_async_callback(self.delivery.shaper.egress.flush)
+            # Blocklist watch of our own egress addresses ([dnsbl], mta/shaping/dnsbl.py).
+            watch = DnsblWatch(cfg, self.delivery.shaper, resolver.backend, self.events).start()
+            stack.callback(lambda: watch is not None and watch.cancel())
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,
@@ -229,6 +238,10 @@ class Daemon:
                                    content=self.content,
                                    suppressions=self.suppressions)
             self.delivery.dsn_sink = IngressDsnSink(self.ingress)
+            # Tenants' sending domains and forged trace removal (mta/policy/identity.py).
+            self.ingress.identity = await open_identity(cfg, self.policy.store, resolver,
+                                                        self.events)
+            stack.callback(self.ingress.identity.start().cancel)
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
@@ -365,6 +378,8 @@ class Daemon:
         self.delivery.reload(new)
         self.ingress.reload(signer)
         self.content.reload(new.content)
+        if self.ingress.identity is not None:
+            self.ingress.identity.reload(new)
         self.events.reopen()
         self.cfg = new
         log.info("configuration reloaded from %s", new.path)

@@ -36,6 +36,7 @@ from mta.content import ContentFilter
 from mta.dkim.signer import DkimSigner, sign_async
 from mta.observe.events import EventLog
 from mta.policy.engine import PolicyEngine, PolicyTxn
+from mta.policy.identity import SenderIdentity
 from mta.queue.envelope import Envelope
 from mta.queue.records import SpoolError
 from mta.queue.spool import Spool
@@ -98,6 +99,8 @@ class Ingress:
         self.observe_dkim = observe_dkim
         self._class_re: re.Pattern[bytes] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        # Sending domains and forged trace (mta/policy/identity.py); set by the daemon.
+        self.identity: SenderIdentity | None = None
         self.reload(signer)
 
     def reload(self, signer: DkimSigner | None) -> None:
@@ -123,6 +126,11 @@ class Ingress:
         assert self.policy is not None
         if client.transaction is not None:  # RSET or a refused DATA left one open
             await self.policy.abort(client.transaction)
+            client.transaction = None
+        if self.identity is not None:
+            refusal = await self.identity.check_mail(client.tenant or "default", address)
+            if refusal is not None:
+                return refusal
         # The transaction is named by the queue id the message will get, so a crash after
         # the spool write is reconciled without a separate "prepare" write.
         txn = self.policy.transaction(client.tenant or "default", address,
@@ -201,6 +209,12 @@ class Ingress:
                 if refusal is not None:
                     raise NotQueued(refusal)
             msg_id = txn.id if txn is not None else self.spool.new_id()
+            if self.identity is not None and origin != "dsn":
+                if txn is not None:
+                    refusal = await self.identity.check_header_from(envelope.tenant, data)
+                    if refusal is not None:
+                        raise NotQueued(refusal)
+                data = self.identity.strip_trace(data, msg_id=msg_id, tenant=envelope.tenant)
             held = None  # content rules: reject, hold or tag; before signing (tag signed)
             if self.content is not None and self.content.active and origin != "dsn":
                 verdict = await self.content.check(envelope, data, msg_id=msg_id,

@@ -16,11 +16,22 @@ from __future__ import annotations
 
 import argparse
 
-from mta.cli import bounce, dkim, init, licence, policy, queue, serve, shaping, suppress
+from mta.cli import (
+    bounce,
+    dkim,
+    domains,
+    init,
+    licence,
+    policy,
+    queue,
+    serve,
+    shaping,
+    suppress,
+)
 from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
-_GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress)
+_GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains)
 
 
 def build_parser() -> argparse.ArgumentParser:

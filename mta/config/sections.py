@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from mta.config.content import ContentConfig
+from mta.config.dnsbl import DnsblConfig
+from mta.config.identity import IdentityConfig
 from mta.config.suppression import SuppressionConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
@@ -371,6 +373,15 @@ class PolicyConfig:
     # Marketing mail loses its value within a day, and days of retries hurt reputation.
     class_max_age: dict[str, Duration] = field(
         default_factory=lambda: {"transactional": 0.0, "marketing": 86400.0})
+    # Authenticated tenants send only from their verified domains (MAIL FROM and header
+    # From; see [identity]): "enforce" (tenants with registered domains), "strict" (every
+    # tenant other than "default"), "off" (pure relays).
+    sender_identity: str = "enforce"
+
+    def __post_init__(self) -> None:
+        from mta.config.identity import IDENTITY_MODES
+        if self.sender_identity not in IDENTITY_MODES:
+            raise ValueError(f"sender_identity must be one of {', '.join(IDENTITY_MODES)}")
 
 
 @dataclass(frozen=True)
@@ -428,6 +439,8 @@ class Config:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
     suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

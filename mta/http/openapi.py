@@ -370,6 +370,48 @@ _SUPPRESSION_PATHS: dict[str, Any] = {
                 _path_param("address", 'the address or "@domain"')])},
 }
 
+_SENDING_DOMAIN = {"type": "object", "properties": {
+    "tenant": {"type": "string"}, "domain": {"type": "string"}, "token": {"type": "string"},
+    "added": {"type": "number"}, "verified": {"type": "boolean"},
+    "verified_at": {"type": ["number", "null"]}, "checked_at": {"type": ["number", "null"]},
+    "last_error": {"type": "string"},
+    "txt_record": {"type": "object", "description": "What to publish to verify", "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"}, "value": {"type": "string"}}}}}
+_SD_ERRORS = _errors((400, "bad_tenant, bad_domain, bad_json"),
+                     (503, "identity_unavailable: no sender identity in this process"))
+_SD_PARAMS = [_path_param("tenant", "Tenant name",
+                          {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}),
+              _path_param("domain", "Sending domain (its subdomains are covered too)",
+                          {"type": "string", "maxLength": 253})]
+_SD_404 = _errors((404, "unknown_domain: the tenant has not registered it"))
+
+_ADMIN_DOMAINS_PATHS: dict[str, Any] = {
+    "/api/v1/admin/domains": {
+        "get": _op("Registered sending domains (of one tenant)", _ok("Domains", {
+            "type": "object", "properties": {"domains": {
+                "type": "array", "items": _SENDING_DOMAIN}}}) | _SD_ERRORS, tag="identity",
+            params=[_query("tenant", "Only this tenant's", {"type": "string"})]),
+        "post": _op("Register a sending domain of a tenant (idempotent): the TXT record to "
+                    "publish", _ok("The registration", _SENDING_DOMAIN, "201") | _SD_ERRORS,
+                    tag="identity", body={
+                        "type": "object", "required": ["tenant", "domain"], "properties": {
+                            "tenant": {"type": "string"}, "domain": {"type": "string"}}})},
+    "/api/v1/admin/domains/{tenant}/{domain}": {"delete": _op(
+        "Forget a sending domain", _ok("Removed") | _SD_ERRORS | _SD_404, tag="identity",
+        params=_SD_PARAMS)},
+    "/api/v1/admin/domains/{tenant}/{domain}/verify": {"post": _op(
+        "Look the mta-verify TXT record up now", _ok("The registration", _SENDING_DOMAIN)
+        | _SD_ERRORS | _SD_404, tag="identity", params=_SD_PARAMS)},
+    "/api/v1/admin/domains/{tenant}/{domain}/check": {"get": _op(
+        "SPF, DKIM and DMARC records of the domain and their alignment", _ok("Report", {
+            "type": "object", "properties": {
+                "domain": {"type": "string"}, "spf": {"type": "object"},
+                "dkim": {"type": "object"}, "dmarc": {"type": "object"},
+                "alignment": {"type": "object"},
+                "registration": {"oneOf": [_SENDING_DOMAIN, {"type": "null"}]}}})
+        | _SD_ERRORS, tag="identity", params=_SD_PARAMS)},
+}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "mta HTTP API", "version": "1",
@@ -419,6 +461,8 @@ DOCUMENT: dict[str, Any] = {
         **_ADMIN_SHAPING_PATHS,
         **_ADMIN_CONTENT_PATHS,
         **_SUPPRESSION_PATHS,
+
+        **_ADMIN_DOMAINS_PATHS,
     },
 }
 

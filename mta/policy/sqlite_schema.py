@@ -163,4 +163,19 @@ def _v2_suppressions(c: sqlite3.Connection) -> None:
 
 
 MIGRATIONS.append(_v2_suppressions)
+
+
+# --- v3: small keyed records of the reputation guard (sending domains, warm-up counts) ---
+_V3_KV = """
+CREATE TABLE IF NOT EXISTS kv(ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+    expires REAL, PRIMARY KEY(ns, key)) WITHOUT ROWID;
+"""
+
+
+def _v3_kv(c: sqlite3.Connection) -> None:
+    for statement in _statements(_V3_KV):
+        c.execute(statement)
+
+
+MIGRATIONS.append(_v3_kv)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -8,22 +8,36 @@ source the pick is the same, so tests and replays are deterministic.
 
 Warm-up: a new address earns reputation by sending a little more each day. `warmup` lists
 the cap per UTC day from `warmup_start` (day 1 = the start date); after the last day there
-is no cap, before the start the cap is 0. Today's count is kept in memory per process.
+is no cap, before the start the cap is 0. Today's counts are kept in memory and, once
+`attach(kv)` gave them a home (the policy store: policy.db, or Redis in a cluster), written
+through to it and loaded back at start, so a restart never resets a day's count; in a
+cluster every node adds to the same count and learns the total from each increment.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mta.config import EgressConfig
 from mta.shaping.clock import Clock
 
+if TYPE_CHECKING:
+    from mta.policy.kv import PolicyKV
+
 __all__ = ["DEFAULT_SOURCE", "Egress", "EgressSource"]
 
 DEFAULT_SOURCE = "default"
+WARMUP_NS = "warmup"
+_WARMUP_TTL = 3 * 86400.0  # a day's count is only read on its own UTC day
+_REFRESH = 1.0  # seconds between reads of the shared counts
+
+log = logging.getLogger("mta.shaping")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +73,62 @@ class Egress:
         self.pools.setdefault("default", tuple((n, 1.0) for n in self.sources))
         self._day = self.today()
         self._sent: dict[str, int] = {}
+        self._kv: PolicyKV | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self._refresher: asyncio.Task[None] | None = None
+        # Sources pools avoid while others are usable (mta/shaping/dnsbl.py "shift").
+        self.shifted: set[str] = set()
+
+    async def attach(self, kv: PolicyKV) -> None:
+        """Persist warm-up counts in `kv` from now on; today's stored counts are loaded."""
+        self._kv = kv
+        await self._load()
+        if any(s.warmup for s in self.sources.values()):
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _load(self) -> None:
+        assert self._kv is not None
+        self._roll()
+        day = self._day
+        for name, s in self.sources.items():
+            if s.warmup:
+                stored = await self._kv.count(WARMUP_NS, f"{name}:{day.isoformat()}")
+                if day == self._day:
+                    self._sent[name] = max(self._sent.get(name, 0), stored)
+
+    async def _refresh(self) -> None:
+        """Other nodes' messages count too: read the shared counts every second (so nodes
+        overshoot a cap by at most what they assign within that second)."""
+        while True:
+            await asyncio.sleep(_REFRESH)
+            try:
+                await self._load()
+            except Exception as e:
+                log.warning("warm-up counts not re-read: %s", e)
+
+    async def flush(self) -> None:
+        """Wait for the counts written so far and stop reading (shutdown, tests)."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            self._refresher = None
+        while self._writes:
+            await asyncio.wait(list(self._writes))
+
+    def _write(self, source: str, day: dt.date, n: int) -> None:
+        kv = self._kv
+        assert kv is not None
+
+        async def run() -> None:
+            try:
+                total = await kv.incr(WARMUP_NS, f"{source}:{day.isoformat()}", n, _WARMUP_TTL)
+            except Exception as e:  # the store is down: memory still caps this process
+                log.warning("warm-up count of %s not stored: %s", source, e)
+                return
+            if day == self._day:  # other nodes' messages count too
+                self._sent[source] = max(self._sent.get(source, 0), total)
+        task = asyncio.get_running_loop().create_task(run())
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     def today(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC).date()
@@ -95,6 +165,9 @@ class Egress:
         """Count messages handed to a source (call when a message is assigned to it)."""
         self._roll()
         self._sent[source] = self._sent.get(source, 0) + n
+        src = self.sources.get(source)
+        if self._kv is not None and src is not None and src.warmup:
+            self._write(source, self._day, n)
 
     def under_cap(self, source: str) -> bool:
         cap = self.cap_today(source)
@@ -108,6 +181,8 @@ class Egress:
             raise KeyError(f"unknown egress pool {pool!r}")
         usable = [(n, w) for n, w in members
                   if w > 0 and self.under_cap(n) and not (skip and skip(n))]
+        if self.shifted:  # listed on a blocklist: the others carry its traffic, if any
+            usable = [(n, w) for n, w in usable if n not in self.shifted] or usable
         if not usable:
             return None
         point = rng.random() * sum(w for _, w in usable)

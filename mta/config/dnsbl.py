@@ -1,0 +1,34 @@
+"""[dnsbl]: watching our own egress addresses on DNS blocklists (mta/shaping/dnsbl.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mta.config.values import Duration
+
+__all__ = ["DnsblConfig"]
+
+
+@dataclass(frozen=True)
+class DnsblConfig:
+    # DNSxL zones (RFC 5782) to look every egress source address up in, e.g.
+    # "zen.spamhaus.org" (mind its terms: public resolvers are refused). Empty: no watch.
+    zones: list[str] = field(default_factory=list)
+    # How often each address is looked up in each zone.
+    interval: Duration = 300.0
+    # A listed address: "shift" (pools stop choosing it while others are usable) or
+    # "suspend" (a shaping suspension of the source: its queued mail waits too).
+    action: str = "shift"
+    # Clean answers in a row (every zone) before a listed address is used again.
+    clean_checks: int = 3
+
+    def __post_init__(self) -> None:
+        if self.action not in ("shift", "suspend"):
+            raise ValueError('action must be "shift" or "suspend"')
+        if self.interval <= 0:
+            raise ValueError("interval must be positive")
+        if self.clean_checks < 1:
+            raise ValueError("clean_checks must be at least 1")
+        for z in self.zones:
+            if not z.strip(".") or " " in z:
+                raise ValueError(f"not a DNS zone: {z!r}")
