@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from mta.config.signing import SigningConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
 
@@ -430,6 +431,7 @@ class Config:
     users: dict[str, UserConfig] = field(default_factory=dict)
     bounce: BounceConfig = field(default_factory=BounceConfig)
     dkim: dict[str, DkimDomainConfig] = field(default_factory=dict)
+    signing: SigningConfig = field(default_factory=SigningConfig)
     shaping: dict[str, ShapingRuleConfig] = field(default_factory=dict)
     egress: EgressConfig = field(default_factory=EgressConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
