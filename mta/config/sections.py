@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from mta.config.content import ContentConfig
 from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
+from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
@@ -116,6 +117,13 @@ class DnsConfig:
     # How long NXDOMAIN / no-data answers are cached when the server sends no SOA (with an
     # SOA: min(SOA TTL, SOA minimum), RFC 2308 5). 5 minutes: RFC 2308's SERVFAIL ceiling.
     negative_ttl: Duration = 300.0
+    # Bounds on any negative answer's lifetime, SOA or not. The floor: a forwarding
+    # resolver hands out its cached SOA with the TTL counting down to 0, and a TTL of 0
+    # would mean one question per message for a NODATA AAAA; a minute of staleness costs
+    # a new domain nothing (its mail retries in minutes anyway). The ceiling: RFC 2308 5
+    # finds one to three hours work well (Unbound's cache-max-negative-ttl is 1 hour).
+    negative_ttl_min: Duration = 60.0
+    negative_ttl_max: Duration = 3600.0
     # SERVFAIL and timeouts are kept this long, so a broken domain is not asked again for
     # every message; short, because such failures are usually transient (RFC 2308 7.1).
     failure_ttl: Duration = 30.0
@@ -124,6 +132,10 @@ class DnsConfig:
     # overflows their queues (unbound's num-queries-per-thread is 1024): dropped questions
     # time out and their mail is deferred for nothing.
     max_queries_in_flight: int = 200
+
+    def __post_init__(self) -> None:
+        if self.negative_ttl_min > self.negative_ttl_max:
+            raise ValueError("negative_ttl_min must not exceed negative_ttl_max")
 
 
 @dataclass(frozen=True)
@@ -432,6 +444,7 @@ class Config:
     users: dict[str, UserConfig] = field(default_factory=dict)
     bounce: BounceConfig = field(default_factory=BounceConfig)
     dkim: dict[str, DkimDomainConfig] = field(default_factory=dict)
+    signing: SigningConfig = field(default_factory=SigningConfig)
     shaping: dict[str, ShapingRuleConfig] = field(default_factory=dict)
     egress: EgressConfig = field(default_factory=EgressConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)

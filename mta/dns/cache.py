@@ -2,7 +2,9 @@
 evicted first.
 
 Owns how long each kind of answer is kept: records for their TTL; NXDOMAIN and NODATA for
-the SOA's negative TTL (RFC 2308 5) or `negative_ttl` when the server sent no SOA; SERVFAIL
+the SOA's negative TTL (RFC 2308 5) or `negative_ttl` when the server sent no SOA, either
+bounded to [`negative_min`, `negative_max`] (so a decayed SOA TTL of 0 does not mean a
+question per message, and a huge SOA minimum does not hide a new record for days); SERVFAIL
 and timeouts for the short `failure_ttl` (RFC 2308 7.1: at most five minutes), so a broken
 domain is not asked again for every message while it stays broken. Time comes from an
 injected clock (monotonic seconds), so tests move it instead of sleeping.
@@ -23,9 +25,12 @@ Key = tuple[str, str]  # (normalized name, rdtype)
 
 class AnswerCache:
     def __init__(self, size: int, *, negative_ttl: float, failure_ttl: float,
+                 negative_min: float = 0.0, negative_max: float = float("inf"),
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.size = max(0, size)
         self.negative_ttl = negative_ttl
+        self.negative_min = negative_min
+        self.negative_max = negative_max
         self.failure_ttl = failure_ttl
         self.clock = clock
         self._entries: OrderedDict[Key, tuple[float, Answer]] = OrderedDict()
@@ -39,7 +44,8 @@ class AnswerCache:
             return answer.ttl or 0.0
         if answer.status is Status.SERVFAIL:
             return self.failure_ttl
-        return self.negative_ttl if answer.ttl is None else answer.ttl
+        ttl = self.negative_ttl if answer.ttl is None else answer.ttl
+        return min(max(ttl, self.negative_min), self.negative_max)
 
     def get(self, name: str, rdtype: str) -> Answer | None:
         """The answer if still fresh, else None (and the stale entry is dropped)."""

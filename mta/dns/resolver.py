@@ -73,6 +73,8 @@ class CachingResolver:
     def __init__(self, backend: Lookup, *, cache_size: int = _DEFAULTS.cache_size,
                  negative_ttl: float = _DEFAULTS.negative_ttl,
                  failure_ttl: float = _DEFAULTS.failure_ttl,
+                 negative_min: float = _DEFAULTS.negative_ttl_min,
+                 negative_max: float = _DEFAULTS.negative_ttl_max,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None,
                  max_in_flight: int = _DEFAULTS.max_queries_in_flight,
@@ -82,7 +84,8 @@ class CachingResolver:
         self.observe = observe
         self._slots = asyncio.Semaphore(max(1, max_in_flight))
         self.cache = AnswerCache(cache_size, negative_ttl=negative_ttl,
-                                 failure_ttl=failure_ttl, clock=clock)
+                                 failure_ttl=failure_ttl, negative_min=negative_min,
+                                 negative_max=negative_max, clock=clock)
         self.rng = rng or random.Random()
         self.counters = DnsCounters()
         self._clock = clock
@@ -198,7 +201,9 @@ def make_resolver(cfg: DnsConfig, *, clock: Callable[[], float] = time.monotonic
     """The production resolver: `[dns]` nameservers (or /etc/resolv.conf), cached."""
     return CachingResolver(LiveLookup(cfg.nameservers, cfg.timeout),
                            cache_size=cfg.cache_size, negative_ttl=cfg.negative_ttl,
-                           failure_ttl=cfg.failure_ttl, clock=clock, rng=rng,
+                           failure_ttl=cfg.failure_ttl,
+                           negative_min=cfg.negative_ttl_min,
+                           negative_max=cfg.negative_ttl_max, clock=clock, rng=rng,
                            max_in_flight=cfg.max_queries_in_flight, observe=observe)
 
 

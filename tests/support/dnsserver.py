@@ -124,8 +124,12 @@ class DnsServer:
 
     def __init__(self, zones: Mapping[str, str], workdir: Path, *,
                  timeout_zones: Iterable[str] = (TIMEOUT_ZONE,),
-                 servfail_zones: Iterable[str] = (SERVFAIL_ZONE,)) -> None:
+                 servfail_zones: Iterable[str] = (SERVFAIL_ZONE,),
+                 log_queries: bool = False) -> None:
         self.workdir = Path(workdir)
+        # Every query received goes to the log (Unbound `log-queries`), for
+        # `queries_seen`; off by default: other tests need no log written per query.
+        self.log_queries = log_queries
         self.zones = dict(zones)
         self.timeout_zones = [_absolute(z) for z in timeout_zones]
         self.servfail_zones = [_absolute(z) for z in servfail_zones]
@@ -178,6 +182,18 @@ class DnsServer:
         self._write_files()
         self.proc.send_signal(signal.SIGHUP)
         self._wait_ready()
+
+    def queries_seen(self, name: str, rdtype: str) -> int:
+        """How many queries for (name, type) the server has received (needs
+        log_queries=True). Unbound writes each line as it logs it, so a query whose
+        answer has arrived is already counted."""
+        if not self.log_queries:
+            raise DnsServerError("queries_seen needs DnsServer(..., log_queries=True)")
+        want = f" {_absolute(name)} {rdtype.upper()} IN"
+        with contextlib.suppress(OSError):
+            return sum(1 for line in self.log_path.read_text(errors="replace").splitlines()
+                       if "info: " in line and line.endswith(want))
+        return 0
 
     def __enter__(self) -> DnsServer:
         self.start()
@@ -254,6 +270,7 @@ class DnsServer:
             "  use-syslog: no",
             '  logfile: ""',
             "  verbosity: 1",
+            f"  log-queries: {'yes' if self.log_queries else 'no'}",
             "  num-threads: 1",
             "  so-reuseport: no",
             # No validator: nothing here is signed, and it would want a trust anchor.

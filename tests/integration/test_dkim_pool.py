@@ -1,0 +1,70 @@
+"""RSA signing in the [signing] worker processes, through a real daemon: the mail verifies
+with dkimpy against the key in the test DNS, and a pool process killed with SIGKILL costs
+no message (the next signature is made by a new pool)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from tests.integration.test_dkim_smtp import MSG, _run, _send, _verify
+
+RSA_TOML = """
+[dkim."signer.test"]
+selector = "rsa1"
+key = "{rsa}"
+
+[signing]
+workers = 2
+"""
+
+
+def _pool_pids(parent: int) -> set[int]:
+    """The daemon's multiprocessing workers (not its resource tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and b"spawn_main" in cmd:
+            found.add(int(entry.name))
+    return found
+
+
+async def _wait_for(predicate, timeout: float = 30.0):
+    async with asyncio.timeout(timeout):
+        while not (value := predicate()):
+            await asyncio.sleep(0.05)
+    return value
+
+
+async def test_signed_in_the_pool_and_a_killed_worker_loses_nothing(
+        mta_factory, dns_server_factory, mx_factory, tmp_path):
+    mta, dns, mx, _ = await _run(mta_factory, dns_server_factory, mx_factory, tmp_path,
+                                 RSA_TOML)
+    await asyncio.to_thread(_send, mta.smtp_port, MSG)
+    [m] = await mx.wait_for_messages(1, timeout=30)
+    assert b"a=rsa-sha256" in m.body.split(b"\r\n\r\n")[0]
+    assert await asyncio.to_thread(_verify, m.body, dns.nameserver)
+
+    pids = await _wait_for(lambda: _pool_pids(mta.proc.pid))
+    assert pids  # the pool signed it (workers start on demand), not a thread
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    await _wait_for(lambda: not (_pool_pids(mta.proc.pid) & pids))
+
+    second = MSG.replace(b"<s1@signer.test>", b"<s2@signer.test>")
+    await asyncio.to_thread(_send, mta.smtp_port, second)
+    got = await mx.wait_for_messages(2, timeout=60)
+    assert await asyncio.to_thread(_verify, got[1].body, dns.nameserver)
+    assert b"<s2@signer.test>" in got[1].body
+    new = await _wait_for(lambda: _pool_pids(mta.proc.pid))
+    assert not new & pids  # a new pool
+    assert mta.proc.poll() is None
+    assert "starting a new pool" in mta.stderr
