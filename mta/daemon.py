@@ -34,6 +34,7 @@ from mta.http.app import make_app
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress, NotQueued
 from mta.observe.events import EventLog
+from mta.webhooks.service import webhooks_running
 from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
@@ -137,6 +138,7 @@ class Daemon:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self._stop.set)
                 loop.add_signal_handler(signal.SIGHUP, self.reload)
+                loop.add_signal_handler(signal.SIGUSR1, self.events.reopen)  # logrotate
                 notify(f"READY=1\nSTATUS={self.status()}")
                 # From ready (systemd arms the watchdog then) through the drain: a loop
                 # stuck while draining must be noticed too.
@@ -167,8 +169,9 @@ class Daemon:
     async def _components(self) -> AsyncIterator[None]:
         cfg = self.cfg
         async with contextlib.AsyncExitStack() as stack:
-            self.events = EventLog(cfg.log.events or None)
+            self.events = EventLog(cfg.log.events or None, rotate=cfg.log.rotate)
             stack.push_async_callback(self.events.aclose)
+            await stack.enter_async_context(webhooks_running(cfg, self.events))
 
             self.spool = await Spool.open(cfg.spool.dir, max_batch=cfg.spool.max_batch,
                                           shard=self.shard, max_size=cfg.spool.max_size)

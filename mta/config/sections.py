@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
+from mta.config.webhooks import EventsRotateConfig, WebhooksConfig
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class LogConfig:
     # "json" (one object per line), or "auto": journal when stderr is systemd's journal
     # stream ($JOURNAL_STREAM), else text, so one config suits a terminal and the unit.
     format: str = "auto"
+    rotate: EventsRotateConfig = field(default_factory=EventsRotateConfig)
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(
