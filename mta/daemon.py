@@ -34,7 +34,6 @@ from mta.http.app import make_app
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress, NotQueued
 from mta.observe.events import EventLog
-from mta.webhooks.service import webhooks_running
 from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
@@ -171,7 +170,6 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             self.events = EventLog(cfg.log.events or None, rotate=cfg.log.rotate)
             stack.push_async_callback(self.events.aclose)
-            await stack.enter_async_context(webhooks_running(cfg, self.events))
 
             self.spool = await Spool.open(cfg.spool.dir, max_batch=cfg.spool.max_batch,
                                           shard=self.shard, max_size=cfg.spool.max_size)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from mta.config.values import Duration, Size
 
-__all__ = ["WebhooksConfig", "EventsRotateConfig"]
+__all__ = ["EventsRotateConfig", "WebhooksConfig"]
 
 
 @dataclass(frozen=True)

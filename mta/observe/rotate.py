@@ -20,10 +20,15 @@ _SUFFIX = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 
 
 def rotated_files(path: Path) -> list[Path]:
-    """The rotated copies of `path`, oldest first (names sort by time)."""
+    """The rotated copies of `path`, oldest first (by stamp, then the .N of one second)."""
     prefix = path.name + "-"
-    return sorted(p for p in path.parent.iterdir()
-                  if p.name.startswith(prefix) and not p.name.endswith(".tmp"))
+    found = [p for p in path.parent.iterdir()
+             if p.name.startswith(prefix) and not p.name.endswith(".tmp")]
+
+    def key(p: Path) -> tuple[str, int]:
+        parts = p.name[len(prefix):].split(".")
+        return parts[0], int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+    return sorted(found, key=key)
 
 
 class Rotator:

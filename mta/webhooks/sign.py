@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["new_secret", "sign", "headers"]
+__all__ = ["headers", "new_secret", "sign"]
 
 PREFIX = "whsec_"
 
