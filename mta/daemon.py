@@ -143,6 +143,7 @@ class Daemon:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, self._stop.set)
                 loop.add_signal_handler(signal.SIGHUP, self.reload)
+                loop.add_signal_handler(signal.SIGUSR1, self.events.reopen)  # logrotate
                 notify(f"READY=1\nSTATUS={self.status()}")
                 # From ready (systemd arms the watchdog then) through the drain: a loop
                 # stuck while draining must be noticed too.
@@ -173,7 +174,7 @@ class Daemon:
     async def _components(self) -> AsyncIterator[None]:
         cfg = self.cfg
         async with contextlib.AsyncExitStack() as stack:
-            self.events = EventLog(cfg.log.events or None)
+            self.events = EventLog(cfg.log.events or None, rotate=cfg.log.rotate)
             stack.push_async_callback(self.events.aclose)
 
             self.spool = await Spool.open(cfg.spool.dir, max_batch=cfg.spool.max_batch,

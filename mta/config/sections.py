@@ -23,6 +23,7 @@ from typing import Annotated, Any
 from mta.config.content import ContentConfig
 from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
+from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
@@ -177,6 +178,7 @@ class LogConfig:
     # "json" (one object per line), or "auto": journal when stderr is systemd's journal
     # stream ($JOURNAL_STREAM), else text, so one config suits a terminal and the unit.
     format: str = "auto"
+    rotate: EventsRotateConfig = field(default_factory=EventsRotateConfig)
 
 
 @dataclass(frozen=True)

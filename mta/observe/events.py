@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mta.observe.rotate import Rotator
+
 __all__ = ["EventLog"]
 
 
@@ -27,10 +29,14 @@ class EventLog:
 
     FLUSH_INTERVAL = 0.2
 
-    def __init__(self, path: str | Path | None, *, keep_recent: int = 0) -> None:
+    def __init__(self, path: str | Path | None, *, keep_recent: int = 0,
+                 rotate: Any = None) -> None:
         self.path = Path(path) if path else None
         self._buf: list[str] = []
         self._lock = threading.Lock()
+        # Serialises file writes with rotation and reopen: a line is whole in one file.
+        self._io = threading.Lock()
+        self._rotator = Rotator(self.path, rotate) if rotate is not None and self.path else None
         self._task: asyncio.Task[None] | None = None
         self._file = None
         self.keep_recent = keep_recent
@@ -62,11 +68,20 @@ class EventLog:
                 self._write()
 
     def _write(self) -> None:
-        with self._lock:
-            lines, self._buf = self._buf, []
-        if lines and self._file is not None:
-            self._file.write("".join(lines))
-            self._file.flush()
+        with self._io:
+            with self._lock:
+                lines, self._buf = self._buf, []
+            if lines and self._file is not None:
+                self._file.write("".join(lines))
+                self._file.flush()
+                rot = self._rotator
+                if rot is not None and rot.active and rot.due(self._file.tell()):
+                    self._file.close()
+                    self._file = None
+                    try:
+                        rot.rotate()
+                    finally:
+                        self._file = open(self.path, "a", encoding="utf-8")
 
     async def _flusher(self) -> None:
         while True:
@@ -75,13 +90,16 @@ class EventLog:
                 await asyncio.to_thread(self._write)
 
     def reopen(self) -> None:
-        """SIGHUP: reopen the file so logrotate can move it away."""
+        """SIGHUP / SIGUSR1: reopen the file so logrotate can move it away."""
         if self.path is None:
             return
         self._write()
-        if self._file is not None:
-            self._file.close()
-        self._file = open(self.path, "a", encoding="utf-8")
+        with self._io:
+            if self._file is not None:
+                self._file.close()
+            self._file = open(self.path, "a", encoding="utf-8")
+            if self._rotator is not None:
+                self._rotator.opened = time.time()
 
     async def aclose(self) -> None:
         if self._task is not None:
