@@ -14,8 +14,8 @@ import argparse
 import asyncio
 import time
 
+from mta.clock import ManualClock
 from mta.config import parse_config
-from mta.shaping.clock import ManualClock
 from mta.shaping.rate import parse_rate
 from mta.shaping.shaper import Shaper
 from mta.shaping.throttle import MemoryThrottle
@@ -51,7 +51,7 @@ async def bench_shaper(n_paths: int, n: int) -> float:
     paths = [sh.path("ip1", f"site{i}") for i in range(n_paths)]
     t0 = time.perf_counter()
     for i in range(n):
-        clock.now += 1e-6
+        clock.advance(1e-6)
         await sh.message_wait(paths[i % n_paths])
     dt = time.perf_counter() - t0
     print(f"  shaper.message_wait: {dt / n * 1e9:5.0f} ns/decision")

@@ -44,8 +44,8 @@ sys.path[:0] = [str(REPO), str(HERE)]
 
 from run import SINK_HOSTS, common_port  # noqa: E402 - bench/run.py owns the sink set-up
 
+from mta.clock import ManualClock  # noqa: E402
 from mta.config import parse_config  # noqa: E402
-from mta.shaping.clock import ManualClock  # noqa: E402
 from mta.shaping.shaper import Shaper  # noqa: E402
 from tests.support.daemon import MtaProcess  # noqa: E402
 from tests.support.dnsserver import DnsServer  # noqa: E402
@@ -160,7 +160,7 @@ sources = { a = 3, b = 1 }
             sh.path(src, site)
     t0 = time.perf_counter()
     for i in range(n):
-        clock.now += 1e-5
+        clock.advance(1e-5)
         site = sites[i % len(sites)]
         src = sh.choose_source("default", rng, site=site, tenant="t")
         assert src is not None

@@ -1,7 +1,8 @@
-"""Clock sources for policy decisions.
+"""Clock sources for policy decisions: the shared `mta.clock` ones, and a movable one.
 
 Every time-dependent rule (calendar windows, lot expiry, licence validity, suspensions that
-end) asks an injected clock, so tests move time forward instead of patching `time`.
+end) asks an injected clock (`mta.clock.Clock`), so tests move time forward instead of
+patching `time`.
 
 `FileClock` lets a test (or a simulation) move the clock of a running daemon: `mta serve`
 uses it when the environment names a file (`MTA_POLICY_CLOCK=/path`, `clock_from_env`).
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+
+from mta.clock import Clock, ManualClock, SystemClock
 
 __all__ = ["CLOCK_ENV", "Clock", "FileClock", "ManualClock", "SystemClock", "clock_from_env"]
 
@@ -24,33 +25,6 @@ log = logging.getLogger("mta.policy")
 
 # The environment variable `mta serve` reads (test and simulation only).
 CLOCK_ENV = "MTA_POLICY_CLOCK"
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Unix time in seconds."""
-        ...
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.time()
-
-
-class ManualClock:
-    """A clock that only moves when told to (tests, simulations)."""
-
-    def __init__(self, start: float | datetime) -> None:
-        self._now = start.timestamp() if isinstance(start, datetime) else float(start)
-
-    def now(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
-
-    def set(self, when: float | datetime) -> None:
-        self._now = when.timestamp() if isinstance(when, datetime) else float(when)
 
 
 def parse_instant(text: str) -> float:

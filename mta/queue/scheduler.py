@@ -2,7 +2,7 @@
 
 Work is a `WorkItem`: one message and some of its recipients' indexes, bound for one site
 on behalf of one tenant. Ready items wait in a FIFO per (tenant, site) until the dispatcher
-`take`s them; deferred items wait in one heap ordered by retry time until `due(now)` moves
+`take`s them; deferred items wait in one heap ordered by retry time until `due_by_key(now)` moves
 them back to their ready queue. Every operation is O(1) or O(log n) per item: nothing scans
 a queue or the heap.
 
@@ -15,7 +15,6 @@ The spool is the truth; this is a schedule rebuilt from it at start-up (`restore
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import heapq
 import itertools
@@ -52,7 +51,6 @@ class Scheduler:
         self._cancelled: dict[str, int] = {}
         self._live: collections.Counter[str] = collections.Counter()
         self._ready_total = 0
-        self._has_ready = asyncio.Event()
 
     # --- adding work ---------------------------------------------------------------------
 
@@ -113,14 +111,10 @@ class Scheduler:
 
     # --- moving and taking work ----------------------------------------------------------
 
-    def due(self, now: float) -> int:
-        """Move every deferred item whose time has come to its ready queue; returns how
-        many moved."""
-        return sum(self.due_by_key(now).values())
-
     def due_by_key(self, now: float) -> collections.Counter[QueueKey]:
-        """Like `due`, but says which queues got how many items, so the dispatcher wakes
-        only the sites concerned instead of walking every ready queue."""
+        """Move every deferred item whose time has come to its ready queue, and say which
+        queues got how many, so the dispatcher wakes only the sites concerned instead of
+        walking every ready queue."""
         moved: collections.Counter[QueueKey] = collections.Counter()
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -144,8 +138,6 @@ class Scheduler:
             self._forget(item.msg_id)  # after the check: it may clear the cancel mark
         if q is not None and not q:
             del self._ready[key]
-            if not self._ready:
-                self._has_ready.clear()
         return out
 
     def flush(self, msg_id: str | None = None,
@@ -174,12 +166,6 @@ class Scheduler:
             self._cancelled[msg_id] = next(self._seq)
         else:
             self._live.pop(msg_id, None)
-
-    async def wait(self) -> None:
-        """Return once some ready queue has work. The dispatcher bounds the wait with
-        `asyncio.timeout(next_due() - now)` and calls `due(now)` when it wakes."""
-        while not self._ready:
-            await self._has_ready.wait()
 
     # --- looking -------------------------------------------------------------------------
 
@@ -215,7 +201,6 @@ class Scheduler:
             q = self._ready[item.key] = collections.deque()
         q.append((seq, item))
         self._ready_total += 1
-        self._has_ready.set()
 
     def _is_stale(self, seq: int, item: WorkItem) -> bool:
         cancelled = self._cancelled.get(item.msg_id)

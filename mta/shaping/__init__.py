@@ -8,8 +8,8 @@ what holds a path now (hold.py) and `validate(cfg)` for the [shaping] and [egres
 sections (validate.py).
 """
 
+from mta.clock import Clock, ManualClock, SystemClock
 from mta.shaping.adaptive import SLOWDOWN_CATEGORIES, Adaptive, Change
-from mta.shaping.clock import Clock, ManualClock, SystemClock
 from mta.shaping.egress import Egress, EgressSource
 from mta.shaping.hold import Hold
 from mta.shaping.lease import Lease, Leases, LeaseUnavailable, MemoryLeaseStore

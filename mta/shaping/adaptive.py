@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mta.clock import Clock
 from mta.rfc5321.reply import Reply
-from mta.shaping.clock import Clock
 from mta.shaping.rules import PathConfig
 
 __all__ = ["SLOWDOWN_CATEGORIES", "Adaptive", "Change"]
@@ -73,7 +73,7 @@ class Adaptive:
         st = self._paths.get(path.key)
         if st is None:
             st = self._paths[path.key] = _State(window=float(path.connection_limit))
-        if st.dead_until is not None and self.clock.time() >= st.dead_until:
+        if st.dead_until is not None and self.clock.now() >= st.dead_until:
             st.dead_until, st.dead_reply, st.dead_category = None, None, ""
             st.window, st.streak = 1.0, 0
             self._emit(path, st, "resume")
@@ -108,14 +108,14 @@ class Adaptive:
                                                    if k in self._paths}
         for st in chosen.values():
             if st.dead_until is not None:
-                st.dead_until = self.clock.time()
+                st.dead_until = self.clock.now()
                 revived += 1
         return revived
 
     def record(self, path: PathConfig, category: str, reply: Reply | None = None) -> None:
         """Feed one outcome (a reply's category, or `connection_failure`) into the loop."""
         st = self._state(path)
-        now = self.clock.time()
+        now = self.clock.now()
         if category in SLOWDOWN_CATEGORIES:
             st.streak += 1
             if now - st.last_decrease >= self.decrease_interval:

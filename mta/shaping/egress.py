@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mta.clock import Clock
 from mta.config import EgressConfig
-from mta.shaping.clock import Clock
 
 if TYPE_CHECKING:
     from mta.policy.kv import PolicyKV
@@ -131,7 +131,7 @@ class Egress:
         task.add_done_callback(self._writes.discard)
 
     def today(self) -> dt.date:
-        return dt.datetime.fromtimestamp(self.clock.time(), dt.UTC).date()
+        return dt.datetime.fromtimestamp(self.clock.now(), dt.UTC).date()
 
     def _roll(self) -> None:
         day = self.today()

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from mta.shaping.clock import Clock
+from mta.clock import Clock
 
 __all__ = ["Lease", "LeaseStore", "LeaseUnavailable", "Leases", "MemoryLeaseStore"]
 
@@ -106,7 +106,7 @@ class Lease:
 
     async def renew(self) -> bool:
         ok = await self._leases.store.renew(self.key, self.id, self._leases.ttl,
-                                            self._leases.clock.time())
+                                            self._leases.clock.now())
         self.lost = self.lost or not ok
         return ok
 
@@ -140,7 +140,7 @@ class Leases:
 
     async def try_acquire(self, key: str, limit: int) -> Lease | None:
         lease_id = uuid.uuid4().hex
-        if await self.store.acquire(key, limit, lease_id, self.ttl, self.clock.time()):
+        if await self.store.acquire(key, limit, lease_id, self.ttl, self.clock.now()):
             return Lease(self, key, lease_id)
         return None
 
@@ -168,4 +168,4 @@ class Leases:
             yield lease
 
     async def in_use(self, key: str) -> int:
-        return await self.store.count(key, self.clock.time())
+        return await self.store.count(key, self.clock.now())

@@ -29,10 +29,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mta.clock import Clock, SystemClock
 from mta.config import Config
 from mta.rfc5321.reply import Reply
 from mta.shaping.adaptive import Adaptive, Change
-from mta.shaping.clock import Clock, SystemClock
 from mta.shaping.egress import Egress, EgressSource
 from mta.shaping.hold import Hold, at
 from mta.shaping.lease import Lease, Leases, LeaseStore, MemoryLeaseStore
@@ -224,7 +224,7 @@ class Shaper:
         if lease is None or path.max_connection_rate is None:
             return lease
         wait = await self.throttle.try_acquire(f"conn:{path.key}", path.max_connection_rate,
-                                               self.clock.time())
+                                               self.clock.now())
         if wait > 0:
             await lease.release()
             return None
@@ -247,7 +247,7 @@ class Shaper:
                     await lease.__aenter__()
                     return lease
                 wait = await self.throttle.try_acquire(
-                    f"conn:{path.key}", path.max_connection_rate, self.clock.time())
+                    f"conn:{path.key}", path.max_connection_rate, self.clock.now())
                 if wait <= 0:
                     await lease.__aenter__()
                     return lease
@@ -261,7 +261,7 @@ class Shaper:
         if path.max_message_rate is None:
             return 0.0
         return await self.throttle.try_acquire(
-            f"msg:{path.key}", path.max_message_rate, self.clock.time(),
+            f"msg:{path.key}", path.max_message_rate, self.clock.now(),
             scale=self.adaptive.rate_scale(path))
 
     def record(self, path: PathConfig, category: str, reply: Reply | None = None) -> None:
@@ -307,7 +307,7 @@ class Shaper:
         steps = self._steps(path, ticket.tenant)
         while ticket.passed < len(steps):
             name, key, rate, scale = steps[ticket.passed]
-            now = self.clock.time()
+            now = self.clock.now()
             wait = await self.throttle.try_acquire(key, rate, now, scale=scale)
             if wait > 0:
                 return [self._rate_hold(path, name, key, rate, scale, now + wait)]
@@ -318,7 +318,7 @@ class Shaper:
         """The gate read without taking anything: every limit that keeps a message (of
         `tenant`, if given) from leaving on this path at this instant, most decisive first
         (see hold.py). Empty: a message could go now."""
-        now = self.clock.time()
+        now = self.clock.now()
         out: list[Hold] = []
         blocked = self.blocked(path, tenant)
         if blocked is not None:
@@ -358,7 +358,7 @@ class Shaper:
     # --- explain ---------------------------------------------------------------------
     async def explain(self, path: PathConfig, tenant: str | None = None) -> dict[str, Any]:
         """Everything that decides this path now, as plain JSON types."""
-        now = self.clock.time()
+        now = self.clock.now()
         scale = self.adaptive.rate_scale(path)
         rates: dict[str, Any] = {}
         for name, prefix, sc in (("max_message_rate", "msg", scale),

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mta.clock import Clock
 from mta.queue.names import ready_queue_name
-from mta.shaping.clock import Clock
 
 __all__ = ["SCOPES", "Suspension", "SuspensionFile", "Suspensions", "path_name"]
 
@@ -65,7 +65,7 @@ class Suspensions:
             raise ValueError(f"unknown suspension scope {scope!r}: use one of {SCOPES}")
         if duration is not None and duration <= 0:
             raise ValueError("a suspension's duration must be positive")
-        now = self.clock.time()
+        now = self.clock.now()
         s = Suspension(scope, name, reason, now, None if duration is None else now + duration)
         self._items[(scope, name)] = s
         if self.persist is not None:
@@ -95,19 +95,19 @@ class Suspensions:
         tenant), or None."""
         if not self._items:  # the common case, on the hot path: nothing is suspended
             return None
-        now = self.clock.time()
+        now = self.clock.now()
         path = path_name(source, site) if source is not None and site is not None else None
         return (self._get("path", path, now) or self._get("site", site, now)
                 or self._get("source", source, now) or self._get("tenant", tenant, now))
 
     def active(self) -> list[Suspension]:
-        now = self.clock.time()
+        now = self.clock.now()
         return [s for s in list(self._items.values())
                 if self._get(s.scope, s.name, now) is not None]
 
     def load(self, items: Iterable[Suspension]) -> None:
         """Restore persisted suspensions (expired ones are skipped, persist is not called)."""
-        now = self.clock.time()
+        now = self.clock.now()
         for s in items:
             if s.active_at(now):
                 self._items[(s.scope, s.name)] = s

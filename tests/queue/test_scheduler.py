@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from mta.queue.records import PendingRecipient
 from mta.queue.scheduler import Scheduler, WorkItem
 
@@ -39,11 +37,11 @@ def test_deferred_items_become_ready_in_time_order_when_due() -> None:
     s.defer(WorkItem("early", (0,), "t", "site"), at=100.0)
     s.defer(WorkItem("other", (1,), "t", "site2"), at=200.0)
     assert s.next_due() == 100.0
-    assert s.due(now=99.0) == 0
-    assert s.due(now=250.0) == 2
+    assert sum(s.due_by_key(now=99.0).values()) == 0
+    assert sum(s.due_by_key(now=250.0).values()) == 2
     assert s.counts() == {("t", "site"): 1, ("t", "site2"): 1}
     assert s.next_due() == 300.0 and s.deferred_total == 1
-    s.due(now=300.0)
+    sum(s.due_by_key(now=300.0).values())
     assert [w.msg_id for w in s.take(("t", "site"), 10)] == ["early", "late"]
 
 
@@ -68,27 +66,6 @@ def test_release_after_cancel_schedules_fresh_items_only_once() -> None:
     assert len(s.take(("t", "site"), 10)) == 1
 
 
-async def test_wait_returns_when_work_becomes_ready() -> None:
-    s = Scheduler()
-    waiter = asyncio.create_task(s.wait())
-    await asyncio.sleep(0)
-    assert not waiter.done()
-    s.enqueue(item("m"), "site", "t")
-    await asyncio.wait_for(waiter, timeout=1.0)
-
-
-async def test_wait_can_be_bounded_by_the_next_due_time() -> None:
-    s = Scheduler()
-    s.defer(WorkItem("m", (0,), "t", "site"), at=50.0)
-    try:
-        async with asyncio.timeout(0.01):
-            await s.wait()
-    except TimeoutError:
-        pass
-    assert s.due(now=50.0) == 1
-    await asyncio.wait_for(s.wait(), timeout=1.0)
-
-
 def pending(msg: str, idx: int, site: str | None, at: float = 0.0,
             address: str = "user@example.com") -> PendingRecipient:
     return PendingRecipient(msg, idx, "acme", address, site, 0, at, 0.0)
@@ -107,7 +84,7 @@ def test_restore_groups_recipients_by_message_site_and_time() -> None:
     assert got == {("m1", (0, 1)), ("m3", (0,))}
     assert s.take(("acme", "yahoo.com"), 10) == [WorkItem("m1", (2,), "acme", "yahoo.com")]
     assert s.next_due() == 500.0
-    s.due(now=500.0)
+    sum(s.due_by_key(now=500.0).values())
     assert s.take(("acme", "gmail"), 10) == [WorkItem("m2", (0, 1), "acme", "gmail")]
 
 
@@ -116,7 +93,7 @@ def test_bounded_load_keeps_order_across_many_items() -> None:
     n = 20_000
     for i in range(n):
         s.defer(WorkItem(f"m{i:05d}", (0,), "t", f"site{i % 7}"), at=float(n - i))
-    assert s.due(now=float(n)) == n
+    assert sum(s.due_by_key(now=float(n)).values()) == n
     assert sum(s.counts().values()) == n
     first = s.take(("t", "site0"), 2)
     assert [w.msg_id for w in first] == ["m19999", "m19992"]  # earliest retry first

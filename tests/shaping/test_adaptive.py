@@ -2,10 +2,10 @@
 
 import pytest
 
+from mta.clock import ManualClock
 from mta.config import parse_config
 from mta.rfc5321.reply import Reply
 from mta.shaping.adaptive import Adaptive, Change
-from mta.shaping.clock import ManualClock
 from mta.shaping.rules import resolve_path
 
 CFG = parse_config('''
@@ -78,7 +78,7 @@ def test_repeated_signals_suspend_the_path_and_keep_the_reply() -> None:
     assert reply == R421 and category == "rate_limited"
     assert ad.window(PATH) == 0
     assert changes[-1].kind == "suspend" and changes[-1].until == until
-    clock.advance(until - clock.now - 0.001)
+    clock.advance(until - clock.now() - 0.001)
     assert ad.dead(PATH) is not None
     clock.advance(0.002)  # the dead-site timer ran out: start again from one connection
     assert ad.dead(PATH) is None
@@ -88,7 +88,7 @@ def test_repeated_signals_suspend_the_path_and_keep_the_reply() -> None:
 
 def test_suspension_lasts_suspend_duration() -> None:
     ad, clock, _ = make()
-    start = clock.now
+    start = clock.now()
     for _ in range(4):
         ad.record(PATH, "connection_failure")
     assert ad.dead(PATH)[0] == pytest.approx(start + 600)

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
+from mta.clock import ManualClock
 from mta.config import parse_config
-from mta.shaping.clock import ManualClock
 from mta.shaping.egress import Egress
 
 CFG = parse_config('''

@@ -4,8 +4,8 @@ including the cross-path [rate_limits] and the licence's connection cap. Both st
 
 from __future__ import annotations
 
+from mta.clock import ManualClock
 from mta.config import parse_config
-from mta.shaping.clock import ManualClock
 from mta.shaping.shaper import LICENCE_WAIT, Shaper, Stores, Ticket
 
 CFG = parse_config('''
@@ -29,7 +29,7 @@ async def test_gate_takes_each_rate_once_and_says_which_one_holds(stores: Stores
     second = Ticket(path, "acme")
     [hold] = await sh.gate(second)
     assert hold.limit == "tenant_message_rate"
-    assert abs(hold.until - (clock.time() + 1.0)) < 1e-6
+    assert abs(hold.until - (clock.now() + 1.0)) < 1e-6
     assert "[rate_limits] tenant_message_rate" in hold.detail
     # Another tenant is not held by acme's counter; the path's rate (burst 2) lets it go.
     assert await sh.gate(Ticket(path, "other")) == []

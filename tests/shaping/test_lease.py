@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from mta.shaping.clock import ManualClock
+from mta.clock import ManualClock
 from mta.shaping.lease import Leases, LeaseUnavailable
 from mta.shaping.shaper import Stores
 
@@ -62,7 +62,7 @@ async def test_renewal_keeps_a_live_holder(stores: Stores) -> None:
 
 async def test_background_renewal_runs_while_held(stores: Stores) -> None:
     """ttl 0.3 s of real time: renewal every 0.1 s keeps the lease past its first ttl."""
-    from mta.shaping.clock import SystemClock
+    from mta.clock import SystemClock
 
     leases = Leases(stores.leases, SystemClock(), ttl=0.3)
     async with leases.hold("k", 1) as lease:

@@ -3,10 +3,10 @@
 import json
 import random
 
+from mta.clock import ManualClock
 from mta.config import parse_config
 from mta.rfc5321.reply import Reply
 from mta.shaping.adaptive import Change
-from mta.shaping.clock import ManualClock
 from mta.shaping.shaper import Shaper, Stores
 
 CFG = parse_config('''

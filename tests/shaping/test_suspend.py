@@ -2,7 +2,7 @@
 
 import pytest
 
-from mta.shaping.clock import ManualClock
+from mta.clock import ManualClock
 from mta.shaping.suspend import Suspension, Suspensions
 
 

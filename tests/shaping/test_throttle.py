@@ -121,7 +121,7 @@ async def test_two_nodes_share_counters_and_leases_through_redis(redis_url: str)
     """Two independent clients (two workers or nodes) with the same prefix see one state."""
     import uuid
 
-    from mta.shaping.clock import ManualClock
+    from mta.clock import ManualClock
     from mta.shaping.lease import Leases
     from mta.shaping.shaper import redis_stores
 
