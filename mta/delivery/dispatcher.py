@@ -425,7 +425,7 @@ class Dispatcher:
                 return
             if self._stopping:
                 return  # still queued in the spool: the next start takes it
-            wait = max(0.0, (hold.until or 0.0) - self.shaper.clock.time())
+            wait = max(0.0, (hold.until or 0.0) - self.shaper.clock.now())
             site.inflight[item.msg_id] = Flight("gate", path, hold)
             self._waited(wait, hold.limit)
             await asyncio.sleep(wait)

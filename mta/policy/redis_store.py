@@ -2,7 +2,7 @@
 run per state-changing operation. The decisions (reservations, commits, releases, outcomes,
 credit lots) are plans (plan.py), shared with SqliteStore, that one generic script,
 apply.lua, applies; the operations that decide nothing (naming a message, duplicate markers,
-operator records) are the scripts of redis_scripts.py.
+operator records) are the other scripts of `mta/policy/lua/` (redis_scripts.py loads them).
 
 `RedisStore` implements `PolicyStore` with the semantics of `SqliteStore`: the same
 append-only ledger and `kind`s, lots taken expiring-first, unpaid lots unusable, a refund
@@ -50,7 +50,6 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, TypeVar
 
 from mta.policy import redis_scripts as scripts
@@ -81,7 +80,7 @@ __all__ = ["DEFAULT_PREFIX", "STATE_TTL", "RedisStore"]
 T = TypeVar("T")
 
 # RCPT's reservation: the generic plan interpreter (plan.py says what a plan holds).
-_APPLY = scripts.PRELUDE + (resources.files("mta.policy") / "apply.lua").read_text(encoding="utf-8")
+_APPLY = scripts.APPLY
 
 DEFAULT_PREFIX = "mta:policy:"
 STATE_TTL = 1.0  # seconds tenants / suspensions / limits are cached, as SqliteStore does

@@ -1,4 +1,4 @@
--- Shared by every policy script (apply.lua and the scripts of redis_scripts.py), put in
+-- Shared by every policy script of this directory; redis_scripts.py puts it in
 -- front of each: keys are named from the prefix in ARGV[1] and checked against KEYS (a key
 -- a script was not given sets MISSING, and the script refuses before any write).
 local P = ARGV[1]
