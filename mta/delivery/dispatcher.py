@@ -171,7 +171,7 @@ class Dispatcher:
         """Rebuild the schedule from the spool, streaming it, then start the loop."""
         now = self.clock()
         restored = 0
-        async for batch in self.spool.iter_pending():
+        async for batch in self.spool.iter_pending(10_000):
             restored += self.scheduler.restore(batch, now)
         if restored:
             log.info("recovered %d queued work item(s) from the spool", restored)

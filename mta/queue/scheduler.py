@@ -78,36 +78,33 @@ class Scheduler:
         of a recipient whose site is not known yet (default: its domain, for the
         dispatcher to resolve). Returns the number of items created.
         """
-        def site_of(p: PendingRecipient) -> str:
-            if p.site:
-                return p.site
-            return site_for(p) if site_for else p.domain
-
-        created = 0
-        group: list[PendingRecipient] = []
-        group_key: tuple[str, str, float] | None = None
-
-        def flush() -> None:
-            nonlocal created
-            if not group or group_key is None:
-                return
-            msg_id, site, at = group_key
-            item = WorkItem(msg_id, tuple(p.index for p in group), group[0].tenant, site,
-                            group[0].pool)
-            if at > now:
-                self.defer(item, at)
-            else:
-                self.enqueue(item)
-            created += 1
-
+        # One pass, no call per recipient: a restart with a million queued recipients
+        # spends its time here before the daemon listens (bench/queue_large.py).
+        items: list[tuple[float, WorkItem]] = []
+        key: tuple[str, str, float] | None = None
+        head: PendingRecipient | None = None
+        indexes: list[int] = []
         for p in pending:
-            key = (p.msg_id, site_of(p), p.next_attempt if p.next_attempt > now else 0.0)
-            if key != group_key:
-                flush()
-                group, group_key = [], key
-            group.append(p)
-        flush()
-        return created
+            site = p.site or (site_for(p) if site_for else p.address.rpartition("@")[2].lower())
+            k = (p.msg_id, site, p.next_attempt if p.next_attempt > now else 0.0)
+            if k == key:
+                indexes.append(p.index)
+                continue
+            if head is not None and key is not None:
+                items.append((key[2], WorkItem(head.msg_id, tuple(indexes), head.tenant,
+                                               key[1], head.pool)))
+            key, head, indexes = k, p, [p.index]
+        if head is not None and key is not None:
+            items.append((key[2], WorkItem(head.msg_id, tuple(indexes), head.tenant, key[1],
+                                           head.pool)))
+        heap, seq, live = self._heap, self._seq, self._live
+        for at, item in items:
+            if at > now:
+                heapq.heappush(heap, (at, next(seq), item))
+            else:
+                self._push_ready(next(seq), item)
+            live[item.msg_id] = live.get(item.msg_id, 0) + 1  # Counter's += calls __missing__
+        return len(items)
 
     # --- moving and taking work ----------------------------------------------------------
 

@@ -405,23 +405,33 @@ class Spool:
         """Stream every `queued` recipient in (msg_id, index) order, `batch` at a time.
 
         Recovery after a restart feeds these to the scheduler. Each batch is one keyset
-        query on the pending index, so memory stays at one batch whatever the spool holds.
+        query on the pending index, so memory stays at two batches whatever the spool
+        holds: the next batch is read (on the reader thread) while the caller handles this
+        one.
         """
-        last_id, last_idx = "", -1
-        while True:
-            rows = await self._read(
-                    "SELECT r.msg_id, r.idx, m.tenant, r.address, r.site, r.attempts, "
-                    "r.next_attempt, m.received_at, m.pool "
-                    "FROM recipients r INDEXED BY recipients_pending "
-                    "JOIN messages m ON m.id = r.msg_id "
-                    "WHERE r.state = 'queued' AND (r.msg_id, r.idx) > (?, ?) "
-                    "ORDER BY r.msg_id, r.idx LIMIT ?", (last_id, last_idx, batch))
-            if not rows:
-                return
-            yield [PendingRecipient(*r) for r in rows]
-            last_id, last_idx = rows[-1][0], rows[-1][1]
-            if len(rows) < batch:
-                return
+        sql = ("SELECT r.msg_id, r.idx, m.tenant, r.address, r.site, r.attempts, "
+               "r.next_attempt, m.received_at, m.pool "
+               "FROM recipients r INDEXED BY recipients_pending "
+               "JOIN messages m ON m.id = r.msg_id "
+               "WHERE r.state = 'queued' AND (r.msg_id, r.idx) > (?, ?) "
+               "ORDER BY r.msg_id, r.idx LIMIT ?")
+        ahead: asyncio.Future[list[Any]] = asyncio.ensure_future(self._read(sql, ("", -1, batch)))
+        try:
+            while True:
+                rows = await ahead
+                if not rows:
+                    return
+                if len(rows) == batch:
+                    last = rows[-1]
+                    ahead = asyncio.ensure_future(self._read(sql, (last[0], last[1], batch)))
+                yield [PendingRecipient(*r) for r in rows]
+                if len(rows) < batch:
+                    return
+        finally:
+            if not ahead.done():  # the caller stopped early: drop the read ahead
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
 
     # --- internals -----------------------------------------------------------------------
 
