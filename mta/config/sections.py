@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from mta.config.bounces import BouncesConfig
 from mta.config.content import ContentConfig
 from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
 from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
+from mta.config.unsubscribe import UnsubscribeConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
 
@@ -454,6 +456,8 @@ class Config:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
     suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
