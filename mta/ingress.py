@@ -153,8 +153,6 @@ class Ingress:
         if self.policy is None or client.transaction is None:
             return None
         txn, policy = client.transaction, self.policy
-        if self.inbound is not None and self.inbound.feedback.claims(address):
-            return None  # a report for us: not the tenant's sending, never charged
         if self.suppressions is not None:  # a suppressed recipient is never charged
             return self.suppressions.screen_rcpt(
                 txn, address, lambda: policy.answer_rcpt(txn, address))

@@ -514,6 +514,11 @@ class Session:
         if cmd.utf8 and "SMTPUTF8" not in self._mail_params:
             return self._error(R_UTF8_ADDRESS)
         assert cmd.address is not None
+        if feedback:  # a report for us (mta/bounce/inbound.py): nobody's sending, no policy
+            self._recipients.append(Recipient(cmd.address, accepted.get("NOTIFY"),
+                                              accepted.get("ORCPT")))
+            self.state = State.RCPT
+            return Send((R_RCPT_OK,))
         self._pending = decision = CheckRcpt(cmd.address, accepted)
         self.state = State.PENDING
         return decision
