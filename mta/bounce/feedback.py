@@ -50,8 +50,9 @@ class Feedback:
         """Whether `address` is at one of the feedback domains."""
         return bool(self.domains) and domain_of(address) in self.domains
 
-    def return_paths(self, queue_id: str, tenant: str, mail_from: str,
-                     recipients: Sequence[_Rcpt]) -> list[str] | None:
+    def return_paths(
+        self, queue_id: str, tenant: str, mail_from: str, recipients: Sequence[_Rcpt]
+    ) -> list[str] | None:
         """Each recipient's VERP envelope sender, or None: the message goes with its own
         MAIL FROM (no bounce domain for the tenant, or the null sender of a DSN, which must
         stay null: RFC 3464 2, no bounce of a bounce)."""

@@ -43,8 +43,9 @@ __all__ = ["R_NOT_A_REPORT", "R_RECEIVED", "Inbound"]
 log = logging.getLogger("mta.bounce.inbound")
 
 R_RECEIVED = Reply(250, "2.0.0", "Ok: report received")
-R_NOT_A_REPORT = Reply(550, "5.1.1", "No such user: this address takes only delivery "
-                       "status and feedback reports")
+R_NOT_A_REPORT = Reply(
+    550, "5.1.1", "No such user: this address takes only delivery status and feedback reports"
+)
 
 COMPLAINTS = frozenset({"abuse", "fraud", "virus", "other"})
 _RETURN_PATH_RE = re.compile(r"<?b\+([a-z2-7]+)@([^>\s]+)>?", re.IGNORECASE)
@@ -53,6 +54,7 @@ _RETURN_PATH_RE = re.compile(r"<?b\+([a-z2-7]+)@([^>\s]+)>?", re.IGNORECASE)
 class _Envelope(Protocol):
     @property
     def recipients(self) -> Any: ...
+
     mail_from: str
     client_ip: str
 
@@ -98,14 +100,15 @@ class Inbound:
 
     def unsubscribe(self, ref: Ref, via: str) -> None:
         self.events.emit("unsubscribed", **_fields(ref, via=via))
-        self.events.emit("feedback", kind="unsubscribe", outcome="recorded",
-                         recipient=ref.recipient, via=via)
+        self.events.emit(
+            "feedback", kind="unsubscribe", outcome="recorded", recipient=ref.recipient, via=via
+        )
 
     # --- the end of DATA ------------------------------------------------------------------
 
     async def receive(self, envelope: _Envelope, data: bytes) -> Reply:
         rcpt = envelope.recipients[0].address
-        head = data[:self.feedback.max_report_size]
+        head = data[: self.feedback.max_report_size]
         try:
             out = await asyncio.to_thread(self.read, rcpt, head)
         except Exception:  # a parser bug must cost this report, never the listener
@@ -113,12 +116,23 @@ class Inbound:
             out = _Outcome("other", why="unreadable")
         for name, fields in out.events:
             self.events.emit(name, **fields)
-        self.events.emit("feedback", kind=out.kind, outcome=out.outcome, recipient=rcpt,
-                         sender=envelope.mail_from, client_ip=envelope.client_ip,
-                         reason=out.why or None)
+        self.events.emit(
+            "feedback",
+            kind=out.kind,
+            outcome=out.outcome,
+            recipient=rcpt,
+            sender=envelope.mail_from,
+            client_ip=envelope.client_ip,
+            reason=out.why or None,
+        )
         if out.outcome == "ignored":
-            log.info("feedback: %s report to %s from %s ignored: %s", out.kind, rcpt,
-                     envelope.client_ip, out.why)
+            log.info(
+                "feedback: %s report to %s from %s ignored: %s",
+                out.kind,
+                rcpt,
+                envelope.client_ip,
+                out.why,
+            )
         return R_NOT_A_REPORT if out.kind == "other" else R_RECEIVED
 
     def read(self, rcpt: str, data: bytes) -> _Outcome:
@@ -135,8 +149,9 @@ class Inbound:
             else:
                 out.events.append(("unsubscribed", _fields(ref, via="mailto")))
             return out
-        verp = tokens.verify("b", token) if (tokens is not None and prefix == "b"
-                                             and token) else None
+        verp = (
+            tokens.verify("b", token) if (tokens is not None and prefix == "b" and token) else None
+        )
         dsn = parse_dsn(data)
         if dsn is not None:
             return self._dsn(dsn, verp)
@@ -145,8 +160,9 @@ class Inbound:
             return self._arf(arf, verp)
         return _Outcome("other", why="neither a DSN nor an ARF report")
 
-    def _refs(self, headers: tuple[tuple[str, str], ...],
-              verp: Ref | None) -> tuple[Ref | None, Ref | None]:
+    def _refs(
+        self, headers: tuple[tuple[str, str], ...], verp: Ref | None
+    ) -> tuple[Ref | None, Ref | None]:
         """(recipient-level ref, message-level ref) from the envelope token, else from the
         returned headers' Return-Path and X-Mta-Ref."""
         tokens = self.feedback.tokens
@@ -187,10 +203,20 @@ class Inbound:
                 continue
             reply = r.reply()
             c = self.classifier.classify(reply)
-            out.events.append(("bounced", {
-                **_fields(base, recipient=who), "async": True, "reply": str(reply),
-                "category": str(c.category), "status": r.status or None,
-                "remote_mta": r.remote_mta, "reporting_mta": dsn.reporting_mta}))
+            out.events.append(
+                (
+                    "bounced",
+                    {
+                        **_fields(base, recipient=who),
+                        "async": True,
+                        "reply": str(reply),
+                        "category": str(c.category),
+                        "status": r.status or None,
+                        "remote_mta": r.remote_mta,
+                        "reporting_mta": dsn.reporting_mta,
+                    },
+                )
+            )
             if ref is not None:
                 break
         if not out.events:
@@ -212,9 +238,17 @@ class Inbound:
             out.why = "names no message of ours"
             return out
         for address in who:
-            out.events.append(("complained", {
-                **_fields(base, recipient=address), "feedback_type": arf.feedback_type,
-                "user_agent": arf.user_agent, "source_ip": arf.source_ip}))
+            out.events.append(
+                (
+                    "complained",
+                    {
+                        **_fields(base, recipient=address),
+                        "feedback_type": arf.feedback_type,
+                        "user_agent": arf.user_agent,
+                        "source_ip": arf.source_ip,
+                    },
+                )
+            )
         if not out.events:
             out.why = "the report names no recipient (redacted)"
         return out

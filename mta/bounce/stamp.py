@@ -22,9 +22,13 @@ from mta.rfc5321.reply import Reply
 
 __all__ = ["R_NO_UNSUBSCRIBE", "Unstampable", "stamp"]
 
-R_NO_UNSUBSCRIBE = Reply(550, "5.7.0", "Marketing mail needs a List-Unsubscribe header "
-                         "(RFC 8058); add one, or ask the operator to set [unsubscribe] "
-                         "base_url and [bounces] domain")
+R_NO_UNSUBSCRIBE = Reply(
+    550,
+    "5.7.0",
+    "Marketing mail needs a List-Unsubscribe header "
+    "(RFC 8058); add one, or ask the operator to set [unsubscribe] "
+    "base_url and [bounces] domain",
+)
 
 # Our own trace header; one a client sent is forged (or a resend) and is dropped.
 _REF_RE = re.compile(rb"(?im)^x-mta-ref[ \t]*:.*\r?\n(?:[ \t].*\r?\n)*")
@@ -43,11 +47,18 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return data, b""
-    return data[:end + 2], data[end + 2:]
+    return data[: end + 2], data[end + 2 :]
 
 
-def stamp(feedback: Feedback, data: bytes, *, msg_id: str, tenant: str, msg_class: str,
-          recipients: Sequence[str]) -> bytes:
+def stamp(
+    feedback: Feedback,
+    data: bytes,
+    *,
+    msg_id: str,
+    tenant: str,
+    msg_class: str,
+    recipients: Sequence[str],
+) -> bytes:
     tokens = feedback.tokens
     head, rest = _split(data)
     head = _REF_RE.sub(b"", head)
@@ -58,8 +69,7 @@ def stamp(feedback: Feedback, data: bytes, *, msg_id: str, tenant: str, msg_clas
         uris = []
         domain = feedback.domain_for(tenant)
         if tokens is not None:
-            token = tokens.make("u", msg_id, tenant,
-                                recipients[0] if len(recipients) == 1 else "")
+            token = tokens.make("u", msg_id, tenant, recipients[0] if len(recipients) == 1 else "")
             if feedback.base_url:
                 uris.append(f"<{feedback.base_url}/u/{token}>")
             if domain:

@@ -50,8 +50,7 @@ class Tokens:
         self._key = key
 
     def _tag(self, purpose: Purpose, body: bytes) -> bytes:
-        return hmac.new(self._key, purpose.encode() + b"\0" + body,
-                        hashlib.sha256).digest()[:_TAG]
+        return hmac.new(self._key, purpose.encode() + b"\0" + body, hashlib.sha256).digest()[:_TAG]
 
     def make(self, purpose: Purpose, queue_id: str, tenant: str, recipient: str = "") -> str:
         try:
@@ -78,10 +77,10 @@ class Tokens:
         body, tag = raw[:-_TAG], raw[-_TAG:]
         if not hmac.compare_digest(tag, self._tag(purpose, body)):
             return None
-        tenant, sep, recipient = body[1 + _QID:].partition(b"\0")
+        tenant, sep, recipient = body[1 + _QID :].partition(b"\0")
         if not sep:
             return None
         try:
-            return Ref(body[1:1 + _QID].hex(), tenant.decode(), recipient.decode())
+            return Ref(body[1 : 1 + _QID].hex(), tenant.decode(), recipient.decode())
         except UnicodeDecodeError:
             return None

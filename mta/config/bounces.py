@@ -10,8 +10,10 @@ from mta.config.values import Size
 
 __all__ = ["BouncesConfig"]
 
-_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-                        r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$")
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+    r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
 # 128 bits of key for a 80-bit tag: a shorter secret would be the weak part.
 MIN_SECRET = 16
 
@@ -44,8 +46,9 @@ class BouncesConfig:
         for tenant, d in self.tenant_domains.items():
             _check_domain(f"tenant_domains.{tenant}", d)
         if (self.domain or self.tenant_domains) and len(self.secret) < MIN_SECRET:
-            raise ValueError(f"secret: at least {MIN_SECRET} characters are needed when a "
-                             "bounce domain is set")
+            raise ValueError(
+                f"secret: at least {MIN_SECRET} characters are needed when a bounce domain is set"
+            )
         if self.secret and len(self.secret) < MIN_SECRET:
             raise ValueError(f"secret: at least {MIN_SECRET} characters")
         if self.max_report_size < 4096:

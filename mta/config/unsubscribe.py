@@ -22,7 +22,11 @@ class UnsubscribeConfig:
 
     def __post_init__(self) -> None:
         url = self.base_url
-        if url and not (url.startswith(("https://", "http://")) and len(url) > 8
-                        and not any(c in url for c in " <>,\"")):
-            raise ValueError(f"base_url: {url!r} must be an http(s) URL "
-                             "(RFC 8058: https for one-click)")
+        if url and not (
+            url.startswith(("https://", "http://"))
+            and len(url) > 8
+            and not any(c in url for c in ' <>,"')
+        ):
+            raise ValueError(
+                f"base_url: {url!r} must be an http(s) URL (RFC 8058: https for one-click)"
+            )

@@ -39,8 +39,9 @@ _DONE = """<!doctype html>
 
 
 def _page(status: int, text: str) -> web.Response:
-    return web.Response(status=status, text=text, content_type="text/html",
-                        headers={"Cache-Control": "no-store"})
+    return web.Response(
+        status=status, text=text, content_type="text/html", headers={"Cache-Control": "no-store"}
+    )
 
 
 def _ref(request: web.Request) -> Any:

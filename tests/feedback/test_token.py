@@ -50,8 +50,9 @@ def test_a_remote_mta_folding_the_case_does_not_break_it():
     assert T.verify("b", tok.upper()) == Ref(QID, "shop", "a@x.test")
 
 
-@pytest.mark.parametrize("junk", ["", "x", "!!!", "a" * 5000, "ééé", "0" * 40,
-                                  "mzxw6===", "b+" + "a" * 60])
+@pytest.mark.parametrize(
+    "junk", ["", "x", "!!!", "a" * 5000, "ééé", "0" * 40, "mzxw6===", "b+" + "a" * 60]
+)
 def test_garbage_is_none_never_an_exception(junk):
     assert T.verify("b", junk) is None
 
