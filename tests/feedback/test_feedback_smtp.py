@@ -66,7 +66,7 @@ def _msg(
     ).encode()
 
 
-async def _setup(mta_factory, dns_server_factory, mx_factory, tmp_path):
+async def _setup(mta_factory, dns_server_factory, mx_factory, tmp_path, extra: str = ""):
     key, pem = generate_key(RSA)
     key_path = tmp_path / "shop.key"
     key_path.write_bytes(pem)
@@ -88,7 +88,7 @@ s1._domainkey  IN TXT {txt(txt_value(key))}
     # Internet; the tenants log in.
     mta = await asyncio.to_thread(
         mta_factory,
-        _toml(key_path, http_port),
+        _toml(key_path, http_port) + extra,
         dns=dns.nameserver,
         http_port=http_port,
         delivery_port=mx_factory.port,
