@@ -72,7 +72,11 @@ async def one_click(request: web.Request) -> web.Response:
     inbound, ref = _ref(request)
     if ref is None:
         return _page(404, "<!doctype html><p>This unsubscribe link is not valid.</p>\n")
-    body = await request.content.read(_MAX_BODY + 1)
+    if (request.content_length or 0) > _MAX_BODY:
+        return _page(413, "<!doctype html><p>Too large.</p>\n")
+    body = b""
+    while len(body) <= _MAX_BODY and (chunk := await request.content.read(_MAX_BODY)):
+        body += chunk  # a chunked body has no length: read no more than the bound
     if len(body) > _MAX_BODY or not _one_click(body):
         return _page(400, "<!doctype html><p>Expected List-Unsubscribe=One-Click.</p>\n")
     inbound.unsubscribe(ref, via="one-click")

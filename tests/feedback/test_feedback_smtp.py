@@ -422,3 +422,17 @@ async def test_forged_malformed_huge_and_non_reports_record_nothing(
             _send_as, mta, "shop", "gus@dest.test", _msg("gus@dest.test", "g2@shop.test")
         )
     )[0] == 250
+
+
+def test_marketing_mail_with_no_way_to_unsubscribe_is_refused_at_data(mta_factory):
+    mta = mta_factory()  # no [bounces], no [unsubscribe] base_url; required by default
+    with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10) as s:
+        s.ehlo("client.test")
+        s.mail("a@shop.test")
+        assert s.rcpt("r@dest.test")[0] == 250
+        code, text = s.data(_msg("r@dest.test", "n1@shop.test", "marketing"))
+        assert (code, text[:5]) == (550, b"5.7.0") and b"List-Unsubscribe" in text
+        s.mail("a@shop.test")
+        assert s.rcpt("r@dest.test")[0] == 250
+        assert s.data(_msg("r@dest.test", "n2@shop.test"))[0] == 250  # transactional goes
+    assert len(mta.queue_list()) == 1
