@@ -200,6 +200,7 @@ async def test_dsn_to_the_verp_address_suppresses_and_the_signature_covers_the_h
     sig = re.search(rb"DKIM-Signature: (.*?)\r\n(?![ \t])", m.body, re.S).group(1)
     signed = re.search(rb"h=([^;]+)", re.sub(rb"\s+", b"", sig)).group(1).lower().split(b":")
     assert b"list-unsubscribe" in signed and b"list-unsubscribe-post" in signed
+    assert b"x-mta-ref" in signed
     balance = await asyncio.to_thread(_balance, mta)
 
     # The receiving side bounces later: a real DSN by SMTP to the return path.
