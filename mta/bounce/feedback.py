@@ -34,7 +34,7 @@ class Feedback:
         self.domain = b.domain
         self.tenant_domains = dict(b.tenant_domains)
         self.domains = b.domains()
-        self.tokens = Tokens(b.secret) if b.secret else None
+        self.tokens = Tokens(b.secret, b.previous_secrets) if b.secret else None
         self.max_report_size = b.max_report_size
         self.base_url = u.base_url.rstrip("/")
         self.unsubscribe_required = u.required

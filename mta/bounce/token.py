@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -43,14 +44,20 @@ class Ref:
 
 
 class Tokens:
-    def __init__(self, secret: str | bytes) -> None:
-        key = secret.encode() if isinstance(secret, str) else secret
-        if not key:
-            raise ValueError("a token secret must not be empty")
-        self._key = key
+    """Makes tokens with `secret`; verifies those of `secret` and of `previous` (the keys
+    being retired: mail sent before a rotation still bounces and unsubscribes)."""
 
-    def _tag(self, purpose: Purpose, body: bytes) -> bytes:
-        return hmac.new(self._key, purpose.encode() + b"\0" + body, hashlib.sha256).digest()[:_TAG]
+    def __init__(self, secret: str | bytes, previous: Sequence[str | bytes] = ()) -> None:
+        keys = [k.encode() if isinstance(k, str) else k for k in (secret, *previous)]
+        if not all(keys):
+            raise ValueError("a token secret must not be empty")
+        self._key = keys[0]
+        self._keys = keys
+
+    def _tag(self, purpose: Purpose, body: bytes, key: bytes | None = None) -> bytes:
+        return hmac.new(key or self._key, purpose.encode() + b"\0" + body, hashlib.sha256).digest()[
+            :_TAG
+        ]
 
     def make(self, purpose: Purpose, queue_id: str, tenant: str, recipient: str = "") -> str:
         try:
@@ -75,7 +82,7 @@ class Tokens:
         if len(raw) < 1 + _QID + 1 + _TAG or raw[0] != VERSION:
             return None
         body, tag = raw[:-_TAG], raw[-_TAG:]
-        if not hmac.compare_digest(tag, self._tag(purpose, body)):
+        if not any(hmac.compare_digest(tag, self._tag(purpose, body, k)) for k in self._keys):
             return None
         tenant, sep, recipient = body[1 + _QID :].partition(b"\0")
         if not sep:

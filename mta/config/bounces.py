@@ -32,6 +32,9 @@ class BouncesConfig:
     # HMAC key of the tokens (VERP, X-Mta-Ref, unsubscribe links); at least 16 characters.
     # Changing it invalidates every token already sent (bounces and links of old mail).
     secret: str = ""
+    # Secrets being retired: their tokens still verify (new ones use `secret`). Rotate by
+    # moving the old secret here and keeping it as long as bounces and links may come back.
+    previous_secrets: list[str] = field(default_factory=list)
     # A tenant's own return-path domain (its MX pointing here too), replacing `domain`
     # for its mail: {shop = "bounces.shop.example"}. (Here, not in [tenants.X], so that
     # this section checks itself: the tokens need `secret`.)
@@ -51,6 +54,8 @@ class BouncesConfig:
             )
         if self.secret and len(self.secret) < MIN_SECRET:
             raise ValueError(f"secret: at least {MIN_SECRET} characters")
+        if any(len(p) < MIN_SECRET for p in self.previous_secrets):
+            raise ValueError(f"previous_secrets: each at least {MIN_SECRET} characters")
         if self.max_report_size < 4096:
             raise ValueError("max_report_size: must be at least 4KiB")
 

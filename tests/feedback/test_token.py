@@ -69,3 +69,11 @@ def test_bad_inputs_to_make_are_refused():
         T.make("b", "not-a-queue-id", "shop", "a@x.test")
     with pytest.raises(ValueError):
         Tokens("")
+
+
+def test_a_rotated_secret_still_verifies_old_tokens_and_makes_new_ones():
+    old = T.make("b", QID, "shop", "a@x.test")
+    rotated = Tokens("the-new-secret-0123456789", previous=["0123456789abcdef-secret"])
+    assert rotated.verify("b", old) == Ref(QID, "shop", "a@x.test")
+    new = rotated.make("b", QID, "shop", "a@x.test")
+    assert new != old and T.verify("b", new) is None
