@@ -437,3 +437,19 @@ def test_marketing_mail_with_no_way_to_unsubscribe_is_refused_at_data(mta_factor
         assert s.rcpt("r@dest.test")[0] == 250
         assert s.data(_msg("r@dest.test", "n2@shop.test"))[0] == 250  # transactional goes
     assert len(mta.queue_list()) == 1
+
+
+def test_sighup_starts_taking_reports_for_a_new_bounce_domain(mta_factory):
+    from tests.integration.test_reload import _reload
+
+    mta = mta_factory(
+        '[bounces]\ndomain = "old.mta.test"\nsecret = "' + SECRET + '"\n',
+        smtp_extra="relay_networks = []",
+    )
+    data = b"Subject: hi\r\n\r\nno report\r\n"
+    assert _report(mta, "x@new.mta.test", data)[0] == 554  # not ours (yet): no relay
+    _reload(mta, 'domain = "old.mta.test"', 'domain = "new.mta.test"')
+    code, text = _report(mta, "x@new.mta.test", data)
+    assert (code, text[:5]) == (550, b"5.1.1")  # the new domain's listener reads it
+    [ev] = mta.wait_events(lambda e: e["event"] == "feedback")
+    assert (ev["kind"], ev["outcome"]) == ("other", "refused")
