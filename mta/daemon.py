@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from mta.bounce.feedback import Feedback
+from mta.bounce.inbound import Inbound
 from mta.config import Config, ConfigError, load_config
 from mta.content import ContentFilter
 from mta.dbupgrade import SchemaTooNewError
@@ -242,6 +244,10 @@ class Daemon:
                                    content=self.content,
                                    suppressions=self.suppressions)
             self.delivery.dsn_sink = IngressDsnSink(self.ingress)
+            # The feedback loop: headers before signing, reports for the bounce domains.
+            self.ingress.feedback = Feedback(cfg)
+            self.ingress.inbound = Inbound(self.ingress.feedback, self.events,
+                                           self.delivery.classifier)
             # Tenants' sending domains and forged trace removal (mta/policy/identity.py).
             self.ingress.identity = await open_identity(cfg, self.policy.store, resolver,
                                                         self.events)
@@ -267,7 +273,7 @@ class Daemon:
                            queue_ops=QueueOperations(self.spool, self.delivery),
                            ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
-                           suppressions=self.suppressions,
+                           suppressions=self.suppressions, inbound=self.ingress.inbound,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname))
             self.http_runner = web.AppRunner(app, access_log=None)
@@ -383,6 +389,9 @@ class Daemon:
             self.smtp.reload(new)
         self.delivery.reload(new)
         self.ingress.reload(signer)
+        self.ingress.feedback = Feedback(new)
+        if self.ingress.inbound is not None:
+            self.ingress.inbound.reload(self.ingress.feedback)
         self.content.reload(new.content)
         if self.ingress.identity is not None:
             self.ingress.identity.reload(new)

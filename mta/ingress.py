@@ -32,6 +32,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
+from mta.bounce.feedback import Feedback
+from mta.bounce.inbound import Inbound
+from mta.bounce.stamp import Unstampable, stamp
 from mta.content import ContentFilter
 from mta.dkim.signer import DkimSigner, sign_async
 from mta.observe.events import EventLog
@@ -101,6 +104,10 @@ class Ingress:
         self._tasks: set[asyncio.Future[Any]] = set()
         # Sending domains and forged trace (mta/policy/identity.py); set by the daemon.
         self.identity: SenderIdentity | None = None
+        # The feedback loop (mta/bounce): trace and unsubscribe headers before signing, and
+        # mail for the bounce domains answered by `inbound` instead of queued; by the daemon.
+        self.feedback: Feedback | None = None
+        self.inbound: Inbound | None = None
         self.reload(signer)
 
     def reload(self, signer: DkimSigner | None) -> None:
@@ -171,6 +178,10 @@ class Ingress:
         """End of DATA over SMTP: `submit`, answered as the SMTP reply."""
         started = time.perf_counter()
         txn, session.transaction = session.transaction, None
+        if self.inbound is not None and self.inbound.claims(envelope):
+            if txn is not None and self.policy is not None:
+                await self.policy.abort(txn)
+            return await self.inbound.receive(envelope, data)
         try:
             msg_id = await self.submit(envelope, data, txn=txn, origin="smtp")
         except NotQueued as e:
@@ -222,6 +233,13 @@ class Ingress:
                 if verdict.reply is not None:
                     raise NotQueued(verdict.reply)
                 data, held = verdict.apply(data), verdict.hold_reply
+            if self.feedback is not None and origin != "dsn":  # before signing: signed
+                try:
+                    data = stamp(self.feedback, data, msg_id=msg_id, tenant=envelope.tenant,
+                                 msg_class=envelope.msg_class,
+                                 recipients=[r.address for r in envelope.recipients])
+                except Unstampable as e:
+                    raise NotQueued(e.reply) from None
             if self.signer is not None:
                 signing = time.perf_counter()
                 try:

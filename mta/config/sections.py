@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
+from mta.config.bounces import BouncesConfig
 from mta.config.content import ContentConfig
 from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
 from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
+from mta.config.unsubscribe import UnsubscribeConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 
 
@@ -263,12 +265,13 @@ class DkimDomainConfig:
     next_ed25519_key: Path | None = None
     switch_at: Annotated[float, _parse_instant] | None = None
     # Signed when present (every instance). RFC 6376 5.4.1's list minus the rarely seen
-    # ones, plus RFC 8058's List-Unsubscribe-Post, which must be signed for one-click.
+    # ones, plus RFC 8058's List-Unsubscribe-Post, which must be signed for one-click, and
+    # our X-Mta-Ref (mta/bounce/stamp.py), so a complaint's returned copy proves it.
     headers: list[str] = field(default_factory=lambda: [
         "From", "Sender", "Reply-To", "To", "Cc", "Subject", "Date", "Message-ID",
         "In-Reply-To", "References", "MIME-Version", "Content-Type",
         "Content-Transfer-Encoding", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post",
-        "Feedback-ID"])
+        "Feedback-ID", "X-Mta-Ref"])
     # Signed once more than present (RFC 6376 8.15), so none can be added after signing:
     # a second From would show the reader another sender under our valid signature.
     oversign: list[str] = field(default_factory=lambda: ["From"])
@@ -454,6 +457,8 @@ class Config:
     rate_limits: RateLimitsConfig = field(default_factory=RateLimitsConfig)
     content: ContentConfig = field(default_factory=ContentConfig)
     suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A

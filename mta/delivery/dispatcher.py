@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from mta.bounce.classify import Classifier
+from mta.bounce.feedback import Feedback
 from mta.config import Config
 from mta.delivery import explain as _explain
 from mta.delivery.fate import RetryRules
@@ -127,6 +128,7 @@ class Dispatcher:
         self.events = events
         self.resolver = resolver or make_resolver(cfg.dns)
         self.classifier = classifier or Classifier.from_config(cfg)
+        self.feedback = Feedback(cfg)  # the VERP return path ([bounces])
         # Deferred work that a suspension held back: ready again when one is lifted.
         self._suspended_work: set[WorkItem] = set()
         self.shaper = shaper or Shaper(cfg, stores=shaping_stores,
@@ -207,6 +209,7 @@ class Dispatcher:
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg
         self.outcomes.cfg = cfg
+        self.feedback = Feedback(cfg)
         self.outcomes.rules = self._retry_rules(cfg)
         self.shaper.reload(cfg)
         for site in self.sites.values():
@@ -467,9 +470,17 @@ class Dispatcher:
         try:
             async with path.pool.lease() as client:
                 flight.stage = "sending"
-                result = await client.send(info.mail_from, recipients, body,
-                                           params=info.mail_params)
-            replies = list(result.per_recipient)
+                verp = self.feedback.return_paths(info.id, info.tenant, info.mail_from,
+                                                  recipients)
+                if verp is None:
+                    result = await client.send(info.mail_from, recipients, body,
+                                               params=info.mail_params)
+                    replies = list(result.per_recipient)
+                else:  # VERP: a transaction per recipient, each with its own return path
+                    replies = []
+                    for sender, r in zip(verp, recipients, strict=True):
+                        result = await client.send(sender, [r], body, params=info.mail_params)
+                        replies += result.per_recipient
         except PathBlocked as e:
             self._hold_back(item, [e.hold])
             return

@@ -28,6 +28,7 @@ from mta.http import (
     openapi,
     scrape,
     state,
+    unsubscribe,
 )
 from mta.http.compose import Limits
 from mta.http.errors import error_middleware, json_error
@@ -64,12 +65,13 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              ingress: inject.IngressLike | None = None, metrics: Metrics | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
              limits: Limits | None = None, shaper: Any = None,
-             suppressions: Any = None) -> web.Application:
+             suppressions: Any = None, inbound: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
     `policy_unavailable`, `metrics_unavailable`, `shaping_unavailable`). `shaper`: the
-    dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping."""
+    dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping. `inbound`: the feedback
+    loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it)."""
     app = web.Application(middlewares=[error_middleware, admin_auth_middleware],
                           client_max_size=ADMIN_MAX_BODY)
     app[state.ADMIN_TOKEN] = admin_token
@@ -81,6 +83,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[state.INJECT_LIMITS] = limits or Limits()
     app[state.SHAPER] = shaper
     app[admin_suppressions.SUPPRESSIONS] = suppressions
+    app[unsubscribe.INBOUND] = inbound
     app.add_routes(admin_queue.routes)
     app.add_routes(admin_policy.routes)
     app.add_routes(admin_licence.routes)
@@ -91,4 +94,5 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(unsubscribe.routes)
     return app

@@ -452,6 +452,23 @@ DOCUMENT: dict[str, Any] = {
             "responses": {"200": {"description": "Metrics", "content": {
                 "text/plain": {"schema": {"type": "string"}}}},
                 **_errors((503, "metrics_unavailable"))}}},
+        "/u/{token}": {
+            "get": {"summary": "One-click unsubscribe: the confirmation page (never "
+                               "unsubscribes)", "tags": ["unsubscribe"], "security": [],
+                    "parameters": [_path_param("token", "the link's token")],
+                    "responses": {"200": {"description": "HTML page with a POST button"},
+                                  "404": {"description": "not a valid unsubscribe link"}}},
+            "post": {"summary": "RFC 8058 one-click unsubscribe (body "
+                                "List-Unsubscribe=One-Click)", "tags": ["unsubscribe"],
+                     "security": [],
+                     "parameters": [_path_param("token", "the link's token")],
+                     "requestBody": {"content": {"application/x-www-form-urlencoded": {
+                         "schema": {"type": "object", "properties": {
+                             "List-Unsubscribe": {"type": "string",
+                                                  "enum": ["One-Click"]}}}}}},
+                     "responses": {"200": {"description": "unsubscribed"},
+                                   "400": {"description": "not a one-click body"},
+                                   "404": {"description": "not a valid unsubscribe link"}}}},
         "/api/v1/openapi.json": {"get": {
             "summary": "This document", "tags": ["observability"],
             "responses": _ok("OpenAPI 3.1")}},

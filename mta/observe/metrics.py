@@ -198,6 +198,10 @@ class Metrics:
         self.expired = Counter(
             "mta_recipients_expired", "Recipients expired in the queue, by tenant.",
             ["tenant", "category"], registry=r)
+        self.feedback_reports = Counter(
+            "mta_feedback_reports", "Inbound reports and unsubscribes for the bounce "
+            "domains (dsn, arf, unsubscribe, other), by outcome (recorded, ignored, "
+            "refused).", ["kind", "outcome"], registry=r)
         self.throttle_delay = Histogram(
             "mta_throttle_delay_seconds", "Time a message waited for a rate limit before "
             "delivery, by limit name.", ["limit"], buckets=THROTTLE_BUCKETS, registry=r)
@@ -305,6 +309,9 @@ class Metrics:
         elif event == "bounced":
             self._child(self.bounced, self.tenant(get("tenant")), self._site(get("site")),
                                 self._label("category", get("category"))).inc()
+        elif event == "feedback":
+            self._child(self.feedback_reports, self._label("kind", get("kind")),
+                        self._label("outcome", get("outcome"))).inc()
         elif event == "shaping":
             self._child(self.shaping_changes, self._label("kind", get("kind"))).inc()
         elif event == "expired":

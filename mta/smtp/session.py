@@ -140,6 +140,8 @@ R_BAD_SEQUENCE = Reply(503, "5.5.1", "Error: bad sequence of commands")
 R_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 R_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 R_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
+# Mail for the feedback domains (mta/bounce/inbound.py) is read, not queued: never mixed.
+R_FEEDBACK_APART = Reply(452, "4.5.3", "Reports to this domain go in a transaction of their own")
 R_BARE_NEWLINE = Reply(550, "5.6.11", "Message contains bare CR or LF characters; "
                                       "use CRLF line endings")
 R_PIPELINING = Reply(554, "5.5.0", "Error: SMTP protocol synchronization: "
@@ -205,6 +207,10 @@ def _in_networks(ip: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.is_loopback, any(addr in net for net in networks)
+
+
+def _domain(address: str | None) -> str:
+    return (address or "").rpartition("@")[2].lower()
 
 
 class Session:
@@ -452,7 +458,7 @@ class Session:
 
     def _mail(self, cmd: Command) -> Event:
         info = self.info
-        if info.tenant is None:
+        if info.tenant is None and not self.settings.feedback_domains:
             self._reject("auth_required", R_AUTH_REQUIRED, sender=cmd.address)
             return self._error(R_AUTH_REQUIRED)
         params = cmd.params
@@ -470,6 +476,10 @@ class Session:
             return self._error(R_UTF8_ADDRESS)
         assert cmd.address is not None
         self._mail_params = mail_params
+        if info.tenant is None:  # anyone may send reports to the feedback domains (RCPT)
+            self._mail_from = cmd.address
+            self.state = State.MAIL
+            return Send((R_MAIL_OK,))
         # Policy sees the accepted parameters, decoded, plus the declared SIZE.
         check = dict(mail_params)
         if "SIZE" in params:
@@ -480,9 +490,13 @@ class Session:
 
     def _rcpt(self, cmd: Command) -> Event:
         info = self.info
-        if info.tenant is None:  # MAIL already requires it; belt and braces (no open relay)
+        ours = self.settings.feedback_domains
+        feedback = bool(ours) and _domain(cmd.address) in ours
+        if info.tenant is None and not feedback:  # no open relay
             self._reject("relay_denied", R_RELAY_DENIED, recipient=cmd.address)
             return self._error(R_RELAY_DENIED)
+        if self._recipients and feedback != (_domain(self._recipients[0].address) in ours):
+            return Send((R_FEEDBACK_APART,))
         if len(self._recipients) >= self.settings.max_recipients:
             # RFC 5321 4.5.3.1.10: 452 tells the client to send the rest in another
             # transaction; not a protocol error.
@@ -500,6 +514,11 @@ class Session:
         if cmd.utf8 and "SMTPUTF8" not in self._mail_params:
             return self._error(R_UTF8_ADDRESS)
         assert cmd.address is not None
+        if feedback:  # a report for us (mta/bounce/inbound.py): nobody's sending, no policy
+            self._recipients.append(Recipient(cmd.address, accepted.get("NOTIFY"),
+                                              accepted.get("ORCPT")))
+            self.state = State.RCPT
+            return Send((R_RCPT_OK,))
         self._pending = decision = CheckRcpt(cmd.address, accepted)
         self.state = State.PENDING
         return decision

@@ -31,6 +31,8 @@ class SessionSettings:
     auth_require_tls: bool = SmtpConfig.auth_require_tls
     # Whether a client address is locked out of AUTH now (AuthFailures.is_locked).
     auth_locked: Callable[[str], bool] = field(default=lambda ip: False)
+    # [bounces] domains: mail for them is taken from anyone, without AUTH (mta/bounce).
+    feedback_domains: frozenset[str] = frozenset()
 
     @classmethod
     def from_config(cls, config: Config, *, tls_available: bool,
@@ -47,4 +49,5 @@ class SessionSettings:
             auth_available=bool(config.users),
             auth_require_tls=s.auth_require_tls,
             auth_locked=auth_locked or (lambda ip: False),
+            feedback_domains=config.bounces.domains(),
         )

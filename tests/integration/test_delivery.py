@@ -288,7 +288,9 @@ async def test_message_class_max_age_expires_marketing_sooner(
 
     def send_class(cls: str) -> str:
         msg = _msg(f"class-{cls}", "busy@dest.test").replace(
-            b"\r\n\r\n", f"\r\nX-Mta-Class: {cls}\r\n\r\n".encode(), 1)
+            b"\r\n\r\n", f"\r\nX-Mta-Class: {cls}\r\n"
+            # Marketing mail needs one ([unsubscribe] required): the tenant's own.
+            "List-Unsubscribe: <mailto:unsub@sender.test>\r\n\r\n".encode(), 1)
         with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=10) as s:
             s.ehlo("c")
             s.mail("s@sender.test")
