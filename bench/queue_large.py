@@ -122,13 +122,13 @@ def main() -> None:
             first, first_s = timed(get, mta.http_port, "/api/v1/admin/queue?limit=100")
             ids = [m["id"] for m in first["messages"]]
             # A cursor deep in the queue: the id of the message at about 90%.
-            deep_after = None
             con = sqlite3.connect(next(spool_dir.glob("spool-*.sqlite")))
             row = con.execute("SELECT id FROM messages ORDER BY id LIMIT 1 OFFSET ?",
                               (int(args.messages * 0.9),)).fetchone()
             con.close()
             deep_after = row[0] if row else ids[-1]
-            _, deep_s = timed(get, mta.http_port, f"/api/v1/admin/queue?limit=100&after={deep_after}")
+            _, deep_s = timed(get, mta.http_port,
+                              f"/api/v1/admin/queue?limit=100&after={deep_after}")
             seen, pages, after = 0, 0, ""
             t1 = time.perf_counter()
             while True:
