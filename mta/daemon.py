@@ -49,6 +49,8 @@ from mta.shaping import memory_stores, redis_stores
 from mta.shaping.dnsbl import DnsblWatch
 from mta.smtp.server import SmtpServer
 from mta.suppress import Suppressions
+from mta.webhooks import Endpoints, Webhooks
+from mta.webhooks.outbox import Outbox
 
 __all__ = ["Daemon", "serve", "validate_runtime"]
 
@@ -209,6 +211,10 @@ class Daemon:
                                                         clock=self.policy.clock)
             stack.push_async_callback(self.suppressions.aclose)
             self.suppressions.listen(self.events)
+            # Webhooks: every event from here on, through this shard's durable outbox.
+            self.webhooks = await self._open_webhooks(cfg)
+            if self.webhooks is not None:
+                stack.push_async_callback(self.webhooks.aclose)
 
             signer = DkimSigner.from_config(cfg.dkim, hostname=cfg.server.hostname,
                                             file=str(cfg.path)) if cfg.dkim else None
@@ -274,6 +280,7 @@ class Daemon:
                            ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            suppressions=self.suppressions, inbound=self.ingress.inbound,
+                           webhooks=self.webhooks,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname))
             self.http_runner = web.AppRunner(app, access_log=None)
@@ -300,6 +307,22 @@ class Daemon:
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
             yield
+
+    async def _open_webhooks(self, cfg: Config) -> Webhooks | None:
+        if not cfg.webhooks.enabled:
+            return None
+        outbox = await Outbox.open(cfg.spool.dir / f"webhooks-{self.shard:02d}.sqlite")
+        policy = self.policy
+
+        async def family(tenant: str) -> frozenset[str]:
+            return frozenset(t.name for t in await policy.tenants.chain(tenant))
+
+        hooks = Webhooks(cfg.webhooks, Endpoints(kv_for(policy.store)), outbox,
+                         events=self.events, chain=family)
+        hooks.listen(self.events)
+        hooks.register_metrics(self.metrics)
+        await hooks.start()
+        return hooks
 
     def _watch_policy(self) -> None:
         """Scrape-time gauges of the commercial state: licence use, credits and quotas of
@@ -385,6 +408,8 @@ class Daemon:
         # been replaced) are in place before a new user of a new tenant can log in.
         await self.policy.reload(new)
         self.suppressions.reload(new)
+        if self.webhooks is not None:
+            self.webhooks.reload(new.webhooks)
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)

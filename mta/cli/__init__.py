@@ -27,11 +27,13 @@ from mta.cli import (
     serve,
     shaping,
     suppress,
+    webhooks,
 )
 from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
-_GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains)
+_GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
+           webhooks)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
 from mta.config.unsubscribe import UnsubscribeConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
+from mta.config.webhooks import WebhooksConfig
 
 
 @dataclass(frozen=True)
@@ -459,6 +460,7 @@ class Config:
     suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A

@@ -24,6 +24,7 @@ from mta.http import (
     admin_queue,
     admin_shaping,
     admin_suppressions,
+    admin_webhooks,
     inject,
     openapi,
     scrape,
@@ -65,13 +66,15 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              ingress: inject.IngressLike | None = None, metrics: Metrics | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
              limits: Limits | None = None, shaper: Any = None,
-             suppressions: Any = None, inbound: Any = None) -> web.Application:
+             suppressions: Any = None, inbound: Any = None,
+             webhooks: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
     `policy_unavailable`, `metrics_unavailable`, `shaping_unavailable`). `shaper`: the
     dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping. `inbound`: the feedback
-    loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it)."""
+    loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it).
+    `webhooks`: mta.webhooks.Webhooks, for /api/v1/webhooks."""
     app = web.Application(middlewares=[error_middleware, admin_auth_middleware],
                           client_max_size=ADMIN_MAX_BODY)
     app[state.ADMIN_TOKEN] = admin_token
@@ -84,6 +87,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[state.SHAPER] = shaper
     app[admin_suppressions.SUPPRESSIONS] = suppressions
     app[unsubscribe.INBOUND] = inbound
+    app[admin_webhooks.WEBHOOKS] = webhooks
     app.add_routes(admin_queue.routes)
     app.add_routes(admin_policy.routes)
     app.add_routes(admin_licence.routes)
@@ -91,6 +95,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_content.routes)
     app.add_routes(admin_suppressions.routes)
     app.add_routes(admin_domains.routes)
+    app.add_routes(admin_webhooks.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)
