@@ -77,6 +77,8 @@ async def test_events_arrive_signed_and_batched(mta_factory):
         assert len(got) == 30
         assert {e["recipient"] for e in got} == {"someone@dest.test"}
         assert all(e["tenant"] == "default" and e["id"] for e in got)
+        # The client's own reference travels with our queue id.
+        assert all(e["message_id"].endswith("@shop.test>") for e in got)
         # Batched: one message's 30 events take far fewer than 30 requests.
         assert len(rx.accepted) < 30 and rx.bad_signatures == 0
         assert {d.type for d in rx.accepted} == {"mta.events"}
