@@ -45,6 +45,7 @@ from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
 from mta.policy.identity import open_identity
 from mta.policy.kv import kv_for
 from mta.queue import Envelope, Spool
+from mta.reputation import ReputationGuard
 from mta.shaping import memory_stores, redis_stores
 from mta.shaping.dnsbl import DnsblWatch
 from mta.smtp.server import SmtpServer
@@ -260,6 +261,16 @@ class Daemon:
             stack.callback(self.ingress.identity.start().cancel)
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
+            self.queue_ops = QueueOperations(self.spool, self.delivery)
+            # The escalation ladder: outcomes counted from the events, states in the store.
+            self.reputation: ReputationGuard | None = None
+            if cfg.reputation.enabled:
+                self.reputation = ReputationGuard(
+                    cfg.reputation, kv_for(self.policy.store), self.policy_admin,
+                    events=self.events, hold_queue=self._hold_tenant)
+                self.reputation.listen(self.events)
+                self.reputation.start()
+                stack.push_async_callback(self.reputation.aclose)
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
             stack.callback(maintenance.cancel)
 
@@ -276,7 +287,7 @@ class Daemon:
             api_keys = {key: name for name, t in cfg.tenants.items()
                         for key in getattr(t, "api_keys", ())}
             app = make_app(admin_token=cfg.http.admin_token,
-                           queue_ops=QueueOperations(self.spool, self.delivery),
+                           queue_ops=self.queue_ops, reputation=self.reputation,
                            ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            suppressions=self.suppressions, inbound=self.ingress.inbound,
@@ -352,6 +363,19 @@ class Daemon:
                     out[(name, u.name)] = float(u.used)
         return out
 
+    async def _hold_tenant(self, tenant: str) -> int:
+        """Hold every queued message of a tenant (a terminated account): `mta queue
+        release` sends them if the operator decides so."""
+        held, after = 0, None
+        while True:
+            page = await self.spool.list(state="queued", limit=1000, after=after)
+            if not page:
+                return held
+            for m in page:
+                if m.tenant == tenant and await self.queue_ops.queue_hold(m.id):
+                    held += 1
+            after = page[-1].id
+
     async def _message_exists(self, msg_id: str) -> bool:
         return await self.spool.get(msg_id) is not None
 
@@ -410,6 +434,8 @@ class Daemon:
         self.suppressions.reload(new)
         if self.webhooks is not None:
             self.webhooks.reload(new.webhooks)
+        if self.reputation is not None:
+            self.reputation.reload(new.reputation)
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)

@@ -24,6 +24,7 @@ from mta.config.bounces import BouncesConfig
 from mta.config.content import ContentConfig
 from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
+from mta.config.reputation import ReputationConfig
 from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
@@ -463,6 +464,7 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

@@ -22,6 +22,7 @@ from mta.http import (
     admin_licence,
     admin_policy,
     admin_queue,
+    admin_reputation,
     admin_shaping,
     admin_suppressions,
     admin_webhooks,
@@ -67,14 +68,15 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
              limits: Limits | None = None, shaper: Any = None,
              suppressions: Any = None, inbound: Any = None,
-             webhooks: Any = None) -> web.Application:
+             webhooks: Any = None, reputation: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
     `policy_unavailable`, `metrics_unavailable`, `shaping_unavailable`). `shaper`: the
     dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping. `inbound`: the feedback
     loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it).
-    `webhooks`: mta.webhooks.Webhooks, for /api/v1/webhooks."""
+    `webhooks`: mta.webhooks.Webhooks, for /api/v1/webhooks. `reputation`:
+    mta.reputation.ReputationGuard, for /api/v1/admin/tenants/{t}/reputation."""
     app = web.Application(middlewares=[error_middleware, admin_auth_middleware],
                           client_max_size=ADMIN_MAX_BODY)
     app[state.ADMIN_TOKEN] = admin_token
@@ -88,6 +90,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[admin_suppressions.SUPPRESSIONS] = suppressions
     app[unsubscribe.INBOUND] = inbound
     app[admin_webhooks.WEBHOOKS] = webhooks
+    app[admin_reputation.REPUTATION] = reputation
     app.add_routes(admin_queue.routes)
     app.add_routes(admin_policy.routes)
     app.add_routes(admin_licence.routes)
@@ -96,6 +99,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_suppressions.routes)
     app.add_routes(admin_domains.routes)
     app.add_routes(admin_webhooks.routes)
+    app.add_routes(admin_reputation.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)

@@ -176,6 +176,37 @@ _ADMIN_QUEUE_PATHS: dict[str, Any] = {
             "type": "string", "enum": ["hold", "release", "bounce", "flush"]})])},
 }
 
+_REP_STATES = ["ok", "warned", "limited", "suspended_class", "suspended", "terminated"]
+_REP_ERRORS = _errors((400, "bad_field, bad_json"), (404, "unknown_tenant"),
+                      (503, "reputation_unavailable"))
+_REP_STATE = {"type": "object", "properties": {
+    "tenant": {"type": "string"}, "state": {"type": "string", "enum": _REP_STATES},
+    "since": {"type": "number"}, "reason": {"type": "string"},
+    "manual": {"type": "boolean", "description": "set by hand: stays until cleared"}}}
+_REPUTATION_PATHS: dict[str, Any] = {
+    "/api/v1/admin/tenants/{name}/reputation": {
+        "get": _op("The tenant's escalation state, the figures per window and its moves",
+                   _ok("Reputation", {"type": "object", "properties": {
+                       **_REP_STATE["properties"],
+                       "figures_reach": {"type": "string", "enum": _REP_STATES},
+                       "why": {"type": "string"},
+                       "figures": {"type": "array", "items": {"type": "object"}},
+                       "history": {"type": "array", "items": {"type": "object"}}}})
+                   | _REP_ERRORS, params=[_TENANT], tag="policy"),
+        "post": _op("Move the tenant to a state by hand (it stays until cleared)",
+                    _ok("The new state", _REP_STATE) | _REP_ERRORS, params=[_TENANT],
+                    tag="policy", body={"type": "object", "required": ["state", "reason"],
+                                        "properties": {
+                                            "state": {"type": "string",
+                                                      "enum": _REP_STATES[1:]},
+                                            "reason": {"type": "string"}}})},
+    "/api/v1/admin/tenants/{name}/reputation/clear": {"post": _op(
+        "Back to ok; counts from before now no longer count", _ok("The new state", _REP_STATE)
+        | _REP_ERRORS, params=[_TENANT], tag="policy", body={
+            "type": "object", "required": ["reason"],
+            "properties": {"reason": {"type": "string"}}})},
+}
+
 _ADMIN_POLICY_PATHS: dict[str, Any] = {
     "/api/v1/admin/tenants": {
         "get": _op("List tenants (configured and created)", _ok("Tenants", {
@@ -543,6 +574,7 @@ DOCUMENT: dict[str, Any] = {
             "responses": _ok("OpenAPI 3.1")}},
         **_ADMIN_QUEUE_PATHS,
         **_ADMIN_POLICY_PATHS,
+        **_REPUTATION_PATHS,
         **_ADMIN_LICENCE_PATHS,
         **_ADMIN_SHAPING_PATHS,
         **_ADMIN_CONTENT_PATHS,

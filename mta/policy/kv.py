@@ -31,6 +31,7 @@ class PolicyKV(Protocol):
     async def items(self, ns: str) -> dict[str, str]: ...
     async def incr(self, ns: str, key: str, n: int, ttl: float) -> int: ...
     async def count(self, ns: str, key: str) -> int: ...
+    async def counts(self, ns: str, keys: list[str]) -> list[int]: ...
 
 
 def kv_for(store: Any) -> PolicyKV:
@@ -72,6 +73,9 @@ class MemoryKV:
     async def count(self, ns: str, key: str) -> int:
         total, expires = self._n.get((ns, key), (0, 0.0))
         return total if expires > time.time() else 0
+
+    async def counts(self, ns: str, keys: list[str]) -> list[int]:
+        return [await self.count(ns, k) for k in keys]
 
 
 class SqliteKV:
@@ -118,6 +122,17 @@ class SqliteKV:
             ("#" + ns, key, now)).fetchone())
         return 0 if row is None else int(row[0])
 
+    async def counts(self, ns: str, keys: list[str]) -> list[int]:
+        """Many counters of one namespace in one read (0 for a missing or expired one)."""
+        if not keys:
+            return []
+        now = time.time()
+        rows = await self._s._read(lambda c: c.execute(
+            f"SELECT key, value FROM kv WHERE ns=? AND key IN ({','.join('?' * len(keys))}) "
+            "AND (expires IS NULL OR expires>?)", ("#" + ns, *keys, now)).fetchall())
+        found = {str(k): int(v) for k, v in rows}
+        return [found.get(k, 0) for k in keys]
+
 
 class RedisKV:
     def __init__(self, client: Any, prefix: str) -> None:
@@ -149,3 +164,9 @@ class RedisKV:
     async def count(self, ns: str, key: str) -> int:
         v = await self._r.get(f"{self._p}#{ns}:{key}")
         return 0 if v is None else int(v)
+
+    async def counts(self, ns: str, keys: list[str]) -> list[int]:
+        if not keys:
+            return []
+        values = await self._r.mget([f"{self._p}#{ns}:{k}" for k in keys])
+        return [0 if v is None else int(v) for v in values]
