@@ -269,6 +269,7 @@ class Daemon:
                     cfg.reputation, kv_for(self.policy.store), self.policy_admin,
                     events=self.events, hold_queue=self._hold_tenant)
                 self.reputation.listen(self.events)
+                self.reputation.register_metrics(self.metrics, ["default", *cfg.tenants])
                 self.reputation.start()
                 stack.push_async_callback(self.reputation.aclose)
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")

@@ -188,6 +188,17 @@ class ReputationGuard:
         if active and all(s.reason.startswith(TAG) for s in active):
             await self.admin.unsuspend(tenant, msg_class)
 
+    def register_metrics(self, metrics: Any, tenants: list[str]) -> None:
+        """The ladder level (0 ok .. 5 terminated) of each configured tenant, as the last
+        evaluation read it (bounded labels: configured tenants only)."""
+        def levels() -> dict[tuple[str, ...], float]:
+            return {(t,): float(self.states[t].level if t in self.states else 0)
+                    for t in tenants}
+
+        metrics.add_gauge("mta_tenant_reputation_level", "Escalation level of a tenant: 0 "
+                          "ok, 1 warned, 2 limited, 3 suspended_class, 4 suspended, 5 "
+                          "terminated.", levels, ["tenant"])
+
     # --- by hand --------------------------------------------------------------------------
 
     async def show(self, tenant: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import smtplib
 import time
+import urllib.request
 
 from mta.smtp.auth import hash_password
 from tests.integration.test_delivery import ZONES
@@ -57,6 +58,11 @@ def _send(mta, user: str, rcpt: str, cls: str = "transactional") -> int:
         return next(iter(e.recipients.values()))[0]
     except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as e:
         return e.smtp_code
+
+
+def _metrics(mta) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics") as resp:
+        return resp.read().decode()
 
 
 def _set_clock(path, t: float) -> None:
@@ -116,6 +122,9 @@ async def test_bounces_drive_a_tenant_up_the_ladder_and_time_brings_it_down(
         doc = json.loads(show.stdout)
         assert "reputation: " in json.dumps(doc) and "messages_per_hour" in json.dumps(doc)
         assert (await asyncio.to_thread(_rep, mta, "other"))["state"] == "ok"
+        text = await asyncio.to_thread(_metrics, mta)
+        assert 'mta_tenant_reputation_level{tenant="shop"} 3.0' in text
+        assert 'mta_tenant_reputation_level{tenant="other"} 0.0' in text
 
         # Two clean hours later (policy time): one step down; the class suspension is lifted.
         _set_clock(clock, T0 + 2 * 3600 + 60)
