@@ -241,8 +241,9 @@ class Daemon:
             await self.delivery.shaper.egress.attach(kv_for(self.policy.store))
             stack.push_async_callback(self.delivery.shaper.egress.flush)
             # Blocklist watch of our own egress addresses ([dnsbl], mta/shaping/dnsbl.py).
-            watch = DnsblWatch(cfg, self.delivery.shaper, resolver.backend, self.events).start()
-            stack.callback(lambda: watch is not None and watch.cancel())
+            self.dnsbl = DnsblWatch(cfg, self.delivery.shaper, resolver.backend,
+                                    self.events).start()
+            stack.callback(self.dnsbl.cancel)
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,
@@ -440,6 +441,7 @@ class Daemon:
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)
+        self.dnsbl.reload(new)
         self.ingress.reload(signer)
         self.ingress.feedback = Feedback(new)
         if self.ingress.inbound is not None:
