@@ -194,6 +194,15 @@ def _validate(cfg: Config, errors: _Errors) -> None:
             errors.add(f"{key}.password", "expected a scrypt hash from `mta passwd`")
     from zoneinfo import ZoneInfo  # policy: quotas reset in this zone; a typo must not start
     pol = cfg.policy
+    # A class name misspelt here would silently send marketing mail without the headers.
+    for i, cls in enumerate(cfg.unsubscribe.classes):
+        if cls not in pol.class_max_age:
+            errors.add(f"unsubscribe.classes[{i}]", f"unknown message class {cls!r} (one of "
+                       f"{', '.join(sorted(pol.class_max_age))}: [policy] class_max_age)")
+    if cfg.reputation.suspend_class not in pol.class_max_age:
+        errors.add("reputation.suspend_class", f"unknown message class "
+                   f"{cfg.reputation.suspend_class!r} (one of "
+                   f"{', '.join(sorted(pol.class_max_age))})")
     if pol.charge not in ("accepted", "delivered"):
         errors.add("policy.charge", "must be \"accepted\" or \"delivered\"")
     try:

@@ -132,6 +132,15 @@ BROKEN = [
     ("[users.bob]\npassword = \"hunter2\"\n",
      "users.bob.password: expected a scrypt hash from `mta passwd`"),
     ("[log]\nlevel = \"chatty\"\n", "log.level: must be one of debug, info, warning, error"),
+    ("[unsubscribe]\nclasses = [\"markting\"]\n",
+     "unsubscribe.classes[0]: unknown message class 'markting' (one of marketing, "
+     "transactional: [policy] class_max_age)"),
+    ("[reputation]\nsuspend_class = \"bulk\"\n",
+     "reputation.suspend_class: unknown message class 'bulk' (one of marketing, "
+     "transactional)"),
+    ("[reputation]\nhard_bounce = [0.5, 0.1, 0, 0]\n",
+     "reputation: hard_bounce: thresholds must rise from warned to suspended"),
+    ("[webhooks]\nbatch_size = 0\n", "webhooks: batch_size: must be between 1 and 10000"),
     ("[smtp\n", None),  # syntax error: the message comes from tomllib
 ]
 
