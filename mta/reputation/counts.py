@@ -59,10 +59,10 @@ class Counts:
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, defaultdict(int)
-        for (tenant, f, w, bucket), n in pending.items():
-            window = self.windows[w]
-            await self.kv.incr(NS, _key(tenant, f, w, bucket), n,
-                               ttl=window + 2 * self._width(window))
+        await self.kv.add_many(NS, [
+            (_key(tenant, f, w, bucket), n,
+             self.windows[w] + 2 * self._width(self.windows[w]))
+            for (tenant, f, w, bucket), n in pending.items()])
 
     def take_active(self) -> set[str]:
         active, self.active = self.active, set()
