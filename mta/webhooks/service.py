@@ -67,7 +67,6 @@ class Webhooks:
         self._failing: dict[str, Failing] = {}
         self._pending: dict[str, int] = defaultdict(int)  # events in the outbox, per endpoint
         self._tasks: list[asyncio.Task[None]] = []
-        self._flushed = asyncio.Event()
         # Counters exported as metrics.
         self.posts: dict[str, int] = defaultdict(int)  # outcome -> n
         self.dropped = 0
@@ -126,21 +125,24 @@ class Webhooks:
             for i in range(0, len(recs), size):
                 chunk = recs[i:i + size]
                 rows.append((ep_id, new_webhook_id(), payload(chunk), len(chunk), now))
-            self._pending[ep_id] += len(recs)
-            self.queued += len(recs)
         if rows:
-            await self.outbox.add(rows)
+            await self.outbox.add(rows)  # one transaction: all of them, or none
+            for ep_id, _wid, _body, n, _t in rows:
+                self._pending[ep_id] += n
+                self.queued += n
             for ep_id in per:
                 self._wake[ep_id].set()
 
     async def _batcher(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.batch_wait)
+            taken = list(self._buffer)
             try:
                 await self.flush()
             except Exception:
+                # Put them back in front (bounded like the buffer): the next round retries.
+                self._buffer[:0] = taken[:max(0, _MAX_BUFFER - len(self._buffer))]
                 log.exception("webhooks: cannot write to the outbox; events kept in memory")
-            self._flushed.set()
 
     # --- lifecycle ------------------------------------------------------------------------
 
