@@ -475,10 +475,12 @@ class Dispatcher:
             return
         recipients = [rcpts[i] for i in indexes]
         feedback = True
+        remote_mta = ""  # the MX host that answered (the DSNs' Remote-MTA)
         flight = site.inflight[item.msg_id] = Flight("connection", path)
         try:
             async with path.pool.lease() as client:
                 flight.stage = "sending"
+                remote_mta = client.host
                 verp = self.feedback.return_paths(info.id, info.tenant, info.mail_from,
                                                   recipients)
                 if verp is None:
@@ -501,7 +503,7 @@ class Dispatcher:
         site.last_reply = replies[-1]
         done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name, item.pool)
         await self.outcomes.finish(done, replies, info, site=site.name, body=body, path=path,
-                                   feedback=feedback)
+                                   feedback=feedback, remote_mta=remote_mta)
 
     # --- outcomes, explain ---------------------------------------------------------------
 
