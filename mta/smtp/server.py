@@ -29,6 +29,7 @@ from mta.rfc5321.reply import Reply
 from mta.smtp.auth import Authenticator, AuthFailures, AuthResult
 from mta.smtp.data import DataReader
 from mta.smtp.handler import IngressHandler, SessionInfo
+from mta.smtp.intake import R_NOT_ACCEPTING, Intake
 from mta.smtp.session import (
     CONSTANT_REPLIES,
     R_INTERNAL,
@@ -97,8 +98,11 @@ class SmtpServer:
 
     def __init__(self, config: Config, handler: IngressHandler, *,
                  events: EventLog | None = None,
-                 clock: Callable[[], float] = time.monotonic, reuse_port: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, reuse_port: bool = False,
+                 intake: Intake | None = None) -> None:
         self.handler = handler
+        # `mta drain` switches it off: new connections and MAIL get 421 4.3.2.
+        self.intake = intake or Intake()
         # SO_REUSEPORT only for worker processes sharing the listeners on purpose: with it
         # a second, unrelated `mta serve` on the same port would start silently and take
         # part of the connections instead of failing with "address already in use".
@@ -126,7 +130,8 @@ class SmtpServer:
         self.auth_failures.max_failures = s.auth_max_failures
         self.auth_failures.window = s.auth_failure_window
         settings = SessionSettings.from_config(config, tls_available=ctx is not None,
-                                               auth_locked=self.auth_failures.is_locked)
+                                               auth_locked=self.auth_failures.is_locked,
+                                               intake_paused=self.intake.paused)
         return _Runtime(settings, ctx, Authenticator(config.users), s.max_connections,
                         s.max_connections_per_ip, s.max_line_length, s.idle_timeout,
                         s.data_timeout, s.auth_failure_delay,
@@ -201,6 +206,8 @@ class SmtpServer:
             reason, reply = "max_connections_per_ip", R_TOO_MANY_FROM_IP
         elif self.draining:
             return Reply(421, "4.3.2", "Service shutting down, try again later")
+        elif not self.intake.accepting:
+            reason, reply = "intake_paused", R_NOT_ACCEPTING
         else:
             self._connections.add(conn)
             self._per_ip[ip] = self._per_ip.get(ip, 0) + 1

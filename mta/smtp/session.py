@@ -34,6 +34,7 @@ from mta.smtp.auth import AuthResult
 from mta.smtp.cleanup import add_headers
 from mta.smtp.data import DataReader
 from mta.smtp.handler import SessionInfo
+from mta.smtp.intake import R_NOT_ACCEPTING
 from mta.smtp.params import R_TOO_BIG, mail_param, rcpt_param
 from mta.smtp.settings import SessionSettings
 
@@ -458,6 +459,10 @@ class Session:
 
     def _mail(self, cmd: Command) -> Event:
         info = self.info
+        if self.settings.intake_paused():  # `mta drain`: no new transaction
+            self._reject("intake_paused", R_NOT_ACCEPTING, sender=cmd.address)
+            self.state = State.CLOSED
+            return Send((R_NOT_ACCEPTING,), close=True)
         if info.tenant is None and not self.settings.feedback_domains:
             self._reject("auth_required", R_AUTH_REQUIRED, sender=cmd.address)
             return self._error(R_AUTH_REQUIRED)
@@ -480,7 +485,7 @@ class Session:
             self._mail_from = cmd.address
             self.state = State.MAIL
             return Send((R_MAIL_OK,))
-        # Policy sees the accepted parameters, decoded, plus the declared SIZE.
+        # Policy sees the accepted parameters (ENVID as xtext), plus the declared SIZE.
         check = dict(mail_params)
         if "SIZE" in params:
             check["SIZE"] = params["SIZE"]

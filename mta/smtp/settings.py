@@ -33,10 +33,13 @@ class SessionSettings:
     auth_locked: Callable[[str], bool] = field(default=lambda ip: False)
     # [bounces] domains: mail for them is taken from anyone, without AUTH (mta/bounce).
     feedback_domains: frozenset[str] = frozenset()
+    # Whether intake is paused now (`mta drain`, mta.smtp.intake.Intake.paused).
+    intake_paused: Callable[[], bool] = field(default=lambda: False)
 
     @classmethod
     def from_config(cls, config: Config, *, tls_available: bool,
-                    auth_locked: Callable[[str], bool] | None = None) -> SessionSettings:
+                    auth_locked: Callable[[str], bool] | None = None,
+                    intake_paused: Callable[[], bool] | None = None) -> SessionSettings:
         s = config.smtp
         return cls(
             hostname=config.server.hostname,
@@ -50,4 +53,5 @@ class SessionSettings:
             auth_require_tls=s.auth_require_tls,
             auth_locked=auth_locked or (lambda ip: False),
             feedback_domains=config.bounces.domains(),
+            intake_paused=intake_paused or (lambda: False),
         )
