@@ -56,6 +56,12 @@ class SmtpConfig:
     # RFC 5321 4.5.3.1.4: 512 octets for a command line; extensions (AUTH with a long
     # initial response, SIZE/BODY/SMTPUTF8 params) need more, as Postfix allows 2048.
     max_line_length: int = 2048
+    # DATA lines over 998 octets (RFC 5322 2.1.1), which receivers refuse or mangle: "wrap"
+    # folds headers and breaks body lines at white space before the message is signed
+    # (Postfix's smtp_line_length_limit does the same), so mail from applications that
+    # write whole HTML documents on one line still goes out, signed over what is sent;
+    # "reject" answers 550 5.6.0, for operators who want the sender to fix its mail.
+    long_lines: str = "wrap"
     # Concurrent sessions in total and per client address (Postfix's anvil default is 50).
     max_connections: int = 2000
     max_connections_per_ip: int = 100

@@ -35,6 +35,7 @@ from mta.smtp.cleanup import add_headers
 from mta.smtp.data import DataReader
 from mta.smtp.handler import SessionInfo
 from mta.smtp.intake import R_NOT_ACCEPTING
+from mta.smtp.longlines import MAX_LINE, has_long_line, wrap_long_lines
 from mta.smtp.params import R_TOO_BIG, mail_param, rcpt_param
 from mta.smtp.settings import SessionSettings
 
@@ -151,6 +152,9 @@ R_LINE_TOO_LONG = Reply(500, "5.5.2", "Error: line too long")
 R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors")
 R_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")
 R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+# RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6; [smtp] long_lines = "reject". RFC 3463 5.6.0: other
+# or undefined media error.
+R_LONG_LINE = Reply(550, "5.6.0", f"line longer than {MAX_LINE} octets")
 R_FORBIDDEN = Reply(521, "5.7.0", "Error: this is an SMTP server")
 R_UTF8_ADDRESS = Reply(553, "5.6.7", "Error: SMTPUTF8 is required for a non-ASCII address")
 R_TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
@@ -297,12 +301,17 @@ class Session:
         elif reader.bare_newline:
             reply = R_BARE_NEWLINE
             self._reject("bare_newline", reply)
+        elif self.settings.long_lines == "reject" and has_long_line(reader.body):
+            reply = R_LONG_LINE
+            self._reject("long_line", reply)
         else:
             info = self.info
             recipients = self._recipients
             smtputf8 = "SMTPUTF8" in self._mail_params
             data = add_headers(reader.body, info, hostname=self.settings.hostname,
                                recipients=[r.address for r in recipients], smtputf8=smtputf8)
+            # [smtp] long_lines = "wrap": before signing, so the signature covers what is sent.
+            data = wrap_long_lines(data)
             envelope = Envelope(
                 tenant=info.tenant or "default", mail_from=self._mail_from or "",
                 recipients=recipients, client_ip=info.client_ip, helo=info.helo,

@@ -33,6 +33,8 @@ class SessionSettings:
     auth_locked: Callable[[str], bool] = field(default=lambda ip: False)
     # [bounces] domains: mail for them is taken from anyone, without AUTH (mta/bounce).
     feedback_domains: frozenset[str] = frozenset()
+    # [smtp] long_lines: "wrap" or "reject" lines over 998 octets (mta.smtp.longlines).
+    long_lines: str = SmtpConfig.long_lines
     # Whether intake is paused now (`mta drain`, mta.smtp.intake.Intake.paused).
     intake_paused: Callable[[], bool] = field(default=lambda: False)
 
@@ -53,5 +55,6 @@ class SessionSettings:
             auth_require_tls=s.auth_require_tls,
             auth_locked=auth_locked or (lambda ip: False),
             feedback_domains=config.bounces.domains(),
+            long_lines=s.long_lines,
             intake_paused=intake_paused or (lambda: False),
         )
