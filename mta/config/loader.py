@@ -159,6 +159,9 @@ def _validate(cfg: Config, errors: _Errors) -> None:
                  "max_connections_per_ip", "max_errors"):
         if getattr(s, name) < 1:
             errors.add(f"smtp.{name}", "must be at least 1")
+    if s.auth_max_failures_per_address < 0:
+        errors.add("smtp.auth_max_failures_per_address", "must be 0 (10x auth_max_failures) "
+                                                         "or more")
     if s.long_lines not in ("wrap", "reject"):
         errors.add("smtp.long_lines", 'must be "wrap" or "reject"')
     if s.max_line_length < 512:

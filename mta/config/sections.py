@@ -71,10 +71,17 @@ class SmtpConfig:
     data_timeout: Duration = 600.0
     # Postfix smtpd_hard_error_limit is 20; a client this broken is not going to recover.
     max_errors: int = 20
-    # Failed AUTH: each failure is answered after auth_failure_delay; after auth_max_failures
-    # within auth_failure_window a client address is refused AUTH until the window passes.
+    # Failed AUTH (mta.smtp.auth.AuthFailures): a failure is answered after
+    # auth_failure_delay, doubled for each earlier failure of the same user from the same
+    # address (at most 16x). After auth_max_failures within auth_failure_window, AUTH as
+    # that user from that address gets 454 until the window passes; other users behind the
+    # same address (a NAT) are never refused for it. After auth_max_failures_per_address
+    # failures from one address, whatever the users (password spraying), each failure is
+    # slowed 16x and ends the connection; a right password is still accepted. 0: ten times
+    # auth_max_failures, as a NAT of many users mistyping stays well under it.
     auth_failure_delay: Duration = 1.0
     auth_max_failures: int = 5
+    auth_max_failures_per_address: int = 0
     auth_failure_window: Duration = 300.0
     # STARTTLS certificate and key (PEM). Without them STARTTLS is not offered.
     tls_cert: Path | None = None

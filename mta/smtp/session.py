@@ -163,6 +163,8 @@ R_TLS_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")
 R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 R_AUTH_FAILED = Reply(535, "5.7.8", "Error: authentication failed")
 R_AUTH_LOCKED = Reply(454, "4.7.0", "Error: too many authentication failures, try later")
+R_AUTH_ADDRESS_CAP = Reply(421, "4.7.0", "Error: too many authentication failures from "
+                                         "your address")
 R_AUTH_DONE = Reply(503, "5.5.1", "Error: already authenticated")
 R_AUTH_DISABLED = Reply(502, "5.5.1", "Error: authentication not enabled")
 R_AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication "
@@ -363,6 +365,11 @@ class Session:
                 return self._error(R_AUTH_LOCKED)
             reply = result if isinstance(result, Reply) else R_AUTH_FAILED
             self._reject("auth_failed", reply, user=pending.username)
+            if isinstance(result, AuthResult) and result.disconnect:
+                # Past the address's overall cap: each guess costs a new connection.
+                self._reject("auth_address_cap", R_AUTH_ADDRESS_CAP, user=pending.username)
+                self.state = State.CLOSED
+                return Send((reply, R_AUTH_ADDRESS_CAP), close=True)
             return self._error(reply)
         if isinstance(pending, Deliver):
             self.state = State.READY

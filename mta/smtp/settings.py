@@ -29,7 +29,8 @@ class SessionSettings:
     tls_available: bool = False
     auth_available: bool = False  # there are users to authenticate
     auth_require_tls: bool = SmtpConfig.auth_require_tls
-    # Whether a client address is locked out of AUTH now (AuthFailures.is_locked).
+    # Whether a client address is refused AUTH outright. The server passes none: its locks
+    # are per (address, user), once the username is known (mta.smtp.auth.AuthFailures).
     auth_locked: Callable[[str], bool] = field(default=lambda ip: False)
     # [bounces] domains: mail for them is taken from anyone, without AUTH (mta/bounce).
     feedback_domains: frozenset[str] = frozenset()
