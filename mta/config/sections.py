@@ -164,7 +164,9 @@ class DeliveryConfig:
         default_factory=lambda: [300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0])
     # Postfix maximal_queue_lifetime is 5d; after that a recipient expires with a DSN.
     max_age: Duration = 5 * 86400.0
-    # Send a "delayed" DSN after this long in the queue; 0 disables it.
+    # Send a "delayed" DSN after this long in the queue; 0 disables it for recipients
+    # without NOTIFY. An explicit NOTIFY=DELAY is honoured either way (RFC 3461 4.1): after
+    # this long, or at its first deferral when 0. NOTIFY=NEVER or without DELAY: never.
     delay_warning: Duration = 0.0
     # EHLO name for outgoing connections; empty means [server] hostname.
     ehlo_name: str = ""

@@ -61,10 +61,11 @@ class Outcomes:
     async def finish(self, item: WorkItem, replies: list[Reply], info: MessageInfo | None,
                      *, site: str, body: bytes | None = None,
                      path: EgressPath | None = None, feedback: bool = True,
-                     remote_mta: str = "") -> None:
+                     remote_mta: str = "", remote_dsn: bool = False) -> None:
         """Decide each reply's fate, make the outcomes durable, then reschedule, notify,
         log and write the DSNs owed. `remote_mta`: the MX host that gave the replies
-        ("" when no host answered), reported as the DSNs' Remote-MTA."""
+        ("" when no host answered), reported as the DSNs' Remote-MTA; `remote_dsn`: it
+        offered the DSN extension, so NOTIFY and ORCPT went on with the message."""
         if info is None:
             info = await self.spool.get(item.msg_id)
             if info is None:
@@ -90,8 +91,12 @@ class Outcomes:
         failed = [(r, f) for r, f in decided if f.dsn == "failed"]
         delayed = [(r, f) for r, f in decided if f.dsn == "delayed"]
         # RFC 3461 4.1: NOTIFY=SUCCESS asks for a DSN once delivered (never by default).
-        success = [(r, f) for r, f in decided
-                   if f.kind == "delivered" and notify_wants(r.notify, "delivered")]
+        # Handed to a server that offers DSN, NOTIFY went on with the message and the
+        # success DSN is that server's to send (5.2.1); to one that does not, we send
+        # it, as "relayed" (5.2.2): no one further down will.
+        success = [] if remote_dsn else [
+            (r, f) for r, f in decided
+            if f.kind == "delivered" and notify_wants(r.notify, "relayed")]
         if (failed or delayed or success) and body is None and info.mail_from:
             # The spool drops a body once its last recipient is final: read it for the
             # DSN before recording.
@@ -129,19 +134,19 @@ class Outcomes:
             await self.send_dsn(info, [(r, f.reply, "delayed") for r, f in delayed], body,
                                 mta, now=now)
         if success:
-            await self.send_dsn(info, [(r, f.reply, "delivered") for r, f in success],
+            await self.send_dsn(info, [(r, f.reply, "relayed") for r, f in success],
                                 body, mta, now=now)
 
     async def send_dsn(self, info: MessageInfo, failed: Iterable[tuple], body: bytes | None,
                        site: str, *, now: float | None = None) -> None:
         """RFC 3464 DSN to the envelope sender, through the same queue (never for <>).
-        `failed` holds (recipient, reply, event) with event bounced, expired, delayed or
-        delivered; `site` is the Remote-MTA (the MX host, else the site); `now`, the
+        `failed` holds (recipient, reply, event) with event bounced, expired, delayed,
+        delivered or relayed; `site` is the Remote-MTA (the MX host, else the site); `now`, the
         attempt's time, is each recipient's Last-Attempt-Date."""
         if not info.mail_from or self.dsn_sink is None:
             return
         until = self.expires_at(info)
-        actions = {"delayed": "delayed", "delivered": "delivered"}
+        actions = {"delayed": "delayed", "delivered": "delivered", "relayed": "relayed"}
         statuses = [RecipientStatus.from_reply(
                         r.address, reply, action=actions.get(event, "failed"),
                         orcpt=r.orcpt, notify=r.notify, remote_mta=site,

@@ -44,8 +44,10 @@ async def _start(mta_factory, dns_server_factory, mx_factory, extra: str = ""):
         delivery_extra='retry = ["1s"]\nmax_age = "1h"\nconnect_timeout = "3s"\n' + extra)
 
 
-async def test_notify_success_sends_a_delivered_dsn_with_the_real_reply(
+async def test_notify_success_sends_a_relayed_dsn_with_the_mx_and_its_real_reply(
         mta_factory, dns_server_factory, mx_factory):
+    """The MX does not offer DSN: we report success ourselves, as "relayed" (RFC 3461
+    5.2.2, RFC 3464 2.3.3): nobody further down will report anything."""
     dest = await mx_factory("127.0.0.2", data_reply="250 2.0.0 Ok: queued as XYZ123")
     sender_mx = await mx_factory("127.0.0.4")
     mta = await _start(mta_factory, dns_server_factory, mx_factory)
@@ -63,13 +65,33 @@ async def test_notify_success_sends_a_delivered_dsn_with_the_real_reply(
     assert report.reporting_mta == "dns; mta.test"
     [r] = report.recipients
     assert r.final_recipient == "ok@dest.test"
-    assert r.action == "delivered"
+    assert r.action == "relayed"
     assert r.status == "2.0.0"
     assert r.remote_mta == "dns; mx1.dest.test"  # the MX host, not the site
     assert r.original_recipient == "orig+tag@dest.test"
     assert r.diagnostic == "smtp; 250 2.0.0 Ok: queued as XYZ123"
     await asyncio.sleep(1)
     assert len(sender_mx.messages) == 1
+
+
+async def test_mx_offering_dsn_gets_notify_and_orcpt_and_reports_success_itself(
+        mta_factory, dns_server_factory, mx_factory):
+    """RFC 3461 5.2.1: to a server that offers DSN, NOTIFY, ORCPT and ENVID go on with the
+    message and the success DSN is its own to send: none from us (no duplicate)."""
+    dest = await mx_factory("127.0.0.2", dsn=True)
+    sender_mx = await mx_factory("127.0.0.4")
+    mta = await _start(mta_factory, dns_server_factory, mx_factory)
+    await asyncio.to_thread(
+        _send, mta.smtp_port,
+        [("ok@dest.test", ["NOTIFY=SUCCESS", "ORCPT=rfc822;orig+2Btag@dest.test"])],
+        envid="ENV+2B42")
+    [got] = await dest.wait_for_messages(1, timeout=15)
+    # (aiosmtpd upper-cases what it records.) xtext, as received: encoded once.
+    assert "NOTIFY=SUCCESS" in got.rcpt_options
+    assert "ORCPT=RFC822;ORIG+2BTAG@DEST.TEST" in got.rcpt_options
+    assert "ENVID=ENV+2B42" in got.mail_options
+    await asyncio.sleep(1.5)
+    assert sender_mx.messages == []
 
 
 async def test_no_success_dsn_without_notify_success(mta_factory, dns_server_factory,
