@@ -158,6 +158,8 @@ class Daemon:
                 self.ready.set()
                 log.info("mta ready (pid %d)", os.getpid())
                 await self._stop.wait()
+                # /readyz says 503 and injection refuses while the sessions drain.
+                self.intake.set(False, "shutting down")
                 notify("STOPPING=1\nSTATUS=draining sessions and deliveries")
                 log.info("stopping: draining sessions and deliveries")
         finally:
