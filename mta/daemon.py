@@ -48,6 +48,7 @@ from mta.queue import Envelope, Spool
 from mta.reputation import ReputationGuard
 from mta.shaping import memory_stores, redis_stores
 from mta.shaping.dnsbl import DnsblWatch
+from mta.smtp.intake import Intake
 from mta.smtp.server import SmtpServer
 from mta.suppress import Suppressions
 from mta.webhooks import Endpoints, Webhooks
@@ -135,6 +136,8 @@ class Daemon:
         self.shard = shard
         self._stop = asyncio.Event()
         self.smtp: SmtpServer | None = None
+        # `mta drain` / `mta intake resume`: one switch for SMTP, HTTP and /readyz.
+        self.intake = Intake()
         self.http_runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
@@ -158,6 +161,8 @@ class Daemon:
                 self.ready.set()
                 log.info("mta ready (pid %d)", os.getpid())
                 await self._stop.wait()
+                # /readyz says 503 and injection refuses while the sessions drain.
+                self.intake.set(False, "shutting down")
                 notify("STOPPING=1\nSTATUS=draining sessions and deliveries")
                 log.info("stopping: draining sessions and deliveries")
         finally:
@@ -283,6 +288,9 @@ class Daemon:
             self.metrics.add_gauge(
                 "mta_outbound_connections", "Outbound SMTP connections open.",
                 lambda: self.delivery.connection_count)
+            self.metrics.add_gauge("mta_intake_accepting",
+                                   "1 while new mail is accepted, 0 while draining.",
+                                   lambda: int(self.intake.accepting))
             self._watch_policy()
             self.delivery.observe_throttle = self.metrics.observe_throttle
             # API key -> tenant for POST /api/v1/messages: [tenants.X] api_keys (policy adds it).
@@ -294,6 +302,7 @@ class Daemon:
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            suppressions=self.suppressions, inbound=self.ingress.inbound,
                            webhooks=self.webhooks,
+                           intake=self.intake, events=self.events,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname))
             self.http_runner = web.AppRunner(app, access_log=None)
@@ -316,7 +325,7 @@ class Daemon:
                 log.info("admin socket %s", self.admin_socket)
 
             self.smtp = SmtpServer(cfg, self.ingress, events=self.events,
-                                   reuse_port=cfg.server.workers > 1)
+                                   reuse_port=cfg.server.workers > 1, intake=self.intake)
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
             yield

@@ -21,6 +21,7 @@ from mta.cli import (
     dkim,
     domains,
     init,
+    intake,
     licence,
     policy,
     queue,
@@ -33,7 +34,7 @@ from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
-           webhooks)
+           webhooks, intake)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -159,6 +159,11 @@ def _validate(cfg: Config, errors: _Errors) -> None:
                  "max_connections_per_ip", "max_errors"):
         if getattr(s, name) < 1:
             errors.add(f"smtp.{name}", "must be at least 1")
+    if s.auth_max_failures_per_address < 0:
+        errors.add("smtp.auth_max_failures_per_address", "must be 0 (10x auth_max_failures) "
+                                                         "or more")
+    if s.long_lines not in ("wrap", "reject"):
+        errors.add("smtp.long_lines", 'must be "wrap" or "reject"')
     if s.max_line_length < 512:
         errors.add("smtp.max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
     if s.max_message_size < 1024:

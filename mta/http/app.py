@@ -19,6 +19,7 @@ from aiohttp import web
 from mta.http import (
     admin_content,
     admin_domains,
+    admin_intake,
     admin_licence,
     admin_policy,
     admin_queue,
@@ -67,8 +68,9 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              ingress: inject.IngressLike | None = None, metrics: Metrics | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
              limits: Limits | None = None, shaper: Any = None,
-             suppressions: Any = None, inbound: Any = None,
-             webhooks: Any = None, reputation: Any = None) -> web.Application:
+             suppressions: Any = None, inbound: Any = None, intake: Any = None,
+             events: Any = None, webhooks: Any = None,
+             reputation: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
@@ -76,8 +78,11 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping. `inbound`: the feedback
     loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it).
     `webhooks`: mta.webhooks.Webhooks, for /api/v1/webhooks. `reputation`:
-    mta.reputation.ReputationGuard, for /api/v1/admin/tenants/{t}/reputation."""
-    app = web.Application(middlewares=[error_middleware, admin_auth_middleware],
+    mta.reputation.ReputationGuard, for /api/v1/admin/tenants/{t}/reputation.
+    `intake`: the daemon's mta.smtp.intake.Intake (`mta drain`, /readyz); `events` its
+    EventLog, for the "intake" event."""
+    app = web.Application(middlewares=[error_middleware, admin_auth_middleware,
+                                       admin_intake.intake_middleware],
                           client_max_size=ADMIN_MAX_BODY)
     app[state.ADMIN_TOKEN] = admin_token
     app[state.QUEUE_OPS] = queue_ops
@@ -91,6 +96,8 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[unsubscribe.INBOUND] = inbound
     app[admin_webhooks.WEBHOOKS] = webhooks
     app[admin_reputation.REPUTATION] = reputation
+    app[admin_intake.INTAKE] = intake
+    app[admin_intake.EVENTS] = events
     app.add_routes(admin_queue.routes)
     app.add_routes(admin_policy.routes)
     app.add_routes(admin_licence.routes)
@@ -100,6 +107,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_domains.routes)
     app.add_routes(admin_webhooks.routes)
     app.add_routes(admin_reputation.routes)
+    app.add_routes(admin_intake.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)

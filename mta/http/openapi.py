@@ -485,6 +485,31 @@ _SD_PARAMS = [_path_param("tenant", "Tenant name",
                           {"type": "string", "maxLength": 253})]
 _SD_404 = _errors((404, "unknown_domain: the tenant has not registered it"))
 
+# /api/v1/admin/intake and /readyz (mta.http.admin_intake): `mta drain`.
+_INTAKE_STATE = {"type": "object", "properties": {
+    "accepting": {"type": "boolean"}, "since": {"type": "number",
+                                                "description": "unix time of the switch"},
+    "reason": {"type": "string"}}}
+_INTAKE_PATHS: dict[str, Any] = {
+    "/api/v1/admin/intake": {
+        "get": _op("Whether new mail is accepted", _ok("Intake state", _INTAKE_STATE)
+                   | _errors((503, "intake_unavailable")), tag="operations"),
+        "post": _op("Drain (accepting false: SMTP 421 4.3.2, injection 503, delivery goes "
+                    "on) or resume", _ok("The new state", _INTAKE_STATE)
+                    | _errors((400, "bad_accepting, bad_reason"),
+                              (503, "intake_unavailable")),
+                    body={"type": "object", "required": ["accepting"], "properties": {
+                        "accepting": {"type": "boolean"},
+                        "reason": {"type": "string", "maxLength": 500}}},
+                    tag="operations")},
+    "/readyz": {"get": _op(
+        "Readiness: 503 while intake is paused (draining)",
+        _ok("Ready", {"type": "object", "properties": {
+            "ready": {"type": "boolean"}, "accepting": {"type": "boolean"},
+            "reason": {"type": "string"}}}) | _errors((503, "not ready: draining")),
+        admin=False, tag="observability")},
+}
+
 _ADMIN_DOMAINS_PATHS: dict[str, Any] = {
     "/api/v1/admin/domains": {
         "get": _op("Registered sending domains (of one tenant)", _ok("Domains", {
@@ -581,6 +606,7 @@ DOCUMENT: dict[str, Any] = {
         **_SUPPRESSION_PATHS,
         **_WEBHOOK_PATHS,
         **_ADMIN_DOMAINS_PATHS,
+        **_INTAKE_PATHS,
     },
 }
 
