@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -35,6 +36,7 @@ from mta.dkim.pool import attach_pool
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
+from mta.http.shards import ShardedQueueOps, merged_metrics, worker_socket
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress, NotQueued
 from mta.observe.events import EventLog
@@ -50,6 +52,7 @@ from mta.shaping import memory_stores, redis_stores
 from mta.shaping.dnsbl import DnsblWatch
 from mta.smtp.intake import Intake
 from mta.smtp.server import SmtpServer
+from mta.supervisor import READY_FD_ENV, SHARD_ENV
 from mta.suppress import Suppressions
 from mta.webhooks import Endpoints, Webhooks
 from mta.webhooks.outbox import Outbox
@@ -184,7 +187,7 @@ class Daemon:
     async def _components(self) -> AsyncIterator[None]:
         cfg = self.cfg
         async with contextlib.AsyncExitStack() as stack:
-            self.events = EventLog(cfg.log.events or None, rotate=cfg.log.rotate)
+            self.events = EventLog(events_path(cfg, self.shard), rotate=cfg.log.rotate)
             stack.push_async_callback(self.events.aclose)
 
             self.spool = await Spool.open(cfg.spool.dir, max_batch=cfg.spool.max_batch,
@@ -268,6 +271,14 @@ class Daemon:
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
             self.queue_ops = QueueOperations(self.spool, self.delivery)
+            admin_queue: Any = self.queue_ops
+            admin_metrics: Any = self.metrics
+            if cfg.server.workers > 1 and self.shard == 0:
+                # One admin API and one /metrics for the whole daemon (mta.http.shards).
+                peers = {i: worker_socket(cfg.spool.dir, i)
+                         for i in range(1, cfg.server.workers)}
+                admin_queue = ShardedQueueOps(self.queue_ops, 0, peers)
+                admin_metrics = MergedMetrics(self.metrics, 0, peers)
             # The escalation ladder: outcomes counted from the events, states in the store.
             self.reputation: ReputationGuard | None = None
             if cfg.reputation.enabled:
@@ -297,8 +308,8 @@ class Daemon:
             api_keys = {key: name for name, t in cfg.tenants.items()
                         for key in getattr(t, "api_keys", ())}
             app = make_app(admin_token=cfg.http.admin_token,
-                           queue_ops=self.queue_ops, reputation=self.reputation,
-                           ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
+                           queue_ops=admin_queue, reputation=self.reputation,
+                           ingress=self.ingress, metrics=admin_metrics, api_keys=api_keys,
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            suppressions=self.suppressions, inbound=self.ingress.inbound,
                            webhooks=self.webhooks,
@@ -308,14 +319,19 @@ class Daemon:
             self.http_runner = web.AppRunner(app, access_log=None)
             await self.http_runner.setup()
             stack.push_async_callback(self.http_runner.cleanup)
-            for host, port in cfg.http.listen:
-                site = web.TCPSite(self.http_runner, host, port,
-                                   reuse_port=cfg.server.workers > 1)
-                await site.start()
-            log.info("http listening on %s",
-                     ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+            if self.shard == 0:  # worker 0 answers HTTP for every worker (mta.supervisor)
+                for host, port in cfg.http.listen:
+                    await web.TCPSite(self.http_runner, host, port).start()
+                log.info("http listening on %s",
+                         ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+            if cfg.server.workers > 1:
+                # This worker's own admin socket: worker 0 reaches its shard through it.
+                own = worker_socket(cfg.spool.dir, self.shard)
+                sock, inode = await asyncio.to_thread(bind_admin_socket, own)
+                stack.callback(release_admin_socket, own, inode)
+                await web.SockSite(self.http_runner, sock).start()
             # The local admin socket: same app, no token (trusted by its mode, 0660).
-            self.admin_socket = admin_socket_path(cfg)
+            self.admin_socket = admin_socket_path(cfg) if self.shard == 0 else None
             if self.admin_socket:
                 sock, inode = await asyncio.to_thread(bind_admin_socket, self.admin_socket)
                 # Removed before the listeners close (reverse order): no client finds a
@@ -328,6 +344,7 @@ class Daemon:
                                    reuse_port=cfg.server.workers > 1, intake=self.intake)
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
+            _tell_supervisor()
             yield
 
     async def _open_webhooks(self, cfg: Config) -> Webhooks | None:
@@ -464,13 +481,54 @@ class Daemon:
         notify(f"READY=1\nSTATUS={self.status()}")
 
 
+def events_path(cfg: Config, shard: int) -> str | None:
+    """The events log of a worker: `[log] events` for worker 0, with "-NN" before the
+    suffix for the others (one writer per file: lines never interleave, rotation stays
+    each file's own)."""
+    path = cfg.log.events
+    if not path or shard == 0:
+        return path or None
+    root, dot, ext = path.rpartition(".")
+    return f"{root}-{shard:02d}.{ext}" if dot and "/" not in ext else f"{path}-{shard:02d}"
+
+
+def _tell_supervisor() -> None:
+    """Under mta.supervisor: one byte on the pipe it gave, once every listener is up."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.write(int(fd), b"R")
+        os.close(int(fd))
+
+
+class MergedMetrics:
+    """Worker 0's /metrics: its own and every other worker's series (mta.http.shards)."""
+
+    def __init__(self, metrics: Metrics, shard: int, peers: dict[int, str]) -> None:
+        self._m, self._shard, self._peers = metrics, shard, peers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._m, name)
+
+    async def render(self) -> bytes:
+        own = (await self._m.render()).decode()
+        return (await merged_metrics(own, self._shard, self._peers)).encode()
+
+
 def serve(cfg: Config) -> int:
-    """Run in the foreground until SIGTERM; exit status 0 after a clean drain."""
+    """Run in the foreground until SIGTERM; exit status 0 after a clean drain. With
+    `[server] workers` > 1 this process supervises that many workers (mta.supervisor)."""
     import uvloop
 
     setup_logging(cfg.log.level, cfg.log.format, sys.stderr)
+    shard = os.environ.get(SHARD_ENV)
+    if cfg.server.workers > 1 and shard is None:
+        from mta.supervisor import supervise
+
+        return supervise(cfg)
     try:
-        uvloop.run(Daemon(cfg).run())
+        uvloop.run(Daemon(cfg, shard=int(shard or 0)).run())
     except SchemaTooNewError as e:
         # A spool or policy.db written by a newer mta: waiting will not help, so not 71.
         log.error("cannot start: %s", e)

@@ -168,10 +168,13 @@ def _validate(cfg: Config, errors: _Errors) -> None:
         errors.add("smtp.max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
     if s.max_message_size < 1024:
         errors.add("smtp.max_message_size", "must be at least 1KiB")
-    if cfg.server.workers != 1:
-        # One process per spool shard is the plan (DESIGN.md); until the admin API can
-        # merge shards, a second worker would hide its queue from `mta queue`.
-        errors.add("server.workers", "only 1 is supported in this version")
+    if cfg.server.workers < 1 or cfg.server.workers > 64:
+        errors.add("server.workers", "must be between 1 and 64")
+    elif cfg.server.workers > 1 and not cfg.cluster.redis_url:
+        # Workers share credits, quotas, suspensions and throttles exactly as the nodes of
+        # a cluster do: through Redis (mta.supervisor).
+        errors.add("server.workers", "more than 1 worker needs [cluster] redis_url (policy "
+                   "and shaping state shared by every worker)")
     if not cfg.server.hostname:
         errors.add("server.hostname", "must not be empty")
     if cfg.spool.max_batch < 1:

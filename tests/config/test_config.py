@@ -126,7 +126,9 @@ BROKEN = [
      "delivery.tls: must be \"opportunistic\", \"required\" or \"disabled\""),
     ("[dns]\nnameservers = [\"127.0.0.1:x\"]\n",
      "dns.nameservers[0]: invalid port in '127.0.0.1:x'"),
-    ("[server]\nworkers = 0\n", "server.workers: only 1 is supported in this version"),
+    ("[server]\nworkers = 0\n", "server.workers: must be between 1 and 64"),
+    ("[server]\nworkers = 2\n", "server.workers: more than 1 worker needs [cluster] "
+     "redis_url (policy and shaping state shared by every worker)"),
     ("[users.bob]\ntenant = \"nobody\"\npassword = \"$scrypt$x\"\n",
      "users.bob.tenant: unknown tenant 'nobody'"),
     ("[users.bob]\npassword = \"hunter2\"\n",
