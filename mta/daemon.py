@@ -36,7 +36,7 @@ from mta.dkim.pool import attach_pool
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
-from mta.http.shards import ShardedQueueOps, merged_metrics, worker_socket
+from mta.http.shards import PEERS, ShardedQueueOps, merged_metrics, worker_socket
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress, NotQueued
 from mta.observe.events import EventLog
@@ -316,6 +316,9 @@ class Daemon:
                            intake=self.intake, events=self.events,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname))
+            if cfg.server.workers > 1 and self.shard == 0:
+                app[PEERS] = {i: worker_socket(cfg.spool.dir, i)
+                              for i in range(1, cfg.server.workers)}
             self.http_runner = web.AppRunner(app, access_log=None)
             await self.http_runner.setup()
             stack.push_async_callback(self.http_runner.cleanup)

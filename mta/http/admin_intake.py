@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mta.http import shards
 from mta.http.errors import ApiError, json_error, json_object
 
 __all__ = ["INTAKE", "intake_middleware", "routes"]
@@ -62,6 +63,10 @@ async def intake_set(request: web.Request) -> web.Response:
         events = request.app[EVENTS]
         if events is not None:
             events.emit("intake", accepting=accepting, reason=intake.reason or None)
+    peers = request.app.get(shards.PEERS)
+    if peers:  # [server] workers > 1: every worker drains (mta.http.shards)
+        await shards.forward(peers, "POST", "/api/v1/admin/intake",
+                             {"accepting": accepting, "reason": reason})
     return web.json_response(intake.as_dict())
 
 

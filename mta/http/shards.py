@@ -17,8 +17,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
-__all__ = ["ShardedQueueOps", "merged_metrics", "shard_of", "worker_socket"]
+__all__ = ["PEERS", "ShardedQueueOps", "forward", "merged_metrics", "shard_of",
+           "worker_socket"]
+
+
+# Worker 0's app: shard -> the other workers' admin sockets (absent with one worker).
+PEERS: web.AppKey[dict[int, str]] = web.AppKey("peers", dict)
 
 _TIMEOUT = aiohttp.ClientTimeout(total=30)
 
@@ -38,11 +44,11 @@ class _Peer:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    async def call(self, method: str, path: str, params: Mapping[str, Any] | None = None
-                   ) -> tuple[int, Any]:
+    async def call(self, method: str, path: str, params: Mapping[str, Any] | None = None,
+                   body: Any = None) -> tuple[int, Any]:
         conn = aiohttp.UnixConnector(path=self.path)
         async with aiohttp.ClientSession(connector=conn, timeout=_TIMEOUT) as s, \
-                s.request(method, "http://worker" + path,
+                s.request(method, "http://worker" + path, json=body,
                           params={k: str(v) for k, v in (params or {}).items()
                                   if v is not None}) as resp:
             body = await resp.read()
@@ -125,6 +131,23 @@ class ShardedQueueOps:
             if status == 200:
                 out = _sum(out, doc)
         return out
+
+
+async def forward(peers: Mapping[int, str], method: str, path: str, body: Any) -> None:
+    """The same admin request to every other worker (a switch that holds for the daemon,
+    like `mta drain`). A worker that does not answer is logged, not fatal."""
+    import logging
+
+    for i, p in peers.items():
+        try:
+            status, _ = await _Peer(p).call(method, path, body=body)
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
+            logging.getLogger("mta").error("worker %d did not take %s %s: %s", i, method,
+                                           path, e)
+            continue
+        if status >= 300:
+            logging.getLogger("mta").error("worker %d answered %d to %s %s", i, status,
+                                           method, path)
 
 
 def _sum(a: Any, b: Any) -> Any:

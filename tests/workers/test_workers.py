@@ -132,6 +132,13 @@ async def test_two_workers_one_admin_api_and_kill_9_of_one(mta_factory, redis_ur
         assert time.monotonic() < deadline, mta.stderr
         await asyncio.sleep(0.2)
     assert "restarting it" in mta.stderr
+    # `mta drain` through worker 0 drains every worker: no connection is greeted.
+    out = await asyncio.to_thread(mta.cli, "drain", "--reason", "move")
+    assert out.returncode == 0, out.stderr
+    for _ in range(10):  # new connections land on either worker
+        with smtplib.SMTP(timeout=10) as s:
+            code, _msg = s.connect("127.0.0.1", mta.smtp_port)
+            assert code == 421, code
     assert mta.terminate() == 0
 
 
