@@ -427,12 +427,19 @@ class Daemon:
 
     async def _maintain(self) -> None:
         """Once a minute: expire credit lots, prune counters, drop finished messages that
-        are older than the retention window from the spool."""
+        are older than the retention window from the spool; once an hour, drop expired
+        suppression entries (a hard bounce's 30 days)."""
+        minutes = 0
         while True:
             await asyncio.sleep(60)
+            minutes += 1
             try:
                 await self.policy.maintain()
                 await self.spool.purge(time.time() - self.cfg.spool.keep_done)
+                if minutes % 60 == 0:
+                    n = await self.suppressions.prune()
+                    if n:
+                        log.info("suppression: %d expired entries removed", n)
             except Exception:
                 log.exception("periodic maintenance failed; trying again in a minute")
 

@@ -281,6 +281,10 @@ class Suppressions:
         finally:
             self._pending = None
 
+    async def prune(self) -> int:
+        """Drop entries past their expiry (reads skip them already; this frees the rows)."""
+        return await self.backend.prune(self.clock.now())
+
     async def remove(self, scope: str, address: str) -> bool:
         return await self.backend.remove(scope, normalise_target(address))
 
