@@ -151,6 +151,8 @@ def _validate(cfg: Config, errors: _Errors) -> None:
     if (s.tls_cert is None) != (s.tls_key is None):
         errors.add("smtp.tls_cert" if s.tls_cert is None else "smtp.tls_key",
                    "tls_cert and tls_key must be set together")
+    if s.listen_tls and s.tls_cert is None:
+        errors.add("smtp.listen_tls", "implicit TLS needs smtp.tls_cert and smtp.tls_key")
     for name in ("tls_cert", "tls_key"):
         p = getattr(s, name)
         if p is not None and not p.is_file():

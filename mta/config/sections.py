@@ -85,6 +85,9 @@ class SmtpConfig:
     auth_max_failures: int = 5
     auth_max_failures_per_address: int = 0
     auth_failure_window: Duration = 300.0
+    # Implicit-TLS listeners (RFC 8314 "submissions", port 465): TLS from the first byte
+    # with the same certificate; no STARTTLS there. Needs tls_cert and tls_key.
+    listen_tls: list[HostPort] = field(default_factory=list)
     # STARTTLS certificate and key (PEM). Without them STARTTLS is not offered.
     tls_cert: Path | None = None
     tls_key: Path | None = None

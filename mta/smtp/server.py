@@ -113,7 +113,11 @@ class SmtpServer:
         self.auth_failures = AuthFailures(s.auth_max_failures, s.auth_failure_window,
                                           max_per_address=s.auth_max_failures_per_address,
                                           delay=s.auth_failure_delay, clock=clock)
+        self._config = config
         self._listen = list(s.listen)
+        self._listen_tls = list(s.listen_tls)
+        # Implicit-TLS listeners keep one context; a reload loads the new pair into it.
+        self._implicit_ctx: ssl.SSLContext | None = None
         self._runtime = self._build_runtime(config)
         self._servers: list[asyncio.AbstractServer] = []
         self._connections: set[_Connection] = set()
@@ -151,6 +155,14 @@ class SmtpServer:
                 srv = await loop.create_server(lambda: _Connection(self), host, port,
                                                reuse_port=self._reuse_port, backlog=1024)
                 self._servers.append(srv)
+            if self._listen_tls:
+                self._implicit_ctx = self._tls_pair_context()
+            for host, port in self._listen_tls:
+                srv = await loop.create_server(
+                    lambda: _Connection(self, implicit_tls=True), host, port,
+                    ssl=self._implicit_ctx, ssl_handshake_timeout=_TLS_HANDSHAKE_TIMEOUT,
+                    reuse_port=self._reuse_port, backlog=1024)
+                self._servers.append(srv)
         except BaseException:
             for srv in self._servers:
                 srv.close()
@@ -172,9 +184,20 @@ class SmtpServer:
     def connection_count(self) -> int:
         return len(self._connections)
 
+    def _tls_pair_context(self) -> ssl.SSLContext:
+        s = self._config.smtp
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        assert s.tls_cert is not None and s.tls_key is not None  # the loader checks
+        ctx.load_cert_chain(s.tls_cert, s.tls_key)
+        return ctx
+
     def reload(self, config: Config) -> None:
         """New limits, users and TLS apply to sessions started from now on."""
+        self._config = config
         self._runtime = self._build_runtime(config)
+        s = config.smtp
+        if self._implicit_ctx is not None and s.tls_cert is not None and s.tls_key is not None:
+            self._implicit_ctx.load_cert_chain(s.tls_cert, s.tls_key)
 
     async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a drain deadline
         """Stop accepting; idle sessions get 421 now, busy ones may finish their
@@ -235,8 +258,9 @@ class SmtpServer:
 class _Connection(asyncio.Protocol):
     """One client connection: bytes in, Session events, bytes out."""
 
-    def __init__(self, server: SmtpServer) -> None:
+    def __init__(self, server: SmtpServer, *, implicit_tls: bool = False) -> None:
         self.server = server
+        self.implicit_tls = implicit_tls  # a listen_tls connection: TLS from the start
         self.rt = server._runtime
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -268,6 +292,10 @@ class _Connection(asyncio.Protocol):
             return
         info = SessionInfo(self.ip, port, session_id=f"{next(self.server._ids):x}")
         self.session = Session(self.rt.settings, info, self.server.events)
+        if self.implicit_tls:  # the handshake is done before connection_made (RFC 8314)
+            ssl_object = transport.get_extra_info("ssl_object")
+            info.tls = True
+            info.tls_version = ssl_object.version() if ssl_object else None
         transport.write(self.rt.greeting)
         self.last_activity = self.loop.time()
         self.timer = self.loop.call_at(self.last_activity + self.rt.idle_timeout,
