@@ -265,6 +265,8 @@ class SmtpClient:
         self.ehlo: Reply | None = None
         self.extensions = Extensions.none()
         self.tls_active = False
+        self.tls_version = ""  # after STARTTLS: "TLSv1.3", and the cipher suite's name
+        self.tls_cipher = ""
         self.transactions = 0  # completed or attempted MAIL transactions
         self.messages = 0  # send() calls
         self._needs_rset = False
@@ -362,6 +364,11 @@ class SmtpClient:
                                                handshake=True), tls_failed=True)
         p.transport = new  # type: ignore[assignment]
         self.tls_active = True
+        ssl_object = new.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            cipher = ssl_object.cipher()
+            self.tls_version = ssl_object.version() or ""
+            self.tls_cipher = cipher[0] if cipher else ""
 
     # --- state -------------------------------------------------------------------------
     @property

@@ -477,6 +477,7 @@ class Dispatcher:
         feedback = True
         remote_mta = ""  # the MX host that answered (the DSNs' Remote-MTA)
         remote_dsn = False  # it offered DSN: NOTIFY went on with the message (RFC 3461)
+        tls: dict[str, object] = {}  # the session's TLS, for the events
         flight = site.inflight[item.msg_id] = Flight("connection", path)
         try:
             async with path.pool.lease() as client:
@@ -494,6 +495,9 @@ class Dispatcher:
                         result = await client.send(sender, [r], body, params=info.mail_params)
                         replies += result.per_recipient
                 remote_dsn = "DSN" in client.extensions
+                # Opportunistic STARTTLS (RFC 7435): encrypted, the certificate not checked.
+                tls = ({"tls": client.tls_version, "tls_cipher": client.tls_cipher,
+                        "tls_verified": False} if client.tls_active else {"tls": "none"})
         except PathBlocked as e:
             self._hold_back(item, [e.hold])
             return
@@ -506,7 +510,7 @@ class Dispatcher:
         done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name, item.pool)
         await self.outcomes.finish(done, replies, info, site=site.name, body=body, path=path,
                                    feedback=feedback, remote_mta=remote_mta,
-                                   remote_dsn=remote_dsn)
+                                   remote_dsn=remote_dsn, tls=tls)
 
     # --- outcomes, explain ---------------------------------------------------------------
 

@@ -61,11 +61,14 @@ class Outcomes:
     async def finish(self, item: WorkItem, replies: list[Reply], info: MessageInfo | None,
                      *, site: str, body: bytes | None = None,
                      path: EgressPath | None = None, feedback: bool = True,
-                     remote_mta: str = "", remote_dsn: bool = False) -> None:
+                     remote_mta: str = "", remote_dsn: bool = False,
+                     tls: dict[str, object] | None = None) -> None:
         """Decide each reply's fate, make the outcomes durable, then reschedule, notify,
         log and write the DSNs owed. `remote_mta`: the MX host that gave the replies
         ("" when no host answered), reported as the DSNs' Remote-MTA; `remote_dsn`: it
-        offered the DSN extension, so NOTIFY and ORCPT went on with the message."""
+        offered the DSN extension, so NOTIFY and ORCPT went on with the message. `tls`:
+        the session's TLS (tls version or "none", tls_cipher, tls_verified) for the events
+        of recipients a host answered."""
         if info is None:
             info = await self.spool.get(item.msg_id)
             if info is None:
@@ -117,7 +120,8 @@ class Outcomes:
             self.poke()
         emit = self.events.emit
         base = {"id": item.msg_id, "tenant": item.tenant, "site": site,
-                "source": path.source.name if path is not None else None}
+                "source": path.source.name if path is not None else None,
+                "mx": remote_mta or None, **(tls or {})}
         # Deliveries and deferrals first, then bounces and expiries (the order of old).
         for r, f in sorted(decided, key=lambda rf: rf[1].final and rf[1].kind != "delivered"):
             emit(f.kind, **base, recipient=r.address, reply=str(f.reply),

@@ -198,6 +198,9 @@ class Metrics:
         self.expired = Counter(
             "mta_recipients_expired", "Recipients expired in the queue, by tenant.",
             ["tenant", "category"], registry=r)
+        self.delivered_tls = Counter(
+            "mta_delivered_tls", "Recipients delivered, by the TLS version of the session "
+            "(\"none\": in the clear).", ["tls"], registry=r)
         self.feedback_reports = Counter(
             "mta_feedback_reports", "Inbound reports and unsubscribes for the bounce "
             "domains (dsn, arf, unsubscribe, other), by outcome (recorded, ignored, "
@@ -299,6 +302,8 @@ class Metrics:
         elif event == "delivered":
             tenant = self.tenant(get("tenant"))
             self._child(self.delivered, tenant, self._site(get("site"))).inc()
+            if get("tls"):
+                self._child(self.delivered_tls, self._label("tls", get("tls"))).inc()
             accepted = _id_time(str(get("id", "")))
             when = get("time")
             if accepted is not None and isinstance(when, int | float):

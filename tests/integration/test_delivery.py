@@ -88,6 +88,7 @@ async def test_delivered_to_the_primary_mx_with_a_delivered_event(
     assert e["tenant"] == "default" and e["attempt"] == 1
     assert e["site"] and e["source"] == "default"
     assert e["reply"].startswith("250")
+    assert e["mx"] == "mx1.dest.test" and e["tls"] == "none"  # this MX offers no STARTTLS
     shown = await asyncio.to_thread(mta.cli, "queue", "show", msg_id)
     assert shown.returncode == 0
     assert '"state": "delivered"' in shown.stdout
@@ -351,3 +352,22 @@ async def test_mx_with_only_an_ipv6_address_is_reached_over_ipv6(
     [m] = await mx6.wait_for_messages(1, timeout=15)
     assert m.rcpt_tos == ["x@six.test"]
     assert mx6.connections[0].peer[0] == "::1"
+
+
+async def test_the_tls_of_each_delivery_is_in_its_event_and_metrics(
+        mta_factory, dns_server_factory, mx_factory):
+    await mx_factory("127.0.0.2", starttls=True)
+    await mx_factory("127.0.0.3")
+    mta = await _start(mta_factory, dns_server_factory, mx_factory)
+    msg_id = await asyncio.to_thread(_send, mta.smtp_port, ["a@dest.test"], "tls")
+    (e,) = await _wait_event(mta, lambda e: e["event"] == "delivered" and e["id"] == msg_id)
+    assert e["tls"] in ("TLSv1.2", "TLSv1.3") and e["tls_cipher"]
+    assert e["tls_verified"] is False  # opportunistic: encrypted, not authenticated
+
+    def scrape() -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics") as r:
+            return r.read().decode()
+
+    assert f'mta_delivered_tls_total{{tls="{e["tls"]}"}} 1.0' in await asyncio.to_thread(scrape)
