@@ -46,6 +46,7 @@ class Verb(enum.Enum):
     HELP = "HELP"
     STARTTLS = "STARTTLS"
     AUTH = "AUTH"
+    BDAT = "BDAT"  # RFC 3030 CHUNKING
     # Not SMTP at all: a browser or proxy probe (Postfix smtpd_forbidden_commands).
     FORBIDDEN = "FORBIDDEN"
 

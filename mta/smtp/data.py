@@ -65,3 +65,31 @@ class DataReader:
                 self.body = body
         self._buf = bytearray()
         return rest
+
+
+class ChunkReader:
+    """One BDAT chunk (RFC 3030): exactly `size` octets follow the command line, taken as
+    they are (no dot-stuffing, no end marker). `feed()` returns None until they are all
+    in, then the bytes after them (pipelined commands). `data` holds the chunk, unless
+    `keep` was False (a chunk refused before it was read, or past the size limit: it is
+    still read, to stay in step with the client, and thrown away)."""
+
+    __slots__ = ("_buf", "data", "keep", "last", "left", "refusal", "size")
+
+    def __init__(self, size: int, last: bool, *, keep: bool = True,
+                 refusal: object = None) -> None:
+        self.size, self.last, self.keep, self.refusal = size, last, keep, refusal
+        self.left = size
+        self._buf = bytearray()
+        self.data: bytes | None = None
+
+    def feed(self, data: bytes | bytearray | memoryview) -> bytes | None:
+        n = min(self.left, len(data))
+        if self.keep:
+            self._buf += data[:n]
+        self.left -= n
+        if self.left:
+            return None
+        self.data = bytes(self._buf) if self.keep else None
+        self._buf = bytearray()
+        return bytes(data[n:])

@@ -407,8 +407,9 @@ class _Connection(asyncio.Protocol):
             if ev.close:
                 self._close()
         elif isinstance(ev, StartData):
-            self.out.append(_wire(ev.reply))
-            self.reader = ev.reader
+            if ev.reply is not None:  # 354 for DATA; a BDAT chunk is read unannounced
+                self.out.append(_wire(ev.reply))
+            self.reader = ev.reader  # type: ignore[assignment]
             if self.rt.data_timeout < self.rt.idle_timeout:  # the timer is due too late
                 self._arm_timer(self.loop.time() + self.rt.data_timeout)
         elif isinstance(ev, StartTLS):

@@ -22,6 +22,7 @@ import binascii
 import enum
 import functools
 import ipaddress
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from mta.rfc5321.command import Command, CommandError, Verb, parse_command
 from mta.rfc5321.reply import Reply
 from mta.smtp.auth import AuthResult
 from mta.smtp.cleanup import add_headers
-from mta.smtp.data import DataReader
+from mta.smtp.data import ChunkReader, DataReader
 from mta.smtp.handler import SessionInfo
 from mta.smtp.intake import R_NOT_ACCEPTING
 from mta.smtp.longlines import MAX_LINE, has_long_line, wrap_long_lines
@@ -60,7 +61,8 @@ class State(enum.Enum):
     READY = "ready"  # after EHLO/HELO, no mail transaction
     MAIL = "mail"  # MAIL accepted, no recipient yet
     RCPT = "rcpt"  # at least one recipient accepted
-    DATA = "data"  # 354 sent: the adapter reads the message (DataReader)
+    DATA = "data"  # 354 sent (or a BDAT chunk announced): the adapter reads the bytes
+    BDAT = "bdat"  # between BDAT chunks of one message (RFC 3030)
     AUTH = "auth"  # 334 sent: the next line is a SASL response
     PENDING = "pending"  # a decision is being awaited: call decide()
     CLOSED = "closed"
@@ -85,10 +87,11 @@ class StartTLS:
 
 @dataclass(slots=True)
 class StartData:
-    """Send `reply` (354), then feed the message bytes to `reader`, then `data_done()`."""
+    """Send `reply` (354; None for a BDAT chunk: nothing), then feed the message bytes to
+    `reader`, then `data_done()`."""
 
-    reply: Reply
-    reader: DataReader
+    reply: Reply | None
+    reader: DataReader | ChunkReader
 
 
 @dataclass(slots=True)
@@ -139,6 +142,8 @@ R_NO_VALID_RCPT = Reply(554, "5.5.1", "Error: no valid recipients")
 R_NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
 R_IN_TRANSACTION = Reply(503, "5.5.1", "Error: not allowed during a mail transaction")
 R_BAD_SEQUENCE = Reply(503, "5.5.1", "Error: bad sequence of commands")
+R_BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+_BDAT_ARG = re.compile(r"(\d{1,10})(?: +(LAST))?", re.IGNORECASE)
 R_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
 R_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 R_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
@@ -189,7 +194,7 @@ def _ehlo_reply(hostname: str, max_size: int, starttls: bool, auth: bool) -> Rep
     """RFC 5321 4.1.1.1 / RFC 1869: the EHLO reply lists our extensions. Cached: the same
     few variants are sent on every connection (and the adapter caches their bytes)."""
     lines = [hostname, "PIPELINING", f"SIZE {max_size}", "8BITMIME", "SMTPUTF8",
-             "ENHANCEDSTATUSCODES", "DSN"]
+             "ENHANCEDSTATUSCODES", "DSN", "CHUNKING"]
     if starttls:
         lines.append("STARTTLS")
     if auth:
@@ -254,6 +259,8 @@ class Session:
             cmd = parse_command(line)
         except CommandError as e:
             return self._error(e.reply)
+        if cmd.verb is Verb.BDAT:  # its chunk follows whatever the state: always read
+            return self._bdat(cmd)
         handler = _TABLE[self.state].get(cmd.verb)
         if handler is None:
             return self._error(_OUT_OF_SEQUENCE.get((self.state, cmd.verb), R_BAD_SEQUENCE))
@@ -295,22 +302,28 @@ class Session:
         self._reset_transaction()
         self.state = State.GREETED
 
-    def data_done(self, reader: DataReader) -> Event:
-        """The DataReader found the end marker: refuse the message or hand it over."""
-        if reader.body is None:
+    def data_done(self, reader: DataReader | ChunkReader) -> Event:
+        """The DataReader found the end marker (or a BDAT chunk is in): refuse the
+        message or hand it over."""
+        if isinstance(reader, ChunkReader):
+            return self._chunk_done(reader)
+        return self._message_done(reader.body, reader.bare_newline, reader.size)
+
+    def _message_done(self, body: bytes | None, bare_newline: bool, size: int) -> Event:
+        if body is None:
             reply = R_TOO_BIG
-            self._reject("size", reply, size=reader.size)
-        elif reader.bare_newline:
+            self._reject("size", reply, size=size)
+        elif bare_newline:
             reply = R_BARE_NEWLINE
             self._reject("bare_newline", reply)
-        elif self.settings.long_lines == "reject" and has_long_line(reader.body):
+        elif self.settings.long_lines == "reject" and has_long_line(body):
             reply = R_LONG_LINE
             self._reject("long_line", reply)
         else:
             info = self.info
             recipients = self._recipients
             smtputf8 = "SMTPUTF8" in self._mail_params
-            data = add_headers(reader.body, info, hostname=self.settings.hostname,
+            data = add_headers(body, info, hostname=self.settings.hostname,
                                recipients=[r.address for r in recipients], smtputf8=smtputf8)
             # [smtp] long_lines = "wrap": before signing, so the signature covers what is sent.
             data = wrap_long_lines(data)
@@ -387,7 +400,9 @@ class Session:
         self._mail_from: str | None = None
         self._mail_params: dict[str, str] = {}
         self._recipients: list[Recipient] = []
-        if self.state in (State.MAIL, State.RCPT):
+        self._chunks = bytearray()  # BDAT chunks so far
+        self._chunks_size = 0  # their octets, counted even once past the limit
+        if self.state in (State.MAIL, State.RCPT, State.BDAT):
             self.state = State.READY
 
     def _reject(self, reason: str, reply: Reply, **fields: object) -> None:
@@ -548,6 +563,43 @@ class Session:
         self.state = State.DATA
         return StartData(R_DATA, DataReader(self.settings.max_message_size))
 
+    # --- BDAT (RFC 3030 CHUNKING) ------------------------------------------------------
+
+    def _bdat(self, cmd: Command) -> Event:
+        m = _BDAT_ARG.fullmatch(cmd.arg)
+        if m is None:  # no size we can trust to skip: refuse the line, as Postfix does
+            return self._error(R_BDAT_SYNTAX)
+        size, last = int(m.group(1)), m.group(2) is not None
+        refusal = None
+        if self.state not in (State.RCPT, State.BDAT):
+            refusal = {State.GREETED: R_NEED_HELO, State.READY: R_NEED_MAIL,
+                       State.MAIL: R_NO_VALID_RCPT}.get(self.state, R_BAD_SEQUENCE)
+        self._bdat_state = self.state
+        self._chunks_size += size if refusal is None else 0
+        keep = refusal is None and self._chunks_size <= self.settings.max_message_size
+        self.state = State.DATA
+        return StartData(None, ChunkReader(size, last, keep=keep, refusal=refusal))
+
+    def _chunk_done(self, reader: ChunkReader) -> Event:
+        if reader.refusal is not None:  # read and thrown away; the state is as it was
+            self.state = self._bdat_state
+            return self._error(reader.refusal)  # type: ignore[arg-type]
+        if reader.data is not None:
+            self._chunks += reader.data
+        if not reader.last:
+            self.state = State.BDAT
+            return Send((Reply(250, "2.0.0", f"{reader.size} octets received"),))
+        self.state = State.RCPT
+        too_big = self._chunks_size > self.settings.max_message_size
+        body = None if too_big else bytes(self._chunks)
+        size = self._chunks_size
+        self._chunks = bytearray()
+        if body and not body.endswith(b"\r\n"):
+            body += b"\r\n"  # the last line's end, as DATA's end marker supplies it
+        bare = body is not None and (body.count(b"\n") != body.count(b"\r\n")
+                                     or body.count(b"\r") != body.count(b"\r\n"))
+        return self._message_done(body, bare, size)
+
     def _data_without_rcpt(self, cmd: Command) -> Event:
         return self._error(R_NO_VALID_RCPT)
 
@@ -621,6 +673,8 @@ _TABLE: dict[State, dict[Verb, Callable[[Session, Command], Event]]] = {
                   _V.MAIL: Session._mail},
     State.MAIL: {**_ANYTIME, _V.RCPT: Session._rcpt, _V.DATA: Session._data_without_rcpt},
     State.RCPT: {**_ANYTIME, _V.RCPT: Session._rcpt, _V.DATA: Session._data},
+    # Between chunks only BDAT (handled before this table), RSET, QUIT and the harmless.
+    State.BDAT: {**_ANYTIME},
 }
 _OUT_OF_SEQUENCE: dict[tuple[State, Verb], Reply] = {
     **{(State.GREETED, v): R_NEED_HELO for v in (_V.MAIL, _V.RCPT, _V.DATA, _V.AUTH)},

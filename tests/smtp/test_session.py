@@ -122,6 +122,7 @@ def test_4_3_2_a_whole_relay_session():
         S: 250-SMTPUTF8
         S: 250-ENHANCEDSTATUSCODES
         S: 250-DSN
+        S: 250-CHUNKING
         S: 250 AUTH PLAIN LOGIN
         C: MAIL FROM:<alice@client.test> SIZE=100 BODY=8BITMIME
         S: 250 2.1.0 Ok
@@ -198,7 +199,7 @@ def test_4_1_4_ehlo_in_a_transaction_resets_it():
 
 def _ehlo_lines(extra: tuple[str, ...] = ("AUTH PLAIN LOGIN",)) -> str:
     ext = ["PIPELINING", "SIZE 10000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "DSN",
-           *extra]
+           "CHUNKING", *extra]
     lines = ["mx.test", *ext]
     return "\n".join(f"S: 250{'-' if i < len(lines) - 1 else ' '}{ln}"
                      for i, ln in enumerate(lines))
