@@ -21,6 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +43,7 @@ from mta.ingress import Ingress, NotQueued
 from mta.observe.events import EventLog
 from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
+from mta.observe.rotate import prune_older
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
 from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
 from mta.policy.identity import open_identity
@@ -435,13 +437,27 @@ class Daemon:
             minutes += 1
             try:
                 await self.policy.maintain()
-                await self.spool.purge(time.time() - self.cfg.spool.keep_done)
+                keep = self.cfg.retention.metadata or self.cfg.spool.keep_done
+                await self.spool.purge(time.time() - keep)
                 if minutes % 60 == 0:
-                    n = await self.suppressions.prune()
-                    if n:
-                        log.info("suppression: %d expired entries removed", n)
+                    await self._hourly()
             except Exception:
                 log.exception("periodic maintenance failed; trying again in a minute")
+
+    async def _hourly(self) -> None:
+        """Expired suppression entries; [retention] of rotated events files and of failed
+        webhook batches."""
+        n = await self.suppressions.prune()
+        if n:
+            log.info("suppression: %d expired entries removed", n)
+        r, now = self.cfg.retention, time.time()
+        path = events_path(self.cfg, self.shard)
+        if r.events and path:
+            n = await asyncio.to_thread(prune_older, Path(path), now - r.events)
+            if n:
+                log.info("retention: %d rotated events file(s) removed", n)
+        if self.webhooks is not None and r.webhook_failed:
+            await self.webhooks.outbox.purge_failed(now - r.webhook_failed)
 
     def reload(self) -> None:
         """SIGHUP: re-read the config file; keep the old config if the new one is bad."""

@@ -25,6 +25,7 @@ from mta.config.content import ContentConfig
 from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
 from mta.config.reputation import ReputationConfig
+from mta.config.retention import RetentionConfig
 from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
@@ -483,6 +484,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Rotator", "rotated_files"]
+__all__ = ["Rotator", "prune_older", "rotated_files"]
 
 _SUFFIX = {"gzip": ".gz", "zstd": ".zst", "none": ""}
 
@@ -84,3 +84,17 @@ def _open_compressed(path: Path, kind: str) -> Any:
         import zstandard
         return zstandard.ZstdCompressor().stream_writer(open(path, "wb"), closefd=True)
     return gzip.open(path, "wb", compresslevel=6)
+
+
+def prune_older(path: Path, before: float) -> int:
+    """Delete the rotated copies of `path` last written before `before` ([retention]
+    events); returns how many. The current file is never touched."""
+    n = 0
+    for p in rotated_files(path) if path.parent.is_dir() else []:
+        try:
+            if p.stat().st_mtime < before:
+                p.unlink()
+                n += 1
+        except FileNotFoundError:
+            continue
+    return n

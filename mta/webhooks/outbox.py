@@ -147,6 +147,13 @@ class Outbox:
             return self._db.execute(sql, args).rowcount
         return int(await self._run(run))
 
+    async def purge_failed(self, before: float) -> int:
+        """Failed batches written before `before` go ([retention] webhook_failed)."""
+        def run() -> int:
+            return self._db.execute("DELETE FROM batches WHERE failed = 1 AND created < ?",
+                                    (before,)).rowcount
+        return int(await self._run(run))
+
     async def drop_endpoint(self, endpoint: str) -> None:
         def run() -> None:
             with self._db:
