@@ -108,6 +108,12 @@ def node_owner(spool_dir: str | os.PathLike[str], shard: int) -> str:
         return f"{f.read().strip()}/{shard}"
 
 
+def config_api_keys(cfg: Config) -> dict[str, str]:
+    """API key -> tenant for POST /api/v1/messages: [tenants.X] api_keys (run-time keys
+    live in the policy store, mta.http.inject.ApiKeys)."""
+    return {key: name for name, t in cfg.tenants.items() for key in t.api_keys}
+
+
 class IngressDsnSink:
     """The DsnSink delivery writes DSNs to: the one ingest service (`Ingress.submit_dsn`),
     without policy (DSNs are not the tenant's sending)."""
@@ -257,7 +263,7 @@ class Daemon:
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
             stack.callback(maintenance.cancel)
 
-            from mta.http.app import Limits
+            from mta.http.app import Limits, RequestLimits
             self.metrics.watch_queue(self.spool, self.delivery.scheduler)
             self.metrics.add_gauge("mta_smtp_connections", "Inbound SMTP connections open.",
                                    lambda: self.smtp.connection_count if self.smtp else 0)
@@ -266,16 +272,16 @@ class Daemon:
                 lambda: self.delivery.connection_count)
             self._watch_policy()
             self.delivery.observe_throttle = self.metrics.observe_throttle
-            # API key -> tenant for POST /api/v1/messages: [tenants.X] api_keys (policy adds it).
-            api_keys = {key: name for name, t in cfg.tenants.items()
-                        for key in getattr(t, "api_keys", ())}
             app = make_app(admin_token=cfg.http.admin_token,
                            queue_ops=QueueOperations(self.spool, self.delivery),
-                           ingress=self.ingress, metrics=self.metrics, api_keys=api_keys,
+                           ingress=self.ingress, metrics=self.metrics,
+                           api_keys=config_api_keys(cfg),
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            suppressions=self.suppressions, inbound=self.ingress.inbound,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
-                                         cfg.server.hostname))
+                                         cfg.server.hostname),
+                           request_limits=RequestLimits.from_config(cfg))
+            self.http_app = app
             self.http_runner = web.AppRunner(app, access_log=None)
             await self.http_runner.setup()
             stack.push_async_callback(self.http_runner.cleanup)

@@ -44,7 +44,7 @@ def _local(request: web.Request) -> bool:
     return sock is not None and sock.family == socket.AF_UNIX
 
 
-def _caller(request: web.Request) -> str | None:
+async def _caller(request: web.Request) -> str | None:
     """None for the operator (admin token or local socket), else the tenant of the key."""
     if _local(request):
         return None
@@ -53,7 +53,7 @@ def _caller(request: web.Request) -> str | None:
     token: str = request.app[state.ADMIN_TOKEN]
     if token and given and hmac.compare_digest(given.encode(), token.encode()):
         return None
-    tenant = request.app[state.API_KEYS].tenant(given)
+    tenant = await request.app[state.API_KEYS].tenant(given)
     if tenant is None:
         raise ApiError(401, "unauthorized", "the admin token or a tenant's API key is "
                        "required (Authorization: Bearer ...)",
@@ -82,7 +82,7 @@ def _scope(tenant: str | None, given: Any, *, default: str | None) -> str | None
 
 @routes.get("/api/v1/suppressions")
 async def suppressions_list(request: web.Request) -> web.Response:
-    tenant = _caller(request)
+    tenant = await _caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.query.get("scope"), default=None)
     try:
@@ -95,7 +95,7 @@ async def suppressions_list(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/suppressions")
 async def suppressions_add(request: web.Request) -> web.Response:
-    tenant = _caller(request)
+    tenant = await _caller(request)
     lists = _lists(request)
     doc = await json_object(request)
     unknown = set(doc) - {"address", "scope", "reason", "source", "expires_at"}
@@ -115,7 +115,7 @@ async def suppressions_add(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/suppressions/{scope}/{address}")
 async def suppressions_remove(request: web.Request) -> web.Response:
-    tenant = _caller(request)
+    tenant = await _caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.match_info["scope"], default=GLOBAL)
     address = request.match_info["address"]
@@ -146,7 +146,7 @@ async def suppressions_import(request: web.Request) -> web.Response:
     """Every valid entry is added (replacing: importing the same file twice changes
     nothing); the invalid ones are counted and the first _MAX_ERRORS reported by line (or,
     for JSON, by index from 1)."""
-    tenant = _caller(request)
+    tenant = await _caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.query.get("scope"), default=None)
     ctype = request.content_type

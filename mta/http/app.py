@@ -26,19 +26,18 @@ from mta.http import (
     admin_suppressions,
     inject,
     openapi,
+    ratelimit,
     scrape,
     state,
     unsubscribe,
 )
 from mta.http.compose import Limits
 from mta.http.errors import error_middleware, json_error
+from mta.http.ratelimit import RequestLimits
 from mta.observe.metrics import Metrics
+from mta.policy.kv import kv_for
 
-__all__ = ["Limits", "make_app"]
-
-# Admin requests carry small JSON bodies; injection reads its body itself, bounded by
-# [smtp] max_message_size (mta.http.inject).
-ADMIN_MAX_BODY = 1024 * 1024
+__all__ = ["Limits", "RequestLimits", "make_app"]
 
 
 def _local(request: web.Request) -> bool:
@@ -65,20 +64,28 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              ingress: inject.IngressLike | None = None, metrics: Metrics | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
              limits: Limits | None = None, shaper: Any = None,
-             suppressions: Any = None, inbound: Any = None) -> web.Application:
+             suppressions: Any = None, inbound: Any = None,
+             request_limits: RequestLimits | None = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
     `policy_unavailable`, `metrics_unavailable`, `shaping_unavailable`). `shaper`: the
     dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping. `inbound`: the feedback
-    loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it)."""
-    app = web.Application(middlewares=[error_middleware, admin_auth_middleware],
-                          client_max_size=ADMIN_MAX_BODY)
+    loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it).
+    `request_limits`: rates per API key and admin token, admin body size ([http]; None: no
+    rate limits, 1 MiB bodies). Run-time API keys live in `policy_admin`'s store."""
+    request_limits = request_limits or RequestLimits()
+    app = web.Application(middlewares=[error_middleware, admin_auth_middleware,
+                                       ratelimit.ratelimit_middleware,
+                                       ratelimit.body_limit_middleware],
+                          client_max_size=request_limits.max_body)
     app[state.ADMIN_TOKEN] = admin_token
     app[state.QUEUE_OPS] = queue_ops
     app[state.INGRESS] = ingress
     app[state.METRICS] = metrics
-    app[state.API_KEYS] = inject.ApiKeys(api_keys)
+    app[state.API_KEYS] = inject.ApiKeys(
+        api_keys, kv_for(policy_admin.store) if policy_admin is not None else None)
+    app[ratelimit.LIMITER] = ratelimit.RateLimiter(request_limits)
     app[state.POLICY_ADMIN] = policy_admin
     app[state.INJECT_LIMITS] = limits or Limits()
     app[state.SHAPER] = shaper

@@ -417,7 +417,13 @@ DOCUMENT: dict[str, Any] = {
     "info": {"title": "mta HTTP API", "version": "1",
              "description": "Injection (tenant API keys), administration (operator token), "
                             "Prometheus metrics. Every error is {\"error\": {\"code\", "
-                            "\"message\"}} with a stable code."},
+                            "\"message\"}} with a stable code. Limits: each API key and "
+                            "the admin token (over TCP) has a request rate with a burst "
+                            "and a cap on requests in flight ([http] api_*, admin_*); "
+                            "past them 429 rate_limited with Retry-After, and every "
+                            "answer carries RateLimit-Policy and RateLimit "
+                            "(draft-ietf-httpapi-ratelimit-headers). An admin body over "
+                            "[http] max_body is 413 payload_too_large with error.limit."},
     "components": {
         "schemas": SCHEMAS,
         "securitySchemes": {
@@ -444,7 +450,9 @@ DOCUMENT: dict[str, Any] = {
                     (415, "unsupported_media_type: not application/json"),
                     (422, "sender_refused, no_recipients_accepted, message_refused "
                           "(permanent SMTP reply in error.reply)"),
-                    (429, "sender_refused (transient: retry later)"),
+                    (429, "sender_refused (transient: retry later); rate_limited (this "
+                          "key is past [http] api_rate/api_burst or api_concurrency: "
+                          "wait Retry-After seconds)"),
                     (503, "message_refused (transient: spool full), "
                           "injection_unavailable"))}}},
         "/metrics": {"get": {
