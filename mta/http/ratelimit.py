@@ -17,9 +17,9 @@ the size of a request body. Two aiohttp middlewares, inside `error_middleware`:
   Keys do not share buckets: one key past its limit leaves every other key alone. The
   local admin socket (trusted by file mode) is never limited. State is per node (each
   node's own memory): a cluster of N nodes serves a key at most N times its rate.
-- `body_limit_middleware`: an admin request body over `[http] max_body` is a 413 in the
-  API's JSON form naming the limit (aiohttp's own 413 says neither). Injection bounds its
-  body itself ([smtp] max_message_size, mta.http.inject).
+- `body_limit_middleware`: an admin request body over `[http] max_body` (aiohttp's
+  client_max_size) is a 413 in the API's JSON form naming the limit. Injection bounds its
+  body itself ([smtp] max_message_size, mta.http.inject), as do the routes that stream.
 """
 
 from __future__ import annotations
@@ -243,14 +243,10 @@ def _too_large(limit: int) -> ApiError:
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    if request.path == INJECT_PATH:
-        return await handler(request)  # its own, larger limit (mta.http.inject)
-    limit = request.app[LIMITER].limits.max_body
-    if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+    """aiohttp's request.read()/json() stop at client_max_size ([http] max_body) with an
+    HTML-ish 413; this one names the limit. Routes that stream a larger body themselves
+    (injection, suppression import, content dry runs) keep their own limits and codes."""
     try:
-        if request.body_exists and request.content_length is None:
-            await request.read()  # chunked: read (bounded) now, so every route answers 413
         return await handler(request)
     except web.HTTPRequestEntityTooLarge:
-        raise _too_large(limit) from None
+        raise _too_large(request.app[LIMITER].limits.max_body) from None

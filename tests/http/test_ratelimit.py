@@ -144,27 +144,32 @@ async def test_the_admin_token_has_its_own_limit(tmp_path):
         assert status == 422
 
 
-async def test_an_admin_body_over_max_body_is_413_naming_the_limit(tmp_path):
+async def test_an_admin_body_over_max_body_is_413_naming_the_limit(mta_factory):
+    mta = await asyncio.to_thread(mta_factory)
+    url = f"http://127.0.0.1:{mta.http_port}"
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
-    big = json.dumps({"name": "x" * 5000}).encode()
-    async with _app(tmp_path, RequestLimits(max_body=2048)) as (url, _), \
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+    limit = 1024 * 1024  # [http] max_body default
+    big = json.dumps({"name": "x" * (limit + 10)}).encode()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
         async with s.post(url + "/api/v1/admin/tenants", data=big, headers=auth) as r:
             body = await r.json()
             assert r.status == 413
             assert body["error"]["code"] == "payload_too_large"
-            assert body["error"]["limit"] == 2048
-            assert "2048 bytes" in body["error"]["message"]
+            assert body["error"]["limit"] == limit
+            assert f"{limit} bytes ([http] max_body)" in body["error"]["message"]
 
         async def chunks():  # no Content-Length: aiohttp finds it while reading
-            for _ in range(5):
-                yield b" " * 1000
-            yield big
+            for i in range(0, len(big), 65536):
+                yield big[i:i + 65536]
 
         async with s.post(url + "/api/v1/admin/tenants", data=chunks(), headers=auth) as r:
             body = await r.json()
             assert (r.status, body["error"]["code"]) == (413, "payload_too_large")
-            assert body["error"]["limit"] == 2048
+            assert body["error"]["limit"] == limit
+        # A body within the limit is served as before.
+        async with s.post(url + "/api/v1/admin/tenants", json={"name": "small"},
+                          headers=auth) as r:
+            assert r.status == 201, await r.text()
 
 
 async def test_an_injection_body_over_its_limit_is_413_naming_it(tmp_path):
