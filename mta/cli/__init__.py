@@ -21,6 +21,7 @@ from mta.cli import (
     dkim,
     domains,
     init,
+    keys,
     licence,
     policy,
     queue,
@@ -31,7 +32,8 @@ from mta.cli import (
 from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
-_GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains)
+_GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
+           keys)
 
 
 def build_parser() -> argparse.ArgumentParser:

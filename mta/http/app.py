@@ -19,6 +19,7 @@ from aiohttp import web
 from mta.http import (
     admin_content,
     admin_domains,
+    admin_keys,
     admin_licence,
     admin_policy,
     admin_queue,
@@ -98,6 +99,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_content.routes)
     app.add_routes(admin_suppressions.routes)
     app.add_routes(admin_domains.routes)
+    app.add_routes(admin_keys.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)

@@ -412,6 +412,36 @@ _ADMIN_DOMAINS_PATHS: dict[str, Any] = {
         | _SD_ERRORS, tag="identity", params=_SD_PARAMS)},
 }
 
+_API_KEY = {"type": "object", "properties": {
+    "id": {"type": "string", "description": "first 12 hex digits of the key's SHA-256"},
+    "tenant": {"type": "string"}, "created": {"type": ["number", "null"]},
+    "label": {"type": "string"},
+    "source": {"type": "string", "enum": ["runtime", "config"]}}}
+_KEY_ERRORS = _errors((400, "bad_tenant, bad_json, bad_request, bad_field, bad_id"),
+                      (404, "not_found: no such tenant, or no such run-time key"),
+                      (503, "policy_unavailable: no policy store in this process"))
+_ADMIN_KEYS_PATHS: dict[str, Any] = {
+    "/api/v1/admin/keys": {
+        "get": _op("API keys (of one tenant): run-time and from the config, never the keys",
+                   _ok("Keys", {"type": "object", "properties": {
+                       "keys": {"type": "array", "items": _API_KEY}}}) | _KEY_ERRORS,
+                   tag="keys", params=[_query("tenant", "only this tenant's",
+                                              {"type": "string"})]),
+        "post": _op("Create an API key; the key is in this answer only (a hash is stored). "
+                    "Event key_created.",
+                    _ok("Created", {"allOf": [_API_KEY, {"type": "object", "properties": {
+                        "key": {"type": "string"}}}]}, "201") | _KEY_ERRORS, tag="keys",
+                    body={"type": "object", "required": ["tenant"], "properties": {
+                        "tenant": {"type": "string"}, "label": {"type": "string"}}})},
+    "/api/v1/admin/keys/{tenant}/{id}": {"delete": _op(
+        "Revoke a run-time key: refused at once on every node sharing the store. Event "
+        "key_revoked.",
+        _ok("Revoked", {"type": "object", "properties": {"revoked": _API_KEY}})
+        | _KEY_ERRORS | _errors((409, "config_key: a config key (edit the config, SIGHUP)")),
+        tag="keys", params=[_path_param("tenant", "Tenant name"),
+                            _path_param("id", "Key id (8 to 64 hex digits)")])},
+}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "mta HTTP API", "version": "1",
@@ -488,6 +518,7 @@ DOCUMENT: dict[str, Any] = {
         **_SUPPRESSION_PATHS,
 
         **_ADMIN_DOMAINS_PATHS,
+        **_ADMIN_KEYS_PATHS,
     },
 }
 
