@@ -4,7 +4,8 @@ Lifecycle (aiohttp web_runner style): open in order - events log, spool, deliver
 SMTP listeners - and close in reverse, also after a start-up that failed halfway.
 SIGTERM/SIGINT: stop listening, let in-flight sessions and deliveries finish within
 `[server] shutdown_timeout`, close the spool (every commit is already fsynced), exit 0.
-SIGHUP: reload the config (limits, users, TLS, policy, shaping) and reopen the events log;
+SIGHUP: reload the config (limits, users, TLS, policy, shaping, HTTP API keys and rates) and
+reopen the events log;
 a bad new config is refused and the old one kept. With NOTIFY_SOCKET set (systemd
 Type=notify or notify-reload): READY=1 with a STATUS= line once every listener is bound,
 RELOADING=1 ... READY=1 around each reload, STOPPING=1 at SIGTERM, and WATCHDOG=1 from the
@@ -35,6 +36,8 @@ from mta.dkim.pool import attach_pool
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
+from mta.http.ratelimit import reload_limits
+from mta.http.state import API_KEYS
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress, NotQueued
 from mta.observe.events import EventLog
@@ -399,6 +402,10 @@ class Daemon:
         if self.ingress.inbound is not None:
             self.ingress.inbound.reload(self.ingress.feedback)
         self.content.reload(new.content)
+        # HTTP: the config's API keys (a removed key is refused from now on) and the
+        # request rates; run-time keys live in the policy store and need no reload.
+        self.http_app[API_KEYS].reload(config_api_keys(new))
+        reload_limits(self.http_app, new)
         if self.ingress.identity is not None:
             self.ingress.identity.reload(new)
         self.events.reopen()
