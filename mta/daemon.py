@@ -50,6 +50,7 @@ from mta.policy.kv import kv_for
 from mta.queue import Envelope, Spool
 from mta.shaping import memory_stores, redis_stores
 from mta.shaping.dnsbl import DnsblWatch
+from mta.smtp.auth import RuntimeUsers
 from mta.smtp.server import SmtpServer
 from mta.suppress import Suppressions
 
@@ -275,7 +276,11 @@ class Daemon:
                 lambda: self.delivery.connection_count)
             self._watch_policy()
             self.delivery.observe_throttle = self.metrics.observe_throttle
-            app = make_app(admin_token=cfg.http.admin_token,
+            # Run-time SMTP AUTH users (mta users add), in the policy store like the keys.
+            users = RuntimeUsers(kv_for(self.policy.store))
+            await users.refresh()
+            stack.callback(users.start().cancel)
+            app = make_app(admin_token=cfg.http.admin_token, users=users,
                            queue_ops=QueueOperations(self.spool, self.delivery),
                            ingress=self.ingress, metrics=self.metrics,
                            api_keys=config_api_keys(cfg),
@@ -305,7 +310,7 @@ class Daemon:
                 log.info("admin socket %s", self.admin_socket)
 
             self.smtp = SmtpServer(cfg, self.ingress, events=self.events,
-                                   reuse_port=cfg.server.workers > 1)
+                                   reuse_port=cfg.server.workers > 1, users=users)
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
             yield

@@ -28,12 +28,13 @@ from mta.cli import (
     serve,
     shaping,
     suppress,
+    users,
 )
 from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
-           keys)
+           keys, users)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -66,7 +66,8 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
              limits: Limits | None = None, shaper: Any = None,
              suppressions: Any = None, inbound: Any = None,
-             request_limits: RequestLimits | None = None) -> web.Application:
+             request_limits: RequestLimits | None = None,
+             users: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
@@ -74,7 +75,8 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping. `inbound`: the feedback
     loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it).
     `request_limits`: rates per API key and admin token, admin body size ([http]; None: no
-    rate limits, 1 MiB bodies). Run-time API keys live in `policy_admin`'s store."""
+    rate limits, 1 MiB bodies). Run-time API keys live in `policy_admin`'s store; `users`:
+    the run-time SMTP AUTH users (mta.smtp.auth.RuntimeUsers) for /api/v1/admin/users."""
     request_limits = request_limits or RequestLimits()
     app = web.Application(middlewares=[error_middleware, admin_auth_middleware,
                                        ratelimit.ratelimit_middleware,
@@ -87,6 +89,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[state.API_KEYS] = inject.ApiKeys(
         api_keys, kv_for(policy_admin.store) if policy_admin is not None else None)
     app[ratelimit.LIMITER] = ratelimit.RateLimiter(request_limits)
+    app[admin_keys.USERS] = users
     app[state.POLICY_ADMIN] = policy_admin
     app[state.INJECT_LIMITS] = limits or Limits()
     app[state.SHAPER] = shaper

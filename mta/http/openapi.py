@@ -442,6 +442,42 @@ _ADMIN_KEYS_PATHS: dict[str, Any] = {
                             _path_param("id", "Key id (8 to 64 hex digits)")])},
 }
 
+_USER = {"type": "object", "properties": {
+    "name": {"type": "string"}, "tenant": {"type": "string"},
+    "networks": {"type": "array", "items": {"type": "string"}},
+    "disabled": {"type": "boolean"}, "created": {"type": ["number", "null"]},
+    "source": {"type": "string", "enum": ["runtime", "config"]}}}
+_PASSWORD = {"type": "object", "properties": {
+    "password_hash": {"type": "string", "description": "as `mta passwd` prints ($scrypt$...)"},
+    "password": {"type": "string", "description": "hashed by the server"}}}
+_USER_ERRORS = _errors((400, "bad_user, bad_tenant, bad_json, bad_request, bad_field"),
+                       (404, "not_found: no such tenant or run-time user"),
+                       (409, "user_exists, config_user (a [users] entry: edit the config)"),
+                       (503, "users_unavailable"))
+_USER_NAME = [_path_param("name", "SMTP AUTH user name")]
+_ADMIN_KEYS_PATHS["/api/v1/admin/users"] = {
+    "get": _op("SMTP AUTH users: run-time and from the config (never their hashes)",
+               _ok("Users", {"type": "object", "properties": {
+                   "users": {"type": "array", "items": _USER}}}) | _USER_ERRORS, tag="keys"),
+    "post": _op("Add a run-time SMTP AUTH user, effective at once on every node. Event "
+                "user_added.", _ok("Added", _USER, "201") | _USER_ERRORS, tag="keys",
+                body={"allOf": [_PASSWORD, {"type": "object", "required": ["name", "tenant"],
+                                            "properties": {
+                    "name": {"type": "string"}, "tenant": {"type": "string"},
+                    "networks": {"type": "array", "items": {"type": "string"}}}}]})}
+_ADMIN_KEYS_PATHS["/api/v1/admin/users/{name}/password"] = {"put": _op(
+    "Set a run-time user's password. Event user_passwd.", _ok("Changed", _USER)
+    | _USER_ERRORS, tag="keys", body=_PASSWORD, params=_USER_NAME)}
+for _verb in ("disable", "enable"):
+    _ADMIN_KEYS_PATHS[f"/api/v1/admin/users/{{name}}/{_verb}"] = {"post": _op(
+        f"{_verb.capitalize()} a run-time user (its next AUTH on any node). Event "
+        f"user_{_verb}d.", _ok("Changed", _USER) | _USER_ERRORS, tag="keys",
+        params=_USER_NAME)}
+_ADMIN_KEYS_PATHS["/api/v1/admin/users/{name}"] = {"delete": _op(
+    "Remove a run-time user. Event user_removed.", _ok("Removed", {
+        "type": "object", "properties": {"removed": _USER}}) | _USER_ERRORS, tag="keys",
+    params=_USER_NAME)}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "mta HTTP API", "version": "1",

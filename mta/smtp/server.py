@@ -14,6 +14,7 @@ coroutine that really suspends (disk, network, a thread) costs a task and a loop
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -26,7 +27,7 @@ from typing import Any
 from mta.config import Config
 from mta.observe.events import EventLog
 from mta.rfc5321.reply import Reply
-from mta.smtp.auth import Authenticator, AuthFailures, AuthResult
+from mta.smtp.auth import Authenticator, AuthFailures, AuthResult, RuntimeUsers
 from mta.smtp.data import DataReader
 from mta.smtp.handler import IngressHandler, SessionInfo
 from mta.smtp.session import (
@@ -97,8 +98,15 @@ class SmtpServer:
 
     def __init__(self, config: Config, handler: IngressHandler, *,
                  events: EventLog | None = None,
-                 clock: Callable[[], float] = time.monotonic, reuse_port: bool = False) -> None:
+                 clock: Callable[[], float] = time.monotonic, reuse_port: bool = False,
+                 users: RuntimeUsers | None = None) -> None:
         self.handler = handler
+        # Run-time AUTH users (mta users add), beside [users.NAME]; AUTH is offered once
+        # either has a user.
+        self.users = users
+        self._config = config
+        if users is not None:
+            users.listeners.append(lambda: self.reload(self._config))
         # SO_REUSEPORT only for worker processes sharing the listeners on purpose: with it
         # a second, unrelated `mta serve` on the same port would start silently and take
         # part of the connections instead of failing with "address already in use".
@@ -127,7 +135,12 @@ class SmtpServer:
         self.auth_failures.window = s.auth_failure_window
         settings = SessionSettings.from_config(config, tls_available=ctx is not None,
                                                auth_locked=self.auth_failures.is_locked)
-        return _Runtime(settings, ctx, Authenticator(config.users), s.max_connections,
+        auth = Authenticator(config.users, self.users)
+        if self.users is not None:
+            self.users.config = config.users
+        if bool(auth) != settings.auth_available:
+            settings = dataclasses.replace(settings, auth_available=bool(auth))
+        return _Runtime(settings, ctx, auth, s.max_connections,
                         s.max_connections_per_ip, s.max_line_length, s.idle_timeout,
                         s.data_timeout, s.auth_failure_delay,
                         greeting_reply(settings).to_bytes())
@@ -165,6 +178,7 @@ class SmtpServer:
 
     def reload(self, config: Config) -> None:
         """New limits, users and TLS apply to sessions started from now on."""
+        self._config = config
         self._runtime = self._build_runtime(config)
 
     async def stop(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a drain deadline
