@@ -55,6 +55,9 @@ async def test_users_added_changed_and_disabled_at_once_on_two_nodes(mta_factory
     with redis.Redis.from_url(url, socket_timeout=5) as r:
         dump = b"".join(r.dump(k) or b"" for k in r.keys("*"))
     assert b"n3w" not in dump and b"s3cret" not in dump  # only scrypt hashes
+    # The events log is written behind: wait for the last line of each node.
+    assert a.wait_events(lambda e: e["event"] == "user_enabled")
+    assert b.wait_events(lambda e: e["event"] == "user_disabled")
     assert [e["event"] for e in a.events() if e["event"].startswith("user_")] == [
         "user_added", "user_passwd", "user_enabled"]
     assert [e["event"] for e in b.events() if e["event"].startswith("user_")] == [
