@@ -67,6 +67,8 @@ class Scenario:
     domains: int = 0  # 0: one site; N: d0..dN-1.bench.test over SITES sites
     tempfail: float = 0.0
     share: float = 1.0  # of --messages (100 KB messages: fewer)
+    mix: str = ""  # bench/sink.py --mix (smart mode): 421/451/slow-down/550 shares
+    latency: str = ""  # bench/sink.py --latency: per-domain RCPT delays
 
 
 SCENARIOS = [
@@ -79,6 +81,9 @@ SCENARIOS = [
     Scenario("rcpt-10-sites-10", "10 rcpts over 1,000 domains / 10 sites", rcpts=10,
              domains=1000, share=0.5),
     Scenario("tempfail", "10% of RCPTs 451, accepted on retry (1s)", tempfail=0.1),
+    Scenario("realistic", "1,000 domains / 10 sites; 1% greetings 421, 3% RCPTs 451, 2% "
+             "slow-down, 2% of addresses 550; d1* domains 50 ms slow", domains=1000,
+             mix="421:0.01,451:0.03,slow:0.02,550:0.02", latency="d1*.bench.test=50,*=1"),
     Scenario("queue", "large queue, destinations down: restart, then drain", kind="queue"),
 ]
 
@@ -122,10 +127,14 @@ class Sink:
     """bench/sink.py on all SINK_HOSTS; `stored` follows its report lines."""
 
     def __init__(self, workdir: Path, port: int, *, tempfail: float = 0.0,
-                 stall: bool = False) -> None:
+                 stall: bool = False, mix: str = "", latency: str = "") -> None:
         self.json_path = workdir / f"sink-{time.monotonic_ns()}.json"
         cmd = [sys.executable, str(HERE / "sink.py"), "--report", "0.2",
                "--json", str(self.json_path), "--tempfail", str(tempfail)]
+        if mix:
+            cmd += ["--mix", mix]
+        if latency:
+            cmd += ["--latency", latency]
         for h in SINK_HOSTS:
             cmd += ["--listen", f"{h}:{port}"]
         if stall:
@@ -142,7 +151,8 @@ class Sink:
 
     def _read(self) -> None:
         for line in self.proc.stdout:  # type: ignore[union-attr]
-            m = re.search(r"stored=(\d+)", line)
+            # Every recipient with its fate: stored, or refused for good (smart mode).
+            m = re.search(r"final=(\d+)", line) or re.search(r"stored=(\d+)", line)
             if m:
                 self.stored = int(m.group(1))
 
@@ -325,7 +335,8 @@ def run_one(side_cls, sc: Scenario, run: int, args: argparse.Namespace, dns: Dns
         sc = replace(sc, size=args.size)
     workdir = Path(tempfile.mkdtemp(prefix=f"{sc.name}-{side_cls.name}-", dir=top))
     workdir.chmod(0o755)  # Postfix's unprivileged daemons must reach their directories
-    retry = "1s" if sc.tempfail else QUEUE_RETRY if sc.kind == "queue" else "1h"
+    retry = ("1s" if sc.tempfail or sc.mix else QUEUE_RETRY if sc.kind == "queue"
+             else "1h")
     if side_cls is MtaSide and (args.dkim or args.policy):
         side = side_cls(workdir, dns, sink_port, retry, args.connections, dkim=args.dkim or "",
                         policy=args.policy)
@@ -337,7 +348,8 @@ def run_one(side_cls, sc: Scenario, run: int, args: argparse.Namespace, dns: Dns
     timeout = 120 + n * sc.rcpts / 50
     try:
         if sc.kind != "queue":
-            sink = Sink(workdir, sink_port, tempfail=sc.tempfail, stall=sc.kind == "ingest")
+            sink = Sink(workdir, sink_port, tempfail=sc.tempfail, stall=sc.kind == "ingest",
+                        mix=sc.mix, latency=sc.latency)
         result["ready_s"] = side.start()
         with procstat.Sampler(side.pid) as sampler:
             cpu0 = procstat.tree_cpu(side.pid())
@@ -369,7 +381,9 @@ def run_one(side_cls, sc: Scenario, run: int, args: argparse.Namespace, dns: Dns
     if sink is not None and sc.kind == "relay":
         span = stats.get("last_time", 0) - result["first_time"]
         result.update(sink_bins=stats.get("bins", []), sink_stored=stats.get("stored"),
-                      tempfails=stats.get("tempfails"), e2e_s=span,
+                      tempfails=stats.get("tempfails"), refused=stats.get("refused"),
+                      slowdowns=stats.get("slowdowns"),
+                      greet_refused=stats.get("greet_refused"), e2e_s=span,
                       e2e_rate=result["accepted"] / span if span > 0 else None,
                       delay_q=quantiles(stats.get("delays", [])))
     if not args.keep:

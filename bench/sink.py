@@ -10,17 +10,34 @@ counts every `--report` seconds and on SIGINT/SIGTERM. For bench/run.py: `--json
 counts, recipients accepted per 0.25 s of wall time, and end-to-end delays (read from an
 `X-Bench-T: <unix time>` header that bench/ingest.py --stamp adds) at exit; `--stall`
 accepts connections and never greets, so a sender's deliveries hang (ingest-only runs).
+
+Smart mode, to look like the receivers of production (issue 19):
+
+    --mix "421:0.01,451:0.03,slow:0.02,550:0.02"
+        421   a share of connections greeted "421 4.7.0 Try again later" and closed
+        451   a share of RCPTs answered "451 4.7.1 Try again later"
+        slow  a share of RCPTs answered "451 4.7.28 ... rate limited, slow down" (what
+              adaptive shaping reads as a throttle signal)
+        550   a share of recipient addresses refused "550 5.1.1 no such user", always the
+              same addresses (by hash), so a recipient's fate is final and counted once
+    --latency "d1*.bench.test=80,*=5"
+        milliseconds before RCPT replies for recipients of matching domains (first match;
+        fnmatch globs): the slow receivers among the fast
+
+`final` in the report lines = stored + refused: every recipient has its fate.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import fnmatch
 import json
 import random
 import signal
 import sys
 import time
+import zlib
 
 EHLO = (b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 0\r\n"
         b"250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n")
@@ -34,6 +51,9 @@ class Stats:
         self.tempfails = 0
         self.bytes = 0
         self.stored = 0  # recipients of messages whose DATA got 250 (what "holds" means)
+        self.refused = 0  # 550: final refusals (smart mode)
+        self.slowdowns = 0
+        self.greet_refused = 0
         # For --json: recipients per wall-clock bin, end-to-end delays (a bounded sample).
         self.bins: dict[int, int] = {}
         self.delays: list[float] = []
@@ -59,6 +79,8 @@ class Stats:
     def as_json(self) -> dict[str, object]:
         return {"connections": self.connections, "messages": self.messages,
                 "recipients": self.recipients, "stored": self.stored, "tempfails": self.tempfails,
+                "refused": self.refused, "slowdowns": self.slowdowns,
+                "greet_refused": self.greet_refused,
                 "bytes": self.bytes, "first_time": self.first_time,
                 "last_time": self.last_time, "bin_seconds": 1 / BINS_PER_SECOND,
                 "bins": sorted(self.bins.items()), "delays": self.delays}
@@ -68,9 +90,39 @@ BINS_PER_SECOND = 4
 MAX_DELAYS = 1_000_000  # 8 MB of floats at most
 
 
+class Mix:
+    """The smart mode's answers (see the module docstring)."""
+
+    def __init__(self, spec: str = "", latency: str = "") -> None:
+        self.greet421 = self.t451 = self.slow = self.p550 = 0.0
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            kind, _, share = part.partition(":")
+            attr = {"421": "greet421", "451": "t451", "slow": "slow", "550": "p550"}[kind]
+            setattr(self, attr, float(share))
+        self.latency: list[tuple[str, float]] = []
+        for part in filter(None, (p.strip() for p in latency.split(","))):
+            glob, _, ms = part.rpartition("=")
+            self.latency.append((glob.lower(), float(ms) / 1000))
+
+    def delay(self, domain: str) -> float:
+        for glob, seconds in self.latency:
+            if fnmatch.fnmatchcase(domain, glob):
+                return seconds
+        return 0.0
+
+    def gone(self, address: bytes) -> bool:
+        return bool(self.p550) and zlib.crc32(address.lower()) / 2 ** 32 < self.p550
+
+
+NO_MIX = Mix()
+
+
 class SinkProtocol(asyncio.Protocol):
-    def __init__(self, stats: Stats, tempfail: float, rng: random.Random) -> None:
-        self.stats, self.tempfail, self.rng = stats, tempfail, rng
+    def __init__(self, stats: Stats, tempfail: float, rng: random.Random,
+                 mix: Mix = NO_MIX) -> None:
+        self.stats, self.tempfail, self.rng, self.mix = stats, tempfail, rng, mix
+        self._wait = 0.0  # this chunk's reply delay (slowest recipient domain)
+        self._due = 0.0  # when the last delayed write goes out: replies stay in order
         self.buf = b""
         self.in_data = False
         self.rcpts = 0
@@ -80,6 +132,11 @@ class SinkProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.stats.connections += 1
+        if self.mix.greet421 and self.rng.random() < self.mix.greet421:
+            self.stats.greet_refused += 1
+            self.transport.write(b"421 4.7.0 Try again later\r\n")
+            self.transport.close()
+            return
         self.transport.write(b"220 sink.test ESMTP sink\r\n")
 
     def data_received(self, data: bytes) -> None:
@@ -109,7 +166,7 @@ class SinkProtocol(asyncio.Protocol):
                 break
             line = buf[pos:eol]
             pos = eol + 1
-            out.append(self._command(line[:4].upper()))
+            out.append(self._command(line[:4].upper(), line))
             if out[-1] is _CLOSE:
                 out[-1] = b"221 2.0.0 Bye\r\n"
                 self._flush(out)
@@ -119,11 +176,15 @@ class SinkProtocol(asyncio.Protocol):
         self.buf = buf[pos:]
         self._flush(out)
 
-    def _command(self, verb: bytes) -> bytes:
+    def _command(self, verb: bytes, line: bytes = b"") -> bytes:
         if verb == b"RCPT":
             if self.tempfail and self.rng.random() < self.tempfail:
                 self.stats.tempfails += 1
                 return b"451 4.7.1 Try again later\r\n"
+            if self.mix is not NO_MIX:
+                reply = self._smart_rcpt(line)
+                if reply:
+                    return reply
             self.rcpts += 1
             self.stats.recipients += 1
             return b"250 2.1.5 Ok\r\n"
@@ -144,9 +205,38 @@ class SinkProtocol(asyncio.Protocol):
             return _CLOSE
         return b"502 5.5.2 Command not recognized\r\n"
 
+    def _smart_rcpt(self, line: bytes) -> bytes:
+        start, end = line.find(b"<"), line.find(b">")
+        address = line[start + 1:end] if 0 <= start < end else b""
+        domain = address.rpartition(b"@")[2].decode("ascii", "replace").lower()
+        self._wait = max(self._wait, self.mix.delay(domain))
+        if self.mix.gone(address):
+            self.stats.refused += 1
+            return b"550 5.1.1 <" + address + b">: no such user\r\n"
+        r = self.rng.random()
+        if r < self.mix.t451:
+            self.stats.tempfails += 1
+            return b"451 4.7.1 Try again later\r\n"
+        if r < self.mix.t451 + self.mix.slow:
+            self.stats.slowdowns += 1
+            return (b"451 4.7.28 Our system has detected an unusual rate of mail from your "
+                    b"IP address: rate limited, slow down\r\n")
+        return b""
+
     def _flush(self, out: list[bytes]) -> None:
-        if out and self.transport is not None:
-            self.transport.write(b"".join(out))
+        if not out or self.transport is None:
+            return
+        data = b"".join(out)
+        wait, self._wait = self._wait, 0.0
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if wait <= 0 and self._due <= now:
+            self.transport.write(data)
+            return
+        # A slow domain's replies (and every reply after them) go out later, in order.
+        self._due = max(now + wait, self._due)
+        transport = self.transport
+        loop.call_at(self._due, lambda: transport.is_closing() or transport.write(data))
 
 
 _CLOSE = b"QUIT"
@@ -165,23 +255,24 @@ class StallProtocol(asyncio.Protocol):
 
 
 def _factory(stats: Stats, tempfail: float, rng: random.Random, track: bool,
-             stall: bool):  # type: ignore[no-untyped-def]
+             stall: bool, mix: Mix = NO_MIX):  # type: ignore[no-untyped-def]
     def make() -> asyncio.Protocol:
         if stall:
             stats.connections += 1
             return StallProtocol()
-        p = SinkProtocol(stats, tempfail, rng)
+        p = SinkProtocol(stats, tempfail, rng, mix)
         p.track = track
         return p
     return make
 
 
 async def serve(listen: list[tuple[str, int]], tempfail: float, report: float,
-                seed: int, json_path: str | None = None, stall: bool = False) -> Stats:
+                seed: int, json_path: str | None = None, stall: bool = False,
+                mix: Mix = NO_MIX) -> Stats:
     loop = asyncio.get_running_loop()
     stats = Stats()
     rng = random.Random(seed)
-    make = _factory(stats, tempfail, rng, json_path is not None, stall)
+    make = _factory(stats, tempfail, rng, json_path is not None, stall, mix)
     servers = [await loop.create_server(make, h, p, reuse_address=True) for h, p in listen]
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -196,7 +287,9 @@ async def serve(listen: list[tuple[str, int]], tempfail: float, report: float,
             last = stats.messages
             print(f"{time.monotonic() - t0:8.1f}s messages={stats.messages} "
                   f"rate={rate:.0f}/s tempfails={stats.tempfails} "
-                  f"recipients={stats.recipients} stored={stats.stored}", flush=True)
+                  f"recipients={stats.recipients} stored={stats.stored} "
+                  f"refused={stats.refused} slowdowns={stats.slowdowns} "
+                  f"final={stats.stored + stats.refused}", flush=True)
     for s in servers:
         s.close()
     print(f"total connections={stats.connections} messages={stats.messages} "
@@ -216,14 +309,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write counts, per-0.25s bins and delays here at exit")
     ap.add_argument("--stall", action="store_true",
                     help="accept connections but never answer (deliveries hang)")
+    ap.add_argument("--mix", default="",
+                    help='smart mode answers, e.g. "421:0.01,451:0.03,slow:0.02,550:0.02"')
+    ap.add_argument("--latency", default="",
+                    help='per-domain RCPT delay in ms, e.g. "d1*.bench.test=80,*=5"')
     args = ap.parse_args(argv)
+    mix = Mix(args.mix, args.latency) if args.mix or args.latency else NO_MIX
     try:
         import uvloop
         runner = uvloop.run
     except ImportError:  # the sink works without it, just slower
         runner = asyncio.run
     stats = runner(serve(args.listen, args.tempfail, args.report, args.seed, args.json,
-                         args.stall))
+                         args.stall, mix))
     if args.json:  # after the loop: the file write must not block it
         with open(args.json, "w") as f:
             json.dump(stats.as_json(), f)

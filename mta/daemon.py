@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -37,6 +38,7 @@ from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
 from mta.http.ratelimit import reload_limits
+from mta.http.shards import PEERS, ShardedQueueOps, merged_metrics, worker_socket
 from mta.http.state import API_KEYS
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress, NotQueued
@@ -48,11 +50,16 @@ from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
 from mta.policy.identity import open_identity
 from mta.policy.kv import kv_for
 from mta.queue import Envelope, Spool
+from mta.reputation import ReputationGuard
 from mta.shaping import memory_stores, redis_stores
 from mta.shaping.dnsbl import DnsblWatch
 from mta.smtp.auth import RuntimeUsers
+from mta.smtp.intake import Intake
 from mta.smtp.server import SmtpServer
+from mta.supervisor import READY_FD_ENV, SHARD_ENV
 from mta.suppress import Suppressions
+from mta.webhooks import Endpoints, Webhooks
+from mta.webhooks.outbox import Outbox
 
 __all__ = ["Daemon", "serve", "validate_runtime"]
 
@@ -142,6 +149,8 @@ class Daemon:
         self.shard = shard
         self._stop = asyncio.Event()
         self.smtp: SmtpServer | None = None
+        # `mta drain` / `mta intake resume`: one switch for SMTP, HTTP and /readyz.
+        self.intake = Intake()
         self.http_runner: web.AppRunner | None = None
         self.ready = asyncio.Event()
         self._reloading: asyncio.Task[None] | None = None
@@ -165,6 +174,8 @@ class Daemon:
                 self.ready.set()
                 log.info("mta ready (pid %d)", os.getpid())
                 await self._stop.wait()
+                # /readyz says 503 and injection refuses while the sessions drain.
+                self.intake.set(False, "shutting down")
                 notify("STOPPING=1\nSTATUS=draining sessions and deliveries")
                 log.info("stopping: draining sessions and deliveries")
         finally:
@@ -186,7 +197,7 @@ class Daemon:
     async def _components(self) -> AsyncIterator[None]:
         cfg = self.cfg
         async with contextlib.AsyncExitStack() as stack:
-            self.events = EventLog(cfg.log.events or None, rotate=cfg.log.rotate)
+            self.events = EventLog(events_path(cfg, self.shard), rotate=cfg.log.rotate)
             stack.push_async_callback(self.events.aclose)
 
             self.spool = await Spool.open(cfg.spool.dir, max_batch=cfg.spool.max_batch,
@@ -219,6 +230,10 @@ class Daemon:
                                                         clock=self.policy.clock)
             stack.push_async_callback(self.suppressions.aclose)
             self.suppressions.listen(self.events)
+            # Webhooks: every event from here on, through this shard's durable outbox.
+            self.webhooks = await self._open_webhooks(cfg)
+            if self.webhooks is not None:
+                stack.push_async_callback(self.webhooks.aclose)
 
             signer = DkimSigner.from_config(cfg.dkim, hostname=cfg.server.hostname,
                                             file=str(cfg.path)) if cfg.dkim else None
@@ -244,8 +259,9 @@ class Daemon:
             await self.delivery.shaper.egress.attach(kv_for(self.policy.store))
             stack.push_async_callback(self.delivery.shaper.egress.flush)
             # Blocklist watch of our own egress addresses ([dnsbl], mta/shaping/dnsbl.py).
-            watch = DnsblWatch(cfg, self.delivery.shaper, resolver.backend, self.events).start()
-            stack.callback(lambda: watch is not None and watch.cancel())
+            self.dnsbl = DnsblWatch(cfg, self.delivery.shaper, resolver.backend,
+                                    self.events).start()
+            stack.callback(self.dnsbl.cancel)
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,
                                    policy=self.policy,
@@ -264,6 +280,25 @@ class Daemon:
             stack.callback(self.ingress.identity.start().cancel)
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
+            self.queue_ops = QueueOperations(self.spool, self.delivery)
+            admin_queue: Any = self.queue_ops
+            admin_metrics: Any = self.metrics
+            if cfg.server.workers > 1 and self.shard == 0:
+                # One admin API and one /metrics for the whole daemon (mta.http.shards).
+                peers = {i: worker_socket(cfg.spool.dir, i)
+                         for i in range(1, cfg.server.workers)}
+                admin_queue = ShardedQueueOps(self.queue_ops, 0, peers)
+                admin_metrics = MergedMetrics(self.metrics, 0, peers)
+            # The escalation ladder: outcomes counted from the events, states in the store.
+            self.reputation: ReputationGuard | None = None
+            if cfg.reputation.enabled:
+                self.reputation = ReputationGuard(
+                    cfg.reputation, kv_for(self.policy.store), self.policy_admin,
+                    events=self.events, hold_queue=self._hold_tenant)
+                self.reputation.listen(self.events)
+                self.reputation.register_metrics(self.metrics, ["default", *cfg.tenants])
+                self.reputation.start()
+                stack.push_async_callback(self.reputation.aclose)
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
             stack.callback(maintenance.cancel)
 
@@ -274,6 +309,9 @@ class Daemon:
             self.metrics.add_gauge(
                 "mta_outbound_connections", "Outbound SMTP connections open.",
                 lambda: self.delivery.connection_count)
+            self.metrics.add_gauge("mta_intake_accepting",
+                                   "1 while new mail is accepted, 0 while draining.",
+                                   lambda: int(self.intake.accepting))
             self._watch_policy()
             self.delivery.observe_throttle = self.metrics.observe_throttle
             # Run-time SMTP AUTH users (mta users add), in the policy store like the keys.
@@ -281,26 +319,36 @@ class Daemon:
             await users.refresh()
             stack.callback(users.start().cancel)
             app = make_app(admin_token=cfg.http.admin_token, users=users,
-                           queue_ops=QueueOperations(self.spool, self.delivery),
-                           ingress=self.ingress, metrics=self.metrics,
+                           queue_ops=admin_queue, reputation=self.reputation,
+                           ingress=self.ingress, metrics=admin_metrics,
                            api_keys=config_api_keys(cfg),
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            suppressions=self.suppressions, inbound=self.ingress.inbound,
+                           webhooks=self.webhooks,
+                           intake=self.intake, events=self.events,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname),
                            request_limits=RequestLimits.from_config(cfg))
             self.http_app = app
+            if cfg.server.workers > 1 and self.shard == 0:
+                app[PEERS] = {i: worker_socket(cfg.spool.dir, i)
+                              for i in range(1, cfg.server.workers)}
             self.http_runner = web.AppRunner(app, access_log=None)
             await self.http_runner.setup()
             stack.push_async_callback(self.http_runner.cleanup)
-            for host, port in cfg.http.listen:
-                site = web.TCPSite(self.http_runner, host, port,
-                                   reuse_port=cfg.server.workers > 1)
-                await site.start()
-            log.info("http listening on %s",
-                     ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+            if self.shard == 0:  # worker 0 answers HTTP for every worker (mta.supervisor)
+                for host, port in cfg.http.listen:
+                    await web.TCPSite(self.http_runner, host, port).start()
+                log.info("http listening on %s",
+                         ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+            if cfg.server.workers > 1:
+                # This worker's own admin socket: worker 0 reaches its shard through it.
+                own = worker_socket(cfg.spool.dir, self.shard)
+                sock, inode = await asyncio.to_thread(bind_admin_socket, own)
+                stack.callback(release_admin_socket, own, inode)
+                await web.SockSite(self.http_runner, sock).start()
             # The local admin socket: same app, no token (trusted by its mode, 0660).
-            self.admin_socket = admin_socket_path(cfg)
+            self.admin_socket = admin_socket_path(cfg) if self.shard == 0 else None
             if self.admin_socket:
                 sock, inode = await asyncio.to_thread(bind_admin_socket, self.admin_socket)
                 # Removed before the listeners close (reverse order): no client finds a
@@ -310,10 +358,28 @@ class Daemon:
                 log.info("admin socket %s", self.admin_socket)
 
             self.smtp = SmtpServer(cfg, self.ingress, events=self.events,
-                                   reuse_port=cfg.server.workers > 1, users=users)
+                                   reuse_port=cfg.server.workers > 1, intake=self.intake,
+                                   users=users)
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
+            _tell_supervisor()
             yield
+
+    async def _open_webhooks(self, cfg: Config) -> Webhooks | None:
+        if not cfg.webhooks.enabled:
+            return None
+        outbox = await Outbox.open(cfg.spool.dir / f"webhooks-{self.shard:02d}.sqlite")
+        policy = self.policy
+
+        async def family(tenant: str) -> frozenset[str]:
+            return frozenset(t.name for t in await policy.tenants.chain(tenant))
+
+        hooks = Webhooks(cfg.webhooks, Endpoints(kv_for(policy.store)), outbox,
+                         events=self.events, chain=family)
+        hooks.listen(self.events)
+        hooks.register_metrics(self.metrics)
+        await hooks.start()
+        return hooks
 
     def _watch_policy(self) -> None:
         """Scrape-time gauges of the commercial state: licence use, credits and quotas of
@@ -342,6 +408,19 @@ class Daemon:
                 if u.limit and u.tenant == name:
                     out[(name, u.name)] = float(u.used)
         return out
+
+    async def _hold_tenant(self, tenant: str) -> int:
+        """Hold every queued message of a tenant (a terminated account): `mta queue
+        release` sends them if the operator decides so."""
+        held, after = 0, None
+        while True:
+            page = await self.spool.list(state="queued", limit=1000, after=after)
+            if not page:
+                return held
+            for m in page:
+                if m.tenant == tenant and await self.queue_ops.queue_hold(m.id):
+                    held += 1
+            after = page[-1].id
 
     async def _message_exists(self, msg_id: str) -> bool:
         return await self.spool.get(msg_id) is not None
@@ -399,9 +478,14 @@ class Daemon:
         # been replaced) are in place before a new user of a new tenant can log in.
         await self.policy.reload(new)
         self.suppressions.reload(new)
+        if self.webhooks is not None:
+            self.webhooks.reload(new.webhooks)
+        if self.reputation is not None:
+            self.reputation.reload(new.reputation)
         if self.smtp is not None:
             self.smtp.reload(new)
         self.delivery.reload(new)
+        self.dnsbl.reload(new)
         self.ingress.reload(signer)
         self.ingress.feedback = Feedback(new)
         if self.ingress.inbound is not None:
@@ -419,13 +503,54 @@ class Daemon:
         notify(f"READY=1\nSTATUS={self.status()}")
 
 
+def events_path(cfg: Config, shard: int) -> str | None:
+    """The events log of a worker: `[log] events` for worker 0, with "-NN" before the
+    suffix for the others (one writer per file: lines never interleave, rotation stays
+    each file's own)."""
+    path = cfg.log.events
+    if not path or shard == 0:
+        return path or None
+    root, dot, ext = path.rpartition(".")
+    return f"{root}-{shard:02d}.{ext}" if dot and "/" not in ext else f"{path}-{shard:02d}"
+
+
+def _tell_supervisor() -> None:
+    """Under mta.supervisor: one byte on the pipe it gave, once every listener is up."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.write(int(fd), b"R")
+        os.close(int(fd))
+
+
+class MergedMetrics:
+    """Worker 0's /metrics: its own and every other worker's series (mta.http.shards)."""
+
+    def __init__(self, metrics: Metrics, shard: int, peers: dict[int, str]) -> None:
+        self._m, self._shard, self._peers = metrics, shard, peers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._m, name)
+
+    async def render(self) -> bytes:
+        own = (await self._m.render()).decode()
+        return (await merged_metrics(own, self._shard, self._peers)).encode()
+
+
 def serve(cfg: Config) -> int:
-    """Run in the foreground until SIGTERM; exit status 0 after a clean drain."""
+    """Run in the foreground until SIGTERM; exit status 0 after a clean drain. With
+    `[server] workers` > 1 this process supervises that many workers (mta.supervisor)."""
     import uvloop
 
     setup_logging(cfg.log.level, cfg.log.format, sys.stderr)
+    shard = os.environ.get(SHARD_ENV)
+    if cfg.server.workers > 1 and shard is None:
+        from mta.supervisor import supervise
+
+        return supervise(cfg)
     try:
-        uvloop.run(Daemon(cfg).run())
+        uvloop.run(Daemon(cfg, shard=int(shard or 0)).run())
     except SchemaTooNewError as e:
         # A spool or policy.db written by a newer mta: waiting will not help, so not 71.
         log.error("cannot start: %s", e)

@@ -276,10 +276,16 @@ class Ingress:
             if txn is not None:  # refused: give back every reservation
                 await self.policy.abort(txn)  # type: ignore[union-attr]
         emit = self.events.emit
+        # The client's own references (its Message-ID, its RFC 3461 ENVID) beside our id:
+        # what a platform's webhook receiver joins on.
+        head_end = data.find(b"\r\n\r\n")
+        message_id = _header_value(data[:head_end + 2] if head_end >= 0 else data,
+                                   b"message-id")
+        envid = envelope.mail_params.get("ENVID") if envelope.mail_params else None
         for r in envelope.recipients:
             emit("received", id=msg_id, tenant=envelope.tenant, sender=envelope.mail_from,
                  recipient=r.address, size=len(data), client=envelope.client_ip,
-                 protocol=origin)
+                 protocol=origin, message_id=message_id, envid=envid)
         if self.on_accepted is not None and held is None:  # held: `mta queue release`
             self.on_accepted(msg_id, envelope)
         return msg_id

@@ -153,8 +153,12 @@ def _human_text(reporting_mta: str, shown: Sequence[RecipientStatus]) -> str:
                      "a permanent error: the mail system has given up."),
         ({"delayed"}, "Your message could not be delivered yet to the recipients below. "
                       "The mail system will keep trying; you do not need to send it again."),
-        ({"delivered", "relayed", "expanded"},
+        ({"delivered", "expanded"},
          "Your message was delivered to the recipients below, as you asked."),
+        ({"relayed"},
+         "Your message was delivered to the mail servers of the recipients below, as you "
+         "asked. Those servers do not report delivery status: this is the last report "
+         "you will get."),
     ]
     for actions, intro in groups:
         rcpts = [r for r in shown if r.action in actions]

@@ -21,6 +21,7 @@ from mta.cli import (
     dkim,
     domains,
     init,
+    intake,
     keys,
     licence,
     policy,
@@ -29,12 +30,13 @@ from mta.cli import (
     shaping,
     suppress,
     users,
+    webhooks,
 )
 from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
-           keys, users)
+           webhooks, intake, keys, users)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
-"""`mta policy credits|limit|unlimit|suspend|resume|show|tenants`: the policy state of the
-running daemon (tenants, prepaid credits, operator limits, suspensions), through its admin
-API.
+"""`mta policy credits|limit|unlimit|suspend|resume|show|tenants|reputation|escalate|clear`:
+the policy state of the running daemon (tenants, prepaid credits, operator limits,
+suspensions, the reputation ladder), through its admin API.
 """
 
 from __future__ import annotations
@@ -290,10 +290,48 @@ def _policy_show(client: Any, cfg: Config, args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _rep_path(tenant: str, tail: str = "") -> str:
+    import urllib.parse
+
+    return f"/api/v1/admin/tenants/{urllib.parse.quote(tenant, safe='')}/reputation{tail}"
+
+
+def _policy_reputation(client: Any, cfg: Config, args: argparse.Namespace) -> int:
+    r = client.request("GET", _rep_path(args.tenant))
+    if args.json:
+        print_json(r)
+        return EX_OK
+    tz = zone(cfg)
+    since = (dt.datetime.fromtimestamp(r["since"], tz).strftime("%Y-%m-%d %H:%M")
+             if r["since"] else "-")
+    print(f"{r['tenant']}: {r['state']}{' (set by hand)' if r['manual'] else ''} since "
+          f"{since}{': ' + r['reason'] if r['reason'] else ''}")
+    print(f"figures now reach: {r['figures_reach']}{' (' + r['why'] + ')' if r['why'] else ''}")
+    table(["WINDOW", "FINAL", "HARD BOUNCE", "COMPLAINT", "SPAM BLOCK"],
+          [[f"{f['window'] / 3600:g}h", f["sample"], f"{f['hard_bounce_rate']:.2%}",
+            f"{f['complaint_rate']:.2%}", f"{f['spam_block_rate']:.2%}"]
+           for f in r["figures"]])
+    return EX_OK
+
+
+def _policy_escalate(client: Any, cfg: Config, args: argparse.Namespace) -> int:
+    r = client.request("POST", _rep_path(args.tenant),
+                       body={"state": args.state, "reason": args.reason})
+    print(f"{r['tenant']} is now {r['state']} (until `mta policy clear`)")
+    return EX_OK
+
+
+def _policy_clear(client: Any, cfg: Config, args: argparse.Namespace) -> int:
+    r = client.request("POST", _rep_path(args.tenant, "/clear"), body={"reason": args.reason})
+    print(f"{r['tenant']} is now {r['state']}; earlier figures no longer count")
+    return EX_OK
+
+
 _POLICY: dict[str, Action] = {
     "credits": _policy_credits, "limit": _policy_limit, "unlimit": _policy_unlimit,
     "suspend": _policy_suspend, "resume": _policy_resume, "show": _policy_show,
-    "tenants": _policy_tenants,
+    "tenants": _policy_tenants, "reputation": _policy_reputation,
+    "escalate": _policy_escalate, "clear": _policy_clear,
 }
 
 
@@ -352,3 +390,17 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     sh.add_argument("--sender-domain", metavar="DOMAIN")
     sh.add_argument("--json", action="store_true")
     ps.add_parser("tenants", help="list tenants").add_argument("--json", action="store_true")
+    rp = ps.add_parser("reputation", help="a tenant's escalation state and the figures behind "
+                                          "it")
+    rp.add_argument("tenant")
+    rp.add_argument("--json", action="store_true")
+    es = ps.add_parser("escalate", help="move a tenant up (or down) the ladder by hand; it "
+                                        "stays there until `clear`")
+    es.add_argument("tenant")
+    es.add_argument("state", choices=("warned", "limited", "suspended_class", "suspended",
+                                      "terminated"))
+    es.add_argument("--reason", required=True)
+    cl = ps.add_parser("clear", help="back to ok, lifting what the ladder set; earlier "
+                                     "figures no longer count")
+    cl.add_argument("tenant")
+    cl.add_argument("--reason", required=True)

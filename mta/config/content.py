@@ -154,6 +154,10 @@ class ContentConfig:
     # Body patterns and URL extraction look at most this many characters of each text
     # part: bounds a pattern's work on a 25 MB body (Python regexes have no timeout).
     scan_limit: Size = 1024 * 1024
+    # Body patterns run as one Hyperscan pass naming the few that may match, then `re` on
+    # those alone (mta/content/multi.py; exact Python results). False: `re` runs every
+    # pattern over every part. Without the hyperscan package (not x86-64) it is False.
+    multi_pattern: bool = True
     # Distinct URL hosts looked up per message: a message listing thousands of links must
     # not become thousands of DNS questions.
     max_url_hosts: int = 20

@@ -21,12 +21,17 @@ class DnsblConfig:
     action: str = "shift"
     # Clean answers in a row (every zone) before a listed address is used again.
     clean_checks: int = 3
+    # After delisting, the address's share of its pool grows from 10% back to all of it
+    # over this long (0: all at once): receivers watch an address that was just listed.
+    ramp: Duration = 6 * 3600.0
 
     def __post_init__(self) -> None:
         if self.action not in ("shift", "suspend"):
             raise ValueError('action must be "shift" or "suspend"')
         if self.interval <= 0:
             raise ValueError("interval must be positive")
+        if self.ramp < 0:
+            raise ValueError("ramp must not be negative")
         if self.clean_checks < 1:
             raise ValueError("clean_checks must be at least 1")
         for z in self.zones:

@@ -159,14 +159,22 @@ def _validate(cfg: Config, errors: _Errors) -> None:
                  "max_connections_per_ip", "max_errors"):
         if getattr(s, name) < 1:
             errors.add(f"smtp.{name}", "must be at least 1")
+    if s.auth_max_failures_per_address < 0:
+        errors.add("smtp.auth_max_failures_per_address", "must be 0 (10x auth_max_failures) "
+                                                         "or more")
+    if s.long_lines not in ("wrap", "reject"):
+        errors.add("smtp.long_lines", 'must be "wrap" or "reject"')
     if s.max_line_length < 512:
         errors.add("smtp.max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
     if s.max_message_size < 1024:
         errors.add("smtp.max_message_size", "must be at least 1KiB")
-    if cfg.server.workers != 1:
-        # One process per spool shard is the plan (DESIGN.md); until the admin API can
-        # merge shards, a second worker would hide its queue from `mta queue`.
-        errors.add("server.workers", "only 1 is supported in this version")
+    if cfg.server.workers < 1 or cfg.server.workers > 64:
+        errors.add("server.workers", "must be between 1 and 64")
+    elif cfg.server.workers > 1 and not cfg.cluster.redis_url:
+        # Workers share credits, quotas, suspensions and throttles exactly as the nodes of
+        # a cluster do: through Redis (mta.supervisor).
+        errors.add("server.workers", "more than 1 worker needs [cluster] redis_url (policy "
+                   "and shaping state shared by every worker)")
     if not cfg.server.hostname:
         errors.add("server.hostname", "must not be empty")
     if cfg.spool.max_batch < 1:
@@ -194,6 +202,15 @@ def _validate(cfg: Config, errors: _Errors) -> None:
             errors.add(f"{key}.password", "expected a scrypt hash from `mta passwd`")
     from zoneinfo import ZoneInfo  # policy: quotas reset in this zone; a typo must not start
     pol = cfg.policy
+    # A class name misspelt here would silently send marketing mail without the headers.
+    for i, cls in enumerate(cfg.unsubscribe.classes):
+        if cls not in pol.class_max_age:
+            errors.add(f"unsubscribe.classes[{i}]", f"unknown message class {cls!r} (one of "
+                       f"{', '.join(sorted(pol.class_max_age))}: [policy] class_max_age)")
+    if cfg.reputation.suspend_class not in pol.class_max_age:
+        errors.add("reputation.suspend_class", f"unknown message class "
+                   f"{cfg.reputation.suspend_class!r} (one of "
+                   f"{', '.join(sorted(pol.class_max_age))})")
     if pol.charge not in ("accepted", "delivered"):
         errors.add("policy.charge", "must be \"accepted\" or \"delivered\"")
     try:

@@ -24,11 +24,13 @@ from mta.config.bounces import BouncesConfig
 from mta.config.content import ContentConfig
 from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
+from mta.config.reputation import ReputationConfig
 from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
 from mta.config.unsubscribe import UnsubscribeConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
+from mta.config.webhooks import WebhooksConfig
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,12 @@ class SmtpConfig:
     # RFC 5321 4.5.3.1.4: 512 octets for a command line; extensions (AUTH with a long
     # initial response, SIZE/BODY/SMTPUTF8 params) need more, as Postfix allows 2048.
     max_line_length: int = 2048
+    # DATA lines over 998 octets (RFC 5322 2.1.1), which receivers refuse or mangle: "wrap"
+    # folds headers and breaks body lines at white space before the message is signed
+    # (Postfix's smtp_line_length_limit does the same), so mail from applications that
+    # write whole HTML documents on one line still goes out, signed over what is sent;
+    # "reject" answers 550 5.6.0, for operators who want the sender to fix its mail.
+    long_lines: str = "wrap"
     # Concurrent sessions in total and per client address (Postfix's anvil default is 50).
     max_connections: int = 2000
     max_connections_per_ip: int = 100
@@ -65,10 +73,17 @@ class SmtpConfig:
     data_timeout: Duration = 600.0
     # Postfix smtpd_hard_error_limit is 20; a client this broken is not going to recover.
     max_errors: int = 20
-    # Failed AUTH: each failure is answered after auth_failure_delay; after auth_max_failures
-    # within auth_failure_window a client address is refused AUTH until the window passes.
+    # Failed AUTH (mta.smtp.auth.AuthFailures): a failure is answered after
+    # auth_failure_delay, doubled for each earlier failure of the same user from the same
+    # address (at most 16x). After auth_max_failures within auth_failure_window, AUTH as
+    # that user from that address gets 454 until the window passes; other users behind the
+    # same address (a NAT) are never refused for it. After auth_max_failures_per_address
+    # failures from one address, whatever the users (password spraying), each failure is
+    # slowed 16x and ends the connection; a right password is still accepted. 0: ten times
+    # auth_max_failures, as a NAT of many users mistyping stays well under it.
     auth_failure_delay: Duration = 1.0
     auth_max_failures: int = 5
+    auth_max_failures_per_address: int = 0
     auth_failure_window: Duration = 300.0
     # STARTTLS certificate and key (PEM). Without them STARTTLS is not offered.
     tls_cert: Path | None = None
@@ -176,7 +191,9 @@ class DeliveryConfig:
         default_factory=lambda: [300.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0])
     # Postfix maximal_queue_lifetime is 5d; after that a recipient expires with a DSN.
     max_age: Duration = 5 * 86400.0
-    # Send a "delayed" DSN after this long in the queue; 0 disables it.
+    # Send a "delayed" DSN after this long in the queue; 0 disables it for recipients
+    # without NOTIFY. An explicit NOTIFY=DELAY is honoured either way (RFC 3461 4.1): after
+    # this long, or at its first deferral when 0. NOTIFY=NEVER or without DELAY: never.
     delay_warning: Duration = 0.0
     # EHLO name for outgoing connections; empty means [server] hostname.
     ehlo_name: str = ""
@@ -490,8 +507,10 @@ class Config:
     suppression: SuppressionConfig = field(default_factory=SuppressionConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     unsubscribe: UnsubscribeConfig = field(default_factory=UnsubscribeConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
+    reputation: ReputationConfig = field(default_factory=ReputationConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

@@ -14,12 +14,12 @@ Patterns are bounded by what they are given: header values (short), and the firs
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mta.config.content import ContentConfig, ContentRuleConfig
 from mta.content.message import Facts, read_facts
+from mta.content.multi import PatternSet
 
 __all__ = ["Rule", "Rules", "Scan"]
 
@@ -46,16 +46,6 @@ class Scan:
     parts: int = 0
 
 
-def _header_matcher(r: ContentRuleConfig) -> Matcher:
-    name, rx = r.header.lower(), re.compile(r.pattern)
-    return lambda f: any(rx.search(v) for v in f.header_values(name))
-
-
-def _body_matcher(r: ContentRuleConfig) -> Matcher:
-    rx = re.compile(r.body)
-    return lambda f: any(rx.search(t) for t in f.texts)
-
-
 def _attachment_matcher(r: ContentRuleConfig) -> Matcher:
     exts = frozenset(e.lstrip(".").lower() for e in r.attachment_extensions)
     types = [t.lower() for t in r.attachment_types]
@@ -78,7 +68,7 @@ def _structure_matcher(r: ContentRuleConfig) -> Matcher:
 
 
 _MATCHERS: dict[str, Callable[[ContentRuleConfig], Matcher]] = {
-    "header": _header_matcher, "body": _body_matcher, "attachment": _attachment_matcher,
+    "attachment": _attachment_matcher,
     "max_size": _structure_matcher, "max_parts": _structure_matcher,
     "require_headers": _structure_matcher}
 
@@ -86,14 +76,29 @@ _MATCHERS: dict[str, Callable[[ContentRuleConfig], Matcher]] = {
 class Rules:
     """The compiled [[content.rules]] of one config."""
 
-    def __init__(self, cfg: ContentConfig) -> None:
+    def __init__(self, cfg: ContentConfig, *, engine: bool | None = None) -> None:
+        """`engine`: the one-pass scan (default: `[content] multi_pattern`); False runs
+        every pattern through `re` alone, what the one-pass scan must agree with."""
         self.scan_limit = cfg.scan_limit
         self.max_hosts = cfg.max_url_hosts
         self.rules = [Rule(r.name, r.kind, r.action, r.score, r.text,
                            r.url_blocklist.rstrip(".").lower()) for r in cfg.rules]
         self.by_name = {r.name: r for r in self.rules}
-        self._matchers = [(r.name, _MATCHERS[r.kind](r)) for r in cfg.rules
-                          if r.kind != "url_blocklist"]
+        # Patterns read the same texts share one multi-pattern pass (mta.content.multi):
+        # every body rule (the text parts), and the rules of each header field.
+        engine = cfg.multi_pattern if engine is None else engine
+        groups: dict[str, list[str]] = {}
+        where: dict[str, tuple[str, int]] = {}
+        for r in cfg.rules:
+            if r.kind in ("body", "header"):
+                key = "" if r.kind == "body" else r.header.lower()  # "": the text parts
+                patterns = groups.setdefault(key, [])
+                where[r.name] = (key, len(patterns))
+                patterns.append(r.body if r.kind == "body" else r.pattern)
+        self.groups = {k: PatternSet(v, engine=engine) for k, v in groups.items()}
+        self._matchers: list[tuple[str, Matcher | tuple[str, int]]] = [
+            (r.name, where[r.name] if r.name in where else _MATCHERS[r.kind](r))
+            for r in cfg.rules if r.kind != "url_blocklist"]
         self.zones = sorted({r.zone for r in self.rules if r.zone})
 
     def __bool__(self) -> bool:
@@ -102,5 +107,18 @@ class Rules:
     def scan(self, data: bytes) -> Scan:
         facts = read_facts(data, scan_limit=self.scan_limit, max_hosts=self.max_hosts,
                            want_hosts=bool(self.zones))
-        hits = tuple(name for name, match in self._matchers if match(facts))
-        return Scan(hits, tuple(facts.hosts), facts.parts)
+        texts: dict[str, tuple[list[str], set[int] | None]] = {}
+        for key, patterns in self.groups.items():
+            values = facts.texts if key == "" else facts.header_values(key)
+            texts[key] = (values, patterns.prepare(values) if values else set())
+        hits = []
+        for name, match in self._matchers:
+            if isinstance(match, tuple):
+                key, i = match
+                values, maybe = texts[key]
+                found = bool(values) and self.groups[key].search(i, values, maybe)
+            else:
+                found = match(facts)
+            if found:
+                hits.append(name)
+        return Scan(tuple(hits), tuple(facts.hosts), facts.parts)

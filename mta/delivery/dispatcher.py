@@ -475,10 +475,13 @@ class Dispatcher:
             return
         recipients = [rcpts[i] for i in indexes]
         feedback = True
+        remote_mta = ""  # the MX host that answered (the DSNs' Remote-MTA)
+        remote_dsn = False  # it offered DSN: NOTIFY went on with the message (RFC 3461)
         flight = site.inflight[item.msg_id] = Flight("connection", path)
         try:
             async with path.pool.lease() as client:
                 flight.stage = "sending"
+                remote_mta = client.host
                 verp = self.feedback.return_paths(info.id, info.tenant, info.mail_from,
                                                   recipients)
                 if verp is None:
@@ -490,6 +493,7 @@ class Dispatcher:
                     for sender, r in zip(verp, recipients, strict=True):
                         result = await client.send(sender, [r], body, params=info.mail_params)
                         replies += result.per_recipient
+                remote_dsn = "DSN" in client.extensions
         except PathBlocked as e:
             self._hold_back(item, [e.hold])
             return
@@ -501,7 +505,8 @@ class Dispatcher:
         site.last_reply = replies[-1]
         done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name, item.pool)
         await self.outcomes.finish(done, replies, info, site=site.name, body=body, path=path,
-                                   feedback=feedback)
+                                   feedback=feedback, remote_mta=remote_mta,
+                                   remote_dsn=remote_dsn)
 
     # --- outcomes, explain ---------------------------------------------------------------
 

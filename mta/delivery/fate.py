@@ -59,12 +59,24 @@ class Fate:
         return self.dsn == "delayed"
 
 
+def _wants_delay(notify: str | None) -> bool | None:
+    """The recipient's NOTIFY on delay warnings (RFC 3461 4.1): True for an explicit
+    DELAY, False for NEVER or a list without DELAY, None when NOTIFY was not given."""
+    if notify is None or not notify.strip():
+        return None
+    return "DELAY" in {k.strip().upper() for k in notify.split(",")}
+
+
 def decide(reply: Reply, *, attempt: int, warned: bool, received_at: float,
            expires_at: float, now: float, classifier: Classifier,
-           rules: RetryRules) -> Fate:
+           rules: RetryRules, notify: str | None = None) -> Fate:
     """The fate of one recipient whose attempt number `attempt` (1 for the first) got
     `reply`. `warned`: a "delayed" DSN went out for it already; `expires_at`: when the
-    message's recipients expire (its class's max age, else [delivery] max_age)."""
+    message's recipients expire (its class's max age, else [delivery] max_age); `notify`:
+    its NOTIFY= as received. Without NOTIFY a delay warning goes out once the message has
+    waited [delivery] delay_warning (0: never); an explicit NOTIFY=DELAY gets one after
+    that wait too, or at its first deferral when delay_warning is 0; NOTIFY=NEVER or a
+    NOTIFY without DELAY never gets one."""
     if reply.is_positive:
         return Fate("delivered", reply)
     c = classifier.classify(reply)
@@ -75,7 +87,9 @@ def decide(reply: Reply, *, attempt: int, warned: bool, received_at: float,
     if now >= expires_at:
         return Fate("expired", reply, category, dsn="failed", signal=category)
     after = rules.delay_warning
-    warn = bool(after) and not warned and now - received_at >= after
+    wants = _wants_delay(notify)
+    warn = (wants is not False and (wants or bool(after)) and not warned
+            and now - received_at >= after)
     return Fate("deferred", reply, category, next_attempt=rules.schedule.next_retry(
         attempt, now), dsn="delayed" if warn else None, signal=category)
 

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from mta.bounce.classify import Classifier
-from mta.bounce.dsn import RecipientStatus, make_dsn
+from mta.bounce.dsn import RecipientStatus, make_dsn, notify_wants
 from mta.config import Config
 from mta.delivery.fate import Fate, RetryRules, attempt_signal, decide
 from mta.delivery.sink import DsnSink, dsn_envelope
@@ -60,9 +60,12 @@ class Outcomes:
 
     async def finish(self, item: WorkItem, replies: list[Reply], info: MessageInfo | None,
                      *, site: str, body: bytes | None = None,
-                     path: EgressPath | None = None, feedback: bool = True) -> None:
+                     path: EgressPath | None = None, feedback: bool = True,
+                     remote_mta: str = "", remote_dsn: bool = False) -> None:
         """Decide each reply's fate, make the outcomes durable, then reschedule, notify,
-        log and write the DSNs owed."""
+        log and write the DSNs owed. `remote_mta`: the MX host that gave the replies
+        ("" when no host answered), reported as the DSNs' Remote-MTA; `remote_dsn`: it
+        offered the DSN extension, so NOTIFY and ORCPT went on with the message."""
         if info is None:
             info = await self.spool.get(item.msg_id)
             if info is None:
@@ -78,7 +81,7 @@ class Outcomes:
             decided.append((r, decide(reply, attempt=r.attempts + 1, warned=r.warned,
                                       received_at=info.received_at, expires_at=expires,
                                       now=now, classifier=self.classifier,
-                                      rules=self.rules)))
+                                      rules=self.rules, notify=r.notify)))
         if path is not None and feedback:
             signal = attempt_signal(f for _, f in decided)
             if signal is not None:
@@ -87,7 +90,14 @@ class Outcomes:
             return
         failed = [(r, f) for r, f in decided if f.dsn == "failed"]
         delayed = [(r, f) for r, f in decided if f.dsn == "delayed"]
-        if (failed or delayed) and body is None and info.mail_from:
+        # RFC 3461 4.1: NOTIFY=SUCCESS asks for a DSN once delivered (never by default).
+        # Handed to a server that offers DSN, NOTIFY went on with the message and the
+        # success DSN is that server's to send (5.2.1); to one that does not, we send
+        # it, as "relayed" (5.2.2): no one further down will.
+        success = [] if remote_dsn else [
+            (r, f) for r, f in decided
+            if f.kind == "delivered" and notify_wants(r.notify, "relayed")]
+        if (failed or delayed or success) and body is None and info.mail_from:
             # The spool drops a body once its last recipient is final: read it for the
             # DSN before recording.
             with contextlib.suppress(KeyError):
@@ -116,23 +126,31 @@ class Outcomes:
             for r, f in decided:
                 if f.final:
                     await self.on_final(item.tenant, item.msg_id, r.address, f.kind)
+        mta = remote_mta or site
         if failed:
-            await self.send_dsn(info, [(r, f.reply, f.kind) for r, f in failed], body, site)
+            await self.send_dsn(info, [(r, f.reply, f.kind) for r, f in failed], body, mta,
+                                now=now)
         if delayed:
             await self.send_dsn(info, [(r, f.reply, "delayed") for r, f in delayed], body,
-                                site)
+                                mta, now=now)
+        if success:
+            await self.send_dsn(info, [(r, f.reply, "relayed") for r, f in success],
+                                body, mta, now=now)
 
     async def send_dsn(self, info: MessageInfo, failed: Iterable[tuple], body: bytes | None,
-                       site: str) -> None:
+                       site: str, *, now: float | None = None) -> None:
         """RFC 3464 DSN to the envelope sender, through the same queue (never for <>).
-        `failed` holds (recipient, reply, event) with event bounced, expired or delayed."""
+        `failed` holds (recipient, reply, event) with event bounced, expired, delayed,
+        delivered or relayed; `site` is the Remote-MTA (the MX host, else the site); `now`, the
+        attempt's time, is each recipient's Last-Attempt-Date."""
         if not info.mail_from or self.dsn_sink is None:
             return
         until = self.expires_at(info)
+        actions = {"delayed": "delayed", "delivered": "delivered", "relayed": "relayed"}
         statuses = [RecipientStatus.from_reply(
-                        r.address, reply, action="delayed" if event == "delayed" else "failed",
+                        r.address, reply, action=actions.get(event, "failed"),
                         orcpt=r.orcpt, notify=r.notify, remote_mta=site,
-                        expired=(event == "expired"),
+                        expired=(event == "expired"), last_attempt=now,
                         will_retry_until=until if event == "delayed" else None)
                     for r, reply, event in failed]
         dsn = make_dsn(info, statuses, body,

@@ -16,14 +16,12 @@ this process every route answers 503 `suppression_unavailable`.
 
 from __future__ import annotations
 
-import hmac
 import io
-import socket
 from typing import Any
 
 from aiohttp import web
 
-from mta.http import state
+from mta.http.callers import caller
 from mta.http.errors import ApiError, json_object
 from mta.suppress.entry import GLOBAL, EntryError, make_entry, parse_lines, valid_scope
 
@@ -36,29 +34,6 @@ SUPPRESSIONS: web.AppKey[Any] = web.AppKey("suppressions", object)
 # An import request: the CLI sends 20,000 entries at a time, a script may send more.
 _MAX_IMPORT_BODY = 256 * 1024 * 1024
 _MAX_ERRORS = 100  # reported per import; the count covers every one
-
-
-def _local(request: web.Request) -> bool:
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX
-
-
-async def _caller(request: web.Request) -> str | None:
-    """None for the operator (admin token or local socket), else the tenant of the key."""
-    if _local(request):
-        return None
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    token: str = request.app[state.ADMIN_TOKEN]
-    if token and given and hmac.compare_digest(given.encode(), token.encode()):
-        return None
-    tenant = await request.app[state.API_KEYS].tenant(given)
-    if tenant is None:
-        raise ApiError(401, "unauthorized", "the admin token or a tenant's API key is "
-                       "required (Authorization: Bearer ...)",
-                       headers={"WWW-Authenticate": 'Bearer realm="mta"'})
-    return tenant
 
 
 def _lists(request: web.Request) -> Any:
@@ -82,7 +57,7 @@ def _scope(tenant: str | None, given: Any, *, default: str | None) -> str | None
 
 @routes.get("/api/v1/suppressions")
 async def suppressions_list(request: web.Request) -> web.Response:
-    tenant = await _caller(request)
+    tenant = await caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.query.get("scope"), default=None)
     try:
@@ -95,7 +70,7 @@ async def suppressions_list(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/suppressions")
 async def suppressions_add(request: web.Request) -> web.Response:
-    tenant = await _caller(request)
+    tenant = await caller(request)
     lists = _lists(request)
     doc = await json_object(request)
     unknown = set(doc) - {"address", "scope", "reason", "source", "expires_at"}
@@ -115,7 +90,7 @@ async def suppressions_add(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/suppressions/{scope}/{address}")
 async def suppressions_remove(request: web.Request) -> web.Response:
-    tenant = await _caller(request)
+    tenant = await caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.match_info["scope"], default=GLOBAL)
     address = request.match_info["address"]
@@ -146,7 +121,7 @@ async def suppressions_import(request: web.Request) -> web.Response:
     """Every valid entry is added (replacing: importing the same file twice changes
     nothing); the invalid ones are counted and the first _MAX_ERRORS reported by line (or,
     for JSON, by index from 1)."""
-    tenant = await _caller(request)
+    tenant = await caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.query.get("scope"), default=None)
     ctype = request.content_type

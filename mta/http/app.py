@@ -19,12 +19,15 @@ from aiohttp import web
 from mta.http import (
     admin_content,
     admin_domains,
+    admin_intake,
     admin_keys,
     admin_licence,
     admin_policy,
     admin_queue,
+    admin_reputation,
     admin_shaping,
     admin_suppressions,
+    admin_webhooks,
     inject,
     openapi,
     ratelimit,
@@ -65,8 +68,9 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              ingress: inject.IngressLike | None = None, metrics: Metrics | None = None,
              api_keys: Mapping[str, str] | None = None, policy_admin: Any = None,
              limits: Limits | None = None, shaper: Any = None,
-             suppressions: Any = None, inbound: Any = None,
-             request_limits: RequestLimits | None = None,
+             suppressions: Any = None, inbound: Any = None, intake: Any = None,
+             events: Any = None, webhooks: Any = None,
+             reputation: Any = None, request_limits: RequestLimits | None = None,
              users: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
@@ -74,13 +78,18 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     `policy_unavailable`, `metrics_unavailable`, `shaping_unavailable`). `shaper`: the
     dispatcher's mta.shaping.Shaper, for /api/v1/admin/shaping. `inbound`: the feedback
     loop's mta.bounce.Inbound, for one-click unsubscribe at /u/TOKEN (404 without it).
+    `webhooks`: mta.webhooks.Webhooks, for /api/v1/webhooks. `reputation`:
+    mta.reputation.ReputationGuard, for /api/v1/admin/tenants/{t}/reputation.
+    `intake`: the daemon's mta.smtp.intake.Intake (`mta drain`, /readyz); `events` its
+    EventLog, for the "intake" event.
     `request_limits`: rates per API key and admin token, admin body size ([http]; None: no
     rate limits, 1 MiB bodies). Run-time API keys live in `policy_admin`'s store; `users`:
     the run-time SMTP AUTH users (mta.smtp.auth.RuntimeUsers) for /api/v1/admin/users."""
     request_limits = request_limits or RequestLimits()
     app = web.Application(middlewares=[error_middleware, admin_auth_middleware,
                                        ratelimit.ratelimit_middleware,
-                                       ratelimit.body_limit_middleware],
+                                       ratelimit.body_limit_middleware,
+                                       admin_intake.intake_middleware],
                           client_max_size=request_limits.max_body)
     app[state.ADMIN_TOKEN] = admin_token
     app[state.QUEUE_OPS] = queue_ops
@@ -95,6 +104,10 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[state.SHAPER] = shaper
     app[admin_suppressions.SUPPRESSIONS] = suppressions
     app[unsubscribe.INBOUND] = inbound
+    app[admin_webhooks.WEBHOOKS] = webhooks
+    app[admin_reputation.REPUTATION] = reputation
+    app[admin_intake.INTAKE] = intake
+    app[admin_intake.EVENTS] = events
     app.add_routes(admin_queue.routes)
     app.add_routes(admin_policy.routes)
     app.add_routes(admin_licence.routes)
@@ -102,6 +115,9 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_content.routes)
     app.add_routes(admin_suppressions.routes)
     app.add_routes(admin_domains.routes)
+    app.add_routes(admin_webhooks.routes)
+    app.add_routes(admin_reputation.routes)
+    app.add_routes(admin_intake.routes)
     app.add_routes(admin_keys.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)

@@ -176,6 +176,37 @@ _ADMIN_QUEUE_PATHS: dict[str, Any] = {
             "type": "string", "enum": ["hold", "release", "bounce", "flush"]})])},
 }
 
+_REP_STATES = ["ok", "warned", "limited", "suspended_class", "suspended", "terminated"]
+_REP_ERRORS = _errors((400, "bad_field, bad_json"), (404, "unknown_tenant"),
+                      (503, "reputation_unavailable"))
+_REP_STATE = {"type": "object", "properties": {
+    "tenant": {"type": "string"}, "state": {"type": "string", "enum": _REP_STATES},
+    "since": {"type": "number"}, "reason": {"type": "string"},
+    "manual": {"type": "boolean", "description": "set by hand: stays until cleared"}}}
+_REPUTATION_PATHS: dict[str, Any] = {
+    "/api/v1/admin/tenants/{name}/reputation": {
+        "get": _op("The tenant's escalation state, the figures per window and its moves",
+                   _ok("Reputation", {"type": "object", "properties": {
+                       **_REP_STATE["properties"],
+                       "figures_reach": {"type": "string", "enum": _REP_STATES},
+                       "why": {"type": "string"},
+                       "figures": {"type": "array", "items": {"type": "object"}},
+                       "history": {"type": "array", "items": {"type": "object"}}}})
+                   | _REP_ERRORS, params=[_TENANT], tag="policy"),
+        "post": _op("Move the tenant to a state by hand (it stays until cleared)",
+                    _ok("The new state", _REP_STATE) | _REP_ERRORS, params=[_TENANT],
+                    tag="policy", body={"type": "object", "required": ["state", "reason"],
+                                        "properties": {
+                                            "state": {"type": "string",
+                                                      "enum": _REP_STATES[1:]},
+                                            "reason": {"type": "string"}}})},
+    "/api/v1/admin/tenants/{name}/reputation/clear": {"post": _op(
+        "Back to ok; counts from before now no longer count", _ok("The new state", _REP_STATE)
+        | _REP_ERRORS, params=[_TENANT], tag="policy", body={
+            "type": "object", "required": ["reason"],
+            "properties": {"reason": {"type": "string"}}})},
+}
+
 _ADMIN_POLICY_PATHS: dict[str, Any] = {
     "/api/v1/admin/tenants": {
         "get": _op("List tenants (configured and created)", _ok("Tenants", {
@@ -370,6 +401,75 @@ _SUPPRESSION_PATHS: dict[str, Any] = {
                 _path_param("address", 'the address or "@domain"')])},
 }
 
+# /api/v1/webhooks (mta.http.admin_webhooks): the admin token manages every endpoint, a
+# tenant's API key only its own.
+_WEBHOOK = {"type": "object", "properties": {
+    "id": {"type": "string"}, "url": {"type": "string"},
+    "tenant": {"type": ["string", "null"], "description": "null: every tenant's events"},
+    "events": {"type": "array", "items": {"type": "string"},
+               "description": '["*"]: every event'},
+    "enabled": {"type": "boolean"}, "disabled_reason": {"type": "string"},
+    "created_at": {"type": "number"}, "description": {"type": "string"},
+    "added_by_tenant": {"type": "boolean"}}}
+_WEBHOOK_BATCH = {"type": "object", "properties": {
+    "seq": {"type": "integer"}, "endpoint": {"type": "string"},
+    "webhook_id": {"type": "string"}, "events": {"type": "integer"},
+    "created_at": {"type": "number"}, "attempts": {"type": "integer"},
+    "last_error": {"type": "string"}}}
+_WEBHOOK_ERRORS = _errors(
+    (400, "bad_field, bad_json, bad_limit"),
+    (401, "unauthorized: neither the admin token nor a tenant's API key"),
+    (403, "forbidden: a tenant's key adding another tenant's endpoint"),
+    (404, "not_found: no such endpoint (or another tenant's)"),
+    (503, "webhooks_unavailable: [webhooks] enabled = false"))
+
+
+def _wop(summary: str, responses: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    op = _op(summary, responses | _WEBHOOK_ERRORS, admin=False, tag="webhooks", **kw)
+    op["security"] = _SUPPRESSION_SECURITY
+    return op
+
+
+_EP_ID = [_path_param("id", "the endpoint id (ep_...)")]
+_WEBHOOK_PATHS: dict[str, Any] = {
+    "/api/v1/webhooks": {
+        "get": _wop("The endpoints (never their secrets)", _ok("Endpoints", {
+            "type": "object", "properties": {
+                "endpoints": {"type": "array", "items": _WEBHOOK}}})),
+        "post": _wop("Add an endpoint; the reply holds its signing secret, once",
+                     _ok("Added", {"allOf": [_WEBHOOK, {"type": "object", "properties": {
+                         "secret": {"type": "string", "description": "whsec_..."}}}]},
+                         "201") | _errors((409, "too_many_endpoints")),
+                     body={"type": "object", "required": ["url"], "properties": {
+                         "url": {"type": "string"}, "tenant": {"type": "string"},
+                         "events": {"type": "array", "items": {"type": "string"}},
+                         "description": {"type": "string"}}})},
+    "/api/v1/webhooks/failed": {"get": _wop(
+        "Batches that failed for good on this node", _ok("Failed batches", {
+            "type": "object", "properties": {
+                "failed": {"type": "array", "items": _WEBHOOK_BATCH}}}),
+        params=[_query("endpoint", "one endpoint's", {"type": "string"}),
+                _query("limit", "at most (default 100)", {"type": "integer"})])},
+    "/api/v1/webhooks/replay": {"post": _wop(
+        "Post failed batches again, with their webhook ids", _ok("Replayed", {
+            "type": "object", "properties": {"replayed": {"type": "integer"}}}),
+        body={"type": "object", "properties": {
+            "endpoint": {"type": "string"},
+            "webhook_ids": {"type": "array", "items": {"type": "string"}}}})},
+    "/api/v1/webhooks/{id}": {
+        "get": _wop("One endpoint", _ok("The endpoint", _WEBHOOK), params=_EP_ID),
+        "delete": _wop("Remove an endpoint and its waiting batches", _ok("Removed"),
+                       params=_EP_ID)},
+    "/api/v1/webhooks/{id}/test": {"post": _wop(
+        "Post a webhook_test event now, outside the outbox", _ok("The receiver's answer", {
+            "type": "object", "properties": {
+                "ok": {"type": "boolean"}, "status": {"type": "integer"},
+                "error": {"type": "string"}, "seconds": {"type": "number"}}}),
+        params=_EP_ID)},
+    "/api/v1/webhooks/{id}/enable": {"post": _wop(
+        "Enable a disabled endpoint again", _ok("The endpoint", _WEBHOOK), params=_EP_ID)},
+}
+
 _SENDING_DOMAIN = {"type": "object", "properties": {
     "tenant": {"type": "string"}, "domain": {"type": "string"}, "token": {"type": "string"},
     "added": {"type": "number"}, "verified": {"type": "boolean"},
@@ -384,6 +484,31 @@ _SD_PARAMS = [_path_param("tenant", "Tenant name",
               _path_param("domain", "Sending domain (its subdomains are covered too)",
                           {"type": "string", "maxLength": 253})]
 _SD_404 = _errors((404, "unknown_domain: the tenant has not registered it"))
+
+# /api/v1/admin/intake and /readyz (mta.http.admin_intake): `mta drain`.
+_INTAKE_STATE = {"type": "object", "properties": {
+    "accepting": {"type": "boolean"}, "since": {"type": "number",
+                                                "description": "unix time of the switch"},
+    "reason": {"type": "string"}}}
+_INTAKE_PATHS: dict[str, Any] = {
+    "/api/v1/admin/intake": {
+        "get": _op("Whether new mail is accepted", _ok("Intake state", _INTAKE_STATE)
+                   | _errors((503, "intake_unavailable")), tag="operations"),
+        "post": _op("Drain (accepting false: SMTP 421 4.3.2, injection 503, delivery goes "
+                    "on) or resume", _ok("The new state", _INTAKE_STATE)
+                    | _errors((400, "bad_accepting, bad_reason"),
+                              (503, "intake_unavailable")),
+                    body={"type": "object", "required": ["accepting"], "properties": {
+                        "accepting": {"type": "boolean"},
+                        "reason": {"type": "string", "maxLength": 500}}},
+                    tag="operations")},
+    "/readyz": {"get": _op(
+        "Readiness: 503 while intake is paused (draining)",
+        _ok("Ready", {"type": "object", "properties": {
+            "ready": {"type": "boolean"}, "accepting": {"type": "boolean"},
+            "reason": {"type": "string"}}}) | _errors((503, "not ready: draining")),
+        admin=False, tag="observability")},
+}
 
 _ADMIN_DOMAINS_PATHS: dict[str, Any] = {
     "/api/v1/admin/domains": {
@@ -548,12 +673,14 @@ DOCUMENT: dict[str, Any] = {
             "responses": _ok("OpenAPI 3.1")}},
         **_ADMIN_QUEUE_PATHS,
         **_ADMIN_POLICY_PATHS,
+        **_REPUTATION_PATHS,
         **_ADMIN_LICENCE_PATHS,
         **_ADMIN_SHAPING_PATHS,
         **_ADMIN_CONTENT_PATHS,
         **_SUPPRESSION_PATHS,
-
+        **_WEBHOOK_PATHS,
         **_ADMIN_DOMAINS_PATHS,
+        **_INTAKE_PATHS,
         **_ADMIN_KEYS_PATHS,
     },
 }

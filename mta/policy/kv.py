@@ -31,6 +31,8 @@ class PolicyKV(Protocol):
     async def items(self, ns: str) -> dict[str, str]: ...
     async def incr(self, ns: str, key: str, n: int, ttl: float) -> int: ...
     async def count(self, ns: str, key: str) -> int: ...
+    async def counts(self, ns: str, keys: list[str]) -> list[int]: ...
+    async def add_many(self, ns: str, items: list[tuple[str, int, float]]) -> None: ...
 
 
 def kv_for(store: Any) -> PolicyKV:
@@ -72,6 +74,13 @@ class MemoryKV:
     async def count(self, ns: str, key: str) -> int:
         total, expires = self._n.get((ns, key), (0, 0.0))
         return total if expires > time.time() else 0
+
+    async def counts(self, ns: str, keys: list[str]) -> list[int]:
+        return [await self.count(ns, k) for k in keys]
+
+    async def add_many(self, ns: str, items: list[tuple[str, int, float]]) -> None:
+        for key, n, ttl in items:
+            await self.incr(ns, key, n, ttl)
 
 
 class SqliteKV:
@@ -118,6 +127,33 @@ class SqliteKV:
             ("#" + ns, key, now)).fetchone())
         return 0 if row is None else int(row[0])
 
+    async def counts(self, ns: str, keys: list[str]) -> list[int]:
+        """Many counters of one namespace in one read (0 for a missing or expired one)."""
+        if not keys:
+            return []
+        now = time.time()
+        rows = await self._s._read(lambda c: c.execute(
+            f"SELECT key, value FROM kv WHERE ns=? AND key IN ({','.join('?' * len(keys))}) "
+            "AND (expires IS NULL OR expires>?)", ("#" + ns, *keys, now)).fetchall())
+        found = {str(k): int(v) for k, v in rows}
+        return [found.get(k, 0) for k in keys]
+
+    async def add_many(self, ns: str, items: list[tuple[str, int, float]]) -> None:
+        """(key, n, ttl) increments in one trip to the database thread."""
+        if not items:
+            return
+        now = time.time()
+
+        def op(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM kv WHERE ns=? AND expires IS NOT NULL AND expires<=?",
+                      ("#" + ns, now))
+            c.executemany(
+                "INSERT INTO kv(ns, key, value, expires) VALUES(?,?,?,?) ON CONFLICT(ns, key) "
+                "DO UPDATE SET value=CAST(value AS INTEGER)+excluded.value, "
+                "expires=excluded.expires",
+                [("#" + ns, key, n, now + ttl) for key, n, ttl in items])
+        await self._s._call(op)
+
 
 class RedisKV:
     def __init__(self, client: Any, prefix: str) -> None:
@@ -149,3 +185,19 @@ class RedisKV:
     async def count(self, ns: str, key: str) -> int:
         v = await self._r.get(f"{self._p}#{ns}:{key}")
         return 0 if v is None else int(v)
+
+    async def counts(self, ns: str, keys: list[str]) -> list[int]:
+        if not keys:
+            return []
+        values = await self._r.mget([f"{self._p}#{ns}:{k}" for k in keys])
+        return [0 if v is None else int(v) for v in values]
+
+    async def add_many(self, ns: str, items: list[tuple[str, int, float]]) -> None:
+        if not items:
+            return
+        async with self._r.pipeline(transaction=False) as p:
+            for key, n, ttl in items:
+                k = f"{self._p}#{ns}:{key}"
+                p.incrby(k, n)
+                p.expire(k, max(1, int(ttl)))
+            await p.execute()

@@ -10,14 +10,22 @@ the tenants that sent from the source in the last 24 h, by volume (with their bo
 then the action: "shift" takes the source out of pool choice while another source is
 usable (Egress.shifted), "suspend" suspends the source in shaping (its queued mail waits).
 After `clean_checks` clean rounds in a row (every zone answering "not listed") it is used
-again (`dnsbl_delisted`); a temporary DNS failure counts as neither.
+again (`dnsbl_delisted`), its share ramping up over `ramp` (Egress.ramp); a temporary DNS
+failure counts as neither.
+
+Receivers' replies are a signal too: a bounce or deferral whose reply names a blocklist
+("blocked using zen.spamhaus.org", "listed in ...", "RBL") is a `dnsbl_reply` event
+naming the source, and starts a check round at once (at most one a minute per source)
+instead of waiting for the interval. SIGHUP: new zones, interval and action apply (`reload`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -32,6 +40,11 @@ log = logging.getLogger("mta.shaping")
 
 _DAY = 86400.0
 _SENT_EVENTS = frozenset({"delivered", "bounced", "deferred", "expired"})
+# Words receivers use when they refuse an address because a blocklist lists it.
+_BLOCKLIST_REPLY = re.compile(
+    r"(?i)\b(blocked using|listed (?:in|on|at|by)|block ?list(?:ed)?|black ?list(?:ed)?|"
+    r"dnsbl|rbl|spamhaus|spamcop|barracuda(?:central)?|sorbs|uceprotect|psbl)\b")
+_SIGNAL_EVERY = 60.0  # seconds between reply-triggered checks of one source
 
 
 def query_name(address: str, zone: str) -> str:
@@ -55,6 +68,9 @@ class DnsblWatch:
         self.listed: dict[str, dict[str, str]] = {}   # source -> zone -> return code
         self._clean: dict[str, int] = {}               # source -> clean rounds in a row
         self._sent: dict[str, deque[tuple[float, str, bool]]] = {}
+        self._signalled: dict[str, float] = {}  # source -> last reply-triggered check
+        self._poke = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         if events is not None:
             events.listeners.append(self._observe)
 
@@ -68,6 +84,24 @@ class DnsblWatch:
                   record["event"] == "bounced"))
         while q and q[0][0] < now - _DAY:
             q.popleft()
+        reply = record.get("reply")
+        if record["event"] in ("bounced", "deferred") and isinstance(reply, str) and \
+                _BLOCKLIST_REPLY.search(reply):
+            self._blocklist_reply(str(record["source"]), record, now)
+
+    def _blocklist_reply(self, source: str, record: dict[str, Any], now: float) -> None:
+        if now - self._signalled.get(source, 0.0) < _SIGNAL_EVERY:
+            return
+        self._signalled[source] = now
+        src = self.shaper.egress.sources.get(source)
+        address = src.address if src is not None else ""
+        log.warning("egress %s (%s): a receiver names a blocklist: %s", source,
+                    address or "-", record.get("reply"))
+        if self.events is not None:
+            self.events.emit("dnsbl_reply", source=source, ip=address or None,
+                             site=record.get("site"), tenant=record.get("tenant"),
+                             reply=record.get("reply"), checking=bool(self.cfg.zones))
+        self._poke.set()
 
     def senders(self, source: str) -> list[dict[str, Any]]:
         since = self.clock() - _DAY
@@ -129,6 +163,7 @@ class DnsblWatch:
         zones = sorted(self.listed.pop(name, {}))
         self._clean.pop(name, None)
         self.shaper.egress.shifted.discard(name)
+        self.shaper.egress.ramp(name, self.cfg.ramp)
         if self.cfg.action == "suspend":
             s = self.shaper.suspensions.is_suspended(source=name)
             if s is not None and s.reason.startswith("listed in "):
@@ -143,9 +178,29 @@ class DnsblWatch:
                 await self.check()
             except Exception:
                 log.exception("blocklist check failed")
-            await asyncio.sleep(self.cfg.interval)
+            self._poke.clear()
+            # The interval, or sooner when a receiver's reply names a blocklist.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.cfg.interval)
 
-    def start(self) -> asyncio.Task[None] | None:
+    def start(self) -> DnsblWatch:
+        """Run the checks while zones are configured (see `reload`)."""
+        if self.cfg.zones and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(),
+                                                                name="dnsbl-watch")
+        return self
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def reload(self, cfg: Config) -> None:
+        """SIGHUP: new zones, interval, action. A listing in a zone no longer watched
+        clears at the next round (clean_checks apply as usual)."""
+        self.cfg = cfg.dnsbl
         if not self.cfg.zones:
-            return None
-        return asyncio.get_running_loop().create_task(self.run(), name="dnsbl-watch")
+            self.cancel()
+        else:
+            self.start()
+            self._poke.set()

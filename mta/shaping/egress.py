@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_SOURCE", "Egress", "EgressSource"]
 
 DEFAULT_SOURCE = "default"
+# A source returning after a blocklist listing starts at this share of its weight.
+RAMP_FLOOR = 0.1
 WARMUP_NS = "warmup"
 _WARMUP_TTL = 3 * 86400.0  # a day's count is only read on its own UTC day
 _REFRESH = 1.0  # seconds between reads of the shared counts
@@ -78,6 +80,8 @@ class Egress:
         self._refresher: asyncio.Task[None] | None = None
         # Sources pools avoid while others are usable (mta/shaping/dnsbl.py "shift").
         self.shifted: set[str] = set()
+        # Sources coming back after a listing: source -> (start, end) of their ramp.
+        self.ramping: dict[str, tuple[float, float]] = {}
 
     async def attach(self, kv: PolicyKV) -> None:
         """Persist warm-up counts in `kv` from now on; today's stored counts are loaded."""
@@ -173,6 +177,24 @@ class Egress:
         cap = self.cap_today(source)
         return cap is None or self.sent_today(source) < cap
 
+    def ramp(self, source: str, duration: float) -> None:
+        """Bring a source back gradually: its weight grows from RAMP_FLOOR of its share to
+        all of it over `duration` (receivers that just delisted an address watch it)."""
+        if duration > 0:
+            now = self.clock.now()
+            self.ramping[source] = (now, now + duration)
+
+    def ramp_factor(self, source: str) -> float:
+        r = self.ramping.get(source)
+        if r is None:
+            return 1.0
+        start, end = r
+        now = self.clock.now()
+        if now >= end:
+            del self.ramping[source]
+            return 1.0
+        return RAMP_FLOOR + (1.0 - RAMP_FLOOR) * max(0.0, now - start) / (end - start)
+
     def choose(self, pool: str, rng: random.Random,
                skip: Callable[[str], bool] | None = None) -> EgressSource | None:
         """Weighted pick of a usable source from `pool`; None if none is usable now."""
@@ -183,6 +205,8 @@ class Egress:
                   if w > 0 and self.under_cap(n) and not (skip and skip(n))]
         if self.shifted:  # listed on a blocklist: the others carry its traffic, if any
             usable = [(n, w) for n, w in usable if n not in self.shifted] or usable
+        if self.ramping:
+            usable = [(n, w * self.ramp_factor(n)) for n, w in usable]
         if not usable:
             return None
         point = rng.random() * sum(w for _, w in usable)
@@ -196,4 +220,5 @@ class Egress:
         s = self.sources[source]
         return {"address": s.address, "ehlo_name": s.ehlo_name,
                 "warmup_cap_today": self.cap_today(source),
+                "ramp_factor": round(self.ramp_factor(source), 3),
                 "sent_today": self.sent_today(source)}

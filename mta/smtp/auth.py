@@ -2,8 +2,10 @@
 
 Owns the hash format `$scrypt$ln=14,r=8,p=1$<salt b64>$<hash b64>` (what `mta passwd`
 prints and `[users.NAME] password` holds), verification off the event loop (one check costs
-~50 ms of CPU and 16 MiB), and the per-client-address failure window that locks a client out
-of AUTH after too many failures. The SASL exchange itself (PLAIN, LOGIN) is in session.py.
+~50 ms of CPU and 16 MiB), and the failure windows (`AuthFailures`): per (client address,
+username), which stops the guessing of one user's password, and per client address, which
+slows a client trying many users - without ever refusing one user's right password because
+of another user's failures. The SASL exchange itself (PLAIN, LOGIN) is in session.py.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ _DUMMY_HASH = f"$scrypt$ln={DEFAULT_LN},r=8,p=1${'A' * 22}${'A' * 43}"
 class AuthResult:
     ok: bool
     tenant: str | None = None
-    locked: bool = False  # refused without checking: too many recent failures
+    locked: bool = False  # refused without checking: too many recent failures (this user)
+    # A failure from an address past its overall cap: the session ends after the 535.
+    disconnect: bool = False
     # The client networks the user may authenticate from (the session checks its client
     # address against them); empty: anywhere.
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -182,49 +186,126 @@ class Authenticator:
         return AuthResult(False)
 
 
-class AuthFailures:
-    """Failed AUTH attempts per client address within a sliding window.
+class _Window:
+    """Failure times per key within a sliding window, bounded: at most `cap` times per
+    key, and keys whose window has passed are dropped once the table holds `max_keys`."""
 
-    `clock` is injected (a monotonic seconds source) so tests can move time.
-    Memory is bounded: at most `max_failures` timestamps per address, and addresses whose
-    window has passed are dropped when the table grows past `max_clients`.
-    """
+    def __init__(self, cap: int, max_keys: int) -> None:
+        self.cap = cap
+        self.max_keys = max_keys
+        self.table: dict[object, deque[float]] = {}
 
-    def __init__(self, max_failures: int, window: float, *,
-                 clock: Callable[[], float] = time.monotonic, max_clients: int = 100_000) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        self._clock = clock
-        self._max_clients = max_clients
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, ip: str, now: float) -> deque[float] | None:
-        q = self._failures.get(ip)
+    def count(self, key: object, now: float, window: float) -> int:
+        q = self.table.get(key)
         if q is None:
-            return None
-        while q and q[0] <= now - self.window:
+            return 0
+        while q and q[0] <= now - window:
             q.popleft()
         if not q:
-            del self._failures[ip]
-            return None
-        return q
+            del self.table[key]
+            return 0
+        return len(q)
 
-    def is_locked(self, ip: str) -> bool:
-        q = self._recent(ip, self._clock())
-        return q is not None and len(q) >= self.max_failures
-
-    def record_failure(self, ip: str) -> None:
-        now = self._clock()
-        q = self._recent(ip, now)
+    def add(self, key: object, now: float, window: float) -> int:
+        n = self.count(key, now, window)
+        q = self.table.get(key)
         if q is None:
-            if len(self._failures) >= self._max_clients:
-                self._prune(now)
-            q = self._failures[ip] = deque(maxlen=self.max_failures)
+            if len(self.table) >= self.max_keys:
+                self._prune(now, window)
+            q = self.table[key] = deque(maxlen=max(self.cap, 1))
+        elif q.maxlen != max(self.cap, 1):  # the cap changed on reload
+            q = self.table[key] = deque(q, maxlen=max(self.cap, 1))
         q.append(now)
+        return min(n + 1, len(q))
 
-    def _prune(self, now: float) -> None:
-        for ip in list(self._failures):
-            self._recent(ip, now)
-        if len(self._failures) >= self._max_clients:  # all still active: drop the oldest
-            oldest = min(self._failures, key=lambda k: self._failures[k][-1])
-            del self._failures[oldest]
+    def clear(self, key: object) -> None:
+        self.table.pop(key, None)
+
+    def _prune(self, now: float, window: float) -> None:
+        for key in list(self.table):
+            self.count(key, now, window)
+        if len(self.table) >= self.max_keys:  # all still active: drop the oldest
+            oldest = min(self.table, key=lambda k: self.table[k][-1])
+            del self.table[oldest]
+
+
+# A SASL username as a key: bounded, so a client cannot make the table hold megabytes.
+_MAX_USER_KEY = 256
+# Slowing grows with a (address, user)'s failures: delay, 2x, 4x ... up to this many times.
+_MAX_SLOWDOWN = 16
+
+
+class AuthFailures:
+    """Failed AUTH attempts within a sliding window, per (client address, username) and
+    overall per client address.
+
+    - After `max_failures` failures for one user from one address, AUTH as that user from
+      that address is refused (454) without a password check until the window passes:
+      the guessing of that user's password stops there. Other users from the same address
+      (a NAT, an office) are not affected; a success clears the pair's failures.
+    - After `max_per_address` failures from one address, whatever the users, every further
+      failure from it is slowed the most and ends the connection (`address_over_cap`):
+      spraying many usernames costs time and a reconnect per guess. A right password from
+      that address is still checked and accepted.
+    - `delay_for(n)`: each failure is answered after `delay`, doubled for each earlier
+      failure of the pair, at most 16 times `delay`.
+
+    `clock` is injected (a monotonic seconds source) so tests can move time. Memory is
+    bounded by `max_clients` keys per table and `max_failures` / `max_per_address` times
+    per key.
+    """
+
+    def __init__(self, max_failures: int, window: float, *, max_per_address: int = 0,
+                 delay: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 max_clients: int = 100_000) -> None:
+        self._clock = clock
+        self._pairs = _Window(max_failures, max_clients)
+        self._addresses = _Window(max_per_address or 10 * max_failures, max_clients)
+        self.window = window
+        self.delay = delay
+        self.max_failures = max_failures
+        self.max_per_address = max_per_address
+
+    @property
+    def max_failures(self) -> int:
+        return self._pairs.cap
+
+    @max_failures.setter
+    def max_failures(self, value: int) -> None:
+        self._pairs.cap = value
+
+    @property
+    def max_per_address(self) -> int:
+        return self._addresses.cap
+
+    @max_per_address.setter
+    def max_per_address(self, value: int) -> None:
+        # 0: ten times the per-user cap.
+        self._addresses.cap = value or 10 * self._pairs.cap
+
+    @staticmethod
+    def _pair(ip: str, user: str) -> tuple[str, str]:
+        return ip, user[:_MAX_USER_KEY]
+
+    def is_locked(self, ip: str, user: str) -> bool:
+        """Whether AUTH as `user` from `ip` is refused now (its own failures only)."""
+        n = self._pairs.count(self._pair(ip, user), self._clock(), self.window)
+        return n >= self.max_failures
+
+    def address_over_cap(self, ip: str) -> bool:
+        return self._addresses.count(ip, self._clock(), self.window) >= self.max_per_address
+
+    def record_failure(self, ip: str, user: str) -> int:
+        """Count a failure; returns the pair's failures within the window."""
+        now = self._clock()
+        self._addresses.add(ip, now, self.window)
+        return self._pairs.add(self._pair(ip, user), now, self.window)
+
+    def record_success(self, ip: str, user: str) -> None:
+        self._pairs.clear(self._pair(ip, user))
+
+    def delay_for(self, failures: int, *, over_cap: bool = False) -> float:
+        """How long to wait before answering a pair's `failures`-th failure."""
+        if over_cap:
+            return self.delay * _MAX_SLOWDOWN
+        return self.delay * min(2 ** max(failures - 1, 0), _MAX_SLOWDOWN)

@@ -43,12 +43,14 @@ def mail_param(key: str, value: str, out: dict[str, str], max_message_size: int
         out["RET"] = ret
     elif key == "ENVID":  # RFC 3461 4.4
         try:
-            envid = xtext_decode(value)
+            xtext_decode(value)
         except ValueError:
             return Reply(501, "5.5.4", "Error: ENVID= is not valid xtext")
         if not value or len(value) > _MAX_ENVID:
             return Reply(501, "5.5.4", "Error: bad ENVID= length")
-        out["ENVID"] = envid
+        # Kept as xtext, as received: the next hop is sent it as is (delivery/wire.py) and
+        # the DSN decodes it once (bounce/dsn.py). Decoding here decoded it twice there.
+        out["ENVID"] = value
     elif key == "AUTH":  # RFC 4954 5: accepted and ignored (we do not trust it)
         try:
             xtext_decode(value)
@@ -70,12 +72,12 @@ def rcpt_param(key: str, value: str, out: dict[str, str]) -> Reply | None:
     elif key == "ORCPT":  # RFC 3461 4.2: addr-type ";" xtext
         addr_type, sep, encoded = value.partition(";")
         try:
-            decoded = xtext_decode(encoded)
+            xtext_decode(encoded)
         except ValueError:
             return Reply(501, "5.5.4", "Error: ORCPT= is not valid xtext")
         if not sep or not addr_type or not encoded or len(value) > _MAX_ORCPT:
             return Reply(501, "5.5.4", "Error: bad ORCPT= value")
-        out["ORCPT"] = f"{addr_type};{decoded}"
+        out["ORCPT"] = f"{addr_type};{encoded}"  # xtext, as received (see ENVID)
     else:
         return Reply(555, "5.5.4", f"Error: unsupported parameter {key}")
     return None

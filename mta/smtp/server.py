@@ -30,6 +30,7 @@ from mta.rfc5321.reply import Reply
 from mta.smtp.auth import Authenticator, AuthFailures, AuthResult, RuntimeUsers
 from mta.smtp.data import DataReader
 from mta.smtp.handler import IngressHandler, SessionInfo
+from mta.smtp.intake import R_NOT_ACCEPTING, Intake
 from mta.smtp.session import (
     CONSTANT_REPLIES,
     R_INTERNAL,
@@ -99,8 +100,10 @@ class SmtpServer:
     def __init__(self, config: Config, handler: IngressHandler, *,
                  events: EventLog | None = None,
                  clock: Callable[[], float] = time.monotonic, reuse_port: bool = False,
-                 users: RuntimeUsers | None = None) -> None:
+                 intake: Intake | None = None, users: RuntimeUsers | None = None) -> None:
         self.handler = handler
+        # `mta drain` switches it off: new connections and MAIL get 421 4.3.2.
+        self.intake = intake or Intake()
         # Run-time AUTH users (mta users add), beside [users.NAME]; AUTH is offered once
         # either has a user.
         self.users = users
@@ -115,7 +118,8 @@ class SmtpServer:
         self._clock = clock
         s = config.smtp
         self.auth_failures = AuthFailures(s.auth_max_failures, s.auth_failure_window,
-                                          clock=clock)
+                                          max_per_address=s.auth_max_failures_per_address,
+                                          delay=s.auth_failure_delay, clock=clock)
         self._listen = list(s.listen)
         self._runtime = self._build_runtime(config)
         self._servers: list[asyncio.AbstractServer] = []
@@ -132,9 +136,13 @@ class SmtpServer:
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.load_cert_chain(s.tls_cert, s.tls_key)
         self.auth_failures.max_failures = s.auth_max_failures
+        self.auth_failures.max_per_address = s.auth_max_failures_per_address
         self.auth_failures.window = s.auth_failure_window
+        self.auth_failures.delay = s.auth_failure_delay
+        # No address is refused AUTH outright: locks are per (address, user), decided
+        # once the username is known (_authenticate).
         settings = SessionSettings.from_config(config, tls_available=ctx is not None,
-                                               auth_locked=self.auth_failures.is_locked)
+                                               intake_paused=self.intake.paused)
         auth = Authenticator(config.users, self.users)
         if self.users is not None:
             self.users.config = config.users
@@ -215,6 +223,8 @@ class SmtpServer:
             reason, reply = "max_connections_per_ip", R_TOO_MANY_FROM_IP
         elif self.draining:
             return Reply(421, "4.3.2", "Service shutting down, try again later")
+        elif not self.intake.accepting:
+            reason, reply = "intake_paused", R_NOT_ACCEPTING
         else:
             self._connections.add(conn)
             self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
@@ -437,13 +447,19 @@ class _Connection(asyncio.Protocol):
 
     async def _authenticate(self, ev: Authenticate) -> AuthResult:
         failures = self.server.auth_failures
-        if failures.is_locked(self.ip):
+        if failures.is_locked(self.ip, ev.username):
+            # This user's password was guessed wrong too often from here: no check, and
+            # as slow as a failure (the answer must not be cheaper than a guess).
+            await asyncio.sleep(failures.delay_for(failures.max_failures))
             return AuthResult(False, locked=True)
         result = await self.rt.authenticator.verify(ev.username, ev.password)
-        if not result.ok:
-            failures.record_failure(self.ip)
-            await asyncio.sleep(self.rt.auth_failure_delay)
-        return result
+        if result.ok:
+            failures.record_success(self.ip, ev.username)
+            return result
+        over_cap = failures.address_over_cap(self.ip)
+        n = failures.record_failure(self.ip, ev.username)
+        await asyncio.sleep(failures.delay_for(n, over_cap=over_cap))
+        return AuthResult(False, disconnect=over_cap) if over_cap else result
 
     @staticmethod
     async def _wait_decision(ev: object, awaitable: Awaitable[Any]) -> Any:

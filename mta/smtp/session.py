@@ -34,6 +34,8 @@ from mta.smtp.auth import AuthResult
 from mta.smtp.cleanup import add_headers
 from mta.smtp.data import DataReader
 from mta.smtp.handler import SessionInfo
+from mta.smtp.intake import R_NOT_ACCEPTING
+from mta.smtp.longlines import MAX_LINE, has_long_line, wrap_long_lines
 from mta.smtp.params import R_TOO_BIG, mail_param, rcpt_param
 from mta.smtp.settings import SessionSettings
 
@@ -150,6 +152,9 @@ R_LINE_TOO_LONG = Reply(500, "5.5.2", "Error: line too long")
 R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors")
 R_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")
 R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+# RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6; [smtp] long_lines = "reject". RFC 3463 5.6.0: other
+# or undefined media error.
+R_LONG_LINE = Reply(550, "5.6.0", f"line longer than {MAX_LINE} octets")
 R_FORBIDDEN = Reply(521, "5.7.0", "Error: this is an SMTP server")
 R_UTF8_ADDRESS = Reply(553, "5.6.7", "Error: SMTPUTF8 is required for a non-ASCII address")
 R_TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
@@ -158,6 +163,8 @@ R_TLS_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")
 R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 R_AUTH_FAILED = Reply(535, "5.7.8", "Error: authentication failed")
 R_AUTH_LOCKED = Reply(454, "4.7.0", "Error: too many authentication failures, try later")
+R_AUTH_ADDRESS_CAP = Reply(421, "4.7.0", "Error: too many authentication failures from "
+                                         "your address")
 R_AUTH_DONE = Reply(503, "5.5.1", "Error: already authenticated")
 R_AUTH_DISABLED = Reply(502, "5.5.1", "Error: authentication not enabled")
 R_AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication "
@@ -296,12 +303,17 @@ class Session:
         elif reader.bare_newline:
             reply = R_BARE_NEWLINE
             self._reject("bare_newline", reply)
+        elif self.settings.long_lines == "reject" and has_long_line(reader.body):
+            reply = R_LONG_LINE
+            self._reject("long_line", reply)
         else:
             info = self.info
             recipients = self._recipients
             smtputf8 = "SMTPUTF8" in self._mail_params
             data = add_headers(reader.body, info, hostname=self.settings.hostname,
                                recipients=[r.address for r in recipients], smtputf8=smtputf8)
+            # [smtp] long_lines = "wrap": before signing, so the signature covers what is sent.
+            data = wrap_long_lines(data)
             envelope = Envelope(
                 tenant=info.tenant or "default", mail_from=self._mail_from or "",
                 recipients=recipients, client_ip=info.client_ip, helo=info.helo,
@@ -353,6 +365,11 @@ class Session:
                 return self._error(R_AUTH_LOCKED)
             reply = result if isinstance(result, Reply) else R_AUTH_FAILED
             self._reject("auth_failed", reply, user=pending.username)
+            if isinstance(result, AuthResult) and result.disconnect:
+                # Past the address's overall cap: each guess costs a new connection.
+                self._reject("auth_address_cap", R_AUTH_ADDRESS_CAP, user=pending.username)
+                self.state = State.CLOSED
+                return Send((reply, R_AUTH_ADDRESS_CAP), close=True)
             return self._error(reply)
         if isinstance(pending, Deliver):
             self.state = State.READY
@@ -458,6 +475,10 @@ class Session:
 
     def _mail(self, cmd: Command) -> Event:
         info = self.info
+        if self.settings.intake_paused():  # `mta drain`: no new transaction
+            self._reject("intake_paused", R_NOT_ACCEPTING, sender=cmd.address)
+            self.state = State.CLOSED
+            return Send((R_NOT_ACCEPTING,), close=True)
         if info.tenant is None and not self.settings.feedback_domains:
             self._reject("auth_required", R_AUTH_REQUIRED, sender=cmd.address)
             return self._error(R_AUTH_REQUIRED)
@@ -480,7 +501,7 @@ class Session:
             self._mail_from = cmd.address
             self.state = State.MAIL
             return Send((R_MAIL_OK,))
-        # Policy sees the accepted parameters, decoded, plus the declared SIZE.
+        # Policy sees the accepted parameters (ENVID as xtext), plus the declared SIZE.
         check = dict(mail_params)
         if "SIZE" in params:
             check["SIZE"] = params["SIZE"]

@@ -29,14 +29,20 @@ class SessionSettings:
     tls_available: bool = False
     auth_available: bool = False  # there are users to authenticate
     auth_require_tls: bool = SmtpConfig.auth_require_tls
-    # Whether a client address is locked out of AUTH now (AuthFailures.is_locked).
+    # Whether a client address is refused AUTH outright. The server passes none: its locks
+    # are per (address, user), once the username is known (mta.smtp.auth.AuthFailures).
     auth_locked: Callable[[str], bool] = field(default=lambda ip: False)
     # [bounces] domains: mail for them is taken from anyone, without AUTH (mta/bounce).
     feedback_domains: frozenset[str] = frozenset()
+    # [smtp] long_lines: "wrap" or "reject" lines over 998 octets (mta.smtp.longlines).
+    long_lines: str = SmtpConfig.long_lines
+    # Whether intake is paused now (`mta drain`, mta.smtp.intake.Intake.paused).
+    intake_paused: Callable[[], bool] = field(default=lambda: False)
 
     @classmethod
     def from_config(cls, config: Config, *, tls_available: bool,
-                    auth_locked: Callable[[str], bool] | None = None) -> SessionSettings:
+                    auth_locked: Callable[[str], bool] | None = None,
+                    intake_paused: Callable[[], bool] | None = None) -> SessionSettings:
         s = config.smtp
         return cls(
             hostname=config.server.hostname,
@@ -50,4 +56,6 @@ class SessionSettings:
             auth_require_tls=s.auth_require_tls,
             auth_locked=auth_locked or (lambda ip: False),
             feedback_domains=config.bounces.domains(),
+            long_lines=s.long_lines,
+            intake_paused=intake_paused or (lambda: False),
         )

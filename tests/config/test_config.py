@@ -126,12 +126,23 @@ BROKEN = [
      "delivery.tls: must be \"opportunistic\", \"required\" or \"disabled\""),
     ("[dns]\nnameservers = [\"127.0.0.1:x\"]\n",
      "dns.nameservers[0]: invalid port in '127.0.0.1:x'"),
-    ("[server]\nworkers = 0\n", "server.workers: only 1 is supported in this version"),
+    ("[server]\nworkers = 0\n", "server.workers: must be between 1 and 64"),
+    ("[server]\nworkers = 2\n", "server.workers: more than 1 worker needs [cluster] "
+     "redis_url (policy and shaping state shared by every worker)"),
     ("[users.bob]\ntenant = \"nobody\"\npassword = \"$scrypt$x\"\n",
      "users.bob.tenant: unknown tenant 'nobody'"),
     ("[users.bob]\npassword = \"hunter2\"\n",
      "users.bob.password: expected a scrypt hash from `mta passwd`"),
     ("[log]\nlevel = \"chatty\"\n", "log.level: must be one of debug, info, warning, error"),
+    ("[unsubscribe]\nclasses = [\"markting\"]\n",
+     "unsubscribe.classes[0]: unknown message class 'markting' (one of marketing, "
+     "transactional: [policy] class_max_age)"),
+    ("[reputation]\nsuspend_class = \"bulk\"\n",
+     "reputation.suspend_class: unknown message class 'bulk' (one of marketing, "
+     "transactional)"),
+    ("[reputation]\nhard_bounce = [0.5, 0.1, 0, 0]\n",
+     "reputation: hard_bounce: thresholds must rise from warned to suspended"),
+    ("[webhooks]\nbatch_size = 0\n", "webhooks: batch_size: must be between 1 and 10000"),
     ("[smtp\n", None),  # syntax error: the message comes from tomllib
 ]
 

@@ -42,25 +42,48 @@ async def test_authenticator_returns_the_users_tenant():
     assert not (await auth.verify("mallory", "pw")).ok
 
 
-def test_failures_lock_an_address_within_the_window_only():
+def test_failures_lock_one_user_from_one_address_within_the_window_only():
     clock = Clock()
     f = AuthFailures(max_failures=3, window=60, clock=clock)
     for _ in range(2):
-        f.record_failure("192.0.2.1")
-    assert not f.is_locked("192.0.2.1")
-    f.record_failure("192.0.2.1")
-    assert f.is_locked("192.0.2.1") and not f.is_locked("192.0.2.2")
+        f.record_failure("192.0.2.1", "alice")
+    assert not f.is_locked("192.0.2.1", "alice")
+    assert f.record_failure("192.0.2.1", "alice") == 3
+    assert f.is_locked("192.0.2.1", "alice")
+    # Another user behind the same address, and alice elsewhere, are not locked.
+    assert not f.is_locked("192.0.2.1", "bob") and not f.is_locked("192.0.2.2", "alice")
     clock.now += 60.001  # the window has passed (tolerance: 1 ms past the edge)
-    assert not f.is_locked("192.0.2.1")
+    assert not f.is_locked("192.0.2.1", "alice")
+
+
+def test_address_cap_counts_every_user_and_a_success_clears_the_pair():
+    clock = Clock()
+    f = AuthFailures(max_failures=3, window=60, clock=clock)  # address cap: 30
+    assert f.max_per_address == 30
+    for i in range(29):
+        f.record_failure("192.0.2.1", f"user{i}")
+    assert not f.address_over_cap("192.0.2.1")
+    f.record_failure("192.0.2.1", "alice")
+    assert f.address_over_cap("192.0.2.1") and not f.address_over_cap("192.0.2.2")
+    f.record_failure("192.0.2.1", "alice")
+    f.record_success("192.0.2.1", "alice")
+    assert f.record_failure("192.0.2.1", "alice") == 1
+
+
+def test_failures_are_slowed_more_and_more():
+    f = AuthFailures(max_failures=5, window=60, delay=1.0, clock=Clock())
+    assert [f.delay_for(n) for n in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 16, 16]
+    assert f.delay_for(1, over_cap=True) == 16
 
 
 def test_failure_table_is_bounded():
     clock = Clock()
     f = AuthFailures(max_failures=1, window=60, clock=clock, max_clients=10)
     for i in range(50):
-        f.record_failure(f"192.0.2.{i}")
-    assert len(f._failures) <= 10
-    assert f.is_locked("192.0.2.49")
+        f.record_failure(f"192.0.2.{i}", "u" * 5000)
+    assert len(f._pairs.table) <= 10 and len(f._addresses.table) <= 10
+    assert all(len(user) <= 256 for _, user in f._pairs.table)
+    assert f.is_locked("192.0.2.49", "u" * 5000)
 
 
 INFO = SessionInfo("192.0.2.9", 1234, helo="client.test", esmtp=True)

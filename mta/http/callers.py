@@ -1,0 +1,38 @@
+"""Who is calling a route that both the operator and tenants may use (suppressions,
+webhooks): None for the operator (the admin token, or the local admin socket, which file
+permissions guard), else the tenant whose API key it is."""
+
+from __future__ import annotations
+
+import hmac
+import socket
+
+from aiohttp import web
+
+from mta.http import state
+from mta.http.errors import ApiError
+
+__all__ = ["caller", "is_local"]
+
+
+def is_local(request: web.Request) -> bool:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is not None and sock.family == socket.AF_UNIX
+
+
+async def caller(request: web.Request) -> str | None:
+    """None for the operator, else the tenant of the key; 401 for anyone else."""
+    if is_local(request):
+        return None
+    header = request.headers.get("Authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    token: str = request.app[state.ADMIN_TOKEN]
+    if token and given and hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    tenant = await request.app[state.API_KEYS].tenant(given)
+    if tenant is None:
+        raise ApiError(401, "unauthorized", "the admin token or a tenant's API key is "
+                       "required (Authorization: Bearer ...)",
+                       headers={"WWW-Authenticate": 'Bearer realm="mta"'})
+    return tenant

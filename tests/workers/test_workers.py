@@ -1,0 +1,175 @@
+"""`[server] workers = 2` for real: one `mta serve` supervising two worker processes on one
+Redis. Connections spread over both workers' shards; one admin API lists, shows and acts
+on every shard's messages, and one /metrics counts both; kill -9 of a worker loses none of
+what it acknowledged and the supervisor brings it back; SIGTERM stops everything with 0;
+the credit race over many sessions spread over the workers is exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import smtplib
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from mta.smtp.auth import hash_password
+from tests.integration.test_policy_smtp import PW
+from tests.support.daemon import ADMIN_TOKEN
+
+
+def _send(mta, n: int, user: str | None = None) -> list[str]:
+    ids = []
+    for i in range(n):  # a new connection each: the kernel spreads them over the workers
+        with smtplib.SMTP("127.0.0.1", mta.smtp_port, timeout=20) as s:
+            s.ehlo("client.test")
+            if user:
+                s.login(user, PW)
+            code, text = s.mail("app@shop.test")
+            assert code == 250, text
+            code, text = s.rcpt(f"r{i}@dest.test")
+            if code != 250:
+                ids.append("")
+                continue
+            code, text = s.data(f"Subject: {i}\r\n\r\nhi\r\n".encode())
+            ids.append(text.decode().rsplit(" ", 1)[-1] if code == 250 else "")
+    return ids
+
+
+def _admin(mta, method: str, path: str) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{mta.http_port}{path}", method=method)
+    req.add_header("Authorization", f"Bearer {ADMIN_TOKEN}")
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _workers(mta) -> list[int]:
+    """Pids of the supervisor's children that serve (not signing or content helpers)."""
+    out = []
+    for stat in os.listdir("/proc"):
+        if not stat.isdigit():
+            continue
+        try:
+            with open(f"/proc/{stat}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{stat}/environ", "rb") as f:
+                env = f.read()
+        except OSError:
+            continue
+        if int(fields[1]) == mta.proc.pid and b"MTA_WORKER=" in env:
+            out.append(int(stat))
+    return sorted(out)
+
+
+def _metrics(mta) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+async def _all_ready(mta) -> None:
+    """Until the supervisor says every worker listens (mta.start saw the first one)."""
+    deadline = time.monotonic() + 30
+    while "mta ready: 2 workers" not in mta.stderr:
+        assert time.monotonic() < deadline, mta.stderr
+        await asyncio.sleep(0.1)
+
+
+def _flush(url: str) -> None:
+    with redis.Redis.from_url(url, socket_timeout=5) as r:
+        r.flushdb()
+
+
+async def test_two_workers_one_admin_api_and_kill_9_of_one(mta_factory, redis_url):
+    url = redis_url.rsplit("/", 1)[0] + "/11"
+    _flush(url)
+    mta = await asyncio.to_thread(
+        mta_factory, f'[cluster]\nredis_url = "{url}"\n')
+    # mta_factory wrote [server] without workers: add it and restart as a supervisor.
+    mta.kill()
+    text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
+    mta.config_path.write_text(text)
+    await asyncio.to_thread(mta.start)
+    await _all_ready(mta)
+    ids = await asyncio.to_thread(_send, mta, 40)
+    assert all(ids), ids
+    shards = {i[-2:] for i in ids}
+    assert shards == {"00", "01"}, shards  # both workers took mail
+    status, doc = await asyncio.to_thread(_admin, mta, "GET", "/api/v1/admin/queue?limit=1000")
+    assert status == 200 and sorted(m["id"] for m in doc["messages"]) == sorted(ids)
+    other = next(i for i in ids if i.endswith("01"))
+    status, shown = await asyncio.to_thread(_admin, mta, "GET", f"/api/v1/admin/queue/{other}")
+    assert status == 200 and shown["id"] == other
+    status, _ = await asyncio.to_thread(_admin, mta, "POST", f"/api/v1/admin/queue/{other}/hold")
+    assert status == 200
+    status, shown = await asyncio.to_thread(_admin, mta, "GET", f"/api/v1/admin/queue/{other}")
+    assert shown["state"] == "held"
+    listed = await asyncio.to_thread(mta.cli, "queue", "list", "--json", "--limit", "1000")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)["messages"]) == 40
+    metrics = await asyncio.to_thread(_metrics, mta)
+    got = {w: float(v) for w, v in re.findall(
+        r'mta_messages_received_total\{tenant="default",worker="(\d)"\} (\S+)', metrics)}
+    assert set(got) == {"0", "1"} and sum(got.values()) == 40, got
+
+    # kill -9 of worker 1: the supervisor starts it again; its shard's mail is all there.
+    victim = _workers(mta)[1]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        pids = _workers(mta)
+        if len(pids) == 2 and victim not in pids:
+            status, doc = await asyncio.to_thread(_admin, mta, "GET",
+                                                  "/api/v1/admin/queue?limit=1000")
+            if status == 200 and len(doc["messages"]) == 40:
+                break
+        assert time.monotonic() < deadline, mta.stderr
+        await asyncio.sleep(0.2)
+    assert "restarting it" in mta.stderr
+    # `mta drain` through worker 0 drains every worker: no connection is greeted.
+    out = await asyncio.to_thread(mta.cli, "drain", "--reason", "move")
+    assert out.returncode == 0, out.stderr
+    for _ in range(10):  # new connections land on either worker
+        with smtplib.SMTP(timeout=10) as s:
+            code, _msg = s.connect("127.0.0.1", mta.smtp_port)
+            assert code == 421, code
+    assert mta.terminate() == 0
+
+
+async def test_credit_race_over_two_workers_is_exact(mta_factory, redis_url):
+    url = redis_url.rsplit("/", 1)[0] + "/10"
+    _flush(url)
+    pw = hash_password(PW, ln=10)
+    toml = f"""
+[cluster]
+redis_url = "{url}"
+[tenants.shop]
+prepaid = true
+[users.shop]
+tenant = "shop"
+password = "{pw}"
+"""
+    mta = await asyncio.to_thread(mta_factory, toml)
+    await asyncio.to_thread(
+        lambda: urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{mta.http_port}/api/v1/admin/tenants/shop/credits",
+            data=b'{"amount": 30, "paid": true}', method="POST",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                     "Content-Type": "application/json"}), timeout=10).status)
+    mta.kill()
+    text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
+    mta.config_path.write_text(text)
+    await asyncio.to_thread(mta.start)
+    await _all_ready(mta)
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: _send(mta, 1, "shop")[0], range(50)))
+    accepted = [r for r in results if r]
+    assert len(accepted) == 30, results  # 30 credits: exactly 30 of 50 sessions got a 250
+    assert {r[-2:] for r in accepted} == {"00", "01"}
+    assert mta.terminate() == 0
