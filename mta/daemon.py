@@ -4,7 +4,8 @@ Lifecycle (aiohttp web_runner style): open in order - events log, spool, deliver
 SMTP listeners - and close in reverse, also after a start-up that failed halfway.
 SIGTERM/SIGINT: stop listening, let in-flight sessions and deliveries finish within
 `[server] shutdown_timeout`, close the spool (every commit is already fsynced), exit 0.
-SIGHUP: reload the config (limits, users, TLS, policy, shaping) and reopen the events log;
+SIGHUP: reload the config (limits, users, TLS, policy, shaping, HTTP API keys and rates) and
+reopen the events log;
 a bad new config is refused and the old one kept. With NOTIFY_SOCKET set (systemd
 Type=notify or notify-reload): READY=1 with a STATUS= line once every listener is bound,
 RELOADING=1 ... READY=1 around each reload, STOPPING=1 at SIGTERM, and WATCHDOG=1 from the
@@ -37,7 +38,9 @@ from mta.dkim.pool import attach_pool
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.http.app import make_app
+from mta.http.ratelimit import reload_limits
 from mta.http.shards import PEERS, ShardedQueueOps, merged_metrics, worker_socket
+from mta.http.state import API_KEYS
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress, NotQueued
 from mta.observe.events import EventLog
@@ -52,6 +55,7 @@ from mta.queue import Envelope, Spool
 from mta.reputation import ReputationGuard
 from mta.shaping import memory_stores, redis_stores
 from mta.shaping.dnsbl import DnsblWatch
+from mta.smtp.auth import RuntimeUsers
 from mta.smtp.intake import Intake
 from mta.smtp.server import SmtpServer
 from mta.supervisor import READY_FD_ENV, SHARD_ENV
@@ -115,6 +119,12 @@ def node_owner(spool_dir: str | os.PathLike[str], shard: int) -> str:
             os.close(fd)
     with open(path) as f:
         return f"{f.read().strip()}/{shard}"
+
+
+def config_api_keys(cfg: Config) -> dict[str, str]:
+    """API key -> tenant for POST /api/v1/messages: [tenants.X] api_keys (run-time keys
+    live in the policy store, mta.http.inject.ApiKeys)."""
+    return {key: name for name, t in cfg.tenants.items() for key in t.api_keys}
 
 
 class IngressDsnSink:
@@ -294,7 +304,7 @@ class Daemon:
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
             stack.callback(maintenance.cancel)
 
-            from mta.http.app import Limits
+            from mta.http.app import Limits, RequestLimits
             self.metrics.watch_queue(self.spool, self.delivery.scheduler)
             self.metrics.add_gauge("mta_smtp_connections", "Inbound SMTP connections open.",
                                    lambda: self.smtp.connection_count if self.smtp else 0)
@@ -306,18 +316,22 @@ class Daemon:
                                    lambda: int(self.intake.accepting))
             self._watch_policy()
             self.delivery.observe_throttle = self.metrics.observe_throttle
-            # API key -> tenant for POST /api/v1/messages: [tenants.X] api_keys (policy adds it).
-            api_keys = {key: name for name, t in cfg.tenants.items()
-                        for key in getattr(t, "api_keys", ())}
-            app = make_app(admin_token=cfg.http.admin_token,
+            # Run-time SMTP AUTH users (mta users add), in the policy store like the keys.
+            users = RuntimeUsers(kv_for(self.policy.store))
+            await users.refresh()
+            stack.callback(users.start().cancel)
+            app = make_app(admin_token=cfg.http.admin_token, users=users,
                            queue_ops=admin_queue, reputation=self.reputation,
-                           ingress=self.ingress, metrics=admin_metrics, api_keys=api_keys,
+                           ingress=self.ingress, metrics=admin_metrics,
+                           api_keys=config_api_keys(cfg),
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            suppressions=self.suppressions, inbound=self.ingress.inbound,
                            webhooks=self.webhooks,
                            intake=self.intake, events=self.events,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
-                                         cfg.server.hostname))
+                                         cfg.server.hostname),
+                           request_limits=RequestLimits.from_config(cfg))
+            self.http_app = app
             if cfg.server.workers > 1 and self.shard == 0:
                 app[PEERS] = {i: worker_socket(cfg.spool.dir, i)
                               for i in range(1, cfg.server.workers)}
@@ -346,7 +360,8 @@ class Daemon:
                 log.info("admin socket %s", self.admin_socket)
 
             self.smtp = SmtpServer(cfg, self.ingress, events=self.events,
-                                   reuse_port=cfg.server.workers > 1, intake=self.intake)
+                                   reuse_port=cfg.server.workers > 1, intake=self.intake,
+                                   users=users)
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
             _tell_supervisor()
@@ -499,6 +514,10 @@ class Daemon:
         if self.ingress.inbound is not None:
             self.ingress.inbound.reload(self.ingress.feedback)
         self.content.reload(new.content)
+        # HTTP: the config's API keys (a removed key is refused from now on) and the
+        # request rates; run-time keys live in the policy store and need no reload.
+        self.http_app[API_KEYS].reload(config_api_keys(new))
+        reload_limits(self.http_app, new)
         if self.ingress.identity is not None:
             self.ingress.identity.reload(new)
         self.events.reopen()

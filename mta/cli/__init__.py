@@ -22,19 +22,21 @@ from mta.cli import (
     domains,
     init,
     intake,
+    keys,
     licence,
     policy,
     queue,
     serve,
     shaping,
     suppress,
+    users,
     webhooks,
 )
 from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
-           webhooks, intake)
+           webhooks, intake, keys, users)
 
 
 def build_parser() -> argparse.ArgumentParser:

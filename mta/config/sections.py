@@ -112,6 +112,31 @@ class HttpConfig:
     # RuntimeDirectory=mta). Relative paths are relative to this file; "" turns it off.
     # Read at start (a SIGHUP does not move it).
     admin_socket: str | None = None
+    # Requests per API key (POST /api/v1/messages), per node: a token bucket refilled at
+    # api_rate per second holding api_burst, and at most api_concurrency in flight. Past
+    # either: 429 with Retry-After and RateLimit headers (mta/http/ratelimit.py). 100/s with
+    # a burst of 200 is far above what one client's honest use needs (a message per
+    # request; batch recipients instead) and far below what would starve other tenants.
+    # 0 turns that limit off. [tenants.X] api_rate/api_burst/api_concurrency override.
+    api_rate: float = 100.0
+    api_burst: int = 200
+    api_concurrency: int = 50
+    # The same for the admin token over TCP (the local admin socket is not limited): an
+    # operator's scripts are few, a leaked token hammering the admin API must not stall it.
+    admin_rate: float = 50.0
+    admin_burst: int = 100
+    admin_concurrency: int = 20
+    # Largest admin API request body (JSON): 413 `payload_too_large` naming it past that.
+    # Injection bodies are bounded by [smtp] max_message_size instead.
+    max_body: Size = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("api_rate", "api_burst", "api_concurrency", "admin_rate", "admin_burst",
+                     "admin_concurrency"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.max_body < 1024:
+            raise ValueError("max_body must be at least 1KiB")
 
 
 @dataclass(frozen=True)
@@ -229,7 +254,13 @@ class TenantConfig:
     messages_per_month: int | None = None
     unique_recipients_per_month: int | None = None
     # Keys for POST /api/v1/messages (`Authorization: Bearer KEY`); each names this tenant.
+    # `mta keys create TENANT` adds keys at run time without editing this file.
     api_keys: list[str] = field(default_factory=list)
+    # This tenant's API request limits per key; unset: [http] api_rate/api_burst/
+    # api_concurrency (0 = no such limit).
+    api_rate: float | None = None
+    api_burst: int | None = None
+    api_concurrency: int | None = None
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def _scope(tenant: str | None, given: Any, *, default: str | None) -> str | None
 
 @routes.get("/api/v1/suppressions")
 async def suppressions_list(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.query.get("scope"), default=None)
     try:
@@ -70,7 +70,7 @@ async def suppressions_list(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/suppressions")
 async def suppressions_add(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     lists = _lists(request)
     doc = await json_object(request)
     unknown = set(doc) - {"address", "scope", "reason", "source", "expires_at"}
@@ -90,7 +90,7 @@ async def suppressions_add(request: web.Request) -> web.Response:
 
 @routes.delete("/api/v1/suppressions/{scope}/{address}")
 async def suppressions_remove(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.match_info["scope"], default=GLOBAL)
     address = request.match_info["address"]
@@ -121,7 +121,7 @@ async def suppressions_import(request: web.Request) -> web.Response:
     """Every valid entry is added (replacing: importing the same file twice changes
     nothing); the invalid ones are counted and the first _MAX_ERRORS reported by line (or,
     for JSON, by index from 1)."""
-    tenant = caller(request)
+    tenant = await caller(request)
     lists = _lists(request)
     scope = _scope(tenant, request.query.get("scope"), default=None)
     ctype = request.content_type

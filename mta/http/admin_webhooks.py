@@ -52,7 +52,7 @@ async def _endpoint(request: web.Request, tenant: str | None) -> Endpoint:
 
 @routes.get("/api/v1/webhooks")
 async def webhooks_list(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     eps = await _service(request).endpoints.refresh(force=True)
     return web.json_response({"endpoints": [
         e.public() for e in sorted(eps.values(), key=lambda e: e.created_at)
@@ -61,7 +61,7 @@ async def webhooks_list(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/webhooks")
 async def webhooks_add(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     service = _service(request)
     doc = await json_object(request)
     unknown = set(doc) - {"url", "tenant", "events", "description"}
@@ -95,7 +95,7 @@ async def webhooks_add(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/webhooks/failed")
 async def webhooks_failed(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     service = _service(request)
     ep_id = request.query.get("endpoint")
     if tenant is not None:
@@ -114,7 +114,7 @@ async def webhooks_failed(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/webhooks/replay")
 async def webhooks_replay(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     service = _service(request)
     doc = await json_object(request)
     ep_id = doc.get("endpoint")
@@ -134,12 +134,12 @@ async def webhooks_replay(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/webhooks/{id}")
 async def webhooks_get(request: web.Request) -> web.Response:
-    return web.json_response((await _endpoint(request, caller(request))).public())
+    return web.json_response((await _endpoint(request, await caller(request))).public())
 
 
 @routes.delete("/api/v1/webhooks/{id}")
 async def webhooks_remove(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     service = _service(request)
     ep = await _endpoint(request, tenant)
     await service.endpoints.remove(ep.id)
@@ -151,7 +151,7 @@ async def webhooks_remove(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/webhooks/{id}/test")
 async def webhooks_test(request: web.Request) -> web.Response:
-    ep = await _endpoint(request, caller(request))
+    ep = await _endpoint(request, await caller(request))
     r = await _service(request).test(ep)
     return web.json_response({"id": ep.id, "url": ep.url, "ok": r.ok, "status": r.status,
                               "error": r.error, "seconds": round(r.seconds, 3)})
@@ -159,7 +159,7 @@ async def webhooks_test(request: web.Request) -> web.Response:
 
 @routes.post("/api/v1/webhooks/{id}/enable")
 async def webhooks_enable(request: web.Request) -> web.Response:
-    tenant = caller(request)
+    tenant = await caller(request)
     service = _service(request)
     ep = await _endpoint(request, tenant)
     ep = await service.endpoints.set_enabled(ep.id, True)

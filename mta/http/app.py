@@ -20,6 +20,7 @@ from mta.http import (
     admin_content,
     admin_domains,
     admin_intake,
+    admin_keys,
     admin_licence,
     admin_policy,
     admin_queue,
@@ -29,19 +30,18 @@ from mta.http import (
     admin_webhooks,
     inject,
     openapi,
+    ratelimit,
     scrape,
     state,
     unsubscribe,
 )
 from mta.http.compose import Limits
 from mta.http.errors import error_middleware, json_error
+from mta.http.ratelimit import RequestLimits
 from mta.observe.metrics import Metrics
+from mta.policy.kv import kv_for
 
-__all__ = ["Limits", "make_app"]
-
-# Admin requests carry small JSON bodies; injection reads its body itself, bounded by
-# [smtp] max_message_size (mta.http.inject).
-ADMIN_MAX_BODY = 1024 * 1024
+__all__ = ["Limits", "RequestLimits", "make_app"]
 
 
 def _local(request: web.Request) -> bool:
@@ -70,7 +70,8 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              limits: Limits | None = None, shaper: Any = None,
              suppressions: Any = None, inbound: Any = None, intake: Any = None,
              events: Any = None, webhooks: Any = None,
-             reputation: Any = None) -> web.Application:
+             reputation: Any = None, request_limits: RequestLimits | None = None,
+             users: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
@@ -80,15 +81,24 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     `webhooks`: mta.webhooks.Webhooks, for /api/v1/webhooks. `reputation`:
     mta.reputation.ReputationGuard, for /api/v1/admin/tenants/{t}/reputation.
     `intake`: the daemon's mta.smtp.intake.Intake (`mta drain`, /readyz); `events` its
-    EventLog, for the "intake" event."""
+    EventLog, for the "intake" event.
+    `request_limits`: rates per API key and admin token, admin body size ([http]; None: no
+    rate limits, 1 MiB bodies). Run-time API keys live in `policy_admin`'s store; `users`:
+    the run-time SMTP AUTH users (mta.smtp.auth.RuntimeUsers) for /api/v1/admin/users."""
+    request_limits = request_limits or RequestLimits()
     app = web.Application(middlewares=[error_middleware, admin_auth_middleware,
+                                       ratelimit.ratelimit_middleware,
+                                       ratelimit.body_limit_middleware,
                                        admin_intake.intake_middleware],
-                          client_max_size=ADMIN_MAX_BODY)
+                          client_max_size=request_limits.max_body)
     app[state.ADMIN_TOKEN] = admin_token
     app[state.QUEUE_OPS] = queue_ops
     app[state.INGRESS] = ingress
     app[state.METRICS] = metrics
-    app[state.API_KEYS] = inject.ApiKeys(api_keys)
+    app[state.API_KEYS] = inject.ApiKeys(
+        api_keys, kv_for(policy_admin.store) if policy_admin is not None else None)
+    app[ratelimit.LIMITER] = ratelimit.RateLimiter(request_limits)
+    app[admin_keys.USERS] = users
     app[state.POLICY_ADMIN] = policy_admin
     app[state.INJECT_LIMITS] = limits or Limits()
     app[state.SHAPER] = shaper
@@ -108,6 +118,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_webhooks.routes)
     app.add_routes(admin_reputation.routes)
     app.add_routes(admin_intake.routes)
+    app.add_routes(admin_keys.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)

@@ -21,7 +21,7 @@ def is_local(request: web.Request) -> bool:
     return sock is not None and sock.family == socket.AF_UNIX
 
 
-def caller(request: web.Request) -> str | None:
+async def caller(request: web.Request) -> str | None:
     """None for the operator, else the tenant of the key; 401 for anyone else."""
     if is_local(request):
         return None
@@ -30,7 +30,7 @@ def caller(request: web.Request) -> str | None:
     token: str = request.app[state.ADMIN_TOKEN]
     if token and given and hmac.compare_digest(given.encode(), token.encode()):
         return None
-    tenant = request.app[state.API_KEYS].tenant(given)
+    tenant = await request.app[state.API_KEYS].tenant(given)
     if tenant is None:
         raise ApiError(401, "unauthorized", "the admin token or a tenant's API key is "
                        "required (Authorization: Bearer ...)",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import secrets
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
@@ -28,12 +29,14 @@ from aiohttp import web
 from mta.http import state
 from mta.http.compose import ComposeError, Limits, Submission, compose
 from mta.http.errors import ApiError
+from mta.http.ratelimit import REQUEST_TENANT, bearer
 from mta.ingress import NotQueued, Origin, queued_reply
 from mta.queue.envelope import Envelope, Recipient
 from mta.rfc5321.reply import Reply
 
 if TYPE_CHECKING:
     from mta.policy.engine import PolicyTxn
+    from mta.policy.kv import PolicyKV
 
 __all__ = ["ApiClient", "ApiKeys", "IngressLike", "routes"]
 
@@ -73,18 +76,83 @@ async def _answer(result: Any) -> Any:
 
 
 class ApiKeys:
-    """API key -> tenant. Keys are held as SHA-256 digests: a lookup compares digests, so
-    its timing says nothing about how much of a guessed key was right."""
+    """API key -> tenant: the config's `[tenants.X] api_keys` (replaced on SIGHUP) and the
+    run-time keys of `mta keys create` (records in the policy store, so every node sees a
+    new or revoked key at its next request: nothing is cached).
 
-    def __init__(self, keys: Mapping[str, str] | None = None) -> None:
+    Keys are held as SHA-256 digests, never as text: a lookup compares digests, so its
+    timing says nothing about how much of a guessed key was right, and the store holds
+    nothing a reader could use. A run-time key is 32 random bytes (256 bits), so a plain
+    hash (no salt, no stretching) is as safe as a password hash would be and costs nothing
+    per request. Record: kv namespace "api_keys", key = hex digest, value = JSON
+    {"id", "tenant", "created", "label"}; the id (the digest's first 12 hex digits) is what
+    `mta keys list` shows and `revoke` takes.
+    """
+
+    NS = "api_keys"
+    PREFIX = "mta_"  # run-time keys look like mta_<43 base64url characters>
+
+    def __init__(self, keys: Mapping[str, str] | None = None, kv: PolicyKV | None = None) -> None:
+        self.kv = kv
+        self._by_digest: dict[bytes, str] = {}
+        self.reload(keys)
+
+    def reload(self, keys: Mapping[str, str] | None) -> None:
+        """The config's keys, as from now (SIGHUP): a removed key is refused at once."""
         self._by_digest = {self._digest(k): t for k, t in (keys or {}).items() if k}
 
     @staticmethod
     def _digest(key: str) -> bytes:
         return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
-    def tenant(self, key: str) -> str | None:
-        return self._by_digest.get(self._digest(key)) if key else None
+    async def tenant(self, key: str) -> str | None:
+        if not key:
+            return None
+        digest = self._digest(key)
+        found = self._by_digest.get(digest)
+        if found is not None or self.kv is None or not key.startswith(self.PREFIX):
+            return found
+        raw = await self.kv.get(self.NS, digest.hex())
+        return None if raw is None else str(json.loads(raw)["tenant"])
+
+    async def create(self, tenant: str, label: str = "") -> tuple[str, dict[str, Any]]:
+        """A new key for `tenant`: (the key, shown once; its record)."""
+        if self.kv is None:
+            raise RuntimeError("no policy store for run-time keys")
+        key = self.PREFIX + secrets.token_urlsafe(32)
+        digest = self._digest(key).hex()
+        rec = {"id": digest[:12], "tenant": tenant, "created": round(time.time(), 3),
+               "label": label}
+        await self.kv.put(self.NS, digest, json.dumps(rec, sort_keys=True))
+        return key, rec
+
+    async def records(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Every key (of `tenant`), run-time and from the config, without the keys."""
+        out = [{"id": d.hex()[:12], "tenant": t, "created": None, "label": "",
+                "source": "config"} for d, t in self._by_digest.items()
+               if tenant is None or t == tenant]
+        if self.kv is not None:
+            for raw in (await self.kv.items(self.NS)).values():
+                rec = json.loads(raw)
+                if tenant is None or rec["tenant"] == tenant:
+                    out.append({**rec, "source": "runtime"})
+        return sorted(out, key=lambda r: (r["tenant"], r["source"], r["id"]))
+
+    async def revoke(self, tenant: str, key_id: str) -> dict[str, Any] | None:
+        """Remove `tenant`'s run-time key `key_id` (an id or a longer digest prefix); the
+        record removed, or None when there is none."""
+        if self.kv is None or len(key_id) < 8:
+            return None
+        for digest, raw in (await self.kv.items(self.NS)).items():
+            rec = json.loads(raw)
+            if digest.startswith(key_id.lower()) and rec["tenant"] == tenant:
+                await self.kv.delete(self.NS, digest)
+                return dict(rec)
+        return None
+
+    def in_config(self, tenant: str, key_id: str) -> bool:
+        return any(d.hex().startswith(key_id.lower()) and t == tenant
+                   for d, t in self._by_digest.items())
 
     def __len__(self) -> int:
         return len(self._by_digest)
@@ -97,20 +165,24 @@ def _refused(reply: Reply, code: str, message: str) -> ApiError:
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+        raise ApiError(413, "payload_too_large", f"the request body is over the limit "
+                       f"of {limit} bytes (from [smtp] max_message_size)",
+                       extra={"limit": limit})
     chunks, size = [], 0
     async for chunk in request.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "payload_too_large", f"the request body is over {limit} bytes")
+            raise ApiError(413, "payload_too_large", f"the request body is over the limit "
+                       f"of {limit} bytes (from [smtp] max_message_size)",
+                       extra={"limit": limit})
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _authenticate(request: web.Request) -> str:
-    header = request.headers.get("Authorization", "")
-    key = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    tenant = request.app[state.API_KEYS].tenant(key)
+async def _authenticate(request: web.Request) -> str:
+    tenant = request.get(REQUEST_TENANT)  # found by the rate limit middleware
+    if tenant is None:
+        tenant = await request.app[state.API_KEYS].tenant(bearer(request))
     if tenant is None:
         raise ApiError(401, "unauthorized", "a valid API key is required "
                        "(Authorization: Bearer <key>)",
@@ -120,7 +192,7 @@ def _authenticate(request: web.Request) -> str:
 
 @routes.post("/api/v1/messages")
 async def inject(request: web.Request) -> web.Response:
-    tenant = _authenticate(request)
+    tenant = await _authenticate(request)
     ingress: IngressLike | None = request.app[state.INGRESS]
     if ingress is None:
         raise ApiError(503, "injection_unavailable", "this listener does not accept mail")

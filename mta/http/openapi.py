@@ -537,12 +537,84 @@ _ADMIN_DOMAINS_PATHS: dict[str, Any] = {
         | _SD_ERRORS, tag="identity", params=_SD_PARAMS)},
 }
 
+_API_KEY = {"type": "object", "properties": {
+    "id": {"type": "string", "description": "first 12 hex digits of the key's SHA-256"},
+    "tenant": {"type": "string"}, "created": {"type": ["number", "null"]},
+    "label": {"type": "string"},
+    "source": {"type": "string", "enum": ["runtime", "config"]}}}
+_KEY_ERRORS = _errors((400, "bad_tenant, bad_json, bad_request, bad_field, bad_id"),
+                      (404, "not_found: no such tenant, or no such run-time key"),
+                      (503, "policy_unavailable: no policy store in this process"))
+_ADMIN_KEYS_PATHS: dict[str, Any] = {
+    "/api/v1/admin/keys": {
+        "get": _op("API keys (of one tenant): run-time and from the config, never the keys",
+                   _ok("Keys", {"type": "object", "properties": {
+                       "keys": {"type": "array", "items": _API_KEY}}}) | _KEY_ERRORS,
+                   tag="keys", params=[_query("tenant", "only this tenant's",
+                                              {"type": "string"})]),
+        "post": _op("Create an API key; the key is in this answer only (a hash is stored). "
+                    "Event key_created.",
+                    _ok("Created", {"allOf": [_API_KEY, {"type": "object", "properties": {
+                        "key": {"type": "string"}}}]}, "201") | _KEY_ERRORS, tag="keys",
+                    body={"type": "object", "required": ["tenant"], "properties": {
+                        "tenant": {"type": "string"}, "label": {"type": "string"}}})},
+    "/api/v1/admin/keys/{tenant}/{id}": {"delete": _op(
+        "Revoke a run-time key: refused at once on every node sharing the store. Event "
+        "key_revoked.",
+        _ok("Revoked", {"type": "object", "properties": {"revoked": _API_KEY}})
+        | _KEY_ERRORS | _errors((409, "config_key: a config key (edit the config, SIGHUP)")),
+        tag="keys", params=[_path_param("tenant", "Tenant name"),
+                            _path_param("id", "Key id (8 to 64 hex digits)")])},
+}
+
+_USER = {"type": "object", "properties": {
+    "name": {"type": "string"}, "tenant": {"type": "string"},
+    "networks": {"type": "array", "items": {"type": "string"}},
+    "disabled": {"type": "boolean"}, "created": {"type": ["number", "null"]},
+    "source": {"type": "string", "enum": ["runtime", "config"]}}}
+_PASSWORD = {"type": "object", "properties": {
+    "password_hash": {"type": "string", "description": "as `mta passwd` prints ($scrypt$...)"},
+    "password": {"type": "string", "description": "hashed by the server"}}}
+_USER_ERRORS = _errors((400, "bad_user, bad_tenant, bad_json, bad_request, bad_field"),
+                       (404, "not_found: no such tenant or run-time user"),
+                       (409, "user_exists, config_user (a [users] entry: edit the config)"),
+                       (503, "users_unavailable"))
+_USER_NAME = [_path_param("name", "SMTP AUTH user name")]
+_ADMIN_KEYS_PATHS["/api/v1/admin/users"] = {
+    "get": _op("SMTP AUTH users: run-time and from the config (never their hashes)",
+               _ok("Users", {"type": "object", "properties": {
+                   "users": {"type": "array", "items": _USER}}}) | _USER_ERRORS, tag="keys"),
+    "post": _op("Add a run-time SMTP AUTH user, effective at once on every node. Event "
+                "user_added.", _ok("Added", _USER, "201") | _USER_ERRORS, tag="keys",
+                body={"allOf": [_PASSWORD, {"type": "object", "required": ["name", "tenant"],
+                                            "properties": {
+                    "name": {"type": "string"}, "tenant": {"type": "string"},
+                    "networks": {"type": "array", "items": {"type": "string"}}}}]})}
+_ADMIN_KEYS_PATHS["/api/v1/admin/users/{name}/password"] = {"put": _op(
+    "Set a run-time user's password. Event user_passwd.", _ok("Changed", _USER)
+    | _USER_ERRORS, tag="keys", body=_PASSWORD, params=_USER_NAME)}
+for _verb in ("disable", "enable"):
+    _ADMIN_KEYS_PATHS[f"/api/v1/admin/users/{{name}}/{_verb}"] = {"post": _op(
+        f"{_verb.capitalize()} a run-time user (its next AUTH on any node). Event "
+        f"user_{_verb}d.", _ok("Changed", _USER) | _USER_ERRORS, tag="keys",
+        params=_USER_NAME)}
+_ADMIN_KEYS_PATHS["/api/v1/admin/users/{name}"] = {"delete": _op(
+    "Remove a run-time user. Event user_removed.", _ok("Removed", {
+        "type": "object", "properties": {"removed": _USER}}) | _USER_ERRORS, tag="keys",
+    params=_USER_NAME)}
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "mta HTTP API", "version": "1",
              "description": "Injection (tenant API keys), administration (operator token), "
                             "Prometheus metrics. Every error is {\"error\": {\"code\", "
-                            "\"message\"}} with a stable code."},
+                            "\"message\"}} with a stable code. Limits: each API key and "
+                            "the admin token (over TCP) has a request rate with a burst "
+                            "and a cap on requests in flight ([http] api_*, admin_*); "
+                            "past them 429 rate_limited with Retry-After, and every "
+                            "answer carries RateLimit-Policy and RateLimit "
+                            "(draft-ietf-httpapi-ratelimit-headers). An admin body over "
+                            "[http] max_body is 413 payload_too_large with error.limit."},
     "components": {
         "schemas": SCHEMAS,
         "securitySchemes": {
@@ -569,7 +641,9 @@ DOCUMENT: dict[str, Any] = {
                     (415, "unsupported_media_type: not application/json"),
                     (422, "sender_refused, no_recipients_accepted, message_refused "
                           "(permanent SMTP reply in error.reply)"),
-                    (429, "sender_refused (transient: retry later)"),
+                    (429, "sender_refused (transient: retry later); rate_limited (this "
+                          "key is past [http] api_rate/api_burst or api_concurrency: "
+                          "wait Retry-After seconds)"),
                     (503, "message_refused (transient: spool full), "
                           "injection_unavailable"))}}},
         "/metrics": {"get": {
@@ -607,6 +681,7 @@ DOCUMENT: dict[str, Any] = {
         **_WEBHOOK_PATHS,
         **_ADMIN_DOMAINS_PATHS,
         **_INTAKE_PATHS,
+        **_ADMIN_KEYS_PATHS,
     },
 }
 

@@ -16,15 +16,19 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
+import json
+import logging
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from mta.config import UserConfig
 
-__all__ = ["AuthFailures", "AuthResult", "Authenticator", "hash_password", "verify_password"]
+__all__ = ["AuthFailures", "AuthResult", "Authenticator", "RuntimeUsers", "hash_password",
+           "verify_password"]
 
 # ln=14 (N=16384), r=8, p=1: the parameters RFC 7914 and OWASP give for interactive logins;
 # about 50 ms and 16 MiB per check.
@@ -87,17 +91,94 @@ class AuthResult:
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
-class Authenticator:
-    """Looks up `[users.NAME]` and verifies passwords in a worker thread."""
+log = logging.getLogger("mta.smtp")
 
-    def __init__(self, users: Mapping[str, UserConfig]) -> None:
+
+class RuntimeUsers:
+    """SMTP AUTH users made at run time (`mta users add`), beside `[users.NAME]`: records in
+    the policy store's keyed records (mta.policy.kv: policy.db, or the cluster's Redis), so
+    every node sees a new user, a new password or a disabled user at the next AUTH (a
+    lookup reads the store; nothing is cached). A name in the config is the config's.
+
+    Record: namespace "users", key = user name, value = JSON {"tenant", "password" (the
+    scrypt hash `mta passwd` prints), "networks", "disabled", "created"}.
+
+    Whether AUTH is offered at all (EHLO) is decided per session from `present`: true
+    when the store holds a user, refreshed every REFRESH seconds and at once on this
+    node's own changes, so a node starts offering AUTH for another node's first user
+    within REFRESH seconds.
+    """
+
+    NS = "users"
+    REFRESH = 10.0
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+        self.present = False
+        self.config: Mapping[str, UserConfig] = {}  # [users.NAME], set on each (re)load
+        self.listeners: list[Callable[[], None]] = []
+
+    async def record(self, name: str) -> dict[str, Any] | None:
+        raw = await self.kv.get(self.NS, name)
+        return None if raw is None else dict(json.loads(raw))
+
+    async def records(self) -> dict[str, dict[str, Any]]:
+        return {k: json.loads(v) for k, v in (await self.kv.items(self.NS)).items()}
+
+    async def put(self, name: str, rec: dict[str, Any]) -> None:
+        await self.kv.put(self.NS, name, json.dumps(rec, sort_keys=True))
+        await self.refresh()
+
+    async def delete(self, name: str) -> bool:
+        found = await self.kv.delete(self.NS, name)
+        await self.refresh()
+        return found
+
+    async def lookup(self, name: str) -> UserConfig | None:
+        """The user as AUTH sees it; None when unknown or disabled."""
+        rec = await self.record(name)
+        if rec is None or rec.get("disabled"):
+            return None
+        return UserConfig(tenant=rec["tenant"], password=rec["password"],
+                          networks=[ipaddress.ip_network(n) for n in rec.get("networks", [])])
+
+    async def refresh(self) -> None:
+        present = bool(await self.kv.items(self.NS))
+        if present != self.present:
+            self.present = present
+            for listener in self.listeners:
+                listener()
+
+    def start(self) -> asyncio.Task[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.REFRESH)
+                try:
+                    await self.refresh()
+                except Exception:
+                    log.exception("run-time users: could not read the policy store")
+        return asyncio.get_running_loop().create_task(loop(), name="runtime-users")
+
+
+class Authenticator:
+    """Looks up `[users.NAME]` (then the run-time users) and verifies passwords in a worker
+    thread."""
+
+    def __init__(self, users: Mapping[str, UserConfig],
+                 runtime: RuntimeUsers | None = None) -> None:
         self._users = dict(users)
+        self._runtime = runtime
 
     def __bool__(self) -> bool:
-        return bool(self._users)
+        return bool(self._users) or (self._runtime is not None and self._runtime.present)
 
     async def verify(self, username: str, password: str) -> AuthResult:
         user = self._users.get(username)
+        if user is None and self._runtime is not None:
+            try:
+                user = await self._runtime.lookup(username)
+            except Exception:
+                log.exception("run-time users: lookup of %r failed", username)
         hashed = user.password if user is not None else _DUMMY_HASH
         ok = await asyncio.to_thread(verify_password, password, hashed)
         if ok and user is not None:

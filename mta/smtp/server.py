@@ -14,6 +14,7 @@ coroutine that really suspends (disk, network, a thread) costs a task and a loop
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import itertools
 import logging
@@ -26,7 +27,7 @@ from typing import Any
 from mta.config import Config
 from mta.observe.events import EventLog
 from mta.rfc5321.reply import Reply
-from mta.smtp.auth import Authenticator, AuthFailures, AuthResult
+from mta.smtp.auth import Authenticator, AuthFailures, AuthResult, RuntimeUsers
 from mta.smtp.data import DataReader
 from mta.smtp.handler import IngressHandler, SessionInfo
 from mta.smtp.intake import R_NOT_ACCEPTING, Intake
@@ -99,10 +100,16 @@ class SmtpServer:
     def __init__(self, config: Config, handler: IngressHandler, *,
                  events: EventLog | None = None,
                  clock: Callable[[], float] = time.monotonic, reuse_port: bool = False,
-                 intake: Intake | None = None) -> None:
+                 intake: Intake | None = None, users: RuntimeUsers | None = None) -> None:
         self.handler = handler
         # `mta drain` switches it off: new connections and MAIL get 421 4.3.2.
         self.intake = intake or Intake()
+        # Run-time AUTH users (mta users add), beside [users.NAME]; AUTH is offered once
+        # either has a user.
+        self.users = users
+        self._config = config
+        if users is not None:
+            users.listeners.append(lambda: self.reload(self._config))
         # SO_REUSEPORT only for worker processes sharing the listeners on purpose: with it
         # a second, unrelated `mta serve` on the same port would start silently and take
         # part of the connections instead of failing with "address already in use".
@@ -140,7 +147,12 @@ class SmtpServer:
         # once the username is known (_authenticate).
         settings = SessionSettings.from_config(config, tls_available=ctx is not None,
                                                intake_paused=self.intake.paused)
-        return _Runtime(settings, ctx, Authenticator(config.users), s.max_connections,
+        auth = Authenticator(config.users, self.users)
+        if self.users is not None:
+            self.users.config = config.users
+        if bool(auth) != settings.auth_available:
+            settings = dataclasses.replace(settings, auth_available=bool(auth))
+        return _Runtime(settings, ctx, auth, s.max_connections,
                         s.max_connections_per_ip, s.max_line_length, s.idle_timeout,
                         s.data_timeout, s.auth_failure_delay,
                         greeting_reply(settings).to_bytes())

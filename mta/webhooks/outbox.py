@@ -125,12 +125,15 @@ class Outbox:
             "UPDATE batches SET attempts = attempts + 1, last_error = ? WHERE seq = ?",
             (error[:500], seq)))
 
-    async def fail_older(self, endpoint: str, before: float) -> int:
-        """Batches of a failing endpoint written before `before` go to the failed list."""
+    async def fail_older(self, endpoint: str, before: float, error: str = "") -> int:
+        """Batches of a failing endpoint written before `before` go to the failed list;
+        those never tried (queued behind the one being retried) get the endpoint's last
+        error as theirs."""
         def run() -> int:
             return self._db.execute(
-                "UPDATE batches SET failed = 1 WHERE endpoint = ? AND failed = 0 AND "
-                "created < ?", (endpoint, before)).rowcount
+                "UPDATE batches SET failed = 1, last_error = CASE WHEN last_error = '' "
+                "THEN ? ELSE last_error END WHERE endpoint = ? AND failed = 0 AND "
+                "created < ?", (error[:500], endpoint, before)).rowcount
         return int(await self._run(run))
 
     async def replay(self, endpoint: str | None = None,

@@ -256,7 +256,7 @@ class Webhooks:
         if failures == 1:
             log.warning("webhooks: endpoint %s (%s) failed: %s; retrying", ep.id, ep.url,
                         result.error)
-        n = await self.outbox.fail_older(ep.id, now - self.cfg.retry_for)
+        n = await self.outbox.fail_older(ep.id, now - self.cfg.retry_for, result.error)
         if n:
             self._pending[ep.id] = (await self.outbox.depth()).get(ep.id, (0, 0, 0.0))[0]
             log.warning("webhooks: %d batch(es) for endpoint %s failed for good after "

@@ -199,7 +199,9 @@ async def test_batches_failing_for_good_are_listed_and_replayed(mta_factory):
                 break
             assert time.monotonic() < deadline, failed.stdout + failed.stderr
             await asyncio.sleep(0.2)
-        assert all(r["attempts"] >= 1 and "500" in r["last_error"] for r in rows)
+        # Each names the error; the head batch was tried, those behind it perhaps not.
+        assert all("500" in r["last_error"] for r in rows)
+        assert any(r["attempts"] >= 1 for r in rows)
         rx.status = 200
         await asyncio.sleep(1.0)
         assert not rx.accepted  # failed batches wait for the operator
