@@ -22,6 +22,11 @@ from mta.rfc5321.reply import Reply
 
 __all__ = ["R_NO_UNSUBSCRIBE", "Unstampable", "stamp"]
 
+# A link in a message to several recipients cannot say who clicked (the header is signed
+# at ingest, once for all): an unsubscribe that could not be honoured is refused up front.
+R_ONE_RECIPIENT = Reply(
+    550, "5.5.3", "Marketing mail gets a one-click unsubscribe link per recipient: send one "
+    "message per recipient, or set your own List-Unsubscribe")
 R_NO_UNSUBSCRIBE = Reply(
     550,
     "5.7.0",
@@ -66,10 +71,14 @@ def stamp(
     if tokens is not None:
         add.append(f"X-Mta-Ref: {tokens.make('m', msg_id, tenant)}\r\n")
     if msg_class in feedback.unsubscribe_classes and not _LIST_UNSUB_RE.search(head):
+        if len(recipients) > 1:
+            if feedback.unsubscribe_required:
+                raise Unstampable(R_ONE_RECIPIENT)
+            return "".join(add).encode("ascii") + head + rest  # no link that cannot work
         uris = []
         domain = feedback.domain_for(tenant)
         if tokens is not None:
-            token = tokens.make("u", msg_id, tenant, recipients[0] if len(recipients) == 1 else "")
+            token = tokens.make("u", msg_id, tenant, recipients[0])
             if feedback.base_url:
                 uris.append(f"<{feedback.base_url}/u/{token}>")
             if domain:

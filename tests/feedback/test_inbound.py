@@ -118,6 +118,23 @@ def test_stamp_adds_trace_and_one_click_headers_and_keeps_a_tenant_s_own():
     assert b"List-Unsubscribe" not in plain
 
 
+def test_marketing_to_several_recipients_is_refused_unless_it_brings_its_own_link():
+    # One signed header cannot name who clicked: such a link could never be honoured.
+    fb = Feedback(_cfg())
+    msg = b"From: a@shop.test\r\n\r\nbody\r\n"
+    two = ["r@d.test", "s@d.test"]
+    with pytest.raises(Unstampable) as e:
+        stamp(fb, msg, msg_id=QID, tenant="shop", msg_class="marketing", recipients=two)
+    assert str(e.value.reply).startswith("550 5.5.3 Marketing mail gets a one-click")
+    own = b"List-Unsubscribe: <mailto:x@shop.test>\r\n" + msg
+    assert b"List-Unsubscribe: <mailto:x@shop.test>" in stamp(
+        fb, own, msg_id=QID, tenant="shop", msg_class="marketing", recipients=two)
+    relaxed = Feedback(dataclasses.replace(_cfg(), unsubscribe=UnsubscribeConfig(
+        base_url="https://u.test", required=False)))
+    out = stamp(relaxed, msg, msg_id=QID, tenant="shop", msg_class="marketing", recipients=two)
+    assert b"List-Unsubscribe" not in out and b"X-Mta-Ref:" in out
+
+
 def test_required_unsubscribe_without_a_way_to_add_one_refuses_marketing_mail():
     fb = Feedback(Config())
     msg = b"From: a@shop.test\r\n\r\nbody\r\n"
