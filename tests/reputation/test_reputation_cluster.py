@@ -14,7 +14,7 @@ from tests.reputation.test_reputation_smtp import _rep, _send, _toml, _wait_stat
 
 async def test_outcomes_on_two_nodes_add_up_and_the_state_is_shared(
         mta_factory, dns_server_factory, mx_factory, redis_url):
-    url = redis_url.rsplit("/", 1)[0] + "/14"
+    url = redis_url.rsplit("/", 1)[0] + "/6"
     with redis.Redis.from_url(url, socket_timeout=5) as r:
         r.flushdb()
     dns = dns_server_factory(ZONES)

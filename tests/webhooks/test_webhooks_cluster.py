@@ -12,7 +12,7 @@ from tests.webhooks.test_webhooks import FAST, _add, _send
 
 
 async def test_an_endpoint_added_on_one_node_is_used_by_every_node(mta_factory, redis_url):
-    url = redis_url.rsplit("/", 1)[0] + "/13"
+    url = redis_url.rsplit("/", 1)[0] + "/7"
     with redis.Redis.from_url(url, socket_timeout=5) as r:
         r.flushdb()
     cluster = FAST + f'\n[cluster]\nredis_url = "{url}"\n'

@@ -88,7 +88,7 @@ def _flush(url: str) -> None:
 
 
 async def test_two_workers_one_admin_api_and_kill_9_of_one(mta_factory, redis_url):
-    url = redis_url.rsplit("/", 1)[0] + "/11"
+    url = redis_url.rsplit("/", 1)[0] + "/9"
     _flush(url)
     mta = await asyncio.to_thread(
         mta_factory, f'[cluster]\nredis_url = "{url}"\n')
@@ -143,7 +143,7 @@ async def test_two_workers_one_admin_api_and_kill_9_of_one(mta_factory, redis_ur
 
 
 async def test_credit_race_over_two_workers_is_exact(mta_factory, redis_url):
-    url = redis_url.rsplit("/", 1)[0] + "/10"
+    url = redis_url.rsplit("/", 1)[0] + "/8"
     _flush(url)
     pw = hash_password(PW, ln=10)
     toml = f"""
