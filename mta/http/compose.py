@@ -26,13 +26,18 @@ from email.message import EmailMessage
 from typing import Any
 
 from mta.config import SmtpConfig
-from mta.rfc5321.command import parse_path
+from mta.rfc5321.command import parse_path, xtext_encode
 
 __all__ = ["ComposeError", "Limits", "Submission", "compose"]
 
-_RAW_KEYS = frozenset({"raw", "from", "to"})
+_RAW_KEYS = frozenset({"raw", "from", "to", "dsn"})
 _JSON_KEYS = frozenset({"from", "to", "cc", "bcc", "subject", "text", "html", "headers",
-                        "attachments"})
+                        "attachments", "dsn"})
+# "dsn": {"notify": "SUCCESS,FAILURE" | ["DELAY"] | "NEVER", "ret": "FULL"|"HDRS",
+# "envid": "the client's reference"}: what RFC 3461 lets an SMTP client ask.
+_DSN_KEYS = frozenset({"notify", "ret", "envid"})
+_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+_MAX_ENVID = 100  # RFC 3461 4.4
 _ATTACHMENT_KEYS = frozenset({"filename", "content_type", "content_base64"})
 # Headers with a field of their own, or that the MIME structure owns: setting them through
 # "headers" would contradict the envelope or break the message.
@@ -69,6 +74,37 @@ class Submission:
     recipients: list[str]
     data: bytes  # CRLF line ends, Received: first
     mail_params: dict[str, str] = field(default_factory=dict)
+    notify: str | None = None  # RFC 3461 NOTIFY for every recipient (None: not given)
+
+
+def _dsn(doc: dict[str, Any], params: dict[str, str]) -> str | None:
+    """The "dsn" member: RET and ENVID into the MAIL parameters; the NOTIFY returned."""
+    d = doc.get("dsn")
+    if d is None:
+        return None
+    if not isinstance(d, dict) or set(d) - _DSN_KEYS:
+        raise ComposeError("bad_field", "dsn: an object with notify, ret and envid only")
+    ret, envid, notify = d.get("ret"), d.get("envid"), d.get("notify")
+    if ret is not None:
+        if not isinstance(ret, str) or ret.upper() not in ("FULL", "HDRS"):
+            raise ComposeError("bad_field", 'dsn.ret: "FULL" or "HDRS"')
+        params["RET"] = ret.upper()
+    if envid is not None:
+        if not isinstance(envid, str) or not envid or len(envid) > _MAX_ENVID \
+                or not (envid.isascii() and envid.isprintable()):
+            raise ComposeError("bad_field", f"dsn.envid: 1 to {_MAX_ENVID} printable ASCII "
+                               "characters")
+        params["ENVID"] = xtext_encode(envid)  # kept as xtext, as over SMTP
+    if notify is None:
+        return None
+    words = notify if isinstance(notify, list) else (
+        notify.split(",") if isinstance(notify, str) else None)
+    if not words or not all(isinstance(w, str) for w in words):
+        raise ComposeError("bad_field", 'dsn.notify: "NEVER" or SUCCESS, FAILURE, DELAY')
+    words = [w.strip().upper() for w in words]
+    if words != ["NEVER"] and not (set(words) <= _NOTIFY and len(set(words)) == len(words)):
+        raise ComposeError("bad_field", 'dsn.notify: "NEVER" or SUCCESS, FAILURE, DELAY')
+    return ",".join(words)
 
 
 def _mailbox(value: object, what: str) -> tuple[str, str]:
@@ -274,4 +310,5 @@ def compose(doc: object, *, limits: Limits, client_ip: str, tls: bool = False,
         params["SMTPUTF8"] = ""
     if not data.isascii():
         params["BODY"] = "8BITMIME"
-    return Submission(mail_from, rcpts, data, params)
+    notify = _dsn(doc, params)
+    return Submission(mail_from, rcpts, data, params, notify)

@@ -239,9 +239,10 @@ async def _inject(request: web.Request, ingress: IngressLike, client: ApiClient,
     accepted: list[Recipient] = []
     refusals: list[Reply] = []
     for address in sub.recipients:
-        reply = await _answer(ingress.check_rcpt(client, address, {}))
+        rcpt_params = {"NOTIFY": sub.notify} if sub.notify else {}
+        reply = await _answer(ingress.check_rcpt(client, address, rcpt_params))
         if reply is None:
-            accepted.append(Recipient(address))
+            accepted.append(Recipient(address, notify=sub.notify))
             results.append({"address": address, "accepted": True})
         else:
             if events is not None:

@@ -103,7 +103,18 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"raw": {"type": "string", "description": "RFC 5322 message; line "
                                "ends are normalized to CRLF"},
                        "from": {"type": "string", "description": "Envelope sender"},
-                       "to": _ADDRESSES}},
+                       "to": _ADDRESSES, "dsn": _ref("DsnRequest")}},
+    "DsnRequest": {
+        "type": "object", "additionalProperties": False,
+        "description": "RFC 3461, as an SMTP client asks with NOTIFY, RET and ENVID",
+        "properties": {
+            "notify": {"oneOf": [{"type": "string", "description": '"NEVER", or a comma '
+                                  "list of SUCCESS, FAILURE, DELAY"},
+                                 {"type": "array", "items": {"type": "string", "enum": [
+                                     "SUCCESS", "FAILURE", "DELAY", "NEVER"]}}]},
+            "ret": {"type": "string", "enum": ["FULL", "HDRS"]},
+            "envid": {"type": "string", "maxLength": 100,
+                      "description": "your reference, returned in every DSN"}}},
     "Attachment": {
         "type": "object", "required": ["filename", "content_base64"],
         "additionalProperties": False,
@@ -117,7 +128,8 @@ SCHEMAS: dict[str, Any] = {
                        "text": {"type": "string"}, "html": {"type": "string"},
                        "headers": {"type": "object",
                                    "additionalProperties": {"type": "string"}},
-                       "attachments": {"type": "array", "items": _ref("Attachment")}}},
+                       "attachments": {"type": "array", "items": _ref("Attachment")},
+                       "dsn": _ref("DsnRequest")}},
     "RecipientResult": {
         "type": "object", "required": ["address", "accepted"],
         "properties": {"address": {"type": "string"}, "accepted": {"type": "boolean"},

@@ -220,3 +220,17 @@ async def test_parts_not_wired_answer_503():
                     assert (await r.json())["error"]["code"] == code
     finally:
         await runner.cleanup()
+
+
+async def test_dsn_requests_ride_with_the_message_as_over_smtp(api):
+    status, body = await api.post({**RAW, "dsn": {"notify": ["SUCCESS", "failure"],
+                                                  "ret": "hdrs", "envid": "order 42+x"}})
+    assert status == 202, body
+    info = await api.spool.get(body["id"])
+    assert {r.notify for r in info.recipients} == {"SUCCESS,FAILURE"}
+    # Kept as SMTP would have received them: RET upper-cased, ENVID as xtext.
+    assert info.mail_params["RET"] == "HDRS" and info.mail_params["ENVID"] == "order+2042+2Bx"
+    for bad in ({"notify": "NEVER,SUCCESS"}, {"notify": "SOMETIMES"}, {"ret": "ALL"},
+                {"envid": "x" * 101}, {"envid": "é"}, {"colour": "red"}, "SUCCESS"):
+        status, err = await api.post({**RAW, "dsn": bad})
+        assert status == 400 and err["error"]["code"] == "bad_field", (bad, err)
