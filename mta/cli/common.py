@@ -221,3 +221,23 @@ def admin_client(cfg: Config):  # -> AdminClient
 def print_json(obj: object) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True))
 
+
+
+def read_password(given: str | None, command: str) -> str | None:
+    """The password of `mta passwd` / `mta users`: the argument, else asked twice on a
+    terminal, else one line of stdin. None (said on stderr) if empty or mistyped."""
+    import getpass
+
+    if given is not None:
+        password = given
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print(f"mta {command}: passwords differ", file=sys.stderr)
+            return None
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print(f"mta {command}: empty password", file=sys.stderr)
+        return None
+    return password

@@ -5,11 +5,10 @@ password hashes that configuration holds.
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from typing import Any
 
-from mta.cli.common import EX_CONFIG, EX_OK, EX_USAGE, checked_config, command
+from mta.cli.common import EX_CONFIG, EX_OK, EX_USAGE, checked_config, command, read_password
 from mta.config import ConfigError
 
 
@@ -39,17 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_passwd(args: argparse.Namespace) -> int:
     from mta.smtp.auth import hash_password
 
-    if args.password is not None:
-        password = args.password
-    elif sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            print("mta passwd: passwords differ", file=sys.stderr)
-            return EX_USAGE
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("mta passwd: empty password", file=sys.stderr)
+    password = read_password(args.password, "passwd")
+    if password is None:
         return EX_USAGE
     print(hash_password(password))
     return EX_OK

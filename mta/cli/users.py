@@ -9,12 +9,20 @@ The password is read like `mta passwd` reads it (prompt twice, or one stdin line
 from __future__ import annotations
 
 import argparse
-import getpass
-import sys
 import urllib.parse
 from typing import Any
 
-from mta.cli.common import EX_OK, EX_USAGE, Action, command, print_json, run_admin, stamp, table
+from mta.cli.common import (
+    EX_OK,
+    EX_USAGE,
+    Action,
+    command,
+    print_json,
+    read_password,
+    run_admin,
+    stamp,
+    table,
+)
 from mta.config import Config
 
 
@@ -23,17 +31,8 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 
 def _password(args: argparse.Namespace) -> str | None:
-    if args.password is not None:
-        password = args.password
-    elif sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            print("mta users: passwords differ", file=sys.stderr)
-            return None
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
-    if not password:
-        print("mta users: empty password", file=sys.stderr)
+    password = read_password(args.password, "users")
+    if password is None:
         return None
     from mta.smtp.auth import hash_password
 
