@@ -34,8 +34,10 @@ _RAW_KEYS = frozenset({"raw", "from", "to", "dsn"})
 _JSON_KEYS = frozenset({"from", "to", "cc", "bcc", "subject", "text", "html", "headers",
                         "attachments", "dsn"})
 # "dsn": {"notify": "SUCCESS,FAILURE" | ["DELAY"] | "NEVER", "ret": "FULL"|"HDRS",
-# "envid": "the client's reference"}: what RFC 3461 lets an SMTP client ask.
-_DSN_KEYS = frozenset({"notify", "ret", "envid"})
+# "envid": "the client's reference", "orcpt": {"rcpt@x": "original@y"}}: what RFC 3461
+# lets an SMTP client ask (ORCPT per recipient, as RCPT TO carries it).
+_DSN_KEYS = frozenset({"notify", "ret", "envid", "orcpt"})
+_MAX_ORCPT = 500  # RFC 3461 4.2, the whole "rfc822;xtext" value
 _NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 _MAX_ENVID = 100  # RFC 3461 4.4
 _ATTACHMENT_KEYS = frozenset({"filename", "content_type", "content_base64"})
@@ -75,15 +77,38 @@ class Submission:
     data: bytes  # CRLF line ends, Received: first
     mail_params: dict[str, str] = field(default_factory=dict)
     notify: str | None = None  # RFC 3461 NOTIFY for every recipient (None: not given)
+    # RFC 3461 ORCPT by envelope recipient, "rfc822;" + xtext as RCPT TO would carry it.
+    orcpt: dict[str, str] = field(default_factory=dict)
 
 
-def _dsn(doc: dict[str, Any], params: dict[str, str]) -> str | None:
-    """The "dsn" member: RET and ENVID into the MAIL parameters; the NOTIFY returned."""
+def _orcpt(value: object, rcpts: list[str]) -> dict[str, str]:
+    """dsn.orcpt: {envelope recipient: original address} -> ORCPT values by recipient."""
+    if not isinstance(value, dict):
+        raise ComposeError("bad_field", "dsn.orcpt: an object of recipient: original address")
+    by_lower = {r.lower(): r for r in rcpts}
+    out: dict[str, str] = {}
+    for rcpt, original in value.items():
+        envelope = by_lower.get(str(rcpt).lower())
+        if envelope is None:
+            raise ComposeError("bad_field", f"dsn.orcpt: {rcpt!r} is not a recipient")
+        if not isinstance(original, str) or "@" not in original \
+                or not (original.isascii() and original.isprintable()) or " " in original:
+            raise ComposeError("bad_field", f"dsn.orcpt.{rcpt}: an ASCII address")
+        encoded = "rfc822;" + xtext_encode(original)
+        if len(encoded) > _MAX_ORCPT:
+            raise ComposeError("bad_field", f"dsn.orcpt.{rcpt}: longer than RFC 3461 allows")
+        out[envelope] = encoded
+    return out
+
+
+def _dsn(doc: dict[str, Any], params: dict[str, str],
+         rcpts: list[str]) -> tuple[str | None, dict[str, str]]:
+    """The "dsn" member: RET and ENVID into the MAIL parameters; NOTIFY and ORCPTs returned."""
     d = doc.get("dsn")
     if d is None:
-        return None
+        return None, {}
     if not isinstance(d, dict) or set(d) - _DSN_KEYS:
-        raise ComposeError("bad_field", "dsn: an object with notify, ret and envid only")
+        raise ComposeError("bad_field", "dsn: an object with notify, ret, envid and orcpt only")
     ret, envid, notify = d.get("ret"), d.get("envid"), d.get("notify")
     if ret is not None:
         if not isinstance(ret, str) or ret.upper() not in ("FULL", "HDRS"):
@@ -95,8 +120,9 @@ def _dsn(doc: dict[str, Any], params: dict[str, str]) -> str | None:
             raise ComposeError("bad_field", f"dsn.envid: 1 to {_MAX_ENVID} printable ASCII "
                                "characters")
         params["ENVID"] = xtext_encode(envid)  # kept as xtext, as over SMTP
+    orcpt = _orcpt(d["orcpt"], rcpts) if d.get("orcpt") is not None else {}
     if notify is None:
-        return None
+        return None, orcpt
     words = notify if isinstance(notify, list) else (
         notify.split(",") if isinstance(notify, str) else None)
     if not words or not all(isinstance(w, str) for w in words):
@@ -104,7 +130,7 @@ def _dsn(doc: dict[str, Any], params: dict[str, str]) -> str | None:
     words = [w.strip().upper() for w in words]
     if words != ["NEVER"] and not (set(words) <= _NOTIFY and len(set(words)) == len(words)):
         raise ComposeError("bad_field", 'dsn.notify: "NEVER" or SUCCESS, FAILURE, DELAY')
-    return ",".join(words)
+    return ",".join(words), orcpt
 
 
 def _mailbox(value: object, what: str) -> tuple[str, str]:
@@ -310,5 +336,5 @@ def compose(doc: object, *, limits: Limits, client_ip: str, tls: bool = False,
         params["SMTPUTF8"] = ""
     if not data.isascii():
         params["BODY"] = "8BITMIME"
-    notify = _dsn(doc, params)
-    return Submission(mail_from, rcpts, data, params, notify)
+    notify, orcpt = _dsn(doc, params, rcpts)
+    return Submission(mail_from, rcpts, data, params, notify, orcpt)

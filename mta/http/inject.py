@@ -239,10 +239,13 @@ async def _inject(request: web.Request, ingress: IngressLike, client: ApiClient,
     accepted: list[Recipient] = []
     refusals: list[Reply] = []
     for address in sub.recipients:
+        orcpt = sub.orcpt.get(address)
         rcpt_params = {"NOTIFY": sub.notify} if sub.notify else {}
+        if orcpt:
+            rcpt_params["ORCPT"] = orcpt
         reply = await _answer(ingress.check_rcpt(client, address, rcpt_params))
         if reply is None:
-            accepted.append(Recipient(address, notify=sub.notify))
+            accepted.append(Recipient(address, notify=sub.notify, orcpt=orcpt))
             results.append({"address": address, "accepted": True})
         else:
             if events is not None:

@@ -106,7 +106,7 @@ SCHEMAS: dict[str, Any] = {
                        "to": _ADDRESSES, "dsn": _ref("DsnRequest")}},
     "DsnRequest": {
         "type": "object", "additionalProperties": False,
-        "description": "RFC 3461, as an SMTP client asks with NOTIFY, RET and ENVID",
+        "description": "RFC 3461, as an SMTP client asks with NOTIFY, RET, ENVID and ORCPT",
         "properties": {
             "notify": {"oneOf": [{"type": "string", "description": '"NEVER", or a comma '
                                   "list of SUCCESS, FAILURE, DELAY"},
@@ -114,7 +114,10 @@ SCHEMAS: dict[str, Any] = {
                                      "SUCCESS", "FAILURE", "DELAY", "NEVER"]}}]},
             "ret": {"type": "string", "enum": ["FULL", "HDRS"]},
             "envid": {"type": "string", "maxLength": 100,
-                      "description": "your reference, returned in every DSN"}}},
+                      "description": "your reference, returned in every DSN"},
+            "orcpt": {"type": "object", "additionalProperties": {"type": "string"},
+                      "description": "original recipient by envelope recipient "
+                                     "(Original-Recipient in every DSN for it)"}}},
     "Attachment": {
         "type": "object", "required": ["filename", "content_base64"],
         "additionalProperties": False,

@@ -231,6 +231,20 @@ async def test_dsn_requests_ride_with_the_message_as_over_smtp(api):
     # Kept as SMTP would have received them: RET upper-cased, ENVID as xtext.
     assert info.mail_params["RET"] == "HDRS" and info.mail_params["ENVID"] == "order+2042+2Bx"
     for bad in ({"notify": "NEVER,SUCCESS"}, {"notify": "SOMETIMES"}, {"ret": "ALL"},
-                {"envid": "x" * 101}, {"envid": "é"}, {"colour": "red"}, "SUCCESS"):
+                {"envid": "x" * 101}, {"envid": "é"}, {"colour": "red"}, "SUCCESS",
+                {"orcpt": "bob@example.net"}, {"orcpt": {"nobody@x.test": "a@b"}},
+                {"orcpt": {RAW["to"][0]: "not an address"}},
+                {"orcpt": {RAW["to"][0]: "é@x.test"}},
+                {"orcpt": {RAW["to"][0]: "a@" + "b" * 500}}):
         status, err = await api.post({**RAW, "dsn": bad})
         assert status == 400 and err["error"]["code"] == "bad_field", (bad, err)
+
+
+async def test_orcpt_rides_per_recipient_as_rcpt_to_would_carry_it(api):
+    first, second = RAW["to"][0], RAW["to"][1]
+    status, body = await api.post({**RAW, "dsn": {"orcpt": {first.upper(): "list+a@orig.test"}}})
+    assert status == 202, body
+    info = await api.spool.get(body["id"])
+    by_address = {r.address: r.orcpt for r in info.recipients}
+    # xtext as an SMTP client would send ORCPT=rfc822;list+2Ba@orig.test; the other has none.
+    assert by_address == {first: "rfc822;list+2Ba@orig.test", second: None}
