@@ -7,6 +7,7 @@ Unknown keys and wrong types are errors; every error names the file and the dott
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 import types
@@ -185,8 +186,11 @@ def _validate(cfg: Config, errors: _Errors) -> None:
         errors.add("delivery.port", "must be a port number (1-65535)")
     if not cfg.delivery.retry:
         errors.add("delivery.retry", "at least one retry interval is required")
-    if cfg.delivery.tls not in ("opportunistic", "required", "disabled"):
-        errors.add("delivery.tls", "must be \"opportunistic\", \"required\" or \"disabled\"")
+    if cfg.delivery.tls not in ("opportunistic", "required", "verify", "disabled"):
+        errors.add("delivery.tls", "must be \"opportunistic\", \"required\", \"verify\" or "
+                   "\"disabled\"")
+    if cfg.delivery.tls_ca_file and not os.path.isfile(cfg.delivery.tls_ca_file):
+        errors.add("delivery.tls_ca_file", f"file not found: {cfg.delivery.tls_ca_file}")
     for i, ns in enumerate(cfg.dns.nameservers):
         try:
             parse_hostport(ns, 53)

@@ -212,7 +212,12 @@ class DeliveryConfig:
     # RFC 5321 4.5.3.1.8: servers must take at least 100 recipients per transaction.
     max_recipients_per_transaction: int = 100
     idle_timeout: Duration = 30.0
+    # opportunistic (RFC 7435: encrypt when offered, never authenticate), required (STARTTLS
+    # or defer), verify (required, and the certificate must chain to tls_ca_file and name
+    # the MX host, RFC 6125), disabled. Per site in [shaping."site"] tls.
     tls: str = "opportunistic"
+    # CA bundle (PEM) that "verify" trusts; empty: the system's store (OpenSSL defaults).
+    tls_ca_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -357,7 +362,7 @@ class ShapingRuleConfig:
     # Unset: the [delivery] values of the same name.
     max_deliveries_per_connection: int | None = None
     max_recipients_per_transaction: int | None = None
-    tls: str = ""  # opportunistic | required | disabled; unset: [delivery] tls
+    tls: str = ""  # opportunistic | required | verify | disabled; unset: [delivery] tls
     connect_timeout: Duration | None = None
     greeting_timeout: Duration | None = None
     command_timeout: Duration | None = None

@@ -19,6 +19,7 @@ arrive (`wire.ReplyParser`) and one future per batch of expected replies is reso
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import ssl
 from collections import deque
@@ -99,7 +100,8 @@ class ClientSettings:
 
     ehlo_name: str
     # Defaults are mta/config's (the one place that says why), for tests that build these.
-    tls: str = DeliveryConfig.tls  # "opportunistic" | "required" | "disabled"
+    tls: str = DeliveryConfig.tls  # "opportunistic" | "required" | "verify" | "disabled"
+    tls_ca_file: str = DeliveryConfig.tls_ca_file  # what "verify" trusts ("": the system's)
     connect_timeout: float = DeliveryConfig.connect_timeout
     greeting_timeout: float = DeliveryConfig.greeting_timeout
     # EHLO, STARTTLS, MAIL, RCPT, DATA (354), RSET
@@ -111,7 +113,7 @@ class ClientSettings:
     def from_config(cls, cfg: DeliveryConfig, hostname: str) -> ClientSettings:
         return cls(
             ehlo_name=cfg.ehlo_name or hostname,
-            tls=cfg.tls,
+            tls=cfg.tls, tls_ca_file=cfg.tls_ca_file,
             connect_timeout=cfg.connect_timeout,
             greeting_timeout=cfg.greeting_timeout,
             command_timeout=cfg.command_timeout,
@@ -249,6 +251,13 @@ def _client_tls_context() -> ssl.SSLContext:
     return _tls_context
 
 
+@functools.cache
+def _verifying_tls_context(ca_file: str) -> ssl.SSLContext:
+    """tls = "verify": the chain must reach `ca_file` (or the system's CAs) and the
+    certificate must name the MX host (RFC 6125 via OpenSSL). One per CA file."""
+    return ssl.create_default_context(cafile=ca_file or None)
+
+
 # --- the client --------------------------------------------------------------------------
 
 class SmtpClient:
@@ -267,6 +276,7 @@ class SmtpClient:
         self.tls_active = False
         self.tls_version = ""  # after STARTTLS: "TLSv1.3", and the cipher suite's name
         self.tls_cipher = ""
+        self.tls_verified = False  # the peer's certificate was checked (tls = "verify")
         self.transactions = 0  # completed or attempted MAIL transactions
         self.messages = 0  # send() calls
         self._needs_rset = False
@@ -314,19 +324,19 @@ class SmtpClient:
         if tls == "disabled":
             return
         if "STARTTLS" not in self.extensions:
-            if tls == "required":
+            if tls in ("required", "verify"):
                 await self.quit()
                 raise SmtpConnectError(tls_failure(
                     f"TLS required but {self.host} does not offer STARTTLS", handshake=False))
             return
         reply = await self._command(b"STARTTLS\r\n", s.command_timeout, "STARTTLS")
         if reply.code != 220:
-            if tls == "required":
+            if tls in ("required", "verify"):
                 await self.quit()
                 raise SmtpConnectError(tls_failure(
                     f"TLS required but STARTTLS refused: {reply}", handshake=False))
             return  # RFC 3207 4: the session goes on in the clear
-        await self._start_tls()
+        await self._start_tls(verify=tls == "verify")
         await self._hello()  # RFC 3207 4.2: forget what we knew, ask again
 
     async def _hello(self) -> None:
@@ -344,16 +354,19 @@ class SmtpClient:
         self._write(b"QUIT\r\n")
         raise SmtpConnectError(reply)
 
-    async def _start_tls(self) -> None:
+    async def _start_tls(self, *, verify: bool) -> None:
         p = self._p
         loop = p.loop
         assert p.transport is not None
         p.parser.clear()  # RFC 3207 4.2: discard anything sent before the handshake
         p.replies.clear()
         try:
+            # Verifying, an address literal is checked against the certificate's IP names.
+            context = (_verifying_tls_context(self.settings.tls_ca_file) if verify
+                       else _client_tls_context())
             new = await loop.start_tls(
-                p.transport, p, _client_tls_context(), server_side=False,
-                server_hostname=self.host if not _is_ip(self.host) else None,
+                p.transport, p, context, server_side=False,
+                server_hostname=self.host if verify or not _is_ip(self.host) else None,
                 ssl_handshake_timeout=self.settings.command_timeout)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError, EOFError) as e:
             raise SmtpConnectError(
@@ -364,6 +377,7 @@ class SmtpClient:
                                                handshake=True), tls_failed=True)
         p.transport = new  # type: ignore[assignment]
         self.tls_active = True
+        self.tls_verified = verify
         ssl_object = new.get_extra_info("ssl_object")
         if ssl_object is not None:
             cipher = ssl_object.cipher()

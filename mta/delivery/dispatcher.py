@@ -495,9 +495,11 @@ class Dispatcher:
                         result = await client.send(sender, [r], body, params=info.mail_params)
                         replies += result.per_recipient
                 remote_dsn = "DSN" in client.extensions
-                # Opportunistic STARTTLS (RFC 7435): encrypted, the certificate not checked.
+                # tls_verified: the certificate was checked (tls = "verify"); opportunistic
+                # STARTTLS (RFC 7435) encrypts without checking it.
                 tls = ({"tls": client.tls_version, "tls_cipher": client.tls_cipher,
-                        "tls_verified": False} if client.tls_active else {"tls": "none"})
+                        "tls_verified": client.tls_verified} if client.tls_active
+                       else {"tls": "none"})
         except PathBlocked as e:
             self._hold_back(item, [e.hold])
             return

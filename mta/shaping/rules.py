@@ -50,7 +50,7 @@ class PathConfig:
     max_connection_rate: Rate | None
     max_deliveries_per_connection: int
     max_recipients_per_transaction: int
-    tls: str                          # opportunistic | required | disabled
+    tls: str                          # opportunistic | required | verify | disabled
     connect_timeout: float
     greeting_timeout: float
     command_timeout: float

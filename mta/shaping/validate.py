@@ -16,7 +16,7 @@ from mta.shaping.rate import parse_rate
 
 __all__ = ["validate"]
 
-_TLS = ("opportunistic", "required", "disabled")
+_TLS = ("opportunistic", "required", "verify", "disabled")
 _POSITIVE = ("connection_limit", "max_deliveries_per_connection",
              "max_recipients_per_transaction", "suspend_after")
 
@@ -39,7 +39,8 @@ def _check_layer(layer: ShapingRuleConfig, key: str, sources: set[str],
         if value is not None and value < 1:
             add.append((f"{key}.{name}", "must be at least 1"))
     if layer.tls and layer.tls not in _TLS:
-        add.append((f"{key}.tls", "must be \"opportunistic\", \"required\" or \"disabled\""))
+        add.append((f"{key}.tls",
+                    "must be \"opportunistic\", \"required\", \"verify\" or \"disabled\""))
     if layer.suspend_duration is not None and layer.suspend_duration <= 0:
         add.append((f"{key}.suspend_duration", "must be positive"))
     for src, sub in layer.source.items():

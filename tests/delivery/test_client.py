@@ -5,13 +5,16 @@ records: what it received, on which connection, from which address.
 """
 
 import asyncio
+import dataclasses
+import ssl
 import time
 
 import pytest
+import pytest_asyncio
 
 from mta.delivery.client import ClientSettings, SmtpClient, SmtpConnectError
 from mta.queue.envelope import Recipient
-from tests.support.mx import DROP
+from tests.support.mx import DROP, MxFactory, make_self_signed
 
 SETTINGS = ClientSettings(ehlo_name="client.test", connect_timeout=2, greeting_timeout=2,
                           command_timeout=2, data_timeout=2)
@@ -325,3 +328,49 @@ def test_client_settings_from_the_delivery_config():
     s = ClientSettings.from_config(cfg.delivery, "mta.example")
     assert (s.ehlo_name, s.command_timeout, s.tls, s.max_recipients_per_transaction) == (
         "mta.example", 60.0, "required", 50)
+
+
+@pytest_asyncio.fixture
+async def named_mx(tmp_path):
+    """An MX whose certificate names mx.test, and that certificate as the CA to trust."""
+    cert, key = make_self_signed(tmp_path, "mx.test")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    factory = MxFactory(ctx)
+    try:
+        yield await factory("127.0.0.2", starttls=True), str(cert)
+    finally:
+        await factory.aclose()
+
+
+async def test_tls_verify_checks_the_chain_and_the_mx_name(named_mx):
+    mx, ca = named_mx
+    settings = dataclasses.replace(SETTINGS, tls="verify", tls_ca_file=ca)
+    client = await connect(mx, settings, host="mx.test")
+    assert client.tls_active and client.tls_verified
+    res = await client.send("s@a.test", rcpts("a@x.test"), BODY)
+    assert res.per_recipient[0].code == 250
+    await client.quit()
+    # Opportunistic TLS to the same host encrypts without a claim of authentication.
+    client = await connect(mx, dataclasses.replace(SETTINGS, tls_ca_file=ca), host="mx.test")
+    assert client.tls_active and not client.tls_verified
+    await client.quit()
+
+
+@pytest.mark.parametrize("host, trusted", [("other.test", True), ("mx.test", False)])
+async def test_tls_verify_refuses_a_wrong_name_or_an_untrusted_chain(named_mx, host, trusted):
+    mx, ca = named_mx
+    settings = dataclasses.replace(SETTINGS, tls="verify", tls_ca_file=ca if trusted else "")
+    with pytest.raises(SmtpConnectError) as e:
+        await connect(mx, settings, host=host)
+    # 4.7.5 and no retry in the clear: the pool falls back only when opportunistic.
+    assert (e.value.reply.code, e.value.reply.enhanced) == (421, "4.7.5")
+    assert "certificate" in e.value.reply.text.lower()
+    assert not mx.messages
+
+
+async def test_tls_verify_without_starttls_is_a_4_7_0_failure(mx_factory):
+    mx = await mx_factory("127.0.0.2", starttls=False)
+    with pytest.raises(SmtpConnectError) as e:
+        await connect(mx, dataclasses.replace(SETTINGS, tls="verify"), host="mx.test")
+    assert (e.value.reply.code, e.value.reply.enhanced) == (421, "4.7.0")

@@ -371,3 +371,26 @@ async def test_the_tls_of_each_delivery_is_in_its_event_and_metrics(
             return r.read().decode()
 
     assert f'mta_delivered_tls_total{{tls="{e["tls"]}"}} 1.0' in await asyncio.to_thread(scrape)
+
+
+async def test_tls_verify_delivers_to_a_named_mx_and_defers_a_wrong_name(
+        mta_factory, dns_server_factory, mx_factory, mx_tls_files):
+    # Every test MX presents a certificate naming mx.test; with [delivery] tls = "verify"
+    # only a domain whose MX is mx.test gets its mail, and says so in its event.
+    good = await mx_factory("127.0.0.2", starttls=True)
+    dns = dns_server_factory({**ZONES, "named.test": "@ MX 10 mx.test.\n",
+                              "mx.test": "@ A 127.0.0.2\n",
+                              "misnamed.test": "@ MX 10 mx\nmx A 127.0.0.2\n"})
+    ca = mx_tls_files[0]
+    mta = await asyncio.to_thread(
+        mta_factory, dns=dns.nameserver, delivery_port=mx_factory.port,
+        delivery_extra=f'{FAST_RETRY}\ntls = "verify"\ntls_ca_file = "{ca}"')
+    ok = await asyncio.to_thread(_send, mta.smtp_port, ["a@named.test"], "verified")
+    bad = await asyncio.to_thread(_send, mta.smtp_port, ["a@misnamed.test"], "misnamed")
+    (e,) = await _wait_event(mta, lambda e: e["event"] == "delivered" and e["id"] == ok)
+    assert e["tls_verified"] is True and e["mx"] == "mx.test"
+    (d, *_) = await _wait_event(mta, lambda e: e["event"] == "deferred" and e["id"] == bad)
+    # mx.misnamed.test is the same server, but its certificate does not name it: deferred
+    # with the reason, never a fallback to the clear.
+    assert d["reply"].startswith("421 4.7.5") and "certificate" in d["reply"].lower()
+    assert [m.rcpt_tos for m in good.messages] == [["a@named.test"]]

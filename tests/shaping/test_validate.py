@@ -51,8 +51,8 @@ sources = { ip1 = 1, nope = 2 }
         "bad.toml: shaping.default.max_message_rate: invalid rate '100/x': unknown period "
         "'x' (use s, m, h or d)",
         "bad.toml: shaping.default.connection_limit: must be at least 1",
-        "bad.toml: shaping.default.tls: must be \"opportunistic\", \"required\" or "
-        "\"disabled\"",
+        "bad.toml: shaping.default.tls: must be \"opportunistic\", \"required\", "
+        "\"verify\" or \"disabled\"",
         "bad.toml: shaping.\"gmail.com\".source.ip9: unknown egress source 'ip9'",
         "bad.toml: shaping.\"gmail.com\".source.ip9.max_connection_rate: invalid rate "
         "'fast': expected COUNT/PERIOD like \"100/s\", \"5000/h\" or \"100/s burst 20\"",

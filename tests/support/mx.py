@@ -421,8 +421,15 @@ class MxFactory:
 
 
 @pytest.fixture(scope="session")
-def mx_tls_context(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
-    cert, key = make_self_signed(tmp_path_factory.mktemp("mx-tls"))
+def mx_tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Every test MX's certificate (self-signed, naming mx.test) and key: the certificate
+    is also the CA a test gives `[delivery] tls_ca_file` to verify them."""
+    return make_self_signed(tmp_path_factory.mktemp("mx-tls"))
+
+
+@pytest.fixture(scope="session")
+def mx_tls_context(mx_tls_files: tuple[Path, Path]) -> ssl.SSLContext:
+    cert, key = mx_tls_files
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     return ctx
