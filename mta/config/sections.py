@@ -218,6 +218,9 @@ class DeliveryConfig:
     tls: str = "opportunistic"
     # CA bundle (PEM) that "verify" trusts; empty: the system's store (OpenSSL defaults).
     tls_ca_file: str = ""
+    # RFC 3030: send the body as one BDAT chunk where the server offers CHUNKING (no dot-
+    # stuffing, and a lone CR or LF stays as it is); false: always DATA, as Postfix does.
+    chunking: bool = True
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from mta.delivery.wire import (
     Extensions,
     ProtocolError,
     ReplyParser,
+    bdat_command,
     mail_command,
     needs_smtputf8,
     prepare_body,
@@ -102,6 +103,7 @@ class ClientSettings:
     # Defaults are mta/config's (the one place that says why), for tests that build these.
     tls: str = DeliveryConfig.tls  # "opportunistic" | "required" | "verify" | "disabled"
     tls_ca_file: str = DeliveryConfig.tls_ca_file  # what "verify" trusts ("": the system's)
+    chunking: bool = DeliveryConfig.chunking  # BDAT where the server offers CHUNKING
     connect_timeout: float = DeliveryConfig.connect_timeout
     greeting_timeout: float = DeliveryConfig.greeting_timeout
     # EHLO, STARTTLS, MAIL, RCPT, DATA (354), RSET
@@ -113,7 +115,7 @@ class ClientSettings:
     def from_config(cls, cfg: DeliveryConfig, hostname: str) -> ClientSettings:
         return cls(
             ehlo_name=cfg.ehlo_name or hostname,
-            tls=cfg.tls, tls_ca_file=cfg.tls_ca_file,
+            tls=cfg.tls, tls_ca_file=cfg.tls_ca_file, chunking=cfg.chunking,
             connect_timeout=cfg.connect_timeout,
             greeting_timeout=cfg.greeting_timeout,
             command_timeout=cfg.command_timeout,
@@ -416,12 +418,13 @@ class SmtpClient:
             return DeliveryResult([refusal] * n, [])
         mail = mail_command(mail_from, len(body), ext, params, not body.isascii(), smtputf8)
         rcpts = [rcpt_command(r.address, ext, r.notify, r.orcpt) for r in recipients]
-        data = prepare_body(body)
+        chunking = self.settings.chunking and "CHUNKING" in ext
+        data = bdat_command(body) if chunking else prepare_body(body)
         limit = max(1, self.settings.max_recipients_per_transaction)
         transaction = self._transaction
         outcomes: list[Reply | None]
         if n <= limit and self.usable:  # the common case: one transaction
-            tr = await transaction(mail, list(range(n)), rcpts, data)
+            tr = await transaction(mail, list(range(n)), rcpts, data, chunking)
             pending = retry_indexes(tr)
             if not pending:
                 return DeliveryResult(list(tr.per_recipient), [tr])
@@ -436,7 +439,7 @@ class SmtpClient:
                     outcomes[i] = gone
                 break
             chunk, rest = pending[:limit], pending[limit:]
-            tr = await transaction(mail, chunk, [rcpts[i] for i in chunk], data)
+            tr = await transaction(mail, chunk, [rcpts[i] for i in chunk], data, chunking)
             results.append(tr)
             for i, outcome in zip(chunk, tr.per_recipient, strict=True):
                 outcomes[i] = outcome
@@ -458,13 +461,13 @@ class SmtpClient:
         return None
 
     async def _transaction(self, mail: bytes, chunk: list[int], rcpts: list[bytes],
-                           data: bytes) -> TransactionResult:
+                           data: bytes, chunking: bool) -> TransactionResult:
         """Drive one `Transaction` (mta.delivery.transaction) over this connection."""
         self.transactions += 1
         p = self._p
         s = self.settings
         txn = Transaction(mail, chunk, rcpts, data, pipelined="PIPELINING" in self.extensions,
-                          rset=self._needs_rset)
+                          rset=self._needs_rset, chunking=chunking)
         step: Step | None = txn.start()
         while step is not None:
             self._write(step.data)

@@ -12,6 +12,9 @@ Two shapes of the same transaction:
 - pipelined (RFC 2920): [RSET] MAIL RCPT... DATA in one write, then the body in a second:
   two round trips per message;
 - lock-step: one command, one reply.
+With `chunking` (the server offers RFC 3030 CHUNKING) the body goes as "BDAT n LAST" in
+place of DATA and the dotted body: after the RCPT replies, only if one was accepted (the
+same two round trips pipelined), and its one reply is the final one.
 
 The outcome per recipient follows one rule (`outcomes`): a refusal at MAIL applies to all, a
 refusal at RCPT to that recipient, and the reply to DATA (or after the dot) to every accepted
@@ -82,16 +85,19 @@ class Transaction:
     was heard: RFC 5321 3.8) tell the connection what it must do next.
     """
 
-    __slots__ = ("_body", "_i", "_mail", "_rcpts", "_state", "chunk", "closing", "data_r",
-                 "mail_r", "needs_rset", "pipelined", "rcpt_r", "result", "rset")
+    __slots__ = ("_body", "_i", "_mail", "_rcpts", "_state", "chunk", "chunking", "closing",
+                 "data_r", "mail_r", "needs_rset", "pipelined", "rcpt_r", "result", "rset")
 
     def __init__(self, mail: bytes, chunk: Sequence[int], rcpts: Sequence[bytes], body: bytes,
-                 *, pipelined: bool, rset: bool = False) -> None:
+                 *, pipelined: bool, rset: bool = False, chunking: bool = False) -> None:
+        """`body`: dot-stuffed with its final "." (wire.prepare_body); with `chunking`, the
+        whole BDAT command and chunk (wire.bdat_command)."""
         self._mail = mail
         self._rcpts = rcpts
         self._body = body
         self.chunk = tuple(chunk)
         self.pipelined = pipelined
+        self.chunking = chunking
         self.rset = rset
         self.mail_r: Reply | None = None
         self.rcpt_r: list[Reply | None] = [None] * len(rcpts)
@@ -107,9 +113,11 @@ class Transaction:
         if self.pipelined:
             batch = [b"RSET\r\n", self._mail] if self.rset else [self._mail]
             batch.extend(self._rcpts)
-            batch.append(b"DATA\r\n")
+            if not self.chunking:
+                batch.append(b"DATA\r\n")
             self._state = "batch"
-            return Step(b"".join(batch), len(batch), "MAIL/RCPT/DATA")
+            return Step(b"".join(batch), len(batch),
+                        "MAIL/RCPT" if self.chunking else "MAIL/RCPT/DATA")
         if self.rset:
             self._state = "rset"
             return Step(b"RSET\r\n", 1, "RSET")
@@ -142,6 +150,8 @@ class Transaction:
         if state == "end-empty":
             return self._done(None)
         if state == "final":
+            if self.chunking and not reply.is_positive:
+                self.needs_rset = True  # RFC 3030 2: a refused BDAT is followed by RSET
             return self._done(reply)
         raise RuntimeError(f"transaction received a reply in state {state!r}")
 
@@ -177,11 +187,18 @@ class Transaction:
         if self.rset:
             replies = replies[1:]
         n = len(self.rcpt_r)
-        mail_r, data_r = replies[0], replies[-1]
-        self.mail_r, self.data_r = mail_r, data_r
+        mail_r = replies[0]
+        self.mail_r = mail_r
         self.rcpt_r = list(replies[1:1 + n])
         if any(r.code == 421 for r in replies):
             self.closing = True
+        if self.chunking:  # nothing sent past the RCPTs yet: BDAT only if one was accepted
+            if not mail_r.is_positive or not any(r.is_positive for r in self.rcpt_r):
+                self.needs_rset = mail_r.is_positive
+                return self._done(None)
+            return self._send_body()
+        data_r = replies[-1]
+        self.data_r = data_r
         if data_r.code != 354:
             self.needs_rset = mail_r.is_positive
             return self._done(None)
@@ -205,8 +222,15 @@ class Transaction:
         if not any(r is not None and r.is_positive for r in self.rcpt_r):
             self.needs_rset = True
             return self._done(None)
+        if self.chunking:
+            return self._send_body()
         self._state = "data"
         return Step(b"DATA\r\n", 1, "DATA")
+
+    def _send_body(self) -> Step:
+        """BDAT n LAST and the chunk: its reply is the transaction's final one."""
+        self._state = "final"
+        return Step(self._body, 1, "BDAT", data_timeout=True)
 
     def _rcpt(self, reply: Reply) -> Step | None:
         i = self._i
@@ -243,7 +267,7 @@ def outcomes(mail_r: Reply, rcpt_r: Sequence[Reply | None], data_r: Reply | None
             per.append(connection_lost("no reply to RCPT"))
         elif not r.is_positive:
             per.append(r)
-        elif data_r is not None and data_r.code != 354:
+        elif data_r is not None and data_r.code != 354:  # None with BDAT: no DATA was sent
             per.append(data_r)
         elif final is not None:
             per.append(final)

@@ -3,7 +3,8 @@
 Owns the byte-level half of the client (h11 style): `ReplyParser` turns received bytes into
 `Reply` values (multi-line replies per RFC 5321 4.2.1), `Extensions` reads an EHLO reply,
 `mail_command` / `rcpt_command` build MAIL and RCPT lines with the parameters the server
-offers (SIZE, BODY, SMTPUTF8, DSN), and `prepare_body` dot-stuffs a body (RFC 5321 4.5.2).
+offers (SIZE, BODY, SMTPUTF8, DSN), `prepare_body` dot-stuffs a body (RFC 5321 4.5.2) and
+`bdat_command` frames one as a single RFC 3030 chunk.
 `client.py` does the I/O around these.
 """
 
@@ -18,6 +19,7 @@ __all__ = [
     "Extensions",
     "ProtocolError",
     "ReplyParser",
+    "bdat_command",
     "mail_command",
     "needs_smtputf8",
     "prepare_body",
@@ -175,3 +177,11 @@ def prepare_body(body: bytes) -> bytes:
     lead = b"." if stuffed.startswith(b".") else b""
     tail = b"" if not stuffed or stuffed.endswith(b"\r\n") else b"\r\n"
     return b"".join((lead, stuffed, tail, b".\r\n"))
+
+
+def bdat_command(body: bytes) -> bytes:
+    """The whole body as one RFC 3030 chunk: "BDAT n LAST" then the octets as they are (no
+    dot-stuffing, no terminating dot), ending with CRLF as RFC 5322 wants."""
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return b"BDAT %d LAST\r\n" % len(body) + body

@@ -374,3 +374,24 @@ async def test_tls_verify_without_starttls_is_a_4_7_0_failure(mx_factory):
     with pytest.raises(SmtpConnectError) as e:
         await connect(mx, dataclasses.replace(SETTINGS, tls="verify"), host="mx.test")
     assert (e.value.reply.code, e.value.reply.enhanced) == (421, "4.7.0")
+
+
+async def test_rfc3030_bdat_where_the_server_offers_chunking(mx_factory):
+    mx = await mx_factory("127.0.0.2", chunking=True)
+    body = b"Subject: hi\r\n\r\n.a line with a leading dot\r\n..two\r\n"
+    client = await connect(mx)
+    res = await client.send("s@a.test", rcpts("a@x.test", "b@x.test"), body)
+    assert [r.code for r in res.per_recipient] == [250, 250]
+    (msg,) = await mx.wait_for_messages(1)
+    assert msg.body == body and msg.rcpt_tos == ["a@x.test", "b@x.test"]
+    assert "BDAT" in mx.commands and "DATA" not in mx.commands
+    await client.quit()
+
+
+async def test_chunking_off_sends_data_even_where_offered(mx_factory):
+    mx = await mx_factory("127.0.0.2", chunking=True)
+    client = await connect(mx, dataclasses.replace(SETTINGS, chunking=False))
+    await client.send("s@a.test", rcpts("a@x.test"), BODY)
+    (msg,) = await mx.wait_for_messages(1)
+    assert msg.body == BODY and "DATA" in mx.commands and "BDAT" not in mx.commands
+    await client.quit()

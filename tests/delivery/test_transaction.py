@@ -4,7 +4,7 @@ answers, fed through the real reply parser (byte by byte where it matters)."""
 from __future__ import annotations
 
 from mta.delivery.transaction import Transaction, TransactionResult, retry_indexes
-from mta.delivery.wire import ReplyParser
+from mta.delivery.wire import ReplyParser, bdat_command
 from mta.rfc5321 import Reply
 
 MAIL = b"MAIL FROM:<a@b.test>\r\n"
@@ -140,3 +140,32 @@ def test_steps_name_their_timeout_rfc5321_4_5_3_2():
     assert (first.replies, first.what, first.data_timeout) == (3, "MAIL/RCPT/DATA", False)
     body = txn.receive([Reply(250), Reply(250), Reply(354)])
     assert body is not None and (body.what, body.data_timeout) == ("end of data", True)
+
+
+CHUNK = bdat_command(b"Subject: hi\r\n\r\n.leading dot\r\nhello")
+
+
+def test_bdat_framing_rfc3030_is_the_octets_as_they_are_with_a_final_crlf():
+    assert CHUNK == (b"BDAT 36 LAST\r\nSubject: hi\r\n\r\n.leading dot\r\nhello\r\n")
+    assert bdat_command(b"x\r\n") == b"BDAT 3 LAST\r\nx\r\n"
+
+
+def test_rfc3030_pipelined_bdat_goes_after_the_rcpt_replies_and_its_reply_is_final():
+    txn = Transaction(MAIL, [0, 1], rcpts("a", "b"), CHUNK, pipelined=True, chunking=True)
+    written = converse(txn, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n", b"250 2.0.0 queued\r\n")
+    assert written == [MAIL + b"".join(rcpts("a", "b")), CHUNK]
+    assert [str(r) for r in txn.result.per_recipient] == ["250 2.0.0 queued", "550 5.1.1 no"]
+    assert txn.result.data is None and not txn.needs_rset
+
+
+def test_rfc3030_no_bdat_when_every_rcpt_was_refused_and_rset_next():
+    txn = Transaction(MAIL, [0], rcpts("a"), CHUNK, pipelined=True, chunking=True)
+    assert converse(txn, b"250 ok\r\n550 5.1.1 no\r\n") == [MAIL + rcpts("a")[0]]
+    assert codes(txn.result) == [550] and txn.needs_rset
+
+
+def test_rfc3030_2_a_refused_bdat_is_everyones_outcome_and_needs_rset():
+    txn = Transaction(MAIL, [0], rcpts("a"), CHUNK, pipelined=False, chunking=True)
+    written = converse(txn, b"250 ok\r\n", b"250 ok\r\n", b"452 4.3.1 full\r\n")
+    assert written == [MAIL, rcpts("a")[0], CHUNK]
+    assert codes(txn.result) == [452] and txn.needs_rset

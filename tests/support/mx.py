@@ -97,6 +97,7 @@ class MxServer:
         self.tls_broken = False  # say 220 to STARTTLS, then send junk: the handshake fails
         self.dsn = False
         self.smtputf8 = False
+        self.chunking = False  # offer RFC 3030 CHUNKING and take BDAT
         self.size_limit = 0  # advertised SIZE and enforced; 0: none advertised
         self.ehlo_reply: str | None = None  # e.g. "502 5.5.1 no": refuse EHLO (HELO still ok)
         self.mail_reply: str | None = None  # e.g. "451 4.3.0 later": refuse MAIL
@@ -110,7 +111,8 @@ class MxServer:
         self.connections: list[ConnectionRecord] = []
         self.concurrency: list[tuple[float, int]] = []  # (monotonic time, open connections)
         self.max_concurrent = 0
-        self.commands: list[str] = []  # EHLO HELO STARTTLS MAIL RCPT DATA RSET QUIT, in order
+        # EHLO HELO STARTTLS MAIL RCPT DATA BDAT RSET QUIT, in order
+        self.commands: list[str] = []
         self._open = 0
         self._live: set[asyncio.BaseTransport] = set()
         self._changed = asyncio.Condition()
@@ -241,6 +243,8 @@ class _Handler:
             lines.append("250-SMTPUTF8")
         if mx.dsn:
             lines.append("250-DSN")
+        if mx.chunking:
+            lines.append("250-CHUNKING")
         lines.append("250 ENHANCEDSTATUSCODES")
         return lines
 
@@ -292,7 +296,8 @@ class _Handler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         mx = self.mx
-        mx.commands.append("DATA")
+        if not self.smtp.in_bdat:  # the BDAT LAST chunk lands here too, recorded as BDAT
+            mx.commands.append("DATA")
         reply = mx.data_reply
         delay = mx.delay
         for rcpt in envelope.rcpt_tos:
@@ -325,6 +330,8 @@ class _MxSmtp(SMTP):
     def __init__(self, mx: MxServer) -> None:
         self.mx = mx
         self.rec = ConnectionRecord(("", 0), 0.0)
+        self._chunks: list[bytes] = []  # BDAT chunks of the message being received
+        self.in_bdat = False
         super().__init__(
             _Handler(mx, self), hostname=mx.hostname, ident="mta-test-mx",
             tls_context=mx._tls_context if mx.starttls else None,
@@ -352,6 +359,35 @@ class _MxSmtp(SMTP):
             self.drop()
             return
         await super().smtp_STARTTLS(arg)
+
+    async def smtp_BDAT(self, arg: str) -> None:
+        """RFC 3030 chunks into the envelope; at LAST, the DATA hook decides as for DATA."""
+        mx = self.mx
+        words = arg.split()
+        if not mx.chunking or not words or not words[0].isdigit() or len(words) > 2 \
+                or (len(words) == 2 and words[1].upper() != "LAST"):
+            await self.push("501 5.5.4 Syntax: BDAT size [LAST]")
+            return
+        mx.commands.append("BDAT")
+        chunk = await self._reader.readexactly(int(words[0]))
+        assert self.envelope is not None
+        self._chunks.append(chunk)
+        if len(words) == 1:
+            await self.push(f"250 2.0.0 {len(chunk)} octets received")
+            return
+        content, self._chunks = b"".join(self._chunks), []
+        if not self.envelope.rcpt_tos:
+            await self.push("554 5.5.1 No valid recipients")
+            return
+        self.envelope.original_content = content
+        self.envelope.content = content
+        self.in_bdat = True
+        try:
+            status = await self._call_handler_hook("DATA")
+        finally:
+            self.in_bdat = False
+        self._set_post_data_state()
+        await self.push(status)
 
     def drop(self) -> None:
         if self.transport is not None:
