@@ -58,12 +58,17 @@ class ConnectAttempt:
 
 
 class SiteUnavailable(Exception):
-    """No MX host of the site would take a session; `reply` is the last reason, and
-    `attempts` every one, for the log and for the dispatcher's dead-site timer."""
+    """No MX host of the site would take a session; `attempts` has every reason, for the
+    log and for the dispatcher's dead-site timer. `reply`, what the recipients are told, is
+    the last one a host said or a TLS check found (a refused greeting, a certificate that
+    does not match), else the last "could not connect" (RFC 3463 4.4.1): a backup MX that
+    is down must not hide why the primary refused."""
 
     def __init__(self, attempts: list[ConnectAttempt]) -> None:
         self.attempts = attempts
-        self.reply = attempts[-1].reply if attempts else Reply(421, "4.4.4", "no MX address")
+        spoken = [a.reply for a in attempts if a.reply.enhanced != "4.4.1"]
+        self.reply = (spoken[-1] if spoken else attempts[-1].reply) if attempts \
+            else Reply(421, "4.4.4", "no MX address")
         super().__init__(str(self.reply))
 
 

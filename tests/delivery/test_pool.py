@@ -81,9 +81,19 @@ async def test_every_mx_failing_raises_site_unavailable_with_every_reason(mx_fac
     with pytest.raises(SiteUnavailable) as e:
         async with pool.lease():
             pass
-    assert [a.reply.code for a in e.value.attempts] == [421, 421]
-    assert e.value.reply.enhanced == "4.4.1" and e.value.reply.is_transient
+    assert [a.reply.enhanced for a in e.value.attempts] == ["4.3.2", "4.4.1"]
+    # What mx1 said, not that mx2 (a backup that is down) could not be reached.
+    assert str(e.value.reply) == "421 4.3.2 too busy" and e.value.reply.is_transient
     assert pool.open_count == 0
+    await pool.aclose()
+
+
+async def test_every_mx_unreachable_reports_the_last_connect_failure(mx_factory):
+    mx = await mx_factory("127.0.0.4")  # only to learn a port where 127.0.0.2/.3 are closed
+    pool = make_pool(mx.port, site(("mx1", "127.0.0.2"), ("mx2", "127.0.0.3")))
+    with pytest.raises(SiteUnavailable) as e:
+        await send_one(pool)
+    assert e.value.reply.enhanced == "4.4.1" and "127.0.0.3" in e.value.reply.text
     await pool.aclose()
 
 

@@ -393,4 +393,9 @@ async def test_tls_verify_delivers_to_a_named_mx_and_defers_a_wrong_name(
     # mx.misnamed.test is the same server, but its certificate does not name it: deferred
     # with the reason, never a fallback to the clear.
     assert d["reply"].startswith("421 4.7.5") and "certificate" in d["reply"].lower()
+    # dest.test: the same at mx1, and its backup mx2 does not listen; the event says why
+    # mx1 failed, not only that mx2 could not be reached.
+    two = await asyncio.to_thread(_send, mta.smtp_port, ["a@dest.test"], "two mx")
+    (d, *_) = await _wait_event(mta, lambda e: e["event"] == "deferred" and e["id"] == two)
+    assert d["reply"].startswith("421 4.7.5") and "mx1.dest.test" in d["reply"]
     assert [m.rcpt_tos for m in good.messages] == [["a@named.test"]]
