@@ -22,8 +22,10 @@ warmup_start = "{dt.datetime.now(dt.UTC).date().isoformat()}"
 name = "b"
 address = "127.0.0.11"
 
+# b takes a message only once a is at its cap (the pick is weighted at random: at 100:1,
+# one in fifty runs sent a message from b before the restart).
 [egress.pool.default]
-sources = {{ a = 100, b = 1 }}
+sources = {{ a = 1000000, b = 1 }}
 """
 DELIVERY = 'retry = ["1s"]\nmax_age = "1h"\nconnect_timeout = "3s"\nidle_timeout = "1s"'
 
