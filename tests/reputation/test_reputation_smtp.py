@@ -110,9 +110,13 @@ async def test_bounces_drive_a_tenant_up_the_ladder_and_time_brings_it_down(
             assert await asyncio.to_thread(_send, mta, "shop", f"gone{i}@dest.test") == 250
         r = await _wait_state(mta, "shop", "suspended_class")
         assert "hard bounce 20.00% over 1h >= 20.00%" in r["reason"], r
+        # One move, or several when the guard looked while outcomes were still arriving
+        # (2 bounces of 18 is already "limited"): each names its figures, the first leaves ok.
         (moved,) = await asyncio.to_thread(
-            mta.wait_events, lambda e: e["event"] == "reputation_changed")
-        assert moved["tenant"] == "shop" and moved["previous"] == "ok"
+            mta.wait_events, lambda e: e["event"] == "reputation_changed"
+            and e["state"] == "suspended_class")
+        moves = [e for e in mta.events() if e["event"] == "reputation_changed"]
+        assert moves[0]["previous"] == "ok" and {m["tenant"] for m in moves} == {"shop"}
         assert moved["figures"][0]["sample"] == 20 and moved["figures"][0]["hard_bounce"] == 4
         # Marketing refused, transactional still goes; the other tenant is untouched.
         assert await asyncio.to_thread(_send, mta, "shop", "m@dest.test", "marketing") >= 500
