@@ -2,7 +2,7 @@
 Target (issue 17): 50 patterns plus URL blocklist lookups, cached, cost under 10%.
 
     .venv/bin/python bench/content.py [--messages 2000] [--concurrency 20] [--runs 2]
-        [--workers 1] [--json FILE]
+        [--workers 1] [--relay] [--json FILE]
 
 Starts `mta serve` three times (tests/support/daemon.py, loopback, spool in a temp dir,
 accepted mail stays queued: ingest is where the rules run), each with one config:
@@ -15,6 +15,11 @@ accepted mail stays queued: ingest is where the rules run), each with one config
     urls    the same 50 plus one URL blocklist rule: each message names three link hosts
             (from a pool of 50) looked up in a URI list served by a real Unbound
             (tests/support/dnsserver.py); the resolver's cache answers all but the first
+
+--relay measures what issue 17's target names, end-to-end throughput: each daemon relays
+to bench/sink.py on 127.0.0.2-11 (MX records in the same Unbound, bench/run.py's zones),
+and a round's rate is its messages over the time until the sink has stored them all.
+Without it, accepted mail stays queued and the rate is ingest's alone.
 
 Messages are realistic text (a few paragraphs, links, a signature) of about --size bytes,
 sent by bench/ingest.py's load generator (pipelined, reused sessions) in alternating rounds
@@ -39,6 +44,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
 
 import ingest  # noqa: E402  (bench/ingest.py: the load generator)
+import run as world  # noqa: E402  (bench/run.py: its DNS zones and sinks)
 
 from tests.support.daemon import MtaProcess  # noqa: E402
 from tests.support.dnsserver import DnsServer  # noqa: E402
@@ -125,7 +131,8 @@ def realistic_message(size: int, index: int, stamp: bool = False) -> bytes:
     return (head + body).encode()
 
 
-def load(mta: MtaProcess, args: argparse.Namespace, messages: int) -> dict:
+def load(mta: MtaProcess, args: argparse.Namespace, messages: int,
+         sink: world.Sink | None = None) -> dict:
     assert mta.proc is not None
     pid = mta.proc.pid
     la = argparse.Namespace(host="127.0.0.1", port=mta.smtp_port, messages=messages,
@@ -134,7 +141,10 @@ def load(mta: MtaProcess, args: argparse.Namespace, messages: int) -> dict:
     stats = ingest.Stats()
     cpu0, kids0 = ingest.proc_cpu(pid), _children_cpu(pid)
     t0 = time.perf_counter()
+    stored0 = sink.stored if sink is not None else 0
     ingest._runner()(ingest.run_load(la, stats, False))
+    if sink is not None and not sink.wait_stored(stored0 + stats.accepted, timeout=300):
+        raise RuntimeError(f"the sink stored {sink.stored - stored0} of {stats.accepted}")
     elapsed = time.perf_counter() - t0
     cpu, kids = ingest.proc_cpu(pid) - cpu0, _children_cpu(pid) - kids0
     if stats.errors or stats.rejected:
@@ -164,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-s", "--size", type=int, default=3000, help="message size in bytes")
     ap.add_argument("--runs", type=int, default=2, help="measured rounds per mode")
     ap.add_argument("--workers", type=int, default=1, help="[content] workers (0: thread)")
+    ap.add_argument("--relay", action="store_true",
+                    help="relay to a sink: end-to-end throughput, not ingest alone")
     ap.add_argument("--json", help="write the rounds and medians here")
     args = ap.parse_args(argv)
     ingest.make_message = realistic_message  # the load generator sends these
@@ -171,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     rounds: dict[str, list[dict]] = {m: [] for m in MODES}
     with tempfile.TemporaryDirectory(prefix="mta-bench-content-") as tmp:
         zone = "".join(f"{h} IN A 127.0.0.2\n" for h in HOSTS[:2])  # two listed hosts
-        dns = DnsServer({"uribl.test": zone}, Path(tmp) / "dns")
+        dns = DnsServer({"uribl.test": zone, **world.zones()}, Path(tmp) / "dns")
         dns.start()
         daemons: dict[str, MtaProcess] = {}
+        sinks: dict[str, world.Sink] = {}
         try:
             for mode in MODES:
                 toml = "" if mode == "none" else rules_toml(mode == "urls").replace(
@@ -184,12 +197,18 @@ def main(argv: list[str] | None = None) -> int:
                                         'score = 1')
                 work = Path(tmp) / mode
                 work.mkdir()
-                mta = MtaProcess(work, toml, dns=dns.nameserver, delivery_extra=DELIVERY)
+                extra: dict = {}
+                if args.relay:  # one sink per daemon: its stored count is that daemon's
+                    port = world.common_port()
+                    sinks[mode] = world.Sink(work, port)
+                    extra = {"delivery_port": port}
+                mta = MtaProcess(work, toml, dns=dns.nameserver,
+                                 delivery_extra="" if args.relay else DELIVERY, **extra)
                 daemons[mode] = mta.start(timeout=60)
-                load(mta, args, warmup)
+                load(mta, args, warmup, sinks.get(mode))
             for run in range(args.runs):
                 for mode in MODES:
-                    r = load(daemons[mode], args, args.messages)
+                    r = load(daemons[mode], args, args.messages, sinks.get(mode))
                     rounds[mode].append(r)
                     print(f"round {run + 1} {mode:<6}: {r['rate']:8.0f} msg/s, daemon CPU "
                           f"{r['cpu_ms_per_msg']:.3f} ms/msg, rules worker "
@@ -197,13 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for mta in daemons.values():
                 mta.kill()
+            for sink in sinks.values():
+                sink.stop()
             dns.stop()
     med = {m: {k: statistics.median(r[k] for r in rounds[m])
                for k in ("rate", "cpu_ms_per_msg", "worker_cpu_ms_per_msg")} for m in MODES}
     print()
     print(f"{'mode':<8}{'msg/s':>10}{'daemon ms':>11}{'worker ms':>11}   ({args.messages} "
           f"messages x {args.runs} rounds, {args.concurrency} sessions, {args.size} B, "
-          f"workers={args.workers})")
+          f"workers={args.workers}, {'relayed' if args.relay else 'ingest only'})")
     for m in MODES:
         print(f"{m:<8}{med[m]['rate']:>10.0f}{med[m]['cpu_ms_per_msg']:>11.3f}"
               f"{med[m]['worker_cpu_ms_per_msg']:>11.3f}")

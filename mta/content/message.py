@@ -24,8 +24,10 @@ __all__ = ["Facts", "read_facts", "url_hosts"]
 _PARSER = email.parser.BytesParser(policy=email.policy.compat32)
 _FOLD = re.compile(r"\r?\n[ \t]+")
 # The host of an http(s) URL: after "//" and any userinfo, up to a port, path, query, quote
-# or markup. Case-insensitive: HTML writers use HTTP:// too.
-_URL = re.compile(r"(?i)\bhttps?://(?:[^\s/@\"'<>]*@)?(\[[0-9a-f:.]+\]|[^\s/:?#\"'<>\\)\]]+)")
+# or markup. Matched in the lower-cased text (HTML writers use HTTP:// too): a literal
+# "http" lets the regex engine skip ahead, ~8x faster than (?i) with a leading \b, whose
+# word-boundary test url_hosts makes by hand.
+_URL = re.compile(r"https?://(?:[^\s/@\"'<>]*@)?(\[[0-9a-f:.]+\]|[^\s/:?#\"'<>\\)\]]+)")
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 
@@ -77,10 +79,19 @@ def url_hosts(text: str, limit: int, into: list[str]) -> None:
     """Append the distinct, valid hosts of the http(s) URLs in `text` to `into`, up to
     `limit` in all (IDN hosts in their A-label form, as the blocklists list them)."""
     seen = set(into)
-    for m in _URL.finditer(text):
+    raws: set[str] = set()  # a message names the same few hosts many times: judge each once
+    lowered = text.lower()
+    for m in _URL.finditer(lowered):
         if len(into) >= limit:
             return
-        host = _host(m.group(1))
+        start = m.start()
+        if start and (lowered[start - 1].isalnum() or lowered[start - 1] == "_"):
+            continue  # "xhttp://": not at a word boundary
+        raw = m.group(1)
+        if raw in raws:
+            continue
+        raws.add(raw)
+        host = _host(raw)
         if host and host not in seen:
             seen.add(host)
             into.append(host)
@@ -90,10 +101,11 @@ def _host(raw: str) -> str:
     raw = raw.strip(".").lower()
     if raw.startswith("["):
         return ""  # IPv6 literal: no RFC 5782 form is used for URI lists
-    try:
-        return str(ipaddress.IPv4Address(raw))
-    except ValueError:
-        pass
+    if raw[:1].isdigit():  # only then can it be a dotted quad
+        try:
+            return str(ipaddress.IPv4Address(raw))
+        except ValueError:
+            pass
     if not raw.isascii():
         try:
             raw = raw.encode("idna").decode("ascii")
@@ -105,10 +117,31 @@ def _host(raw: str) -> str:
     return raw
 
 
+def _single_part(data: bytes) -> Message | None:
+    """A message of one part, read by parsing its header block alone (the stdlib parser
+    splits even a body it will not look at into lines); None for MIME containers and for
+    anything unusual, which take the full parse."""
+    ends = [i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0]
+    if not ends:
+        return None
+    cut = min(ends)
+    head_end = cut + (4 if data.startswith(b"\r\n\r\n", cut) else 2)
+    msg = _PARSER.parsebytes(data[:head_end], headersonly=True)
+    if msg.get_payload() or msg.get_content_maintype() in ("multipart", "message"):
+        return None  # a header block the parser ended early, or parts to walk
+    # As BytesParser hands a body over: undecoded bytes kept as surrogates.
+    msg.set_payload(data[head_end:].decode("ascii", "surrogateescape"))
+    return msg
+
+
 def read_facts(data: bytes, *, scan_limit: int, max_hosts: int, want_hosts: bool) -> Facts:
     facts = Facts(size=len(data))
     try:
-        msg = _PARSER.parsebytes(data)
+        # The header parse first: most mail is one text part, whose body the full parse would
+        # only walk line by line to hand back unchanged. Only MIME containers need it.
+        msg = _single_part(data)
+        if msg is None:
+            msg = _PARSER.parsebytes(data)
     except Exception:  # compat32 rarely raises; a bad message must not crash the scan
         return facts
     try:
@@ -118,8 +151,12 @@ def read_facts(data: bytes, *, scan_limit: int, max_hosts: int, want_hosts: bool
             if part.is_multipart():
                 continue
             ctype = part.get_content_type()
-            filename = part.get_filename()
-            disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+            raw_disposition = part.get("Content-Disposition")
+            # A file name lives in Content-Disposition or in Content-Type's "name": skip the
+            # parameter parse (the costliest part of a plain text part) when neither can hold one.
+            filename = (part.get_filename() if raw_disposition is not None
+                        or "name" in str(part.get("Content-Type", "")).lower() else None)
+            disposition = str(raw_disposition or "").split(";")[0].strip().lower()
             if filename is not None or disposition == "attachment":
                 facts.attachments.append((_extension(filename or ""), ctype))
                 continue

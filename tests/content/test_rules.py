@@ -9,7 +9,7 @@ import pytest
 from mta.config import ConfigError, parse_config
 from mta.content import ContentFilter, multi
 from mta.content.blocklist import query_names
-from mta.content.message import read_facts
+from mta.content.message import Facts, read_facts
 from mta.content.rules import Rules
 from mta.queue.envelope import Envelope, Recipient
 
@@ -49,6 +49,36 @@ def test_url_hosts_are_bounded_per_message():
     f = read_facts(b"Subject: x\r\n\r\n" + body, scan_limit=1 << 20, max_hosts=20,
                    want_hosts=True)
     assert len(f.hosts) == 20
+
+
+def test_single_part_messages_read_like_the_full_parse():
+    """The header-block fast path (mta.content.message._single_part) must give what the
+    stdlib's full parse gives: every host found, word boundary kept, 8-bit bodies and
+    transfer encodings undone, and odd header blocks sent to the full parse."""
+    from mta.content import message
+
+    def both(data: bytes) -> Facts:
+        fast = read_facts(data, scan_limit=1 << 20, max_hosts=20, want_hosts=True)
+        full = message.Facts(size=len(data))
+        msg = message._PARSER.parsebytes(data)
+        full.texts = [message._text(msg, 1 << 20)]
+        for t in full.texts:
+            message.url_hosts(t, 20, full.hosts)
+        assert fast.texts == full.texts and fast.hosts == full.hosts, data
+        return fast
+
+    f = both(b"Subject: x\r\n\r\nGo to HTTP://Shop.Example/a and xhttp://no.example/ "
+             b"or (https://u:p@Deal.Example:8443/x) https://shop.example/b\r\n")
+    assert f.hosts == ["shop.example", "deal.example"]  # "xhttp://" is no URL
+    f = both("Content-Type: text/plain; charset=iso-8859-1\n\ncaf\xe9 http://b\xfccher.example/"
+             .encode("latin-1"))
+    assert f.texts == ["caf\xe9 http://b\xfccher.example/"]
+    assert f.hosts == ["xn--bcher-kva.example"]
+    f = both(b"Content-Transfer-Encoding: base64\r\n\r\naHR0cDovL2I2NC5leGFtcGxlLw==\r\n")
+    assert f.hosts == ["b64.example"]
+    # No blank line, a header block the parser ends early: still read as the full parse.
+    both(b"Subject: x\r\nnot a header http://early.example/\r\n\r\nhttp://late.example/")
+    both(b"Subject: only headers http://x.example/\r\n")
 
 
 def test_body_patterns_see_only_the_scan_limit():
