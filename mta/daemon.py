@@ -31,6 +31,7 @@ from mta.bounce.feedback import Feedback
 from mta.bounce.inbound import Inbound
 from mta.config import Config, ConfigError, load_config
 from mta.content import ContentFilter
+from mta.content.runtime import RuntimeRules
 from mta.dbupgrade import SchemaTooNewError
 from mta.delivery.dispatcher import Dispatcher
 from mta.delivery.operations import QueueOperations
@@ -251,6 +252,12 @@ class Daemon:
             self.content = ContentFilter(cfg.content, resolver=resolver, events=self.events,
                                          hostname=cfg.server.hostname)
             stack.push_async_callback(self.content.aclose)
+            # Rules added at run time, from the policy store (every node's), after the file's.
+            self.content.runtime = RuntimeRules(kv_for(self.policy.store), self.content,
+                                                events=self.events,
+                                                poll=cfg.content.rules_poll)
+            await self.content.runtime.load()
+            stack.push_async_callback(self.content.runtime.start().aclose)
             self.content.warm()
             self.delivery = Dispatcher(cfg, spool=self.spool, events=self.events,
                                        resolver=resolver,
@@ -514,6 +521,8 @@ class Daemon:
         if self.ingress.inbound is not None:
             self.ingress.inbound.reload(self.ingress.feedback)
         self.content.reload(new.content)
+        if self.content.runtime is not None:
+            self.content.runtime.poll = new.content.rules_poll
         # HTTP: the config's API keys (a removed key is refused from now on) and the
         # request rates; run-time keys live in the policy store and need no reload.
         self.http_app[API_KEYS].reload(config_api_keys(new))

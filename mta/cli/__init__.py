@@ -18,6 +18,7 @@ import argparse
 
 from mta.cli import (
     bounce,
+    content,
     dkim,
     domains,
     init,
@@ -36,7 +37,7 @@ from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
-           webhooks, intake, keys, users)
+           content, webhooks, intake, keys, users)
 
 
 def build_parser() -> argparse.ArgumentParser:

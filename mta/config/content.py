@@ -182,6 +182,9 @@ class ContentConfig:
     scanner_actions: dict[str, str] = field(default_factory=dict)
     # Also add rspamd's score to the rules' total (times this weight); 0 = its action alone.
     scanner_score: float = 0.0
+    # Rules added at run time (admin API, `mta content add`) live in the policy store;
+    # each node re-reads them this often, so one added on another node holds here within it.
+    rules_poll: Duration = 10.0
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.rules]
@@ -198,8 +201,8 @@ class ContentConfig:
             raise ValueError("scan_limit: must be at least 1KiB")
         if self.max_url_hosts < 0 or self.workers < 0:
             raise ValueError("max_url_hosts and workers must be 0 or positive")
-        if self.rules_timeout <= 0 or self.scanner_timeout <= 0:
-            raise ValueError("rules_timeout and scanner_timeout must be positive")
+        if self.rules_timeout <= 0 or self.scanner_timeout <= 0 or self.rules_poll <= 0:
+            raise ValueError("rules_timeout, scanner_timeout and rules_poll must be positive")
         for key in ("rules_fail", "scanner_fail"):
             if getattr(self, key) not in ("open", "closed"):
                 raise ValueError(f"{key}: must be \"open\" or \"closed\"")

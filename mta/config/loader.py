@@ -144,6 +144,19 @@ def _build(cls: Any, raw: dict[str, Any], prefix: str, errors: _Errors, base: Pa
         return _MISSING
 
 
+def build_table(cls: Any, raw: dict[str, Any], where: str, base: Path | None = None) -> Any:
+    """One config table given at run time (e.g. a content rule sent to the admin API),
+    converted and checked exactly as the file's would be; ConfigError names each problem
+    as `where: key: problem`."""
+    errors = _Errors(where)
+    if not isinstance(raw, dict):
+        raise ConfigError([f"{where}: (top): expected a table"])
+    obj = _build(cls, raw, "", errors, base or Path.cwd())
+    if errors.items or obj is _MISSING:
+        raise ConfigError(errors.items or [f"{where}: (top): invalid"])
+    return obj
+
+
 def _validate(cfg: Config, errors: _Errors) -> None:
     """Cross-field rules that the types alone cannot say."""
     s = cfg.smtp

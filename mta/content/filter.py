@@ -22,11 +22,12 @@ this before DKIM signing, so the tag header is signed like the rest.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from mta.config.content import ContentConfig
+from mta.config.content import ContentConfig, ContentRuleConfig
 from mta.content.blocklist import Listing, Lookup, check_hosts
 from mta.content.rules import Scan
 from mta.content.scanner import RspamdClient, ScannerError, ScannerVerdict
@@ -87,8 +88,11 @@ class ContentFilter:
         self.resolver = resolver
         self.events = events
         self.hostname = hostname
-        self.cfg = cfg
+        self.file_cfg = cfg  # [content] as the config file says
+        self.runtime_rules: list[ContentRuleConfig] = []  # added at run time (runtime.py)
+        self.cfg = cfg  # the file's, with the run-time rules after its own
         self.runner = RuleRunner(cfg)
+        self.runtime: Any = None  # its RuntimeRules (mta.content.runtime), set by the daemon
         self.scanner: RspamdClient | None = None
         self._set_scanner(cfg)
 
@@ -108,12 +112,33 @@ class ContentFilter:
             task = asyncio.get_running_loop().create_task(old.aclose())
             task.add_done_callback(lambda t: t.exception())
 
+    @property
+    def config_rules(self) -> list[ContentRuleConfig]:
+        return self.file_cfg.rules
+
+    def _merged(self) -> ContentConfig:
+        """The file's rules, then the run-time ones whose names the file does not use."""
+        taken = {r.name for r in self.file_cfg.rules}
+        extra = [r for r in self.runtime_rules if r.name not in taken]
+        if not extra:
+            return self.file_cfg
+        return dataclasses.replace(self.file_cfg, rules=[*self.file_cfg.rules, *extra])
+
     def reload(self, cfg: ContentConfig) -> None:
         """SIGHUP: the new rules (new workers) and scanner settings; checks in flight
         finish with the old ones."""
-        self.cfg = cfg
-        self.runner.reload(cfg)
+        self.file_cfg = cfg
+        self._swap()
         self._set_scanner(cfg)
+
+    def set_runtime_rules(self, rules: list[ContentRuleConfig]) -> None:
+        """The run-time rules changed (this node's admin API, or another node's)."""
+        self.runtime_rules = list(rules)
+        self._swap()
+
+    def _swap(self) -> None:
+        self.cfg = self._merged()
+        self.runner.reload(self.cfg)
         self.runner.warm()
 
     def warm(self) -> None:
@@ -127,9 +152,11 @@ class ContentFilter:
     def describe(self) -> dict[str, Any]:
         """The rules and settings in force (the admin API's GET)."""
         c = self.cfg
+        file_names = {r.name for r in self.file_cfg.rules}
         return {
             "rules": [{"name": r.name, "kind": r.kind, "action": r.action, "score": r.score,
-                       "text": r.text, **({"zone": r.zone} if r.zone else {})}
+                       "text": r.text, "source": "config" if r.name in file_names
+                       else "runtime", **({"zone": r.zone} if r.zone else {})}
                       for r in self.runner.rules.rules],
             "thresholds": {"reject_score": c.reject_score, "hold_score": c.hold_score,
                            "tag_score": c.tag_score},

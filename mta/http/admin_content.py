@@ -10,9 +10,19 @@
                                        for the scanner's envelope), or JSON
                                        {"message": "...", "sender", "recipients", "tenant"}.
 
-Rules live in the config file (reloaded on SIGHUP), so there is no write route. The
-filter is the ingest service's (`ingress.content`); without one in this process every
-route answers 503 `content_unavailable`.
+    POST   /api/v1/admin/content/rules         add a rule at run time: a JSON object, the
+                                               same table as a [[content.rules]] entry
+                                               (201; 400 bad_rule with the config's
+                                               message; 409 rule_exists / rule_in_config)
+    DELETE /api/v1/admin/content/rules/{name}  remove a run-time rule (404 no_such_rule;
+                                               409 rule_in_config: edit the file)
+
+Rules from the config file are reloaded on SIGHUP; run-time rules live in the policy
+store, run after the file's, and hold on every node within [content] rules_poll
+(mta.content.runtime). The GET lists both (each rule's `source`) and the run-time
+records (`runtime`: who added each and when). The filter is the ingest service's
+(`ingress.content`); without one in this process every route answers 503
+`content_unavailable`.
 """
 
 from __future__ import annotations
@@ -21,7 +31,9 @@ from typing import Any
 
 from aiohttp import web
 
+from mta.content.runtime import RuleError
 from mta.http import state
+from mta.http.callers import is_local
 from mta.http.errors import ApiError, json_object
 from mta.queue.envelope import Envelope, Recipient
 
@@ -37,9 +49,45 @@ def _filter(request: web.Request) -> Any:
     return content
 
 
+def _by(request: web.Request) -> str:
+    return "admin-socket" if is_local(request) else "admin-api"
+
+
+def _runtime(request: web.Request) -> Any:
+    runtime = getattr(_filter(request), "runtime", None)
+    if runtime is None:
+        raise ApiError(503, "content_unavailable", "run-time rules need the policy store")
+    return runtime
+
+
 @routes.get("/api/v1/admin/content/rules")
 async def content_rules(request: web.Request) -> web.Response:
-    return web.json_response(_filter(request).describe())
+    content = _filter(request)
+    runtime = getattr(content, "runtime", None)
+    return web.json_response({**content.describe(),
+                              "runtime": runtime.describe() if runtime is not None else []})
+
+
+@routes.post("/api/v1/admin/content/rules")
+async def content_rule_add(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    doc = await json_object(request)
+    try:
+        rec = await runtime.add(doc, by=_by(request))
+    except RuleError as e:
+        raise ApiError(e.status, e.code, str(e)) from None
+    return web.json_response(rec, status=201)
+
+
+@routes.delete("/api/v1/admin/content/rules/{name}")
+async def content_rule_remove(request: web.Request) -> web.Response:
+    runtime = _runtime(request)
+    name = request.match_info["name"]
+    try:
+        await runtime.remove(name, by=_by(request))
+    except RuleError as e:
+        raise ApiError(e.status, e.code, str(e)) from None
+    return web.json_response({"removed": name})
 
 
 async def _raw_body(request: web.Request, limit: int) -> bytes:
@@ -120,6 +168,13 @@ _VERDICT = {"type": "object", "properties": {
         "host": {"type": "string"}, "zone": {"type": "string"},
         "code": {"type": "string"}}}}}}
 
+_RUNTIME = {"type": "object", "properties": {
+    "name": {"type": "string"}, "rule": {"type": "object"},
+    "added": {"type": "number", "description": "Unix time"},
+    "by": {"type": "string"},
+    "active": {"type": "boolean", "description": "false: the config has a rule of this "
+               "name, which runs instead"}}}
+
 OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/admin/content/rules": {"get": {
         "summary": "The content rules, thresholds and scanner settings in force",
@@ -131,9 +186,35 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "action": {"type": "string"}, "score": {"type": "number"},
                     "text": {"type": "string"}, "zone": {"type": "string"}}}},
                 "thresholds": {"type": "object"},
-                "scanner": {"type": ["object", "null"]}}}}}},
+                "scanner": {"type": ["object", "null"]},
+                "runtime": {"type": "array", "items": _RUNTIME}}}}}},
             **_errors((401, "unauthorized"),
-                      (503, "content_unavailable: no content filter in this process"))}}},
+                      (503, "content_unavailable: no content filter in this process"))}},
+        "post": {
+        "summary": "Add a content rule at run time (kept in the policy store, on every node)",
+        "tags": ["content"], "security": _ADMIN,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["name"],
+            "description": "A [[content.rules]] table: name, one kind of match (header + "
+                           "pattern, body, attachment_extensions / attachment_types, "
+                           "url_blocklist, max_size, max_parts, require_headers), action, "
+                           "score, text"}}}},
+        "responses": {"201": {"description": "Added", "content": {"application/json": {
+            "schema": _RUNTIME}}},
+            **_errors((400, "bad_json, bad_rule (the config's own message)"),
+                      (401, "unauthorized"),
+                      (409, "rule_exists, rule_in_config, too_many_rules"),
+                      (503, "content_unavailable"))}}},
+    "/api/v1/admin/content/rules/{name}": {"delete": {
+        "summary": "Remove a content rule added at run time",
+        "tags": ["content"], "security": _ADMIN,
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "Removed", "content": {"application/json": {
+            "schema": {"type": "object", "properties": {"removed": {"type": "string"}}}}}},
+            **_errors((401, "unauthorized"), (404, "no_such_rule"),
+                      (409, "rule_in_config: the rule is the config file's"),
+                      (503, "content_unavailable"))}}},
     "/api/v1/admin/content/check": {"post": {
         "summary": "Dry run: a message through the content rules and scanner (nothing "
                    "stored, no event)",
