@@ -208,6 +208,13 @@ class Metrics:
         self.throttle_delay = Histogram(
             "mta_throttle_delay_seconds", "Time a message waited for a rate limit before "
             "delivery, by limit name.", ["limit"], buckets=THROTTLE_BUCKETS, registry=r)
+        self.content_verdicts = Counter(
+            "mta_content_verdicts", "Content checks in which a rule matched, an action was "
+            "taken or the scanner failed, by tenant and action (none, tag, hold, tempfail, "
+            "reject).", ["tenant", "action"], registry=r)
+        self.content_rule_hits = Counter(
+            "mta_content_rule_hits", "Messages each content rule matched, by rule name.",
+            ["rule"], registry=r)
         self.shaping_changes = Counter(
             "mta_shaping_changes", "Adaptive shaping changes (decrease, increase, suspend, "
             "resume) on delivery paths, by kind.", ["kind"], registry=r)
@@ -317,6 +324,11 @@ class Metrics:
         elif event == "feedback":
             self._child(self.feedback_reports, self._label("kind", get("kind")),
                         self._label("outcome", get("outcome"))).inc()
+        elif event == "content":
+            self._child(self.content_verdicts, self.tenant(get("tenant")),
+                        self._label("content_action", get("action"))).inc()
+            for rule in get("rules") or ():
+                self._child(self.content_rule_hits, self._label("content_rule", rule)).inc()
         elif event == "shaping":
             self._child(self.shaping_changes, self._label("kind", get("kind"))).inc()
         elif event == "expired":

@@ -121,6 +121,11 @@ def _admin(mta, path: str, data: bytes | None = None,
         return e.code, json.loads(e.read())
 
 
+def _scrape(mta) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
 def _content_events(mta, n: int = 1) -> list[dict]:
     """The `content` events, once there are at least `n` (the log is written behind)."""
     for _ in range(300):
@@ -176,6 +181,13 @@ async def test_each_action_through_real_smtp(mta_factory, dns_server_factory, mx
         ("tag", ["newsletter"]), ("tag", ["urgent"]), ("reject", ["urgent", "prize"])]
     assert events[-1]["score"] == 10 and events[-1]["protocol"] == "smtp"
     assert mta.queue_list() and all(m["state"] != "held" for m in mta.queue_list())
+    # The same verdicts as metrics: by tenant and action, and each rule's hits.
+    scrape = await asyncio.to_thread(_scrape, mta)
+    tenant = events[0]["tenant"]
+    assert f'mta_content_verdicts_total{{action="reject",tenant="{tenant}"}} 4.0' in scrape
+    assert f'mta_content_verdicts_total{{action="tag",tenant="{tenant}"}} 2.0' in scrape
+    assert 'mta_content_rule_hits_total{rule="uribl"} 2.0' in scrape
+    assert 'mta_content_rule_hits_total{rule="urgent"} 2.0' in scrape
 
 
 async def test_hold_then_release_and_delete(mta_factory, dns_server_factory, mx_factory):
