@@ -38,6 +38,7 @@ from mta.delivery.operations import QueueOperations
 from mta.dkim.pool import attach_pool
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
+from mta.embedded_store import with_store
 from mta.http.app import make_app
 from mta.http.ratelimit import reload_limits
 from mta.http.shards import PEERS, ShardedQueueOps, merged_metrics, worker_socket
@@ -490,7 +491,7 @@ class Daemon:
     async def _reload(self) -> None:
         # Files are read in a thread: the loop keeps serving while keys and certificates load.
         try:
-            new = await asyncio.to_thread(load_config, self.cfg.path)
+            new = with_store(await asyncio.to_thread(load_config, self.cfg.path))
             errors = await asyncio.to_thread(validate_runtime, new)
             if errors:
                 raise ConfigError(errors)
@@ -582,7 +583,7 @@ def serve(cfg: Config) -> int:
 
         return supervise(cfg)
     try:
-        uvloop.run(Daemon(cfg, shard=int(shard or 0)).run())
+        uvloop.run(Daemon(with_store(cfg), shard=int(shard or 0)).run())
     except SchemaTooNewError as e:
         # A spool or policy.db written by a newer mta: waiting will not help, so not 71.
         log.error("cannot start: %s", e)

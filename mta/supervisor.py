@@ -3,9 +3,11 @@
 Each worker is a whole daemon (mta.daemon.Daemon) on its own spool shard (`shard` = its
 number); they share the SMTP listeners (SO_REUSEPORT: the kernel spreads connections), and
 policy, shaping, suppression and reputation state through the cluster's Redis, exactly as
-the nodes of a cluster do. Worker 0 also serves `[http] listen` and the admin socket, and
-answers for all: its queue routes and /metrics reach the other workers over their own
-admin sockets (`SPOOL/admin-NN.sock`, mta.http.shards).
+the nodes of a cluster do; without `[cluster] redis_url`, through a private redis-server
+the supervisor starts first, restarts if it dies and stops last (mta.embedded_store).
+Worker 0 also serves `[http] listen` and the admin socket, and answers for all: its queue
+routes and /metrics reach the other workers over their own admin sockets
+(`SPOOL/admin-NN.sock`, mta.http.shards).
 
 The supervisor starts the workers, tells systemd READY=1 once every worker is ready (each
 writes one byte to the pipe in $MTA_READY_FD), forwards SIGTERM, SIGINT, SIGHUP and
@@ -25,6 +27,7 @@ import sys
 import time
 
 from mta.config import Config
+from mta.embedded_store import STORE_URL_ENV, EmbeddedStore
 from mta.observe.systemd import notify, watchdog_interval
 
 __all__ = ["READY_FD_ENV", "SHARD_ENV", "supervise"]
@@ -46,11 +49,13 @@ class _Worker:
         self.restart_at = 0.0
         self.started_at = 0.0
 
-    def start(self) -> None:
+    def start(self, store_url: str = "") -> None:
         r, w = os.pipe()
         env = {k: v for k, v in os.environ.items()
                if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
         env.update({READY_FD_ENV: str(w), SHARD_ENV: str(self.shard)})
+        if store_url:
+            env[STORE_URL_ENV] = store_url
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mta.cli", "serve", "-c", str(self.cfg.path)],
             env=env, pass_fds=(w,), stdin=subprocess.DEVNULL)
@@ -60,9 +65,25 @@ class _Worker:
 
 
 def supervise(cfg: Config) -> int:
+    store = None if cfg.cluster.redis_url else EmbeddedStore(cfg.spool.dir)
+    if store is not None:
+        try:
+            store.start()
+        except (RuntimeError, OSError) as e:
+            log.error("%s", e)
+            return 1
+    try:
+        return _supervise(cfg, store)
+    finally:
+        if store is not None:
+            store.stop()
+
+
+def _supervise(cfg: Config, store: EmbeddedStore | None) -> int:
     workers = [_Worker(cfg, i) for i in range(cfg.server.workers)]
     stopping = False
     pending: list[int] = []
+    store_url = store.url if store is not None else ""
 
     def on_signal(signum: int, frame: object) -> None:
         pending.append(signum)
@@ -70,7 +91,7 @@ def supervise(cfg: Config) -> int:
     for sig in _FORWARD:
         signal.signal(sig, on_signal)
     for w in workers:
-        w.start()
+        w.start(store_url)
     announced = False
     interval = watchdog_interval()
     next_ping = time.monotonic()
@@ -108,10 +129,12 @@ def supervise(cfg: Config) -> int:
         if interval is not None and now >= next_ping:
             notify("WATCHDOG=1")
             next_ping = now + interval
+        if store is not None and not stopping:
+            _keep_store(store, now)
         for w in workers:
             if w.proc is None:
                 if not stopping and now >= w.restart_at:
-                    w.start()
+                    w.start(store_url)
                 continue
             code = w.proc.poll()
             if code is None:
@@ -129,3 +152,22 @@ def supervise(cfg: Config) -> int:
             w.backoff = min(w.backoff * 2, 30.0)
         if stopping and all(w.proc is None for w in workers):
             return 0 if all(c == 0 for c in statuses.values()) else 1
+
+
+def _keep_store(store: EmbeddedStore, now: float) -> None:
+    """The embedded store died: start it again (its file has every write). The workers'
+    Redis clients reconnect on their next command; until then their operations fail as
+    they would with a cluster's Redis down."""
+    if store.proc is None:
+        if now >= store.restart_at:
+            try:
+                store.start()
+                store.backoff = 1.0
+            except (RuntimeError, OSError) as e:
+                log.error("%s; trying again in %.0f s", e, store.backoff)
+                store.restart_at = now + store.backoff
+                store.backoff = min(store.backoff * 2, 30.0)
+        return
+    code = store.died()
+    if code is not None:
+        log.error("the embedded store exited with %d; restarting it", code)

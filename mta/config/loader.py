@@ -24,6 +24,7 @@ from mta.config.values import (
     parse_hostport,
     parse_size,
 )
+from mta.embedded_store import redis_server
 
 # --- loader ------------------------------------------------------------------------------
 
@@ -184,13 +185,12 @@ def _validate(cfg: Config, errors: _Errors) -> None:
         errors.add("smtp.max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
     if s.max_message_size < 1024:
         errors.add("smtp.max_message_size", "must be at least 1KiB")
-    if cfg.server.workers < 1 or cfg.server.workers > 64:
-        errors.add("server.workers", "must be between 1 and 64")
-    elif cfg.server.workers > 1 and not cfg.cluster.redis_url:
+    if cfg.server.workers > 1 and not cfg.cluster.redis_url and redis_server() is None:
         # Workers share credits, quotas, suspensions and throttles exactly as the nodes of
-        # a cluster do: through Redis (mta.supervisor).
-        errors.add("server.workers", "more than 1 worker needs [cluster] redis_url (policy "
-                   "and shaping state shared by every worker)")
+        # a cluster do: through Redis, the cluster's or a private one (mta.embedded_store).
+        errors.add("server.workers", "more than 1 worker needs [cluster] redis_url or the "
+                   "redis-server program (Debian package redis-server) for the embedded "
+                   "store that policy and shaping state are shared through")
     if not cfg.server.hostname:
         errors.add("server.hostname", "must not be empty")
     if cfg.spool.max_batch < 1:
@@ -262,6 +262,11 @@ def _resolve_defaults(cfg: Config, base: Path, raw: dict[str, Any]) -> Config:
     (a checkout, a test directory), except for a config file under /etc: its defaults are
     /var/spool/mta and /var/log/mta/events.jsonl."""
     system = base == Path("/etc") or Path("/etc") in base.parents
+    if cfg.server.workers == 0:  # "auto": one per core, if their shared store can run
+        cores = min(len(os.sched_getaffinity(0)) or 1, 64)
+        shared = bool(cfg.cluster.redis_url) or redis_server() is not None
+        cfg = dataclasses.replace(cfg, server=dataclasses.replace(
+            cfg.server, workers=cores if shared else 1))
     spool = cfg.spool
     if not spool.dir.is_absolute():  # explicit paths are absolute by now: this is the default
         spool = dataclasses.replace(spool, dir=SYSTEM_SPOOL_DIR if system else base / spool.dir)

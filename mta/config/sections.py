@@ -30,7 +30,7 @@ from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
 from mta.config.unsubscribe import UnsubscribeConfig
-from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
+from mta.config.values import Cidr, Duration, HostPort, Size, Workers, _parse_instant
 from mta.config.webhooks import WebhooksConfig
 
 
@@ -39,8 +39,10 @@ class ServerConfig:
     # Name used in the banner, EHLO, Received: headers and Message-IDs. The local host name,
     # not getfqdn(): that can block on a DNS lookup at start-up.
     hostname: str = field(default_factory=socket.gethostname)
-    # Processes sharing the listeners (SO_REUSEPORT), each with its own spool shard.
-    workers: int = 1
+    # Processes sharing the listeners (SO_REUSEPORT), each with its own spool shard; "auto":
+    # one per core. More than one share their state through [cluster] redis_url, or else
+    # through a private redis-server the daemon runs itself (mta/embedded_store.py).
+    workers: Workers = 1
     # SIGTERM: how long in-flight sessions and deliveries get before the process exits.
     shutdown_timeout: Duration = 30.0
 

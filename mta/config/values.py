@@ -109,8 +109,18 @@ def _parse_cidr(value: object) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
 
 
 # Markers for Annotated types: the loader converts raw TOML values with these.
+def parse_workers(value: object) -> int:
+    """[server] workers: 1-64, or "auto" (0 here; the loader makes it one per core)."""
+    if value == "auto":
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+        return value
+    raise ValueError(f"expected \"auto\" or a number of processes from 1 to 64, got {value!r}")
+
+
 Duration = Annotated[float, parse_duration]
 Size = Annotated[int, parse_size]
+Workers = Annotated[int, parse_workers]
 HostPort = Annotated[tuple[str, int], parse_hostport]
 Cidr = Annotated[ipaddress.IPv4Network | ipaddress.IPv6Network, _parse_cidr]
 

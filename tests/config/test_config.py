@@ -128,9 +128,10 @@ BROKEN = [
      "delivery.tls_ca_file: file not found: /nonexistent/ca.pem"),
     ("[dns]\nnameservers = [\"127.0.0.1:x\"]\n",
      "dns.nameservers[0]: invalid port in '127.0.0.1:x'"),
-    ("[server]\nworkers = 0\n", "server.workers: must be between 1 and 64"),
-    ("[server]\nworkers = 2\n", "server.workers: more than 1 worker needs [cluster] "
-     "redis_url (policy and shaping state shared by every worker)"),
+    ("[server]\nworkers = 0\n",
+     "server.workers: expected \"auto\" or a number of processes from 1 to 64, got 0"),
+    ("[server]\nworkers = \"many\"\n",
+     "server.workers: expected \"auto\" or a number of processes from 1 to 64, got 'many'"),
     ("[users.bob]\ntenant = \"nobody\"\npassword = \"$scrypt$x\"\n",
      "users.bob.tenant: unknown tenant 'nobody'"),
     ("[users.bob]\npassword = \"hunter2\"\n",
@@ -208,3 +209,14 @@ def test_serve_refuses_an_invalid_config(tmp_path):
     proc = _mta("serve", "-c", str(bad))
     assert proc.returncode == 78
     assert proc.stderr.splitlines() == [f"{bad}: spool.max_batch: must be at least 1"]
+
+
+def test_workers_auto_is_one_per_core():
+    """`workers = "auto"`: one per core this process may run on (the test machines have the
+    redis-server package, so the embedded store can share their state)."""
+    import os
+
+    cores = min(len(os.sched_getaffinity(0)), 64)
+    assert parse_config('[server]\nworkers = "auto"\n').server.workers == cores
+    assert parse_config('[server]\nworkers = 3\n').server.workers == 3
+    assert parse_config("").server.workers == 1

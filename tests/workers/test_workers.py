@@ -173,3 +173,80 @@ password = "{pw}"
     assert len(accepted) == 30, results  # 30 credits: exactly 30 of 50 sessions got a 250
     assert {r[-2:] for r in accepted} == {"00", "01"}
     assert mta.terminate() == 0
+
+
+def _children(parent: int, name: bytes) -> list[int]:
+    """Pids of `parent`'s children whose program is `name`."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/comm", "rb") as f:  # redis-server rewrites its cmdline
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if ppid == parent and comm == name:
+            out.append(int(pid))
+    return out
+
+
+def _post_credits(mta, amount: int) -> int:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{mta.http_port}/api/v1/admin/tenants/shop/credits",
+        data=json.dumps({"amount": amount, "paid": True}).encode(), method="POST",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status
+
+
+async def test_workers_without_redis_share_an_embedded_store(mta_factory):
+    """No [cluster] redis_url: the supervisor runs a private redis-server on a Unix socket
+    in the spool. The credit race over both workers is exact through it; kill -9 of it
+    loses no charge (its file is synced at every write) and it is started again."""
+    toml = f"""
+[tenants.shop]
+prepaid = true
+[users.shop]
+tenant = "shop"
+password = "{hash_password(PW, ln=10)}"
+"""
+    mta = await asyncio.to_thread(mta_factory, toml)
+    mta.kill()
+    text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
+    mta.config_path.write_text(text)
+    await asyncio.to_thread(mta.start)
+    await _all_ready(mta)
+    sock = mta.workdir / "spool" / "store" / "redis.sock"
+    assert sock.is_socket() and oct(os.stat(sock.parent).st_mode & 0o777) == "0o700"
+    supervisor = mta.proc.pid
+    [store] = _children(supervisor, b"redis-server")
+    assert await asyncio.to_thread(_post_credits, mta, 30) == 201
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(lambda _: _send(mta, 1, "shop")[0], range(50)))
+    accepted = [r for r in results if r]
+    assert len(accepted) == 30, results
+    assert {r[-2:] for r in accepted} == {"00", "01"}  # both workers charged the one balance
+
+    os.kill(store, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not [p for p in _children(supervisor, b"redis-server") if p != store]:
+        assert time.monotonic() < deadline, mta.stderr
+        await asyncio.sleep(0.1)
+    assert "the embedded store exited" in mta.stderr
+    # Every charge survived: the balance is spent, the next message is refused.
+    deadline = time.monotonic() + 20
+    while True:
+        status, summary = await asyncio.to_thread(
+            _admin, mta, "GET", "/api/v1/admin/tenants/shop/credits")
+        if status == 200 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert (status, summary["balance"]) == (200, 0), summary
+    assert await asyncio.to_thread(_send, mta, 4, "shop") == ["", "", "", ""]
+    assert await asyncio.to_thread(_post_credits, mta, 2) == 201
+    assert sum(1 for r in await asyncio.to_thread(_send, mta, 4, "shop") if r) == 2
+
+    assert mta.terminate() == 0
+    assert not _children(supervisor, b"redis-server")
