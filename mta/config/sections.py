@@ -128,13 +128,20 @@ class HttpConfig:
     admin_rate: float = 50.0
     admin_burst: int = 100
     admin_concurrency: int = 20
+    # Failed authentication per client address (a wrong API key or admin token): each
+    # address may fail auth_fail_burst times, then once per 1/auth_fail_rate seconds; past
+    # that, every request from it is 429 `auth_rate_limited` without its credentials being
+    # checked, so keys and tokens cannot be guessed at speed. Honest clients never fail.
+    # 0 turns it off.
+    auth_fail_rate: float = 0.2
+    auth_fail_burst: int = 20
     # Largest admin API request body (JSON): 413 `payload_too_large` naming it past that.
     # Injection bodies are bounded by [smtp] max_message_size instead.
     max_body: Size = 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("api_rate", "api_burst", "api_concurrency", "admin_rate", "admin_burst",
-                     "admin_concurrency"):
+                     "admin_concurrency", "auth_fail_rate", "auth_fail_burst"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.max_body < 1024:

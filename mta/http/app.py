@@ -86,7 +86,8 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     rate limits, 1 MiB bodies). Run-time API keys live in `policy_admin`'s store; `users`:
     the run-time SMTP AUTH users (mta.smtp.auth.RuntimeUsers) for /api/v1/admin/users."""
     request_limits = request_limits or RequestLimits()
-    app = web.Application(middlewares=[error_middleware, admin_auth_middleware,
+    app = web.Application(middlewares=[error_middleware, ratelimit.auth_failure_middleware,
+                                       admin_auth_middleware,
                                        ratelimit.ratelimit_middleware,
                                        ratelimit.body_limit_middleware,
                                        admin_intake.intake_middleware],

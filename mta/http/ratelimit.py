@@ -17,6 +17,11 @@ the size of a request body. Two aiohttp middlewares, inside `error_middleware`:
   Keys do not share buckets: one key past its limit leaves every other key alone. The
   local admin socket (trusted by file mode) is never limited. State is per node (each
   node's own memory): a cluster of N nodes serves a key at most N times its rate.
+- `auth_failure_middleware` (outside the admin token check): each client address has a
+  bucket of authentication failures (`[http] auth_fail_rate` / `auth_fail_burst`); a 401
+  takes a token, and while the bucket is empty every request from that address is 429
+  `auth_rate_limited` before any key or token is looked at (Postfix's anvil does the same
+  for SMTP AUTH). Addresses are whole for IPv4, their /64 for IPv6.
 - `body_limit_middleware`: an admin request body over `[http] max_body` (aiohttp's
   client_max_size) is a 413 in the API's JSON form naming the limit. Injection bounds its
   body itself ([smtp] max_message_size, mta.http.inject), as do the routes that stream.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import math
 import socket
 import time
@@ -38,7 +44,7 @@ from aiohttp import web
 from mta.http import state
 from mta.http.errors import ApiError
 
-__all__ = ["LIMITER", "Limit", "RateLimiter", "RequestLimits",
+__all__ = ["LIMITER", "Limit", "RateLimiter", "RequestLimits", "auth_failure_middleware",
            "body_limit_middleware", "ratelimit_middleware", "reload_limits"]
 
 INJECT_PATH = "/api/v1/messages"
@@ -75,6 +81,7 @@ class RequestLimits:
     admin: Limit = Limit()
     tenants: Mapping[str, Limit] = field(default_factory=dict)
     max_body: int = 1024 * 1024
+    auth_fail: Limit = Limit()  # failed authentications per client address
 
     def for_tenant(self, tenant: str) -> Limit:
         return self.tenants.get(tenant, self.api)
@@ -92,7 +99,7 @@ class RequestLimits:
                                       api.burst if burst is None else burst,
                                       api.concurrency if conc is None else conc)
         return cls(api, Limit(h.admin_rate, h.admin_burst, h.admin_concurrency), tenants,
-                   h.max_body)
+                   h.max_body, Limit(h.auth_fail_rate, h.auth_fail_burst))
 
 
 @dataclass(slots=True)
@@ -151,6 +158,19 @@ class RateLimiter:
             b.tokens -= 1.0
         b.in_flight += 1
         return Decision(True, headers=self._headers(b, limit))
+
+    def exhausted(self, principal: str, limit: Limit) -> int:
+        """Seconds until `principal` has a token again (0: it has one now); takes none."""
+        if limit.rate <= 0:
+            return 0
+        b = self._bucket(principal, limit, self._clock())
+        return 0 if b.tokens >= 1.0 else max(1, math.ceil((1.0 - b.tokens) / limit.rate))
+
+    def take(self, principal: str, limit: Limit) -> None:
+        """Spend one token (a failure), however many are left."""
+        if limit.rate > 0:
+            b = self._bucket(principal, limit, self._clock())
+            b.tokens = max(0.0, b.tokens - 1.0)
 
     def release(self, principal: str) -> None:
         b = self._buckets.get(principal)
@@ -232,6 +252,46 @@ async def ratelimit_middleware(request: web.Request, handler):  # type: ignore[n
         limiter.release(principal)
     for k, v in d.headers.items():
         response.headers.setdefault(k, v)
+    return response
+
+
+def _client(request: web.Request) -> str | None:
+    """The bucket of the calling address: the address, or its /64 for IPv6 (one host
+    has a whole /64 to pick from)."""
+    remote = request.remote
+    if not remote:
+        return None
+    try:
+        ip = ipaddress.ip_address(remote)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return "fail:" + str(ip.ipv4_mapped)
+        return "fail:" + str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return "fail:" + str(ip)
+
+
+@web.middleware
+async def auth_failure_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    limiter = request.app[LIMITER]
+    limit = limiter.limits.auth_fail
+    client = None if _local(request) or limit.rate <= 0 else _client(request)
+    if client is None:
+        return await handler(request)
+    wait = limiter.exhausted(client, limit)
+    if wait:
+        raise ApiError(429, "auth_rate_limited",
+                       f"too many failed authentications from this address; retry after "
+                       f"{wait}s", headers={"Retry-After": str(wait)})
+    try:
+        response = await handler(request)
+    except ApiError as e:
+        if e.status == 401:
+            limiter.take(client, limit)
+        raise
+    if response.status == 401:
+        limiter.take(client, limit)
     return response
 
 

@@ -213,3 +213,45 @@ def test_limits_from_config_with_a_tenant_override():
     assert lim.for_tenant("b") == lim.for_tenant("runtime-tenant") == Limit(5.0, 10, 50)
     assert lim.admin == Limit(50.0, 100, 20)
 
+
+
+async def test_failed_authentication_is_limited_per_client_address(mta_factory):
+    """Guessing keys: past [http] auth_fail_burst failures an address gets 429 for every
+    request, a right key too, until its bucket refills; another address and the local
+    admin socket are untouched."""
+    mta = await asyncio.to_thread(mta_factory, f"""
+[tenants.acme]
+api_keys = ["{KEYS['acme']}"]
+""")
+    await asyncio.to_thread(mta.terminate)
+    mta.config_path.write_text(mta.config_path.read_text().replace(
+        "[http]\n", "[http]\nauth_fail_rate = 0.5\nauth_fail_burst = 3\n", 1))
+    await asyncio.to_thread(mta.start)
+    url = f"http://127.0.0.1:{mta.http_port}"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        assert (await _post(s, url, KEYS["acme"]))[0] == 202
+        for guess in range(3):
+            status, body, _ = await _post(s, url, f"guess-{guess}")
+            assert (status, body["error"]["code"]) == (401, "unauthorized")
+        status, body, headers = await _post(s, url, "guess-3")
+        assert (status, body["error"]["code"]) == (429, "auth_rate_limited")
+        assert 1 <= int(headers["Retry-After"]) <= 2
+        # The address is held, whatever it sends: the right key, the admin token.
+        assert (await _post(s, url, KEYS["acme"]))[0] == 429
+        async with s.get(url + "/api/v1/admin/queue",
+                         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+            assert r.status == 429
+    # Another address of this host has its own bucket.
+    conn = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=conn,
+                                     timeout=aiohttp.ClientTimeout(total=10)) as s:
+        assert (await _post(s, url, KEYS["acme"]))[0] == 202
+    # The local admin socket is never limited.
+    listed = await asyncio.to_thread(mta.cli, "queue", "list")
+    assert listed.returncode == 0, listed.stderr
+    # 0.5/s: two seconds give one more try back.
+    await asyncio.sleep(2.1)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        assert (await _post(s, url, KEYS["acme"]))[0] == 202
+        assert (await _post(s, url, "guess-4"))[0] == 401
+        assert (await _post(s, url, "guess-5"))[0] == 429
