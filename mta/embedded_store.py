@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mta.children import die_with_parent
+
 if TYPE_CHECKING:  # the config loader imports this module (redis_server)
     from mta.config import Config
 
@@ -79,7 +81,8 @@ class EmbeddedStore:
                 "--daemonize", "no", "--protected-mode", "yes",
                 "--logfile", str(self.dir / "redis.log")]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=die_with_parent(os.getpid()))
         deadline = time.monotonic() + timeout
         while not self.ping():
             if self.proc.poll() is not None or time.monotonic() > deadline:

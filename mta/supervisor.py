@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 
+from mta.children import die_with_parent
 from mta.config import Config
 from mta.embedded_store import STORE_URL_ENV, EmbeddedStore
 from mta.observe.systemd import notify, watchdog_interval
@@ -58,7 +59,8 @@ class _Worker:
             env[STORE_URL_ENV] = store_url
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mta.cli", "serve", "-c", str(self.cfg.path)],
-            env=env, pass_fds=(w,), stdin=subprocess.DEVNULL)
+            env=env, pass_fds=(w,), stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(os.getpid()))
         os.close(w)
         self.ready_r, self.ready, self.started_at = r, False, time.monotonic()
         log.info("worker %d started (pid %d)", self.shard, self.proc.pid)

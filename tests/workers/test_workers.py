@@ -191,6 +191,15 @@ def _children(parent: int, name: bytes) -> list[int]:
     return out
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a dead child of a dead parent waits for init to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _post_credits(mta, amount: int) -> int:
     req = urllib.request.Request(
         f"http://127.0.0.1:{mta.http_port}/api/v1/admin/tenants/shop/credits",
@@ -250,3 +259,26 @@ password = "{hash_password(PW, ln=10)}"
 
     assert mta.terminate() == 0
     assert not _children(supervisor, b"redis-server")
+
+
+async def test_kill_9_of_the_supervisor_takes_its_workers_and_store_along(mta_factory):
+    """Outside systemd (which stops the whole cgroup) a supervisor killed by -9 must not
+    leave workers serving its shards and listeners, nor its store: the kernel sends each
+    child SIGTERM when it dies (PR_SET_PDEATHSIG), and the next `mta serve` starts clean."""
+    mta = await asyncio.to_thread(mta_factory)
+    mta.kill()
+    text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
+    mta.config_path.write_text(text)
+    await asyncio.to_thread(mta.start)
+    await _all_ready(mta)
+    supervisor = mta.proc.pid
+    children = _workers(mta) + _children(supervisor, b"redis-server")
+    assert len(children) == 3
+    mta.kill()  # SIGKILL to the supervisor alone
+    deadline = time.monotonic() + 30
+    while [p for p in children if _running(p)]:
+        assert time.monotonic() < deadline, "children outlived the supervisor"
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(mta.start)  # the same shards and ports: free again
+    await _all_ready(mta)
+    assert mta.terminate() == 0
