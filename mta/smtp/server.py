@@ -29,23 +29,20 @@ from mta.observe.events import EventLog
 from mta.rfc5321.reply import Reply
 from mta.smtp.auth import Authenticator, AuthFailures, AuthResult, RuntimeUsers
 from mta.smtp.data import DataReader
-from mta.smtp.handler import IngressHandler, SessionInfo
-from mta.smtp.intake import R_NOT_ACCEPTING, Intake
-from mta.smtp.session import (
-    CONSTANT_REPLIES,
-    R_INTERNAL,
+from mta.smtp.events import (
     Authenticate,
     CheckMail,
     CheckRcpt,
     Deliver,
     Event,
     Send,
-    Session,
-    SessionSettings,
     StartData,
     StartTLS,
-    greeting_reply,
 )
+from mta.smtp.handler import IngressHandler, SessionInfo
+from mta.smtp.intake import R_NOT_ACCEPTING, Intake
+from mta.smtp.replies import CONSTANT_REPLIES, R_INTERNAL, greeting_reply
+from mta.smtp.session import Session, SessionSettings
 
 __all__ = ["SmtpServer"]
 

@@ -17,27 +17,83 @@ awaits them and calls `decide()` with the result.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import functools
 import ipaddress
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from mta.observe.events import EventLog
 from mta.queue.envelope import Envelope, Recipient
 from mta.rfc5321.command import Command, CommandError, Verb, parse_command
 from mta.rfc5321.reply import Reply
+from mta.smtp import sasl
 from mta.smtp.auth import AuthResult
 from mta.smtp.cleanup import add_headers
 from mta.smtp.data import ChunkReader, DataReader
+from mta.smtp.events import (
+    Authenticate,
+    CheckMail,
+    CheckRcpt,
+    Decision,
+    Deliver,
+    Event,
+    Send,
+    StartData,
+    StartTLS,
+)
 from mta.smtp.handler import SessionInfo
-from mta.smtp.intake import R_NOT_ACCEPTING
-from mta.smtp.longlines import MAX_LINE, has_long_line, wrap_long_lines
-from mta.smtp.params import R_TOO_BIG, mail_param, rcpt_param
+from mta.smtp.longlines import has_long_line, wrap_long_lines
+from mta.smtp.params import mail_param, rcpt_param
+from mta.smtp.replies import (
+    R_AUTH_ADDRESS_CAP,
+    R_AUTH_BAD_B64,
+    R_AUTH_CANCELLED,
+    R_AUTH_DISABLED,
+    R_AUTH_DONE,
+    R_AUTH_FAILED,
+    R_AUTH_LOCKED,
+    R_AUTH_MECHANISM,
+    R_AUTH_NEEDS_TLS,
+    R_AUTH_OK,
+    R_AUTH_REQUIRED,
+    R_BAD_SEQUENCE,
+    R_BARE_NEWLINE,
+    R_BDAT_SYNTAX,
+    R_BYE,
+    R_DATA,
+    R_FEEDBACK_APART,
+    R_FORBIDDEN,
+    R_HELP,
+    R_IN_TRANSACTION,
+    R_INTERNAL,
+    R_LINE_TOO_LONG,
+    R_LONG_LINE,
+    R_MAIL_OK,
+    R_NEED_HELO,
+    R_NEED_MAIL,
+    R_NESTED_MAIL,
+    R_NO_VALID_RCPT,
+    R_NOT_ACCEPTING,
+    R_NOT_IMPLEMENTED,
+    R_OK,
+    R_PIPELINING,
+    R_RCPT_OK,
+    R_RELAY_DENIED,
+    R_SHUTDOWN,
+    R_TIMEOUT,
+    R_TLS_ACTIVE,
+    R_TLS_READY,
+    R_TLS_UNAVAILABLE,
+    R_TOO_BIG,
+    R_TOO_MANY_ERRORS,
+    R_TOO_MANY_RCPT,
+    R_UTF8_ADDRESS,
+    R_VRFY,
+    ehlo_reply,
+    greeting_reply,
+)
 from mta.smtp.settings import SessionSettings
 
 __all__ = [
@@ -55,6 +111,9 @@ __all__ = [
 ]
 
 
+_BDAT_ARG = re.compile(r"(\d{1,10})(?: +(LAST))?", re.IGNORECASE)
+
+
 class State(enum.Enum):
     __hash__ = object.__hash__  # members are singletons; Enum's hash runs Python code
     GREETED = "greeted"  # banner sent; EHLO/HELO expected
@@ -66,145 +125,6 @@ class State(enum.Enum):
     AUTH = "auth"  # 334 sent: the next line is a SASL response
     PENDING = "pending"  # a decision is being awaited: call decide()
     CLOSED = "closed"
-
-
-# --- events the adapter acts on --------------------------------------------------------
-
-@dataclass(slots=True)
-class Send:
-    """Send these replies; then close the connection if `close`."""
-
-    replies: tuple[Reply, ...]
-    close: bool = False
-
-
-@dataclass(slots=True)
-class StartTLS:
-    """Send `reply` (220), then run the TLS handshake and call `tls_started()`."""
-
-    reply: Reply
-
-
-@dataclass(slots=True)
-class StartData:
-    """Send `reply` (354; None for a BDAT chunk: nothing), then feed the message bytes to
-    `reader`, then `data_done()`."""
-
-    reply: Reply | None
-    reader: DataReader | ChunkReader
-
-
-@dataclass(slots=True)
-class CheckMail:
-    address: str
-    params: dict[str, str]
-
-
-@dataclass(slots=True)
-class CheckRcpt:
-    address: str
-    params: dict[str, str]
-
-
-@dataclass(slots=True)
-class Authenticate:
-    """Verify these credentials; `decide()` with an `AuthResult`."""
-
-    username: str
-    password: str
-
-
-@dataclass(slots=True)
-class Deliver:
-    """Hand the message to the handler; `decide()` with its Reply."""
-
-    envelope: Envelope
-    data: bytes
-
-
-Event = Send | StartTLS | StartData | CheckMail | CheckRcpt | Authenticate | Deliver
-Decision = CheckMail | CheckRcpt | Authenticate | Deliver
-
-
-# --- replies (RFC 5321 4.2, enhanced codes RFC 3463) -------------------------------------
-
-R_OK = Reply(250, "2.0.0", "Ok")
-R_MAIL_OK = Reply(250, "2.1.0", "Ok")
-R_RCPT_OK = Reply(250, "2.1.5", "Ok")
-R_BYE = Reply(221, "2.0.0", "Bye")
-R_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
-R_HELP = Reply(214, "2.0.0", "See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)")
-R_VRFY = Reply(252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery")
-R_NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
-R_NEED_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
-R_NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
-R_NO_VALID_RCPT = Reply(554, "5.5.1", "Error: no valid recipients")
-R_NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
-R_IN_TRANSACTION = Reply(503, "5.5.1", "Error: not allowed during a mail transaction")
-R_BAD_SEQUENCE = Reply(503, "5.5.1", "Error: bad sequence of commands")
-R_BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
-_BDAT_ARG = re.compile(r"(\d{1,10})(?: +(LAST))?", re.IGNORECASE)
-R_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
-R_RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
-R_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
-# Mail for the feedback domains (mta/bounce/inbound.py) is read, not queued: never mixed.
-R_FEEDBACK_APART = Reply(452, "4.5.3", "Reports to this domain go in a transaction of their own")
-R_BARE_NEWLINE = Reply(550, "5.6.11", "Message contains bare CR or LF characters; "
-                                      "use CRLF line endings")
-R_PIPELINING = Reply(554, "5.5.0", "Error: SMTP protocol synchronization: "
-                                   "command pipelined after DATA or STARTTLS")
-R_LINE_TOO_LONG = Reply(500, "5.5.2", "Error: line too long")
-R_TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors")
-R_TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded")
-R_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
-# RFC 5322 2.1.1 / RFC 5321 4.5.3.1.6; [smtp] long_lines = "reject". RFC 3463 5.6.0: other
-# or undefined media error.
-R_LONG_LINE = Reply(550, "5.6.0", f"line longer than {MAX_LINE} octets")
-R_FORBIDDEN = Reply(521, "5.7.0", "Error: this is an SMTP server")
-R_UTF8_ADDRESS = Reply(553, "5.6.7", "Error: SMTPUTF8 is required for a non-ASCII address")
-R_TLS_READY = Reply(220, "2.0.0", "Ready to start TLS")
-R_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
-R_TLS_ACTIVE = Reply(503, "5.5.1", "Error: TLS already active")
-R_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
-R_AUTH_FAILED = Reply(535, "5.7.8", "Error: authentication failed")
-R_AUTH_LOCKED = Reply(454, "4.7.0", "Error: too many authentication failures, try later")
-R_AUTH_ADDRESS_CAP = Reply(421, "4.7.0", "Error: too many authentication failures from "
-                                         "your address")
-R_AUTH_DONE = Reply(503, "5.5.1", "Error: already authenticated")
-R_AUTH_DISABLED = Reply(502, "5.5.1", "Error: authentication not enabled")
-R_AUTH_NEEDS_TLS = Reply(538, "5.7.11", "Encryption required for requested authentication "
-                                        "mechanism")
-R_AUTH_MECHANISM = Reply(504, "5.5.4", "Error: unsupported authentication mechanism")
-R_AUTH_CANCELLED = Reply(501, "5.7.0", "Authentication cancelled")
-R_AUTH_BAD_B64 = Reply(501, "5.5.2", "Error: invalid base64 data")
-R_INTERNAL = Reply(451, "4.3.0", "Error: internal error, try again later")
-
-# Replies that are constants: the adapter encodes each once.
-CONSTANT_REPLIES = tuple(v for k, v in dict(globals()).items()
-                         if k.startswith("R_") and isinstance(v, Reply))
-
-_AUTH_MECHANISMS = ("PLAIN", "LOGIN")
-_LOGIN_USER = Reply(334, None, "VXNlcm5hbWU6")  # "Username:"
-_LOGIN_PASS = Reply(334, None, "UGFzc3dvcmQ6")  # "Password:"
-_SASL_EMPTY = Reply(334, None, "")
-
-
-@functools.lru_cache(maxsize=64)
-def _ehlo_reply(hostname: str, max_size: int, starttls: bool, auth: bool) -> Reply:
-    """RFC 5321 4.1.1.1 / RFC 1869: the EHLO reply lists our extensions. Cached: the same
-    few variants are sent on every connection (and the adapter caches their bytes)."""
-    lines = [hostname, "PIPELINING", f"SIZE {max_size}", "8BITMIME", "SMTPUTF8",
-             "ENHANCEDSTATUSCODES", "DSN", "CHUNKING"]
-    if starttls:
-        lines.append("STARTTLS")
-    if auth:
-        lines.append("AUTH " + " ".join(_AUTH_MECHANISMS))
-    return Reply(250, None, "\n".join(lines))
-
-
-def greeting_reply(settings: SessionSettings) -> Reply:
-    # RFC 2034 3: the greeting and the EHLO/HELO replies carry no enhanced code.
-    return Reply(220, None, settings.banner.replace("{hostname}", settings.hostname))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -442,7 +362,7 @@ class Session:
         self.info.helo, self.info.esmtp = cmd.arg, True
         self.state = State.READY
         s = self.settings
-        return Send((_ehlo_reply(s.hostname, s.max_message_size,
+        return Send((ehlo_reply(s.hostname, s.max_message_size,
                                  s.tls_available and not self.info.tls,
                                  self._auth_offered() and self.info.auth_user is None),))
 
@@ -619,13 +539,13 @@ class Session:
             return self._error(R_AUTH_LOCKED)
         mechanism, _, initial = cmd.arg.partition(" ")
         mechanism = mechanism.upper()
-        if mechanism not in _AUTH_MECHANISMS:
+        if mechanism not in sasl.MECHANISMS:
             return self._error(R_AUTH_MECHANISM)
         initial = initial.strip(" ")
         self.state = State.AUTH
         self._sasl = (mechanism, "")
         if not initial:
-            return Send((_SASL_EMPTY if mechanism == "PLAIN" else _LOGIN_USER,))
+            return Send((sasl.EMPTY if mechanism == "PLAIN" else sasl.LOGIN_USER,))
         # RFC 4954 4: "=" is an empty initial response.
         return self._sasl_response(b"" if initial == "=" else initial.encode("ascii", "replace"),
                                    initial=True)
@@ -636,25 +556,23 @@ class Session:
         if line == b"*":
             self._sasl, self.state = None, State.READY
             return self._error(R_AUTH_CANCELLED)
-        try:
-            decoded = base64.b64decode(line, validate=True)
-        except (binascii.Error, ValueError):
+        decoded = sasl.decode(line)
+        if decoded is None:
             self._sasl, self.state = None, State.READY
             return self._error(R_AUTH_BAD_B64)
         if mechanism == "LOGIN" and not username:
             self._sasl = (mechanism, decoded.decode("utf-8", "replace") or "\0")
-            return Send((_LOGIN_PASS,))
+            return Send((sasl.LOGIN_PASS,))
         self._sasl = None
         if mechanism == "LOGIN":
             password = decoded.decode("utf-8", "replace")
-        else:  # PLAIN: [authzid] NUL authcid NUL passwd (RFC 4616 2)
-            parts = decoded.split(b"\0")
-            if len(parts) != 3 or (parts[0] and parts[0] != parts[1]):
+        else:
+            pair = sasl.plain(decoded)
+            if pair is None:
                 self.state = State.READY
                 self._reject("auth_failed", R_AUTH_FAILED)
                 return self._error(R_AUTH_FAILED)
-            username = parts[1].decode("utf-8", "replace")
-            password = parts[2].decode("utf-8", "replace")
+            username, password = pair
         self._pending = decision = Authenticate(username, password)
         self.state = State.PENDING
         return decision
