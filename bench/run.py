@@ -183,7 +183,8 @@ class MtaSide:
     name = "mta"
 
     def __init__(self, workdir: Path, dns: DnsServer, sink_port: int, retry: str,
-                 connections: int, dkim: str = "", policy: bool = False) -> None:
+                 connections: int, dkim: str = "", policy: bool = False,
+                 workers: int = 1) -> None:
         # The dead-site timer waits as long as a retry, as Postfix's does (its wait is
         # minimal_backoff_time, which bench/postfix.py sets to the same retry).
         extra = f'[shaping.default]\nsuspend_duration = "{retry}"\n'
@@ -212,6 +213,10 @@ class MtaSide:
             workdir, extra,
             dns=dns.nameserver, delivery_port=sink_port,
             delivery_extra=f'retry = ["{retry}"]\nconnection_limit = {connections}\n')
+        if workers > 1:  # --workers: a supervisor and N workers on the embedded store
+            cfg = self.proc.config_path
+            cfg.write_text(cfg.read_text().replace("[server]\n",
+                                                   f"[server]\nworkers = {workers}\n", 1))
         self.port = self.proc.smtp_port
         self.spool = workdir / "spool"
 
@@ -337,9 +342,9 @@ def run_one(side_cls, sc: Scenario, run: int, args: argparse.Namespace, dns: Dns
     workdir.chmod(0o755)  # Postfix's unprivileged daemons must reach their directories
     retry = ("1s" if sc.tempfail or sc.mix else QUEUE_RETRY if sc.kind == "queue"
              else "1h")
-    if side_cls is MtaSide and (args.dkim or args.policy):
+    if side_cls is MtaSide:
         side = side_cls(workdir, dns, sink_port, retry, args.connections, dkim=args.dkim or "",
-                        policy=args.policy)
+                        policy=args.policy, workers=args.workers)
     else:
         side = side_cls(workdir, dns, sink_port, retry, args.connections)
     result: dict = {"mta": side.name, "scenario": sc.name, "run": run, "messages": n,
@@ -531,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peer", choices=["postfix", "plain"],
                     help="run the same loads on Postfix, or on mta without --policy and "
                          "--dkim (plain)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="mta's [server] workers (above 1: on its embedded store)")
     ap.add_argument("--runs", type=int, help="runs per MTA, alternated (default 2; quick 1)")
     ap.add_argument("--quick", action="store_true", help="a few thousand messages, 1 run")
     ap.add_argument("--publish", action="store_true",
