@@ -251,3 +251,36 @@ def test_section_errors():
     assert "duplicate rule name(s): a" in _errors(
         '[[content.rules]]\nname = "a"\nbody = "x"\n[[content.rules]]\nname = "a"\n'
         'body = "y"\n')[0]
+
+
+def test_files_inside_a_zip_attachment_are_attachments_too():
+    """invoice.zip holding invoice.pdf.exe is an .exe attachment; a zip bomb's data is
+    never inflated (only its directory is read); a "zip" that is not one is just a zip."""
+    import base64
+    import io
+    import zipfile
+
+    def message(payload: bytes, name: str = "invoice.zip") -> bytes:
+        b64 = base64.b64encode(payload).decode()
+        return ("MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n"
+                "--zz\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+                f"--zz\r\nContent-Type: application/zip\r\nContent-Disposition: attachment; "
+                f"filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n"
+                "--zz--\r\n").encode()
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("docs/", "")
+        z.writestr("docs/invoice.pdf.exe", b"MZ" + b"\0" * 100)
+        z.writestr("bomb.txt", b"\0" * (50 * 1024 * 1024))  # 50 MB of zeros: ~50 kB zipped
+    f = read_facts(message(buf.getvalue()), scan_limit=1 << 20, max_hosts=20,
+                   want_hosts=False)
+    assert f.attachments == [("zip", "application/zip"),
+                             ("exe", "application/octet-stream"), ("txt", "text/plain")]
+    rules = Rules(_content('[[content.rules]]\nname = "exe"\n'
+                           'attachment_extensions = ["exe"]\n', "workers = 0"))
+    assert rules.scan(message(buf.getvalue())).hits == ("exe",)
+    # Not a zip inside: only the attachment itself.
+    f = read_facts(message(b"PK\x03\x04 not really"), scan_limit=1 << 20, max_hosts=20,
+                   want_hosts=False)
+    assert f.attachments == [("zip", "application/zip")]
