@@ -20,6 +20,7 @@ from mta.cli import (
     bounce,
     dkim,
     domains,
+    gdpr,
     init,
     intake,
     keys,
@@ -36,7 +37,7 @@ from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
-           webhooks, intake, keys, users)
+           webhooks, intake, keys, users, gdpr)
 
 
 def build_parser() -> argparse.ArgumentParser:

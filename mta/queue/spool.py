@@ -79,6 +79,7 @@ class _Call:
     fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
     future: asyncio.Future[Any]
     result: Any = field(default=None)
+    bare: bool = False  # run alone, outside any transaction (VACUUM)
 
 
 def _reply_to_text(reply: Reply | None) -> str | None:
@@ -333,6 +334,33 @@ class Spool:
             return len(ids)
         return int(await self._call(fn))
 
+    async def transact(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+        """Run `fn(db)` in the writer's next group commit; its result once committed (an
+        erasure, mta.gdpr: the spool's other writes still have a single owner)."""
+        return await self._call(fn)
+
+    async def scrub(self) -> None:
+        """Leave no deleted bytes on disk: VACUUM, then fold and truncate the WAL, on the
+        writer's connection between two commits (an erasure; the queue waits meanwhile)."""
+        async def fn(db: aiosqlite.Connection) -> None:
+            await db.execute("VACUUM")
+            for _ in range(50):  # a reader's snapshot keeps the WAL: try again shortly
+                async with db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                    row = await cur.fetchone()
+                if row is None or row[0] == 0:
+                    return
+                await asyncio.sleep(0.05)
+            raise SpoolError("cannot truncate the write-ahead log: a reader holds it")
+        self._check_open()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Call(fn, fut, bare=True))
+        self._wake.set()
+        await fut
+
+    async def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read-only query on the reader's connection (mta.gdpr's export)."""
+        return await self._read(sql, args)
+
     # --- reads ---------------------------------------------------------------------------
 
     async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -466,7 +494,17 @@ class Spool:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            n = min(len(self._ops), self._max_batch)
+            first = self._ops[0]
+            if isinstance(first, _Call) and first.bare:
+                self._ops.popleft()
+                await self._run_bare(first)
+                continue
+            n = 0  # up to a bare call: it runs alone, after this batch
+            while n < min(len(self._ops), self._max_batch):
+                op = self._ops[n]
+                if isinstance(op, _Call) and op.bare:
+                    break
+                n += 1
             batch = [self._ops.popleft() for _ in range(n)]
             started = time.perf_counter()
             await self._commit(batch)
@@ -511,6 +549,16 @@ class Spool:
         for op in batch:
             if not op.future.done():
                 op.future.set_result(op.result if isinstance(op, _Call) else None)
+
+    async def _run_bare(self, call: _Call) -> None:
+        try:
+            result = await call.fn(self._wdb)
+        except Exception as exc:
+            if not call.future.done():
+                call.future.set_exception(exc)
+            return
+        if not call.future.done():
+            call.future.set_result(result)
 
     async def _rollback(self) -> None:
         # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR).
