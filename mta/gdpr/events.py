@@ -40,10 +40,11 @@ def _open(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def _create(path: Path) -> BinaryIO:
-    if path.name.endswith(".gz"):
+def _create(path: Path, like: Path) -> BinaryIO:
+    """`path`, written compressed as `like` is."""
+    if like.name.endswith(".gz"):
         return gzip.open(path, "wb", compresslevel=6)  # type: ignore[return-value]
-    if path.name.endswith(".zst"):
+    if like.name.endswith(".zst"):
         import zstandard
         return zstandard.ZstdCompressor().stream_writer(open(path, "wb"),  # type: ignore[return-value]
                                                         closefd=True)
@@ -77,7 +78,7 @@ def _rewrite(p: Path, m: Matcher, alias: str) -> tuple[int, int]:
     dropped = redacted = 0
     tmp = p.with_name(p.name + ".gdpr.tmp")
     try:
-        with _create(tmp) as out:
+        with _create(tmp, p) as out:
             for raw in _lines(p):
                 if not m.in_bytes(raw):
                     out.write(raw)
