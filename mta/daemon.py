@@ -289,8 +289,7 @@ class Daemon:
             self.gdpr = await Gdpr.open(
                 cfg, cfg.spool.dir, spool=self.spool, dispatcher=self.delivery,
                 events=self.events, policy_store=self.policy.store,
-                suppressions=self.suppressions, shard=self.shard,
-                outbox=self.webhooks.outbox if self.webhooks is not None else None)
+                suppressions=self.suppressions, webhooks=self.webhooks, shard=self.shard)
             admin_queue: Any = self.queue_ops
             admin_metrics: Any = self.metrics
             if cfg.server.workers > 1 and self.shard == 0:

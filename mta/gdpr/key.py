@@ -5,7 +5,7 @@ address in lower case) where a suppression entry must survive, so RCPT still ref
 (mta.suppress looks the recipient's hash up beside the address and its domain). Without
 the key nobody can tell which address a hash stands for, short of guessing and hashing it
 with the key. The key is `[retention] gdpr_key_file`, or `gdpr.key` in the spool
-directory, made (32 random bytes, mode 0600) at the first erasure; nodes sharing Redis
+directory, made (32 random bytes, mode 0600) at the daemon's first start; nodes sharing Redis
 must share the file.
 """
 

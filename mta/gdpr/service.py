@@ -38,19 +38,23 @@ _REPORTS = ("feedback", "complained", "unsubscribed")
 class Gdpr:
     def __init__(self, *, key_file: Path, spool: Any, dispatcher: Any = None,
                  events: Any = None, policy_store: Any = None, suppressions: Any = None,
-                 outbox: Any = None, shard: int = 0) -> None:
+                 webhooks: Any = None, shard: int = 0) -> None:
         self.key_file = key_file
         self.spool, self.dispatcher, self.events = spool, dispatcher, events
-        self.policy_store, self.suppressions, self.outbox = policy_store, suppressions, outbox
+        self.policy_store, self.suppressions = policy_store, suppressions
+        self.webhooks = webhooks
+        self.outbox = webhooks.outbox if webhooks is not None else None
         self.shard = shard
         self.key: ErasureKey | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, cfg: Any, state_dir: str | Path, **parts: Any) -> Gdpr:
-        """With the key if one was made before: RCPT then looks erased addresses up."""
+        """With the erasure key (made now if there is none): RCPT looks erased addresses
+        up from the first connection on, on every node and worker that has the key, not
+        only the ones that ran an erasure."""
         g = cls(key_file=key_path(cfg.retention.gdpr_key_file, state_dir), **parts)
-        g.key = await asyncio.to_thread(ErasureKey.load, g.key_file)
+        g.key = await asyncio.to_thread(ErasureKey.load_or_create, g.key_file)
         g._attach()
         return g
 
@@ -117,7 +121,8 @@ class Gdpr:
             if self._sqlite_policy():
                 out["policy"] = await self.policy_store.write(erase_policy, a, token)
                 await self.policy_store.scrub()
-            if self.outbox is not None:
+            if self.webhooks is not None:
+                await self.webhooks.flush()  # events still in memory reach the outbox first
                 out["webhooks"] = await erase_outbox(self.outbox, m, alias)
             if self.events is not None:
                 out["events"] = await asyncio.to_thread(

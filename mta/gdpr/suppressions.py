@@ -4,7 +4,8 @@ Erasure removes each plain entry and writes, in the same scope with the same rea
 expiry, one for the address's keyed hash: RCPT looks the hash up too (Suppressions.hasher),
 so mail to an erased address is still refused. An address on no list gets a global entry
 (reason "manual", source "gdpr erase"): whoever asked to be erased is not mailed again
-unless an operator removes it (`mta suppress remove global hmac:...`).
+unless an operator removes it (`mta suppress remove hmac:...`); an address erased before
+(its hash on a list already) gets none.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ async def erase_suppressions(lists: Suppressions, address: str, token: str) -> d
     entries = await _entries(lists, address)
     kept = [Entry(e.scope, token, e.reason, "gdpr erase", e.created_at, e.expires_at)
             for e in entries]
-    if not kept:
+    if not kept and not await _entries(lists, token):  # (erased before: by another worker)
         kept = [Entry(GLOBAL, token, "manual", "gdpr erase", lists.clock.now(), None)]
-    await lists.write_hashed(kept)
+    if kept:
+        await lists.write_hashed(kept)
     for e in entries:
         await lists.backend.remove(e.scope, e.address)
     forget = getattr(lists.backend, "forget", None)
     if forget is not None:  # strikes kept apart from policy.db (Redis)
         await forget(scopes_of(entries, await lists.backend.scopes()), address)
-    return {"entries_hashed": len(entries), "entries_added": 0 if entries else 1}
+    return {"entries_hashed": len(entries), "entries_added": len(kept) - len(entries)}
