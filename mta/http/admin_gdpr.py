@@ -52,7 +52,7 @@ async def _every_worker(request: web.Request, action: str) -> web.Response:
             "POST", f"/api/v1/admin/gdpr/{action}", body={"address": address})
         if status != 200:
             raise ApiError(502, "worker_failed", f"worker {i} answered {status} to {action}")
-        workers.append(doc)
+        workers += doc["workers"]  # its own answer: itself alone (it has no peers)
     return web.json_response({"address": address, "workers": workers})
 
 
