@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import smtplib
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from tests.integration.test_delivery import ZONES
+from tests.support.daemon import ADMIN_TOKEN
 from tests.support.receiver import WebhookReceiver
 
 ADDRESS = "Zqx.Erasable@dest.test"
@@ -78,6 +81,19 @@ def _hits(root: Path, needles: list[bytes]) -> list[str]:
     return found
 
 
+def _post(mta, path: str, body: dict, token: str | None = ADMIN_TOKEN) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{mta.http_port}{path}", method="POST",
+                                 data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 def _json(proc) -> dict:
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -139,6 +155,18 @@ async def test_export_then_erase_leaves_no_byte_of_the_address(
             assert out.returncode == 0, out.stderr
         await _wait(mta, lambda e: e["event"] == "suppression_added", "suppression event")
         assert list(mta.workdir.glob("events.jsonl-*.gz")), "the events log never rotated"
+
+        # The admin API: admin token only, a clear 400 for what is no address.
+        status, doc = await asyncio.to_thread(_post, mta, "/api/v1/admin/gdpr/erase",
+                                              {"address": ADDRESS}, None)
+        assert status == 401
+        for body, code in (({"address": "no-at-sign"}, "bad_address"), ({}, "missing_field"),
+                           ({"address": ADDRESS, "x": 1}, "unknown_field")):
+            status, doc = await asyncio.to_thread(_post, mta, "/api/v1/admin/gdpr/export", body)
+            assert (status, doc["error"]["code"]) == (400, code), doc
+        status, doc = await asyncio.to_thread(_post, mta, "/api/v1/admin/gdpr/export",
+                                              {"address": f"<{ADDRESS.upper()}>"})
+        assert status == 200 and doc["workers"][0]["queue"]
 
         export = _json(await asyncio.to_thread(mta.cli, "gdpr", "export", ADDRESS))
         assert export["address"] == ADDRESS.lower()
