@@ -151,6 +151,7 @@ class Spool:
         self._lock_fd = lock_fd
         self._ops: collections.deque[_Put | _Call] = collections.deque()
         self._wake = asyncio.Event()
+        self._bare = 0  # bare calls queued (Spool.scrub)
         self._closing = False
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         # Counters for metrics and the benchmark: how well group commit is grouping.
@@ -354,6 +355,7 @@ class Spool:
         self._check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._ops.append(_Call(fn, fut, bare=True))
+        self._bare += 1
         self._wake.set()
         await fut
 
@@ -494,17 +496,16 @@ class Spool:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            first = self._ops[0]
-            if isinstance(first, _Call) and first.bare:
-                self._ops.popleft()
-                await self._run_bare(first)
-                continue
-            n = 0  # up to a bare call: it runs alone, after this batch
-            while n < min(len(self._ops), self._max_batch):
-                op = self._ops[n]
-                if isinstance(op, _Call) and op.bare:
-                    break
-                n += 1
+            n = min(len(self._ops), self._max_batch)
+            if self._bare:  # rare (an erasure): a bare call runs alone, after this batch
+                first = self._ops[0]
+                if isinstance(first, _Call) and first.bare:
+                    self._ops.popleft()
+                    self._bare -= 1
+                    await self._run_bare(first)
+                    continue
+                n = next((i for i, op in enumerate(itertools.islice(self._ops, n))
+                          if isinstance(op, _Call) and op.bare), n)
             batch = [self._ops.popleft() for _ in range(n)]
             started = time.perf_counter()
             await self._commit(batch)
