@@ -8,6 +8,7 @@ import gzip
 import json
 import os
 
+import pytest
 import redis.asyncio as aioredis
 
 from mta.config import Config
@@ -123,3 +124,41 @@ async def test_hashed_entries_refuse_an_erased_address_on_redis(redis_url, tmp_p
     finally:
         await client.flushdb()
         await lists.aclose()
+
+
+async def test_policy_db_keeps_counts_and_amounts_with_the_hash_in_place(tmp_path):
+    import sqlite3
+
+    from mta.gdpr.policy import erase_policy, find_in_policy
+
+    path = tmp_path / "policy.db"
+    store = await SqliteStore.open(path)
+    a, token = A.lower(), ErasureKey(b"k" * 32).token(A)
+
+    def seed(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO uniq VALUES ('shop', '2026-12', ?, 2)", (a,))
+        c.execute("INSERT INTO uniq VALUES ('shop', '2026-12', 'b@dest.test', 1)")
+        c.execute("INSERT INTO ledger(time, tenant, lot, delta, kind, msg_id, recipient) "
+                  "VALUES (1, 'shop', 1, -1, 'spend', 'q1', ?)", (a,))
+    try:
+        await store.write(seed)
+        found = await store.write(find_in_policy, a)
+        assert found["unique_recipients"] == [{"tenant": "shop", "month": "2026-12",
+                                               "refs": 2}]
+        assert [r["delta"] for r in found["ledger"]] == [-1]
+        n = await store.write(erase_policy, a, token)
+        assert (n["unique_recipients"], n["ledger"]) == (1, 1)
+        await store.scrub()
+        assert await store.write(find_in_policy, a) == {
+            "unique_recipients": [], "reservations": [], "ledger": [], "dedupe": [],
+            "suppression_strikes": []}
+        rows = await store.write(lambda c: c.execute(
+            "SELECT rcpt, refs FROM uniq ORDER BY rcpt").fetchall())
+        assert [tuple(r) for r in rows] == [("b@dest.test", 1), (token, 2)]
+        # The ledger is append-only again.
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            await store.write(lambda c: c.execute("UPDATE ledger SET delta = 5"))
+    finally:
+        await store.aclose()
+    assert a.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir()
+                                      if p.is_file())
