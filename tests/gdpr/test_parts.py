@@ -162,3 +162,18 @@ async def test_policy_db_keeps_counts_and_amounts_with_the_hash_in_place(tmp_pat
         await store.aclose()
     assert a.encode() not in b"".join(p.read_bytes() for p in tmp_path.iterdir()
                                       if p.is_file())
+
+
+def test_a_zstd_rotated_file_is_rewritten_as_zstd(tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    path = tmp_path / "events.jsonl"
+    rotated = tmp_path / "events.jsonl-20260101T000000.zst"
+    text = "".join(json.dumps({"event": "delivered", "id": f"m{i}", "recipient": r}) + "\n"
+                   for i, r in enumerate([A, "other@dest.test", A.upper()]))
+    rotated.write_bytes(zstandard.ZstdCompressor().compress(text.encode()))
+    log = EventLog(path)
+    m = Matcher(A)
+    assert len(log.edit(lambda p: find_events(p, m))) == 2
+    assert log.edit(lambda p: erase_events(p, m, "x@erased.invalid"))["lines_removed"] == 2
+    left = zstandard.ZstdDecompressor().stream_reader(rotated.read_bytes()).read()
+    assert [json.loads(x)["id"] for x in left.splitlines()] == ["m1"]
