@@ -39,6 +39,7 @@ from mta.dkim.pool import attach_pool
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.embedded_store import with_store
+from mta.gdpr import Gdpr
 from mta.http.app import make_app
 from mta.http.ratelimit import reload_limits
 from mta.http.shards import PEERS, ShardedQueueOps, merged_metrics, worker_socket
@@ -291,6 +292,12 @@ class Daemon:
             await self.delivery.start()
             stack.push_async_callback(self.delivery.stop, cfg.server.shutdown_timeout)
             self.queue_ops = QueueOperations(self.spool, self.delivery)
+            # Export and erasure of one address; with an erasure key already made, RCPT
+            # looks erased addresses up by their hash from the first connection on.
+            self.gdpr = await Gdpr.open(
+                cfg, cfg.spool.dir, spool=self.spool, dispatcher=self.delivery,
+                events=self.events, policy_store=self.policy.store,
+                suppressions=self.suppressions, webhooks=self.webhooks, shard=self.shard)
             admin_queue: Any = self.queue_ops
             admin_metrics: Any = self.metrics
             if cfg.server.workers > 1 and self.shard == 0:
@@ -334,7 +341,7 @@ class Daemon:
                            api_keys=config_api_keys(cfg),
                            policy_admin=self.policy_admin, shaper=self.delivery.shaper,
                            suppressions=self.suppressions, inbound=self.ingress.inbound,
-                           webhooks=self.webhooks,
+                           webhooks=self.webhooks, gdpr=self.gdpr,
                            intake=self.intake, events=self.events,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname),

@@ -21,6 +21,7 @@ from mta.cli import (
     content,
     dkim,
     domains,
+    gdpr,
     init,
     intake,
     keys,
@@ -37,7 +38,7 @@ from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
-           content, webhooks, intake, keys, users)
+           content, webhooks, intake, keys, users, gdpr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,10 @@ class RetentionConfig:
     events: Duration = 0.0
     # Webhook batches that failed for good (`mta webhooks failed`) are dropped after this.
     webhook_failed: Duration = 30 * 86400.0
+    # The key of `mta gdpr erase` (mta/gdpr/key.py): an erased address is kept only as its
+    # HMAC under it, so suppression still refuses it. "": gdpr.key in the spool directory,
+    # made at the first erasure. Nodes that share Redis must share this file.
+    gdpr_key_file: str = ""
 
     def __post_init__(self) -> None:
         for name in ("metadata", "events", "webhook_failed"):

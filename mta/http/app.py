@@ -19,6 +19,7 @@ from aiohttp import web
 from mta.http import (
     admin_content,
     admin_domains,
+    admin_gdpr,
     admin_intake,
     admin_keys,
     admin_licence,
@@ -71,7 +72,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              suppressions: Any = None, inbound: Any = None, intake: Any = None,
              events: Any = None, webhooks: Any = None,
              reputation: Any = None, request_limits: RequestLimits | None = None,
-             users: Any = None) -> web.Application:
+             users: Any = None, gdpr: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
@@ -109,6 +110,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[admin_reputation.REPUTATION] = reputation
     app[admin_intake.INTAKE] = intake
     app[admin_intake.EVENTS] = events
+    app[admin_gdpr.GDPR] = gdpr  # mta.gdpr.Gdpr, for /api/v1/admin/gdpr
     app.add_routes(admin_queue.routes)
     app.add_routes(admin_policy.routes)
     app.add_routes(admin_licence.routes)
@@ -120,6 +122,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_reputation.routes)
     app.add_routes(admin_intake.routes)
     app.add_routes(admin_keys.routes)
+    app.add_routes(admin_gdpr.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)

@@ -485,6 +485,38 @@ _WEBHOOK_PATHS: dict[str, Any] = {
         "Enable a disabled endpoint again", _ok("The endpoint", _WEBHOOK), params=_EP_ID)},
 }
 
+# /api/v1/admin/gdpr (mta.http.admin_gdpr): export and erasure of one address, admin only.
+_GDPR_BODY = {"type": "object", "required": ["address"], "properties": {
+    "address": {"type": "string", "description": "the address, any case"}}}
+_GDPR_ERRORS = _errors((400, "bad_json, bad_request, missing_field, unknown_field, "
+                             "bad_address"),
+                       (502, "worker_failed: another worker did not answer"),
+                       (503, "gdpr_unavailable: no gdpr service in this process"))
+_GDPR_PATHS: dict[str, Any] = {
+    "/api/v1/admin/gdpr/export": {"post": _op(
+        "Everything mta holds about an address: queued messages (as sender, recipient or "
+        "named in a body), events (rotated files too), async reports, suppression entries, "
+        "unique-recipient counts and ledger rows, webhook batches; one object per worker",
+        _ok("The data, per worker", {"type": "object", "properties": {
+            "address": {"type": "string"},
+            "workers": {"type": "array", "items": {"type": "object", "properties": {
+                "shard": {"type": "integer"}, "queue": {"type": "array"},
+                "events": {"type": "array"}, "reports": {"type": "array"},
+                "suppressions": {"type": "array"}, "policy": {"type": "object"},
+                "webhooks": {"type": "array"}}}}}}) | _GDPR_ERRORS, body=_GDPR_BODY)},
+    "/api/v1/admin/gdpr/erase": {"post": _op(
+        "Erase an address everywhere (spool, events files, policy state, webhook outbox; "
+        "SQLite files vacuumed); its suppression entries are kept as a keyed hash "
+        "(`token`), so mail to it is still refused", _ok("What was removed, per worker", {
+            "type": "object", "properties": {
+                "address": {"type": "string"},
+                "workers": {"type": "array", "items": {"type": "object", "properties": {
+                    "shard": {"type": "integer"}, "token": {"type": "string"},
+                    "queue": {"type": "object"}, "events": {"type": "object"},
+                    "suppressions": {"type": "object"}, "policy": {"type": "object"},
+                    "webhooks": {"type": "object"}}}}}}) | _GDPR_ERRORS, body=_GDPR_BODY)},
+}
+
 _SENDING_DOMAIN = {"type": "object", "properties": {
     "tenant": {"type": "string"}, "domain": {"type": "string"}, "token": {"type": "string"},
     "added": {"type": "number"}, "verified": {"type": "boolean"},
@@ -697,6 +729,7 @@ DOCUMENT: dict[str, Any] = {
         **_ADMIN_DOMAINS_PATHS,
         **_INTAKE_PATHS,
         **_ADMIN_KEYS_PATHS,
+        **_GDPR_PATHS,
     },
 }
 

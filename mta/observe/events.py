@@ -101,6 +101,23 @@ class EventLog:
             if self._rotator is not None:
                 self._rotator.opened = time.time()
 
+    def edit(self, fn: Callable[[Path], Any]) -> Any:
+        """Call `fn(path)` with every buffered line written and the file closed, under the
+        lock that rotation takes: `fn` may rewrite the current file and the rotated ones
+        (an erasure, mta.gdpr) and no line is written or rotated meanwhile. Blocking: run
+        it in a thread."""
+        if self.path is None:
+            return fn(None)
+        self._write()
+        with self._io:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+            try:
+                return fn(self.path)
+            finally:
+                self._file = open(self.path, "a", encoding="utf-8")
+
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()

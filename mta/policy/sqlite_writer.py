@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -151,6 +152,30 @@ class GroupCommit:
         # A caller cancelled mid-write (client gone) cancels only its wait: the operation
         # runs, and the transaction's abort() undoes it.
         return await fut
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(conn, *args)` on the database thread, answered once committed (an erasure,
+        mta.gdpr: policy.db keeps one writer)."""
+        return await self._call(fn, *args)
+
+    async def scrub(self) -> None:
+        """Leave no deleted bytes in policy.db: commit what is open, VACUUM, then fold and
+        truncate the WAL, on the database thread (memory is not touched: VACUUM keeps
+        every row)."""
+        await self._call(lambda c: None)  # answered once committed: nothing stays open
+
+        def run() -> None:
+            c = self._conn
+            assert c is not None, "store is closed"
+            if c.in_transaction:  # a batch queued meanwhile: committed a little early
+                c.execute("COMMIT")
+            c.execute("VACUUM")
+            for _ in range(50):  # a reader's snapshot keeps the WAL: try again shortly
+                if c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0:
+                    return
+                time.sleep(0.05)
+            raise OSError(f"{self.path}: cannot truncate the write-ahead log")
+        await asyncio.get_running_loop().run_in_executor(self._exec, run)
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
         """A read on the writer's connection: sees every write queued before it."""

@@ -79,6 +79,7 @@ class _Call:
     fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
     future: asyncio.Future[Any]
     result: Any = field(default=None)
+    bare: bool = False  # run alone, outside any transaction (VACUUM)
 
 
 def _reply_to_text(reply: Reply | None) -> str | None:
@@ -150,6 +151,7 @@ class Spool:
         self._lock_fd = lock_fd
         self._ops: collections.deque[_Put | _Call] = collections.deque()
         self._wake = asyncio.Event()
+        self._bare = 0  # bare calls queued (Spool.scrub)
         self._closing = False
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         # Counters for metrics and the benchmark: how well group commit is grouping.
@@ -333,6 +335,34 @@ class Spool:
             return len(ids)
         return int(await self._call(fn))
 
+    async def transact(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+        """Run `fn(db)` in the writer's next group commit; its result once committed (an
+        erasure, mta.gdpr: the spool's other writes still have a single owner)."""
+        return await self._call(fn)
+
+    async def scrub(self) -> None:
+        """Leave no deleted bytes on disk: VACUUM, then fold and truncate the WAL, on the
+        writer's connection between two commits (an erasure; the queue waits meanwhile)."""
+        async def fn(db: aiosqlite.Connection) -> None:
+            await db.execute("VACUUM")
+            for _ in range(50):  # a reader's snapshot keeps the WAL: try again shortly
+                async with db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                    row = await cur.fetchone()
+                if row is None or row[0] == 0:
+                    return
+                await asyncio.sleep(0.05)
+            raise SpoolError("cannot truncate the write-ahead log: a reader holds it")
+        self._check_open()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._ops.append(_Call(fn, fut, bare=True))
+        self._bare += 1
+        self._wake.set()
+        await fut
+
+    async def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """Rows of one read-only query on the reader's connection (mta.gdpr's export)."""
+        return await self._read(sql, args)
+
     # --- reads ---------------------------------------------------------------------------
 
     async def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
@@ -467,6 +497,15 @@ class Spool:
                 await self._wake.wait()
                 continue
             n = min(len(self._ops), self._max_batch)
+            if self._bare:  # rare (an erasure): a bare call runs alone, after this batch
+                first = self._ops[0]
+                if isinstance(first, _Call) and first.bare:
+                    self._ops.popleft()
+                    self._bare -= 1
+                    await self._run_bare(first)
+                    continue
+                n = next((i for i, op in enumerate(itertools.islice(self._ops, n))
+                          if isinstance(op, _Call) and op.bare), n)
             batch = [self._ops.popleft() for _ in range(n)]
             started = time.perf_counter()
             await self._commit(batch)
@@ -511,6 +550,16 @@ class Spool:
         for op in batch:
             if not op.future.done():
                 op.future.set_result(op.result if isinstance(op, _Call) else None)
+
+    async def _run_bare(self, call: _Call) -> None:
+        try:
+            result = await call.fn(self._wdb)
+        except Exception as exc:
+            if not call.future.done():
+                call.future.set_exception(exc)
+            return
+        if not call.future.done():
+            call.future.set_result(result)
 
     async def _rollback(self) -> None:
         # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR).

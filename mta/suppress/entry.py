@@ -56,6 +56,9 @@ class Entry:
                 "expires_at": self.expires_at}
 
 
+_HASHED_RE = re.compile(r"^hmac:[0-9a-f]{64}$")
+
+
 def valid_scope(scope: str) -> bool:
     return bool(_SCOPE_RE.match(scope))
 
@@ -64,6 +67,8 @@ def normalise_target(text: str) -> str:
     """An address ("User@Example.COM" -> "user@example.com") or a domain ("example.com" or
     "@example.com" -> "@example.com"); EntryError if it is neither."""
     t = text.strip().strip("<>").lower()
+    if _HASHED_RE.match(t):  # an erased address's keyed hash (mta.gdpr): listed, removable
+        return t
     if "@" in t[1:]:
         if not _ADDRESS_RE.match(t):
             raise EntryError(f"not an address: {text!r}")

@@ -141,6 +141,10 @@ class RedisBackend:
                 break
         return out
 
+    async def forget(self, scopes: Sequence[str], address: str) -> None:
+        """Drop the address's strikes in `scopes` (an erasure, mta.gdpr)."""
+        await self._redis.delete(*[self._k(f"strike:{s}|{address}") for s in scopes])
+
     async def strike(self, scope: str, address: str, now: float, window: float) -> int:
         return int(await self._strike(keys=[self._k(f"strike:{scope}|{address}")],
                                       args=[repr(float(now)), repr(float(window))]))

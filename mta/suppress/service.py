@@ -114,6 +114,9 @@ class Suppressions:
         self._dropped: weakref.WeakKeyDictionary[PolicyTxn, set[str]] = (
             weakref.WeakKeyDictionary())
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Address -> its keyed hash once an address was erased (mta.gdpr): RCPT looks the
+        # hash up beside the address and its domain. None: no erased address to look for.
+        self.hasher: Callable[[str], str] | None = None
 
     @classmethod
     async def open(cls, cfg: Config, state_dir: str | Path, *, clock: Clock,
@@ -159,7 +162,7 @@ class Suppressions:
         if known is not None and not any(s in known for s in scopes):
             return charge()
         bloom = self._bloom
-        if bloom is not None and not any(t in bloom for t in candidates(recipient)):
+        if bloom is not None and not any(t in bloom for t in self._targets(recipient)):
             return charge()
         return self._screen(txn, recipient, scopes, charge)
 
@@ -182,6 +185,16 @@ class Suppressions:
             return R_DROPPED
         return refusal(hit)
 
+    def _targets(self, recipient: str) -> tuple[str, ...]:
+        """What a recipient is looked up as: itself, its domain, and its hash."""
+        found = candidates(recipient)
+        return found if self.hasher is None else (*found, self.hasher(found[0]))
+
+    async def write_hashed(self, entries: builtins.list[Entry]) -> None:
+        """Entries for erased addresses (their `address` is a keyed hash): written as
+        operator entries, without an event (an event would name nothing useful)."""
+        await self._write(entries, True)
+
     def keep(self, txn: PolicyTxn, recipients: builtins.list[R]) -> builtins.list[R]:
         """`recipients` (of an envelope) without those `txn` dropped at RCPT."""
         dropped = self._dropped.pop(txn, None)
@@ -193,7 +206,7 @@ class Suppressions:
     async def check(self, scopes: Sequence[str], recipient: str) -> Entry | None:
         """The entry that suppresses `recipient` for mail of the first of `scopes` (nearest
         scope first; in one scope the address before its domain), or None."""
-        targets = candidates(recipient)
+        targets = self._targets(recipient)
         hits = await self.backend.find(scopes, targets, self.clock.now())
         if not hits:
             return None

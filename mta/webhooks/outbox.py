@@ -101,6 +101,21 @@ class Outbox:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    async def transact(self, fn: Any, *args: Any) -> Any:
+        """`fn(db, *args)` in one transaction on the outbox's thread (mta.gdpr)."""
+        def run() -> Any:
+            with self._db:
+                self._db.execute("BEGIN")
+                return fn(self._db, *args)
+        return await self._run(run)
+
+    async def scrub(self) -> None:
+        """VACUUM, then fold and truncate the WAL: deleted bytes leave the disk."""
+        def run() -> None:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await self._run(run)
+
     async def close(self) -> None:
         await self._run(self._db.close)
         self._pool.shutdown(wait=True)
