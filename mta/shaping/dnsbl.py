@@ -36,13 +36,17 @@ import ipaddress
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from mta.clock import Clock, SystemClock
 from mta.config import Config
 from mta.dns.answer import Status
 from mta.shaping.blocklist_reply import parse_reply
+from mta.shaping.reply_hold import ReplyHoldStore, source_key
+
+if TYPE_CHECKING:
+    from mta.policy.kv import PolicyKV
 
 __all__ = ["DnsblWatch", "query_name"]
 
@@ -84,11 +88,12 @@ class DnsblWatch:
         self._poke = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.hold_clock: Clock = hold_clock or SystemClock()
-        # source -> recent blocklist replies: (time, site, list, reply, tenant)
-        self._replies: dict[str, deque[tuple[float, str, str, str, str]]] = {}
-        # source -> the reply hold in force: list, since, until, sites, reply
+        # Blocklist replies and reply holds, shared through the policy store (`attach`).
+        self.store = ReplyHoldStore()
+        # source -> the reply hold this process applies: list, since, until, sites, reply
         self.reply_holds: dict[str, dict[str, Any]] = {}
         self._hold_task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
         if events is not None:
             events.listeners.append(self._observe)
 
@@ -124,67 +129,121 @@ class DnsblWatch:
         self._poke.set()
 
     # --- replies as a listing --------------------------------------------------------------
+    def attach(self, kv: PolicyKV) -> None:
+        """Keep reply sightings and holds in the policy store (shared, durable)."""
+        self.store.attach(kv)
+
+    def _key(self, name: str) -> str:
+        src = self.shaper.egress.sources.get(name)
+        return source_key(name, src.address if src is not None else "")
+
     def _count_reply(self, source: str, record: dict[str, Any], name: str, reply: str) -> None:
         if self.cfg.reply_threshold <= 0 or source in self.reply_holds or \
                 source in self.listed:
             return  # off, or already out of use: the DNS listing or the hold governs
-        now = self.hold_clock.now()
-        q = self._replies.setdefault(source, deque())
-        q.append((now, str(record.get("site") or ""), name, reply,
-                  str(record.get("tenant") or "default")))
-        while q and q[0][0] < now - self.cfg.reply_window:
-            q.popleft()
-        sites = sorted({e[1] for e in q})
-        if len(sites) >= self.cfg.reply_threshold:
-            self._reply_listed(source, q, sites, now)
+        seen = {"list": name, "reply": reply, "tenant": str(record.get("tenant") or "default")}
+        self._spawn(self._reply_seen(source, str(record.get("site") or ""), seen))
 
-    def _reply_listed(self, name: str, q: deque[tuple[float, str, str, str, str]],
-                      sites: list[str], now: float) -> None:
-        # The list most replies named (the latest on a tie) is the one it is listed by.
-        counts = Counter(e[2] for e in q)
-        listed_by = max(reversed([e[2] for e in q]), key=lambda n: counts[n])
-        sample = next(e[3] for e in reversed(q) if e[2] == listed_by)
+    async def settle(self) -> None:
+        """Wait for the replies counted so far (tests, shutdown)."""
+        while self._jobs:
+            await asyncio.wait(list(self._jobs))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _reply_seen(self, name: str, site: str, seen: dict[str, str]) -> None:
+        try:
+            key = self._key(name)
+            now = self.hold_clock.now()
+            sightings = await self.store.seen(key, site, seen, now, self.cfg.reply_window)
+            if len(sightings) < self.cfg.reply_threshold or name in self.reply_holds or \
+                    name in self.listed:
+                return
+            if await self.store.hold(key) is not None:
+                return  # another process held it a moment ago: the sync adopts it
+            hold = self._new_hold(sightings, now)
+            await self.store.put_hold(key, hold)
+            await self.store.forget_seen(key)
+        except Exception:
+            log.exception("blocklist reply of %s not counted", name)
+            return
+        if name not in self.reply_holds and name not in self.listed:
+            self._reply_listed(name, hold, announce=True)
+        self._start_sync()
+
+    def _new_hold(self, sightings: dict[str, dict[str, Any]], now: float) -> dict[str, Any]:
+        # The list most sites named (the latest on a tie) is the one it is listed by.
+        latest = sorted(sightings.values(), key=lambda e: float(e["t"]))
+        counts = Counter(str(e["list"]) for e in latest)
+        listed_by = max(reversed([str(e["list"]) for e in latest]), key=lambda n: counts[n])
+        sample = next(str(e["reply"]) for e in reversed(latest) if e["list"] == listed_by)
+        return {"list": listed_by, "lists": sorted(counts), "since": now,
+                "until": now + self.cfg.reply_hold, "sites": sorted(sightings),
+                "reply": sample, "action": self.cfg.action}
+
+    def _reply_listed(self, name: str, hold: dict[str, Any], announce: bool) -> None:
+        """Take the source out for the hold; `announce`: this process made the hold (the
+        others adopt it silently)."""
+        self.reply_holds[name] = hold
         src = self.shaper.egress.sources.get(name)
         address = src.address if src is not None else ""
-        until = now + self.cfg.reply_hold
-        self.reply_holds[name] = {"list": listed_by, "lists": sorted(counts), "since": now,
-                                  "until": until, "sites": sites, "reply": sample,
-                                  "action": self.cfg.action}
-        self._replies.pop(name, None)
-        if self.events is not None:
+        if announce and self.events is not None:
             self.events.emit("blocklist_reply", source=name, ip=address or None,
-                             list=listed_by, lists=sorted(counts), sites=sites,
-                             reply=sample, action=self.cfg.action, until=until,
-                             tenants=self.senders(name))
-        log.warning("egress %s (%s): %d sites' replies name a blocklist (%s): %s until %s",
-                    name, address or "-", len(sites), listed_by, self.cfg.action, until)
-        self._take_out(name, f"{_REPLY_REASON}{listed_by} ({len(sites)} sites)",
-                       self.cfg.reply_hold)
-        if self._hold_task is None:
+                             list=hold["list"], lists=hold["lists"], sites=hold["sites"],
+                             reply=hold["reply"], action=self.cfg.action,
+                             until=hold["until"], tenants=self.senders(name))
+        if announce:
+            log.warning("egress %s (%s): %d sites' replies name a blocklist (%s): %s until "
+                        "%s", name, address or "-", len(hold["sites"]), hold["list"],
+                        self.cfg.action, hold["until"])
+        remaining = max(1.0, float(hold["until"]) - self.hold_clock.now())
+        self._take_out(name, f"{_REPLY_REASON}{hold['list']} ({len(hold['sites'])} sites)",
+                       remaining)
+
+    def _start_sync(self) -> None:
+        if self._hold_task is None and self.cfg.reply_threshold > 0:
             self._hold_task = asyncio.get_running_loop().create_task(
-                self._expire_holds(), name="dnsbl-reply-holds")
+                self._sync_loop(), name="dnsbl-reply-holds")
 
-    async def _expire_holds(self) -> None:
-        try:
-            while self.reply_holds:
-                await asyncio.sleep(_HOLD_POLL)
-                now = self.hold_clock.now()
-                for name, hold in list(self.reply_holds.items()):
-                    if now >= hold["until"]:
-                        self._reply_cleared(name, hold)
-        finally:
-            self._hold_task = None
+    async def _sync_loop(self) -> None:
+        while True:
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("blocklist reply holds not read")
+            await asyncio.sleep(_HOLD_POLL)
 
-    def _reply_cleared(self, name: str, hold: dict[str, Any]) -> None:
-        del self.reply_holds[name]
+    async def sync(self) -> None:
+        """Follow the shared holds: adopt one another process made, end the ones that are
+        over (the process whose delete wins emits `blocklist_reply_cleared`), put back a
+        source whose hold another process ended."""
+        holds = await self.store.holds()
+        now = self.hold_clock.now()
+        for name in list(self.shaper.egress.sources):
+            key = self._key(name)
+            hold = holds.get(key)
+            if hold is not None and now >= float(hold.get("until", 0)):
+                if await self.store.end_hold(key) and not hold.get("confirmed"):
+                    self._emit_cleared(name, hold)
+                hold = None
+            if hold is None and name in self.reply_holds:
+                log.info("egress %s: the blocklist-reply hold ended", name)
+                del self.reply_holds[name]
+                self._put_back(name)
+            elif hold is not None and name not in self.reply_holds and \
+                    name not in self.listed and not hold.get("confirmed"):
+                self._reply_listed(name, hold, announce=False)
+
+    def _emit_cleared(self, name: str, hold: dict[str, Any]) -> None:
         src = self.shaper.egress.sources.get(name)
         if self.events is not None:
             self.events.emit("blocklist_reply_cleared", source=name,
                              ip=(src.address if src is not None else "") or None,
-                             list=hold["list"], since=hold["since"],
-                             held=round(self.cfg.reply_hold, 3))
-        log.info("egress %s: the blocklist-reply hold (%s) ended", name, hold["list"])
-        self._put_back(name)
+                             list=hold.get("list"), since=hold.get("since"),
+                             held=round(float(hold["until"]) - float(hold["since"]), 3))
 
     # --- taking a source out and back (DNS listings and reply holds alike) ------------
     def _take_out(self, name: str, reason: str, duration: float | None = None) -> None:
@@ -272,9 +331,18 @@ class DnsblWatch:
                     self.cfg.action)
         if not first:
             return
-        # A DNS listing confirms a reply hold: the DNS rules govern from now on.
-        self.reply_holds.pop(name, None)
+        # A DNS listing confirms a reply hold: the DNS rules govern from now on (other
+        # processes keep theirs until it ends, then follow their own checks).
+        if self.reply_holds.pop(name, None) is not None:
+            self._spawn(self._confirm(name))
         self._take_out(name, f"{_DNS_REASON}{zone} ({code})")
+
+    async def _confirm(self, name: str) -> None:
+        key = self._key(name)
+        with contextlib.suppress(Exception):
+            hold = await self.store.hold(key)
+            if hold is not None:
+                await self.store.put_hold(key, {**hold, "confirmed": True})
 
     def _delisted(self, name: str, address: str) -> None:
         zones = sorted(self.listed.pop(name, {}))
@@ -296,7 +364,9 @@ class DnsblWatch:
                 await asyncio.wait_for(self._poke.wait(), self.cfg.interval)
 
     def start(self) -> DnsblWatch:
-        """Run the checks while zones are configured (see `reload`)."""
+        """Run the checks while zones are configured (see `reload`), and follow the
+        reply holds (shared ones may exist from before a restart or another node)."""
+        self._start_sync()
         if self.cfg.zones and self._task is None:
             self._task = asyncio.get_running_loop().create_task(self.run(),
                                                                 name="dnsbl-watch")
@@ -309,11 +379,14 @@ class DnsblWatch:
         if self._hold_task is not None:
             self._hold_task.cancel()
             self._hold_task = None
+        for job in list(self._jobs):
+            job.cancel()
 
     def reload(self, cfg: Config) -> None:
         """SIGHUP: new zones, interval, action. A listing in a zone no longer watched
         clears at the next round (clean_checks apply as usual)."""
         self.cfg = cfg.dnsbl
+        self._start_sync()
         if not self.cfg.zones and self._task is not None:
             self._task.cancel()
             self._task = None

@@ -43,9 +43,11 @@ reply_hold = "1h"
 """)
 
 
-def _bounce(events: EventLog, site: str, reply: str = REPLY, source: str = "a") -> None:
-    events.emit("bounced", id="m1", tenant="acme", recipient=f"x@{site}", site=site,
-                source=source, reply=reply, category="policy", attempt=1)
+async def _bounce(watch: DnsblWatch, site: str, reply: str = REPLY,
+                  source: str = "a") -> None:
+    watch.events.emit("bounced", id="m1", tenant="acme", recipient=f"x@{site}", site=site,
+                      source=source, reply=reply, category="policy", attempt=1)
+    await watch.settle()
 
 
 def _names(events: EventLog, name: str) -> list[dict]:
@@ -68,13 +70,13 @@ async def test_a_dns_listing_takes_over_a_reply_hold(dns_server_factory):
                        hold_clock=policy_time)
     try:
         # One site twice is one site; an ordinary bounce counts for nothing.
-        _bounce(events, "s1.test")
-        _bounce(events, "s1.test")
-        _bounce(events, "s2.test", "550 5.1.1 user unknown")
-        _bounce(events, "s3.test", source="b")
+        await _bounce(watch, "s1.test")
+        await _bounce(watch, "s1.test")
+        await _bounce(watch, "s2.test", "550 5.1.1 user unknown")
+        await _bounce(watch, "s3.test", source="b")
         assert not _names(events, "blocklist_reply")
         assert shaper.suspensions.is_suspended(source="a") is None
-        _bounce(events, "s2.test")
+        await _bounce(watch, "s2.test")
         (ev,) = _names(events, "blocklist_reply")
         assert ev["list"] == "bl.test" and ev["sites"] == ["s1.test", "s2.test"]
         assert ev["action"] == "suspend" and ev["tenants"][0]["tenant"] == "acme"
@@ -114,11 +116,11 @@ async def test_a_reply_hold_ends_by_itself(dns_server_factory):
     watch = DnsblWatch(cfg, shaper, LiveLookup(cfg.dns.nameservers), events,
                        hold_clock=policy_time)
     try:
-        _bounce(events, "s1.test")
+        await _bounce(watch, "s1.test")
         policy_time.advance(601)  # out of the window: this one no longer counts
-        _bounce(events, "s2.test")
+        await _bounce(watch, "s2.test")
         assert not _names(events, "blocklist_reply")
-        _bounce(events, "s3.test")
+        await _bounce(watch, "s3.test")
         assert _names(events, "blocklist_reply")
         await watch.check()  # DNS says clean: the hold stays
         assert shaper.suspensions.is_suspended(source="a") is not None
