@@ -25,7 +25,8 @@ list, sites, a sample reply, the tenants as for a DNS listing) with the same act
 `reply_hold`, measured on the daemon's policy clock (a test's clock file moves it). A DNS
 listing found meanwhile takes over (the DNS rules then govern); otherwise at the end of
 the hold the source comes back (`blocklist_reply_cleared`) and ramps up like a delisting.
-Like DNS listings, this state is each process's own: every node watches its own replies.
+Sightings and holds live in the policy store by address (mta/shaping/reply_hold.py): every
+process sending from an address counts the same replies and follows one hold (`sync`).
 """
 
 from __future__ import annotations
