@@ -15,7 +15,8 @@ What does not: positive replies; address and mailbox replies (5.1.x, 5.2.x, 5.3.
 a list is named outright; "not listed" ("User not listed in public Name & Address Book",
 Domino's unknown user); greylisting; a recipient's personal block list ("sender is on the
 user's block list"); domain and URI lists (Spamhaus DBL, URIBL, SURBL: they list a link or
-a sender domain in the message, i.e. the tenant's content, not our IP).
+a sender domain in the message, i.e. the tenant's content, not our IP); a list refusing
+the receiver's own resolver (Spamhaus "open resolver", 127.255.255.254).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ __all__ = ["BlocklistReply", "parse", "parse_reply"]
 class BlocklistReply:
     # A stable list name: "spamhaus-zen", "spamhaus-sbl", "spamhaus-xbl", "spamhaus-pbl",
     # "spamhaus-css", "spamhaus", "barracuda", "spamcop", "uceprotect", "sorbs", "psbl",
-    # "microsoft", "yahoo", "gmail", a zone this table does not know ("bl.example"), or
+    # "microsoft", "yahoo", "gmail", "cloudmark", "proofpoint", "comcast", "backscatterer",
+    # a zone this table does not know ("bl.example"), or
     # "rbl" when the reply names no list.
     list: str
     zone: str | None = None   # the DNSxL zone the reply names, if any
@@ -87,6 +89,10 @@ _NAMED: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), n)
     # Yahoo: "[BL21] Connections will not be accepted from IP, because the ip is in
     # Spamhaus's list" is caught above as spamhaus; other [BLnn] codes are Yahoo's.
     (r"\[BL\d\d\]", "yahoo"),
+    (r"csi\.cloudmark\.com|\bcloudmark\b", "cloudmark"),
+    (r"ipcheck\.proofpoint\.com", "proofpoint"),
+    (r"\bcomcast\s+block\b|comcast\.net/smtp-error-codes[^ ]*#BL", "comcast"),
+    (r"\bbackscatterer\b", "backscatterer"),
 ))
 # Generic words: a list that the reply does not name.
 _GENERIC = re.compile(
@@ -101,6 +107,9 @@ _NOT_IP = re.compile(
     r"(?:sender|from)\s+(?:address|domain)\s[^.;]{0,30}(?:black|block)\s?listed|"
     r"\bdomain\s+(?:\S+\s+)?(?:is\s+)?(?:black|block)?\s?listed|\bURIBL\b|\bSURBL\b|"
     r"\bDBL\b|\bURL\b[^.;]{0,30}listed|\blink\b[^.;]{0,30}listed)")
+# Spamhaus refusing the receiver's resolver (public or over the free volume): the
+# receiver's problem, whatever zone the reply names (return codes 127.255.255.252-255).
+_LIST_ERROR = re.compile(r"(?i)open\s+resolver|127\.255\.255\.25[2-5]|spamhaus\.org/returnc/")
 _NOT_LISTED = re.compile(r"(?i)\bnot\s+(?:be\s+)?listed\b|\bunlisted\b")
 _IPV4 = re.compile(r"(?<![\d.])((?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3})"
                    r"(?![\d.]*\d)")
@@ -141,6 +150,8 @@ def parse(code: int, enhanced: str | None, text: str) -> BlocklistReply | None:
         return None
     # Continuation lines of a multi-line reply ("550-5.7.1 ..." or " / 550-5.7.1 ").
     text = _CONT.sub(" ", text)
+    if _LIST_ERROR.search(text):
+        return None
     ip = _named_ip(text)
     # 1. A named zone: the strongest evidence, whatever the status code says.
     for m in _ZONE_AFTER.finditer(text):

@@ -73,6 +73,15 @@ LISTED = [
      "203.0.113.7", "sorbs", "dnsbl.sorbs.net", "203.0.113.7"),
     ("550 5.7.1 Rejected: 203.0.113.7 listed at psbl.surriel.com", "psbl",
      "psbl.surriel.com", "203.0.113.7"),
+    # Other providers' IP lists
+    ("550 5.7.1 Service unavailable; client [203.0.113.7] poor reputation; see "
+     "https://csi.cloudmark.com/reset-request/?ip=203.0.113.7", "cloudmark", None,
+     "203.0.113.7"),
+    ("554 5.7.1 Blocked - see https://ipcheck.proofpoint.com/?ip=203.0.113.7",
+     "proofpoint", None, "203.0.113.7"),
+    ("554 resimta-po-01v.sys.comcast.net comcast 203.0.113.7 Comcast block for spam. "
+     "Please see http://postmaster.comcast.net/smtp-error-codes.php#BL000000",
+     "comcast", None, "203.0.113.7"),
     # A zone we do not know (our tests' zone, a private list) still names a list.
     ("554 5.7.1 Service unavailable; Client host [127.0.0.10] blocked using bl.test",
      "bl.test", "bl.test", "127.0.0.10"),
@@ -104,6 +113,14 @@ NOT_LISTED = [
     "unsolicited mail. gsmtp",
     "421 4.7.28 [203.0.113.7] Our system has detected an unusual rate of unsolicited mail",
     "550 5.7.1 Relaying denied",
+    # Spamhaus refuses the receiver's resolver: not a listing of ours.
+    "554 5.7.1 Service unavailable; Client host [203.0.113.7] blocked using "
+    "zen.spamhaus.org; Error: open resolver; https://www.spamhaus.org/returnc/pub/",
+    "421 4.7.0 [TSS04] Messages from 203.0.113.7 temporarily deferred due to unexpected "
+    "volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes",
+    "554 5.7.1 <unknown[203.0.113.7]>: Client host rejected: Access denied",
+    "550 5.7.1 Client host rejected: cannot find your reverse hostname, [203.0.113.7]",
+    "550 5.7.1 sender domain is listed at dbl.spamhaus.org",
     "250 2.0.0 Ok: queued as 3F2A1 (listed in zen.spamhaus.org? no)",
     "554 5.7.1 Message rejected as spam by Content Filtering",
     "",
