@@ -143,3 +143,14 @@ def test_parse_takes_code_enhanced_and_text_apart():
     # Address replies only count when a list is named outright.
     assert parse(550, "5.1.1", "recipient blacklisted") is None
     assert parse(550, "5.1.1", "blocked using zen.spamhaus.org") is not None
+
+
+def test_the_bounce_corpus_names_blocklists_only_in_spam_blocks():
+    """The classifier's corpus of real replies: none outside spam blocks names a blocklist,
+    and the blocklist ones are found (the corpus writes multi-line replies with "\\n")."""
+    from tests.bounce.test_classify import CORPUS
+
+    named = [(cat, r) for cat, _, r in CORPUS
+             if parse_reply(r.replace("\n", " / ")) is not None]
+    assert {cat for cat, _ in named} == {"spam_block"}
+    assert any("zen.spamhaus.org" in r for _, r in named) and len(named) >= 8
