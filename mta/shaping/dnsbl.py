@@ -95,6 +95,7 @@ class DnsblWatch:
         self.reply_holds: dict[str, dict[str, Any]] = {}
         self._hold_task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
+        self._counting = asyncio.Lock()
         if events is not None:
             events.listeners.append(self._observe)
 
@@ -142,6 +143,9 @@ class DnsblWatch:
         if self.cfg.reply_threshold <= 0 or source in self.reply_holds or \
                 source in self.listed:
             return  # off, or already out of use: the DNS listing or the hold governs
+        src = self.shaper.egress.sources.get(source)
+        if src is None or not src.address:
+            return  # the OS chooses the address (each node its own): nothing to hold
         seen = {"list": name, "reply": reply, "tenant": str(record.get("tenant") or "default")}
         self._spawn(self._reply_seen(source, str(record.get("site") or ""), seen))
 
@@ -156,6 +160,10 @@ class DnsblWatch:
         task.add_done_callback(self._jobs.discard)
 
     async def _reply_seen(self, name: str, site: str, seen: dict[str, str]) -> None:
+        async with self._counting:  # one check-and-hold at a time in this process
+            await self._reply_seen_locked(name, site, seen)
+
+    async def _reply_seen_locked(self, name: str, site: str, seen: dict[str, str]) -> None:
         try:
             key = self._key(name)
             now = self.hold_clock.now()

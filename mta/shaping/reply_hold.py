@@ -1,9 +1,10 @@
 """Where blocklist replies and reply holds are kept (mta/shaping/dnsbl.py decides on them).
 
-Keyed by the egress address (the identity receivers see; a source with no address by
-"source:NAME"), in the policy store once `attach(kv)` gave one: policy.db, or the cluster's
-Redis, so every worker and node sending from an address counts the same replies and sees
-the same hold, and a restart forgets neither. Without one: this process's memory.
+Keyed by the egress address (the identity receivers see; sources without one, where the
+OS picks it, are not held), in the policy store once `attach(kv)` gave one: policy.db, or
+the cluster's Redis, so every worker and node sending from an address counts the same
+replies and sees the same hold, and a restart forgets neither. Without one: this process's
+memory.
 
     ns "blocklist_reply_seen"   key ADDR\\0SITE -> {"t", "list", "reply", "tenant"} (latest)
     ns "blocklist_reply_hold"   key ADDR        -> {"list", "lists", "since", "until", ...}

@@ -147,3 +147,19 @@ zones = ["bl.test"]
     with pytest.raises(ConfigError) as e:
         parse_config(base + extra + "\n")
     assert message in str(e.value)
+
+
+async def test_replies_arriving_together_make_one_hold(dns_server_factory):
+    dns = dns_server_factory(BASE)
+    cfg = _cfg(dns.nameserver)
+    events = EventLog(None, keep_recent=200)
+    watch = DnsblWatch(cfg, Shaper(cfg), LiveLookup(cfg.dns.nameservers), events,
+                       hold_clock=ManualClock(1_900_000_000))
+    try:
+        for i in range(6):  # no waiting in between: the counts overlap
+            events.emit("bounced", id=f"m{i}", tenant="acme", recipient=f"x@s{i}.test",
+                        site=f"s{i}.test", source="a", reply=REPLY, attempt=1)
+        await watch.settle()
+        assert len(_names(events, "blocklist_reply")) == 1
+    finally:
+        watch.cancel()
