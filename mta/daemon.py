@@ -271,7 +271,10 @@ class Daemon:
             stack.push_async_callback(self.delivery.shaper.egress.flush)
             # Blocklist watch of our own egress addresses ([dnsbl], mta/shaping/dnsbl.py).
             self.dnsbl = DnsblWatch(cfg, self.delivery.shaper, resolver.backend,
-                                    self.events).start()
+                                    self.events, hold_clock=self.policy.clock)
+            # Reply holds live in the policy store: shared by nodes, kept over restarts.
+            self.dnsbl.attach(kv_for(self.policy.store))
+            self.dnsbl.start()
             stack.callback(self.dnsbl.cancel)
             self.ingress = Ingress(spool=self.spool, events=self.events,
                                    on_accepted=self.delivery.accepted, signer=signer,

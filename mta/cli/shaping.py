@@ -95,6 +95,13 @@ def _shaping_show(client: Any, cfg: Config, args: argparse.Namespace) -> int:
               f"{e['ehlo_name'] or '(server hostname)'}, sent today {e['sent_today']}"
               + (f" of warm-up cap {e['warmup_cap_today']}" if e.get("warmup_cap_today")
                  else ""))
+        bl = e.get("blocklist") or {}
+        for zone, code in (bl.get("dns") or {}).items():
+            print(f"blocklist: listed in {zone} ({code}): {bl['action']}")
+        if bl.get("reply_hold"):
+            h = bl["reply_hold"]
+            print(f"blocklist: replies of {len(h['sites'])} sites name {h['list']}: "
+                  f"{bl['action']} until {stamp(h['until'])} ({h['reply']})")
     return EX_OK
 
 

@@ -82,6 +82,9 @@ class Egress:
         self.shifted: set[str] = set()
         # Sources coming back after a listing: source -> (start, end) of their ramp.
         self.ramping: dict[str, tuple[float, float]] = {}
+        # Why a source is out of use (mta/shaping/dnsbl.py): its DNS listings and reply
+        # hold, as explains show them.
+        self.blocklist: dict[str, dict[str, object]] = {}
 
     async def attach(self, kv: PolicyKV) -> None:
         """Persist warm-up counts in `kv` from now on; today's stored counts are loaded."""
@@ -221,4 +224,5 @@ class Egress:
         return {"address": s.address, "ehlo_name": s.ehlo_name,
                 "warmup_cap_today": self.cap_today(source),
                 "ramp_factor": round(self.ramp_factor(source), 3),
-                "sent_today": self.sent_today(source)}
+                "sent_today": self.sent_today(source),
+                "blocklist": self.blocklist.get(source)}

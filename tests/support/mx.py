@@ -101,6 +101,8 @@ class MxServer:
         self.size_limit = 0  # advertised SIZE and enforced; 0: none advertised
         self.ehlo_reply: str | None = None  # e.g. "502 5.5.1 no": refuse EHLO (HELO still ok)
         self.mail_reply: str | None = None  # e.g. "451 4.3.0 later": refuse MAIL
+        # Refuse MAIL on connections from these client addresses: {"127.0.0.10": "550 ..."}
+        self.mail_reply_from: dict[str, str] = {}
         self.default_rcpt = "250 2.1.5 Ok"
         self.data_reply = "250 2.0.0 Ok: queued"
         self.max_recipients = 0  # per transaction, then "452 4.5.3 Too many recipients"
@@ -262,6 +264,8 @@ class _Handler:
             await asyncio.sleep(mx.delay)
         if mx.mail_reply is not None:
             return self._answer(mx.mail_reply)
+        if session.peer and session.peer[0] in mx.mail_reply_from:
+            return self._answer(mx.mail_reply_from[session.peer[0]])
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Ok"
