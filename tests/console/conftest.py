@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from mta.smtp.auth import hash_password
-from tests.support.daemon import ADMIN_TOKEN, MtaProcess
+from tests.support.daemon import ADMIN_TOKEN, MtaProcess, free_port
+from tests.support.dnsserver import DnsServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -79,15 +80,24 @@ class Site:
             return json.loads(r.read())
 
 
+# The destinations' MX hosts resolve to loopback addresses where nothing listens: every
+# attempt is refused, so mail is deferred and waits in the queue under its site.
+ZONES = {"dest.test": "@ MX 10 mx\nmx A 127.0.0.77\n",
+         "globex-dest.test": "@ MX 10 mx\nmx A 127.0.0.78\n"}
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Site]:
+    dns = DnsServer(ZONES, tmp_path_factory.mktemp("console-dns"))
+    dns.start()
     workdir = tmp_path_factory.mktemp("console-mta")
-    mta = MtaProcess(workdir, console_toml())
-    mta.start()
+    mta = MtaProcess(workdir, console_toml(), dns=dns.nameserver, delivery_port=free_port())
     try:
+        mta.start()
         yield Site(mta)
     finally:
         mta.kill()
+        dns.stop()
 
 
 @pytest.fixture(scope="module")
