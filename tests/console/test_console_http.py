@@ -4,7 +4,10 @@ required, and sign-in attempts rate-limited."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import time
 
 import aiohttp
 
@@ -94,3 +97,53 @@ async def test_wrong_passwords_are_rate_limited(tmp_path):
     finally:
         mta.kill()
 
+
+
+async def _form_token(http: aiohttp.ClientSession, url: str, cookie: dict[str, str]) -> str:
+    async with http.get(url, headers=cookie) as page:
+        assert page.status == 200, await page.text()
+        return re.search(r'name="csrf" value="([^"]+)"', await page.text()).group(1)
+
+
+async def test_an_operator_suspends_a_tenant_and_lifts_it(site: Site):
+    async with aiohttp.ClientSession() as http:
+        r = await sign_in(http, site.base, "olga")
+        cookie = {"Cookie": f"mta_console={_cookie(r, 'mta_console')}"}
+        url = site.base + "/console/tenants/globex/suspend"
+        token = await _form_token(http, url, cookie)
+        async with http.post(url, data={"csrf": token, "reason": "spam trap hits"},
+                             headers=cookie, allow_redirects=False) as done:
+            assert done.status == 303
+        [s] = site.admin("/api/v1/admin/tenants/globex/suspensions")["suspensions"]
+        assert s["reason"] == "console: spam trap hits"
+        url = site.base + "/console/tenants/globex/unsuspend"
+        token = await _form_token(http, url, cookie)
+        async with http.post(url, data={"csrf": token}, headers=cookie,
+                             allow_redirects=False) as done:
+            assert done.status == 303
+        assert site.admin("/api/v1/admin/tenants/globex/suspensions")["suspensions"] == []
+
+
+async def test_an_account_removed_by_sighup_is_signed_out(tmp_path):
+    mta = MtaProcess(tmp_path, console_toml()).start()
+    try:
+        base = f"http://127.0.0.1:{mta.http_port}"
+        async with aiohttp.ClientSession() as http:
+            r = await sign_in(http, base, "vera")
+            cookie = {"Cookie": f"mta_console={_cookie(r, 'mta_console')}"}
+            async with http.get(base + "/console/queue", headers=cookie,
+                                allow_redirects=False) as page:
+                assert page.status == 200
+            text = mta.config_path.read_text()
+            mta.config_path.write_text(text.replace("[console.accounts.vera]",
+                                                    "[console.accounts.vera-gone]"))
+            mta.proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while "configuration reloaded" not in mta.stderr:
+                assert time.monotonic() < deadline, mta.stderr
+                await asyncio.sleep(0.1)
+            async with http.get(base + "/console/queue", headers=cookie,
+                                allow_redirects=False) as page:
+                assert page.status == 303 and page.headers["Location"] == "/console/sign-in"
+    finally:
+        mta.kill()
