@@ -97,19 +97,28 @@ async def _reputation(request: Any, name: str) -> dict[str, Any] | None:
         return None
 
 
-async def tenants(request: Any, only: str | None) -> list[dict[str, Any]]:
+TENANTS_PER_PAGE = 100
+
+
+async def tenants(request: Any, only: str | None, page: int = 0,
+                  per_page: int = TENANTS_PER_PAGE) -> tuple[list[dict[str, Any]], int]:
+    """One page of tenants (all when `per_page` is 0) and how many there are. The
+    reputation state is the guard's last reading (at most `[reputation] interval` old),
+    so a page of many tenants costs no figures."""
     admin = request.config_dict[state.POLICY_ADMIN]
     if admin is None:
-        return []
+        return [], 0
+    guard = request.config_dict.get(REPUTATION)
+    every = [t for t in await admin.list_tenants() if only is None or t.name == only]
+    chosen = every[page * per_page:(page + 1) * per_page] if per_page else every
     out = []
-    for t in await admin.list_tenants():
-        if only is not None and t.name != only:
-            continue
-        rep = await _reputation(request, t.name)
+    for t in chosen:
+        rep = guard.states.get(t.name) if guard is not None else None
         out.append({"name": t.name, "plan": t.plan, "status": t.status, "pool": t.pool,
-                    "prepaid": t.prepaid, "reputation": rep["state"] if rep else None,
+                    "prepaid": t.prepaid,
+                    "reputation": (rep.name if rep is not None else "ok") if guard else None,
                     "suspensions": len(await admin.suspensions(t.name))})
-    return out
+    return out, len(every)
 
 
 def _plain(obj: Any) -> Any:

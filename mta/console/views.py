@@ -18,6 +18,7 @@ from mta.console import data
 from mta.console.feed import OUTCOMES, Filter
 from mta.console.site import ACCOUNT, CONSOLE, FORM, SESSION, refuse
 from mta.http import state
+from mta.http.admin_reputation import REPUTATION
 
 __all__ = ["routes"]
 
@@ -170,9 +171,10 @@ async def _alerts(request: web.Request, lic: dict[str, Any] | None) -> list[str]
             out.append(f"Delivery suspended for {s.scope} {s.name}: {s.reason}")
         for name in sorted(shaper.egress.shifted):
             out.append(f"Egress source {name} is listed on a blocklist and avoided.")
-    for t in await data.tenants(request, None):
-        if t["reputation"] not in (None, "ok"):
-            out.append(f"Tenant {t['name']}: reputation {t['reputation']}.")
+    guard = request.config_dict.get(REPUTATION)
+    for name, st in sorted((guard.states if guard is not None else {}).items()):
+        if st.name != "ok":
+            out.append(f"Tenant {name}: reputation {st.name}.")
     return out
 
 
@@ -278,8 +280,14 @@ async def flush_all(request: web.Request) -> web.Response:
 
 @routes.get("/tenants")
 async def tenants_page(request: web.Request) -> web.Response:
-    return _render(request, "tenants.html", page="tenants",
-                   tenants=await data.tenants(request, _scope(request)))
+    try:
+        page = max(0, int(request.query.get("page", "0")))
+    except ValueError:
+        page = 0
+    rows, total = await data.tenants(request, _scope(request), page)
+    pages = max(1, -(-total // data.TENANTS_PER_PAGE))
+    return _render(request, "tenants.html", page="tenants", tenants=rows, total=total,
+                   number=page, pages=pages)
 
 
 async def _tenant(request: web.Request) -> dict[str, Any] | web.Response:

@@ -147,3 +147,21 @@ async def test_an_account_removed_by_sighup_is_signed_out(tmp_path):
                 assert page.status == 303 and page.headers["Location"] == "/console/sign-in"
     finally:
         mta.kill()
+
+
+async def test_the_events_page_filters_by_message_id_and_type(site: Site):
+    a = site.inject("key-acme", "one@dest.test", "one")
+    b = site.inject("key-acme", "two@dest.test", "two")
+    assert site.mta.wait_events(lambda e: e.get("id") == b and e["event"] == "received")
+    async with aiohttp.ClientSession() as http:
+        r = await sign_in(http, site.base, "vera")
+        cookie = {"Cookie": f"mta_console={_cookie(r, 'mta_console')}"}
+        async with http.get(f"{site.base}/console/events?id={a}&event=received",
+                            headers=cookie) as page:
+            rows = re.findall(r"<tr><td>[^<]*</td><td>([^<]*)</td><td>([^<]*)</td>",
+                              await page.text())
+        assert rows == [("received", a)]
+        async with http.get(f"{site.base}/console/events?recipient=two@dest.test",
+                            headers=cookie) as page:
+            text = await page.text()
+        assert b in text and a not in text
