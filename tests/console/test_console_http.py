@@ -165,3 +165,20 @@ async def test_the_events_page_filters_by_message_id_and_type(site: Site):
                             headers=cookie) as page:
             text = await page.text()
         assert b in text and a not in text
+
+
+async def test_sigterm_ends_a_live_tail_and_the_daemon_exits_0(tmp_path):
+    mta = MtaProcess(tmp_path, console_toml()).start()
+    try:
+        base = f"http://127.0.0.1:{mta.http_port}"
+        async with aiohttp.ClientSession() as http:
+            r = await sign_in(http, base, "olga")
+            cookie = {"Cookie": f"mta_console={_cookie(r, 'mta_console')}"}
+            async with http.get(base + "/console/events/stream", headers=cookie) as stream:
+                assert stream.headers["Content-Type"].startswith("text/event-stream")
+                assert await stream.content.readline() == b": live\n"
+                # A browser left open on the Events page must not hold the shutdown.
+                assert await asyncio.to_thread(mta.terminate) == 0
+                assert await stream.content.read() in (b"", b"\n")
+    finally:
+        mta.kill()
