@@ -18,12 +18,14 @@ from mta.console.feed import EventFeed
 from mta.console.sessions import COOKIE, Session, SessionStore
 from mta.http.ratelimit import Limit, RateLimiter, RequestLimits
 
-__all__ = ["ACCOUNT", "CONSOLE", "SESSION", "Console"]
+__all__ = ["ACCOUNT", "CONSOLE", "FORM", "SESSION", "Console", "refuse"]
 
 HERE = Path(__file__).parent
 CONSOLE: web.AppKey[Console] = web.AppKey("console", object)  # type: ignore[arg-type]
 SESSION = web.RequestKey("console_session", Session)
 ACCOUNT = web.RequestKey("console_account", Account)
+# The fields of a POST, read (and CSRF-checked) once by the middleware.
+FORM = web.RequestKey("console_form", dict)
 OPEN_PATHS = ("/console/sign-in", "/console/static/")
 # Pages may load only their own scripts, styles and images; no framing (clickjacking).
 SECURITY_HEADERS = {
@@ -119,5 +121,3 @@ async def session_middleware(request: web.Request, handler):  # type: ignore[no-
         request[FORM] = form
     return await handler(request)
 
-
-FORM = web.RequestKey("console_form", dict)
