@@ -73,9 +73,12 @@ class Site:
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())["id"]
 
-    def admin(self, path: str) -> dict:
-        req = urllib.request.Request(self.base + path,
-                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    def admin(self, path: str, body: dict | None = None) -> dict:
+        """GET (or POST `body`) an admin API route, with the admin token."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data,
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}",
+                                              "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
             return json.loads(r.read())
 

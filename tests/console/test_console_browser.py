@@ -154,6 +154,12 @@ def test_a_tenant_account_sees_only_its_own_tenant(site, chrome, queued, shots):
     d.get(site.base + "/console/tenants")
     names = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#tenants tbody th")]
     assert names == ["acme"]
+    # Its credits, as the admin API added them.
+    site.admin("/api/v1/admin/tenants/acme/credits", {"amount": 500, "paid": True})
+    d.find_element(By.LINK_TEXT, "acme").click()
+    assert d.find_element(By.ID, "credits-balance").text == "500"
+    assert not d.find_elements(By.ID, "suspend")  # a portal account acts on nothing
+    shot(d, shots, "tenant-account")
     d.get(f"{site.base}/console/queue/{queued['globex']}")
     assert "No message" in d.find_element(By.ID, "error").text
     d.get(site.base + "/console/tenants/globex")
