@@ -322,7 +322,8 @@ class Daemon:
             await users.refresh()
             stack.callback(users.start().cancel)
             # The operator console (mta/console): its own view of the events stream.
-            self.console = Console(cfg.console, events=self.events)
+            self.console = Console(cfg.console, events=self.events,
+                                   spool_dir=Path(cfg.spool.dir))
             app = make_app(admin_token=cfg.http.admin_token, users=users,
                            console=self.console,
                            queue_ops=admin_queue, reputation=self.reputation,

@@ -39,8 +39,10 @@ SECURITY_HEADERS = {
 
 
 class Console:
-    def __init__(self, cfg: ConsoleConfig, *, events: Any = None) -> None:
+    def __init__(self, cfg: ConsoleConfig, *, events: Any = None,
+                 spool_dir: Path | None = None) -> None:
         self.cfg = cfg
+        self.spool_dir = spool_dir  # for the Overview's disk alert
         self.accounts = Accounts(cfg.accounts)
         self.sessions = SessionStore(cfg.session_idle, cfg.session_max)
         self.feed = EventFeed()
@@ -103,6 +105,8 @@ def refuse(request: web.Request, status: int, message: str) -> web.Response:
 @web.middleware
 async def session_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     console = request.app[CONSOLE]
+    if request.path == "/console":  # the sub-application's prefix itself
+        raise web.HTTPMovedPermanently("/console/")
     if request.path.startswith(OPEN_PATHS):
         return await handler(request)
     session = console.sessions.get(request.cookies.get(COOKIE))

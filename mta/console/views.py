@@ -10,6 +10,7 @@ import contextlib
 import json
 import re
 import secrets
+import shutil
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +31,8 @@ _QUEUE_ACTIONS = {"hold": "held", "release": "released", "delete": "deleted",
                   "flush": "flushed", "bounce": "bounced"}
 _SIGNIN_COOKIE = "mta_console_signin"
 _KEEPALIVE = 15.0
+# An alert when the spool's file system has less than this fraction free.
+DISK_ALERT = 0.10
 
 
 def _console(request: web.Request) -> Any:
@@ -171,6 +174,13 @@ async def _alerts(request: web.Request, lic: dict[str, Any] | None) -> list[str]
             out.append(f"Delivery suspended for {s.scope} {s.name}: {s.reason}")
         for name in sorted(shaper.egress.shifted):
             out.append(f"Egress source {name} is listed on a blocklist and avoided.")
+    spool = _console(request).spool_dir
+    if spool is not None:
+        with contextlib.suppress(OSError):
+            du = await asyncio.to_thread(shutil.disk_usage, spool)
+            if du.free < du.total * DISK_ALERT:
+                out.append(f"Spool disk {du.free * 100 // du.total}% free "
+                           f"({du.free // 2**20:,} MiB of {du.total // 2**20:,} MiB).")
     guard = request.config_dict.get(REPUTATION)
     for name, st in sorted((guard.states if guard is not None else {}).items()):
         if st.name != "ok":

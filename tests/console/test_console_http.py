@@ -65,6 +65,8 @@ async def test_a_post_without_the_csrf_token_is_refused(site: Site):
 
 async def test_pages_need_a_session_and_a_forged_cookie_is_none(site: Site):
     async with aiohttp.ClientSession() as http:
+        async with http.get(site.base + "/console", allow_redirects=False) as r:
+            assert r.status == 301 and r.headers["Location"] == "/console/"
         async with http.get(site.base + "/console/queue", allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/console/sign-in"
         r = await sign_in(http, site.base, "vera")
