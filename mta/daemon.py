@@ -30,6 +30,7 @@ from aiohttp import web
 from mta.bounce.feedback import Feedback
 from mta.bounce.inbound import Inbound
 from mta.config import Config, ConfigError, load_config
+from mta.console import Console
 from mta.content import ContentFilter
 from mta.content.runtime import RuntimeRules
 from mta.dbupgrade import SchemaTooNewError
@@ -338,7 +339,11 @@ class Daemon:
             users = RuntimeUsers(kv_for(self.policy.store))
             await users.refresh()
             stack.callback(users.start().cancel)
+            # The operator console (mta/console): its own view of the events stream.
+            self.console = Console(cfg.console, events=self.events,
+                                   spool_dir=Path(cfg.spool.dir))
             app = make_app(admin_token=cfg.http.admin_token, users=users,
+                           console=self.console,
                            queue_ops=admin_queue, reputation=self.reputation,
                            ingress=self.ingress, metrics=admin_metrics,
                            api_keys=config_api_keys(cfg),
@@ -538,6 +543,7 @@ class Daemon:
         # request rates; run-time keys live in the policy store and need no reload.
         self.http_app[API_KEYS].reload(config_api_keys(new))
         reload_limits(self.http_app, new)
+        self.console.reload(new.console)
         if self.ingress.identity is not None:
             self.ingress.identity.reload(new)
         self.events.reopen()

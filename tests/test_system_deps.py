@@ -38,6 +38,11 @@ def test_a_swaks_that_cannot_speak_tls_is_named_with_the_packages_it_needs(tmp_p
         (bin_dir / tool).symlink_to(found)
     (bin_dir / "unbound").symlink_to(shutil.which("unbound", path="/usr/sbin:/usr/bin"))
     (bin_dir / "rspamd").symlink_to(shutil.which("rspamd", path="/usr/sbin:/usr/bin"))
+    # The browser and its driver as stubs: the real launcher needs more than this PATH.
+    (bin_dir / "chromium").write_text("#!/bin/sh\necho '<html><body><p>ok</p></body></html>'\n")
+    (bin_dir / "chromedriver").write_text("#!/bin/sh\necho 'ChromeDriver 1.0'\n")
+    for stub in ("chromium", "chromedriver"):
+        (bin_dir / stub).chmod(0o755)
     (bin_dir / "swaks").write_text(
         "#!/bin/sh\necho '=== Basic AUTH supported'\n"
         "echo '*** TLS not available: requires Net::SSLeay'\n")

@@ -219,6 +219,12 @@ def _validate(cfg: Config, errors: _Errors) -> None:
             errors.add(f"{key}.tenant", f"unknown tenant {user.tenant!r}")
         if not user.password.startswith("$scrypt$"):
             errors.add(f"{key}.password", "expected a scrypt hash from `mta passwd`")
+    for name, acct in cfg.console.accounts.items():
+        key = f"console.accounts.{_quote_key(name)}"
+        if acct.tenant and acct.tenant != "default" and acct.tenant not in cfg.tenants:
+            errors.add(f"{key}.tenant", f"unknown tenant {acct.tenant!r}")
+        if not acct.password.startswith("$scrypt$"):
+            errors.add(f"{key}.password", "expected a scrypt hash from `mta passwd`")
     from zoneinfo import ZoneInfo  # policy: quotas reset in this zone; a typo must not start
     pol = cfg.policy
     # A class name misspelt here would silently send marketing mail without the headers.

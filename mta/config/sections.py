@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from mta.config.bounces import BouncesConfig
+from mta.config.console import ConsoleConfig
 from mta.config.content import ContentConfig
 from mta.config.dnsbl import DnsblConfig
 from mta.config.identity import IdentityConfig
@@ -533,6 +534,7 @@ class Config:
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

@@ -72,7 +72,8 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              suppressions: Any = None, inbound: Any = None, intake: Any = None,
              events: Any = None, webhooks: Any = None,
              reputation: Any = None, request_limits: RequestLimits | None = None,
-             users: Any = None, gdpr: Any = None) -> web.Application:
+             users: Any = None, gdpr: Any = None,
+             console: Any = None) -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
@@ -85,7 +86,8 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     EventLog, for the "intake" event.
     `request_limits`: rates per API key and admin token, admin body size ([http]; None: no
     rate limits, 1 MiB bodies). Run-time API keys live in `policy_admin`'s store; `users`:
-    the run-time SMTP AUTH users (mta.smtp.auth.RuntimeUsers) for /api/v1/admin/users."""
+    the run-time SMTP AUTH users (mta.smtp.auth.RuntimeUsers) for /api/v1/admin/users.
+    `console`: mta.console.Console, the operator console's pages under /console/."""
     request_limits = request_limits or RequestLimits()
     app = web.Application(middlewares=[error_middleware, ratelimit.auth_failure_middleware,
                                        admin_auth_middleware,
@@ -127,4 +129,6 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)
     app.add_routes(unsubscribe.routes)
+    if console is not None:
+        app.add_subapp("/console", console.app())
     return app

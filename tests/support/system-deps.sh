@@ -22,6 +22,11 @@ capabilities() {
     need "systemd-analyze" 'systemd-analyze --version && systemd-sysusers --version' systemd
     need "strace"          'strace -V' strace
     need "unshare"         'unshare --version' util-linux
+    # tests/console: a headless page load proves the browser runs (as root too, hence
+    # --no-sandbox), not only that its launcher exists.
+    need "chromium headless" 'chromium --headless --no-sandbox --disable-gpu \
+                             --dump-dom "data:text/html,<p>ok</p>" | grep -q "<p>ok</p>"' chromium
+    need "chromedriver"    'chromedriver --version' chromium-driver
 }
 
 need() {

@@ -1,0 +1,172 @@
+"""The operator console in headless Chromium against a real daemon: sign in, find a queued
+message on the Queue page, hold and release it through the pages (checked through the
+admin JSON API), a viewer refused, a tenant confined to its own tenant. Each page is saved
+as a screenshot under the test's output directory."""
+
+from __future__ import annotations
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.console.conftest import PASSWORD
+
+# Mail to dest.test and globex-dest.test is deferred (their MX hosts refuse connections)
+# and waits in the queue.
+
+
+def sign_in(driver, site, user: str) -> None:
+    driver.delete_all_cookies()
+    driver.get(site.base + "/console/")  # not signed in: sent to the sign-in page
+    assert driver.current_url.endswith("/console/sign-in")
+    driver.find_element(By.ID, "user").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "sign-in").click()
+    WebDriverWait(driver, 10).until(ec.presence_of_element_located((By.ID, "who")))
+    assert driver.find_element(By.ID, "who").text.startswith(user)
+
+
+def wait_text(driver, element_id: str, text: str) -> None:
+    WebDriverWait(driver, 10).until(
+        ec.text_to_be_present_in_element((By.ID, element_id), text))
+
+
+def shot(driver, shots, name: str) -> None:
+    # The full page height, so tables below the fold are in the picture too.
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    width = driver.get_window_size()["width"]
+    driver.set_window_size(width, max(600, min(height + 120, 4000)))
+    driver.save_screenshot(str(shots / f"{name}.png"))
+    assert (shots / f"{name}.png").stat().st_size > 1000
+
+
+def message_ids_on_page(driver) -> set[str]:
+    rows = driver.find_elements(By.CSS_SELECTOR, "#messages tbody tr[data-id]")
+    return {r.get_attribute("data-id") for r in rows}
+
+
+@pytest.fixture(scope="module")
+def queued(site) -> dict[str, str]:
+    ids = {"acme": site.inject("key-acme", "rcpt@dest.test", "acme news"),
+           "globex": site.inject("key-globex", "someone@globex-dest.test", "globex news")}
+    # Routed and tried once: each waits under its site, deferred.
+    for msg_id in ids.values():
+        assert site.mta.wait_events(lambda e, i=msg_id: e["event"] == "deferred"
+                                    and e.get("id") == i, timeout=30), site.mta.stderr
+    return ids
+
+
+def test_an_operator_holds_and_releases_a_queued_message_through_the_pages(
+        site, chrome, queued, shots):
+    d = chrome
+    d.set_window_size(1280, 900)
+    sign_in(d, site, "olga")
+    assert d.find_element(By.TAG_NAME, "h1").text == "Overview"
+    assert int(d.find_element(By.ID, "queued-messages").text) >= 2
+    shot(d, shots, "overview")
+
+    d.get(site.base + "/console/queue")
+    msg_id = queued["acme"]
+    assert {msg_id, queued["globex"]} <= message_ids_on_page(d)
+    [rcpt] = site.admin(f"/api/v1/admin/queue/{msg_id}")["recipients"]
+    assert rcpt["site"] and rcpt["site"] in d.find_element(By.ID, "qshape").text
+    shot(d, shots, "queue")
+    d.find_element(By.LINK_TEXT, rcpt["site"]).click()  # drill down to the site's messages
+    assert message_ids_on_page(d) == {msg_id}
+
+    d.find_element(By.LINK_TEXT, msg_id).click()
+    assert d.find_element(By.ID, "message-state").text == "queued"
+    shot(d, shots, "message")
+    d.find_element(By.ID, "hold").click()
+    assert "Confirm: hold" in d.find_element(By.TAG_NAME, "h1").text
+    shot(d, shots, "confirm-hold")
+    d.find_element(By.ID, "confirm").click()
+    wait_text(d, "message-state", "held")
+    assert "held" in d.find_element(By.ID, "done").text
+    assert site.admin(f"/api/v1/admin/queue/{msg_id}")["state"] == "held"
+    shot(d, shots, "message-held")
+
+    d.find_element(By.ID, "release").click()
+    d.find_element(By.ID, "confirm").click()
+    wait_text(d, "message-state", "queued")
+    assert site.admin(f"/api/v1/admin/queue/{msg_id}")["state"] == "queued"
+
+    for path, name in (("/console/tenants", "tenants"), ("/console/tenants/acme", "tenant"),
+                       ("/console/paths", "paths")):
+        d.get(site.base + path)
+        assert d.find_elements(By.TAG_NAME, "h1"), path
+        assert "Error" not in d.title, path
+        shot(d, shots, name)
+    assert f"->{rcpt['site']}" in d.find_element(By.ID, "paths").text
+
+    # Events: what happened is there, and a new message appears live (server-sent events).
+    d.set_window_size(1280, 900)
+    d.get(site.base + "/console/events")
+    assert msg_id in d.find_element(By.ID, "events").text
+    wait_text(d, "live-status", "Live")
+    new_id = site.inject("key-acme", "late@dest.test", "arrives while watching")
+    WebDriverWait(d, 15).until(
+        ec.text_to_be_present_in_element((By.ID, "events"), new_id))
+    shot(d, shots, "events")
+
+    # A phone's width: the same page, still readable (tables scroll inside their box).
+    d.set_window_size(390, 844)
+    d.get(site.base + "/console/queue")
+    assert msg_id in message_ids_on_page(d)
+    overflow = d.execute_script(
+        "return document.documentElement.scrollWidth > window.innerWidth + 1")
+    assert not overflow, "the page scrolls sideways at phone width"
+    shot(d, shots, "queue-phone")
+    d.set_window_size(1280, 900)
+
+
+def test_a_viewer_sees_the_queue_but_may_not_act(site, chrome, queued, shots):
+    d = chrome
+    sign_in(d, site, "vera")
+    msg_id = queued["acme"]
+    d.get(f"{site.base}/console/queue/{msg_id}")
+    assert d.find_element(By.ID, "message-state").text == "queued"
+    assert not d.find_elements(By.ID, "hold")  # no action offered
+    d.get(f"{site.base}/console/queue/{msg_id}/hold")
+    assert "may look, not act" in d.find_element(By.ID, "error").text
+    shot(d, shots, "viewer-refused")
+    # Nor through a well-formed POST (its own session's CSRF token) sent from the page.
+    status = d.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const token = document.querySelector('input[name=csrf]').value;
+        fetch(arguments[0], {method: 'POST', body: new URLSearchParams({csrf: token})})
+            .then(r => done(r.status));""", f"/console/queue/{msg_id}/hold")
+    assert status == 403
+    assert site.admin(f"/api/v1/admin/queue/{msg_id}")["state"] == "queued"
+
+
+def test_a_tenant_account_sees_only_its_own_tenant(site, chrome, queued, shots):
+    d = chrome
+    sign_in(d, site, "acme")
+    assert d.find_element(By.TAG_NAME, "h1").text == "Overview: acme"
+    shot(d, shots, "tenant-overview")
+    d.get(site.base + "/console/queue")
+    ids = message_ids_on_page(d)
+    assert queued["acme"] in ids and queued["globex"] not in ids
+    assert "globex" not in d.find_element(By.ID, "qshape").text
+    shot(d, shots, "tenant-queue")
+    d.get(site.base + "/console/tenants")
+    names = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#tenants tbody th")]
+    assert names == ["acme"]
+    # Its credits, as the admin API added them.
+    site.admin("/api/v1/admin/tenants/acme/credits", {"amount": 500, "paid": True})
+    d.find_element(By.LINK_TEXT, "acme").click()
+    assert d.find_element(By.ID, "credits-balance").text == "500"
+    assert not d.find_elements(By.ID, "suspend")  # a portal account acts on nothing
+    shot(d, shots, "tenant-account")
+    d.get(f"{site.base}/console/queue/{queued['globex']}")
+    assert "No message" in d.find_element(By.ID, "error").text
+    d.get(site.base + "/console/tenants/globex")
+    assert "No tenant" in d.find_element(By.ID, "error").text
+    d.get(site.base + "/console/paths")
+    assert "operator's" in d.find_element(By.ID, "error").text
+    d.get(site.base + "/console/events?tenant=globex")  # the filter cannot widen the view
+    text = d.find_element(By.ID, "events").text
+    assert queued["acme"] in text and queued["globex"] not in text
+    shot(d, shots, "tenant-events")
