@@ -65,8 +65,9 @@ class ReputationGuard:
         self.hold_queue = hold_queue
         self.counts = Counts(kv, cfg.windows)
         self.states: dict[str, State] = {}  # last read, for metrics and `explain`
-        # Tenants the last evaluation found exempt: their outcomes are not even counted.
-        self._exempt: set[str] = set()
+        # Tenants found exempt: their outcomes are not even counted. Checked again at each
+        # evaluation (another node may have changed a run-time override).
+        self._exempt = _configured_exempt(cfg)
         # Tenants whose thresholds changed: evaluated next time even without new outcomes.
         self._recheck: set[str] = set()
         self._task: asyncio.Task[None] | None = None
@@ -107,7 +108,7 @@ class ReputationGuard:
         if cfg.windows != self.cfg.windows:
             self.counts = Counts(self.kv, cfg.windows)
         self.cfg = cfg
-        self._exempt = set()  # learnt again at the next evaluation
+        self._exempt = _configured_exempt(cfg)  # the rest learnt at the next evaluation
         self._recheck |= set(self.states)
 
     async def _run(self) -> None:
@@ -126,7 +127,7 @@ class ReputationGuard:
         self.states = {t: State.from_json(v) for t, v in records.items()}
         runtime = await self._overrides()
         recheck, self._recheck = self._recheck, set()
-        tenants = (self.counts.take_active() | recheck
+        tenants = (self.counts.take_active() | recheck | self._exempt
                    | {t for t, s in self.states.items() if s.level})
         for tenant in sorted(tenants):
             th = await self.thresholds(tenant, runtime)
@@ -291,7 +292,7 @@ class ReputationGuard:
             await self.kv.delete(NS_THRESHOLDS, tenant)
         # Its sub-accounts inherit: evaluate every tenant at the next interval that may.
         self._recheck |= {tenant, *self.states}
-        self._exempt.clear()
+        self._exempt = _configured_exempt(self.cfg)
         if self.events is not None:
             self.events.emit("reputation_thresholds_changed", tenant=tenant,
                              override=merged.values())
@@ -323,3 +324,7 @@ class ReputationGuard:
     async def _known(self, tenant: str) -> None:
         if await self.admin.engine.tenants.get(tenant) is None:
             raise ReputationError(f"unknown tenant {tenant!r}")
+
+
+def _configured_exempt(cfg: ReputationConfig) -> set[str]:
+    return {*cfg.exempt, *(t for t, o in cfg.tenants.items() if o.exempt)}

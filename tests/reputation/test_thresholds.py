@@ -9,6 +9,7 @@ import pytest
 from mta.config import parse_config
 from mta.config.reputation import ReputationConfig, ThresholdsConfig
 from mta.config.values import ConfigError
+from mta.reputation import ReputationError, ReputationGuard
 from mta.reputation.ladder import Figures, level_of
 from mta.reputation.thresholds import coerce, override_from_json, override_to_json, thresholds_for
 
@@ -147,3 +148,87 @@ exempt = false
 ])
 def test_config_errors_name_the_key(text, error):
     assert any(e.startswith(error) for e in _errors(text)), _errors(text)
+
+
+GUARD_TOML = """
+[plans.bulk]
+[tenants.acme]
+plan = "bulk"
+[tenants.kid]
+parent = "acme"
+[tenants.free]
+[reputation]
+windows = ["1h"]
+min_sample = 10
+[reputation.plans.bulk]
+hard_bounce = [0.30, 0.50, 0.70, 0.90]
+[reputation.tenants.free]
+exempt = true
+"""
+
+
+async def _guard(tmp_path, text: str = GUARD_TOML):
+    from mta.clock import ManualClock
+    from mta.policy import PolicyAdmin, PolicyEngine
+    from mta.policy.kv import kv_for
+
+    cfg = parse_config(text, str(tmp_path / "c.toml"))
+    engine = await PolicyEngine.open(cfg, tmp_path, clock=ManualClock(1_900_000_000))
+    return engine, ReputationGuard(cfg.reputation, kv_for(engine.store), PolicyAdmin(engine))
+
+
+def _outcomes(guard, tenant: str, ok: int, gone: int) -> None:
+    for _ in range(ok):
+        guard.on_event({"event": "delivered", "tenant": tenant})
+    for _ in range(gone):
+        guard.on_event({"event": "bounced", "tenant": tenant, "category": "invalid_recipient"})
+
+
+async def test_guard_applies_each_tenants_thresholds_and_stored_overrides(tmp_path):
+    engine, guard = await _guard(tmp_path)
+    try:
+        # 20% hard bounces each: the plan (30%) lets acme and its sub-account be; "free"
+        # is exempt, and so is a sub-account of it made at run time.
+        from mta.policy.tenants import Tenant
+
+        await engine.tenants.create(Tenant("freekid", parent="free"))
+        for t in ("acme", "kid", "free", "freekid"):
+            _outcomes(guard, t, 8, 2)
+        await guard.evaluate()
+        assert {t: (await guard.show(t))["state"] for t in ("acme", "kid", "free")} == {
+            "acme": "ok", "kid": "ok", "free": "ok"}
+        assert (await guard.show("freekid"))["thresholds"]["exempt"] == {
+            "value": True, "source": "[reputation.tenants.free]"}
+        # Exempt tenants' outcomes are no longer even counted.
+        _outcomes(guard, "free", 0, 5)
+        assert "free" not in guard.counts.active
+        # A run-time override on the parent: its sub-account follows at the next
+        # evaluation, without new outcomes.
+        r = await guard.set_thresholds("acme", {"hard_bounce": "0.05,0.10,0.15,0.5"})
+        assert r["thresholds"]["hard_bounce"]["source"] == "run-time override of acme"
+        await guard.evaluate()
+        assert (await guard.show("acme"))["state"] == "suspended_class"
+        # kid had no outcomes since, and is not above ok: it moves when it next has some.
+        _outcomes(guard, "kid", 1, 0)
+        await guard.evaluate()
+        kid = await guard.show("kid")
+        assert kid["state"] == "suspended_class" and kid["thresholds"]["hard_bounce"][
+            "source"] == "run-time override of acme"
+        # Bad values are refused, naming the key; nothing is stored.
+        for changes, unset, text in [({"complaint": "0.5,0.1"}, [], "complaint"),
+                                     ({"suspend_class": "promo"}, [], "promo"),
+                                     ({"colour": "1"}, [], "colour"),
+                                     ({}, ["colour"], "colour")]:
+            with pytest.raises(ReputationError, match=text):
+                await guard.set_thresholds("acme", changes, unset)
+        with pytest.raises(ReputationError, match="unknown tenant"):
+            await guard.set_thresholds("ghost", {"min_sample": 5})
+        # Kept in the store: a new guard (a restart, another node) reads the same.
+        again = ReputationGuard(guard.cfg, guard.kv, guard.admin)
+        assert (await again.show("acme"))["thresholds"]["hard_bounce"]["value"] == [
+            0.05, 0.10, 0.15, 0.5]
+        await guard.set_thresholds("acme", {}, ["all"])
+        assert (await again.show("acme"))["thresholds"]["hard_bounce"]["source"] == \
+            "[reputation.plans.bulk]"
+    finally:
+        await engine.aclose()
