@@ -232,3 +232,31 @@ async def test_guard_applies_each_tenants_thresholds_and_stored_overrides(tmp_pa
             "[reputation.plans.bulk]"
     finally:
         await engine.aclose()
+
+
+async def test_run_time_overrides_are_shared_by_nodes_on_redis(tmp_path, redis_url):
+    import redis
+
+    url = redis_url.rsplit("/", 1)[0] + "/3"
+    with redis.Redis.from_url(url, socket_timeout=5) as r:
+        r.flushdb()
+    text = GUARD_TOML + f'\n[cluster]\nredis_url = "{url}"\n'
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    engine_a, a = await _guard(tmp_path / "a", text)
+    engine_b, b = await _guard(tmp_path / "b", text)
+    try:
+        _outcomes(a, "acme", 8, 2)
+        await a.evaluate()
+        assert (await a.show("acme"))["state"] == "ok"
+        # Set on node B: B's next evaluation judges A's outcomes (shared counters) by it,
+        # and both nodes show the state and where the value came from.
+        await b.set_thresholds("acme", {"hard_bounce": [0.05, 0.1, 0.15, 0.5]})
+        await b.evaluate()
+        for g in (a, b):
+            r = await g.show("acme")
+            assert r["state"] == "suspended_class", r
+            assert r["thresholds"]["hard_bounce"]["source"] == "run-time override of acme"
+    finally:
+        await engine_a.aclose()
+        await engine_b.aclose()
