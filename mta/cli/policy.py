@@ -46,6 +46,11 @@ def cmd_policy(args: argparse.Namespace) -> int:
         if name not in LIMIT_NAMES:
             return fail(args, f"unknown limit {name!r}: one of {', '.join(LIMIT_NAMES)}",
                          EX_USAGE)
+    if args.sub == "reputation":
+        bad = next((x for x in args.set if "=" not in x), None)
+        if bad is not None:
+            return fail(args, f"--set {bad}: expected KEY=VALUE, e.g. "
+                        "complaint=0.001,0.002,0.003,0.005", EX_USAGE)
     return run_admin(args, _POLICY)
 
 
@@ -297,7 +302,15 @@ def _rep_path(tenant: str, tail: str = "") -> str:
 
 
 def _policy_reputation(client: Any, cfg: Config, args: argparse.Namespace) -> int:
-    r = client.request("GET", _rep_path(args.tenant))
+    if args.set or args.unset:
+        changes: dict[str, str] = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            changes[key.strip()] = value.strip()
+        r = client.request("POST", _rep_path(args.tenant, "/thresholds"),
+                           body={"set": changes, "unset": args.unset})
+    else:
+        r = client.request("GET", _rep_path(args.tenant))
     if args.json:
         print_json(r)
         return EX_OK
@@ -311,6 +324,11 @@ def _policy_reputation(client: Any, cfg: Config, args: argparse.Namespace) -> in
           [[f"{f['window'] / 3600:g}h", f["sample"], f"{f['hard_bounce_rate']:.2%}",
             f"{f['complaint_rate']:.2%}", f"{f['spam_block_rate']:.2%}"]
            for f in r["figures"]])
+    print()
+    table(["THRESHOLD", "VALUE", "FROM"],
+          [[k, ", ".join(f"{x:g}" for x in t["value"]) if isinstance(t["value"], list)
+            else str(t["value"]).lower() if isinstance(t["value"], bool) else t["value"],
+            t["source"]] for k, t in r.get("thresholds", {}).items()])
     return EX_OK
 
 
@@ -394,6 +412,12 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
                                           "it")
     rp.add_argument("tenant")
     rp.add_argument("--json", action="store_true")
+    rp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a run-time threshold of this tenant (and its sub-accounts), e.g. "
+                         "complaint=0.001,0.002,0.003,0.005, min_sample=50, exempt=true; "
+                         "shared by every node")
+    rp.add_argument("--unset", action="append", default=[], metavar="KEY",
+                    help="drop a run-time threshold (\"all\": every one)")
     es = ps.add_parser("escalate", help="move a tenant up (or down) the ladder by hand; it "
                                         "stays there until `clear`")
     es.add_argument("tenant")

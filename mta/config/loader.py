@@ -236,6 +236,7 @@ def _validate(cfg: Config, errors: _Errors) -> None:
         errors.add("reputation.suspend_class", f"unknown message class "
                    f"{cfg.reputation.suspend_class!r} (one of "
                    f"{', '.join(sorted(pol.class_max_age))})")
+    _validate_reputation(cfg, errors)
     if pol.charge not in ("accepted", "delivered"):
         errors.add("policy.charge", "must be \"accepted\" or \"delivered\"")
     try:
@@ -255,6 +256,25 @@ def _validate(cfg: Config, errors: _Errors) -> None:
         for c in [*t.classes, t.default_class or pol.default_class]:
             if c not in pol.class_max_age:
                 errors.add(f"{key}.classes", f"unknown message class {c!r}")
+
+
+def _validate_reputation(cfg: Config, errors: _Errors) -> None:
+    """Per-plan and per-tenant thresholds name a plan and a tenant of this file, and a
+    message class [policy] knows (a typo would silently leave the global figures)."""
+    classes = cfg.policy.class_max_age
+    layers = [("plans", cfg.reputation.plans, cfg.plans),
+              ("tenants", cfg.reputation.tenants, cfg.tenants)]
+    for kind, tables, known in layers:
+        for name, t in tables.items():
+            key = f"reputation.{kind}.{_quote_key(name)}"
+            if name not in known and not (kind == "tenants" and name == "default"):
+                what = "plan" if kind == "plans" else "tenant"
+                errors.add(key, f"unknown {what} {name!r} (not in [{kind}])"
+                           + ("; a tenant made at run time takes its thresholds from `mta "
+                              "policy reputation TENANT --set`" if kind == "tenants" else ""))
+            if t.suspend_class is not None and t.suspend_class not in classes:
+                errors.add(f"{key}.suspend_class", f"unknown message class "
+                           f"{t.suspend_class!r} (one of {', '.join(sorted(classes))})")
 
 
 # Where the spool and the events log go when a config file under /etc (FHS: configuration

@@ -10,11 +10,56 @@ from dataclasses import dataclass, field
 
 from mta.config.values import Duration
 
-__all__ = ["STATES", "ReputationConfig"]
+__all__ = ["METRICS", "OVERRIDE_KEYS", "STATES", "ReputationConfig", "ThresholdsConfig",
+           "check_steps"]
 
 # In order; each state's action includes the ones before it.
 STATES = ("ok", "warned", "limited", "suspended_class", "suspended", "terminated")
 METRICS = ("hard_bounce", "complaint", "spam_block")
+# What a plan, a tenant or a run-time override may set (mta/reputation/thresholds.py).
+OVERRIDE_KEYS = (*METRICS, "min_sample", "limited_per_hour", "suspend_class", "exempt")
+
+
+def check_steps(name: str, steps: list[float]) -> None:
+    """One metric's four thresholds (ValueError naming the metric)."""
+    if len(steps) != 4 or any(not 0 <= t <= 1 for t in steps):
+        raise ValueError(f"{name}: must be four fractions between 0 and 1 (warned, "
+                         "limited, suspended_class, suspended; 0 = never)")
+    set_ = [t for t in steps if t > 0]
+    if set_ != sorted(set_):
+        raise ValueError(f"{name}: thresholds must rise from warned to suspended")
+
+
+@dataclass(frozen=True)
+class ThresholdsConfig:
+    """[reputation.plans.NAME] and [reputation.tenants.NAME]: what differs from the global
+    thresholds for the tenants on a plan, or for one tenant and its sub-accounts (unset:
+    the next layer's; tenant > parent chain > plan > [reputation]). A transactional-only
+    tenant may take stricter figures than a marketing plan, or `exempt = true`."""
+
+    hard_bounce: list[float] | None = None
+    complaint: list[float] | None = None
+    spam_block: list[float] | None = None
+    min_sample: int | None = None
+    limited_per_hour: int | None = None
+    suspend_class: str | None = None
+    exempt: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in METRICS:
+            steps = getattr(self, name)
+            if steps is not None:
+                check_steps(name, steps)
+        if self.min_sample is not None and self.min_sample < 1:
+            raise ValueError("min_sample: must be at least 1")
+        if self.limited_per_hour is not None and self.limited_per_hour < 0:
+            raise ValueError("limited_per_hour: must not be negative")
+        if self.suspend_class is not None and not self.suspend_class:
+            raise ValueError("suspend_class: must not be empty")
+
+    def values(self) -> dict[str, object]:
+        """The keys set at this layer."""
+        return {k: getattr(self, k) for k in OVERRIDE_KEYS if getattr(self, k) is not None}
 
 
 @dataclass(frozen=True)
@@ -42,6 +87,10 @@ class ReputationConfig:
     interval: Duration = 60.0
     # Tenants the ladder never acts on (e.g. "default", the relay networks' own mail).
     exempt: list[str] = field(default_factory=list)
+    # Thresholds per plan (a name in [plans]) and per tenant (a name in [tenants]; its
+    # sub-accounts inherit them); run-time overrides: `mta policy reputation T --set`.
+    plans: dict[str, ThresholdsConfig] = field(default_factory=dict)
+    tenants: dict[str, ThresholdsConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.windows or any(w <= 0 for w in self.windows):
@@ -49,13 +98,7 @@ class ReputationConfig:
         if self.min_sample < 1:
             raise ValueError("min_sample: must be at least 1")
         for name in METRICS:
-            steps = getattr(self, name)
-            if len(steps) != 4 or any(not 0 <= t <= 1 for t in steps):
-                raise ValueError(f"{name}: must be four fractions between 0 and 1 (warned, "
-                                 "limited, suspended_class, suspended; 0 = never)")
-            set_ = [t for t in steps if t > 0]
-            if set_ != sorted(set_):
-                raise ValueError(f"{name}: thresholds must rise from warned to suspended")
+            check_steps(name, getattr(self, name))
         if self.limited_per_hour < 0:
             raise ValueError("limited_per_hour: must not be negative")
         if self.step_down_after <= 0 or self.interval <= 0:

@@ -6,6 +6,11 @@
     POST .../reputation          {"state": "limited" | ... | "terminated", "reason": "..."}
                                  a state set by hand stays until cleared
     POST .../reputation/clear    {"reason": "..."}: back to ok, counts start afresh
+    POST .../reputation/thresholds  {"set": {"complaint": [0.001, ...] | "0.001,...",
+                                  "min_sample": 50, ...}, "unset": ["key" | "all"]}: the
+                                 tenant's run-time override (shared by every node through
+                                 the policy store); answers as GET, whose "thresholds" says
+                                 each value in effect and where it came from
 
 Admin token (or the local socket). Without the guard ([reputation] enabled = false): 503
 `reputation_unavailable`.
@@ -73,3 +78,22 @@ async def reputation_clear(request: web.Request) -> web.Response:
         code = 404 if "unknown tenant" in str(e) else 400
         raise ApiError(code, "unknown_tenant" if code == 404 else "bad_field", str(e)) from None
     return web.json_response({"tenant": request.match_info["name"], **_state(s)})
+
+
+@routes.post("/api/v1/admin/tenants/{name}/reputation/thresholds")
+async def reputation_thresholds(request: web.Request) -> web.Response:
+    doc = await json_object(request)
+    changes, unset = doc.get("set", {}), doc.get("unset", [])
+    if not isinstance(changes, dict) or not isinstance(unset, list) or not all(
+            isinstance(k, str) for k in unset):
+        raise ApiError(400, "bad_field", "set: an object of key -> value; unset: a list of "
+                       "keys")
+    unknown = set(doc) - {"set", "unset"}
+    if unknown:
+        raise ApiError(400, "bad_field", f"unknown field(s): {', '.join(sorted(unknown))}")
+    try:
+        r = await _guard(request).set_thresholds(request.match_info["name"], changes, unset)
+    except ReputationError as e:
+        code = 404 if "unknown tenant" in str(e) else 400
+        raise ApiError(code, "unknown_tenant" if code == 404 else "bad_field", str(e)) from None
+    return web.json_response(r)

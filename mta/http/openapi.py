@@ -198,6 +198,11 @@ _REP_STATE = {"type": "object", "properties": {
     "tenant": {"type": "string"}, "state": {"type": "string", "enum": _REP_STATES},
     "since": {"type": "number"}, "reason": {"type": "string"},
     "manual": {"type": "boolean", "description": "set by hand: stays until cleared"}}}
+_REP_THRESHOLDS = {"type": "object", "description": "each key in effect ({value, source}): "
+                   "hard_bounce, complaint, spam_block, min_sample, limited_per_hour, "
+                   "suspend_class, exempt; source: \"[reputation]\", "
+                   "\"[reputation.plans.P]\", \"[reputation.tenants.T]\", "
+                   "\"run-time override of T\""}
 _REPUTATION_PATHS: dict[str, Any] = {
     "/api/v1/admin/tenants/{name}/reputation": {
         "get": _op("The tenant's escalation state, the figures per window and its moves",
@@ -206,7 +211,8 @@ _REPUTATION_PATHS: dict[str, Any] = {
                        "figures_reach": {"type": "string", "enum": _REP_STATES},
                        "why": {"type": "string"},
                        "figures": {"type": "array", "items": {"type": "object"}},
-                       "history": {"type": "array", "items": {"type": "object"}}}})
+                       "history": {"type": "array", "items": {"type": "object"}},
+                       "thresholds": _REP_THRESHOLDS}})
                    | _REP_ERRORS, params=[_TENANT], tag="policy"),
         "post": _op("Move the tenant to a state by hand (it stays until cleared)",
                     _ok("The new state", _REP_STATE) | _REP_ERRORS, params=[_TENANT],
@@ -220,6 +226,15 @@ _REPUTATION_PATHS: dict[str, Any] = {
         | _REP_ERRORS, params=[_TENANT], tag="policy", body={
             "type": "object", "required": ["reason"],
             "properties": {"reason": {"type": "string"}}})},
+    "/api/v1/admin/tenants/{name}/reputation/thresholds": {"post": _op(
+        "Set or drop keys of the tenant's run-time thresholds (evaluated at the next "
+        "interval)", _ok("As GET .../reputation") | _REP_ERRORS, params=[_TENANT],
+        tag="policy", body={"type": "object", "properties": {
+            "set": {"type": "object", "description": "key -> value: a list of four "
+                    "fractions (or \"0.001,0.002,0.003,0.005\"), a number, a class, a "
+                    "boolean"},
+            "unset": {"type": "array", "items": {"type": "string"},
+                      "description": "keys to drop, or \"all\""}}})},
 }
 
 _ADMIN_POLICY_PATHS: dict[str, Any] = {

@@ -13,6 +13,10 @@ the policy store's keyed records (namespace "reputation"): they survive restarts
 Redis, every node reads and moves the same state. What the guard set it also lifts when
 the tenant steps down, and only that: a suspension or limit whose reason does not start
 with "reputation:" is the operator's and is left alone.
+
+The thresholds, the limit, the class and exemption are each tenant's own
+(mta.reputation.thresholds: tenant > parent chain > plan > global); run-time overrides
+live in the policy store (namespace "reputation-thresholds"), so every node reads them.
 """
 
 from __future__ import annotations
@@ -23,16 +27,25 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mta.config.reputation import STATES, ReputationConfig
+from mta.config.reputation import STATES, ReputationConfig, ThresholdsConfig
+from mta.policy.directory import PolicyError
 from mta.policy.kv import PolicyKV
 from mta.reputation.counts import Counts, classify
 from mta.reputation.ladder import TERMINATED, Figures, State, decide, level_of
+from mta.reputation.thresholds import (
+    Thresholds,
+    coerce,
+    override_from_json,
+    override_to_json,
+    thresholds_for,
+)
 
 __all__ = ["ReputationError", "ReputationGuard"]
 
 log = logging.getLogger("mta.reputation")
 
 NS = "reputation"
+NS_THRESHOLDS = "reputation-thresholds"
 TAG = "reputation: "
 LIMITED, SUSPENDED_CLASS, SUSPENDED = (STATES.index(s) for s in
                                        ("limited", "suspended_class", "suspended"))
@@ -52,6 +65,11 @@ class ReputationGuard:
         self.hold_queue = hold_queue
         self.counts = Counts(kv, cfg.windows)
         self.states: dict[str, State] = {}  # last read, for metrics and `explain`
+        # Tenants found exempt: their outcomes are not even counted. Checked again at each
+        # evaluation (another node may have changed a run-time override).
+        self._exempt = _configured_exempt(cfg)
+        # Tenants whose thresholds changed: evaluated next time even without new outcomes.
+        self._recheck: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -65,7 +83,7 @@ class ReputationGuard:
 
     def on_event(self, record: dict[str, Any]) -> None:
         tenant = record.get("tenant")
-        if not isinstance(tenant, str) or tenant in self.cfg.exempt:
+        if not isinstance(tenant, str) or tenant in self._exempt:
             return
         fields = classify(record)
         if fields:
@@ -90,6 +108,8 @@ class ReputationGuard:
         if cfg.windows != self.cfg.windows:
             self.counts = Counts(self.kv, cfg.windows)
         self.cfg = cfg
+        self._exempt = _configured_exempt(cfg)  # the rest learnt at the next evaluation
+        self._recheck |= set(self.states)
 
     async def _run(self) -> None:
         while True:
@@ -105,20 +125,44 @@ class ReputationGuard:
         await self.counts.flush()
         records = await self.kv.items(NS)
         self.states = {t: State.from_json(v) for t, v in records.items()}
-        tenants = self.counts.take_active() | {t for t, s in self.states.items() if s.level}
+        runtime = await self._overrides()
+        recheck, self._recheck = self._recheck, set()
+        tenants = (self.counts.take_active() | recheck | self._exempt
+                   | {t for t, s in self.states.items() if s.level})
         for tenant in sorted(tenants):
-            if tenant in self.cfg.exempt:
+            th = await self.thresholds(tenant, runtime)
+            if th.exempt:
+                self._exempt.add(tenant)
                 continue
-            await self._evaluate(tenant, self.states.get(tenant, State()))
+            self._exempt.discard(tenant)
+            await self._evaluate(tenant, self.states.get(tenant, State()), th)
+
+    # --- thresholds -----------------------------------------------------------------------
+
+    async def _overrides(self) -> dict[str, ThresholdsConfig]:
+        return {t: override_from_json(v) for t, v in (await self.kv.items(NS_THRESHOLDS)).items()}
+
+    async def thresholds(self, tenant: str,
+                         runtime: dict[str, ThresholdsConfig] | None = None) -> Thresholds:
+        """The tenant's thresholds through its parent chain and plan (a tenant no longer
+        known, or with a broken chain, gets the global ones and its own overrides)."""
+        try:
+            chain = await self.admin.engine.tenants.chain(tenant)
+        except PolicyError:
+            chain = ()
+        plan = next((t.plan for t in chain if t.plan), "")
+        if runtime is None:
+            runtime = await self._overrides()
+        return thresholds_for(self.cfg, tenant, plan, [t.name for t in chain[1:]], runtime)
 
     async def figures(self, tenant: str, state: State | None = None) -> list[Figures]:
         state = state or State.from_json(await self.kv.get(NS, tenant))
         return await self.counts.figures(tenant, self.clock.now(), state.cleared_at)
 
-    async def _evaluate(self, tenant: str, state: State) -> None:
+    async def _evaluate(self, tenant: str, state: State, th: Thresholds) -> None:
         now = self.clock.now()
         figures = await self.figures(tenant, state)
-        target, why = level_of(figures, self.cfg)
+        target, why = level_of(figures, th)
         new = decide(state, target, why, now, self.cfg)
         if new is state:
             return
@@ -126,12 +170,13 @@ class ReputationGuard:
         current = State.from_json(await self.kv.get(NS, tenant))
         if current.since != state.since or current.level != state.level:
             return
-        await self._move(tenant, state, new, figures, by="auto")
+        await self._move(tenant, state, new, figures, by="auto", th=th)
 
     async def _move(self, tenant: str, old: State, new: State, figures: list[Figures], *,
-                    by: str) -> None:
+                    by: str, th: Thresholds | None = None) -> None:
         if new.level != old.level:
-            await self._act(tenant, old.level, new.level, new.reason)
+            await self._act(tenant, old.level, new.level, new.reason,
+                            th or await self.thresholds(tenant))
         await self.kv.put(NS, tenant, new.to_json())
         self.states[tenant] = new
         if new.level != old.level:
@@ -144,17 +189,18 @@ class ReputationGuard:
 
     # --- actions --------------------------------------------------------------------------
 
-    async def _act(self, tenant: str, old: int, new: int, reason: str) -> None:
+    async def _act(self, tenant: str, old: int, new: int, reason: str,
+                   th: Thresholds) -> None:
         now = self.clock.now()
         text = TAG + reason
         if new > old:
-            if old < LIMITED <= new and self.cfg.limited_per_hour:
+            if old < LIMITED <= new and th.limited_per_hour:
                 # Thirty days at most: lifted when the tenant steps down below "limited".
                 await self.admin.set_limit(tenant, "messages_per_hour",
-                                           self.cfg.limited_per_hour, until=now + 30 * 86400,
+                                           th.limited_per_hour, until=now + 30 * 86400,
                                            reason=text)
             if old < SUSPENDED_CLASS <= new:
-                await self._suspend(tenant, text, self.cfg.suspend_class)
+                await self._suspend(tenant, text, th.suspend_class)
             if old < SUSPENDED <= new:
                 await self._suspend(tenant, text, None)
             if old < TERMINATED <= new and self.hold_queue is not None:
@@ -165,7 +211,10 @@ class ReputationGuard:
         if old >= SUSPENDED > new:
             await self._lift(tenant, None)
         if old >= SUSPENDED_CLASS > new:
-            await self._lift(tenant, self.cfg.suspend_class)
+            # The class the guard suspended then (the thresholds may have changed since).
+            for cls in {s.msg_class for s in await self.admin.suspensions(tenant)
+                        if s.msg_class != "*"}:
+                await self._lift(tenant, cls)
         if old >= LIMITED > new:
             snap = await self.admin.store.snapshot([tenant], [], now)
             mine = [o for o in snap.limits if o.tenant == tenant and
@@ -205,11 +254,49 @@ class ReputationGuard:
         await self._known(tenant)
         state = State.from_json(await self.kv.get(NS, tenant))
         figures = await self.figures(tenant, state)
-        target, why = level_of(figures, self.cfg)
+        th = await self.thresholds(tenant)
+        target, why = level_of(figures, th)
         return {"tenant": tenant, "state": state.name, "since": state.since or None,
                 "reason": state.reason, "manual": state.manual,
                 "figures_reach": STATES[target], "why": why,
-                "figures": [f.public() for f in figures], "history": state.history}
+                "figures": [f.public() for f in figures], "history": state.history,
+                "thresholds": th.public()}
+
+    async def set_thresholds(self, tenant: str, changes: dict[str, Any],
+                             unset: list[str] | None = None) -> dict[str, Any]:
+        """Change the tenant's run-time override (`changes`: key -> value, JSON or text;
+        `unset`: keys to drop, "all" for every key); evaluated at the next interval."""
+        await self._known(tenant)
+        unset = unset or []
+        current = override_from_json(await self.kv.get(NS_THRESHOLDS, tenant)).values()
+        for key in unset:
+            if key == "all":
+                current = {}
+            elif key in current or key in ThresholdsConfig.__dataclass_fields__:
+                current.pop(key, None)
+            else:
+                raise ReputationError(f"unknown key {key!r}")
+        try:
+            current.update({k: coerce(k, v) for k, v in changes.items()})
+            merged = ThresholdsConfig(**current)  # type: ignore[arg-type]
+        except ValueError as e:
+            raise ReputationError(str(e)) from None
+        classes = self.admin.engine.pc.class_max_age
+        if merged.suspend_class is not None and merged.suspend_class not in classes:
+            raise ReputationError(f"suspend_class: unknown message class "
+                                  f"{merged.suspend_class!r} (one of "
+                                  f"{', '.join(sorted(classes))})")
+        if merged.values():
+            await self.kv.put(NS_THRESHOLDS, tenant, override_to_json(merged))
+        else:
+            await self.kv.delete(NS_THRESHOLDS, tenant)
+        # Its sub-accounts inherit: evaluate every tenant at the next interval that may.
+        self._recheck |= {tenant, *self.states}
+        self._exempt = _configured_exempt(self.cfg)
+        if self.events is not None:
+            self.events.emit("reputation_thresholds_changed", tenant=tenant,
+                             override=merged.values())
+        return await self.show(tenant)
 
     async def escalate(self, tenant: str, to: str, reason: str) -> State:
         await self._known(tenant)
@@ -237,3 +324,7 @@ class ReputationGuard:
     async def _known(self, tenant: str) -> None:
         if await self.admin.engine.tenants.get(tenant) is None:
             raise ReputationError(f"unknown tenant {tenant!r}")
+
+
+def _configured_exempt(cfg: ReputationConfig) -> set[str]:
+    return {*cfg.exempt, *(t for t, o in cfg.tenants.items() if o.exempt)}

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mta.config.reputation import METRICS, STATES, ReputationConfig
+from mta.reputation.thresholds import Thresholds
 
 __all__ = ["Figures", "State", "decide", "level_of", "rates"]
 
@@ -52,8 +53,10 @@ def rates(f: Figures) -> dict[str, float]:
             "spam_block": f.spam_block / f.attempts if f.attempts else 0.0}
 
 
-def level_of(figures: list[Figures], cfg: ReputationConfig) -> tuple[int, str]:
-    """The highest level the figures reach, and why ("complaint 0.40% over 1h >= 0.30%")."""
+def level_of(figures: list[Figures], cfg: Thresholds | ReputationConfig) -> tuple[int, str]:
+    """The highest level the figures reach, and why ("complaint 0.40% over 1h >= 0.30%").
+    `cfg`: the tenant's thresholds (mta.reputation.thresholds.thresholds_for), or the
+    global [reputation] ones."""
     best, why = 0, ""
     for f in figures:
         if f.sample < cfg.min_sample:
