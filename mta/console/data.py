@@ -5,7 +5,6 @@ operations, policy admin, shaper, reputation guard, licence gate), so a page and
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections import Counter
 from typing import Any
 
@@ -18,9 +17,9 @@ __all__ = ["AGE_BUCKETS", "licence", "paths", "qshape", "queued_messages", "tena
 
 # qshape's buckets, in minutes: 0-5, 5-10, 10-20, ... doubling, and the rest.
 AGE_BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
-# The Queue page reads at most this many queued and held messages (oldest first): enough
-# to see where a queue stands without reading a spool of millions on every page view.
-MAX_SCAN = 5000
+# The Queue page lists messages from at most this many queued and held ones (oldest
+# first); its table is counted in the spool (qshape), whatever the queue holds.
+MAX_SCAN = 1000
 _MAX_PATHS = 50
 
 
@@ -46,31 +45,26 @@ async def queued_messages(request: Any, tenant: str | None,
     return out[:limit], len(out) >= limit
 
 
-def _bucket(age_min: float) -> int:
-    for i, edge in enumerate(AGE_BUCKETS):
-        if age_min < edge:
-            return i
-    return len(AGE_BUCKETS)
 
-
-def qshape(messages: list[dict[str, Any]], now: float | None = None) -> dict[str, Any]:
-    """Sites x age buckets of the queued recipients (held ones counted apart)."""
-    now = now or time.time()
+async def qshape(request: Any, tenant: str | None) -> dict[str, Any]:
+    """Sites x age buckets of the recipients still to deliver (held ones counted apart),
+    counted in the spool by one query per shard (GET /api/v1/admin/queue-shape does the
+    same), so the table is exact however large the queue."""
+    ops = request.config_dict[state.QUEUE_OPS]
+    counts = await ops.queue_shape(list(AGE_BUCKETS), tenant) if ops is not None else []
+    width = len(AGE_BUCKETS) + 1
     rows: dict[str, list[int]] = {}
     held: Counter[str] = Counter()
-    for m in messages:
-        b = _bucket((now - m["received_at"]) / 60)
-        for r in m["recipients"]:
-            site = r.get("site") or "(unrouted)"
-            if m["state"] == "held" and r["state"] in ("queued", "held"):
-                held[site] += 1
-            elif r["state"] == "queued":
-                rows.setdefault(site, [0] * (len(AGE_BUCKETS) + 1))[b] += 1
-    for site in held:
-        rows.setdefault(site, [0] * (len(AGE_BUCKETS) + 1))
+    for site, is_held, bucket, n in counts:
+        site = site or "(unrouted)"
+        cells = rows.setdefault(site, [0] * width)
+        if is_held:
+            held[site] += n
+        else:
+            cells[min(bucket, width - 1)] += n
     table = sorted(({"site": s, "total": sum(c), "buckets": c, "held": held[s]}
                     for s, c in rows.items()), key=lambda r: (-r["total"] - r["held"], r["site"]))
-    totals = [sum(r["buckets"][i] for r in table) for i in range(len(AGE_BUCKETS) + 1)]
+    totals = [sum(r["buckets"][i] for r in table) for i in range(width)]
     return {"rows": table, "totals": totals, "total": sum(totals),
             "held": sum(held.values()), "buckets": AGE_BUCKETS}
 

@@ -194,7 +194,7 @@ async def _alerts(request: web.Request, lic: dict[str, Any] | None) -> list[str]
 async def queue_page(request: web.Request) -> web.Response:
     site = request.query.get("site", "")
     messages, capped = await data.queued_messages(request, _scope(request))
-    shape = data.qshape(messages)
+    shape = await data.qshape(request, _scope(request))
     if site:
         messages = [m for m in messages
                     if any((r.get("site") or "(unrouted)") == site for r in m["recipients"])]

@@ -9,6 +9,7 @@ recipient as bounced with a DSN.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from mta.delivery.dispatcher import Dispatcher
@@ -87,6 +88,10 @@ class QueueOperations:
             "by_site": {site or "(unrouted)": n for site, n in stats["sites"].items()},
             "scheduler": {"ready": sched.ready_total, "deferred": sched.deferred_total},
         }
+
+    async def queue_shape(self, edges: list[float], tenant: str | None) -> list[list]:
+        """[site, held, bucket, recipients] rows (mta.queue.Spool.shape), now."""
+        return [list(r) for r in await self.spool.shape(edges, time.time(), tenant)]
 
     async def queue_explain(self, msg_id: str) -> dict | None:
         info = await self.spool.get(msg_id)

@@ -30,6 +30,7 @@ class QueueOps(Protocol):
     async def queue_flush(self, msg_id: str | None) -> int: ...
     async def queue_stats(self) -> dict[str, Any]: ...
     async def queue_explain(self, msg_id: str) -> dict | None: ...
+    async def queue_shape(self, edges: list[float], tenant: str | None) -> list[list]: ...
 
 
 routes = web.RouteTableDef()
@@ -72,6 +73,21 @@ async def queue_list(request: web.Request) -> web.Response:
 @routes.get("/api/v1/admin/queue-stats")
 async def queue_stats(request: web.Request) -> web.Response:
     return web.json_response(await _ops(request).queue_stats())
+
+
+@routes.get("/api/v1/admin/queue-shape")
+async def queue_shape(request: web.Request) -> web.Response:
+    """qshape's counts: ?edges=5,10,20 (minutes, rising; the default is Postfix qshape's
+    doubling buckets) &tenant=X."""
+    raw = request.query.get("edges", "5,10,20,40,80,160,320,640,1280")
+    try:
+        edges = [float(x) for x in raw.split(",") if x.strip()]
+    except ValueError:
+        raise ApiError(400, "bad_edges", "edges: minutes separated by commas") from None
+    if not edges or len(edges) > 32 or edges != sorted(set(edges)) or edges[0] <= 0:
+        raise ApiError(400, "bad_edges", "edges: 1-32 rising positive minutes")
+    rows = await _ops(request).queue_shape(edges, request.query.get("tenant"))
+    return web.json_response({"edges": edges, "rows": rows})
 
 
 @routes.post("/api/v1/admin/queue/flush")

@@ -173,6 +173,15 @@ _ADMIN_QUEUE_PATHS: dict[str, Any] = {
     "/api/v1/admin/queue-stats": {"get": _op(
         "Queue counts by state and site", _ok("Counts") | _errors(
             (503, "queue_unavailable")))},
+    "/api/v1/admin/queue-shape": {"get": _op(
+        "Queued recipients by site and age bucket (qshape), counted in the spool",
+        _ok("{edges, rows: [site, held, bucket, recipients]}") | _errors(
+            (400, "bad_edges"), (503, "queue_unavailable")),
+        params=[{"name": "edges", "in": "query", "required": False,
+                 "description": "Age bucket edges in minutes, rising, comma-separated",
+                 "schema": {"type": "string"}},
+                {"name": "tenant", "in": "query", "required": False,
+                 "schema": {"type": "string"}}])},
     "/api/v1/admin/queue/flush": {"post": _op(
         "Retry every deferred recipient now", _ok("Flushed", _ref("ActionResult")) | _errors(
             (503, "queue_unavailable")))},

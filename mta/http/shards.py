@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -131,6 +132,18 @@ class ShardedQueueOps:
             if status == 200:
                 out = _sum(out, doc)
         return out
+
+
+    async def queue_shape(self, edges: list[float], tenant: str | None) -> list[list]:
+        rows = await self.local.queue_shape(edges, tenant)
+        query = "edges=" + ",".join(f"{e:g}" for e in edges)
+        if tenant is not None:
+            query += "&tenant=" + urllib.parse.quote(tenant, safe="")
+        for peer in self.peers.values():
+            status, doc = await peer.call("GET", f"/api/v1/admin/queue-shape?{query}")
+            if status == 200:
+                rows.extend(doc.get("rows", []))
+        return rows
 
 
 async def forward(peers: Mapping[int, str], method: str, path: str, body: Any) -> None:

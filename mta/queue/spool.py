@@ -431,6 +431,25 @@ class Spool:
             out[key] = {str(k): int(n) for k, n in await self._read(sql)}
         return out
 
+    async def shape(self, edges: Sequence[float], now: float,
+                    tenant: str | None = None) -> list[tuple[str, bool, int, int]]:
+        """qshape's counts, one query: (site, held, age bucket, recipients) for every
+        recipient still to deliver, of `tenant` only when given. A recipient of a held
+        message counts as held; the bucket of the others is the first of `edges`
+        (minutes since the message was received) its age is under, or len(edges)."""
+        cases = " ".join(f"WHEN a < {float(e)!r} THEN {i}" for i, e in enumerate(edges))
+        sql = (f"SELECT site, held, CASE {cases} ELSE {len(edges)} END, count(*) FROM ("
+               "SELECT coalesce(r.site, '') AS site, m.state = 'held' AS held, "
+               "(? - m.received_at) / 60.0 AS a FROM recipients r "
+               "JOIN messages m ON m.id = r.msg_id "
+               "WHERE m.state IN ('queued', 'held') AND (r.state = 'queued' OR "
+               "(m.state = 'held' AND r.state = 'held'))"
+               + (" AND m.tenant = ?" if tenant is not None else "")
+               + ") GROUP BY 1, 2, 3")
+        args: list[Any] = [now] + ([tenant] if tenant is not None else [])
+        return [(str(site), bool(held), int(b), int(n))
+                for site, held, b, n in await self._read(sql, args)]
+
     async def iter_pending(self, batch: int = 1000) -> AsyncIterator[list[PendingRecipient]]:
         """Stream every `queued` recipient in (msg_id, index) order, `batch` at a time.
 

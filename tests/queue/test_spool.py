@@ -251,6 +251,26 @@ async def test_stats_count_messages_recipients_and_sites(spool: Spool) -> None:
     }
 
 
+async def test_shape_counts_recipients_by_site_age_and_held(spool: Spool) -> None:
+    """qshape's counts in one query: what the console's Queue table and GET
+    /api/v1/admin/queue-shape show, exact whatever the queue holds."""
+    a = await spool.put(envelope(3), BODY)  # received 1_700_000_000
+    b = await spool.put(envelope(1, tenant="globex"), BODY)
+    c = await spool.put(envelope(2), BODY)
+    await spool.record([Outcome(a, 0, "deferred", Reply(421, "4.4.2", "x"), 2e9, "gmail"),
+                        Outcome(a, 1, "deferred", Reply(421, "4.4.2", "x"), 2e9, "gmail"),
+                        Outcome(a, 2, "delivered", Reply(250, "2.0.0", "Ok"), site="gmail"),
+                        Outcome(b, 0, "deferred", Reply(421, "4.4.2", "x"), 2e9, "yahoo")])
+    await spool.hold(c)
+    now = 1_700_000_000.0 + 7 * 60  # 7 minutes on: the second bucket of 5, 10, 20
+    got = sorted(await spool.shape([5, 10, 20], now))
+    assert got == [("", True, 1, 2), ("gmail", False, 1, 2), ("yahoo", False, 1, 1)]
+    assert sorted(await spool.shape([5, 10, 20], now, tenant="globex")) == [
+        ("yahoo", False, 1, 1)]
+    # Older than the last edge: the overflow bucket.
+    assert ("gmail", False, 3, 2) in await spool.shape([5, 10, 20], now + 3600)
+
+
 # --- recovery streaming ------------------------------------------------------------------
 
 async def test_iter_pending_streams_in_bounded_batches(spool: Spool) -> None:

@@ -113,6 +113,11 @@ async def test_two_workers_one_admin_api_and_kill_9_of_one(mta_factory, redis_ur
     assert shown["state"] == "held"
     listed = await asyncio.to_thread(mta.cli, "queue", "list", "--json", "--limit", "1000")
     assert listed.returncode == 0 and len(json.loads(listed.stdout)["messages"]) == 40
+    # qshape's counts reach every shard: 39 recipients to deliver, 1 held.
+    status, shape = await asyncio.to_thread(_admin, mta, "GET", "/api/v1/admin/queue-shape")
+    assert status == 200, shape
+    assert sum(n for _, held, _, n in shape["rows"] if not held) == 39
+    assert sum(n for _, held, _, n in shape["rows"] if held) == 1
     metrics = await asyncio.to_thread(_metrics, mta)
     got = {w: float(v) for w, v in re.findall(
         r'mta_messages_received_total\{tenant="default",worker="(\d)"\} (\S+)', metrics)}
