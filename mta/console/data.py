@@ -10,6 +10,7 @@ from typing import Any
 
 from mta.http import state
 from mta.http.admin_reputation import REPUTATION
+from mta.http.admin_suppressions import SUPPRESSIONS
 from mta.shaping.egress import DEFAULT_SOURCE
 
 __all__ = ["AGE_BUCKETS", "licence", "paths", "qshape", "queued_messages", "tenant_detail",
@@ -92,6 +93,7 @@ async def _reputation(request: Any, name: str) -> dict[str, Any] | None:
 
 
 TENANTS_PER_PAGE = 100
+SUPPRESSIONS_SHOWN = 50
 
 
 async def tenants(request: Any, only: str | None, page: int = 0,
@@ -127,7 +129,18 @@ async def tenant_detail(request: Any, name: str) -> dict[str, Any] | None:
     return {"name": name, "credits": credits,
             "usage": [_plain(u) for u in await admin.usage(name)],
             "suspensions": [_plain(s) for s in await admin.suspensions(name)],
-            "reputation": await _reputation(request, name)}
+            "reputation": await _reputation(request, name),
+            **await _suppressions(request, name)}
+
+
+async def _suppressions(request: Any, name: str) -> dict[str, Any]:
+    """The first SUPPRESSIONS_SHOWN entries of the tenant's own list (GET
+    /api/v1/suppressions?scope=NAME pages through all of them)."""
+    lists = request.config_dict.get(SUPPRESSIONS)
+    if lists is None:
+        return {"suppressed": [], "suppressed_more": False}
+    entries, cursor = await lists.list(name, None, SUPPRESSIONS_SHOWN)
+    return {"suppressed": [e.as_dict() for e in entries], "suppressed_more": cursor is not None}
 
 
 async def paths(request: Any) -> dict[str, Any]:

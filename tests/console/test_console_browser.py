@@ -154,10 +154,17 @@ def test_a_tenant_account_sees_only_its_own_tenant(site, chrome, queued, shots):
     d.get(site.base + "/console/tenants")
     names = [e.text for e in d.find_elements(By.CSS_SELECTOR, "#tenants tbody th")]
     assert names == ["acme"]
-    # Its credits, as the admin API added them.
+    # Its credits, as the admin API added them, and its own suppression list (not
+    # another tenant's).
     site.admin("/api/v1/admin/tenants/acme/credits", {"amount": 500, "paid": True})
+    site.admin("/api/v1/suppressions", {"address": "gone@dest.test", "scope": "acme",
+                                        "reason": "unsubscribe"})
+    site.admin("/api/v1/suppressions", {"address": "other@dest.test", "scope": "globex",
+                                        "reason": "manual"})
     d.find_element(By.LINK_TEXT, "acme").click()
     assert d.find_element(By.ID, "credits-balance").text == "500"
+    listed = d.find_element(By.ID, "suppressions").text
+    assert "gone@dest.test: unsubscribe" in listed and "other@dest.test" not in listed
     assert not d.find_elements(By.ID, "suspend")  # a portal account acts on nothing
     shot(d, shots, "tenant-account")
     d.get(f"{site.base}/console/queue/{queued['globex']}")
