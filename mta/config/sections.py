@@ -29,6 +29,7 @@ from mta.config.retention import RetentionConfig
 from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
+from mta.config.tls import TlsConfig
 from mta.config.unsubscribe import UnsubscribeConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, _parse_instant
 from mta.config.webhooks import WebhooksConfig
@@ -524,6 +525,7 @@ class Config:
     dnsbl: DnsblConfig = field(default_factory=DnsblConfig)
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(
