@@ -103,13 +103,14 @@ class PolicyFetcher:
                         raise FetchError(f"{url}: media type {resp.content_type!r}, "
                                          "not text/plain")
                     if (resp.content_length or 0) > self.max_size:
-                        raise FetchError(f"{url}: body of {resp.content_length} bytes "
-                                         f"(at most {self.max_size})")
+                        raise FetchError(f"{url}: body of {resp.content_length} bytes, "
+                                         f"over the limit of {self.max_size}")
                     body = bytearray()
                     async for chunk in resp.content.iter_chunked(16384):
                         body += chunk
                         if len(body) > self.max_size:
-                            raise FetchError(f"{url}: body over {self.max_size} bytes")
+                            raise FetchError(f"{url}: body over the limit of {self.max_size} "
+                                             "bytes")
         except TimeoutError:
             raise FetchError(f"{url}: no answer within {self.timeout:g}s") from None
         except aiohttp.ClientConnectorCertificateError as e:

@@ -50,6 +50,7 @@ class MtaSts:
         self._fetching: dict[str, asyncio.Future[CachedPolicy | None]] = {}
         self._retry_at: dict[str, float] = {}  # domain -> no fetch before (after a failure)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._refreshing: set[str] = set()  # background fetches spawned, maybe not started
 
     async def start(self) -> None:
         n = await self.cache.load(self.clock())
@@ -73,11 +74,12 @@ class MtaSts:
 
     async def policy_for(self, domain: str) -> StsPolicy | None:
         domain = domain.lower().rstrip(".")
+        record = await self._record(domain)
+        # The cache is read after the lookup: a refresh may have finished meanwhile.
         now = self.clock()
         entry = self.cache.get(domain)
         if entry is not None and not entry.valid(now):
             entry = None
-        record = await self._record(domain)
         if record is None:
             return _applied(entry)
         if entry is not None:
@@ -100,9 +102,13 @@ class MtaSts:
     def _refresh_later(self, domain: str, record: StsRecord) -> None:
         if domain in self._fetching or self._retry_at.get(domain, 0.0) > self.clock():
             return
+        if domain in self._refreshing:
+            return
+        self._refreshing.add(domain)
         task = asyncio.get_running_loop().create_task(self._fetch(domain, record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _t: self._refreshing.discard(domain))
 
     async def _fetch(self, domain: str, record: StsRecord) -> CachedPolicy | None:
         """Fetch, parse and cache the policy (one fetch per domain at a time)."""
