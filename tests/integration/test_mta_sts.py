@@ -62,14 +62,14 @@ async def world(tmp_path, dns_server_factory, mx_factory):
         await srv.stop()
 
 
-def _config(ca: TestCA, srv: PolicyServer) -> str:
-    return f'[tls]\nca_file = "{ca.ca_file}"\nhttps_port = {srv.port}\n'
+def _config(ca: TestCA, srv: PolicyServer, extra: str = "") -> str:
+    return f'[tls]\nca_file = "{ca.ca_file}"\nhttps_port = {srv.port}\n{extra}'
 
 
-async def _start(mta_factory, world, mx_factory):
+async def _start(mta_factory, world, mx_factory, extra: str = ""):
     ca, srv, dns, _ = world
     return await asyncio.to_thread(
-        mta_factory, _config(ca, srv), dns=dns.nameserver, delivery_port=mx_factory.port,
+        mta_factory, _config(ca, srv, extra), dns=dns.nameserver, delivery_port=mx_factory.port,
         delivery_extra='retry = ["1s"]\nmax_age = "1h"\nconnect_timeout = "3s"')
 
 
@@ -95,7 +95,7 @@ async def _event(mta, kind: str, rcpt: str, n: int = 1) -> dict:
 
 async def test_enforce_delivers_only_over_a_verified_matching_mx(
         mta_factory, mx_factory, world):
-    ca, srv, dns, mx = world
+    mx = world[3]
     mta = await _start(mta_factory, world, mx_factory)
     ok_id = await asyncio.to_thread(_send, mta.smtp_port, "rcpt@ok.test")
     bad_id = await asyncio.to_thread(_send, mta.smtp_port, "rcpt@badcert.test")
@@ -136,7 +136,7 @@ async def test_enforce_delivers_only_over_a_verified_matching_mx(
 
 async def test_testing_delivers_and_records_and_no_policy_is_opportunistic(
         mta_factory, mx_factory, world):
-    ca, srv, dns, mx = world
+    _, srv, _, mx = world
     mta = await _start(mta_factory, world, mx_factory)
     await asyncio.to_thread(_send, mta.smtp_port, "rcpt@testing.test")
     await asyncio.to_thread(_send, mta.smtp_port, "rcpt@plain.test")
@@ -153,7 +153,7 @@ async def test_testing_delivers_and_records_and_no_policy_is_opportunistic(
 
 
 async def test_the_policy_cache_survives_a_restart(mta_factory, mx_factory, world):
-    ca, srv, dns, mx = world
+    _, srv, _, mx = world
     mta = await _start(mta_factory, world, mx_factory)
     await asyncio.to_thread(_send, mta.smtp_port, "rcpt@badcert.test")
     await _event(mta, "deferred", "rcpt@badcert.test")
@@ -166,6 +166,23 @@ async def test_the_policy_cache_survives_a_restart(mta_factory, mx_factory, worl
     later = await _event(mta, "deferred", "rcpt@badcert.test", n=before + 1)
     assert "MTA-STS policy of badcert.test (enforce)" in later["reply"], later
     assert not mx["wrong"].messages
+
+
+async def test_per_domain_policy_and_mta_sts_off(mta_factory, mx_factory, world):
+    srv = world[1]
+    mta = await _start(mta_factory, world, mx_factory, 'mta_sts = false\npolicy = { '
+                       '"badname.test" = "mta-sts", "plain.test" = "verify" }\n')
+    for rcpt in ("rcpt@badcert.test", "rcpt@badname.test", "rcpt@plain.test"):
+        await asyncio.to_thread(_send, mta.smtp_port, rcpt)
+    # MTA-STS off: badcert.test's enforce policy is not even fetched.
+    off = await _event(mta, "delivered", "rcpt@badcert.test")
+    assert off["tls_policy"] == "opportunistic" and off["tls_verified"] is False
+    # ... but a domain listed as "mta-sts" keeps its policy.
+    kept = await _event(mta, "deferred", "rcpt@badname.test")
+    assert "MTA-STS policy of badname.test (enforce)" in kept["reply"], kept
+    verified = await _event(mta, "delivered", "rcpt@plain.test")
+    assert verified["tls_policy"] == "verify" and verified["tls_verified"] is True
+    assert "badcert.test" not in srv.requests and "badname.test" in srv.requests
 
 
 def _metrics(mta) -> str:
