@@ -204,6 +204,8 @@ def _validate(cfg: Config, errors: _Errors) -> None:
                    "\"disabled\"")
     if cfg.delivery.tls_ca_file and not os.path.isfile(cfg.delivery.tls_ca_file):
         errors.add("delivery.tls_ca_file", f"file not found: {cfg.delivery.tls_ca_file}")
+    for key, problem in cfg.tls.problems():
+        errors.add(f"tls.{key}", problem)
     for i, ns in enumerate(cfg.dns.nameservers):
         try:
             parse_hostport(ns, 53)

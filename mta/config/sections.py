@@ -30,6 +30,7 @@ from mta.config.retention import RetentionConfig
 from mta.config.rotate import EventsRotateConfig
 from mta.config.signing import SigningConfig
 from mta.config.suppression import SuppressionConfig
+from mta.config.tls import TlsConfig
 from mta.config.unsubscribe import UnsubscribeConfig
 from mta.config.values import Cidr, Duration, HostPort, Size, Workers, _parse_instant
 from mta.config.webhooks import WebhooksConfig
@@ -535,6 +536,7 @@ class Config:
     reputation: ReputationConfig = field(default_factory=ReputationConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     # Built in: "free" (2,000 unique recipients a month, the product's free tier). A
     # [plans] table in the file replaces this default, so list "free" there if used.
     plans: dict[str, PlanConfig] = field(

@@ -86,11 +86,14 @@ def tls_failure(text: str, *, handshake: bool) -> Reply:
 class SmtpConnectError(Exception):
     """The session could not be set up; `reply` says why (the server's or synthetic)."""
 
-    def __init__(self, reply: Reply, *, tls_failed: bool = False) -> None:
+    def __init__(self, reply: Reply, *, tls_failed: bool = False,
+                 tls_refused: bool = False) -> None:
         super().__init__(str(reply))
         self.reply = reply
         # A TLS handshake failed: in opportunistic mode the caller may retry without TLS.
         self.tls_failed = tls_failed
+        # TLS was required but not offered, or STARTTLS was refused.
+        self.tls_refused = tls_refused
 
 
 # --- settings and results ----------------------------------------------------------------
@@ -279,6 +282,10 @@ class SmtpClient:
         self.tls_version = ""  # after STARTTLS: "TLSv1.3", and the cipher suite's name
         self.tls_cipher = ""
         self.tls_verified = False  # the peer's certificate was checked (tls = "verify")
+        # Set by the pool: a "verify" attempt was made for this session (MTA-STS testing)
+        # and, when it failed and the session fell back, why (the policy's failure).
+        self.verify_tried = False
+        self.tls_error = ""
         self.transactions = 0  # completed or attempted MAIL transactions
         self.messages = 0  # send() calls
         self._needs_rset = False
@@ -329,14 +336,16 @@ class SmtpClient:
             if tls in ("required", "verify"):
                 await self.quit()
                 raise SmtpConnectError(tls_failure(
-                    f"TLS required but {self.host} does not offer STARTTLS", handshake=False))
+                    f"TLS required but {self.host} does not offer STARTTLS", handshake=False),
+                    tls_refused=True)
             return
         reply = await self._command(b"STARTTLS\r\n", s.command_timeout, "STARTTLS")
         if reply.code != 220:
             if tls in ("required", "verify"):
                 await self.quit()
                 raise SmtpConnectError(tls_failure(
-                    f"TLS required but STARTTLS refused: {reply}", handshake=False))
+                    f"TLS required but STARTTLS refused: {reply}", handshake=False),
+                    tls_refused=True)
             return  # RFC 3207 4: the session goes on in the clear
         await self._start_tls(verify=tls == "verify")
         await self._hello()  # RFC 3207 4.2: forget what we knew, ask again

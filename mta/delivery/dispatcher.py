@@ -37,6 +37,7 @@ from mta.bounce.classify import Classifier
 from mta.bounce.feedback import Feedback
 from mta.config import Config
 from mta.delivery import explain as _explain
+from mta.delivery.client import SmtpClient
 from mta.delivery.fate import RetryRules
 from mta.delivery.outcomes import FinalCallback, Outcomes
 from mta.delivery.paths import EgressPath, PathTable, config_pool
@@ -58,6 +59,7 @@ from mta.rfc5321.reply import Reply
 from mta.shaping import Hold, Shaper, Stores, SuspensionFile
 from mta.shaping.adaptive import Change
 from mta.shaping.shaper import Ticket
+from mta.tls import MtaSts, PolicyFetcher, TlsRequirement, choose
 
 __all__ = ["Dispatcher", "FinalCallback", "PoolResolver"]
 
@@ -150,6 +152,9 @@ class Dispatcher:
                                  rules=self._retry_rules(cfg), clock=clock, poke=self.poke,
                                  on_final=on_final)
         self.outcomes.dsn_sink = dsn_sink
+        # MTA-STS (RFC 8461): policies of recipient domains, cached beside the spool.
+        self.sts = MtaSts(self.resolver, self._policy_fetcher(cfg), cfg.spool.dir,
+                          retry=cfg.tls.fetch_retry, clock=clock, emit=events.emit)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -163,6 +168,12 @@ class Dispatcher:
     @dsn_sink.setter
     def dsn_sink(self, sink: DsnSink | None) -> None:
         self.outcomes.dsn_sink = sink
+
+    def _policy_fetcher(self, cfg: Config) -> PolicyFetcher:
+        t = cfg.tls
+        return PolicyFetcher(self.resolver, ca_file=t.ca_file or cfg.delivery.tls_ca_file,
+                             timeout=t.fetch_timeout, max_size=t.max_policy_size,
+                             port=t.https_port, user_agent=f"mta ({cfg.server.hostname})")
 
     def _retry_rules(self, cfg: Config) -> RetryRules:
         return RetryRules(RetrySchedule.from_config(cfg.delivery, rand=self.rng.random),
@@ -184,6 +195,7 @@ class Dispatcher:
         finally:
             gc.enable()
         gc.freeze()
+        await self.sts.start()
         if restored:
             log.info("recovered %d queued work item(s) from the spool", restored)
         self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
@@ -204,6 +216,7 @@ class Dispatcher:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await self.paths.aclose()
+        await self.sts.aclose()
 
     @property
     def connection_count(self) -> int:
@@ -224,6 +237,9 @@ class Dispatcher:
         for site in self.sites.values():
             site.worker_limit = 0
         self.paths.reload(cfg)
+        old, self.sts.fetcher = self.sts.fetcher, self._policy_fetcher(cfg)
+        self.sts.retry = cfg.tls.fetch_retry
+        self._spawn(old.aclose(), "close the old MTA-STS fetcher")
         self._spawn(self._learn_rule_sites(), "shaping key lookups")
 
     def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -461,6 +477,16 @@ class Dispatcher:
         self.scheduler.defer(item, max(at, now + 0.01))
         self.poke()
 
+    async def tls_requirement(self, domain: str, base: str) -> TlsRequirement:
+        """What mail to `domain` needs of its connection on a path whose tls is `base`:
+        a [tls] policy entry for the domain, else its MTA-STS policy (when [tls]
+        mta_sts), else the path's own tls (mta.tls.requirement)."""
+        t = self.cfg.tls
+        override = t.policy.get(domain)
+        sts = override == "mta-sts" or (override is None and t.mta_sts)
+        policy = await self.sts.policy_for(domain) if sts else None
+        return choose(domain, base, policy, override)
+
     async def _deliver(self, site: SiteState, path: EgressPath, item: WorkItem) -> None:
         info = await self.spool.get(item.msg_id)
         if info is None or info.state != "queued":
@@ -473,14 +499,30 @@ class Dispatcher:
             body = await self.spool.read_body(item.msg_id)
         except KeyError:
             return
+        # The TLS requirement is the recipient domain's; an item is one domain's, except
+        # after a restart (items are rebuilt per site): one lease per requirement then.
+        by_domain: dict[str, list[int]] = defaultdict(list)
+        for i in indexes:
+            by_domain[rcpts[i].address.rpartition("@")[2].lower()].append(i)
+        groups: dict[TlsRequirement, list[int]] = defaultdict(list)
+        base = path.settings.client.tls
+        for domain, idx in by_domain.items():
+            groups[await self.tls_requirement(domain, base)] += idx
+        for req, idx in groups.items():
+            await self._deliver_group(site, path, item, info, body, sorted(idx), req)
+
+    async def _deliver_group(self, site: SiteState, path: EgressPath, item: WorkItem,
+                             info: MessageInfo, body: bytes, indexes: list[int],
+                             req: TlsRequirement) -> None:
+        rcpts = {r.index: r for r in info.recipients}
         recipients = [rcpts[i] for i in indexes]
         feedback = True
         remote_mta = ""  # the MX host that answered (the DSNs' Remote-MTA)
         remote_dsn = False  # it offered DSN: NOTIFY went on with the message (RFC 3461)
-        tls: dict[str, object] = {}  # the session's TLS, for the events
+        tls: dict[str, object] = {"tls_policy": req.label}  # the session's TLS, for events
         flight = site.inflight[item.msg_id] = Flight("connection", path)
         try:
-            async with path.pool.lease() as client:
+            async with path.pool.lease(req) as client:
                 flight.stage = "sending"
                 remote_mta = client.host
                 verp = self.feedback.return_paths(info.id, info.tenant, info.mail_from,
@@ -495,18 +537,16 @@ class Dispatcher:
                         result = await client.send(sender, [r], body, params=info.mail_params)
                         replies += result.per_recipient
                 remote_dsn = "DSN" in client.extensions
-                # tls_verified: the certificate was checked (tls = "verify"); opportunistic
-                # STARTTLS (RFC 7435) encrypts without checking it.
-                tls = ({"tls": client.tls_version, "tls_cipher": client.tls_cipher,
-                        "tls_verified": client.tls_verified} if client.tls_active
-                       else {"tls": "none"})
+                tls = _tls_outcome(client, req)
         except PathBlocked as e:
             self._hold_back(item, [e.hold])
             return
         except SiteUnavailable as e:
             replies = [e.reply] * len(indexes)
-            # One signal for the attempt, whatever each recipient's reply says.
-            self.shaper.record(path.config, "connection_failure", e.reply)
+            # One signal for the attempt, whatever each recipient's reply says; none when
+            # only our TLS policy refused the hosts (the site itself is fine).
+            if not e.policy_only:
+                self.shaper.record(path.config, "connection_failure", e.reply)
             feedback = False
         site.last_reply = replies[-1]
         done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name, item.pool)
@@ -543,3 +583,20 @@ class Dispatcher:
                          category=change.category or None,
                          reply=str(change.reply) if change.reply else None,
                          until=change.until)
+
+
+def _tls_outcome(client: SmtpClient, req: TlsRequirement) -> dict[str, object]:
+    """The session's TLS for the events: version ("none": in the clear), cipher, whether
+    the certificate was verified (tls = "verify", MTA-STS; opportunistic STARTTLS, RFC
+    7435, encrypts without checking it), the policy applied, and what an MTA-STS testing
+    policy would have refused."""
+    out: dict[str, object] = (
+        {"tls": client.tls_version, "tls_cipher": client.tls_cipher,
+         "tls_verified": client.tls_verified} if client.tls_active
+        else {"tls": "none", "tls_verified": False})
+    out["tls_policy"] = req.label
+    failure = req.failure(client.host, tls_verified=client.tls_verified,
+                          tls_error=client.tls_error)
+    if failure:
+        out["tls_failure"] = failure
+    return out

@@ -18,7 +18,7 @@ from mta.shaping.hold import at
 if TYPE_CHECKING:
     from mta.delivery.dispatcher import Dispatcher, SiteState
 
-__all__ = ["explain", "source_holds"]
+__all__ = ["explain", "source_holds", "tls_policy"]
 
 # Holds a new connection meets; an idle connection of the path needs none of them.
 _CONNECTION_HOLDS = ("licence_connections", "connection_limit", "max_connection_rate")
@@ -29,7 +29,9 @@ async def explain(d: Dispatcher, info: MessageInfo) -> dict:
     warmup_cap, a [rate_limits] name, max_message_rate, licence_connections,
     connection_limit, max_connection_rate, ...), `until` when it ends (epoch seconds, None
     when it is not a time), `detail` says it in words, and `shaping` lists every hold of
-    every source the message may leave from."""
+    every source the message may leave from; `tls_policy` the TLS policy its next
+    attempt applies (see `tls_policy`). A recipient an MTA-STS enforce policy deferred
+    has the reason in `last_reply` ("MTA-STS policy of example.com (enforce): ...")."""
     now = d.clock()
     out: list[dict] = []
     for r in info.recipients:
@@ -37,6 +39,8 @@ async def explain(d: Dispatcher, info: MessageInfo) -> dict:
             "recipient": r.address, "state": r.state, "site": r.site,
             "attempts": r.attempts,
             "last_reply": str(r.last_reply) if r.last_reply else None}
+        if r.state in ("queued", "held"):
+            entry["tls_policy"] = tls_policy(d, r.address.rpartition("@")[2].lower())
         if r.state == "held" or info.state == "held":
             entry.update(waiting_for="held", until=None,
                          detail="held by an administrator (mta queue release)")
@@ -59,6 +63,21 @@ async def explain(d: Dispatcher, info: MessageInfo) -> dict:
         out.append(entry)
     return {"id": info.id, "tenant": info.tenant, "state": info.state, "now": now,
             "recipients": out}
+
+
+def tls_policy(d: Dispatcher, domain: str) -> str:
+    """The TLS policy the next attempt applies as far as known without a lookup: a [tls]
+    policy entry, an MTA-STS policy in the cache (mta-sts-enforce / -testing), else
+    "path" (the path's own tls: [delivery] tls or [shaping."site"] tls)."""
+    t = d.cfg.tls
+    override = t.policy.get(domain)
+    if override is not None and override != "mta-sts":
+        return override
+    if override == "mta-sts" or t.mta_sts:
+        policy = d.sts.cached(domain)
+        if policy is not None:
+            return f"mta-sts-{policy.mode}"
+    return "path"
 
 
 async def source_holds(d: Dispatcher, site: SiteState, tenant: str,

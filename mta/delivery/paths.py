@@ -58,7 +58,7 @@ def path_settings(cfg: Config, config: PathConfig, source: EgressSource) -> Path
     base = cfg.delivery.ehlo_name or cfg.server.hostname
     client = ClientSettings(
         ehlo_name=source.ehlo_name or base, tls=config.tls,
-        tls_ca_file=cfg.delivery.tls_ca_file, chunking=cfg.delivery.chunking,
+        tls_ca_file=cfg.tls.ca_file or cfg.delivery.tls_ca_file, chunking=cfg.delivery.chunking,
         connect_timeout=config.connect_timeout, greeting_timeout=config.greeting_timeout,
         command_timeout=config.command_timeout, data_timeout=config.data_timeout,
         max_recipients_per_transaction=config.max_recipients_per_transaction)

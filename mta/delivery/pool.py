@@ -9,6 +9,11 @@ unless it broke, reached `max_deliveries_per_connection` or the pool is above it
 limit shrank); idle sessions close after `idle_timeout`. A session counts against the limit
 until its goodbye is done, so the receiver never sees more than `connection_limit` at once.
 
+Each lease may carry a `TlsRequirement` (mta.tls: the path's tls, a per-domain policy or
+MTA-STS): only sessions that meet it are reused, new ones are dialled by it (an enforce
+policy's non-matching MX hosts are skipped, each with its reason), and idle sessions it
+cannot use give up their slot to it.
+
 No scheduling policy here: which messages go, and when, is the dispatcher's business; how
 many connections shaping allows is passed in as `connection_limit`, and before each NEW
 connection the optional `admit()` hook is awaited. It answers a grant (anything with an
@@ -29,6 +34,7 @@ from typing import Protocol
 from mta.delivery.client import ClientSettings, SmtpClient, SmtpConnectError
 from mta.queue.names import ready_queue_name
 from mta.rfc5321 import Reply
+from mta.tls import TlsRequirement
 
 __all__ = ["Admit", "ConnectAttempt", "ConnectionPool", "Grant", "Lease", "MxHost",
            "SiteUnavailable"]
@@ -55,6 +61,7 @@ class ConnectAttempt:
     host: str
     address: str
     reply: Reply
+    policy: bool = False  # refused by the TLS policy (MTA-STS enforce), not by the host
 
 
 class SiteUnavailable(Exception):
@@ -70,6 +77,12 @@ class SiteUnavailable(Exception):
         self.reply = (spoken[-1] if spoken else attempts[-1].reply) if attempts \
             else Reply(421, "4.4.4", "no MX address")
         super().__init__(str(self.reply))
+
+    @property
+    def policy_only(self) -> bool:
+        """Every attempt was refused by our TLS policy: the site is not failing (other
+        domains' mail goes on), so this is no shaping signal."""
+        return bool(self.attempts) and all(a.policy for a in self.attempts)
 
 
 class ConnectionPool:
@@ -96,6 +109,9 @@ class ConnectionPool:
         self._closing_tasks: set[asyncio.Task[None]] = set()
         self._grants: dict[SmtpClient, Grant] = {}
         self._no_tls: set[str] = set()  # addresses whose TLS handshake failed (opportunistic)
+        # MTA-STS testing: addresses whose certificate did not verify, and why (dialled
+        # with the path's tls from then on, the failure still recorded on every delivery).
+        self._unverified: dict[str, str] = {}
         self._closed = False
         self.connects = 0  # sessions opened
         self.last_attempts: list[ConnectAttempt] = []  # failures of the last successful open
@@ -119,25 +135,34 @@ class ConnectionPool:
         return len(self._busy)
 
     # --- leases ------------------------------------------------------------------------
-    def lease(self) -> Lease:
-        return Lease(self)
+    def lease(self, requirement: TlsRequirement | None = None) -> Lease:
+        return Lease(self, requirement)
 
-    async def acquire(self) -> SmtpClient:
-        """An idle session, or a new one if below the limit; else wait for a release.
+    def _default_requirement(self) -> TlsRequirement:
+        mode = self.settings.tls
+        return TlsRequirement(mode, mode)
+
+    async def acquire(self, requirement: TlsRequirement | None = None) -> SmtpClient:
+        """An idle session that meets `requirement` (default: the path's tls), or a new
+        one if below the limit; else wait for a release.
 
         Raises SiteUnavailable when every MX address failed.
         """
+        req = requirement or self._default_requirement()
         while True:
             if self._closed:
                 raise SiteUnavailable([ConnectAttempt(self.name, "", Reply(
                     421, "4.4.2", "connection pool closed"))])
-            while self._idle:
-                client, timer = self._idle.pop()
+            client = self._take_idle(req)
+            if client is not None:
+                self._busy.add(client)
+                return client
+            if self._idle and self.open_count + self.closing_count >= self.connection_limit:
+                # Idle sessions that this delivery's TLS policy cannot use must not hold
+                # the slots it needs: the coldest one goes.
+                old, timer = self._idle.pop(0)
                 timer.cancel()
-                if client.usable:
-                    self._busy.add(client)
-                    return client
-                self._retire(client)
+                self._retire(old)
             if self.open_count + self.closing_count < self.connection_limit:
                 self._opening += 1  # the slot is ours while admission is asked
                 try:
@@ -150,8 +175,25 @@ class ConnectionPool:
                     self._opening -= 1
                     await self._wait_slot(max(0.001, float(grant)))
                     continue
-                return await self._open(grant)
+                return await self._open(grant, req)
             await self._wait_slot(None)
+
+    def _take_idle(self, req: TlsRequirement) -> SmtpClient | None:
+        """The warmest idle session `req` accepts; broken ones are retired on the way."""
+        for i in range(len(self._idle) - 1, -1, -1):
+            client, timer = self._idle[i]
+            if not client.usable:
+                del self._idle[i]
+                timer.cancel()
+                self._retire(client)
+                continue
+            if req.accepts(client.host, tls_active=client.tls_active,
+                           tls_verified=client.tls_verified,
+                           verify_tried=client.verify_tried):
+                del self._idle[i]
+                timer.cancel()
+                return client
+        return None
 
     async def _wait_slot(self, at_most: float | None) -> None:
         """Until a session is released or closed (or `at_most` seconds pass)."""
@@ -185,31 +227,23 @@ class ConnectionPool:
             await asyncio.wait(self._closing_tasks, timeout=10)
 
     # --- internals ---------------------------------------------------------------------
-    async def _open(self, grant: Grant | None) -> SmtpClient:
-        """Connect (the caller has counted the slot in `_opening`), walking the MX list."""
+    async def _open(self, grant: Grant | None, req: TlsRequirement) -> SmtpClient:
+        """Connect (the caller has counted the slot in `_opening`), walking the MX list;
+        MX hosts `req` may not use are skipped, each with its reason."""
         attempts: list[ConnectAttempt] = []
         try:
             local = (self.source, 0) if self.source else None
             for mx in self.hosts:
+                if not req.may_use(mx.name):
+                    attempts.append(ConnectAttempt(mx.name, "", Reply(
+                        451, "4.7.5", req.refusal_text(
+                            f"MX host {mx.name} does not match the policy (mx: "
+                            f"{', '.join(req.mx)})")), policy=True))
+                    continue
                 for address in mx.addresses:
-                    tls = "disabled" if address in self._no_tls else None
-                    try:
-                        client = await SmtpClient.connect(
-                            address, self.port, self.settings, host=mx.name,
-                            local_addr=local, tls=tls)
-                    except SmtpConnectError as e:
-                        attempts.append(ConnectAttempt(mx.name, address, e.reply))
-                        if not (e.tls_failed and self.settings.tls == "opportunistic"):
-                            continue
-                        # RFC 7435: opportunistic TLS that fails falls back to the clear.
-                        self._no_tls.add(address)
-                        try:
-                            client = await SmtpClient.connect(
-                                address, self.port, self.settings, host=mx.name,
-                                local_addr=local, tls="disabled")
-                        except SmtpConnectError as e2:
-                            attempts.append(ConnectAttempt(mx.name, address, e2.reply))
-                            continue
+                    client = await self._dial(mx, address, local, req, attempts)
+                    if client is None:
+                        continue
                     self.connects += 1
                     self.last_attempts = attempts
                     self._busy.add(client)
@@ -223,6 +257,41 @@ class ConnectionPool:
                 self._spawn_close(None, grant)
         self._slot_freed.set()  # our reserved slot is free again
         raise SiteUnavailable(attempts)
+
+    async def _dial(self, mx: MxHost, address: str, local: tuple[str, int] | None,
+                    req: TlsRequirement, attempts: list[ConnectAttempt]) -> SmtpClient | None:
+        """One address, with the requirement's tls modes in turn: a TLS failure with one
+        (a certificate that does not verify, STARTTLS missing, a broken handshake) tries
+        the next; what failed is remembered per address so later sessions skip it."""
+        modes = list(req.connect_modes())
+        testing = req.sts == "testing"
+        error = self._unverified.get(address, "") if testing else ""
+        if error and len(modes) > 1 and modes[0] == "verify":
+            modes.pop(0)  # its certificate failed before: the failure is known already
+        if address in self._no_tls and "opportunistic" in modes and "disabled" in modes:
+            modes.remove("opportunistic")  # RFC 7435: its handshake failed before
+        for i, mode in enumerate(modes):
+            try:
+                client = await SmtpClient.connect(address, self.port, self.settings,
+                                                  host=mx.name, local_addr=local, tls=mode)
+            except SmtpConnectError as e:
+                tls_problem = e.tls_failed or e.tls_refused
+                reply = e.reply
+                if req.sts == "enforce" and tls_problem:
+                    reply = Reply(reply.code, reply.enhanced, req.refusal_text(reply.text))
+                attempts.append(ConnectAttempt(mx.name, address, reply,
+                                               policy=req.sts == "enforce" and tls_problem))
+                if not tls_problem or i + 1 == len(modes):
+                    return None
+                if mode == "verify":
+                    error = self._unverified[address] = e.reply.text
+                elif mode == "opportunistic":
+                    self._no_tls.add(address)
+                continue
+            client.verify_tried = testing
+            client.tls_error = error if not client.tls_verified else ""
+            return client
+        return None
 
     def _idle_expired(self, client: SmtpClient) -> None:
         for i, (c, _) in enumerate(self._idle):
@@ -270,12 +339,14 @@ class Lease:
     """Async context manager: the session is returned on exit; an exception escaping the
     block marks it broken (we can't know what state the conversation is in)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool,
+                 requirement: TlsRequirement | None = None) -> None:
         self._pool = pool
+        self._requirement = requirement
         self.client: SmtpClient | None = None
 
     async def __aenter__(self) -> SmtpClient:
-        self.client = await self._pool.acquire()
+        self.client = await self._pool.acquire(self._requirement)
         return self.client
 
     async def __aexit__(self, exc_type: type[BaseException] | None,

@@ -201,6 +201,11 @@ class Metrics:
         self.delivered_tls = Counter(
             "mta_delivered_tls", "Recipients delivered, by the TLS version of the session "
             "(\"none\": in the clear).", ["tls"], registry=r)
+        self.delivery_tls = Counter(
+            "mta_delivery_tls", "Delivery attempts (per recipient: delivered, deferred or "
+            "bounced), by the TLS policy applied (a [delivery] tls mode, mta-sts-enforce, "
+            "mta-sts-testing) and whether the MX certificate was verified.",
+            ["policy", "verified"], registry=r)
         self.feedback_reports = Counter(
             "mta_feedback_reports", "Inbound reports and unsubscribes for the bounce "
             "domains (dsn, arf, unsubscribe, other), by outcome (recorded, ignored, "
@@ -274,6 +279,14 @@ class Metrics:
 
     # --- the events stream ---------------------------------------------------------------
 
+    def _tls(self, record: Mapping[str, Any]) -> None:
+        """mta_delivery_tls_total: attempts that carry the TLS policy applied."""
+        policy = record.get("tls_policy")
+        if policy:
+            verified = "true" if record.get("tls_verified") is True else "false"
+            self._child(self.delivery_tls, self._label("tls_policy", policy),
+                        verified).inc()
+
     def attach(self, events: Any) -> None:
         """Count every record of an `EventLog` from now on."""
         events.listeners.append(self.on_event)
@@ -311,14 +324,17 @@ class Metrics:
             self._child(self.delivered, tenant, self._site(get("site"))).inc()
             if get("tls"):
                 self._child(self.delivered_tls, self._label("tls", get("tls"))).inc()
+            self._tls(record)
             accepted = _id_time(str(get("id", "")))
             when = get("time")
             if accepted is not None and isinstance(when, int | float):
                 self._child(self.delivery_latency, tenant).observe(max(0.0, when - accepted))
         elif event == "deferred":
+            self._tls(record)
             self._child(self.deferred, self.tenant(get("tenant")), self._site(get("site")),
                                  self._label("category", get("category"))).inc()
         elif event == "bounced":
+            self._tls(record)
             self._child(self.bounced, self.tenant(get("tenant")), self._site(get("site")),
                                 self._label("category", get("category"))).inc()
         elif event == "feedback":

@@ -442,9 +442,11 @@ class MxFactory:
         self.port = 0
         self.servers: list[MxServer] = []
 
-    async def __call__(self, host: str = "127.0.0.2", port: int | None = None,
+    async def __call__(self, host: str = "127.0.0.2", port: int | None = None, *,
+                       tls_context: ssl.SSLContext | None = None,
                        **behaviour: Any) -> MxServer:
-        mx = MxServer(host, self.tls_context)
+        """`tls_context`: this server's own certificate (default: the shared one)."""
+        mx = MxServer(host, tls_context or self.tls_context)
         for k, v in behaviour.items():
             if not hasattr(mx, k):
                 raise TypeError(f"MxServer has no setting {k!r}")

@@ -1,0 +1,39 @@
+"""Outbound transport security beyond opportunistic STARTTLS: MTA-STS (RFC 8461).
+
+policy.py       the `_mta-sts` TXT record and the policy file, parsed; MX pattern matching
+fetch.py        the HTTPS fetch of a policy (aiohttp, verified, through mta's resolver)
+cache.py        policies kept in the state directory until their max_age
+sts.py          `MtaSts.policy_for(domain)`: lookup, fetch, cache, background refresh
+requirement.py  `choose()`: what one delivery needs of its connection, and why
+
+Other packages import from here only.
+"""
+
+from mta.tls.fetch import FetchError, PolicyFetcher
+from mta.tls.policy import (
+    StsPolicy,
+    StsRecord,
+    StsSyntaxError,
+    mx_matches,
+    parse_policy,
+    parse_record,
+    select_record,
+)
+from mta.tls.requirement import TlsRequirement, choose
+from mta.tls.sts import CACHE_FILE, MtaSts
+
+__all__ = [
+    "CACHE_FILE",
+    "FetchError",
+    "MtaSts",
+    "PolicyFetcher",
+    "StsPolicy",
+    "StsRecord",
+    "StsSyntaxError",
+    "TlsRequirement",
+    "choose",
+    "mx_matches",
+    "parse_policy",
+    "parse_record",
+    "select_record",
+]
