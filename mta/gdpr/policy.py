@@ -7,7 +7,8 @@ a month's unique recipients stay as many, the ledger stays whole, an erased addr
 still one recipient if mail reaches it again this month. The ledger is append-only (a
 trigger refuses updates); an erasure is the one writer that may rewrite its `recipient`,
 and puts the trigger back in the same transaction. Then `scrub()`: VACUUM, WAL truncated.
-With [cluster] redis_url the policy state lives in Redis: not handled here (see README).
+With Redis (`[cluster] redis_url`, or the workers' embedded store) the policy state
+lives there: mta/gdpr/redis_policy.py.
 """
 
 from __future__ import annotations

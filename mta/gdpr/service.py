@@ -24,6 +24,7 @@ from mta.gdpr.key import ErasureKey, key_path
 from mta.gdpr.match import Matcher
 from mta.gdpr.outbox import erase_outbox, find_in_outbox
 from mta.gdpr.policy import erase_policy, find_in_policy
+from mta.gdpr.redis_policy import erase_in_redis, find_in_redis
 from mta.gdpr.spool import erase_spool, find_in_spool, pending_of
 from mta.gdpr.suppressions import erase_suppressions, find_suppressions
 
@@ -66,6 +67,10 @@ class Gdpr:
         from mta.policy.sqlite_writer import GroupCommit
         return isinstance(self.policy_store, GroupCommit)
 
+    def _redis_policy(self) -> bool:
+        from mta.policy.redis_store import RedisStore
+        return isinstance(self.policy_store, RedisStore)
+
     @property
     def _events_path(self) -> Path | None:
         return getattr(self.events, "path", None)
@@ -85,7 +90,9 @@ class Gdpr:
             "suppressions": (await find_suppressions(self.suppressions, a)
                              if self.suppressions is not None else []),
             "policy": (await self.policy_store.write(find_in_policy, a)
-                       if self._sqlite_policy() else {}),
+                       if self._sqlite_policy() else
+                       await find_in_redis(self.policy_store, a)
+                       if self._redis_policy() else {}),
             "webhooks": (await find_in_outbox(self.outbox, m)
                          if self.outbox is not None else []),
         }
@@ -121,6 +128,8 @@ class Gdpr:
             if self._sqlite_policy():
                 out["policy"] = await self.policy_store.write(erase_policy, a, token)
                 await self.policy_store.scrub()
+            elif self._redis_policy():  # shared: the first worker or node to erase does it
+                out["policy"] = await erase_in_redis(self.policy_store, a, token)
             if self.webhooks is not None:
                 await self.webhooks.flush()  # events still in memory reach the outbox first
                 out["webhooks"] = await erase_outbox(self.outbox, m, alias)

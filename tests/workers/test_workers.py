@@ -205,9 +205,9 @@ def _running(pid: int) -> bool:
         return False
 
 
-def _post_credits(mta, amount: int) -> int:
+def _post_credits(mta, amount: int, tenant: str = "shop") -> int:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{mta.http_port}/api/v1/admin/tenants/shop/credits",
+        f"http://127.0.0.1:{mta.http_port}/api/v1/admin/tenants/{tenant}/credits",
         data=json.dumps({"amount": amount, "paid": True}).encode(), method="POST",
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
