@@ -47,6 +47,7 @@ class Gdpr:
         self.outbox = webhooks.outbox if webhooks is not None else None
         self.shard = shard
         self.key: ErasureKey | None = None
+        self.state_dir: Path | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -55,6 +56,7 @@ class Gdpr:
         up from the first connection on, on every node and worker that has the key, not
         only the ones that ran an erasure."""
         g = cls(key_file=key_path(cfg.retention.gdpr_key_file, state_dir), **parts)
+        g.state_dir = Path(state_dir)
         g.key = await asyncio.to_thread(ErasureKey.load_or_create, g.key_file)
         g._attach()
         return g
@@ -138,6 +140,14 @@ class Gdpr:
                     self.events.edit, lambda path: erase_events(path, m, alias))
                 self.events.emit("gdpr_erased", subject=token, **{
                     k: v for k, v in out["queue"].items() if v})
+            if self.shard == 0 and self.state_dir is not None:
+                backups = await asyncio.to_thread(_backups_naming, self.state_dir, m)
+                if backups:
+                    # The operator's rollback copies from a schema upgrade: not ours to
+                    # rewrite; named so that they can be deleted once the upgrade stands.
+                    out["backups_naming_it"] = backups
+                    log.warning("gdpr: %d upgrade backup(s) still hold %s: %s", len(backups),
+                                token, ", ".join(backups))
             log.info("gdpr: erased %s in %.1f s", token, time.monotonic() - started)
             return out
 
@@ -148,3 +158,21 @@ class Gdpr:
             return
         for msg_id in (*deleted, *trimmed):
             self.dispatcher.scheduler.cancel(msg_id)
+
+
+def _backups_naming(state_dir: Path, m: Matcher) -> list[str]:
+    """The schema-upgrade backups (mta.dbupgrade: NAME.vN-TIME.bak) that contain the
+    address, by a byte search of each."""
+    found = []
+    for path in sorted(state_dir.glob("*.bak")):
+        try:
+            with open(path, "rb") as f:
+                tail = b""
+                while chunk := f.read(1 << 24):  # 16 MiB at a time, overlapping by 1 KiB
+                    if m.in_bytes(tail + chunk):
+                        found.append(path.name)
+                        break
+                    tail = chunk[-1024:]
+        except OSError:
+            continue
+    return found

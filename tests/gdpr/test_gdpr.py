@@ -192,8 +192,14 @@ async def test_export_then_erase_leaves_no_byte_of_the_address(
         assert any(h.startswith("spool/webhooks-00.sqlite") for h in before), before
         assert any(".gz" in h for h in before), before
 
+        # A schema upgrade's rollback copy (mta.dbupgrade): the operator's, not rewritten,
+        # but named by the erasure so that it can be deleted once the upgrade stands.
+        backup = mta.workdir / "spool" / "policy.db.v2-20261201T000000Z.bak"
+        backup.write_bytes((mta.workdir / "spool" / "policy.db").read_bytes() + ADDRESS.encode())
         erased = _json(await asyncio.to_thread(mta.cli, "gdpr", "erase", ADDRESS, "--json"))
         [e] = erased["workers"]
+        assert e["backups_naming_it"] == [backup.name]
+        backup.unlink()
         assert e["token"].startswith("hmac:")
         assert e["queue"]["messages_deleted"] >= 4  # to, from, only, sent
         assert e["queue"]["messages_trimmed"] == 1  # shared: LATER still waits
