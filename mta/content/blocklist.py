@@ -8,7 +8,8 @@ are logged, not listings. NXDOMAIN is "not listed". A lookup that fails (SERVFAI
 timeout) is not a listing either: a broken list must not stop mail.
 
 Every question goes through the daemon's resolver, whose cache keeps answers for their
-TTL (negative answers too), so a campaign's thousand copies of one link ask DNS once.
+TTL (negative answers too), so a campaign's thousand copies of one link ask DNS once;
+cached answers are read without a task each (`Resolver.cached`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,10 @@ def query_names(host: str) -> list[str]:
 
 
 async def _code(resolver: Lookup, name: str) -> str | None:
-    answer = await resolver.lookup(name, "A")
+    return _code_of(await resolver.lookup(name, "A"), name)
+
+
+def _code_of(answer: Answer, name: str) -> str | None:
     if answer.status is not Status.OK:
         if answer.status is Status.SERVFAIL:
             log.info("URI blocklist lookup %s failed: %s", name, answer.detail)
@@ -77,7 +81,21 @@ async def check_hosts(resolver: Lookup, hosts: Iterable[str],
     for zone in zones:
         for host in hosts:
             asks.extend((host, zone, f"{n}.{zone}") for n in query_names(host))
-    codes = await asyncio.gather(*(_code(resolver, name) for _, _, name in asks))
+    # Answers in the resolver's cache are read at once (a campaign's links are asked
+    # about thousands of times); only the others become concurrent questions.
+    cached = getattr(resolver, "cached", None)
+    codes: list[str | None] = [None] * len(asks)
+    missing: list[int] = []
+    for i, (_, _, name) in enumerate(asks):
+        answer = cached(name, "A") if cached is not None else None
+        if answer is None:
+            missing.append(i)
+        else:
+            codes[i] = _code_of(answer, name)
+    if missing:
+        found_codes = await asyncio.gather(*(_code(resolver, asks[i][2]) for i in missing))
+        for i, code in zip(missing, found_codes, strict=True):
+            codes[i] = code
     found: list[Listing] = []
     seen: set[tuple[str, str]] = set()
     for (host, zone, _), code in zip(asks, codes, strict=True):

@@ -94,6 +94,18 @@ class CachingResolver:
 
     # --- one question ----------------------------------------------------------------
 
+    def cached(self, name: str, rdtype: str) -> Answer | None:
+        """The cached answer to (name, type), without asking or awaiting anything; None
+        when there is none. For callers that look up many names per message (URI
+        blocklists): a hit costs no task."""
+        name = normalize_name(name)
+        if name_error(name) is not None:
+            return None
+        answer = self.cache.get(name, rdtype)
+        if answer is not None:
+            self.counters.cache_hit += 1
+        return answer
+
     async def lookup(self, name: str, rdtype: str) -> Answer:
         """One (name, type) question: from the cache, or joined to the same question
         already in flight, or asked of the backend."""
