@@ -31,28 +31,11 @@ def source_key(name: str, address: str) -> str:
     return address or f"source:{name}"
 
 
-class _LocalKV:
-    """The subset of PolicyKV used here, in this process's memory."""
-
-    def __init__(self) -> None:
-        self._d: dict[tuple[str, str], str] = {}
-
-    async def get(self, ns: str, key: str) -> str | None:
-        return self._d.get((ns, key))
-
-    async def put(self, ns: str, key: str, value: str) -> None:
-        self._d[(ns, key)] = value
-
-    async def delete(self, ns: str, key: str) -> bool:
-        return self._d.pop((ns, key), None) is not None
-
-    async def items(self, ns: str) -> dict[str, str]:
-        return {k: v for (n, k), v in sorted(self._d.items()) if n == ns}
-
-
 class ReplyHoldStore:
     def __init__(self) -> None:
-        self.kv: PolicyKV | _LocalKV = _LocalKV()
+        from mta.policy.kv import MemoryKV  # a sibling room's: imported when first used
+
+        self.kv: PolicyKV = MemoryKV()  # until the daemon attaches the policy store's
 
     def attach(self, kv: PolicyKV) -> None:
         self.kv = kv
