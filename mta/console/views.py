@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mta.config.reputation import STATES
 from mta.console import data
 from mta.console.feed import OUTCOMES, Filter
 from mta.console.site import ACCOUNT, CONSOLE, FORM, SESSION, refuse
@@ -319,7 +320,24 @@ async def tenant_page(request: web.Request) -> web.Response:
                    done=request.query.get("done", ""))
 
 
-@routes.get("/tenants/{name}/{action:suspend|unsuspend}")
+_TENANT_ACTIONS = "suspend|unsuspend|credits|escalate|clear"
+# What each tenant action asks on its confirmation page, beside the CSRF token.
+_TENANT_FIELDS: dict[str, list[dict[str, Any]]] = {
+    "suspend": [{"name": "reason", "label": "Reason", "type": "text"}],
+    "unsuspend": [],
+    "credits": [{"name": "amount", "label": "Credits", "type": "number"},
+                {"name": "paid", "label": "Paid", "type": "checkbox"}],
+    "escalate": [{"name": "to", "label": "State", "type": "select",
+                  "options": list(STATES[1:])},
+                 {"name": "reason", "label": "Reason", "type": "text"}],
+    "clear": [{"name": "reason", "label": "Reason", "type": "text"}],
+}
+_TENANT_WHAT = {"suspend": "all mail of tenant {}", "unsuspend": "the suspensions of tenant {}",
+                "credits": "credits to tenant {}", "escalate": "tenant {}'s reputation state",
+                "clear": "tenant {}'s reputation back to ok"}
+
+
+@routes.get("/tenants/{name}/{action:" + _TENANT_ACTIONS + "}")
 async def tenant_confirm(request: web.Request) -> web.Response:
     detail = await _tenant(request)
     if isinstance(detail, web.Response):
@@ -327,13 +345,16 @@ async def tenant_confirm(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     return (_may_act(request) or
             _render(request, "confirm.html", page="tenants", action=action,
-                    what=f"all mail of tenant {detail['name']}",
+                    what=_TENANT_WHAT[action].format(detail["name"]),
                     post=f"/console/tenants/{detail['name']}/{action}",
-                    back=f"/console/tenants/{detail['name']}", reason=action == "suspend"))
+                    back=f"/console/tenants/{detail['name']}",
+                    fields=_TENANT_FIELDS[action]))
 
 
-@routes.post("/tenants/{name}/{action:suspend|unsuspend}")
+@routes.post("/tenants/{name}/{action:" + _TENANT_ACTIONS + "}")
 async def tenant_action(request: web.Request) -> web.Response:
+    """The CLI's tenant actions (`mta policy suspend|unsuspend|credits add|escalate|clear`),
+    through the same PolicyAdmin and reputation guard the admin API calls."""
     refused = _may_act(request)
     if refused:
         return refused
@@ -341,13 +362,31 @@ async def tenant_action(request: web.Request) -> web.Response:
     if isinstance(detail, web.Response):
         return detail
     admin = request.config_dict[state.POLICY_ADMIN]
-    name = detail["name"]
-    if request.match_info["action"] == "suspend":
-        reason = str(request[FORM].get("reason", "")).strip()[:500] or "by the operator"
-        await admin.suspend(name, f"console: {reason}")
-        done = "suspended"
-    else:
-        done = f"lifted+{await admin.unsuspend(name)}+suspension(s)"
+    name, action, form = detail["name"], request.match_info["action"], request[FORM]
+    reason = str(form.get("reason", "")).strip()[:500]
+    try:
+        if action == "suspend":
+            await admin.suspend(name, f"console: {reason or 'by the operator'}")
+            done = "suspended"
+        elif action == "unsuspend":
+            done = f"lifted+{await admin.unsuspend(name)}+suspension(s)"
+        elif action == "credits":
+            amount = int(str(form.get("amount", "")).strip() or "0")
+            await admin.add_credits(name, amount, paid=form.get("paid") == "on",
+                                    note="console")
+            done = f"added+{amount}+credits"
+        else:
+            guard = request.config_dict.get(REPUTATION)
+            if guard is None:
+                return refuse(request, 409, "The reputation guard is off ([reputation]).")
+            if action == "escalate":
+                st = await guard.escalate(name, str(form.get("to", "")), f"console: {reason}"
+                                          if reason else "")
+            else:
+                st = await guard.clear(name, f"console: {reason}" if reason else "")
+            done = f"reputation+{st.name}"
+    except ValueError as e:  # PolicyError, ReputationError, a number that is not one
+        return refuse(request, 400, f"Not done: {e}")
     raise web.HTTPSeeOther(f"/console/tenants/{name}?done={done}")
 
 

@@ -126,6 +126,32 @@ async def test_an_operator_suspends_a_tenant_and_lifts_it(site: Site):
         assert site.admin("/api/v1/admin/tenants/globex/suspensions")["suspensions"] == []
 
 
+async def test_an_operator_adds_credits_and_moves_the_reputation_state(site: Site):
+    """The CLI's other tenant actions on the tenant page: `mta policy credits add`,
+    `escalate` and `clear`, checked through the admin API; a bad amount is refused."""
+    async with aiohttp.ClientSession() as http:
+        r = await sign_in(http, site.base, "olga")
+        cookie = {"Cookie": f"mta_console={_cookie(r, 'mta_console')}"}
+
+        async def act(action: str, form: dict[str, str]) -> int:
+            url = f"{site.base}/console/tenants/globex/{action}"
+            token = await _form_token(http, url, cookie)
+            async with http.post(url, data={"csrf": token, **form}, headers=cookie,
+                                 allow_redirects=False) as done:
+                return done.status
+
+        before = site.admin("/api/v1/admin/tenants/globex/credits")["balance"]
+        assert await act("credits", {"amount": "250", "paid": "on"}) == 303
+        assert site.admin("/api/v1/admin/tenants/globex/credits")["balance"] == before + 250
+        assert await act("credits", {"amount": "lots"}) == 400
+        assert await act("escalate", {"to": "limited", "reason": "list bought"}) == 303
+        rep = site.admin("/api/v1/admin/tenants/globex/reputation")
+        assert rep["state"] == "limited" and "list bought" in rep["reason"]
+        assert await act("escalate", {"to": "nowhere", "reason": "x"}) == 400
+        assert await act("clear", {"reason": "cleaned"}) == 303
+        assert site.admin("/api/v1/admin/tenants/globex/reputation")["state"] == "ok"
+
+
 async def test_an_account_removed_by_sighup_is_signed_out(tmp_path):
     mta = MtaProcess(tmp_path, console_toml()).start()
     try:
