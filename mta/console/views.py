@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import json
 import re
 import secrets
@@ -21,6 +22,8 @@ from mta.console.feed import OUTCOMES, Filter
 from mta.console.site import ACCOUNT, CONSOLE, FORM, SESSION, refuse
 from mta.http import state
 from mta.http.admin_reputation import REPUTATION
+from mta.policy import PolicyError
+from mta.policy.tenants import LIMIT_NAMES
 
 __all__ = ["routes"]
 
@@ -320,7 +323,7 @@ async def tenant_page(request: web.Request) -> web.Response:
                    done=request.query.get("done", ""))
 
 
-_TENANT_ACTIONS = "suspend|unsuspend|credits|escalate|clear"
+_TENANT_ACTIONS = "suspend|unsuspend|credits|escalate|clear|limit|unlimit"
 # What each tenant action asks on its confirmation page, beside the CSRF token.
 _TENANT_FIELDS: dict[str, list[dict[str, Any]]] = {
     "suspend": [{"name": "reason", "label": "Reason", "type": "text"}],
@@ -331,10 +334,18 @@ _TENANT_FIELDS: dict[str, list[dict[str, Any]]] = {
                   "options": list(STATES[1:])},
                  {"name": "reason", "label": "Reason", "type": "text"}],
     "clear": [{"name": "reason", "label": "Reason", "type": "text"}],
+    "limit": [{"name": "limit", "label": "Limit", "type": "select",
+               "options": list(LIMIT_NAMES)},
+              {"name": "value", "label": "Messages", "type": "number", "min": 0},
+              {"name": "until", "label": "Until (date)", "type": "date"},
+              {"name": "reason", "label": "Reason", "type": "text"}],
+    "unlimit": [],
 }
 _TENANT_WHAT = {"suspend": "all mail of tenant {}", "unsuspend": "the suspensions of tenant {}",
                 "credits": "credits to tenant {}", "escalate": "tenant {}'s reputation state",
-                "clear": "tenant {}'s reputation back to ok"}
+                "clear": "tenant {}'s reputation back to ok",
+                "limit": "a temporary sending limit on tenant {}",
+                "unlimit": "the temporary sending limits of tenant {}"}
 
 
 @routes.get("/tenants/{name}/{action:" + _TENANT_ACTIONS + "}")
@@ -370,6 +381,14 @@ async def tenant_action(request: web.Request) -> web.Response:
             done = "suspended"
         elif action == "unsuspend":
             done = f"lifted+{await admin.unsuspend(name)}+suspension(s)"
+        elif action == "limit":
+            until = datetime.date.fromisoformat(str(form.get("until", "")).strip())
+            value = int(str(form.get("value", "")).strip())
+            await admin.set_limit(name, str(form.get("limit", "")), value, until=until,
+                                  reason=f"console: {reason or 'by the operator'}")
+            done = "limit+set"
+        elif action == "unlimit":
+            done = f"cleared+{await admin.clear_limit(name)}+limit(s)"
         elif action == "credits":
             amount = int(str(form.get("amount", "")).strip() or "0")
             await admin.add_credits(name, amount, paid=form.get("paid") == "on",
@@ -385,7 +404,7 @@ async def tenant_action(request: web.Request) -> web.Response:
             else:
                 st = await guard.clear(name, f"console: {reason}" if reason else "")
             done = f"reputation+{st.name}"
-    except ValueError as e:  # PolicyError, ReputationError, a number that is not one
+    except (PolicyError, ValueError) as e:  # ReputationError is a ValueError, as is int("x")
         return refuse(request, 400, f"Not done: {e}")
     raise web.HTTPSeeOther(f"/console/tenants/{name}?done={done}")
 

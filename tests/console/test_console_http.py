@@ -144,6 +144,19 @@ async def test_an_operator_adds_credits_and_moves_the_reputation_state(site: Sit
         assert await act("credits", {"amount": "250", "paid": "on"}) == 303
         assert site.admin("/api/v1/admin/tenants/globex/credits")["balance"] == before + 250
         assert await act("credits", {"amount": "lots"}) == 400
+        assert await act("credits", {"amount": "0"}) == 400
+        # A temporary limit, as `mta policy limits set`, and cleared again.
+        assert await act("limit", {"limit": "messages_per_hour", "value": "10",
+                                   "until": "2099-01-31", "reason": "cooling"}) == 303
+        def hourly() -> list[dict]:
+            return [u for u in site.admin("/api/v1/admin/tenants/globex/limits")["usage"]
+                    if u["name"] == "messages_per_hour" and u["limit"] == 10]
+
+        assert len(hourly()) == 1
+        assert await act("limit", {"limit": "messages_per_hour", "value": "10",
+                                   "until": "someday", "reason": "x"}) == 400
+        assert await act("unlimit", {}) == 303
+        assert hourly() == []
         assert await act("escalate", {"to": "limited", "reason": "list bought"}) == 303
         rep = site.admin("/api/v1/admin/tenants/globex/reputation")
         assert rep["state"] == "limited" and "list bought" in rep["reason"]
