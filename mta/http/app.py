@@ -102,6 +102,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app[state.API_KEYS] = inject.ApiKeys(
         api_keys, kv_for(policy_admin.store) if policy_admin is not None else None)
     app[ratelimit.LIMITER] = ratelimit.RateLimiter(request_limits)
+    app[ratelimit.AUTH_FAILURES] = ratelimit.RateLimiter()
     app[admin_keys.USERS] = users
     app[state.POLICY_ADMIN] = policy_admin
     app[state.INJECT_LIMITS] = limits or Limits()

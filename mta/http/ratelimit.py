@@ -44,8 +44,9 @@ from aiohttp import web
 from mta.http import state
 from mta.http.errors import ApiError
 
-__all__ = ["LIMITER", "Limit", "RateLimiter", "RequestLimits", "auth_failure_middleware",
-           "body_limit_middleware", "ratelimit_middleware", "reload_limits"]
+__all__ = ["AUTH_FAILURES", "LIMITER", "Limit", "RateLimiter", "RequestLimits",
+           "auth_failure_middleware", "body_limit_middleware", "ratelimit_middleware",
+           "reload_limits"]
 
 INJECT_PATH = "/api/v1/messages"
 # The authenticated tenant of an injection request, found once by the middleware (the
@@ -160,8 +161,9 @@ class RateLimiter:
         return Decision(True, headers=self._headers(b, limit))
 
     def exhausted(self, principal: str, limit: Limit) -> int:
-        """Seconds until `principal` has a token again (0: it has one now); takes none."""
-        if limit.rate <= 0:
+        """Seconds until `principal` has a token again (0: it has one now); takes none,
+        and makes no bucket for a principal that has none (it has every token)."""
+        if limit.rate <= 0 or principal not in self._buckets:
             return 0
         b = self._bucket(principal, limit, self._clock())
         return 0 if b.tokens >= 1.0 else max(1, math.ceil((1.0 - b.tokens) / limit.rate))
@@ -189,6 +191,9 @@ class RateLimiter:
 
 
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
+# Failed authentications per client address: a table of its own, because a bucket table is
+# pruned by one Limit and the keys' buckets follow another.
+AUTH_FAILURES = web.AppKey("auth_failures", RateLimiter)
 
 
 def reload_limits(app: web.Application, cfg: Any) -> None:
@@ -274,8 +279,8 @@ def _client(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_failure_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    limiter = request.app[LIMITER]
-    limit = limiter.limits.auth_fail
+    limiter = request.app[AUTH_FAILURES]
+    limit = request.app[LIMITER].limits.auth_fail
     client = None if _local(request) or limit.rate <= 0 else _client(request)
     if client is None:
         return await handler(request)
