@@ -60,6 +60,7 @@ class RuntimeRules:
         self.poll = poll
         # name -> (the record as stored, the parsed rule), in the order added.
         self._records: dict[str, dict[str, Any]] = {}
+        self._raw: dict[str, str] | None = None  # the store's records as last read
         self._task: asyncio.Task[None] | None = None
 
     # --- reading the store --------------------------------------------------------------
@@ -67,6 +68,9 @@ class RuntimeRules:
     async def load(self) -> bool:
         """Re-read the store; apply the rules if they changed. Returns whether they did."""
         raw = await self.kv.items(NAMESPACE)
+        if raw == self._raw:
+            return False  # nothing changed since the last look: no rule is parsed again
+        self._raw = raw
         records: dict[str, dict[str, Any]] = {}
         for name, text in raw.items():
             try:
