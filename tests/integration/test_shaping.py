@@ -194,6 +194,45 @@ connection_limit = 2
 
 # --- egress ----------------------------------------------------------------------------------
 
+async def test_a_source_s_tls_rule_holds_for_every_site_unless_a_site_says_otherwise(
+        mta_factory, dns_server_factory, mx_factory):
+    # TLS per egress source: [shaping.default.source.a] makes every site's mail from a need
+    # STARTTLS; [shaping."dest.test".source.a] relaxes it for that site only. Neither test
+    # MX offers STARTTLS, so "required" defers and "opportunistic" delivers in the clear.
+    other = await mx_factory("127.0.0.4")
+    mx1 = await mx_factory("127.0.0.2")
+    mta = await _start(mta_factory, dns_server_factory, mx_factory, SOURCES + """
+[egress.pool.default]
+sources = { a = 1 }
+
+[shaping.default.source.a]
+tls = "required"
+
+[shaping."dest.test".source.a]
+tls = "opportunistic"
+""")
+    (held,) = await _send(mta, ["r@other.test"], "strict")
+    (sent,) = await _send(mta, ["r@dest.test"], "relaxed")
+    await mx1.wait_for_messages(1, timeout=15)
+    assert [m.peer[0] for m in mx1.messages] == ["127.0.0.10"]
+
+    def deferred() -> bool:
+        return any(e["event"] == "deferred" and e["id"] == held for e in mta.events())
+    await _wait_for(deferred, 15, "the deferral of the mail that needs TLS")
+    (d, *_) = [e for e in mta.events() if e["event"] == "deferred" and e["id"] == held]
+    assert d["reply"].startswith("421 4.7") and "STARTTLS" in d["reply"], d["reply"]
+    assert other.messages == []
+    # Both what delivery waits for and the layer the rule came from are shown.
+    (r,) = (await _explain(mta, held))["recipients"]
+    assert r["waiting_for"] == "retry" and "STARTTLS" in r["last_reply"]
+    for site, tls, layer in (("other.test", "required", "default.source.a"),
+                             ("dest.test", "opportunistic", "dest.test.source.a")):
+        proc = await asyncio.to_thread(mta.cli, "shaping", "show", site, "--source", "a",
+                                       "--json")
+        assert json.loads(proc.stdout)["rules"]["tls"] == {"value": tls, "from": layer}
+    assert sent not in {e["id"] for e in mta.events() if e["event"] == "deferred"}
+
+
 async def test_receiver_sees_the_configured_source_addresses_split_by_weight(
         mta_factory, dns_server_factory, mx_factory):
     mx = await mx_factory("127.0.0.4")
