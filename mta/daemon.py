@@ -43,6 +43,7 @@ from mta.embedded_store import with_store
 from mta.gdpr import Gdpr
 from mta.http.app import make_app
 from mta.http.ratelimit import reload_limits
+from mta.http.relay import relay_socket
 from mta.http.shards import PEERS, ShardedQueueOps, merged_metrics, worker_socket
 from mta.http.state import API_KEYS
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
@@ -342,6 +343,11 @@ class Daemon:
             # The operator console (mta/console): its own view of the events stream.
             self.console = Console(cfg.console, events=self.events,
                                    spool_dir=Path(cfg.spool.dir))
+            relay_sock = None  # worker 0's, with several: where the others relay to
+            if cfg.server.workers > 1 and self.shard == 0:
+                relay = relay_socket(cfg.spool.dir)
+                relay_sock, inode = await asyncio.to_thread(bind_admin_socket, relay)
+                stack.callback(release_admin_socket, relay, inode)
             app = make_app(admin_token=cfg.http.admin_token, users=users,
                            console=self.console,
                            queue_ops=admin_queue, reputation=self.reputation,
@@ -353,7 +359,10 @@ class Daemon:
                            intake=self.intake, events=self.events,
                            limits=Limits(cfg.smtp.max_message_size, cfg.smtp.max_recipients,
                                          cfg.server.hostname),
-                           request_limits=RequestLimits.from_config(cfg))
+                           request_limits=RequestLimits.from_config(cfg),
+                           relay_to=(relay_socket(cfg.spool.dir)
+                                     if cfg.server.workers > 1 and self.shard else None),
+                           relay_name=relay_sock.getsockname() if relay_sock else "")
             self.http_app = app
             if cfg.server.workers > 1 and self.shard == 0:
                 app[PEERS] = {i: worker_socket(cfg.spool.dir, i)
@@ -361,11 +370,14 @@ class Daemon:
             self.http_runner = web.AppRunner(app, access_log=None)
             await self.http_runner.setup()
             stack.push_async_callback(self.http_runner.cleanup)
-            if self.shard == 0:  # worker 0 answers HTTP for every worker (mta.supervisor)
-                for host, port in cfg.http.listen:
-                    await web.TCPSite(self.http_runner, host, port).start()
-                log.info("http listening on %s",
-                         ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+            # Every worker accepts HTTP; with several, what is the whole daemon's goes on
+            # to worker 0 over its relay socket (mta.http.relay).
+            for host, port in cfg.http.listen:
+                await web.TCPSite(self.http_runner, host, port,
+                                  reuse_port=cfg.server.workers > 1).start()
+            log.info("http listening on %s", ", ".join(f"{h}:{p}" for h, p in cfg.http.listen))
+            if relay_sock is not None:
+                await web.SockSite(self.http_runner, relay_sock).start()
             if cfg.server.workers > 1:
                 # This worker's own admin socket: worker 0 reaches its shard through it.
                 own = worker_socket(cfg.spool.dir, self.shard)

@@ -10,7 +10,6 @@ describes them all.
 from __future__ import annotations
 
 import hmac
-import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,10 +31,12 @@ from mta.http import (
     inject,
     openapi,
     ratelimit,
+    relay,
     scrape,
     state,
     unsubscribe,
 )
+from mta.http.callers import is_local
 from mta.http.compose import Limits
 from mta.http.errors import error_middleware, json_error
 from mta.http.ratelimit import RequestLimits
@@ -45,17 +46,9 @@ from mta.policy.kv import kv_for
 __all__ = ["Limits", "RequestLimits", "make_app"]
 
 
-def _local(request: web.Request) -> bool:
-    """Whether the request came over an AF_UNIX listener. The daemon's only one is the admin
-    socket (mta.http.unix), which file permissions guard: mode 0660, the service user."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX
-
-
 @web.middleware
 async def admin_auth_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    if request.path.startswith("/api/v1/admin") and not _local(request):
+    if request.path.startswith("/api/v1/admin") and not is_local(request):
         token: str = request.app[state.ADMIN_TOKEN]
         header = request.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else ""
@@ -73,7 +66,8 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
              events: Any = None, webhooks: Any = None,
              reputation: Any = None, request_limits: RequestLimits | None = None,
              users: Any = None, gdpr: Any = None,
-             console: Any = None) -> web.Application:
+             console: Any = None, relay_to: str | None = None,
+             relay_name: str = "") -> web.Application:
     """`api_keys`: API key -> tenant, for POST /api/v1/messages. `limits`: [smtp]
     max_message_size / max_recipients and [server] hostname, applied to injection.
     What is None answers 503 (`queue_unavailable`, `injection_unavailable`,
@@ -87,14 +81,25 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     `request_limits`: rates per API key and admin token, admin body size ([http]; None: no
     rate limits, 1 MiB bodies). Run-time API keys live in `policy_admin`'s store; `users`:
     the run-time SMTP AUTH users (mta.smtp.auth.RuntimeUsers) for /api/v1/admin/users.
-    `console`: mta.console.Console, the operator console's pages under /console/."""
+    `console`: mta.console.Console, the operator console's pages under /console/.
+    With `[server] workers` > 1 (mta.http.relay): `relay_to`, on workers > 0, is worker
+    0's relay socket, which gets every request but injection, unsubscribe and /readyz;
+    `relay_name`, on worker 0, is the name its relay socket was bound under: requests over
+    it are network requests, from the client address they carry."""
     request_limits = request_limits or RequestLimits()
-    app = web.Application(middlewares=[error_middleware, ratelimit.auth_failure_middleware,
+    first = ([relay.relay_middleware(relay_to)] if relay_to else
+             [relay.relayed_middleware] if relay_name else [])
+    app = web.Application(middlewares=[*first, error_middleware,
+                                       ratelimit.auth_failure_middleware,
                                        admin_auth_middleware,
                                        ratelimit.ratelimit_middleware,
                                        ratelimit.body_limit_middleware,
                                        admin_intake.intake_middleware],
                           client_max_size=request_limits.max_body)
+    if relay_to:
+        app.on_cleanup.append(relay.close_relay)
+    if relay_name:
+        app[relay.RELAY_NAME] = relay_name
     app[state.ADMIN_TOKEN] = admin_token
     app[state.QUEUE_OPS] = queue_ops
     app[state.INGRESS] = ingress

@@ -11,14 +11,19 @@ from aiohttp import web
 
 from mta.http import state
 from mta.http.errors import ApiError
+from mta.http.relay import came_relayed
 
 __all__ = ["caller", "is_local"]
 
 
 def is_local(request: web.Request) -> bool:
+    """Whether the request came over the local admin socket (or a worker's own admin
+    socket, mta.http.shards), which file permissions guard (mode 0660, the service
+    user): trusted without a token. Worker 0's relay socket carries network requests
+    that another worker accepted (mta.http.relay): those are not local."""
     transport = request.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX
+    return sock is not None and sock.family == socket.AF_UNIX and not came_relayed(request)
 
 
 async def caller(request: web.Request) -> str | None:

@@ -33,7 +33,6 @@ import dataclasses
 import hashlib
 import ipaddress
 import math
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import state
+from mta.http.callers import is_local
 from mta.http.errors import ApiError
 
 __all__ = ["AUTH_FAILURES", "LIMITER", "Limit", "RateLimiter", "RequestLimits",
@@ -204,12 +204,6 @@ def reload_limits(app: web.Application, cfg: Any) -> None:
                                          max_body=limiter.limits.max_body)
 
 
-def _local(request: web.Request) -> bool:
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX
-
-
 def bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     return header[7:].strip() if header[:7].lower() == "bearer " else ""
@@ -227,7 +221,7 @@ async def _principal(request: web.Request, limits: RequestLimits) -> tuple[str, 
         request[REQUEST_TENANT] = tenant
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
         return "key:" + digest, limits.for_tenant(tenant)
-    if path.startswith("/api/v1/admin") and not _local(request):
+    if path.startswith("/api/v1/admin") and not is_local(request):
         return "admin", limits.admin  # admin_auth_middleware (outside) has checked it
     return None
 
@@ -281,7 +275,7 @@ def _client(request: web.Request) -> str | None:
 async def auth_failure_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     limiter = request.app[AUTH_FAILURES]
     limit = request.app[LIMITER].limits.auth_fail
-    client = None if _local(request) or limit.rate <= 0 else _client(request)
+    client = None if is_local(request) or limit.rate <= 0 else _client(request)
     if client is None:
         return await handler(request)
     wait = limiter.exhausted(client, limit)

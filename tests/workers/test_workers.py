@@ -75,9 +75,10 @@ def _metrics(mta) -> str:
 
 
 async def _all_ready(mta) -> None:
-    """Until the supervisor says every worker listens (mta.start saw the first one)."""
+    """Until the supervisor says every worker listens (mta.start saw the first one), in
+    this run of it (stderr keeps the runs before a restart)."""
     deadline = time.monotonic() + 30
-    while "mta ready: 2 workers" not in mta.stderr:
+    while "mta ready: 2 workers" not in mta.stderr.rsplit("worker 1 started", 1)[-1]:
         assert time.monotonic() < deadline, mta.stderr
         await asyncio.sleep(0.1)
 
@@ -286,4 +287,74 @@ async def test_kill_9_of_the_supervisor_takes_its_workers_and_store_along(mta_fa
         await asyncio.sleep(0.1)
     await asyncio.to_thread(mta.start)  # the same shards and ports: free again
     await _all_ready(mta)
+    assert mta.terminate() == 0
+
+
+KEY = "k-shop-0123456789abcdef"
+
+
+def _request(mta, method: str, path: str, body=None, *, token: str | None = ADMIN_TOKEN,
+             headers: dict | None = None) -> tuple[int, dict, str]:
+    """One request on a new connection (urllib never reuses one): the kernel picks the
+    worker. Returns (status, headers, body text)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{mta.http_port}{path}", method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=20) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+async def test_every_worker_answers_http_and_relays_the_daemon_s_routes_to_worker_0(
+        mta_factory):
+    """Both workers accept on [http] listen. Injection is answered where it lands, so HTTP
+    mail fills both shards; what is the whole daemon's (admin API, /metrics, the console)
+    is relayed to worker 0 and answered for every shard, and a relayed request is a network
+    request: the admin token is still required, and a client cannot pose as local."""
+    mta = await asyncio.to_thread(mta_factory, f'[tenants.shop]\napi_keys = ["{KEY}"]\n')
+    mta.kill()
+    text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
+    mta.config_path.write_text(text)
+    await asyncio.to_thread(mta.start)
+    await _all_ready(mta)
+
+    def inject(i: int) -> str:
+        status, _, out = _request(mta, "POST", "/api/v1/messages", {
+            "from": "app@shop.test", "to": [f"r{i}@dest.test"], "subject": f"m{i}",
+            "text": "hello"}, token=KEY)
+        assert status == 202, out
+        return json.loads(out)["id"]
+
+    ids = [await asyncio.to_thread(inject, i) for i in range(30)]
+    assert {i[-2:] for i in ids} == {"00", "01"}  # both workers took HTTP mail
+
+    def admin_round() -> tuple[set, set]:
+        listings, refusals = set(), set()
+        for _ in range(12):  # new connections: some land on worker 1 and are relayed
+            status, _, doc = _request(mta, "GET", "/api/v1/admin/queue?limit=1000")
+            listings.add((status, len(json.loads(doc)["messages"])))
+        for _ in range(4):  # (under [http] auth_fail_burst: these are 401s, not 429s)
+            refusals.add(_request(mta, "GET", "/api/v1/admin/queue", token=None)[0])
+            refusals.add(_request(mta, "GET", "/api/v1/admin/queue", token=None,
+                                  headers={"X-Mta-Client": "127.0.0.1"})[0])
+        return listings, refusals
+
+    assert await asyncio.to_thread(admin_round) == ({(200, 30)}, {401})
+    # One /metrics for the daemon, whichever worker took the connection.
+    for _ in range(6):
+        metrics = await asyncio.to_thread(_metrics, mta)
+        got = re.findall(r'mta_messages_received_total\{tenant="shop",worker="(\d)"\} (\S+)',
+                         metrics)
+        assert {w for w, _ in got} == {"0", "1"} and sum(float(v) for _, v in got) == 30
+    # The console's sign-in page, through either worker.
+    for _ in range(6):
+        status, _, page = await asyncio.to_thread(_request, mta, "GET", "/console/login",
+                                                  token=None)
+        assert status == 200 and "<form" in page
     assert mta.terminate() == 0
