@@ -24,6 +24,7 @@ from aiohttp import web
 
 from mta.http.callers import caller
 from mta.http.errors import ApiError, json_object
+from mta.http.shards import PEERS, ask_peers
 from mta.webhooks import MAX_PER_TENANT, Endpoint, EndpointError
 
 __all__ = ["WEBHOOKS", "routes"]
@@ -106,10 +107,15 @@ async def webhooks_failed(request: web.Request) -> web.Response:
         limit = min(10_000, max(1, int(request.query.get("limit", "100"))))
     except ValueError:
         raise ApiError(400, "bad_limit", "limit: must be a number") from None
-    batches = await service.outbox.failed(ep_id, limit)
+    batches = [b.public() for b in await service.outbox.failed(ep_id, limit)]
+    # With several workers each has its own outbox: worker 0 lists them all.
+    for doc in await ask_peers(request.app.get(PEERS), "GET", "/api/v1/webhooks/failed",
+                               {"endpoint": ep_id, "limit": limit}):
+        batches += doc["failed"]
+    batches.sort(key=lambda b: b["created_at"])
     if tenant is not None:
-        batches = [b for b in batches if b.endpoint in own]
-    return web.json_response({"failed": [b.public() for b in batches]})
+        batches = [b for b in batches if b["endpoint"] in own]
+    return web.json_response({"failed": batches[:limit]})
 
 
 @routes.post("/api/v1/webhooks/replay")
@@ -125,11 +131,21 @@ async def webhooks_replay(request: web.Request) -> web.Response:
     if tenant is not None:
         own = [e.id for e in service.endpoints.cached.values() if e.tenant == tenant]
         if ep_id is None:
-            total = sum([await service.replay(e, ids) for e in own])
+            total = sum([await _replay(request, service, e, ids) for e in own])
             return web.json_response({"replayed": total})
         if ep_id not in own:
             raise ApiError(404, "not_found", f"no webhook endpoint {ep_id!r}")
-    return web.json_response({"replayed": await service.replay(ep_id, ids)})
+    return web.json_response({"replayed": await _replay(request, service, ep_id, ids)})
+
+
+async def _replay(request: web.Request, service: Any, ep_id: str | None,
+                  ids: list[str] | None) -> int:
+    """Replay in this worker's outbox and, on worker 0 with several, in every other's."""
+    n = int(await service.replay(ep_id, ids))
+    for doc in await ask_peers(request.app.get(PEERS), "POST", "/api/v1/webhooks/replay",
+                               body={"endpoint": ep_id, "webhook_ids": ids}):
+        n += int(doc.get("replayed", 0))
+    return n
 
 
 @routes.get("/api/v1/webhooks/{id}")

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-__all__ = ["PEERS", "ShardedQueueOps", "forward", "merged_metrics", "shard_of",
+__all__ = ["PEERS", "ShardedQueueOps", "ask_peers", "forward", "merged_metrics", "shard_of",
            "worker_socket"]
 
 
@@ -55,6 +55,17 @@ class _Peer:
             body = await resp.read()
             ctype = resp.headers.get("Content-Type", "")
             return resp.status, json.loads(body) if "json" in ctype else body.decode()
+
+
+async def ask_peers(peers: Mapping[int, str] | None, method: str, path: str,
+                    params: Mapping[str, Any] | None = None, body: Any = None) -> list[Any]:
+    """The same request to every other worker; the documents of those that answered 200
+    (one that is restarting is left out: its part is missing, not an error)."""
+    if not peers:
+        return []
+    answers = await asyncio.gather(*(_Peer(p).call(method, path, params, body)
+                                     for p in peers.values()), return_exceptions=True)
+    return [a[1] for a in answers if not isinstance(a, BaseException) and a[0] == 200]
 
 
 class ShardedQueueOps:

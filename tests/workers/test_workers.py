@@ -19,8 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from mta.smtp.auth import hash_password
+from mta.webhooks.endpoints import Endpoints
 from tests.integration.test_policy_smtp import PW
 from tests.support.daemon import ADMIN_TOKEN
+from tests.support.receiver import WebhookReceiver
 
 
 def _send(mta, n: int, user: str | None = None) -> list[str]:
@@ -358,3 +360,46 @@ async def test_every_worker_answers_http_and_relays_the_daemon_s_routes_to_worke
                                                   token=None)
         assert status == 200 and "<form" in page
     assert mta.terminate() == 0
+
+
+async def test_failed_webhooks_of_every_worker_are_listed_and_replayed(mta_factory):
+    """Each worker has its own webhook outbox; `mta webhooks failed` and `replay` (worker
+    0's admin API) cover every worker's."""
+    rx = await WebhookReceiver.start()
+    try:
+        mta = await asyncio.to_thread(mta_factory, """
+[webhooks]
+batch_wait = "50ms"
+retry_initial = "200ms"
+retry_max = "500ms"
+retry_for = "1s"
+""")
+        mta.kill()
+        text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
+        mta.config_path.write_text(text)
+        await asyncio.to_thread(mta.start)
+        await _all_ready(mta)
+        out = await asyncio.to_thread(mta.cli, "webhooks", "add", rx.url, "--json",
+                                      "--events", "received")
+        assert out.returncode == 0, out.stderr
+        rx.secret = json.loads(out.stdout)["secret"]
+        rx.status = 500
+        await asyncio.sleep(Endpoints.REFRESH + 0.5)  # worker 1 reads the new endpoint
+        ids = await asyncio.to_thread(_send, mta, 16)
+        assert {i[-2:] for i in ids} == {"00", "01"}
+        deadline = time.monotonic() + 20
+        while True:
+            failed = await asyncio.to_thread(mta.cli, "webhooks", "failed", "--json")
+            rows = json.loads(failed.stdout) if failed.returncode == 0 else []
+            if sum(r["events"] for r in rows) >= 16:
+                break
+            assert time.monotonic() < deadline, failed.stdout + failed.stderr
+            await asyncio.sleep(0.2)
+        rx.status = 200
+        out = await asyncio.to_thread(mta.cli, "webhooks", "replay")
+        assert out.returncode == 0, out.stderr
+        got = await rx.wait_events(lambda e: e["event"] == "received", 16)
+        assert sorted(e["id"] for e in got) == sorted(ids)
+        assert mta.terminate() == 0
+    finally:
+        await rx.stop()
