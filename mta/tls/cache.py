@@ -81,7 +81,9 @@ class PolicyCache:
                 log.warning("cannot write the MTA-STS cache %s: %s", self.path, e)
 
     def _write(self, data: dict) -> None:
-        tmp = self.path.with_suffix(".tmp")
+        # Workers of one daemon share the file: each writes its own temporary one, and
+        # the rename makes the last complete write the cache (never a mix of two).
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "w") as f:
             json.dump(data, f, separators=(",", ":"))
             f.flush()
