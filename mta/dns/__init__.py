@@ -30,6 +30,7 @@ from mta.dns.result import (
 from mta.dns.site import site_name
 
 __all__ = [
+    "TLSA_PORT",
     "Answer",
     "CachingResolver",
     "DnsCounters",
@@ -41,7 +42,6 @@ __all__ = [
     "MxResult",
     "Resolver",
     "Status",
-    "TLSA_PORT",
     "TestResolver",
     "TlsaAnswer",
     "dane_lookup",

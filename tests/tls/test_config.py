@@ -18,7 +18,8 @@ def test_a_full_section(tmp_path):
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     t = parse_config(f'[tls]\nmta_sts = false\nca_file = "{ca}"\n'
                      'dane = false\npolicy = { "a.test" = "verify", "b.test" = "mta-sts", '
-                     '"c.test" = "dane", "d.test" = "dane-only" }\nfetch_timeout = "5s"\nmax_policy_size = "32KiB"\n').tls
+                     '"c.test" = "dane", "d.test" = "dane-only" }\n'
+                     'fetch_timeout = "5s"\nmax_policy_size = "32KiB"\n').tls
     assert (t.mta_sts, t.ca_file, t.fetch_timeout, t.max_policy_size) == (
         False, str(ca), 5.0, 32 * 1024)
     assert t.dane is False
