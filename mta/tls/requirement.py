@@ -57,7 +57,7 @@ class TlsRequirement:
     def may_use(self, host: str) -> bool:
         """Whether to connect to this MX host at all (enforce: only those it names; DANE:
         not after a failed TLSA lookup; dane-only: only hosts with usable TLSA)."""
-        return not self.refusal(host)
+        return not self.refusal(host)[0]
 
     def refusal(self, host: str) -> tuple[str, str]:
         """(reply text, RFC 8460 result type) for a host not to be dialled, or ("", "")."""
