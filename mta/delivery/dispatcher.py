@@ -606,8 +606,12 @@ def _tls_outcome(client: SmtpClient, req: TlsRequirement) -> dict[str, object]:
         {"tls": client.tls_version, "tls_cipher": client.tls_cipher,
          "tls_verified": verified} if client.tls_active
         else {"tls": "none", "tls_verified": False})
-    # A session a TLSA record authenticated went under DANE, whatever else the domain has.
-    out["tls_policy"] = "dane" if client.dane_verified else req.label
+    # A session a TLSA record authenticated went under DANE, whatever else the domain has;
+    # one to an MX host without TLSA under the domain's other policy.
+    out["tls_policy"] = "dane" if client.dane_verified else req.label_for(client.host)
+    dane = req.dane_for(client.host)
+    if dane is not None and dane.result_type:
+        out["tls_result"] = dane.result_type  # all TLSA records unusable (RFC 8460)
     failure = req.failure(client.host, tls_verified=client.tls_verified,
                           tls_error=client.tls_error)
     if failure:

@@ -40,6 +40,13 @@ class TlsRequirement:
     mx: tuple[str, ...] = ()  # the policy's MX patterns
     dane: str = ""  # "" (not looked at) | "opportunistic" (where published) | "mandatory"
     dane_hosts: tuple[DaneHost, ...] = ()  # per MX host, looked up for this delivery
+    base_label: str = ""  # the label without DANE, for hosts DANE does not decide for
+
+    def label_for(self, host: str) -> str:
+        """The policy a session to `host` went under (events, metrics)."""
+        if self.dane_for(host) is not None or self.dane == "mandatory":
+            return self.label
+        return self.base_label or self.label
 
     def matches(self, host: str) -> bool:
         return any(mx_matches(p, host) for p in self.mx)
@@ -163,4 +170,4 @@ def _with_dane(req: TlsRequirement, hosts: tuple[DaneHost, ...]) -> TlsRequireme
     """DANE on top of `req`; labelled "dane" when it decides for any MX host."""
     label = "dane" if any(h.applies for h in hosts) else req.label
     return TlsRequirement(req.mode, label, req.domain, req.sts, req.mx, "opportunistic",
-                          hosts)
+                          hosts, req.label)

@@ -224,8 +224,10 @@ def test_a_host_with_usable_tlsa_is_dialled_with_dane_only():
                            verify_tried=True)  # PKIX is not DANE
     assert req.accepts("mx1.a.test", tls_active=True, tls_verified=False,
                        verify_tried=False, dane_verified=True)
-    # Hosts DANE does not decide for stay as the path would send.
+    # Hosts DANE does not decide for stay as the path would send, under its label.
     assert req.connect_modes("mx3.a.test") == ("opportunistic", "disabled")
+    assert req.label_for("mx3.a.test") == "opportunistic" and req.label_for("mx1.a.test") \
+        == "dane"
     assert req.connect_modes("mx4.a.test") == ("opportunistic", "disabled")
 
 

@@ -173,6 +173,7 @@ async def test_dane_end_to_end(mta_factory, mx_factory, world):
     assert proc.returncode == 0, proc.stderr
     [r] = json.loads(proc.stdout)["recipients"]
     assert "DANE for MX host mx.bad.dane.test" in r["last_reply"], r
+    assert r["tls_policy"] == "dane", r
 
     metrics = await asyncio.to_thread(_metrics, mta)
     assert 'mta_delivery_tls_total{policy="dane",verified="true"} 2.0' in metrics, metrics
