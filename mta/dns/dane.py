@@ -8,8 +8,9 @@ Owns the DNSSEC side of DANE for SMTP, as `dane_lookup(resolver, domain, hosts)`
     insecure  the MX RRset, the host's addresses or its TLSA RRset are not validated
               (an unsigned zone, a non-validating resolver): no DANE, as if unpublished
     failed    the TLSA lookup failed (SERVFAIL: a bogus signature, or a DNS failure) for
-              a host whose addresses are secure: the delivery must be deferred, never
-              sent without DANE (RFC 7672 2.2: an attacker could cause it)
+              a host whose addresses are secure, or the MX or address lookup itself
+              failed this time (the site's hosts were resolved earlier): the delivery
+              must be deferred, never sent without DANE (an attacker could cause it)
 
 The rules, as Postfix's smtp_tls_security_level = dane applies them:
 - 2.2.1: the MX RRset must be secure (a validated NODATA for an implicit MX too); an
@@ -67,6 +68,11 @@ async def dane_lookup(lookup: LookupFn, domain: str,
         return tuple(TlsaAnswer(h, "insecure", detail="an address literal has no TLSA")
                      for h in hosts)
     mx = await lookup(name, "MX")
+    if mx.status is Status.SERVFAIL:
+        # Bogus or failed now (the site's hosts come from an earlier answer): an attacker
+        # who can break the answer must not turn DANE off (RFC 7672 2.2.1).
+        why = f"MX lookup of {name} failed: {mx.detail or 'SERVFAIL'}"
+        return tuple(TlsaAnswer(h, "failed", detail=why) for h in hosts)
     # An implicit MX (NODATA) is as good as its validated denial (RFC 7672 2.2.1).
     if not mx.secure or mx.status not in (Status.OK, Status.NODATA):
         why = f"the MX records of {name} are not DNSSEC-validated"
@@ -77,6 +83,10 @@ async def dane_lookup(lookup: LookupFn, domain: str,
 async def _host(lookup: LookupFn, host: str) -> TlsaAnswer:
     host = normalize_name(host)
     a, aaaa = await asyncio.gather(lookup(host, "A"), lookup(host, "AAAA"))
+    broken = next((x for x in (a, aaaa) if x.status is Status.SERVFAIL), None)
+    if broken is not None:  # as for the MX: a failure must not mean "no DANE"
+        return TlsaAnswer(host, "failed", names=(host,), detail=(
+            f"{broken.rdtype} lookup of {host} failed: {broken.detail or 'SERVFAIL'}"))
     found = [x for x in (a, aaaa) if x.status is Status.OK]
     # Every address we may connect to must be validated: one forged family is enough to
     # lead us to an attacker's server (RFC 7672 2.2.2).

@@ -99,3 +99,10 @@ async def test_rfc7672_2_2_2_a_cname_host_uses_the_expanded_name_first(resolver)
 async def test_an_address_literal_has_no_dane(resolver):
     [a] = await dane_lookup(resolver.lookup, "[127.0.0.2]", ["[127.0.0.2]"])
     assert a.state == "insecure"
+
+
+async def test_rfc7672_2_2_1_a_failing_mx_lookup_is_no_downgrade(resolver):
+    # The site's hosts were resolved before; if the MX answer now fails (bogus, or DNS
+    # down), DANE is not silently off: the hosts are "failed" and the mail waits.
+    [a] = await dane_lookup(resolver.lookup, "servfail.test", ["mx.dane.test"])
+    assert a.state == "failed" and "MX lookup of servfail.test failed" in a.detail
