@@ -318,6 +318,7 @@ class SmtpClient:
         # and, when it failed and the session fell back, why (the policy's failure).
         self.verify_tried = False
         self.tls_error = ""
+        self.tls_result = ""  # ... and its RFC 8460 result type
         self.transactions = 0  # completed or attempted MAIL transactions
         self.messages = 0  # send() calls
         self._needs_rset = False

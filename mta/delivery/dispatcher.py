@@ -616,4 +616,6 @@ def _tls_outcome(client: SmtpClient, req: TlsRequirement) -> dict[str, object]:
                           tls_error=client.tls_error)
     if failure:
         out["tls_failure"] = failure
+        if client.tls_result:
+            out["tls_result"] = client.tls_result  # RFC 8460 result type (TLS-RPT)
     return out

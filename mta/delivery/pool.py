@@ -116,6 +116,7 @@ class ConnectionPool:
         # MTA-STS testing: addresses whose certificate did not verify, and why (dialled
         # with the path's tls from then on, the failure still recorded on every delivery).
         self._unverified: dict[str, str] = {}
+        self._unverified_result: dict[str, str] = {}  # ... and its RFC 8460 result type
         self._closed = False
         self.connects = 0  # sessions opened
         self.last_attempts: list[ConnectAttempt] = []  # failures of the last successful open
@@ -271,6 +272,7 @@ class ConnectionPool:
         modes = list(req.connect_modes(mx.name))
         testing = req.sts == "testing" and dane is None
         error = self._unverified.get(address, "") if testing else ""
+        result_type = self._unverified_result.get(address, "") if testing else ""
         if error and len(modes) > 1 and modes[0] == "verify":
             modes.pop(0)  # its certificate failed before: the failure is known already
         if address in self._no_tls and "opportunistic" in modes and "disabled" in modes:
@@ -296,11 +298,13 @@ class ConnectionPool:
                     return None
                 if mode == "verify":
                     error = self._unverified[address] = e.reply.text
+                    result_type = self._unverified_result[address] = e.result_type
                 elif mode == "opportunistic":
                     self._no_tls.add(address)
                 continue
             client.verify_tried = testing
             client.tls_error = error if not client.tls_verified else ""
+            client.tls_result = result_type if not client.tls_verified else ""
             return client
         return None
 
