@@ -382,7 +382,9 @@ class SmtpClient:
                     f"TLS required but STARTTLS refused: {reply}", handshake=False),
                     tls_refused=True, result_type="starttls-not-supported")
             return  # RFC 3207 4: the session goes on in the clear
-        await self._start_tls(verify=tls == "verify")
+        # RFC 7672 8.1: SNI names the TLSA base domain (a CNAME'd host's target).
+        sni = dane.base if tls == "dane" and dane is not None and dane.base else None
+        await self._start_tls(verify=tls == "verify", sni=sni)
         if tls == "dane":
             self._check_dane(dane)
         await self._hello()  # RFC 3207 4.2: forget what we knew, ask again
@@ -402,7 +404,7 @@ class SmtpClient:
         self._write(b"QUIT\r\n")
         raise SmtpConnectError(reply)
 
-    async def _start_tls(self, *, verify: bool) -> None:
+    async def _start_tls(self, *, verify: bool, sni: str | None = None) -> None:
         p = self._p
         loop = p.loop
         assert p.transport is not None
@@ -414,7 +416,8 @@ class SmtpClient:
                        else _client_tls_context())
             new = await loop.start_tls(
                 p.transport, p, context, server_side=False,
-                server_hostname=self.host if verify or not _is_ip(self.host) else None,
+                server_hostname=sni or (
+                    self.host if verify or not _is_ip(self.host) else None),
                 ssl_handshake_timeout=self.settings.command_timeout)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError, EOFError) as e:
             raise SmtpConnectError(

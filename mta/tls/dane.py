@@ -112,6 +112,7 @@ class DaneHost:
     names: tuple[str, ...] = ()  # reference identifiers for DANE-TA
     detail: str = ""
     result_type: str = ""  # RFC 8460, when DANE found a problem in DNS
+    base: str = ""  # the TLSA base domain (the host, or its CNAME target): SNI
 
     @property
     def applies(self) -> bool:
@@ -146,7 +147,8 @@ def dane_host(answer: TlsaAnswer) -> DaneHost:
                         f"none of the {n} TLSA record(s) of {answer.tlsa_name} is usable "
                         "(only DANE-TA(2) and DANE-EE(3) are)", TLSA_INVALID)
     return DaneHost(answer.host, "usable", usable, answer.names,
-                    f"{len(usable)} usable TLSA record(s) at {answer.tlsa_name}")
+                    f"{len(usable)} usable TLSA record(s) at {answer.tlsa_name}",
+                    base=answer.tlsa_name.split(".", 2)[-1])
 
 
 # --- matching a presented chain ------------------------------------------------------------

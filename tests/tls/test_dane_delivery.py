@@ -4,6 +4,8 @@ and MX hosts on 127.0.0.x presenting certificates from a test CA.
 
     ee.dane.test      3 1 1 of the MX's key; its certificate names another host: delivered
     ta.dane.test      2 0 1 of the test CA, which the MX sends in its chain: delivered
+    cname.dane.test   the MX host is a CNAME; TLSA and certificate at its target: delivered,
+                      with the target as SNI (RFC 7672 2.2.2, 8.1)
     bad.dane.test     3 1 1 of some other key: deferred, the reason in events and explain
     bogus.dane.test   the TLSA record's signature is broken: deferred, MX never dialled
     notls.dane.test   usable TLSA, MX without STARTTLS: deferred, nothing sent in the clear
@@ -51,12 +53,16 @@ async def world(tmp_path, dns_server_factory, mx_factory):
     ca_der = x509.load_pem_x509_certificate(ca_pem).public_bytes(Encoding.DER)
     ee_cert, ee_key = ca.issue("unrelated.name.test")  # DANE-EE checks no name
     ta_cert, ta_key = ca.issue("mx.ta.dane.test")
+    cname_cert, cname_key = ca.issue("mx.target.dane.test")
     ee_pem = ee_cert.read_bytes()
     contexts = {
         "ee": _context(ee_pem, ee_key, tmp_path, "ee"),
         # DANE-TA: the trust anchor must be in the chain the server sends (RFC 7672 3.1.2).
         "ta": _context(ta_cert.read_bytes() + ca_pem, ta_key, tmp_path, "ta"),
+        "cname": _context(cname_cert.read_bytes() + ca_pem, cname_key, tmp_path, "cname"),
     }
+    sni: list[str | None] = []
+    contexts["cname"].sni_callback = lambda _obj, name, _ctx: sni.append(name)
     mx = {
         "ee": await mx_factory("127.0.0.2", starttls=True, tls_context=contexts["ee"]),
         "ta": await mx_factory("127.0.0.3", starttls=True, tls_context=contexts["ta"]),
@@ -66,6 +72,7 @@ async def world(tmp_path, dns_server_factory, mx_factory):
         "notls": await mx_factory("127.0.0.6", starttls=False),
         "plain": await mx_factory("127.0.0.7", starttls=True),
         "nodane": await mx_factory("127.0.0.8", starttls=True),
+        "cname": await mx_factory("127.0.0.9", starttls=True, tls_context=contexts["cname"]),
     }
     signed = sign_zone("dane.test", f"""
 ee                   MX   10 mx.ee
@@ -85,13 +92,17 @@ mx.notls             A    127.0.0.6
 _25._tcp.mx.notls    TLSA 3 1 1 {OTHER}
 nodane               MX   10 mx.nodane
 mx.nodane            A    127.0.0.8
+cname                MX   10 mx.cname
+mx.cname             CNAME mx.target
+mx.target            A    127.0.0.9
+_25._tcp.mx.target   TLSA 2 0 1 {hashlib.sha256(ca_der).hexdigest()}
 """, tmp_path, bogus=["_25._tcp.mx.bogus.dane.test"])
     dns = dns_server_factory({"plain.test": f"""
 @                    MX   10 mx
 mx                   A    127.0.0.7
 _25._tcp.mx          TLSA 3 1 1 {OTHER}
 """}, signed=[signed])
-    return dns, mx
+    return dns, mx, sni
 
 
 def _send(port: int, rcpt: str) -> str:
@@ -119,23 +130,26 @@ def _metrics(mta) -> str:
 
 
 async def test_dane_end_to_end(mta_factory, mx_factory, world):
-    dns, mx = world
+    dns, mx, sni = world
     mta = await asyncio.to_thread(
         mta_factory, '[tls]\npolicy = { "nodane.dane.test" = "dane-only" }\n',
         dns=dns.nameserver, delivery_port=mx_factory.port,
         delivery_extra='retry = ["1s"]\nmax_age = "1h"\nconnect_timeout = "3s"')
     ids = {}
-    for name in ("ee.dane.test", "ta.dane.test", "bad.dane.test", "bogus.dane.test",
-                 "notls.dane.test", "nodane.dane.test", "plain.test"):
+    for name in ("ee.dane.test", "ta.dane.test", "cname.dane.test", "bad.dane.test",
+                 "bogus.dane.test", "notls.dane.test", "nodane.dane.test", "plain.test"):
         ids[name] = await asyncio.to_thread(_send, mta.smtp_port, f"rcpt@{name}")
 
     # A TLSA record matched: delivered, reported as DANE and verified.
-    for name in ("ee.dane.test", "ta.dane.test"):
+    for name in ("ee.dane.test", "ta.dane.test", "cname.dane.test"):
         d = await _event(mta, "delivered", f"rcpt@{name}")
         assert d["tls_policy"] == "dane" and d["tls_verified"] is True, d
         assert d["tls"].startswith("TLSv1.") and "tls_failure" not in d, d
     assert [m.rcpt_tos for m in mx["ee"].messages] == [["rcpt@ee.dane.test"]]
     assert [m.tls for m in mx["ta"].messages] == [True]
+    # The CNAME target's TLSA and name were used, and named in SNI.
+    assert [m.rcpt_tos for m in mx["cname"].messages] == [["rcpt@cname.dane.test"]]
+    assert sni == ["mx.target.dane.test"]
 
     # No match: deferred with the reason; not a byte of the mail to that MX.
     bad = await _event(mta, "deferred", "rcpt@bad.dane.test")
@@ -176,5 +190,5 @@ async def test_dane_end_to_end(mta_factory, mx_factory, world):
     assert r["tls_policy"] == "dane", r
 
     metrics = await asyncio.to_thread(_metrics, mta)
-    assert 'mta_delivery_tls_total{policy="dane",verified="true"} 2.0' in metrics, metrics
+    assert 'mta_delivery_tls_total{policy="dane",verified="true"} 3.0' in metrics, metrics
     assert 'mta_delivery_tls_total{policy="dane",verified="false"}' in metrics
