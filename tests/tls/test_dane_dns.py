@@ -29,6 +29,8 @@ mxalias.alias      CNAME mx.target
 mx.target          A     127.0.0.5
 _25._tcp.mx.target TLSA  2 0 1 {H}
 away               MX    10 mx.plain.test.
+implicit           A     127.0.0.7
+_25._tcp.implicit  TLSA  3 1 1 {H}
 """
 PLAIN = f"""
 @                  MX    10 mx
@@ -94,6 +96,12 @@ async def test_rfc7672_2_2_2_a_cname_host_uses_the_expanded_name_first(resolver)
     assert a.state == "secure" and a.tlsa_name == "_25._tcp.mx.target.dane.test"
     # Both names are reference identifiers for DANE-TA (RFC 7672 3.2.2).
     assert a.names == ("mxalias.alias.dane.test", "mx.target.dane.test")
+
+
+async def test_rfc7672_2_2_1_an_implicit_mx_rests_on_its_validated_denial(resolver):
+    # No MX at implicit.dane.test (a validated NODATA): the domain is its own MX host.
+    [a] = await dane_lookup(resolver.lookup, "implicit.dane.test", ["implicit.dane.test"])
+    assert a.state == "secure" and a.tlsa_name == "_25._tcp.implicit.dane.test"
 
 
 async def test_an_address_literal_has_no_dane(resolver):
