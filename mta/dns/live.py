@@ -123,4 +123,23 @@ def _no_nameservers(e: dns.resolver.NoNameservers) -> str:
         return "no nameserver answered"
     server, _tcp, _port, err = errors[-1][:4]
     where = str(server).removeprefix("Do53:")
-    return f"{err} from {where}" if err else f"failure from {where}"
+    why = f"{err} from {where}" if err else f"failure from {where}"
+    response = errors[-1][4] if len(errors[-1]) > 4 else None
+    return why + _extended(response)
+
+
+_EDE_TEXT_MAX = 160  # a resolver's EXTRA-TEXT can be long; a DSN line should not be
+
+
+def _extended(response: object) -> str:
+    """" (EDE 6 DNSSEC Bogus: ...)": the resolver's RFC 8914 extended error, which tells a
+    bogus signature (DANE's "dnssec-invalid") from a server that is down."""
+    if not isinstance(response, dns.message.Message):
+        return ""
+    parts = []
+    for ede in response.extended_errors():
+        name = ede.code.name.replace("_", " ").title().replace("Dnssec", "DNSSEC") \
+            if hasattr(ede.code, "name") else str(ede.code)
+        text = f": {ede.text[:_EDE_TEXT_MAX]}" if ede.text else ""
+        parts.append(f"EDE {int(ede.code)} {name}{text}")
+    return f" ({'; '.join(parts)})" if parts else ""

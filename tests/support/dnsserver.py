@@ -300,7 +300,8 @@ class DnsServer:
             '  module-config: "validator iterator"' if signed else
             '  module-config: "iterator"',
             *([f'  trust-anchor-file: "{self.workdir / "anchors.txt"}"',
-               "  val-log-level: 2"] if signed else []),
+               # RFC 8914 extended errors name a bogus answer's reason (in the reply).
+               "  val-log-level: 2", "  ede: yes"] if signed else []),
             "  access-control: 127.0.0.0/8 allow",
             # Nothing outside the test zones is answered or looked up anywhere.
             '  local-zone: "." refuse',

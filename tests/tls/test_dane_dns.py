@@ -81,6 +81,8 @@ async def test_no_tlsa_at_a_secure_host_is_no_dane(resolver):
 async def test_a_bogus_tlsa_answer_is_a_failure_to_defer_on(resolver):
     [a] = await dane_lookup(resolver.lookup, "bogus.dane.test", ["mx.bogus.dane.test"])
     assert a.state == "failed" and "_25._tcp.mx.bogus.dane.test" in a.detail, a
+    # The validating resolver says why (RFC 8914), and mta passes it on.
+    assert "EDE 6 DNSSEC Bogus" in a.detail, a
 
 
 async def test_rfc7672_2_2_1_an_unsigned_zone_publishes_no_usable_tlsa(resolver):
