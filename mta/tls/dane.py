@@ -79,7 +79,13 @@ class TlsaRecord:
             return bool(self.data)
         return _DIGEST_SIZE.get(self.mtype) == len(self.data)
 
+    @property
+    def text(self) -> str:
+        """The full presentation form (RFC 8460 4.4: a "tlsa" policy-string entry)."""
+        return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()}"
+
     def __str__(self) -> str:
+        """Short, for reply texts."""
         hexa = self.data.hex()
         return f"{self.usage} {self.selector} {self.mtype} " + (
             hexa if len(hexa) <= 16 else hexa[:16] + "...")

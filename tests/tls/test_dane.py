@@ -91,7 +91,9 @@ CHAIN = [der(LEAF), der(CA[0])]
 # --- RFC 6698 2.2: the presentation form ------------------------------------------------
 
 def test_rfc6698_2_2_parse_with_the_hex_split_by_spaces():
-    assert parse_tlsa("3 1 1 ABCD ef01") == TlsaRecord(3, 1, 1, bytes.fromhex("abcdef01"))
+    record = parse_tlsa("3 1 1 ABCD ef01")
+    assert record == TlsaRecord(3, 1, 1, bytes.fromhex("abcdef01"))
+    assert record.text == "3 1 1 abcdef01"
 
 
 @pytest.mark.parametrize("text", ["3 1 1", "3 1 x abcd", "3 1 1 zz", "256 1 1 ab", ""])
