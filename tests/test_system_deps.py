@@ -32,7 +32,8 @@ def test_a_swaks_that_cannot_speak_tls_is_named_with_the_packages_it_needs(tmp_p
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for tool in ("sh", "grep", "sed", "sort", "tr", "id", "redis-server", "openssl",
-                 "systemd-analyze", "systemd-sysusers", "strace", "unshare"):
+                 "systemd-analyze", "systemd-sysusers", "strace", "unshare", "ldns-keygen",
+                 "ldns-signzone"):
         found = shutil.which(tool)
         assert found, tool
         (bin_dir / tool).symlink_to(found)

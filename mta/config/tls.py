@@ -1,7 +1,9 @@
-"""[tls]: outbound transport security beyond [delivery] tls (MTA-STS, RFC 8461).
+"""[tls]: outbound transport security beyond [delivery] tls (MTA-STS, RFC 8461; DANE,
+RFC 7672).
 
     [tls]
     mta_sts = true                    # honour published MTA-STS policies (the default)
+    dane = true                       # honour DNSSEC-validated TLSA records (the default)
     ca_file = ""                      # what MX and policy-host certificates must chain to
     policy = { "example.com" = "verify" }   # per recipient domain, over everything else
 """
@@ -16,9 +18,14 @@ from mta.config.values import Duration, Size
 
 __all__ = ["DOMAIN_POLICIES", "TlsConfig"]
 
-# Per recipient domain: a fixed mode (those of [delivery] tls), or "mta-sts" (the domain's
-# published policy, opportunistic when it has none, even with [tls] mta_sts = false).
-DOMAIN_POLICIES = ("opportunistic", "required", "verify", "disabled", "mta-sts")
+# Per recipient domain: a fixed mode (those of [delivery] tls, neither MTA-STS nor DANE),
+# "mta-sts" (the domain's published policy, opportunistic when it has none, even with
+# [tls] mta_sts = false; DANE still wins where published, with [tls] dane), "dane" (DANE
+# for MX hosts with usable TLSA records, opportunistic for the others, even with [tls]
+# dane = false; no MTA-STS) or "dane-only" (mandatory DANE, Postfix's dane-only: an MX
+# host without usable, DNSSEC-validated TLSA records is never used).
+DOMAIN_POLICIES = ("opportunistic", "required", "verify", "disabled", "mta-sts", "dane",
+                   "dane-only")
 
 
 @dataclass(frozen=True)
@@ -28,12 +35,20 @@ class TlsConfig:
     # certificate that verifies; testing: deliver, and record what would have failed).
     # KumoMTA and Postfix (with its resolver) honour it by default; so does mta.
     mta_sts: bool = True
+    # RFC 7672: for MX hosts whose MX, address and `_25._tcp.<host>` TLSA answers the
+    # validating resolver ([dns] nameservers) authenticates (AD bit), the certificate
+    # must match a TLSA record; a mismatch, a missing STARTTLS or a bogus TLSA answer
+    # defers the mail, never sends it in the clear. Takes precedence over MTA-STS for
+    # those hosts (RFC 8461 2). Postfix's smtp_tls_security_level = dane; on by default,
+    # as it costs nothing where nothing is signed (no TLSA question is asked then).
+    dane: bool = True
     # PEM bundle that MX certificates ("verify", MTA-STS) and mta-sts.<domain> web
     # servers must chain to; empty: [delivery] tls_ca_file, else the system's store.
     ca_file: str = ""
-    # Recipient domain -> "opportunistic" | "required" | "verify" | "disabled" | "mta-sts";
-    # replaces both the path's tls ([delivery] / [shaping."site"]) and MTA-STS for that
-    # domain (and only that name, not its subdomains).
+    # Recipient domain -> "opportunistic" | "required" | "verify" | "disabled" | "mta-sts"
+    # | "dane" | "dane-only" (see DOMAIN_POLICIES); replaces the path's tls ([delivery] /
+    # [shaping."site"]), MTA-STS and DANE for that domain (only that name, not its
+    # subdomains).
     policy: dict[str, str] = field(default_factory=dict)
     # RFC 8461 3.3: a policy body is at most 64 KB; a bigger one is not a policy.
     max_policy_size: Size = 64 * 1024
@@ -53,8 +68,10 @@ class TlsConfig:
         for domain, mode in self.policy.items():
             key = f'policy."{domain}"'
             if mode not in DOMAIN_POLICIES:
+                near = str(mode).strip().lower().replace("_", "-").replace(" ", "-")
+                hint = f' (did you mean "{near}"?)' if near in DOMAIN_POLICIES else ""
                 yield key, ("must be one of " + ", ".join(f'"{m}"' for m in DOMAIN_POLICIES)
-                            + f", not {mode!r}")
+                            + f", not {mode!r}{hint}")
             if not domain or domain != domain.strip().lower().rstrip(".") or " " in domain:
                 yield key, "must be a domain name in lower case, without a trailing dot"
         if not 1024 <= self.max_policy_size <= 1024 * 1024:

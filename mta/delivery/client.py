@@ -1,7 +1,9 @@
 """The outbound SMTP client: one connection to one MX address, many transactions.
 
 Owns the session with a remote server: connect (optionally from a given source address),
-greeting, EHLO (HELO on 5xx), opportunistic or required STARTTLS (RFC 3207), and per message
+greeting, EHLO (HELO on 5xx), opportunistic, required, verified or DANE-authenticated
+STARTTLS (RFC 3207; DANE: RFC 7672, the handshake unverified and the presented chain matched
+against the MX host's TLSA records by mta.tls.dane), and per message
 one transaction per chunk of recipients. With PIPELINING (RFC 2920) MAIL, every RCPT and DATA
 go out in one write and the body with its "." in a second: two round trips per message.
 Without it, lock-step. What to write and how to read the replies of a transaction is decided
@@ -47,6 +49,7 @@ from mta.delivery.wire import (
     rcpt_command,
 )
 from mta.rfc5321 import Reply
+from mta.tls import DaneHost, verify_chain
 
 __all__ = [
     "ClientSettings",
@@ -87,13 +90,40 @@ class SmtpConnectError(Exception):
     """The session could not be set up; `reply` says why (the server's or synthetic)."""
 
     def __init__(self, reply: Reply, *, tls_failed: bool = False,
-                 tls_refused: bool = False) -> None:
+                 tls_refused: bool = False, result_type: str = "") -> None:
         super().__init__(str(reply))
         self.reply = reply
         # A TLS handshake failed: in opportunistic mode the caller may retry without TLS.
         self.tls_failed = tls_failed
         # TLS was required but not offered, or STARTTLS was refused.
         self.tls_refused = tls_refused
+        # RFC 8460 4.3 result type of a TLS failure ("starttls-not-supported", ...), for
+        # TLS reporting; "" when the failure was not TLS's.
+        self.result_type = result_type
+
+
+# OpenSSL's X509_V_ERR_* codes -> RFC 8460 4.3 result types.
+_VERIFY_RESULT = {62: "certificate-host-mismatch", 10: "certificate-expired",
+                  2: "certificate-not-trusted", 18: "certificate-not-trusted",
+                  19: "certificate-not-trusted", 20: "certificate-not-trusted",
+                  21: "certificate-not-trusted"}
+
+
+def _result_type(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return _VERIFY_RESULT.get(error.verify_code, "validation-failure")
+    return "validation-failure"
+
+
+def _peer_chain(ssl_object: ssl.SSLObject) -> list[bytes]:
+    """The chain the server presented (DER, leaf first), unverified. Public from Python
+    3.13 (SSLObject.get_unverified_chain); before, the same call on the private _sslobj,
+    whose items are _ssl.Certificate objects."""
+    public = getattr(ssl_object, "get_unverified_chain", None)
+    chain = public() if public is not None else \
+        ssl_object._sslobj.get_unverified_chain()  # type: ignore[attr-defined]
+    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+            for c in chain or ()]
 
 
 # --- settings and results ----------------------------------------------------------------
@@ -282,10 +312,13 @@ class SmtpClient:
         self.tls_version = ""  # after STARTTLS: "TLSv1.3", and the cipher suite's name
         self.tls_cipher = ""
         self.tls_verified = False  # the peer's certificate was checked (tls = "verify")
+        self.dane_verified = False  # a TLSA record of the MX host matched (tls = "dane")
+        self.dane_detail = ""  # which one
         # Set by the pool: a "verify" attempt was made for this session (MTA-STS testing)
         # and, when it failed and the session fell back, why (the policy's failure).
         self.verify_tried = False
         self.tls_error = ""
+        self.tls_result = ""  # ... and its RFC 8460 result type
         self.transactions = 0  # completed or attempted MAIL transactions
         self.messages = 0  # send() calls
         self._needs_rset = False
@@ -295,8 +328,9 @@ class SmtpClient:
     @classmethod
     async def connect(cls, address: str, port: int, settings: ClientSettings, *,
                       host: str = "", local_addr: tuple[str, int] | None = None,
-                      tls: str | None = None) -> SmtpClient:
-        """Connect, read the greeting, EHLO/HELO, STARTTLS as `tls` (default: settings).
+                      tls: str | None = None, dane: DaneHost | None = None) -> SmtpClient:
+        """Connect, read the greeting, EHLO/HELO, STARTTLS as `tls` (default: settings);
+        tls = "dane" needs `dane`, the MX host's usable TLSA records.
 
         Raises SmtpConnectError with the reason; the connection is then already closed.
         """
@@ -316,13 +350,13 @@ class SmtpClient:
                 f"connect to {target}: {e.strerror or e}")) from None
         client = cls(proto, settings, host or address, address, port)
         try:
-            await client._open(tls)
+            await client._open(tls, dane)
         except BaseException:
             client.abort()
             raise
         return client
 
-    async def _open(self, tls: str) -> None:
+    async def _open(self, tls: str, dane: DaneHost | None = None) -> None:
         s = self.settings
         self.greeting = await self._expect_one(s.greeting_timeout, "greeting")
         if self.greeting.code != 220:
@@ -332,22 +366,27 @@ class SmtpClient:
         await self._hello()
         if tls == "disabled":
             return
+        mandatory = tls in ("required", "verify", "dane")
         if "STARTTLS" not in self.extensions:
-            if tls in ("required", "verify"):
+            if mandatory:
                 await self.quit()
                 raise SmtpConnectError(tls_failure(
                     f"TLS required but {self.host} does not offer STARTTLS", handshake=False),
-                    tls_refused=True)
+                    tls_refused=True, result_type="starttls-not-supported")
             return
         reply = await self._command(b"STARTTLS\r\n", s.command_timeout, "STARTTLS")
         if reply.code != 220:
-            if tls in ("required", "verify"):
+            if mandatory:
                 await self.quit()
                 raise SmtpConnectError(tls_failure(
                     f"TLS required but STARTTLS refused: {reply}", handshake=False),
-                    tls_refused=True)
+                    tls_refused=True, result_type="starttls-not-supported")
             return  # RFC 3207 4: the session goes on in the clear
-        await self._start_tls(verify=tls == "verify")
+        # RFC 7672 8.1: SNI names the TLSA base domain (a CNAME'd host's target).
+        sni = dane.base if tls == "dane" and dane is not None and dane.base else None
+        await self._start_tls(verify=tls == "verify", sni=sni)
+        if tls == "dane":
+            self._check_dane(dane)
         await self._hello()  # RFC 3207 4.2: forget what we knew, ask again
 
     async def _hello(self) -> None:
@@ -365,7 +404,7 @@ class SmtpClient:
         self._write(b"QUIT\r\n")
         raise SmtpConnectError(reply)
 
-    async def _start_tls(self, *, verify: bool) -> None:
+    async def _start_tls(self, *, verify: bool, sni: str | None = None) -> None:
         p = self._p
         loop = p.loop
         assert p.transport is not None
@@ -377,12 +416,14 @@ class SmtpClient:
                        else _client_tls_context())
             new = await loop.start_tls(
                 p.transport, p, context, server_side=False,
-                server_hostname=self.host if verify or not _is_ip(self.host) else None,
+                server_hostname=sni or (
+                    self.host if verify or not _is_ip(self.host) else None),
                 ssl_handshake_timeout=self.settings.command_timeout)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError, EOFError) as e:
             raise SmtpConnectError(
                 tls_failure(f"TLS handshake with {self.host}[{self.address}] failed: {e}",
-                            handshake=True), tls_failed=True) from None
+                            handshake=True), tls_failed=True,
+                result_type=_result_type(e)) from None
         if new is None:
             raise SmtpConnectError(tls_failure("TLS handshake: connection closed",
                                                handshake=True), tls_failed=True)
@@ -394,6 +435,23 @@ class SmtpClient:
             cipher = ssl_object.cipher()
             self.tls_version = ssl_object.version() or ""
             self.tls_cipher = cipher[0] if cipher else ""
+
+    def _check_dane(self, dane: DaneHost | None) -> None:
+        """RFC 7672 3: the presented chain must match one of the host's usable TLSA
+        records (the handshake itself verified nothing). A mismatch ends the session
+        before any mail: the caller defers, never falls back to the clear."""
+        t = self._p.transport
+        ssl_object = t.get_extra_info("ssl_object") if t is not None else None
+        chain = _peer_chain(ssl_object) if ssl_object is not None else []
+        names = (dane.names or (self.host,)) if dane is not None else (self.host,)
+        result = verify_chain(dane.records if dane is not None else (), chain, names)
+        if not result.ok:
+            raise SmtpConnectError(tls_failure(
+                f"TLSA records of {self.host}[{self.address}] do not match its "
+                f"certificate: {result.detail}", handshake=True),
+                tls_failed=True, result_type=result.result_type)
+        self.dane_verified = True
+        self.dane_detail = result.detail
 
     # --- state -------------------------------------------------------------------------
     @property

@@ -43,7 +43,7 @@ from mta.delivery.outcomes import FinalCallback, Outcomes
 from mta.delivery.paths import EgressPath, PathTable, config_pool
 from mta.delivery.pool import Grant, MxHost, SiteUnavailable
 from mta.delivery.sink import DsnSink
-from mta.dns import DnsFailure, Resolver, make_resolver
+from mta.dns import DnsFailure, Resolver, dane_lookup, make_resolver
 from mta.observe.events import EventLog
 from mta.queue import (
     Envelope,
@@ -59,7 +59,7 @@ from mta.rfc5321.reply import Reply
 from mta.shaping import Hold, Shaper, Stores, SuspensionFile
 from mta.shaping.adaptive import Change
 from mta.shaping.shaper import Ticket
-from mta.tls import MtaSts, PolicyFetcher, TlsRequirement, choose
+from mta.tls import MtaSts, PolicyFetcher, TlsRequirement, choose, dane_host
 
 __all__ = ["Dispatcher", "FinalCallback", "PoolResolver"]
 
@@ -477,15 +477,24 @@ class Dispatcher:
         self.scheduler.defer(item, max(at, now + 0.01))
         self.poke()
 
-    async def tls_requirement(self, domain: str, base: str) -> TlsRequirement:
+    async def tls_requirement(self, domain: str, base: str,
+                              hosts: Iterable[MxHost] = ()) -> TlsRequirement:
         """What mail to `domain` needs of its connection on a path whose tls is `base`:
         a [tls] policy entry for the domain, else its MTA-STS policy (when [tls]
-        mta_sts), else the path's own tls (mta.tls.requirement)."""
+        mta_sts), else the path's own tls, with DANE for those of its MX `hosts` that
+        publish validated TLSA records (when [tls] dane; mta.tls.requirement)."""
         t = self.cfg.tls
         override = t.policy.get(domain)
         sts = override == "mta-sts" or (override is None and t.mta_sts)
         policy = await self.sts.policy_for(domain) if sts else None
-        return choose(domain, base, policy, override)
+        dane = override in ("dane", "dane-only") or (override in (None, "mta-sts") and t.dane)
+        lookup = getattr(self.resolver, "lookup", None)
+        found: tuple = ()
+        if dane and lookup is not None:
+            # From the resolver's cache after the first message: MX, A/AAAA, TLSA.
+            found = tuple(dane_host(a) for a in await dane_lookup(
+                lookup, domain, [h.name for h in hosts]))
+        return choose(domain, base, policy, override, dane=dane, dane_hosts=found)
 
     async def _deliver(self, site: SiteState, path: EgressPath, item: WorkItem) -> None:
         info = await self.spool.get(item.msg_id)
@@ -507,7 +516,7 @@ class Dispatcher:
         groups: dict[TlsRequirement, list[int]] = defaultdict(list)
         base = path.settings.client.tls
         for domain, idx in by_domain.items():
-            groups[await self.tls_requirement(domain, base)] += idx
+            groups[await self.tls_requirement(domain, base, site.hosts)] += idx
         for req, idx in groups.items():
             await self._deliver_group(site, path, item, info, body, sorted(idx), req)
 
@@ -548,6 +557,8 @@ class Dispatcher:
             if not e.policy_only:
                 self.shaper.record(path.config, "connection_failure", e.reply)
             feedback = False
+            if e.result_type:
+                tls["tls_result"] = e.result_type  # RFC 8460 result type (TLS-RPT)
         site.last_reply = replies[-1]
         done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name, item.pool)
         await self.outcomes.finish(done, replies, info, site=site.name, body=body, path=path,
@@ -590,13 +601,21 @@ def _tls_outcome(client: SmtpClient, req: TlsRequirement) -> dict[str, object]:
     the certificate was verified (tls = "verify", MTA-STS; opportunistic STARTTLS, RFC
     7435, encrypts without checking it), the policy applied, and what an MTA-STS testing
     policy would have refused."""
+    verified = client.tls_verified or client.dane_verified
     out: dict[str, object] = (
         {"tls": client.tls_version, "tls_cipher": client.tls_cipher,
-         "tls_verified": client.tls_verified} if client.tls_active
+         "tls_verified": verified} if client.tls_active
         else {"tls": "none", "tls_verified": False})
-    out["tls_policy"] = req.label
+    # A session a TLSA record authenticated went under DANE, whatever else the domain has;
+    # one to an MX host without TLSA under the domain's other policy.
+    out["tls_policy"] = "dane" if client.dane_verified else req.label_for(client.host)
+    dane = req.dane_for(client.host)
+    if dane is not None and dane.result_type:
+        out["tls_result"] = dane.result_type  # all TLSA records unusable (RFC 8460)
     failure = req.failure(client.host, tls_verified=client.tls_verified,
                           tls_error=client.tls_error)
     if failure:
         out["tls_failure"] = failure
+        if client.tls_result:
+            out["tls_result"] = client.tls_result  # RFC 8460 result type (TLS-RPT)
     return out

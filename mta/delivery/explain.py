@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mta.dns import Status, tlsa_name
 from mta.queue import MessageInfo
 from mta.shaping import Hold
 from mta.shaping.hold import at
@@ -30,8 +31,9 @@ async def explain(d: Dispatcher, info: MessageInfo) -> dict:
     connection_limit, max_connection_rate, ...), `until` when it ends (epoch seconds, None
     when it is not a time), `detail` says it in words, and `shaping` lists every hold of
     every source the message may leave from; `tls_policy` the TLS policy its next
-    attempt applies (see `tls_policy`). A recipient an MTA-STS enforce policy deferred
-    has the reason in `last_reply` ("MTA-STS policy of example.com (enforce): ...")."""
+    attempt applies (see `tls_policy`). A recipient an MTA-STS enforce policy or DANE
+    deferred has the reason in `last_reply` ("MTA-STS policy of example.com (enforce):
+    ...", "DANE for MX host mx.example.com of example.com: ...")."""
     now = d.clock()
     out: list[dict] = []
     for r in info.recipients:
@@ -40,7 +42,8 @@ async def explain(d: Dispatcher, info: MessageInfo) -> dict:
             "attempts": r.attempts,
             "last_reply": str(r.last_reply) if r.last_reply else None}
         if r.state in ("queued", "held"):
-            entry["tls_policy"] = tls_policy(d, r.address.rpartition("@")[2].lower())
+            entry["tls_policy"] = tls_policy(d, r.address.rpartition("@")[2].lower(),
+                                             r.site)
         if r.state == "held" or info.state == "held":
             entry.update(waiting_for="held", until=None,
                          detail="held by an administrator (mta queue release)")
@@ -65,14 +68,18 @@ async def explain(d: Dispatcher, info: MessageInfo) -> dict:
             "recipients": out}
 
 
-def tls_policy(d: Dispatcher, domain: str) -> str:
+def tls_policy(d: Dispatcher, domain: str, site: str | None = None) -> str:
     """The TLS policy the next attempt applies as far as known without a lookup: a [tls]
-    policy entry, an MTA-STS policy in the cache (mta-sts-enforce / -testing), else
-    "path" (the path's own tls: [delivery] tls or [shaping."site"] tls)."""
+    policy entry, "dane" when a validated TLSA RRset of one of the site's MX hosts is in
+    the resolver's cache (DANE before MTA-STS, RFC 8461 2), an MTA-STS policy in the
+    cache (mta-sts-enforce / -testing), else "path" (the path's own tls: [delivery] tls
+    or [shaping."site"] tls)."""
     t = d.cfg.tls
     override = t.policy.get(domain)
     if override is not None and override != "mta-sts":
         return override
+    if t.dane and _dane_cached(d, site):
+        return "dane"
     if override == "mta-sts" or t.mta_sts:
         policy = d.sts.cached(domain)
         if policy is not None:
@@ -132,3 +139,15 @@ async def _explain_at(d: Dispatcher, site: SiteState, info: MessageInfo,
                 key=lambda h: float("inf") if h.until is None else h.until)
     return {"waiting_for": first.limit, "until": first.until, "shaping": shaping,
             "detail": first.detail}
+
+
+def _dane_cached(d: Dispatcher, site: str | None) -> bool:
+    state = d.sites.get(site or "")
+    cached = getattr(d.resolver, "cached", None)
+    if state is None or cached is None:
+        return False
+    for host in state.hosts:
+        answer = cached(tlsa_name(host.name), "TLSA")
+        if answer is not None and answer.secure and answer.status is Status.OK:
+            return True
+    return False

@@ -9,10 +9,11 @@ unless it broke, reached `max_deliveries_per_connection` or the pool is above it
 limit shrank); idle sessions close after `idle_timeout`. A session counts against the limit
 until its goodbye is done, so the receiver never sees more than `connection_limit` at once.
 
-Each lease may carry a `TlsRequirement` (mta.tls: the path's tls, a per-domain policy or
-MTA-STS): only sessions that meet it are reused, new ones are dialled by it (an enforce
-policy's non-matching MX hosts are skipped, each with its reason), and idle sessions it
-cannot use give up their slot to it.
+Each lease may carry a `TlsRequirement` (mta.tls: the path's tls, a per-domain policy,
+MTA-STS or DANE): only sessions that meet it are reused, new ones are dialled by it (an
+enforce policy's non-matching MX hosts, hosts whose TLSA lookup failed and, dane-only,
+hosts without usable TLSA are skipped, each with its reason), and idle sessions it cannot
+use give up their slot to it.
 
 No scheduling policy here: which messages go, and when, is the dispatcher's business; how
 many connections shaping allows is passed in as `connection_limit`, and before each NEW
@@ -61,7 +62,8 @@ class ConnectAttempt:
     host: str
     address: str
     reply: Reply
-    policy: bool = False  # refused by the TLS policy (MTA-STS enforce), not by the host
+    policy: bool = False  # refused by the TLS policy (MTA-STS enforce, DANE), not the host
+    result_type: str = ""  # RFC 8460 4.3, for a TLS failure (TLS reporting reads it)
 
 
 class SiteUnavailable(Exception):
@@ -73,9 +75,11 @@ class SiteUnavailable(Exception):
 
     def __init__(self, attempts: list[ConnectAttempt]) -> None:
         self.attempts = attempts
-        spoken = [a.reply for a in attempts if a.reply.enhanced != "4.4.1"]
-        self.reply = (spoken[-1] if spoken else attempts[-1].reply) if attempts \
-            else Reply(421, "4.4.4", "no MX address")
+        spoken = [a for a in attempts if a.reply.enhanced != "4.4.1"]
+        told = (spoken[-1] if spoken else attempts[-1]) if attempts else None
+        self.reply = told.reply if told is not None else Reply(421, "4.4.4", "no MX address")
+        # The RFC 8460 result type of the failure the recipients are told about.
+        self.result_type = told.result_type if told is not None else ""
         super().__init__(str(self.reply))
 
     @property
@@ -112,6 +116,7 @@ class ConnectionPool:
         # MTA-STS testing: addresses whose certificate did not verify, and why (dialled
         # with the path's tls from then on, the failure still recorded on every delivery).
         self._unverified: dict[str, str] = {}
+        self._unverified_result: dict[str, str] = {}  # ... and its RFC 8460 result type
         self._closed = False
         self.connects = 0  # sessions opened
         self.last_attempts: list[ConnectAttempt] = []  # failures of the last successful open
@@ -189,7 +194,8 @@ class ConnectionPool:
                 continue
             if req.accepts(client.host, tls_active=client.tls_active,
                            tls_verified=client.tls_verified,
-                           verify_tried=client.verify_tried):
+                           verify_tried=client.verify_tried,
+                           dane_verified=client.dane_verified):
                 del self._idle[i]
                 timer.cancel()
                 return client
@@ -234,11 +240,10 @@ class ConnectionPool:
         try:
             local = (self.source, 0) if self.source else None
             for mx in self.hosts:
-                if not req.may_use(mx.name):
-                    attempts.append(ConnectAttempt(mx.name, "", Reply(
-                        451, "4.7.5", req.refusal_text(
-                            f"MX host {mx.name} does not match the policy (mx: "
-                            f"{', '.join(req.mx)})")), policy=True))
+                refused, result_type = req.refusal(mx.name)
+                if refused:
+                    attempts.append(ConnectAttempt(mx.name, "", Reply(451, "4.7.5", refused),
+                                                   policy=True, result_type=result_type))
                     continue
                 for address in mx.addresses:
                     client = await self._dial(mx, address, local, req, attempts)
@@ -263,9 +268,11 @@ class ConnectionPool:
         """One address, with the requirement's tls modes in turn: a TLS failure with one
         (a certificate that does not verify, STARTTLS missing, a broken handshake) tries
         the next; what failed is remembered per address so later sessions skip it."""
-        modes = list(req.connect_modes())
-        testing = req.sts == "testing"
+        dane = req.dane_for(mx.name)
+        modes = list(req.connect_modes(mx.name))
+        testing = req.sts == "testing" and dane is None
         error = self._unverified.get(address, "") if testing else ""
+        result_type = self._unverified_result.get(address, "") if testing else ""
         if error and len(modes) > 1 and modes[0] == "verify":
             modes.pop(0)  # its certificate failed before: the failure is known already
         if address in self._no_tls and "opportunistic" in modes and "disabled" in modes:
@@ -273,23 +280,31 @@ class ConnectionPool:
         for i, mode in enumerate(modes):
             try:
                 client = await SmtpClient.connect(address, self.port, self.settings,
-                                                  host=mx.name, local_addr=local, tls=mode)
+                                                  host=mx.name, local_addr=local, tls=mode,
+                                                  dane=dane)
             except SmtpConnectError as e:
                 tls_problem = e.tls_failed or e.tls_refused
                 reply = e.reply
-                if req.sts == "enforce" and tls_problem:
+                # A policy's refusal (the host may be fine for other domains' mail).
+                policy = tls_problem and (dane is not None or req.sts == "enforce")
+                if dane is not None and tls_problem:
+                    reply = Reply(reply.code, reply.enhanced,
+                                  req.dane_text(mx.name, reply.text))
+                elif req.sts == "enforce" and tls_problem:
                     reply = Reply(reply.code, reply.enhanced, req.refusal_text(reply.text))
-                attempts.append(ConnectAttempt(mx.name, address, reply,
-                                               policy=req.sts == "enforce" and tls_problem))
+                attempts.append(ConnectAttempt(mx.name, address, reply, policy=policy,
+                                               result_type=e.result_type))
                 if not tls_problem or i + 1 == len(modes):
                     return None
                 if mode == "verify":
                     error = self._unverified[address] = e.reply.text
+                    result_type = self._unverified_result[address] = e.result_type
                 elif mode == "opportunistic":
                     self._no_tls.add(address)
                 continue
             client.verify_tried = testing
             client.tls_error = error if not client.tls_verified else ""
+            client.tls_result = result_type if not client.tls_verified else ""
             return client
         return None
 

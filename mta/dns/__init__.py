@@ -1,5 +1,6 @@
 """DNS for delivery: MX resolution (RFC 5321 5.1, RFC 7505), addresses, TXT, a bounded
-TTL cache with negative caching and coalescing, and the MX rollup into sites.
+TTL cache with negative caching and coalescing, the MX rollup into sites, and DANE's
+DNSSEC-validated TLSA lookups (mta.dns.dane).
 
 Other packages import from here only:
     resolver = make_resolver(cfg.dns)            # or TestResolver({origin: zone text})
@@ -9,6 +10,7 @@ Other packages import from here only:
 """
 
 from mta.dns.answer import Answer, Status
+from mta.dns.dane import TLSA_PORT, TlsaAnswer, dane_lookup, tlsa_name
 from mta.dns.mx import parse_literal
 from mta.dns.resolver import (
     CachingResolver,
@@ -28,6 +30,7 @@ from mta.dns.result import (
 from mta.dns.site import site_name
 
 __all__ = [
+    "TLSA_PORT",
     "Answer",
     "CachingResolver",
     "DnsCounters",
@@ -40,7 +43,10 @@ __all__ = [
     "Resolver",
     "Status",
     "TestResolver",
+    "TlsaAnswer",
+    "dane_lookup",
     "make_resolver",
     "parse_literal",
     "site_name",
+    "tlsa_name",
 ]

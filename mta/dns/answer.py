@@ -21,6 +21,7 @@ __all__ = ["Answer", "Lookup", "Record", "Status", "name_error", "normalize_name
 #   A / AAAA: "192.0.2.1" / "2001:db8::1"
 #   MX: (preference, "exchange") with the exchange normalized ("" for the null MX ".")
 #   TXT: the record's character-strings concatenated (RFC 7208 3.3, RFC 6376 3.6.2.2)
+#   TLSA (and any other type): the rdata in presentation form, "3 1 1 <hex>"
 Record = str | tuple[int, str]
 
 
@@ -46,6 +47,12 @@ class Answer:
     # case the cache applies its configured default.
     ttl: float | None = None
     detail: str = ""  # why, for SERVFAIL: "timed out", "SERVFAIL from 127.0.0.1:53"
+    # The validating resolver set AD (RFC 4035 3.2.3, RFC 6840 5.7): every record of the
+    # answer, or the denial, is DNSSEC-authenticated. Only DANE (mta.dns.dane) reads it.
+    secure: bool = False
+    # Where a CNAME chain ended ("" when there was none): DANE's TLSA base domain may be
+    # the expanded name (RFC 7672 2.2.2).
+    canonical: str = ""
 
 
 class Lookup(Protocol):

@@ -1,14 +1,25 @@
-"""Outbound transport security beyond opportunistic STARTTLS: MTA-STS (RFC 8461).
+"""Outbound transport security beyond opportunistic STARTTLS: MTA-STS (RFC 8461), DANE
+(RFC 7672).
 
 policy.py       the `_mta-sts` TXT record and the policy file, parsed; MX pattern matching
 fetch.py        the HTTPS fetch of a policy (aiohttp, verified, through mta's resolver)
 cache.py        policies kept in the state directory until their max_age
 sts.py          `MtaSts.policy_for(domain)`: lookup, fetch, cache, background refresh
+dane.py         TLSA records, usable or not, and whether a presented chain matches them
 requirement.py  `choose()`: what one delivery needs of its connection, and why
 
 Other packages import from here only.
 """
 
+from mta.tls.dane import (
+    DaneHost,
+    DaneResult,
+    TlsaRecord,
+    TlsaSyntaxError,
+    dane_host,
+    parse_tlsa,
+    verify_chain,
+)
 from mta.tls.fetch import FetchError, PolicyFetcher
 from mta.tls.policy import (
     StsPolicy,
@@ -24,6 +35,8 @@ from mta.tls.sts import CACHE_FILE, MtaSts
 
 __all__ = [
     "CACHE_FILE",
+    "DaneHost",
+    "DaneResult",
     "FetchError",
     "MtaSts",
     "PolicyFetcher",
@@ -31,9 +44,14 @@ __all__ = [
     "StsRecord",
     "StsSyntaxError",
     "TlsRequirement",
+    "TlsaRecord",
+    "TlsaSyntaxError",
     "choose",
+    "dane_host",
     "mx_matches",
     "parse_policy",
     "parse_record",
+    "parse_tlsa",
     "select_record",
+    "verify_chain",
 ]

@@ -21,6 +21,15 @@ strings, CNAMEs. Two zones are always there for failure paths:
 Any other name outside the zones is REFUSED: nothing is ever forwarded or looked up
 elsewhere, no root hints are used and /etc/resolv.conf is never read.
 
+DNSSEC: `signed=[tests.support.dnssec.sign_zone(...)]` adds zones Unbound validates, for
+DANE. They are auth-zones "for-upstream" only: the iterator takes the zone file as the
+authoritative server's answers and the validator module checks them against the zone's
+key, configured as a trust anchor at the apex (no chain from the root needed), exactly as
+it checks answers from the Internet: AD on secure answers, SERVFAIL on bogus ones. The
+unsigned zones stay "for-downstream" (answered as they are, never validated, never AD),
+so one server holds secure, insecure and bogus names. The validator is only loaded when
+there is a signed zone (it costs nothing, but keeps the other tests as they were).
+
 Start-up waits for readiness by querying (a generation counter in a TXT record), never
 by sleeping, and takes well under a second. Fixture: `dns_server_factory`.
 """
@@ -47,6 +56,7 @@ import pytest
 
 from mta.dns.zone import parse_zone
 from tests.support.daemon import stop_process
+from tests.support.dnssec import SignedZone
 
 __all__ = [
     "SERVFAIL_ZONE",
@@ -125,12 +135,13 @@ class DnsServer:
     def __init__(self, zones: Mapping[str, str], workdir: Path, *,
                  timeout_zones: Iterable[str] = (TIMEOUT_ZONE,),
                  servfail_zones: Iterable[str] = (SERVFAIL_ZONE,),
-                 log_queries: bool = False) -> None:
+                 log_queries: bool = False, signed: Iterable[SignedZone] = ()) -> None:
         self.workdir = Path(workdir)
         # Every query received goes to the log (Unbound `log-queries`), for
         # `queries_seen`; off by default: other tests need no log written per query.
         self.log_queries = log_queries
         self.zones = dict(zones)
+        self.signed = list(signed)
         self.timeout_zones = [_absolute(z) for z in timeout_zones]
         self.servfail_zones = [_absolute(z) for z in servfail_zones]
         self.port = 0
@@ -173,11 +184,15 @@ class DnsServer:
     def stop(self) -> None:
         self._kill()
 
-    def set_zones(self, zones: Mapping[str, str]) -> None:
-        """Replace every zone and reload (SIGHUP); returns once the new zones are served."""
+    def set_zones(self, zones: Mapping[str, str],
+                  signed: Iterable[SignedZone] | None = None) -> None:
+        """Replace every zone (and the signed ones, when given) and reload (SIGHUP);
+        returns once the new zones are served."""
         if self.proc is None or self.proc.poll() is not None:
             raise DnsServerError("the DNS server is not running")
         self.zones = dict(zones)
+        if signed is not None:
+            self.signed = list(signed)
         self.generation += 1
         self._write_files()
         self.proc.send_signal(signal.SIGHUP)
@@ -240,18 +255,26 @@ class DnsServer:
         for origin in self.servfail_zones:
             (self.workdir / "empty.zone").write_text("")
             served.setdefault(origin, "empty.zone")
-        (self.workdir / "unbound.conf").write_text(self._config(served))
+        signed: dict[str, str] = {}
+        for i, zone in enumerate(self.signed):
+            name = f"signed{i}.zone"
+            shutil.copyfile(zone.path, self.workdir / name)
+            signed[zone.origin] = name
+        (self.workdir / "anchors.txt").write_text(
+            "".join(z.trust_anchor + "\n" for z in self.signed))
+        (self.workdir / "unbound.conf").write_text(self._config(served, signed))
 
-    def _config(self, served: dict[str, str]) -> str:
+    def _config(self, served: dict[str, str], signed: dict[str, str] | None = None) -> str:
+        signed = signed or {}
         # local-zone types by name: configured zones pass through to the auth-zones
         # (transparent); their ancestors lose Unbound's built-in RFC 6761 zones (test.,
         # invalid., localhost., ...), which would otherwise answer NXDOMAIN first.
         local: dict[str, str] = {}
-        for origin in [*served, *self.timeout_zones]:
+        for origin in [*served, *signed, *self.timeout_zones]:
             labels = origin.rstrip(".").split(".")
             for i in range(1, len(labels)):
                 local.setdefault(".".join(labels[i:]) + ".", "nodefault")
-        for origin in served:
+        for origin in [*served, *signed]:
             local[origin] = "transparent"
         for origin in self.timeout_zones:
             local[origin] = "deny"  # drop the query: the client times out
@@ -273,8 +296,12 @@ class DnsServer:
             f"  log-queries: {'yes' if self.log_queries else 'no'}",
             "  num-threads: 1",
             "  so-reuseport: no",
-            # No validator: nothing here is signed, and it would want a trust anchor.
+            # The validator only for signed zones (see the module's docstring).
+            '  module-config: "validator iterator"' if signed else
             '  module-config: "iterator"',
+            *([f'  trust-anchor-file: "{self.workdir / "anchors.txt"}"',
+               # RFC 8914 extended errors name a bogus answer's reason (in the reply).
+               "  val-log-level: 2", "  ede: yes"] if signed else []),
             "  access-control: 127.0.0.0/8 allow",
             # Nothing outside the test zones is answered or looked up anywhere.
             '  local-zone: "." refuse',
@@ -285,6 +312,10 @@ class DnsServer:
         for origin, file in sorted(served.items()):
             lines += ["auth-zone:", f'  name: "{origin}"', f'  zonefile: "{file}"',
                       "  for-downstream: yes", "  for-upstream: no",
+                      "  fallback-enabled: no"]
+        for origin, file in sorted(signed.items()):
+            lines += ["auth-zone:", f'  name: "{origin}"', f'  zonefile: "{file}"',
+                      "  for-downstream: no", "  for-upstream: yes",
                       "  fallback-enabled: no"]
         return "\n".join(lines) + "\n"
 

@@ -16,6 +16,8 @@ capabilities() {
                            swaks libnet-ssleay-perl libio-socket-ssl-perl
     need "swaks AUTH"      'swaks --support 2>&1 | grep -q "^=== Basic AUTH supported"' swaks
     need "unbound"         'PATH="$PATH:/usr/sbin" unbound -V' unbound
+    # tests/support/dnssec.py: signs the DANE tests' zones (key and signatures).
+    need "ldns-signzone"   'command -v ldns-keygen && command -v ldns-signzone' ldnsutils
     need "redis-server"    'redis-server --version' redis-server
     need "rspamd"          'PATH="$PATH:/usr/sbin" rspamd --version' rspamd
     need "openssl"         'openssl version' openssl

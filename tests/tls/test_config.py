@@ -7,9 +7,9 @@ import pytest
 from mta.config import ConfigError, parse_config
 
 
-def test_defaults_honour_mta_sts():
+def test_defaults_honour_mta_sts_and_dane():
     t = parse_config("").tls
-    assert t.mta_sts is True and t.ca_file == "" and t.policy == {}
+    assert t.mta_sts is True and t.dane is True and t.ca_file == "" and t.policy == {}
     assert t.max_policy_size == 64 * 1024 and t.https_port == 443
 
 
@@ -17,20 +17,28 @@ def test_a_full_section(tmp_path):
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     t = parse_config(f'[tls]\nmta_sts = false\nca_file = "{ca}"\n'
-                     'policy = { "a.test" = "verify", "b.test" = "mta-sts" }\n'
+                     'dane = false\npolicy = { "a.test" = "verify", "b.test" = "mta-sts", '
+                     '"c.test" = "dane", "d.test" = "dane-only" }\n'
                      'fetch_timeout = "5s"\nmax_policy_size = "32KiB"\n').tls
     assert (t.mta_sts, t.ca_file, t.fetch_timeout, t.max_policy_size) == (
         False, str(ca), 5.0, 32 * 1024)
-    assert t.policy == {"a.test": "verify", "b.test": "mta-sts"}
+    assert t.dane is False
+    assert t.policy == {"a.test": "verify", "b.test": "mta-sts", "c.test": "dane",
+                        "d.test": "dane-only"}
 
 
 @pytest.mark.parametrize(("text", "message"), [
     ("[tls]\nmta_sts = \"yes\"\n", "tls.mta_sts: expected"),
     ("[tls]\nmtasts = true\n", "tls.mtasts: unknown key"),
     ('[tls]\nca_file = "/nonexistent/ca.pem"\n', "tls.ca_file: file not found"),
-    ('[tls]\npolicy = { "a.test" = "dane" }\n',
+    ('[tls]\npolicy = { "a.test" = "dnssec" }\n',
      'tls.policy."a.test": must be one of "opportunistic", "required", "verify", '
-     '"disabled", "mta-sts", not \'dane\''),
+     '"disabled", "mta-sts", "dane", "dane-only", not \'dnssec\''),
+    ('[tls]\npolicy = { "a.test" = "dane_only" }\n',
+     'tls.policy."a.test": must be one of "opportunistic", "required", "verify", '
+     '"disabled", "mta-sts", "dane", "dane-only", not \'dane_only\' '
+     '(did you mean "dane-only"?)'),
+    ("[tls]\ndane = \"yes\"\n", "tls.dane: expected"),
     ('[tls]\npolicy = { "A.test." = "verify" }\n', 'tls.policy."A.test.": must be a domain'),
     ('[tls]\npolicy = { "a.test" = 1 }\n', "tls.policy"),
     ('[tls]\nfetch_timeout = "0s"\n', "tls.fetch_timeout: must be positive"),
