@@ -150,7 +150,7 @@ class TlsReporter:
         """Report every (day, domain) that is due; the number of reports sent."""
         await self.counts.flush()
         now = self.clock.now()
-        settle = 2 * self.rc.flush_interval + 0.5
+        settle = 2 * self.rc.flush_interval
         sent = 0
         for (day, domain), records in sorted((await self.counts.days()).items()):
             end = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() + 86400
