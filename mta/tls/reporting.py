@@ -18,9 +18,9 @@ record sends the report again (at least once, as mail is). Counts of a day are r
 after they settle: the day must have been due for two flush intervals of real time, so
 every process's last counts of it are in the store even when a test's clock jumps.
 
-Events: `tls_report_sent` (domain, day, method, rua, report_id, sessions, failures; id:
-the queue id of a mailed one) and `tls_report_failed` (the same and `reason`); metric
-mta_tls_reports_total{method, outcome}.
+Events: `tls_report_sent` (domain, day, method, rua, report_id, the day's successful and
+failed session counts; id: the queue id of a mailed one) and `tls_report_failed` (the
+same and `reason`); metric mta_tls_reports_total{method, outcome}.
 """
 
 from __future__ import annotations
@@ -217,10 +217,10 @@ class TlsReporter:
                               policies=await self.counts.load(records))
         data = encode(report)
         filename = report_filename(submitter, domain, day, token)
-        totals = {"sessions": sum(p["summary"]["total-successful-session-count"]
-                                  for p in report["policies"]),
-                  "failures": sum(p["summary"]["total-failure-session-count"]
-                                  for p in report["policies"])}
+        totals = {"successful": sum(p["summary"]["total-successful-session-count"]
+                                    for p in report["policies"]),
+                  "failed": sum(p["summary"]["total-failure-session-count"]
+                                for p in report["policies"])}
         base = {"domain": domain, "day": day.isoformat(), "report_id": report_id, **totals}
         any_sent = False
         for address in record.mailto:

@@ -19,6 +19,7 @@ already set by the delivery client slot in at `policy_of` and `_failure`.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -38,6 +39,8 @@ from mta.tls.rpt_store import SessionCounts
 
 __all__ = ["TlsSessions"]
 
+log = logging.getLogger("mta.tls")
+
 
 class _Session(Protocol):
     """What is read of a delivery session (mta.delivery.client.SmtpClient)."""
@@ -48,6 +51,7 @@ class _Session(Protocol):
     tls_verified: bool
     tls_error: str
 
+    @property
     def local_address(self) -> tuple[str, int] | None: ...
 
 
@@ -90,7 +94,14 @@ class TlsSessions:
 
     # --- the hooks -------------------------------------------------------------------
     def used(self, req: TlsRequirement, client: _Session) -> None:
-        """A delivery to `req.domain` goes over `client` (new or reused)."""
+        """A delivery to `req.domain` goes over `client` (new or reused). Never raises:
+        counting must not fail a delivery."""
+        try:
+            self._used(req, client)
+        except Exception:
+            log.exception("TLS-RPT: could not count a session to %s", req.domain)
+
+    def _used(self, req: TlsRequirement, client: _Session) -> None:
         policy = self.policy_of(req)
         if policy is None:
             return
@@ -101,7 +112,7 @@ class TlsSessions:
         if req.domain in seen:
             return
         seen.add(req.domain)
-        local = client.local_address()
+        local = client.local_address
         text = req.failure(client.host, tls_verified=client.tls_verified,
                            tls_error=client.tls_error)
         if not text:
@@ -115,7 +126,14 @@ class TlsSessions:
                 source_ip: str = "") -> None:
         """No session: every MX host was refused; those our TLS policy refused (an MX
         host the policy does not name, a certificate or STARTTLS it needs) are failed
-        sessions. Hosts that were down are no TLS session at all."""
+        sessions. Hosts that were down are no TLS session at all. Never raises."""
+        try:
+            self._refused(req, attempts, source_ip)
+        except Exception:
+            log.exception("TLS-RPT: could not count refused sessions to %s", req.domain)
+
+    def _refused(self, req: TlsRequirement, attempts: Iterable[_Attempt],
+                 source_ip: str) -> None:
         policy = self.policy_of(req)
         if policy is None:
             return
@@ -129,9 +147,16 @@ class TlsSessions:
 
     def on_event(self, record: dict[str, Any]) -> None:
         """Events listener: an MTA-STS policy that could not be fetched or parsed is a
-        failed session of that domain (once per fetch, RFC 8460 4.3.2.2)."""
+        failed session of that domain (once per fetch, RFC 8460 4.3.2.2). Never raises
+        (it runs inside EventLog.emit)."""
         if record.get("event") != "mta_sts" or record.get("outcome") != "failed":
             return
+        try:
+            self._fetch_failed(record)
+        except Exception:
+            log.exception("TLS-RPT: could not count a policy fetch failure")
+
+    def _fetch_failed(self, record: dict[str, Any]) -> None:
         domain = str(record.get("domain") or "")
         if not domain:
             return

@@ -128,6 +128,7 @@ class _Client:
         self.host, self.address = host, address
         self.tls_active, self.tls_verified, self.tls_error = True, verified, error
 
+    @property
     def local_address(self):
         return ("127.0.0.1", 40000)
 
