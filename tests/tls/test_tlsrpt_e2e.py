@@ -96,7 +96,7 @@ http_retry = "100ms"
 """
 
 
-def _send(port: int, rcpt: str) -> None:
+def _send(port: int, rcpt: str) -> str:
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
         s.ehlo("client.test")
         s.mail("s@sender.test")
@@ -104,6 +104,7 @@ def _send(port: int, rcpt: str) -> None:
         code, reply = s.data(f"From: s@sender.test\r\nTo: {rcpt}\r\nSubject: rpt\r\n\r\n"
                              "hello\r\n".encode())
     assert code == 250, reply
+    return reply.decode().rsplit(" ", 1)[1]
 
 
 def _start(world, mx_factory, tmp_path, extra: str = "") -> tuple[MtaProcess, FileClock]:
@@ -210,3 +211,28 @@ async def test_a_day_of_sessions_is_reported_to_each_rua(mx_factory, world, tmp_
 
     sent = {(e["domain"], e["method"]) for e in mta.events() if e["event"] == "tls_report_sent"}
     assert sent == {("ok.test", "mailto"), ("bad.test", "mailto"), ("web.test", "https")}
+
+
+async def test_workers_count_into_one_report(mx_factory, world, tmp_path):
+    """`[server] workers = 2`: both workers deliver and count (through the embedded shared
+    store); worker 0 sends the one report, with every session of both."""
+    _, _, _, _, mx = world
+    mta, clock = _start(world, mx_factory, tmp_path)
+    mta.config_path.write_text(mta.config_path.read_text().replace(
+        "[server]\n", "[server]\nworkers = 2\n", 1))
+    try:
+        await asyncio.to_thread(mta.start)
+        ids = [await asyncio.to_thread(_send, mta.smtp_port, f"r{i}@ok.test")
+               for i in range(20)]
+        assert {i[-2:] for i in ids} == {"00", "01"}, ids  # both workers took mail
+        await mx["ok"].wait_for_messages(20, timeout=30)
+        clock.set(AFTER)
+        [message] = await mx["reports"].wait_for_messages(1, timeout=30)
+    finally:
+        await asyncio.to_thread(mta.terminate)
+    _, report = _report_of(message)
+    check_report(report, domain="ok.test", day=DAY)
+    [ok] = report["policies"]
+    assert ok["summary"] == {"total-successful-session-count": len(mx["ok"].connections),
+                             "total-failure-session-count": 0}
+    assert len(mx["reports"].messages) == 1
