@@ -199,3 +199,21 @@ def test_section_5_3_mail_form():
     assert [p.get_content_type() for p in parts] == ["text/plain", "application/tlsrpt+gzip"]
     assert parts[1].get_filename() == "mta.test!a.test!1!2!ab.json.gz"
     assert parts[1].get_content() == data
+
+
+def test_config_errors_name_each_key():
+    from mta.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError) as e:
+        parse_config('[tls.reports]\nenabled = true\nreport_from = "nobody"\n'
+                     'submitter = "Example.COM"\nhttp_attempts = 0\nflush_interval = "0s"\n'
+                     'send_after = "2d"\ncolour = "blue"\n')
+    keys = sorted(line.split(": ")[1] for line in e.value.errors)
+    assert keys == ["tls.reports.colour", "tls.reports.contact", "tls.reports.flush_interval",
+                    "tls.reports.http_attempts", "tls.reports.organization",
+                    "tls.reports.report_from", "tls.reports.send_after",
+                    "tls.reports.submitter"], e.value.errors
+    cfg = parse_config('[tls.reports]\nenabled = true\norganization = "o"\n'
+                       'contact = "mailto:p@mta.test"\nreport_from = "tlsrpt@Mail.Example"\n')
+    assert cfg.tls.reports.domain() == "mail.example"
+    assert parse_config("").tls.reports.enabled is False

@@ -293,3 +293,17 @@ async def test_https_failure_is_retried_then_reported_failed(receiver):
     assert len(rx.posts) == 2  # http_attempts
     [failed] = [e for e in events if e["event"] == "tls_report_failed"]
     assert failed["method"] == "https" and failed["reason"] == "HTTP 503"
+
+
+async def test_a_policy_that_could_not_be_fetched_is_a_failed_session():
+    sessions, counts = _sessions(None)
+    for detail in ("https://mta-sts.a.test/.well-known/mta-sts.txt: HTTP 404",
+                   "https://mta-sts.a.test/.well-known/mta-sts.txt: certificate: "
+                   "Hostname mismatch, certificate is not valid for 'mta-sts.a.test'"):
+        sessions.on_event({"event": "mta_sts", "domain": "a.test", "outcome": "failed",
+                           "id": "1", "detail": detail})
+    sessions.on_event({"event": "mta_sts", "domain": "a.test", "outcome": "fetched"})
+    await counts.flush()
+    [(_, failures)] = (await _totals(counts)).values()
+    assert sorted(f.result_type for f in failures) == ["sts-policy-fetch-error",
+                                                       "sts-webpki-invalid"]
