@@ -526,7 +526,7 @@ class Dispatcher:
         try:
             async with path.pool.lease(req) as client:
                 if self.tls_sessions is not None:
-                    self.tls_sessions.used(req, client)
+                    self.tls_sessions.used(req, client, sender=info.mail_from)
                 flight.stage = "sending"
                 remote_mta = client.host
                 verp = self.feedback.return_paths(info.id, info.tenant, info.mail_from,
@@ -547,7 +547,8 @@ class Dispatcher:
             return
         except SiteUnavailable as e:
             if self.tls_sessions is not None:
-                self.tls_sessions.refused(req, e.attempts, path.source.address)
+                self.tls_sessions.refused(req, e.attempts, path.source.address,
+                                          sender=info.mail_from)
             replies = [e.reply] * len(indexes)
             # One signal for the attempt, whatever each recipient's reply says; none when
             # only our TLS policy refused the hosts (the site itself is fine).

@@ -94,6 +94,7 @@ class TlsReporter:
         self.cfg = cfg
         self.rc = cfg.tls.reports
         self.sessions.no_policy = self.rc.no_policy
+        self.sessions.report_from = self.rc.report_from
         self.ca_file = cfg.tls.ca_file or cfg.delivery.tls_ca_file
         self.hostname = cfg.server.hostname
 

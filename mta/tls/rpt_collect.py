@@ -72,6 +72,7 @@ class TlsSessions:
         self.clock = clock
         self.sts_policy = sts_policy  # the cached MTA-STS policy of a domain (no lookup)
         self.no_policy = no_policy
+        self.report_from = ""  # the reports' sender: their sessions are not counted
         # Connection -> the policy domains it was already counted for.
         self._seen: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
@@ -93,9 +94,11 @@ class TlsSessions:
         return None
 
     # --- the hooks -------------------------------------------------------------------
-    def used(self, req: TlsRequirement, client: _Session) -> None:
-        """A delivery to `req.domain` goes over `client` (new or reused). Never raises:
-        counting must not fail a delivery."""
+    def used(self, req: TlsRequirement, client: _Session, *, sender: str = "") -> None:
+        """A delivery to `req.domain` from `sender` goes over `client` (new or reused).
+        Never raises: counting must not fail a delivery."""
+        if sender and sender == self.report_from:
+            return  # RFC 8460 5.3: a report's own session is not in the next report
         try:
             self._used(req, client)
         except Exception:
@@ -123,10 +126,12 @@ class TlsSessions:
             receiving_ip=client.address, host=client.host))
 
     def refused(self, req: TlsRequirement, attempts: Iterable[_Attempt],
-                source_ip: str = "") -> None:
+                source_ip: str = "", *, sender: str = "") -> None:
         """No session: every MX host was refused; those our TLS policy refused (an MX
         host the policy does not name, a certificate or STARTTLS it needs) are failed
         sessions. Hosts that were down are no TLS session at all. Never raises."""
+        if sender and sender == self.report_from:
+            return
         try:
             self._refused(req, attempts, source_ip)
         except Exception:

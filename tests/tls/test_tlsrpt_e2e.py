@@ -222,10 +222,12 @@ async def test_workers_count_into_one_report(mx_factory, world, tmp_path):
         "[server]\n", "[server]\nworkers = 2\n", 1))
     try:
         await asyncio.to_thread(mta.start)
+        # mta.start saw the first worker listen; the supervisor says when both do.
+        await _wait(lambda: "mta ready: 2 workers" in mta.stderr, "both workers")
         ids = [await asyncio.to_thread(_send, mta.smtp_port, f"r{i}@ok.test")
-               for i in range(20)]
+               for i in range(40)]
         assert {i[-2:] for i in ids} == {"00", "01"}, ids  # both workers took mail
-        await mx["ok"].wait_for_messages(20, timeout=30)
+        await mx["ok"].wait_for_messages(40, timeout=30)
         clock.set(AFTER)
         [message] = await mx["reports"].wait_for_messages(1, timeout=30)
     finally:

@@ -307,3 +307,15 @@ async def test_a_policy_that_could_not_be_fetched_is_a_failed_session():
     [(_, failures)] = (await _totals(counts)).values()
     assert sorted(f.result_type for f in failures) == ["sts-policy-fetch-error",
                                                        "sts-webpki-invalid"]
+
+
+async def test_the_sessions_of_reports_are_not_counted():
+    policy = StsPolicy("enforce", 86400, ("mx.a.test",))
+    sessions, counts = _sessions(policy)
+    sessions.report_from = "tlsrpt@mta.test"
+    req = choose("a.test", "opportunistic", policy)
+    conn = _Client("mx.a.test", "127.0.0.2", verified=True)
+    sessions.used(req, conn, sender="tlsrpt@mta.test")
+    assert counts.pending == 0
+    sessions.used(req, conn, sender="someone@tenant.test")  # the same connection, later
+    assert counts.pending == 1
