@@ -120,6 +120,14 @@ def _start(world, mx_factory, tmp_path, extra: str = "") -> tuple[MtaProcess, Fi
     return mta, FileClock(clock_file)
 
 
+def _metrics(mta: MtaProcess) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics",
+                                timeout=10) as r:
+        return r.read().decode()
+
+
 def _report_of(message) -> tuple[email.message.EmailMessage, dict]:
     msg = email.message_from_bytes(message.body, policy=default)
     [attachment] = [p for p in msg.iter_attachments()]
@@ -154,8 +162,11 @@ async def test_a_day_of_sessions_is_reported_to_each_rua(mx_factory, world, tmp_
         await _wait(lambda: len(rx.posts) == 1, "the https report")
         await _wait(lambda: len([e for e in mta.events()
                                  if e["event"] == "tls_report_sent"]) == 3, "the events")
+        metrics = await asyncio.to_thread(_metrics, mta)
     finally:
         mta.kill()
+    assert 'mta_tls_reports_total{method="mailto",outcome="sent"} 2.0' in metrics
+    assert 'mta_tls_reports_total{method="https",outcome="sent"} 1.0' in metrics
 
     reports = {}
     for message in mx["reports"].messages:
