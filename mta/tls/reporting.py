@@ -88,6 +88,7 @@ class TlsReporter:
         self._tasks: list[asyncio.Task[None]] = []
         self._http: aiohttp.ClientSession | None = None
         self._counter: Any = None
+        self._pruned: dt.date | None = None  # the day old "done" records were last pruned
         self.reload(cfg)
 
     def reload(self, cfg: Config) -> None:
@@ -200,8 +201,12 @@ class TlsReporter:
         return max(600.0, rc.http_attempts * (rc.http_timeout + rc.http_retry) + 120)
 
     async def _prune_done(self, now: float) -> None:
-        oldest = (dt.datetime.fromtimestamp(now, dt.UTC).date()
-                  - dt.timedelta(days=_KEEP_DONE)).isoformat()
+        """Old "done" records go, once a day (reading them all costs one full scan)."""
+        today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+        if self._pruned == today:
+            return
+        self._pruned = today
+        oldest = (today - dt.timedelta(days=_KEEP_DONE)).isoformat()
         for key in await self.kv.items(DONE_NS):
             if key < oldest:
                 await self.kv.delete(DONE_NS, key)

@@ -319,3 +319,17 @@ async def test_the_sessions_of_reports_are_not_counted():
     assert counts.pending == 0
     sessions.used(req, conn, sender="someone@tenant.test")  # the same connection, later
     assert counts.pending == 1
+
+
+async def test_done_records_are_pruned_after_their_days(receiver):
+    ca, rx = receiver
+    kv = MemoryKV()
+    clock = ManualClock(NOON)
+    node = _reporter(kv, ca, rx, clock, [], [])
+    try:
+        await kv.put(DONE_NS, "2026-11-01|a.test", "{}")
+        await kv.put(DONE_NS, "2026-12-06|a.test", "{}")
+        await node.run_once()
+    finally:
+        await node.aclose()
+    assert list(await kv.items(DONE_NS)) == ["2026-12-06|a.test"]
