@@ -65,6 +65,7 @@ from mta.smtp.intake import Intake
 from mta.smtp.server import SmtpServer
 from mta.supervisor import READY_FD_ENV, SHARD_ENV
 from mta.suppress import Suppressions
+from mta.tls import TlsReporter
 from mta.webhooks import Endpoints, Webhooks
 from mta.webhooks.outbox import Outbox
 
@@ -286,6 +287,18 @@ class Daemon:
                                    content=self.content,
                                    suppressions=self.suppressions)
             self.delivery.dsn_sink = IngressDsnSink(self.ingress)
+            # TLS-RPT (RFC 8460): sessions counted into the policy store, reported daily
+            # (closed after delivery stops: its last sessions are counted and stored).
+            self.tls_reports: TlsReporter | None = None
+            if cfg.tls.reports.enabled:
+                self.tls_reports = TlsReporter(
+                    cfg, kv_for(self.policy.store), resolver, clock=self.policy.clock,
+                    emit=self.events.emit, submit=self.delivery.dsn_sink.submit,
+                    sts_policy=self.delivery.sts.cached, leader=self.shard == 0)
+                self.tls_reports.register_metrics(self.metrics)
+                self.events.listeners.append(self.tls_reports.sessions.on_event)
+                self.delivery.tls_sessions = self.tls_reports.sessions
+                stack.push_async_callback(self.tls_reports.start().aclose)
             # The feedback loop: headers before signing, reports for the bounce domains.
             self.ingress.feedback = Feedback(cfg)
             self.ingress.inbound = Inbound(self.ingress.feedback, self.events,
@@ -544,6 +557,8 @@ class Daemon:
             self.smtp.reload(new)
         self.delivery.reload(new)
         self.dnsbl.reload(new)
+        if self.tls_reports is not None:
+            self.tls_reports.reload(new)
         self.ingress.reload(signer)
         self.ingress.feedback = Feedback(new)
         if self.ingress.inbound is not None:

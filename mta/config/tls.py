@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from mta.config.tls_reports import TlsReportsConfig
 from mta.config.values import Duration, Size
 
 __all__ = ["DOMAIN_POLICIES", "TlsConfig"]
@@ -60,6 +61,8 @@ class TlsConfig:
     fetch_retry: Duration = 300.0
     # The HTTPS port of mta-sts.<domain>: 443 (RFC 8461 3.3) everywhere but in tests.
     https_port: int = 443
+    # [tls.reports]: TLS-RPT (RFC 8460) aggregate reports (mta/config/tls_reports.py).
+    reports: TlsReportsConfig = field(default_factory=TlsReportsConfig)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         """(key under [tls], problem) for the loader to report, each at its own key."""
@@ -82,3 +85,5 @@ class TlsConfig:
             yield "fetch_retry", "must be positive"
         if not 0 < self.https_port < 65536:
             yield "https_port", "must be a port number (1-65535)"
+        for key, problem in self.reports.problems():
+            yield f"reports.{key}", problem

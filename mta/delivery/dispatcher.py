@@ -59,7 +59,7 @@ from mta.rfc5321.reply import Reply
 from mta.shaping import Hold, Shaper, Stores, SuspensionFile
 from mta.shaping.adaptive import Change
 from mta.shaping.shaper import Ticket
-from mta.tls import MtaSts, PolicyFetcher, TlsRequirement, choose, dane_host
+from mta.tls import MtaSts, PolicyFetcher, TlsRequirement, TlsSessions, choose, dane_host
 
 __all__ = ["Dispatcher", "FinalCallback", "PoolResolver"]
 
@@ -155,6 +155,8 @@ class Dispatcher:
         # MTA-STS (RFC 8461): policies of recipient domains, cached beside the spool.
         self.sts = MtaSts(self.resolver, self._policy_fetcher(cfg), cfg.spool.dir,
                           retry=cfg.tls.fetch_retry, clock=clock, emit=events.emit)
+        # TLS-RPT (RFC 8460): told each session's TLS outcome ([tls.reports], mta.tls).
+        self.tls_sessions: TlsSessions | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -532,6 +534,8 @@ class Dispatcher:
         flight = site.inflight[item.msg_id] = Flight("connection", path)
         try:
             async with path.pool.lease(req) as client:
+                if self.tls_sessions is not None:
+                    self.tls_sessions.used(req, client, sender=info.mail_from)
                 flight.stage = "sending"
                 remote_mta = client.host
                 verp = self.feedback.return_paths(info.id, info.tenant, info.mail_from,
@@ -551,6 +555,9 @@ class Dispatcher:
             self._hold_back(item, [e.hold])
             return
         except SiteUnavailable as e:
+            if self.tls_sessions is not None:
+                self.tls_sessions.refused(req, e.attempts, path.source.address,
+                                          sender=info.mail_from)
             replies = [e.reply] * len(indexes)
             # One signal for the attempt, whatever each recipient's reply says; none when
             # only our TLS policy refused the hosts (the site itself is fine).

@@ -1,5 +1,5 @@
 """Outbound transport security beyond opportunistic STARTTLS: MTA-STS (RFC 8461), DANE
-(RFC 7672).
+(RFC 7672), and TLS-RPT (RFC 8460) reports of both.
 
 policy.py       the `_mta-sts` TXT record and the policy file, parsed; MX pattern matching
 fetch.py        the HTTPS fetch of a policy (aiohttp, verified, through mta's resolver)
@@ -7,6 +7,11 @@ cache.py        policies kept in the state directory until their max_age
 sts.py          `MtaSts.policy_for(domain)`: lookup, fetch, cache, background refresh
 dane.py         TLSA records, usable or not, and whether a presented chain matches them
 requirement.py  `choose()`: what one delivery needs of its connection, and why
+report.py       TLS-RPT (RFC 8460): the `_smtp._tls` record, the JSON report, result types
+report_mail.py  a report as an e-mail (multipart/report; report-type="tlsrpt")
+rpt_store.py    TLS-RPT session counts in the policy store (shared, durable)
+rpt_collect.py  `TlsSessions`: what delivery tells TLS-RPT about each session
+reporting.py    `TlsReporter`: counting, and the daily reports sent to each domain's rua
 
 Other packages import from here only.
 """
@@ -30,7 +35,9 @@ from mta.tls.policy import (
     parse_record,
     select_record,
 )
+from mta.tls.reporting import TlsReporter
 from mta.tls.requirement import TlsRequirement, choose
+from mta.tls.rpt_collect import TlsSessions
 from mta.tls.sts import CACHE_FILE, MtaSts
 
 __all__ = [
@@ -43,7 +50,9 @@ __all__ = [
     "StsPolicy",
     "StsRecord",
     "StsSyntaxError",
+    "TlsReporter",
     "TlsRequirement",
+    "TlsSessions",
     "TlsaRecord",
     "TlsaSyntaxError",
     "choose",

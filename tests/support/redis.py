@@ -31,7 +31,8 @@ def redis_url() -> Iterator[str]:
         port = free_port()
         proc = subprocess.Popen(
             [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--protected-mode", "yes"],
+             "--appendonly", "no", "--protected-mode", "yes",
+             "--databases", "64"],  # tests pick DB numbers of their own (up to 63)
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and proc.poll() is None and not _ping(port):
