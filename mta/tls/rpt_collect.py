@@ -10,10 +10,12 @@ A session is one SMTP connection as one policy domain's mail used it: a connecti
 for the same domain counts once, a connection reused for another domain counts once for
 that one too (its TLS was checked against that domain's policy).
 
-Which policy a session was under comes from its `TlsRequirement`: an MTA-STS policy
-("sts", with the policy's lines and mx patterns), or none ("no-policy-found", counted only
-with [tls.reports] no_policy). A DANE requirement (policy type "tlsa") and a result type
-already set by the delivery client slot in at `policy_of` and `_failure`.
+Which policy a session was under comes from its `TlsRequirement` and the MX host: DANE
+where it decides for the host ("tlsa", with the host's usable TLSA records, RFC 7672 and
+RFC 8461 2: DANE wins over MTA-STS), else an MTA-STS policy ("sts", with the policy's lines
+and mx patterns), or none ("no-policy-found", counted only with [tls.reports] no_policy).
+A result type the delivery side determined (DANE's, a connect attempt's) wins over the one
+read from the error text.
 """
 
 from __future__ import annotations
@@ -79,10 +81,15 @@ class TlsSessions:
     def _day(self) -> dt.date:
         return dt.datetime.fromtimestamp(self.clock.now(), dt.UTC).date()
 
-    def policy_of(self, req: TlsRequirement) -> ReportPolicy | None:
-        """The reported policy a requirement applied (None: nothing to report)."""
+    def policy_of(self, req: TlsRequirement, host: str = "") -> ReportPolicy | None:
+        """The reported policy a requirement applied to MX `host` (None: nothing to
+        report). DANE reports the host's TLSA records (RFC 8460 4.4: policy-string)."""
         if not req.domain:
             return None
+        dane = req.dane_for(host) if host else None
+        if dane is not None or (host and req.dane == "mandatory"):
+            records = tuple(r.text for r in dane.records) if dane is not None else ()
+            return ReportPolicy("tlsa", req.domain, records, (host.lower().rstrip("."),))
         if req.sts:
             policy = self.sts_policy(req.domain)
             text = policy.to_text() if policy is not None else "\r\n".join(
@@ -105,7 +112,7 @@ class TlsSessions:
             log.exception("TLS-RPT: could not count a session to %s", req.domain)
 
     def _used(self, req: TlsRequirement, client: _Session) -> None:
-        policy = self.policy_of(req)
+        policy = self.policy_of(req, client.host)
         if policy is None:
             return
         try:
@@ -139,12 +146,12 @@ class TlsSessions:
 
     def _refused(self, req: TlsRequirement, attempts: Iterable[_Attempt],
                  source_ip: str) -> None:
-        policy = self.policy_of(req)
-        if policy is None:
-            return
         day = self._day()
         for a in attempts:
             if not a.policy:
+                continue
+            policy = self.policy_of(req, a.host)
+            if policy is None:
                 continue
             text = str(getattr(a.reply, "text", a.reply))
             self.counts.add(day, policy, self._failure(
@@ -174,7 +181,8 @@ class TlsSessions:
     def _failure(source: Any, text: str, *, sending_ip: str, receiving_ip: str,
                  host: str) -> FailureDetail:
         # A result type the delivery side determined itself (DANE) wins over the text's.
-        given = getattr(source, "result_type", "") or ""
+        given = (getattr(source, "result_type", "") or getattr(source, "tls_result", "")
+                 or "")
         kind = given if given in RESULT_TYPES else result_type(text)
         return FailureDetail(kind, sending_mta_ip=sending_ip, receiving_mx_hostname=host,
                              receiving_ip=receiving_ip, failure_reason_code=reason_text(text))

@@ -16,11 +16,11 @@ import pytest_asyncio
 
 from mta.clock import ManualClock
 from mta.config import parse_config
-from mta.dns import TestResolver
+from mta.dns import TestResolver, TlsaAnswer
 from mta.policy.kv import MemoryKV, kv_for
 from mta.policy.redis_store import RedisStore
 from mta.policy.sqlite_store import SqliteStore
-from mta.tls import StsPolicy, TlsRequirement, TlsSessions, choose
+from mta.tls import StsPolicy, TlsRequirement, TlsSessions, choose, dane_host
 from mta.tls.report import FailureDetail, ReportPolicy
 from mta.tls.reporting import DONE_NS, TlsReporter
 from mta.tls.rpt_store import SessionCounts
@@ -177,6 +177,35 @@ async def test_testing_failure_and_enforce_refusals():
             for f, n in failures.items()} == {
         ("certificate-host-mismatch", "mx.a.test", "127.0.0.3"): 1,
         ("validation-failure", "mx.other.test", ""): 1}
+
+
+async def test_dane_sessions_are_tlsa_policies_with_the_host_s_records():
+    # RFC 8461 2: where DANE decides for an MX host, its session is reported under the
+    # "tlsa" policy with that host's records, whatever the domain's MTA-STS policy says.
+    sts = StsPolicy("enforce", 86400, ("*.a.test",))
+    sessions, counts = _sessions(sts)
+    tlsa = "3 1 1 " + "ab" * 32
+    hosts = (dane_host(TlsaAnswer("mx1.a.test", "secure", (tlsa,), ("mx1.a.test",))),
+             dane_host(TlsaAnswer("mx2.a.test", "none")))
+    req = choose("a.test", "opportunistic", sts, dane=True, dane_hosts=hosts)
+    sessions.used(req, _Client("mx1.a.test", "127.0.0.2", verified=True))
+    sessions.used(req, _Client("mx2.a.test", "127.0.0.3", verified=True))  # MTA-STS's
+    sessions.refused(req, [SimpleNamespace(
+        host="mx1.a.test", address="127.0.0.2", policy=True, result_type="validation-failure",
+        reply=SimpleNamespace(text="DANE for MX host mx1.a.test of a.test: TLSA records "
+                                   "of mx1.a.test[127.0.0.2] do not match its certificate"))],
+        "127.0.0.1")
+    await counts.flush()
+    totals = await _totals(counts)
+    assert totals[(DAY, "a.test", "sts")] == (1, {})
+    ok, failures = totals[(DAY, "a.test", "tlsa")]
+    assert ok == 1
+    assert {(f.result_type, f.receiving_mx_hostname): n for f, n in failures.items()} == {
+        ("validation-failure", "mx1.a.test"): 1}
+    [records] = (await counts.days()).values()
+    [policy] = [pc.policy for pc in await counts.load(records) if pc.policy.type == "tlsa"]
+    assert (policy.strings, policy.mx_hosts) == ((tlsa,), ("mx1.a.test",))
+    assert policy.to_json()["policy-string"] == [tlsa]
 
 
 async def test_no_policy_counts_only_when_asked():
