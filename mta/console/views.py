@@ -107,7 +107,7 @@ async def sign_in(request: web.Request) -> web.Response:
                        error="Wrong account name or password.")
         resp.set_status(401)
         return resp
-    _, value = console.sessions.create(account.name)
+    _, value = console.sessions.create(account.name, account.stamp)
     resp = web.HTTPSeeOther("/console/")
     console.set_cookie(resp, value)
     resp.del_cookie(_SIGNIN_COOKIE, path="/console/sign-in")

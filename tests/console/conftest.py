@@ -47,6 +47,10 @@ sign_in_burst = {burst}
 password = "{h}"
 role = "operator"
 
+[console.accounts.ada]
+password = "{h}"
+role = "admin"
+
 [console.accounts.vera]
 password = "{h}"
 role = "viewer"
