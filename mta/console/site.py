@@ -16,6 +16,7 @@ from mta.console import csrf
 from mta.console.accounts import Account, Accounts
 from mta.console.feed import EventFeed
 from mta.console.sessions import COOKIE, Session, SessionStore
+from mta.console.snapshots import Snapshots
 from mta.http.ratelimit import Limit, RateLimiter, RequestLimits
 
 __all__ = ["ACCOUNT", "CONSOLE", "FORM", "SESSION", "Console", "refuse"]
@@ -47,6 +48,8 @@ class Console:
         self.sessions = SessionStore(cfg.session_idle, cfg.session_max)
         self.accounts.on_ended.append(self.sessions.end_account)
         self.feed = EventFeed()
+        # The queue's costly counts (stats, qshape), shared by pages (mta.console.snapshots).
+        self.snapshots = Snapshots()
         if events is not None:
             self.feed.listen(events)
         # Sign-in attempts per client address and per account name: the HTTP API's token
@@ -88,6 +91,7 @@ class Console:
 
     async def _on_shutdown(self, _app: web.Application) -> None:
         self.closing.set()  # live tails end, so shutdown need not wait for browsers
+        await self.snapshots.aclose()
 
     def render(self, request: web.Request, template: str, status: int = 200,
                **ctx: Any) -> web.Response:
