@@ -86,11 +86,19 @@ class Console:
         sub.add_routes(views.routes)
         sub.add_routes(account_views.routes)
         sub.router.add_static("/static", HERE / "static", name="static", append_version=True)
+        sub.on_startup.append(self._on_startup)
         sub.on_shutdown.append(self._on_shutdown)
         return sub
 
+    async def _on_startup(self, _app: web.Application) -> None:
+        self._warm_task = asyncio.get_running_loop().create_task(
+            self.snapshots.keep_warm(), name="console-counts")
+
     async def _on_shutdown(self, _app: web.Application) -> None:
         self.closing.set()  # live tails end, so shutdown need not wait for browsers
+        task = getattr(self, "_warm_task", None)
+        if task is not None:
+            task.cancel()
         await self.snapshots.aclose()
 
     def render(self, request: web.Request, template: str, status: int = 200,

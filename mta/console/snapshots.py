@@ -27,9 +27,11 @@ log = logging.getLogger("mta.console")
 
 
 class Snapshots:
-    def __init__(self, *, fresh: float = 5.0, stale: float = 60.0,
+    def __init__(self, *, fresh: float = 5.0, stale: float = 60.0, idle: float = 300.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.fresh, self.stale = fresh, stale
+        self.fresh, self.stale, self.idle = fresh, stale, idle
+        # key -> (last asked for, how to count it), for keep_warm.
+        self._used: dict[Hashable, tuple[float, Callable[[], Awaitable[Any]]]] = {}
         self._clock = clock
         self._values: dict[Hashable, tuple[float, Any]] = {}  # key -> (taken at, value)
         self._running: dict[Hashable, asyncio.Task[Any]] = {}
@@ -38,6 +40,7 @@ class Snapshots:
     async def get(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
         """The value of `key` and its age in seconds."""
         now = self._clock()
+        self._used[key] = (now, compute)
         hit = self._values.get(key)
         if hit is not None:
             age = now - hit[0]
@@ -69,6 +72,26 @@ class Snapshots:
         finally:
             if self._running.get(key) is asyncio.current_task():
                 del self._running[key]
+
+    def warm(self, key: Hashable, compute: Callable[[], Awaitable[Any]]) -> None:
+        """Count `key` now, in the background, unless a fresh answer is there."""
+        self._used[key] = (self._clock(), compute)
+        hit = self._values.get(key)
+        if hit is None or self._clock() - hit[0] >= self.fresh:
+            self._start(key, compute)
+
+    async def keep_warm(self) -> None:
+        """Run for the console's lifetime (a task): see the module's docstring."""
+        while True:
+            await asyncio.sleep(self.fresh / 2)
+            now = self._clock()
+            for key, (used, compute) in list(self._used.items()):
+                if now - used > self.idle:
+                    del self._used[key]  # nobody looks at it any more
+                    continue
+                hit = self._values.get(key)
+                if hit is None or now - hit[0] >= self.fresh:
+                    self._start(key, compute)
 
     def clear(self) -> None:
         """Forget every answer (after an action that changed the queue)."""

@@ -109,6 +109,7 @@ async def sign_in(request: web.Request) -> web.Response:
         resp.set_status(401)
         return resp
     _, value = console.sessions.create(account.name, account.stamp)
+    data.warm(request, account.tenant)  # the first pages' counts, while the browser follows
     resp = web.HTTPSeeOther("/console/")
     console.set_cookie(resp, value)
     resp.del_cookie(_SIGNIN_COOKIE, path="/console/sign-in")
