@@ -27,7 +27,7 @@ log = logging.getLogger("mta.console")
 
 
 class Snapshots:
-    def __init__(self, *, fresh: float = 5.0, stale: float = 60.0, idle: float = 300.0,
+    def __init__(self, *, fresh: float = 10.0, stale: float = 60.0, idle: float = 300.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.fresh, self.stale, self.idle = fresh, stale, idle
         # key -> (last asked for, how to count it), for keep_warm.

@@ -234,3 +234,48 @@ def test_an_admin_creates_an_operator_who_signs_in_and_may_not_manage_accounts(
         d.add_cookie({k: c[k] for k in ("name", "value", "path") if k in c})
     d.get(site.base + "/console/queue")
     assert d.current_url.endswith("/console/sign-in")
+
+
+PAGES = (("overview", "/console/"), ("queue", "/console/queue"),
+         ("tenants", "/console/tenants"), ("tenant", "/console/tenants/acme"),
+         ("paths", "/console/paths"), ("events", "/console/events"),
+         ("accounts", "/console/accounts"))
+# What a keyboard user must be able to reach on every page.
+_FOCUSABLE = """
+    const all = [...document.querySelectorAll(
+        'a[href], button, input:not([type=hidden]), select, textarea, summary')];
+    all.forEach((e, i) => e.dataset.k = i);
+    return all.length;"""
+
+
+def test_every_page_by_keyboard_at_1280_px_and_at_phone_width(site, chrome, queued, shots):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    d = chrome
+    sign_in(d, site, "ada")
+    for name, path in PAGES:
+        for width, height in ((1280, 900), (390, 844)):
+            d.set_window_size(width, height)
+            d.get(site.base + path)
+            assert "Error" not in d.title, path
+            overflow = d.execute_script(
+                "return document.documentElement.scrollWidth > window.innerWidth + 1")
+            assert not overflow, f"{path} scrolls sideways at {width} px"
+            shot(d, shots, f"{name}-{width}px")
+        # Tab from the top of the page: the skip link first, then every link, button and
+        # field in turn, none left out.
+        d.set_window_size(1280, 900)
+        d.get(site.base + path)
+        n = d.execute_script(_FOCUSABLE)
+        reached = []
+        for _ in range(n + 3):
+            ActionChains(d).send_keys(Keys.TAB).perform()
+            reached.append(d.execute_script("return document.activeElement.dataset.k"))
+        assert reached[0] == "0" and "Skip" in d.find_element(
+            By.CSS_SELECTOR, "[data-k='0']").get_attribute("textContent"), path
+        assert {str(i) for i in range(n)} <= set(reached), (path, n, reached)
+        # The skip link leads past the navigation, to the page itself.
+        d.get(site.base + path)
+        ActionChains(d).send_keys(Keys.TAB).send_keys(Keys.ENTER).perform()
+        assert d.current_url.endswith("#main"), path
