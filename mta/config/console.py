@@ -1,5 +1,7 @@
 """[console]: the operator console served under /console/ by the admin HTTP listener
-(mta/console). Without accounts the sign-in page is there but nobody can sign in."""
+(mta/console). Without accounts the sign-in page is there but nobody can sign in.
+[console.accounts.NAME] are the file's accounts: changed only here (and SIGHUP); an admin
+makes more at run time, kept in the policy store (mta.console.accounts)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from mta.config.values import Duration
 __all__ = ["ROLES", "ConsoleAccountConfig", "ConsoleConfig"]
 
 # In order of power: a viewer reads, an operator also acts on the queue and tenants, an
-# admin also manages (reserved for account management; today the same actions as operator).
+# admin also manages the run-time console accounts (mta.console.accounts).
 ROLES = ("viewer", "operator", "admin")
 
 

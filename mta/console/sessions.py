@@ -54,7 +54,9 @@ class SessionStore:
         s = self._sessions[sid] = Session(sid, account, stamp, now, now)
         return s, f"{sid}.{self._sign(sid)}"
 
-    def get(self, cookie: str | None) -> Session | None:
+    def get(self, cookie: str | None, *, touch: bool = True) -> Session | None:
+        """The live session of `cookie`; `touch`: a request of its own (it counts
+        against `idle`; an open live tail looking whether it may go on does not)."""
         if not cookie or "." not in cookie:
             return None
         sid, _, mac = cookie.rpartition(".")
@@ -67,7 +69,8 @@ class SessionStore:
         if now - s.seen > self.idle or now - s.created > self.max_age:
             del self._sessions[sid]
             return None
-        s.seen = now
+        if touch:
+            s.seen = now
         return s
 
     def drop(self, sid: str) -> None:

@@ -20,6 +20,7 @@ from aiohttp import web
 from mta.config.reputation import STATES
 from mta.console import data
 from mta.console.feed import OUTCOMES, Filter
+from mta.console.sessions import COOKIE
 from mta.console.site import ACCOUNT, CONSOLE, FORM, SESSION, refuse
 from mta.http import state
 from mta.http.admin_reputation import REPUTATION
@@ -459,6 +460,15 @@ async def events_page(request: web.Request) -> web.Response:
                                 "rejected", "suppressed"))
 
 
+async def _still_signed_in(request: web.Request) -> bool:
+    console = _console(request)
+    session = console.sessions.get(request.cookies.get(COOKIE), touch=False)
+    if session is None:
+        return False
+    account = await console.accounts.get(session.account)
+    return account is not None and account.stamp == session.stamp
+
+
 @routes.get("/events/stream")
 async def events_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each matching event as one `data:` line of JSON."""
@@ -478,6 +488,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
                                          return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
+                if not await _still_signed_in(request):
+                    break  # signed out, or the account removed, disabled, new password
                 if not console.closing.is_set():
                     await resp.write(b": keep-alive\n\n")
                 continue
