@@ -146,8 +146,7 @@ async def overview(request: web.Request) -> web.Response:
     stats, oldest, counted, shape = None, None, 0.0, None
     if tenant is None and ops is not None:
         stats, counted = await data.queue_stats(request)
-        first = await ops.queue_list("queued", 1, None)
-        oldest = first[0]["received_at"] if first else None
+        oldest = stats["oldest"] if stats else None
     elif ops is not None:
         # A tenant's share, counted like its Queue page's table (exact at any size).
         shape = await data.qshape(request, tenant)
