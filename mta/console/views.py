@@ -37,8 +37,6 @@ _QUEUE_ACTIONS = {"hold": "held", "release": "released", "delete": "deleted",
                   "flush": "flushed", "bounce": "bounced"}
 _SIGNIN_COOKIE = "mta_console_signin"
 _KEEPALIVE = 15.0
-# An alert when the spool's file system has less than this fraction free.
-DISK_ALERT = 0.10
 
 
 def _console(request: web.Request) -> Any:
@@ -183,7 +181,7 @@ async def _alerts(request: web.Request, lic: dict[str, Any] | None) -> list[str]
     if spool is not None:
         with contextlib.suppress(OSError):
             du = await asyncio.to_thread(shutil.disk_usage, spool)
-            if du.free < du.total * DISK_ALERT:
+            if du.free < du.total * _console(request).cfg.disk_alert_free:
                 out.append(f"Spool disk {du.free * 100 // du.total}% free "
                            f"({du.free // 2**20:,} MiB of {du.total // 2**20:,} MiB).")
     guard = request.config_dict.get(REPUTATION)

@@ -45,3 +45,17 @@ async def test_a_listed_egress_address_is_an_alert(mta_factory, dns_server_facto
         async with http.get(base + "/console/paths", headers=cookie) as page:
             text = await page.text()
         assert "listed: avoided" in text
+
+
+async def test_a_spool_disk_short_of_free_space_is_an_alert(mta_factory):
+    # Nearly any real file system has less than 99.9999% free: the real statvfs of the
+    # spool's disk, measured against a threshold that must trip.
+    toml = console_toml().replace("[console]\n", "[console]\ndisk_alert_free = 0.999999\n")
+    mta = await asyncio.to_thread(mta_factory, toml)
+    base = f"http://127.0.0.1:{mta.http_port}"
+    async with aiohttp.ClientSession() as http:
+        r = await sign_in(http, base, "olga")
+        cookie = {"Cookie": f"mta_console={_cookie(r, 'mta_console')}"}
+        async with http.get(base + "/console/", headers=cookie) as page:
+            text = await page.text()
+    assert "Spool disk" in text and "% free" in text
