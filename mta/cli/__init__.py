@@ -18,6 +18,7 @@ import argparse
 
 from mta.cli import (
     bounce,
+    console,
     content,
     dkim,
     domains,
@@ -38,7 +39,7 @@ from mta.cli.common import CONFIG_HELP, EX_OK, Parser, find_config
 
 # In `mta --help` order.
 _GROUPS = (serve, init, queue, bounce, dkim, licence, policy, shaping, suppress, domains,
-           content, webhooks, intake, keys, users, gdpr)
+           content, webhooks, intake, keys, users, gdpr, console)
 
 
 def build_parser() -> argparse.ArgumentParser:

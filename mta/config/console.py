@@ -1,5 +1,7 @@
 """[console]: the operator console served under /console/ by the admin HTTP listener
-(mta/console). Without accounts the sign-in page is there but nobody can sign in."""
+(mta/console). Without accounts the sign-in page is there but nobody can sign in.
+[console.accounts.NAME] are the file's accounts: changed only here (and SIGHUP); an admin
+makes more at run time, kept in the policy store (mta.console.accounts)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from mta.config.values import Duration
 __all__ = ["ROLES", "ConsoleAccountConfig", "ConsoleConfig"]
 
 # In order of power: a viewer reads, an operator also acts on the queue and tenants, an
-# admin also manages (reserved for account management; today the same actions as operator).
+# admin also manages the run-time console accounts (mta.console.accounts).
 ROLES = ("viewer", "operator", "admin")
 
 
@@ -41,9 +43,14 @@ class ConsoleConfig:
     # name), refilled at sign_in_rate per second.
     sign_in_rate: float = 0.1
     sign_in_burst: int = 5
+    # The Overview alerts when the spool's file system has less than this fraction free
+    # (10%: room for a few hours of mail at full rate on a disk sized for the queue).
+    disk_alert_free: float = 0.10
     accounts: dict[str, ConsoleAccountConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not 0 < self.disk_alert_free <= 1:
+            raise ValueError("disk_alert_free: a fraction above 0 and at most 1")
         if self.session_idle <= 0 or self.session_max <= 0:
             raise ValueError("session_idle and session_max: must be positive")
         if self.sign_in_rate <= 0 or self.sign_in_burst < 1:

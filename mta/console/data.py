@@ -8,51 +8,122 @@ import dataclasses
 from collections import Counter
 from typing import Any
 
-from mta.http import state
+from mta.http import state as state_key
 from mta.http.admin_reputation import REPUTATION
 from mta.http.admin_suppressions import SUPPRESSIONS
 from mta.shaping.egress import DEFAULT_SOURCE
 
-__all__ = ["AGE_BUCKETS", "licence", "paths", "qshape", "queued_messages", "tenant_detail",
-           "tenants"]
+__all__ = ["AGE_BUCKETS", "licence", "paths", "qshape", "queue_stats", "queued_messages",
+           "tenant_detail", "tenants"]
 
 # qshape's buckets, in minutes: 0-5, 5-10, 10-20, ... doubling, and the rest.
 AGE_BUCKETS = (5, 10, 20, 40, 80, 160, 320, 640, 1280)
-# The Queue page lists messages from at most this many queued and held ones (oldest
-# first); its table is counted in the spool (qshape), whatever the queue holds.
+# The Queue page lists PER_PAGE messages of one state at a time, in acceptance order,
+# paged by a cursor (the spool's keyset paging: a page deep in the queue costs what the
+# first costs). A list narrowed to one site, or to a portal account's tenant, is filtered
+# here: it looks at no more than MAX_SCAN messages per page.
+PER_PAGE = 100
 MAX_SCAN = 1000
+_SCAN_PAGE = 500
+# The qshape table shows this many sites per page, the busiest first (with the totals of
+# all of them); 2,000 sites in one table take the browser most of a second to lay out.
+SITES_PER_PAGE = 50
 _MAX_PATHS = 50
 
 
-async def queued_messages(request: Any, tenant: str | None,
-                          limit: int = MAX_SCAN) -> tuple[list[dict[str, Any]], bool]:
-    """Queued and held messages, oldest first (of `tenant` only, when given), and whether
-    the scan stopped at `limit`."""
-    ops = request.config_dict[state.QUEUE_OPS]
-    if ops is None:
-        return [], False
-    out: list[dict[str, Any]] = []
-    for st in ("queued", "held"):
-        after = None
-        while len(out) < limit:
-            page = await ops.queue_list(st, min(1000, limit - len(out) or 1), after)
-            if not page:
-                break
-            out.extend(m for m in page if tenant is None or m["tenant"] == tenant)
-            after = page[-1]["id"]
-            if len(page) < 1000:
-                break
-    out.sort(key=lambda m: m["received_at"])
-    return out[:limit], len(out) >= limit
+def _snapshots(request: Any) -> Any:
+    from mta.console.site import CONSOLE
+    return request.app[CONSOLE].snapshots
 
+
+async def queued_messages(request: Any, tenant: str | None, *, state: str = "queued",
+                          after: str | None = None, site: str = "",
+                          per_page: int = PER_PAGE) -> dict[str, Any]:
+    """One page of `state` messages (of `tenant` only, when given; with a recipient at
+    `site`, when given): {"messages", "next" (the cursor of the next page, or None),
+    "scanned", "capped" (the filtered scan stopped at MAX_SCAN)}."""
+    ops = request.config_dict[state_key.QUEUE_OPS]
+    out: list[dict[str, Any]] = []
+    if ops is None:
+        return {"messages": out, "next": None, "scanned": 0, "capped": False}
+    filtered = tenant is not None or bool(site)
+    size = _SCAN_PAGE if filtered else per_page
+    cursor, scanned, more, capped = after, 0, True, False
+
+    def wanted(m: dict[str, Any]) -> bool:
+        return ((tenant is None or m["tenant"] == tenant) and
+                (not site or any((r.get("site") or "(unrouted)") == site
+                                 for r in m["recipients"])))
+
+    while len(out) < per_page and more:
+        page = await ops.queue_list(state, size, cursor)
+        more = len(page) == size
+        for i, m in enumerate(page):
+            scanned += 1
+            cursor = m["id"]
+            if wanted(m):
+                out.append(m)
+                if len(out) == per_page:
+                    more = more or i < len(page) - 1
+                    break
+        if filtered and scanned >= MAX_SCAN and len(out) < per_page and more:
+            capped = True
+            break
+    return {"messages": out, "next": cursor if more else None, "scanned": scanned,
+            "capped": capped}
+
+
+def _shape_counter(ops: Any, tenant: str | None) -> Any:
+    async def count() -> list[list[Any]]:
+        return await ops.queue_shape(list(AGE_BUCKETS), tenant) if ops is not None else []
+    return count
+
+
+def warm(request: Any, tenant: str | None) -> None:
+    """At sign-in: start the counts the first pages show (Overview, Queue)."""
+    ops = request.config_dict[state_key.QUEUE_OPS]
+    if ops is None:
+        return
+    snapshots = _snapshots(request)
+    shape = _shape_counter(ops, tenant)
+    if tenant is not None:
+        snapshots.warm(("shape", tenant), shape)
+        return
+
+    async def stats_then_shape() -> Any:
+        # One after the other: the spool answers reads one at a time, and the Overview
+        # the sign-in lands on needs the stats only.
+        value = await _stats_counter(ops)()
+        snapshots.warm(("shape", None), shape)
+        return value
+
+    snapshots.warm(("stats",), stats_then_shape)
+
+
+def _stats_counter(ops: Any) -> Any:
+    async def count() -> dict[str, Any]:
+        stats = await ops.queue_stats()
+        first = await ops.queue_list("queued", 1, None)
+        return {**stats, "oldest": first[0]["received_at"] if first else None}
+    return count
+
+
+async def queue_stats(request: Any) -> tuple[dict[str, Any] | None, float]:
+    """`QueueOps.queue_stats` (GET /api/v1/admin/queue-stats) and the oldest queued
+    message's time ("oldest"), through the snapshots, and their age in seconds."""
+    ops = request.config_dict[state_key.QUEUE_OPS]
+    if ops is None:
+        return None, 0.0
+    return await _snapshots(request).get(("stats",), _stats_counter(ops))
 
 
 async def qshape(request: Any, tenant: str | None) -> dict[str, Any]:
     """Sites x age buckets of the recipients still to deliver (held ones counted apart),
     counted in the spool by one query per shard (GET /api/v1/admin/queue-shape does the
-    same), so the table is exact however large the queue."""
-    ops = request.config_dict[state.QUEUE_OPS]
-    counts = await ops.queue_shape(list(AGE_BUCKETS), tenant) if ops is not None else []
+    same), so the table is exact however large the queue; through the snapshots: "age"
+    says how old the count is."""
+    ops = request.config_dict[state_key.QUEUE_OPS]
+    counts, age = await _snapshots(request).get(("shape", tenant), _shape_counter(ops, tenant))
     width = len(AGE_BUCKETS) + 1
     rows: dict[str, list[int]] = {}
     held: Counter[str] = Counter()
@@ -66,12 +137,15 @@ async def qshape(request: Any, tenant: str | None) -> dict[str, Any]:
     table = sorted(({"site": s, "total": sum(c), "buckets": c, "held": held[s]}
                     for s, c in rows.items()), key=lambda r: (-r["total"] - r["held"], r["site"]))
     totals = [sum(r["buckets"][i] for r in table) for i in range(width)]
+    busy = [i for i, n in enumerate(totals) if n]
+    oldest = ("" if not busy else f"over {AGE_BUCKETS[-1]} minutes" if busy[-1] == width - 1
+              else f"under {AGE_BUCKETS[busy[-1]]} minutes")
     return {"rows": table, "totals": totals, "total": sum(totals),
-            "held": sum(held.values()), "buckets": AGE_BUCKETS}
+            "held": sum(held.values()), "buckets": AGE_BUCKETS, "age": age, "oldest": oldest}
 
 
 async def licence(request: Any) -> dict[str, Any] | None:
-    admin = request.config_dict[state.POLICY_ADMIN]
+    admin = request.config_dict[state_key.POLICY_ADMIN]
     if admin is None:
         return None
     engine = admin.engine
@@ -101,7 +175,7 @@ async def tenants(request: Any, only: str | None, page: int = 0,
     """One page of tenants (all when `per_page` is 0) and how many there are. The
     reputation state is the guard's last reading (at most `[reputation] interval` old),
     so a page of many tenants costs no figures."""
-    admin = request.config_dict[state.POLICY_ADMIN]
+    admin = request.config_dict[state_key.POLICY_ADMIN]
     if admin is None:
         return [], 0
     guard = request.config_dict.get(REPUTATION)
@@ -122,7 +196,7 @@ def _plain(obj: Any) -> Any:
 
 
 async def tenant_detail(request: Any, name: str) -> dict[str, Any] | None:
-    admin = request.config_dict[state.POLICY_ADMIN]
+    admin = request.config_dict[state_key.POLICY_ADMIN]
     if admin is None or await admin.engine.tenants.get(name) is None:
         return None
     credits = _plain(await admin.credits(name))
@@ -146,13 +220,14 @@ async def _suppressions(request: Any, name: str) -> dict[str, Any]:
 async def paths(request: Any) -> dict[str, Any]:
     """Per source -> site with queued mail: `Shaper.explain` (= `mta shaping explain`),
     and the egress sources with their warm-up and blocklist state."""
-    shaper = request.config_dict[state.SHAPER]
-    ops = request.config_dict[state.QUEUE_OPS]
+    shaper = request.config_dict[state_key.SHAPER]
+    ops = request.config_dict[state_key.QUEUE_OPS]
     if shaper is None:
         return {"paths": [], "sources": [], "suspensions": []}
     sites: list[str] = []
     if ops is not None:
-        by_site = (await ops.queue_stats()).get("by_site", {})
+        stats, _ = await queue_stats(request)
+        by_site = (stats or {}).get("by_site", {})
         sites = [s for s, _ in sorted(by_site.items(), key=lambda kv: -kv[1])
                  if s != "(unrouted)"][:_MAX_PATHS]
     sources = list(shaper.egress.sources) or [DEFAULT_SOURCE]

@@ -2,8 +2,10 @@
 carries with an HMAC of it (a forged or truncated cookie is refused before any look-up).
 
 A session ends after `idle` seconds without a request, after `max_age` in any case, at
-sign-out, when its account is removed from the config (SIGHUP), and when the daemon
-restarts (the key is made afresh at start: every cookie of the old process is void).
+sign-out, when its account is removed (from the config by SIGHUP, or a run-time account
+anywhere), disabled or given a new password (the account's `stamp` changes: checked at
+every request), and when the daemon restarts (the key is made afresh at start: every
+cookie of the old process is void).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ _MAX_SESSIONS = 10_000
 class Session:
     sid: str
     account: str
+    stamp: str  # the account's stamp at sign-in (mta.console.accounts.Account.stamp)
     created: float
     seen: float
     # The CSRF token of every form this session gets (mta.console.csrf).
@@ -42,16 +45,18 @@ class SessionStore:
     def _sign(self, sid: str) -> str:
         return hmac.new(self._key, sid.encode(), hashlib.sha256).hexdigest()
 
-    def create(self, account: str) -> tuple[Session, str]:
+    def create(self, account: str, stamp: str = "") -> tuple[Session, str]:
         """A new session and its cookie value."""
         now = self._clock()
         if len(self._sessions) >= _MAX_SESSIONS:
             self._prune(now)
         sid = secrets.token_urlsafe(32)
-        s = self._sessions[sid] = Session(sid, account, now, now)
+        s = self._sessions[sid] = Session(sid, account, stamp, now, now)
         return s, f"{sid}.{self._sign(sid)}"
 
-    def get(self, cookie: str | None) -> Session | None:
+    def get(self, cookie: str | None, *, touch: bool = True) -> Session | None:
+        """The live session of `cookie`; `touch`: a request of its own (it counts
+        against `idle`; an open live tail looking whether it may go on does not)."""
         if not cookie or "." not in cookie:
             return None
         sid, _, mac = cookie.rpartition(".")
@@ -64,17 +69,22 @@ class SessionStore:
         if now - s.seen > self.idle or now - s.created > self.max_age:
             del self._sessions[sid]
             return None
-        s.seen = now
+        if touch:
+            s.seen = now
         return s
 
     def drop(self, sid: str) -> None:
         self._sessions.pop(sid, None)
 
-    def keep_only(self, accounts: Callable[[str], bool]) -> None:
-        """After a reload: end the sessions of accounts that no longer exist."""
-        for sid, s in list(self._sessions.items()):
-            if not accounts(s.account):
-                del self._sessions[sid]
+    def end_account(self, account: str) -> int:
+        """End every session of `account` (removed, disabled, new password)."""
+        ended = [sid for sid, s in self._sessions.items() if s.account == account]
+        for sid in ended:
+            del self._sessions[sid]
+        return len(ended)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
 
     def _prune(self, now: float) -> None:
         for sid, s in list(self._sessions.items()):

@@ -16,6 +16,7 @@ from mta.console import csrf
 from mta.console.accounts import Account, Accounts
 from mta.console.feed import EventFeed
 from mta.console.sessions import COOKIE, Session, SessionStore
+from mta.console.snapshots import Snapshots
 from mta.http.ratelimit import Limit, RateLimiter, RequestLimits
 
 __all__ = ["ACCOUNT", "CONSOLE", "FORM", "SESSION", "Console", "refuse"]
@@ -43,9 +44,12 @@ class Console:
                  spool_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.spool_dir = spool_dir  # for the Overview's disk alert
-        self.accounts = Accounts(cfg.accounts)
+        self.accounts = Accounts(cfg.accounts, events=events)
         self.sessions = SessionStore(cfg.session_idle, cfg.session_max)
+        self.accounts.on_ended.append(self.sessions.end_account)
         self.feed = EventFeed()
+        # The queue's costly counts (stats, qshape), shared by pages (mta.console.snapshots).
+        self.snapshots = Snapshots()
         if events is not None:
             self.feed.listen(events)
         # Sign-in attempts per client address and per account name: the HTTP API's token
@@ -63,25 +67,39 @@ class Console:
     def sign_in_limit(self) -> Limit:
         return Limit(self.cfg.sign_in_rate, self.cfg.sign_in_burst)
 
+    def attach(self, kv: Any, tenant_exists: Any = None) -> None:
+        """Run-time accounts in the policy store (mta.console.accounts), shared by every
+        worker and node on it; `tenant_exists(name)` checks a portal account's tenant."""
+        self.accounts.attach(kv, tenant_exists)
+
     def reload(self, cfg: ConsoleConfig) -> None:
-        """SIGHUP: new accounts and roles apply to the next request; the sessions of
-        removed accounts end."""
+        """SIGHUP: new accounts, roles and passwords apply to the next request (where
+        an account is gone or its password changed, its sessions are refused there)."""
         self.cfg = cfg
         self.accounts.reload(cfg.accounts)
         self.sessions.idle, self.sessions.max_age = cfg.session_idle, cfg.session_max
-        self.sessions.keep_only(lambda name: self.accounts.get(name) is not None)
 
     def app(self) -> web.Application:
-        from mta.console import views
+        from mta.console import account_views, views
         sub = web.Application(middlewares=[session_middleware])
         sub[CONSOLE] = self
         sub.add_routes(views.routes)
+        sub.add_routes(account_views.routes)
         sub.router.add_static("/static", HERE / "static", name="static", append_version=True)
+        sub.on_startup.append(self._on_startup)
         sub.on_shutdown.append(self._on_shutdown)
         return sub
 
+    async def _on_startup(self, _app: web.Application) -> None:
+        self._warm_task = asyncio.get_running_loop().create_task(
+            self.snapshots.keep_warm(), name="console-counts")
+
     async def _on_shutdown(self, _app: web.Application) -> None:
         self.closing.set()  # live tails end, so shutdown need not wait for browsers
+        task = getattr(self, "_warm_task", None)
+        if task is not None:
+            task.cancel()
+        await self.snapshots.aclose()
 
     def render(self, request: web.Request, template: str, status: int = 200,
                **ctx: Any) -> web.Response:
@@ -110,7 +128,9 @@ async def session_middleware(request: web.Request, handler):  # type: ignore[no-
     if request.path.startswith(OPEN_PATHS):
         return await handler(request)
     session = console.sessions.get(request.cookies.get(COOKIE))
-    account = console.accounts.get(session.account) if session is not None else None
+    account = await console.accounts.get(session.account) if session is not None else None
+    if account is not None and account.stamp != session.stamp:  # type: ignore[union-attr]
+        account = None  # a new password, or removed and made again: sign in again
     if session is None or account is None:
         if request.method == "GET":
             raise web.HTTPSeeOther("/console/sign-in")

@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import shutil
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from aiohttp import web
 from mta.config.reputation import STATES
 from mta.console import data
 from mta.console.feed import OUTCOMES, Filter
+from mta.console.sessions import COOKIE
 from mta.console.site import ACCOUNT, CONSOLE, FORM, SESSION, refuse
 from mta.http import state
 from mta.http.admin_reputation import REPUTATION
@@ -35,8 +37,6 @@ _QUEUE_ACTIONS = {"hold": "held", "release": "released", "delete": "deleted",
                   "flush": "flushed", "bounce": "bounced"}
 _SIGNIN_COOKIE = "mta_console_signin"
 _KEEPALIVE = 15.0
-# An alert when the spool's file system has less than this fraction free.
-DISK_ALERT = 0.10
 
 
 def _console(request: web.Request) -> Any:
@@ -107,7 +107,8 @@ async def sign_in(request: web.Request) -> web.Response:
                        error="Wrong account name or password.")
         resp.set_status(401)
         return resp
-    _, value = console.sessions.create(account.name)
+    _, value = console.sessions.create(account.name, account.stamp)
+    data.warm(request, account.tenant)  # the first pages' counts, while the browser follows
     resp = web.HTTPSeeOther("/console/")
     console.set_cookie(resp, value)
     resp.del_cookie(_SIGNIN_COOKIE, path="/console/sign-in")
@@ -140,17 +141,14 @@ async def overview(request: web.Request) -> web.Response:
     console = _console(request)
     tenant = _scope(request)
     ops = request.config_dict[state.QUEUE_OPS]
-    stats, oldest = None, None
+    stats, oldest, counted, shape = None, None, 0.0, None
     if tenant is None and ops is not None:
-        stats = await ops.queue_stats()
-        first = await ops.queue_list("queued", 1, None)
-        oldest = first[0]["received_at"] if first else None
+        stats, counted = await data.queue_stats(request)
+        oldest = stats["oldest"] if stats else None
     elif ops is not None:
-        mine, _ = await data.queued_messages(request, tenant)
-        stats = {"messages": {"queued": sum(m["state"] == "queued" for m in mine),
-                              "held": sum(m["state"] == "held" for m in mine)},
-                 "by_state": {}}
-        oldest = mine[0]["received_at"] if mine else None
+        # A tenant's share, counted like its Queue page's table (exact at any size).
+        shape = await data.qshape(request, tenant)
+        counted = shape["age"]
     key = tenant or ""
     series = console.feed.per_minute(("received", "delivered"), key)
     outcomes = console.feed.last_hour(OUTCOMES, key)
@@ -158,6 +156,7 @@ async def overview(request: web.Request) -> web.Response:
     alerts = await _alerts(request, lic) if tenant is None else []
     detail = await data.tenant_detail(request, tenant) if tenant else None
     return _render(request, "overview.html", page="overview", stats=stats, oldest=oldest,
+                   shape=shape, counted=counted,
                    chart=_chart(series, ("received", "delivered")), outcomes=outcomes,
                    licence=lic, alerts=alerts, tenant=detail)
 
@@ -182,7 +181,7 @@ async def _alerts(request: web.Request, lic: dict[str, Any] | None) -> list[str]
     if spool is not None:
         with contextlib.suppress(OSError):
             du = await asyncio.to_thread(shutil.disk_usage, spool)
-            if du.free < du.total * DISK_ALERT:
+            if du.free < du.total * _console(request).cfg.disk_alert_free:
                 out.append(f"Spool disk {du.free * 100 // du.total}% free "
                            f"({du.free // 2**20:,} MiB of {du.total // 2**20:,} MiB).")
     guard = request.config_dict.get(REPUTATION)
@@ -194,18 +193,38 @@ async def _alerts(request: web.Request, lic: dict[str, Any] | None) -> list[str]
 
 # --- queue --------------------------------------------------------------------------------
 
+def _page_number(request: web.Request, key: str) -> int:
+    try:
+        return max(0, int(request.query.get(key, "0")))
+    except ValueError:
+        return 0
+
+
 @routes.get("/queue")
 async def queue_page(request: web.Request) -> web.Response:
-    site = request.query.get("site", "")
-    messages, capped = await data.queued_messages(request, _scope(request))
+    q = request.query
+    site = q.get("site", "")[:255]
+    shown_state = "held" if q.get("state") == "held" else "queued"
+    after = q.get("after", "")
+    after = after if _ID_RE.match(after) else None
+    listing = await data.queued_messages(request, _scope(request), state=shown_state,
+                                         after=after, site=site)
     shape = await data.qshape(request, _scope(request))
-    if site:
-        messages = [m for m in messages
-                    if any((r.get("site") or "(unrouted)") == site for r in m["recipients"])]
-    return _render(request, "queue.html", page="queue", shape=shape, site=site,
-                   messages=messages[:200], shown=min(200, len(messages)),
-                   matching=len(messages), capped=capped, max_scan=data.MAX_SCAN,
-                   done=request.query.get("done", ""))
+    per = data.SITES_PER_PAGE
+    sites_page = min(_page_number(request, "sites"), max(0, (len(shape["rows"]) - 1) // per))
+    rows = shape["rows"][sites_page * per:(sites_page + 1) * per]
+    here = {"site": site, "state": shown_state} if site else {"state": shown_state}
+    other_state = "queued" if shown_state == "held" else "held"
+    return _render(request, "queue.html", page="queue", shape=shape, rows=rows,
+                   sites_from=sites_page * per + 1, sites_to=sites_page * per + len(rows),
+                   other_state=other_state,
+                   other_query=urllib.parse.urlencode({**here, "state": other_state}),
+                   sites_page=sites_page, sites_pages=max(1, -(-len(shape["rows"]) // per)),
+                   site=site, shown_state=shown_state, listing=listing,
+                   messages=listing["messages"], first_page=after is None,
+                   next_query=urllib.parse.urlencode({**here, "after": listing["next"]})
+                   if listing["next"] else "", here_query=urllib.parse.urlencode(here),
+                   max_scan=data.MAX_SCAN, done=request.query.get("done", ""))
 
 
 async def _message(request: web.Request) -> dict[str, Any] | web.Response:
@@ -265,6 +284,7 @@ async def message_action(request: web.Request) -> web.Response:
     else:
         ok = await {"hold": ops.queue_hold, "release": ops.queue_release,
                     "delete": ops.queue_delete, "bounce": ops.queue_bounce}[action](msg_id)
+    _console(request).snapshots.clear()  # the next page counts the queue afresh
     if not ok:
         return refuse(request, 409, f"Message {msg_id} could not be {_QUEUE_ACTIONS[action]}"
                       " (its state changed meanwhile).")
@@ -287,6 +307,7 @@ async def flush_all(request: web.Request) -> web.Response:
     if refused:
         return refused
     n = await request.config_dict[state.QUEUE_OPS].queue_flush(None)
+    _console(request).snapshots.clear()
     raise web.HTTPSeeOther(f"/console/queue?done=flushed+{n}+recipients")
 
 
@@ -436,6 +457,15 @@ async def events_page(request: web.Request) -> web.Response:
                                 "rejected", "suppressed"))
 
 
+async def _still_signed_in(request: web.Request) -> bool:
+    console = _console(request)
+    session = console.sessions.get(request.cookies.get(COOKIE), touch=False)
+    if session is None:
+        return False
+    account = await console.accounts.get(session.account)
+    return account is not None and account.stamp == session.stamp
+
+
 @routes.get("/events/stream")
 async def events_stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: each matching event as one `data:` line of JSON."""
@@ -455,6 +485,8 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
                                          return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
                 getter.cancel()
+                if not await _still_signed_in(request):
+                    break  # signed out, or the account removed, disabled, new password
                 if not console.closing.is_set():
                     await resp.write(b": keep-alive\n\n")
                 continue

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import (
+    admin_console,
     admin_content,
     admin_domains,
     admin_gdpr,
@@ -131,10 +132,12 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     app.add_routes(admin_intake.routes)
     app.add_routes(admin_keys.routes)
     app.add_routes(admin_gdpr.routes)
+    app.add_routes(admin_console.routes)
     app.add_routes(inject.routes)
     app.add_routes(scrape.routes)
     app.add_routes(openapi.routes)
     app.add_routes(unsubscribe.routes)
+    admin_console.setup(app, console, policy_admin)  # run-time console accounts
     if console is not None:
         app.add_subapp("/console", console.app())
     return app

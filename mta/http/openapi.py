@@ -674,6 +674,65 @@ _ADMIN_KEYS_PATHS["/api/v1/admin/users/{name}"] = {"delete": _op(
         "type": "object", "properties": {"removed": _USER}}) | _USER_ERRORS, tag="keys",
     params=_USER_NAME)}
 
+# --- console accounts (mta/http/admin_console.py) ------------------------------------------
+_CONSOLE_ACCOUNT = {"type": "object", "properties": {
+    "name": {"type": "string"},
+    "role": {"type": "string", "enum": ["viewer", "operator", "admin"]},
+    "tenant": {"type": ["string", "null"], "description": "a tenant portal account's tenant"},
+    "source": {"type": "string", "enum": ["runtime", "config"]},
+    "disabled": {"type": "boolean"}, "created": {"type": ["number", "null"]},
+    "by": {"type": ["string", "null"]}}}
+_CONSOLE_PASSWORD = {"type": "object", "properties": {
+    "password_hash": {"type": "string", "description": "as `mta passwd` prints ($scrypt$...)"},
+    "password": {"type": "string", "description": "at least 8 characters; hashed by the "
+                                                  "server"}}}
+_CONSOLE_ERRORS = _errors(
+    (400, "bad_account, bad_role, bad_tenant, bad_field, weak_password, unknown_field, "
+          "bad_json, bad_request"),
+    (404, "not_found: no such run-time account, or no such tenant"),
+    (409, "account_exists, config_account (a [console.accounts] entry: edit the config), "
+          "tenant_account (a portal account has no role), too_many_accounts"),
+    (503, "accounts_unavailable: no console or no policy store in this process"))
+_CONSOLE_NAME = [_path_param("name", "Console account name")]
+_CONSOLE_BASE = "/api/v1/admin/console/accounts"
+_CONSOLE_PATHS: dict[str, Any] = {
+    _CONSOLE_BASE: {
+        "get": _op("Console accounts: run-time and from the config (never their hashes)",
+                   _ok("Accounts", {"type": "object", "properties": {
+                       "accounts": {"type": "array", "items": _CONSOLE_ACCOUNT}}})
+                   | _CONSOLE_ERRORS, tag="console"),
+        "post": _op("Add a run-time console account, on every node sharing the policy store "
+                    "at once. Event console_account_added.",
+                    _ok("Added", _CONSOLE_ACCOUNT, "201") | _CONSOLE_ERRORS, tag="console",
+                    body={"allOf": [_CONSOLE_PASSWORD, {
+                        "type": "object", "required": ["name"], "properties": {
+                            "name": {"type": "string"},
+                            "role": {"type": "string",
+                                     "enum": ["viewer", "operator", "admin"]},
+                            "tenant": {"type": "string",
+                                       "description": "a portal account of this tenant"}}}]})},
+    _CONSOLE_BASE + "/{name}/role": {"put": _op(
+        "Change a run-time account's role (its next request). Event console_account_changed.",
+        _ok("Changed", _CONSOLE_ACCOUNT) | _CONSOLE_ERRORS, tag="console",
+        body={"type": "object", "required": ["role"], "properties": {
+            "role": {"type": "string", "enum": ["viewer", "operator", "admin"]}}},
+        params=_CONSOLE_NAME)},
+    _CONSOLE_BASE + "/{name}/password": {"put": _op(
+        "Reset a run-time account's password; its sessions end. Event "
+        "console_account_changed.", _ok("Changed", _CONSOLE_ACCOUNT) | _CONSOLE_ERRORS,
+        tag="console", body=_CONSOLE_PASSWORD, params=_CONSOLE_NAME)},
+    **{_CONSOLE_BASE + f"/{{name}}/{verb}": {"post": _op(
+        f"{verb.capitalize()} a run-time account{'; its sessions end' if verb == 'disable' else ''}"
+        ". Event console_account_changed.", _ok("Changed", _CONSOLE_ACCOUNT)
+        | _CONSOLE_ERRORS, tag="console", params=_CONSOLE_NAME)}
+       for verb in ("disable", "enable")},
+    _CONSOLE_BASE + "/{name}": {"delete": _op(
+        "Remove a run-time account; its sessions end. Event console_account_removed.",
+        _ok("Removed", {"type": "object", "properties": {"removed": _CONSOLE_ACCOUNT}})
+        | _CONSOLE_ERRORS, tag="console", params=_CONSOLE_NAME)},
+}
+# --- end of console accounts ----------------------------------------------------------------
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "mta HTTP API", "version": "1",
@@ -754,6 +813,7 @@ DOCUMENT: dict[str, Any] = {
         **_INTAKE_PATHS,
         **_ADMIN_KEYS_PATHS,
         **_GDPR_PATHS,
+        **_CONSOLE_PATHS,
     },
 }
 

@@ -22,7 +22,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 PASSWORD = "correct horse battery staple"
 
 
-def _browser_missing() -> str | None:
+def browser_missing() -> str | None:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
             return (f"{path} is missing: install Debian's chromium and chromium-driver "
@@ -46,6 +46,10 @@ sign_in_burst = {burst}
 [console.accounts.olga]
 password = "{h}"
 role = "operator"
+
+[console.accounts.ada]
+password = "{h}"
+role = "admin"
 
 [console.accounts.vera]
 password = "{h}"
@@ -103,11 +107,8 @@ def site(tmp_path_factory) -> Iterator[Site]:
         dns.stop()
 
 
-@pytest.fixture(scope="module")
-def chrome() -> Iterator[object]:
-    reason = _browser_missing()
-    if reason:
-        pytest.skip(reason)
+def make_chrome(width: int = 1280, height: int = 900):  # -> selenium webdriver.Chrome
+    """Headless Chromium that reaches loopback only (bench/console.py uses it too)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -115,7 +116,7 @@ def chrome() -> Iterator[object]:
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--no-first-run", "--disable-sync",
+                f"--window-size={width},{height}", "--no-first-run", "--disable-sync",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-default-apps", "--disable-domain-reliability",
                 "--disable-client-side-phishing-detection",
@@ -125,6 +126,15 @@ def chrome() -> Iterator[object]:
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(30)
+    return driver
+
+
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[object]:
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    driver = make_chrome()
     try:
         yield driver
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.console.conftest import PASSWORD
 
@@ -177,3 +177,105 @@ def test_a_tenant_account_sees_only_its_own_tenant(site, chrome, queued, shots):
     text = d.find_element(By.ID, "events").text
     assert queued["acme"] in text and queued["globex"] not in text
     shot(d, shots, "tenant-events")
+
+
+def test_an_admin_creates_an_operator_who_signs_in_and_may_not_manage_accounts(
+        site, chrome, shots):
+    d = chrome
+    d.set_window_size(1280, 900)
+    sign_in(d, site, "ada")
+    d.find_element(By.ID, "nav-accounts").click()
+    assert d.find_element(By.TAG_NAME, "h1").text == "Console accounts"
+    shot(d, shots, "accounts")
+    d.find_element(By.ID, "add-account").click()
+    assert "Confirm: add" in d.find_element(By.TAG_NAME, "h1").text
+    d.find_element(By.ID, "field-name").send_keys("oscar")
+    Select(d.find_element(By.ID, "field-role")).select_by_visible_text("operator")
+    d.find_element(By.ID, "field-password").send_keys(PASSWORD)
+    shot(d, shots, "accounts-add")
+    d.find_element(By.ID, "confirm").click()
+    wait_text(d, "done", "added oscar (operator)")
+    row = d.find_element(By.CSS_SELECTOR, "#accounts tr[data-account=oscar]").text
+    assert "operator" in row and "runtime" in row
+    # Config accounts are listed, without actions.
+    assert "config file" in d.find_element(
+        By.CSS_SELECTOR, "#accounts tr[data-account=olga]").text
+    [rec] = [a for a in site.admin("/api/v1/admin/console/accounts")["accounts"]
+             if a["name"] == "oscar"]
+    assert (rec["role"], rec["by"]) == ("operator", "console:ada")
+    shot(d, shots, "accounts-added")
+
+    sign_in(d, site, "oscar")
+    assert d.find_element(By.TAG_NAME, "h1").text == "Overview"
+    assert not d.find_elements(By.ID, "nav-accounts")
+    d.get(site.base + "/console/accounts/add")
+    assert "may not manage accounts" in d.find_element(By.ID, "error").text
+    shot(d, shots, "operator-refused-accounts")
+    # Nor by a well-formed POST with the operator's own CSRF token.
+    status = d.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        const token = document.querySelector('input[name=csrf]').value;
+        fetch(arguments[0], {method: 'POST', body: new URLSearchParams(
+            {csrf: token, name: 'mallory', role: 'admin', password: arguments[1]})})
+            .then(r => done(r.status));""", "/console/accounts/add", PASSWORD)
+    assert status == 403
+    names = {a["name"] for a in site.admin("/api/v1/admin/console/accounts")["accounts"]}
+    assert "mallory" not in names
+
+    # The admin removes oscar: his session ends at his next page.
+    oscar_cookies = d.get_cookies()
+    sign_in(d, site, "ada")
+    d.get(site.base + "/console/accounts/oscar/remove")
+    d.find_element(By.ID, "confirm").click()
+    wait_text(d, "done", "removed oscar")
+    d.delete_all_cookies()
+    d.get(site.base + "/console/sign-in")
+    for c in oscar_cookies:
+        d.add_cookie({k: c[k] for k in ("name", "value", "path") if k in c})
+    d.get(site.base + "/console/queue")
+    assert d.current_url.endswith("/console/sign-in")
+
+
+PAGES = (("overview", "/console/"), ("queue", "/console/queue"),
+         ("tenants", "/console/tenants"), ("tenant", "/console/tenants/acme"),
+         ("paths", "/console/paths"), ("events", "/console/events"),
+         ("accounts", "/console/accounts"))
+# What a keyboard user must be able to reach on every page.
+_FOCUSABLE = """
+    const all = [...document.querySelectorAll(
+        'a[href], button, input:not([type=hidden]), select, textarea, summary')];
+    all.forEach((e, i) => e.dataset.k = i);
+    return all.length;"""
+
+
+def test_every_page_by_keyboard_at_1280_px_and_at_phone_width(site, chrome, queued, shots):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    d = chrome
+    sign_in(d, site, "ada")
+    for name, path in PAGES:
+        for width, height in ((1280, 900), (390, 844)):
+            d.set_window_size(width, height)
+            d.get(site.base + path)
+            assert "Error" not in d.title, path
+            overflow = d.execute_script(
+                "return document.documentElement.scrollWidth > window.innerWidth + 1")
+            assert not overflow, f"{path} scrolls sideways at {width} px"
+            shot(d, shots, f"{name}-{width}px")
+        # Tab from the top of the page: the skip link first, then every link, button and
+        # field in turn, none left out.
+        d.set_window_size(1280, 900)
+        d.get(site.base + path)
+        n = d.execute_script(_FOCUSABLE)
+        reached = []
+        for _ in range(n + 3):
+            ActionChains(d).send_keys(Keys.TAB).perform()
+            reached.append(d.execute_script("return document.activeElement.dataset.k"))
+        assert reached[0] == "0" and "Skip" in d.find_element(
+            By.CSS_SELECTOR, "[data-k='0']").get_attribute("textContent"), path
+        assert {str(i) for i in range(n)} <= set(reached), (path, n, reached)
+        # The skip link leads past the navigation, to the page itself.
+        d.get(site.base + path)
+        ActionChains(d).send_keys(Keys.TAB).send_keys(Keys.ENTER).perform()
+        assert d.current_url.endswith("#main"), path

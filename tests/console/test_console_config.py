@@ -39,3 +39,9 @@ def test_a_bad_account_is_named(body, error):
     with pytest.raises(ConfigError) as exc:
         parse_config("[console.accounts.x]\n" + body.replace('"H"', f'"{H}"'), "c.toml")
     assert exc.value.errors == [f"c.toml: {error}"]
+
+
+def test_a_bad_disk_alert_threshold_is_named():
+    with pytest.raises(ConfigError) as exc:
+        parse_config("[console]\ndisk_alert_free = 0\n", "c.toml")
+    assert "disk_alert_free" in exc.value.errors[0]

@@ -160,6 +160,13 @@ async def test_an_operator_adds_credits_and_moves_the_reputation_state(site: Sit
         assert await act("escalate", {"to": "limited", "reason": "list bought"}) == 303
         rep = site.admin("/api/v1/admin/tenants/globex/reputation")
         assert rep["state"] == "limited" and "list bought" in rep["reason"]
+        # The escalation is an alert on the Overview, and the tenant page shows the
+        # thresholds the rates are held against.
+        async with http.get(site.base + "/console/", headers=cookie) as page:
+            assert "Tenant globex: reputation limited." in await page.text()
+        async with http.get(site.base + "/console/tenants/globex", headers=cookie) as page:
+            text = await page.text()
+            assert 'id="reputation-thresholds"' in text and "complaint" in text
         assert await act("escalate", {"to": "nowhere", "reason": "x"}) == 400
         assert await act("clear", {"reason": "cleaned"}) == 303
         assert site.admin("/api/v1/admin/tenants/globex/reputation")["state"] == "ok"
