@@ -17,7 +17,8 @@ def cmd_queue(args: argparse.Namespace) -> int:
     client = admin_client(file_config(args))
     try:
         if args.queue_cmd == "list":
-            result = client.queue_list(state=args.state, limit=args.limit)
+            result = client.queue_list(state=args.state, limit=args.limit,
+                                       tenant=args.tenant, site=args.site)
             if args.json:
                 print_json(result)
             else:
@@ -72,6 +73,8 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     ql.add_argument("--json", action="store_true")
     ql.add_argument("--state", choices=["queued", "held", "delivered", "bounced", "expired"])
     ql.add_argument("--limit", type=int, default=100)
+    ql.add_argument("--tenant", help="only this tenant's messages")
+    ql.add_argument("--site", help='only those with a recipient at this site ("": not routed)')
     for action, text in (("show", "show one message"), ("hold", "hold a message"),
                          ("release", "release a held message"),
                          ("delete", "delete a message without notice"),

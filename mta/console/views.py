@@ -224,7 +224,7 @@ async def queue_page(request: web.Request) -> web.Response:
                    messages=listing["messages"], first_page=after is None,
                    next_query=urllib.parse.urlencode({**here, "after": listing["next"]})
                    if listing["next"] else "", here_query=urllib.parse.urlencode(here),
-                   max_scan=data.MAX_SCAN, done=request.query.get("done", ""))
+                   done=request.query.get("done", ""))
 
 
 async def _message(request: web.Request) -> dict[str, Any] | web.Response:

@@ -34,9 +34,10 @@ class QueueOperations:
         self.spool = spool
         self.dispatcher = dispatcher
 
-    async def queue_list(self, state: str | None, limit: int, after: str | None) -> list[dict]:
-        return [message_json(m) for m in await self.spool.list(state=state, limit=limit,
-                                                                after=after)]
+    async def queue_list(self, state: str | None, limit: int, after: str | None, *,
+                         tenant: str | None = None, site: str | None = None) -> list[dict]:
+        return [message_json(m) for m in await self.spool.list(
+            state=state, limit=limit, after=after, tenant=tenant, site=site)]
 
     async def queue_show(self, msg_id: str) -> dict | None:
         info = await self.spool.get(msg_id)

@@ -21,7 +21,9 @@ _STATES = ("queued", "held", "delivered", "bounced", "expired")
 
 
 class QueueOps(Protocol):
-    async def queue_list(self, state: str | None, limit: int, after: str | None) -> list[dict]: ...
+    async def queue_list(self, state: str | None, limit: int, after: str | None, *,
+                         tenant: str | None = None,
+                         site: str | None = None) -> list[dict]: ...
     async def queue_show(self, msg_id: str) -> dict | None: ...
     async def queue_hold(self, msg_id: str) -> bool: ...
     async def queue_release(self, msg_id: str) -> bool: ...
@@ -66,7 +68,11 @@ async def queue_list(request: web.Request) -> web.Response:
     if not 1 <= limit <= 10_000:
         raise ApiError(400, "bad_limit", "limit must be between 1 and 10000")
     after = request.query.get("after") or None
-    messages = await _ops(request).queue_list(state, limit, after)
+    # Only one tenant's, only those with a recipient at one site ("site=" alone: those
+    # not routed yet).
+    tenant = request.query.get("tenant") or None
+    site = request.query.get("site")
+    messages = await _ops(request).queue_list(state, limit, after, tenant=tenant, site=site)
     return web.json_response({"messages": messages})
 
 

@@ -132,8 +132,10 @@ class AdminClient:
         return json.loads(payload or b"{}")
 
     # --- queue -------------------------------------------------------------------------
-    def queue_list(self, state: str | None = None, limit: int = 100) -> dict:
-        return self.request("GET", "/api/v1/admin/queue", query={"state": state, "limit": limit})
+    def queue_list(self, state: str | None = None, limit: int = 100, *,
+                   tenant: str | None = None, site: str | None = None) -> dict:
+        return self.request("GET", "/api/v1/admin/queue", query={
+            "state": state, "limit": limit, "tenant": tenant, "site": site})
 
     def queue_show(self, msg_id: str) -> dict:
         return self.request("GET", f"/api/v1/admin/queue/{urllib.parse.quote(msg_id)}")

@@ -84,16 +84,19 @@ class ShardedQueueOps:
         status, doc = await peer.call(method, f"/api/v1/admin/queue/{msg_id}{tail}")
         return None if status == 404 else doc
 
-    async def queue_list(self, state: str | None, limit: int, after: str | None) -> list[dict]:
-        parts = [self.local.queue_list(state, limit, after)] + [
-            self._peer_list(p, state, limit, after) for p in self.peers.values()]
+    async def queue_list(self, state: str | None, limit: int, after: str | None, *,
+                         tenant: str | None = None, site: str | None = None) -> list[dict]:
+        parts = [self.local.queue_list(state, limit, after, tenant=tenant, site=site)] + [
+            self._peer_list(p, state, limit, after, tenant, site) for p in self.peers.values()]
         lists = await asyncio.gather(*parts)
         return list(heapq.merge(*lists, key=lambda m: m["id"]))[:limit]
 
     async def _peer_list(self, peer: _Peer, state: str | None, limit: int,
-                         after: str | None) -> list[dict]:
+                         after: str | None, tenant: str | None = None,
+                         site: str | None = None) -> list[dict]:
         status, doc = await peer.call("GET", "/api/v1/admin/queue",
-                                      {"state": state, "limit": limit, "after": after})
+                                      {"state": state, "limit": limit, "after": after,
+                                       "tenant": tenant, "site": site})
         return list(doc["messages"]) if status == 200 else []
 
     async def queue_show(self, msg_id: str) -> dict | None:

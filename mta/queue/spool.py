@@ -396,8 +396,13 @@ class Spool:
         return bytes(row[0])
 
     async def list(self, *, state: str | None = None, limit: int = 100,
-                   after: str | None = None) -> list[MessageInfo]:
-        """Messages in id (= acceptance) order, with recipients; page with `after`."""
+                   after: str | None = None, tenant: str | None = None,
+                   site: str | None = None) -> list[MessageInfo]:
+        """Messages in id (= acceptance) order, with recipients; page with `after`. Only
+        `tenant`'s, and only those with a recipient at `site` ("": not routed yet), when
+        given. The filters use no index of their own (an index is paid on every accepted
+        message; a filtered page is an operator's look): one query, at worst a scan of
+        the spool's rows."""
         if state is not None and state not in MESSAGE_STATES:
             raise ValueError(f"unknown message state {state!r}")
         limit = max(1, min(limit, 10_000))
@@ -405,6 +410,12 @@ class Spool:
         if state is not None:
             where.append("state = ?")
             args.append(state)
+        if tenant is not None:
+            where.append("tenant = ?")
+            args.append(tenant)
+        if site is not None:
+            where.append("id IN (SELECT msg_id FROM recipients WHERE coalesce(site, '') = ?)")
+            args.append(site)
         rows = await self._read(
                 f"SELECT {_MESSAGE_COLS} FROM messages WHERE {' AND '.join(where)} "
                 f"ORDER BY id LIMIT ?", (*args, limit))

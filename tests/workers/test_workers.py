@@ -348,6 +348,12 @@ async def test_every_worker_answers_http_and_relays_the_daemon_s_routes_to_worke
         return listings, refusals
 
     assert await asyncio.to_thread(admin_round) == ({(200, 30)}, {401})
+    # Filters reach every shard: one tenant's messages, those with a recipient at a site.
+    for query, n in (("tenant=shop", 30), ("tenant=other", 0), ("site=", 30),
+                     ("site=dest.test&tenant=shop", 0)):
+        status, _, doc = await asyncio.to_thread(
+            _request, mta, "GET", f"/api/v1/admin/queue?limit=1000&{query}")
+        assert (status, len(json.loads(doc)["messages"])) == (200, n), query
     # One /metrics for the daemon, whichever worker took the connection.
     for _ in range(6):
         metrics = await asyncio.to_thread(_metrics, mta)
