@@ -46,11 +46,16 @@ class ConsoleConfig:
     # The Overview alerts when the spool's file system has less than this fraction free
     # (10%: room for a few hours of mail at full rate on a disk sized for the queue).
     disk_alert_free: float = 0.10
+    # The Overview's figures (alerts, counts, the chart) are fetched again in the open
+    # page this often; 0: only when it is loaded.
+    overview_refresh: Duration = 15.0
     accounts: dict[str, ConsoleAccountConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 < self.disk_alert_free <= 1:
             raise ValueError("disk_alert_free: a fraction above 0 and at most 1")
+        if self.overview_refresh < 0:
+            raise ValueError("overview_refresh: must be 0 (off) or positive")
         if self.session_idle <= 0 or self.session_max <= 0:
             raise ValueError("session_idle and session_max: must be positive")
         if self.sign_in_rate <= 0 or self.sign_in_burst < 1:

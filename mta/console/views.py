@@ -158,7 +158,8 @@ async def overview(request: web.Request) -> web.Response:
     return _render(request, "overview.html", page="overview", stats=stats, oldest=oldest,
                    shape=shape, counted=counted,
                    chart=_chart(series, ("received", "delivered")), outcomes=outcomes,
-                   licence=lic, alerts=alerts, tenant=detail)
+                   licence=lic, alerts=alerts, tenant=detail,
+                   refresh=_console(request).cfg.overview_refresh)
 
 
 async def _alerts(request: web.Request, lic: dict[str, Any] | None) -> list[str]:

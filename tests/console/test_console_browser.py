@@ -10,7 +10,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.console.conftest import PASSWORD
+from tests.console.conftest import PASSWORD, Site, console_toml
+from tests.support.daemon import MtaProcess, free_port
 
 # Mail to dest.test and globex-dest.test is deferred (their MX hosts refuse connections)
 # and waits in the queue.
@@ -279,3 +280,31 @@ def test_every_page_by_keyboard_at_1280_px_and_at_phone_width(site, chrome, queu
         d.get(site.base + path)
         ActionChains(d).send_keys(Keys.TAB).send_keys(Keys.ENTER).perform()
         assert d.current_url.endswith("#main"), path
+
+
+def test_the_overview_s_figures_follow_the_queue_without_a_reload(tmp_path, chrome, shots):
+    """[console] overview_refresh: the open Overview fetches its figures again, so mail
+    injected while it is open shows up in it without the operator reloading."""
+    toml = console_toml().replace("[console]\n", '[console]\noverview_refresh = "1s"\n', 1)
+    (tmp_path / "mta").mkdir()
+    mta = MtaProcess(tmp_path / "mta", toml, delivery_port=free_port())
+    try:
+        mta.start()
+        live = Site(mta)
+        sign_in(chrome, live, "olga")
+        chrome.get(live.base + "/console/")
+        wait_text(chrome, "queued-messages", "0")
+        chrome.execute_script("window.stayed = 1; "
+                              "document.getElementById('queued-messages').dataset.seen = 1")
+        for i in range(3):
+            live.inject("key-acme", f"r{i}@dest.test", f"while open {i}")
+        # The counts behind the page are at most 10 s old (mta.console.snapshots).
+        WebDriverWait(chrome, 25).until(
+            ec.text_to_be_present_in_element((By.ID, "queued-messages"), "3"))
+        # The same page, its figures replaced in place (not a navigation).
+        assert chrome.execute_script(
+            "return window.stayed === 1 && !document.getElementById('queued-messages')"
+            ".dataset.seen")
+        shot(chrome, shots, "overview-refreshed")
+    finally:
+        mta.kill()

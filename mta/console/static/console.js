@@ -1,6 +1,23 @@
-// mta console: the live tail of the Events page (server-sent events). The pages work
-// without it; this only adds rows as events arrive.
+// mta console: the live tail of the Events page (server-sent events), and the Overview's
+// figures fetched again every data-refresh seconds. The pages work without it.
 "use strict";
+document.addEventListener("DOMContentLoaded", () => {
+  const live = document.getElementById("live");
+  const every = live ? Number(live.dataset.refresh) : 0;
+  if (every > 0) {
+    const again = async () => {
+      try {
+        const r = await fetch(location.href, {credentials: "same-origin", redirect: "manual"});
+        if (r.status !== 200) return;  // signed out (a redirect) or an error: stop
+        const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+        const fresh = doc.getElementById("live");
+        if (fresh) live.replaceChildren(...fresh.childNodes);  // the server's own markup
+      } catch (e) { /* the daemon restarting: try at the next tick */ }
+      setTimeout(again, every * 1000);
+    };
+    setTimeout(again, every * 1000);
+  }
+});
 document.addEventListener("DOMContentLoaded", () => {
   const table = document.getElementById("events");
   if (!table || !window.EventSource) return;
