@@ -55,7 +55,7 @@ from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.rotate import prune_older
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
-from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
+from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env, egress_pool
 from mta.policy.identity import open_identity
 from mta.policy.kv import kv_for
 from mta.preflight import validate_runtime
@@ -409,8 +409,7 @@ class Daemon:
     async def _tenant_pool(self, tenant: str) -> str:
         """Egress pool of a message queued without one (before the spool recorded it):
         what policy decides now, through the tenant chain (run-time tenants too)."""
-        chain = await self.policy.tenants.chain(tenant)
-        return next((t.pool for t in chain if t.pool), "") or "default"
+        return egress_pool(await self.policy.tenants.chain(tenant)) or "default"
 
     def _licence_connections(self) -> int:
         """The volume licence's cap on concurrent outbound connections (0: none)."""

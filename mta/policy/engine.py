@@ -45,7 +45,7 @@ from mta.policy.store import (
     ReserveResult,
     Suspension,
 )
-from mta.policy.tenants import LIMIT_LABEL, LIMIT_NAMES, LIMIT_PERIOD, Tenant
+from mta.policy.tenants import LIMIT_LABEL, LIMIT_NAMES, LIMIT_PERIOD, Tenant, egress_pool
 from mta.rfc5321 import Reply
 
 __all__ = ["OUTCOMES", "EffectiveLimit", "PolicyEngine", "PolicyTxn", "normalise_address"]
@@ -94,7 +94,7 @@ class PolicyTxn:
     @property
     def pool(self) -> str:
         """Egress pool: the tenant's, else the nearest ancestor's; "" = the default pool."""
-        return next((t.pool for t in self.chain if t.pool), "")
+        return egress_pool(self.chain)
 
 
 class PolicyEngine:
