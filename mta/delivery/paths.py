@@ -133,6 +133,10 @@ class PathTable:
                                        p.source)
             p.pool.settings = p.settings.client
             p.pool.max_deliveries = p.settings.max_deliveries
+            # Connections opened from now on dial the new port; idle ones close on the
+            # new timer when they are next returned.
+            p.pool.port = p.settings.port
+            p.pool.idle_timeout = p.settings.idle_timeout
             self.fit_window(p)
 
     def reload(self, cfg: Config) -> None:

@@ -1,8 +1,10 @@
 """SIGHUP on a real daemon: what the edited config file says applies from then on, to
-policy (quotas, suspensions in [tenants]), shaping, and TLS, without a restart."""
+policy (quotas, suspensions in [tenants]), shaping, egress paths and TLS, without a
+restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import smtplib
@@ -10,7 +12,7 @@ import ssl
 import time
 import urllib.request
 
-from tests.support.daemon import ADMIN_TOKEN, MtaProcess
+from tests.support.daemon import ADMIN_TOKEN, MtaProcess, free_port
 from tests.support.tls import write_self_signed
 
 MSG = "From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -100,3 +102,22 @@ def test_sighup_turns_on_starttls_with_a_new_certificate(mta_factory):
         assert s.sock.version() is not None  # the handshake used the new certificate
         s.sendmail("a@sender.test", ["b@dest.test"], MSG)
     assert len(mta.queue_list()) == 1
+
+
+async def test_sighup_moves_delivery_paths_to_a_new_port(mta_factory, dns_server_factory,
+                                                         mx_factory):
+    """Egress paths are rebuilt on reload: a message deferred against a port nobody listens
+    on reaches the MX once the config names the MX's port, without a restart."""
+    mx = await mx_factory("127.0.0.4")
+    dns = dns_server_factory({"dest.test": "@ IN MX 10 mx.dest.test.\nmx IN A 127.0.0.4\n"})
+    closed = free_port("127.0.0.4")
+    mta = await asyncio.to_thread(
+        mta_factory, dns=dns.nameserver, delivery_port=closed,
+        delivery_extra='retry = ["1s"]\nmax_age = "1h"\nconnect_timeout = "2s"')
+    assert (await asyncio.to_thread(_rcpt, mta, 1))[0] == 250
+    deferred = await asyncio.to_thread(
+        mta.wait_events, lambda e: e["event"] == "deferred", 20)
+    assert deferred and mx.messages == []
+    await asyncio.to_thread(_reload, mta, f"port = {closed}", f"port = {mx_factory.port}")
+    await mx.wait_for_messages(1, timeout=20)
+    assert mx.messages[0].rcpt_tos == ["r1@dest.test"]
