@@ -96,6 +96,18 @@ def test_a_reload_moves_the_port_and_idle_timeout_of_existing_pools() -> None:
     assert (a.settings.idle_timeout, a.pool.idle_timeout) == (3.0, 3.0)
 
 
+def test_a_reload_moves_a_source_to_its_new_address_and_ehlo_name() -> None:
+    table, shaper = _table()
+    a = table.get("mx.dest.test", shaper.egress.sources["a"])
+    new = parse_config(TOML.replace('address = "127.0.0.10"', 'address = "127.0.0.12"')
+                       .replace('ehlo_name = "a.mta.test"', 'ehlo_name = "a2.mta.test"'),
+                       "t.toml")
+    shaper.reload(new)
+    table.reload(new)
+    assert (a.source.address, a.pool.source) == ("127.0.0.12", "127.0.0.12")
+    assert a.settings.client.ehlo_name == a.pool.settings.ehlo_name == "a2.mta.test"
+
+
 def test_new_hosts_reach_the_existing_pools() -> None:
     table, shaper = _table()
     a = table.get("mx.dest.test", shaper.egress.sources["a"])

@@ -121,3 +121,38 @@ async def test_sighup_moves_delivery_paths_to_a_new_port(mta_factory, dns_server
     await asyncio.to_thread(_reload, mta, f"port = {closed}", f"port = {mx_factory.port}")
     await mx.wait_for_messages(1, timeout=20)
     assert mx.messages[0].rcpt_tos == ["r1@dest.test"]
+
+
+EGRESS = """
+[[egress.source]]
+name = "shared"
+address = "127.0.0.10"
+
+[[egress.source]]
+name = "bulk1"
+address = "127.0.0.11"
+
+[egress.pool.default]
+sources = { shared = 1 }
+"""
+
+
+async def test_sighup_applies_new_egress_pools_and_source_addresses(
+        mta_factory, dns_server_factory, mx_factory):
+    """The receiver sees each message come from the address the config names at the time:
+    a pool moved to another source, then a source moved to another address."""
+    mx = await mx_factory("127.0.0.4")
+    dns = dns_server_factory({"dest.test": "@ IN MX 10 mx.dest.test.\nmx IN A 127.0.0.4\n"})
+    mta = await asyncio.to_thread(mta_factory, EGRESS, dns=dns.nameserver,
+                                  delivery_port=mx_factory.port)
+    peers = []
+    for n, (old, new) in enumerate([
+            ("", ""),
+            ("sources = { shared = 1 }", "sources = { bulk1 = 1 }"),
+            ('address = "127.0.0.11"', 'address = "127.0.0.12"')]):
+        if old:
+            await asyncio.to_thread(_reload, mta, old, new)
+        assert (await asyncio.to_thread(_rcpt, mta, n))[0] == 250
+        await mx.wait_for_messages(n + 1, timeout=20)
+        peers.append(mx.messages[n].peer[0])
+    assert peers == ["127.0.0.10", "127.0.0.11", "127.0.0.12"]
