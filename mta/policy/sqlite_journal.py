@@ -25,7 +25,8 @@ class Journal:
 
     # One per batch of the group commit: a plain class with slots is cheaper to make than a
     # dataclass with a default factory per field.
-    __slots__ = ("alerts", "bumps", "dedupe_committed", "dedupe_dropped", "dropped",
+    __slots__ = ("alerts", "bumps", "dedupe_committed", "dedupe_dropped",
+                 "dedupe_dropped_one", "dropped",
                  "expired_lots", "held", "ledger", "lot_deltas", "outcomes", "prepared",
                  "reserved", "settled", "uniq_added", "uniq_dropped")
 
@@ -47,10 +48,11 @@ class Journal:
         self.uniq_added: list[tuple[str, str, str, str, float]] = []
         self.uniq_dropped: list[tuple[str, str, str, str]] = []
         self.alerts: list[tuple[str, float]] = []
-        # Duplicate markers, by their key: (time, tenant, message-id, rcpt, txn) committed;
-        # (tenant, message-id, rcpt, txn) dropped while pending.
-        self.dedupe_committed: list[tuple[float, str, str, str, str]] = []
-        self.dedupe_dropped: list[tuple[str, str, str, str]] = []
+        # Duplicate markers: a transaction's committed (time, txn) or dropped (txn) whole,
+        # or one marker dropped (tenant, message-id, rcpt, txn), while pending.
+        self.dedupe_committed: list[tuple[float, str]] = []
+        self.dedupe_dropped: list[tuple[str]] = []
+        self.dedupe_dropped_one: list[tuple[str, str, str, str]] = []
 
     def bump(self, key: str, delta: int, expires: float = 0.0) -> None:
         entry = self.bumps.get(key)
@@ -82,10 +84,12 @@ _REST = (
     ("ledger", "INSERT INTO ledger(time, tenant, lot, delta, kind, msg_id, recipient, note) "
                "VALUES(?,?,?,?,?,?,?,?)"),
     ("alerts", "INSERT OR IGNORE INTO alerts(key, time) VALUES(?, ?)"),
-    ("dedupe_committed", "UPDATE dedupe SET state='committed', time=? WHERE tenant=? AND "
-                         "message_id=? AND rcpt=? AND txn=?"),
-    ("dedupe_dropped", "DELETE FROM dedupe WHERE tenant=? AND message_id=? AND rcpt=? AND "
-                       "txn=? AND state='pending'"),
+    # A whole transaction's by its id: rows an erasure (mta.gdpr) renamed meanwhile too.
+    ("dedupe_committed", "UPDATE dedupe SET state='committed', time=? WHERE txn=? AND "
+                         "state='pending'"),
+    ("dedupe_dropped", "DELETE FROM dedupe WHERE txn=? AND state='pending'"),
+    ("dedupe_dropped_one", "DELETE FROM dedupe WHERE tenant=? AND message_id=? AND rcpt=? "
+                           "AND txn=? AND state='pending'"),
 )
 
 

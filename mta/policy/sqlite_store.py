@@ -83,8 +83,7 @@ __all__ = ["STATE_TTL", "SqliteStore", "StoreUnreadable"]
 
 log = logging.getLogger("mta.policy")
 
-# A reader (the sqlite3 shell, a backup) may hold a lock briefly.
-_BUSY_TIMEOUT_MS = 10_000
+_BUSY_TIMEOUT_MS = 10_000  # a reader (the sqlite3 shell, a backup) may hold a lock briefly
 STATE_TTL = 1.0  # seconds; see SqliteStore._remember
 
 
@@ -432,13 +431,13 @@ class SqliteStore(GroupCommit):
             return 0
         plan = commit_plan(held, msg_id, hold_credit, markers)
         j = self._journal()
+        if plan.hold:  # the rows with a lot (the journal's SQL selects the same)
+            j.held.append((msg_id, txn_id))
+        # Everything else is final: the counters and the ledger say it all.
         if held:
-            if plan.hold:  # the rows with a lot (the journal's SQL selects the same)
-                j.held.append((msg_id, txn_id))
-            # Everything else is final: the counters and the ledger already say it all
-            # (what this store holds is counted from its rows).
             j.settled.append((txn_id,))
-        j.dedupe_committed.extend((now, *m, txn_id) for m in plan.markers)
+        if plan.markers:  # every pending marker of the transaction
+            j.dedupe_committed.append((now, txn_id))
         self._track(txn_id)
         return len(held)
 
@@ -456,12 +455,11 @@ class SqliteStore(GroupCommit):
             else:
                 gone = [u.record for u in plan.undos]
                 s.txns[txn_id] = [h for h in held if h not in gone]
-        if plan.markers:
-            left = [m for m in markers if m not in plan.markers]
-            if left:
-                s.dedupe[txn_id] = left
-            else:
-                del s.dedupe[txn_id]
+        left = [m for m in markers if m not in plan.markers]
+        if plan.markers and not left:
+            del s.dedupe[txn_id]
+        elif plan.markers:
+            s.dedupe[txn_id] = left
         j = self._journal()
         self._give_back(j, plan, now)
         if plan.undos:
@@ -469,7 +467,10 @@ class SqliteStore(GroupCommit):
                 j.settled.append((txn_id,))
             else:
                 j.dropped.append((txn_id, recipient))
-        j.dedupe_dropped.extend((*m, txn_id) for m in plan.markers)
+        if plan.markers and not left:  # every one the transaction had
+            j.dedupe_dropped.append((txn_id,))
+        else:
+            j.dedupe_dropped_one.extend((*m, txn_id) for m in plan.markers)
         self._track(txn_id)
         return len(plan.undos)
 
