@@ -594,8 +594,7 @@ class SqliteStore(GroupCommit):
 
     async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None:
         await self._call(op_prune, now, dedupe_since, uniq_before)
-        s = self._s
-        for key, expires in list(s.expires.items()):
+        for key, expires in list(self._s.expires.items()):
             if 0 < expires < now:
-                del s.expires[key]
-                s.counts.pop(key, None)
+                del self._s.expires[key]
+                self._s.counts.pop(key, None)
