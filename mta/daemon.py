@@ -10,6 +10,8 @@ a bad new config is refused and the old one kept. With NOTIFY_SOCKET set (system
 Type=notify or notify-reload): READY=1 with a STATUS= line once every listener is bound,
 RELOADING=1 ... READY=1 around each reload, STOPPING=1 at SIGTERM, and WATCHDOG=1 from the
 event loop when systemd asks for it (WatchdogSec=; mta.observe.systemd).
+What a config must load to be served is preflight.py's; this process's place in its node
+(reservation owner, events file, supervisor) node.py's.
 """
 
 from __future__ import annotations
@@ -44,18 +46,20 @@ from mta.gdpr import Gdpr
 from mta.http.app import make_app
 from mta.http.ratelimit import reload_limits
 from mta.http.relay import relay_socket
-from mta.http.shards import PEERS, ShardedQueueOps, merged_metrics, worker_socket
+from mta.http.shards import PEERS, MergedMetrics, ShardedQueueOps, worker_socket
 from mta.http.state import API_KEYS
 from mta.http.unix import admin_socket_path, bind_admin_socket, release_admin_socket
 from mta.ingress import Ingress, NotQueued
+from mta.node import events_path, node_owner, tell_supervisor
 from mta.observe.events import EventLog
 from mta.observe.logs import setup_logging
 from mta.observe.metrics import Metrics
 from mta.observe.rotate import prune_older
 from mta.observe.systemd import notify, reloading, watchdog, watchdog_interval
-from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env
+from mta.policy import PolicyAdmin, PolicyEngine, clock_from_env, egress_pool
 from mta.policy.identity import open_identity
 from mta.policy.kv import kv_for
+from mta.preflight import validate_runtime
 from mta.queue import Envelope, Spool
 from mta.reputation import ReputationGuard
 from mta.shaping import memory_stores, redis_stores
@@ -63,68 +67,15 @@ from mta.shaping.dnsbl import DnsblWatch
 from mta.smtp.auth import RuntimeUsers
 from mta.smtp.intake import Intake
 from mta.smtp.server import SmtpServer
-from mta.supervisor import READY_FD_ENV, SHARD_ENV
+from mta.supervisor import SHARD_ENV
 from mta.suppress import Suppressions
 from mta.tls import TlsReporter
 from mta.webhooks import Endpoints, Webhooks
 from mta.webhooks.outbox import Outbox
 
-__all__ = ["Daemon", "serve", "validate_runtime"]
+__all__ = ["Daemon", "serve"]
 
 log = logging.getLogger("mta")
-
-
-def validate_runtime(cfg: Config) -> list[str]:
-    """Checks beyond the config file's own types: rules in other subpackages' syntax, and
-    keys or certificates that must load."""
-    from mta.bounce.classify import Classifier, RulesError
-    from mta.dkim.signer import validate as validate_dkim
-    from mta.shaping import validate as validate_shaping
-
-    errors = list(validate_shaping(cfg))
-    errors += validate_dkim(cfg)
-    try:
-        Classifier.from_config(cfg)
-    except RulesError as e:
-        errors += e.errors
-    try:
-        import ssl
-
-        s = cfg.smtp
-        if s.tls_cert is not None and s.tls_key is not None:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
-                s.tls_cert, s.tls_key)
-    except (ssl.SSLError, OSError) as e:
-        errors.append(f"{cfg.path}: smtp.tls_cert: cannot load certificate and key: {e}")
-    return errors
-
-
-def node_owner(spool_dir: str | os.PathLike[str], shard: int) -> str:
-    """Who owns this process's policy reservations: "<node id>/<shard>". Nodes of a cluster
-    share one policy store, and a restarted node must reconcile its own reservations and no
-    one else's; the spool directory is what stays the same across restarts, so the node id
-    is made once, at random, in `spool_dir/node-id` and kept there."""
-    path = os.path.join(spool_dir, "node-id")
-    if not os.path.exists(path):
-        os.makedirs(spool_dir, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(os.urandom(8).hex() + "\n")
-            f.flush()
-            os.fsync(f.fileno())  # a node id lost in a crash would orphan its reservations
-        try:
-            os.link(tmp, path)  # atomic and exclusive: workers starting together agree
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
-        fd = os.open(spool_dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    with open(path) as f:
-        return f"{f.read().strip()}/{shard}"
 
 
 def config_api_keys(cfg: Config) -> dict[str, str]:
@@ -412,7 +363,7 @@ class Daemon:
                                    users=users)
             await self.smtp.start()
             stack.push_async_callback(self.smtp.stop, cfg.server.shutdown_timeout)
-            _tell_supervisor()
+            tell_supervisor()
             yield
 
     async def _open_webhooks(self, cfg: Config) -> Webhooks | None:
@@ -483,8 +434,7 @@ class Daemon:
     async def _tenant_pool(self, tenant: str) -> str:
         """Egress pool of a message queued without one (before the spool recorded it):
         what policy decides now, through the tenant chain (run-time tenants too)."""
-        chain = await self.policy.tenants.chain(tenant)
-        return next((t.pool for t in chain if t.pool), "") or "default"
+        return egress_pool(await self.policy.tenants.chain(tenant)) or "default"
 
     def _licence_connections(self) -> int:
         """The volume licence's cap on concurrent outbound connections (0: none)."""
@@ -577,41 +527,6 @@ class Daemon:
         self.cfg = new
         log.info("configuration reloaded from %s", new.path)
         notify(f"READY=1\nSTATUS={self.status()}")
-
-
-def events_path(cfg: Config, shard: int) -> str | None:
-    """The events log of a worker: `[log] events` for worker 0, with "-NN" before the
-    suffix for the others (one writer per file: lines never interleave, rotation stays
-    each file's own)."""
-    path = cfg.log.events
-    if not path or shard == 0:
-        return path or None
-    root, dot, ext = path.rpartition(".")
-    return f"{root}-{shard:02d}.{ext}" if dot and "/" not in ext else f"{path}-{shard:02d}"
-
-
-def _tell_supervisor() -> None:
-    """Under mta.supervisor: one byte on the pipe it gave, once every listener is up."""
-    fd = os.environ.pop(READY_FD_ENV, None)
-    if fd is None:
-        return
-    with contextlib.suppress(OSError, ValueError):
-        os.write(int(fd), b"R")
-        os.close(int(fd))
-
-
-class MergedMetrics:
-    """Worker 0's /metrics: its own and every other worker's series (mta.http.shards)."""
-
-    def __init__(self, metrics: Metrics, shard: int, peers: dict[int, str]) -> None:
-        self._m, self._shard, self._peers = metrics, shard, peers
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._m, name)
-
-    async def render(self) -> bytes:
-        own = (await self._m.render()).decode()
-        return (await merged_metrics(own, self._shard, self._peers)).encode()
 
 
 def serve(cfg: Config) -> int:

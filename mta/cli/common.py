@@ -80,7 +80,7 @@ def command(sub: Any, common: argparse.ArgumentParser, name: str,
 def checked_config(args: argparse.Namespace) -> Config:
     """Load and validate the whole configuration, including the parts that need files
     (DKIM keys, licence): what `check-config` accepts, `serve` accepts."""
-    from mta.daemon import validate_runtime
+    from mta.preflight import validate_runtime
 
     require_config(args)
     cfg = load_config(args.config)

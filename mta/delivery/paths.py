@@ -129,10 +129,20 @@ class PathTable:
         """The site's rules changed: resolve its paths' settings again."""
         sp = self._sites.get(site)
         for p in (sp.by_source.values() if sp is not None else ()):
+            # The source as configured now (a reload may have moved its address or EHLO
+            # name; one no longer configured keeps its last, and is no longer chosen).
+            p.source = self.shaper.egress.sources.get(p.source.name, p.source)
             p.settings = path_settings(self.cfg, self.shaper.path(p.source.name, site),
                                        p.source)
-            p.pool.settings = p.settings.client
-            p.pool.max_deliveries = p.settings.max_deliveries
+            pool = p.pool
+            pool.settings = p.settings.client
+            pool.max_deliveries = p.settings.max_deliveries
+            pool.idle_timeout = p.settings.idle_timeout
+            address = p.source.address or None
+            if (pool.source, pool.port) != (address, p.settings.port):
+                # Sessions from the old address or to the old port are not reused.
+                pool.source, pool.port = address, p.settings.port
+                pool.renew()
             self.fit_window(p)
 
     def reload(self, cfg: Config) -> None:

@@ -108,6 +108,7 @@ class ConnectionPool:
                                              self.hosts[0].name if self.hosts else "?")
         self._idle: list[tuple[SmtpClient, asyncio.TimerHandle]] = []  # LIFO: warm first
         self._busy: set[SmtpClient] = set()
+        self._stale: set[SmtpClient] = set()  # busy when renew() ran: retired on release
         self._opening = 0
         self._slot_freed = asyncio.Event()
         self._closing_tasks: set[asyncio.Task[None]] = set()
@@ -211,6 +212,9 @@ class ConnectionPool:
     def release(self, client: SmtpClient, *, broken: bool = False) -> None:
         """Back to the pool for reuse, unless broken, worn out, or the pool is closing."""
         self._busy.discard(client)
+        if self._stale and client in self._stale:
+            self._stale.discard(client)
+            broken = True  # opened from the address or port before renew()
         if (broken or self._closed or not client.usable
                 or client.transactions >= self.max_deliveries
                 or self.open_count + self.closing_count >= self.connection_limit):
@@ -219,6 +223,16 @@ class ConnectionPool:
             loop = asyncio.get_running_loop()
             timer = loop.call_later(self.idle_timeout, self._idle_expired, client)
             self._idle.append((client, timer))
+        self._slot_freed.set()
+
+    def renew(self) -> None:
+        """The pool's source address or port changed (a reload): idle sessions are closed
+        now and busy ones when they come back, so the next message goes on a new one."""
+        idle, self._idle = self._idle, []
+        for client, timer in idle:
+            timer.cancel()
+            self._retire(client)
+        self._stale.update(self._busy)
         self._slot_freed.set()
 
     async def aclose(self) -> None:

@@ -27,11 +27,15 @@ from typing import Any
 from aiohttp import web
 
 from mta.console.accounts import AccountError, password_hash
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
+from mta.http.apidoc import path_param as _path_param
 from mta.http.callers import is_local
 from mta.http.errors import ApiError, json_object
 from mta.policy.kv import kv_for
 
-__all__ = ["ACCOUNTS", "routes", "setup"]
+__all__ = ["ACCOUNTS", "OPENAPI_PATHS", "routes", "setup"]
 
 routes = web.RouteTableDef()
 ACCOUNTS = web.AppKey("console_accounts", Any)  # mta.console.accounts.Accounts | None
@@ -123,3 +127,62 @@ async def accounts_enable(request: web.Request) -> web.Response:
 async def accounts_remove(request: web.Request) -> web.Response:
     return web.json_response({"removed": await _do(_accounts(request).remove(
         request.match_info["name"], by=_by(request)))})
+
+
+# --- the routes in the OpenAPI document (mta/http/openapi.py) ---------------------------
+_CONSOLE_ACCOUNT = {"type": "object", "properties": {
+    "name": {"type": "string"},
+    "role": {"type": "string", "enum": ["viewer", "operator", "admin"]},
+    "tenant": {"type": ["string", "null"], "description": "a tenant portal account's tenant"},
+    "source": {"type": "string", "enum": ["runtime", "config"]},
+    "disabled": {"type": "boolean"}, "created": {"type": ["number", "null"]},
+    "by": {"type": ["string", "null"]}}}
+_CONSOLE_PASSWORD = {"type": "object", "properties": {
+    "password_hash": {"type": "string", "description": "as `mta passwd` prints ($scrypt$...)"},
+    "password": {"type": "string", "description": "at least 8 characters; hashed by the "
+                                                  "server"}}}
+_CONSOLE_ERRORS = _errors(
+    (400, "bad_account, bad_role, bad_tenant, bad_field, weak_password, unknown_field, "
+          "bad_json, bad_request"),
+    (404, "not_found: no such run-time account, or no such tenant"),
+    (409, "account_exists, config_account (a [console.accounts] entry: edit the config), "
+          "tenant_account (a portal account has no role), too_many_accounts"),
+    (503, "accounts_unavailable: no console or no policy store in this process"))
+_CONSOLE_NAME = [_path_param("name", "Console account name")]
+_CONSOLE_BASE = "/api/v1/admin/console/accounts"
+OPENAPI_PATHS: dict[str, Any] = {
+    _CONSOLE_BASE: {
+        "get": _op("Console accounts: run-time and from the config (never their hashes)",
+                   _ok("Accounts", {"type": "object", "properties": {
+                       "accounts": {"type": "array", "items": _CONSOLE_ACCOUNT}}})
+                   | _CONSOLE_ERRORS, tag="console"),
+        "post": _op("Add a run-time console account, on every node sharing the policy store "
+                    "at once. Event console_account_added.",
+                    _ok("Added", _CONSOLE_ACCOUNT, "201") | _CONSOLE_ERRORS, tag="console",
+                    body={"allOf": [_CONSOLE_PASSWORD, {
+                        "type": "object", "required": ["name"], "properties": {
+                            "name": {"type": "string"},
+                            "role": {"type": "string",
+                                     "enum": ["viewer", "operator", "admin"]},
+                            "tenant": {"type": "string",
+                                       "description": "a portal account of this tenant"}}}]})},
+    _CONSOLE_BASE + "/{name}/role": {"put": _op(
+        "Change a run-time account's role (its next request). Event console_account_changed.",
+        _ok("Changed", _CONSOLE_ACCOUNT) | _CONSOLE_ERRORS, tag="console",
+        body={"type": "object", "required": ["role"], "properties": {
+            "role": {"type": "string", "enum": ["viewer", "operator", "admin"]}}},
+        params=_CONSOLE_NAME)},
+    _CONSOLE_BASE + "/{name}/password": {"put": _op(
+        "Reset a run-time account's password; its sessions end. Event "
+        "console_account_changed.", _ok("Changed", _CONSOLE_ACCOUNT) | _CONSOLE_ERRORS,
+        tag="console", body=_CONSOLE_PASSWORD, params=_CONSOLE_NAME)},
+    **{_CONSOLE_BASE + f"/{{name}}/{verb}": {"post": _op(
+        f"{verb.capitalize()} a run-time account{'; its sessions end' if verb == 'disable' else ''}"
+        ". Event console_account_changed.", _ok("Changed", _CONSOLE_ACCOUNT)
+        | _CONSOLE_ERRORS, tag="console", params=_CONSOLE_NAME)}
+       for verb in ("disable", "enable")},
+    _CONSOLE_BASE + "/{name}": {"delete": _op(
+        "Remove a run-time account; its sessions end. Event console_account_removed.",
+        _ok("Removed", {"type": "object", "properties": {"removed": _CONSOLE_ACCOUNT}})
+        | _CONSOLE_ERRORS, tag="console", params=_CONSOLE_NAME)},
+}

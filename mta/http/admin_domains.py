@@ -19,11 +19,16 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import state
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
+from mta.http.apidoc import path_param as _path_param
+from mta.http.apidoc import query as _query
 from mta.http.errors import ApiError, json_object
 from mta.policy.domains import VERIFY_PREFIX, DomainRecord, UnknownDomain
 from mta.policy.sender_domain import normalise_domain
 
-__all__ = ["routes"]
+__all__ = ["OPENAPI_PATHS", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -111,3 +116,47 @@ async def domains_remove(request: web.Request) -> web.Response:
     if not await identity.registry.remove(tenant, domain):
         raise ApiError(404, "unknown_domain", f"tenant {tenant!r} has not registered {domain}")
     return web.json_response({"removed": {"tenant": tenant, "domain": domain}})
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+_SENDING_DOMAIN = {"type": "object", "properties": {
+    "tenant": {"type": "string"}, "domain": {"type": "string"}, "token": {"type": "string"},
+    "added": {"type": "number"}, "verified": {"type": "boolean"},
+    "verified_at": {"type": ["number", "null"]}, "checked_at": {"type": ["number", "null"]},
+    "last_error": {"type": "string"},
+    "txt_record": {"type": "object", "description": "What to publish to verify", "properties": {
+        "name": {"type": "string"}, "type": {"type": "string"}, "value": {"type": "string"}}}}}
+_SD_ERRORS = _errors((400, "bad_tenant, bad_domain, bad_json"),
+                     (503, "identity_unavailable: no sender identity in this process"))
+_SD_PARAMS = [_path_param("tenant", "Tenant name",
+                          {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}),
+              _path_param("domain", "Sending domain (its subdomains are covered too)",
+                          {"type": "string", "maxLength": 253})]
+_SD_404 = _errors((404, "unknown_domain: the tenant has not registered it"))
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/domains": {
+        "get": _op("Registered sending domains (of one tenant)", _ok("Domains", {
+            "type": "object", "properties": {"domains": {
+                "type": "array", "items": _SENDING_DOMAIN}}}) | _SD_ERRORS, tag="identity",
+            params=[_query("tenant", "Only this tenant's", {"type": "string"})]),
+        "post": _op("Register a sending domain of a tenant (idempotent): the TXT record to "
+                    "publish", _ok("The registration", _SENDING_DOMAIN, "201") | _SD_ERRORS,
+                    tag="identity", body={
+                        "type": "object", "required": ["tenant", "domain"], "properties": {
+                            "tenant": {"type": "string"}, "domain": {"type": "string"}}})},
+    "/api/v1/admin/domains/{tenant}/{domain}": {"delete": _op(
+        "Forget a sending domain", _ok("Removed") | _SD_ERRORS | _SD_404, tag="identity",
+        params=_SD_PARAMS)},
+    "/api/v1/admin/domains/{tenant}/{domain}/verify": {"post": _op(
+        "Look the mta-verify TXT record up now", _ok("The registration", _SENDING_DOMAIN)
+        | _SD_ERRORS | _SD_404, tag="identity", params=_SD_PARAMS)},
+    "/api/v1/admin/domains/{tenant}/{domain}/check": {"get": _op(
+        "SPF, DKIM and DMARC records of the domain and their alignment", _ok("Report", {
+            "type": "object", "properties": {
+                "domain": {"type": "string"}, "spf": {"type": "object"},
+                "dkim": {"type": "object"}, "dmarc": {"type": "object"},
+                "alignment": {"type": "object"},
+                "registration": {"oneOf": [_SENDING_DOMAIN, {"type": "null"}]}}})
+        | _SD_ERRORS, tag="identity", params=_SD_PARAMS)},
+}

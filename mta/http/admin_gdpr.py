@@ -17,9 +17,12 @@ from aiohttp import web
 
 from mta.gdpr.match import normalise
 from mta.http import shards
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
 from mta.http.errors import ApiError, json_object
 
-__all__ = ["GDPR", "routes"]
+__all__ = ["GDPR", "OPENAPI_PATHS", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -64,3 +67,37 @@ async def gdpr_export(request: web.Request) -> web.Response:
 @routes.post("/api/v1/admin/gdpr/erase")
 async def gdpr_erase(request: web.Request) -> web.Response:
     return await _every_worker(request, "erase")
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+# /api/v1/admin/gdpr (mta.http.admin_gdpr): export and erasure of one address, admin only.
+_GDPR_BODY = {"type": "object", "required": ["address"], "properties": {
+    "address": {"type": "string", "description": "the address, any case"}}}
+_GDPR_ERRORS = _errors((400, "bad_json, bad_request, missing_field, unknown_field, "
+                             "bad_address"),
+                       (502, "worker_failed: another worker did not answer"),
+                       (503, "gdpr_unavailable: no gdpr service in this process"))
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/gdpr/export": {"post": _op(
+        "Everything mta holds about an address: queued messages (as sender, recipient or "
+        "named in a body), events (rotated files too), async reports, suppression entries, "
+        "unique-recipient counts and ledger rows, webhook batches; one object per worker",
+        _ok("The data, per worker", {"type": "object", "properties": {
+            "address": {"type": "string"},
+            "workers": {"type": "array", "items": {"type": "object", "properties": {
+                "shard": {"type": "integer"}, "queue": {"type": "array"},
+                "events": {"type": "array"}, "reports": {"type": "array"},
+                "suppressions": {"type": "array"}, "policy": {"type": "object"},
+                "webhooks": {"type": "array"}}}}}}) | _GDPR_ERRORS, body=_GDPR_BODY)},
+    "/api/v1/admin/gdpr/erase": {"post": _op(
+        "Erase an address everywhere (spool, events files, policy state, webhook outbox; "
+        "SQLite files vacuumed); its suppression entries are kept as a keyed hash "
+        "(`token`), so mail to it is still refused", _ok("What was removed, per worker", {
+            "type": "object", "properties": {
+                "address": {"type": "string"},
+                "workers": {"type": "array", "items": {"type": "object", "properties": {
+                    "shard": {"type": "integer"}, "token": {"type": "string"},
+                    "queue": {"type": "object"}, "events": {"type": "object"},
+                    "suppressions": {"type": "object"}, "policy": {"type": "object"},
+                    "webhooks": {"type": "object"}}}}}}) | _GDPR_ERRORS, body=_GDPR_BODY)},
+}

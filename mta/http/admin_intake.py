@@ -20,9 +20,12 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import shards
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
 from mta.http.errors import ApiError, json_error, json_object
 
-__all__ = ["INTAKE", "intake_middleware", "routes"]
+__all__ = ["INTAKE", "OPENAPI_PATHS", "intake_middleware", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -90,3 +93,30 @@ async def intake_middleware(request: web.Request, handler):  # type: ignore[no-u
                           "again later or elsewhere",
                           headers={"Retry-After": _RETRY_AFTER})
     return await handler(request)
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+# /api/v1/admin/intake and /readyz (mta.http.admin_intake): `mta drain`.
+_INTAKE_STATE = {"type": "object", "properties": {
+    "accepting": {"type": "boolean"}, "since": {"type": "number",
+                                                "description": "unix time of the switch"},
+    "reason": {"type": "string"}}}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/intake": {
+        "get": _op("Whether new mail is accepted", _ok("Intake state", _INTAKE_STATE)
+                   | _errors((503, "intake_unavailable")), tag="operations"),
+        "post": _op("Drain (accepting false: SMTP 421 4.3.2, injection 503, delivery goes "
+                    "on) or resume", _ok("The new state", _INTAKE_STATE)
+                    | _errors((400, "bad_accepting, bad_reason"),
+                              (503, "intake_unavailable")),
+                    body={"type": "object", "required": ["accepting"], "properties": {
+                        "accepting": {"type": "boolean"},
+                        "reason": {"type": "string", "maxLength": 500}}},
+                    tag="operations")},
+    "/readyz": {"get": _op(
+        "Readiness: 503 while intake is paused (draining)",
+        _ok("Ready", {"type": "object", "properties": {
+            "ready": {"type": "boolean"}, "accepting": {"type": "boolean"},
+            "reason": {"type": "string"}}}) | _errors((503, "not ready: draining")),
+        admin=False, tag="observability")},
+}

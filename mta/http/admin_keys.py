@@ -25,9 +25,14 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import state
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
+from mta.http.apidoc import path_param as _path_param
+from mta.http.apidoc import query as _query
 from mta.http.errors import ApiError, json_object
 
-__all__ = ["routes"]
+__all__ = ["OPENAPI_PATHS", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -230,3 +235,71 @@ async def users_remove(request: web.Request) -> web.Response:
     await users.delete(name)
     emit(request, "user_removed", user=name, tenant=rec["tenant"])
     return web.json_response({"removed": _public(name, rec, "runtime")})
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+_API_KEY = {"type": "object", "properties": {
+    "id": {"type": "string", "description": "first 12 hex digits of the key's SHA-256"},
+    "tenant": {"type": "string"}, "created": {"type": ["number", "null"]},
+    "label": {"type": "string"},
+    "source": {"type": "string", "enum": ["runtime", "config"]}}}
+_KEY_ERRORS = _errors((400, "bad_tenant, bad_json, bad_request, bad_field, bad_id"),
+                      (404, "not_found: no such tenant, or no such run-time key"),
+                      (503, "policy_unavailable: no policy store in this process"))
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/keys": {
+        "get": _op("API keys (of one tenant): run-time and from the config, never the keys",
+                   _ok("Keys", {"type": "object", "properties": {
+                       "keys": {"type": "array", "items": _API_KEY}}}) | _KEY_ERRORS,
+                   tag="keys", params=[_query("tenant", "only this tenant's",
+                                              {"type": "string"})]),
+        "post": _op("Create an API key; the key is in this answer only (a hash is stored). "
+                    "Event key_created.",
+                    _ok("Created", {"allOf": [_API_KEY, {"type": "object", "properties": {
+                        "key": {"type": "string"}}}]}, "201") | _KEY_ERRORS, tag="keys",
+                    body={"type": "object", "required": ["tenant"], "properties": {
+                        "tenant": {"type": "string"}, "label": {"type": "string"}}})},
+    "/api/v1/admin/keys/{tenant}/{id}": {"delete": _op(
+        "Revoke a run-time key: refused at once on every node sharing the store. Event "
+        "key_revoked.",
+        _ok("Revoked", {"type": "object", "properties": {"revoked": _API_KEY}})
+        | _KEY_ERRORS | _errors((409, "config_key: a config key (edit the config, SIGHUP)")),
+        tag="keys", params=[_path_param("tenant", "Tenant name"),
+                            _path_param("id", "Key id (8 to 64 hex digits)")])},
+}
+
+_USER = {"type": "object", "properties": {
+    "name": {"type": "string"}, "tenant": {"type": "string"},
+    "networks": {"type": "array", "items": {"type": "string"}},
+    "disabled": {"type": "boolean"}, "created": {"type": ["number", "null"]},
+    "source": {"type": "string", "enum": ["runtime", "config"]}}}
+_PASSWORD = {"type": "object", "properties": {
+    "password_hash": {"type": "string", "description": "as `mta passwd` prints ($scrypt$...)"},
+    "password": {"type": "string", "description": "hashed by the server"}}}
+_USER_ERRORS = _errors((400, "bad_user, bad_tenant, bad_json, bad_request, bad_field"),
+                       (404, "not_found: no such tenant or run-time user"),
+                       (409, "user_exists, config_user (a [users] entry: edit the config)"),
+                       (503, "users_unavailable"))
+_USER_NAME = [_path_param("name", "SMTP AUTH user name")]
+OPENAPI_PATHS["/api/v1/admin/users"] = {
+    "get": _op("SMTP AUTH users: run-time and from the config (never their hashes)",
+               _ok("Users", {"type": "object", "properties": {
+                   "users": {"type": "array", "items": _USER}}}) | _USER_ERRORS, tag="keys"),
+    "post": _op("Add a run-time SMTP AUTH user, effective at once on every node. Event "
+                "user_added.", _ok("Added", _USER, "201") | _USER_ERRORS, tag="keys",
+                body={"allOf": [_PASSWORD, {"type": "object", "required": ["name", "tenant"],
+                                            "properties": {
+                    "name": {"type": "string"}, "tenant": {"type": "string"},
+                    "networks": {"type": "array", "items": {"type": "string"}}}}]})}
+OPENAPI_PATHS["/api/v1/admin/users/{name}/password"] = {"put": _op(
+    "Set a run-time user's password. Event user_passwd.", _ok("Changed", _USER)
+    | _USER_ERRORS, tag="keys", body=_PASSWORD, params=_USER_NAME)}
+for _verb in ("disable", "enable"):
+    OPENAPI_PATHS[f"/api/v1/admin/users/{{name}}/{_verb}"] = {"post": _op(
+        f"{_verb.capitalize()} a run-time user (its next AUTH on any node). Event "
+        f"user_{_verb}d.", _ok("Changed", _USER) | _USER_ERRORS, tag="keys",
+        params=_USER_NAME)}
+OPENAPI_PATHS["/api/v1/admin/users/{name}"] = {"delete": _op(
+    "Remove a run-time user. Event user_removed.", _ok("Removed", {
+        "type": "object", "properties": {"removed": _USER}}) | _USER_ERRORS, tag="keys",
+    params=_USER_NAME)}

@@ -12,9 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import state
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
 from mta.http.errors import ApiError
 
-__all__ = ["routes"]
+__all__ = ["OPENAPI_PATHS", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -42,3 +45,24 @@ async def licence_status(request: web.Request) -> web.Response:
         "timezone": str(engine.tz),
     }
     return web.json_response(body)
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/licence": {"get": _op(
+        "The licence in force and this month's usage", _ok("Licence status", {
+            "type": "object", "properties": {
+                "state": {"type": "string", "enum": [
+                    "none", "valid", "expired", "not yet valid", "invalid"]},
+                "problem": {"type": "string"}, "licensee": {"type": "string"},
+                "id": {"type": ["string", "null"]}, "month": {"type": "string"},
+                "used": {"type": "integer"},
+                "volume": {"type": "integer", "description": "0 = unlimited"},
+                "remaining": {"type": ["integer", "null"]}, "ratio": {"type": "number"},
+                "max_connections": {"type": "integer"},
+                "valid_from": {"type": ["string", "null"]},
+                "valid_until": {"type": ["string", "null"]},
+                "file": {"type": ["string", "null"]}, "timezone": {"type": "string"}}})
+        | _errors((503, "policy_unavailable: no policy engine in this process")),
+        tag="policy")},
+}

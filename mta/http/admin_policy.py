@@ -18,11 +18,20 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import state
+from mta.http.apidoc import DATE as _DATE
+from mta.http.apidoc import DURATION as _DURATION
+from mta.http.apidoc import TENANT as _TENANT
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
+from mta.http.apidoc import path_param as _path_param
+from mta.http.apidoc import query as _query
+from mta.http.apidoc import ref as _ref
 from mta.http.errors import ApiError, json_object, positive_duration
 from mta.policy import Limits, PolicyError, Tenant
 from mta.policy.sender_domain import normalise_domain
 
-__all__ = ["routes"]
+__all__ = ["OPENAPI_PATHS", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -283,3 +292,91 @@ async def domain_resume(request: web.Request) -> web.Response:
     domain = _domain(request)
     n = await _call(_admin(request).resume_sender_domain(domain))
     return web.json_response({"domain": domain, "lifted": n})
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+_POLICY_ERRORS = _errors(
+    (400, "bad_tenant, bad_json, bad_request, missing_field, bad_field, policy_error"),
+    (404, "not_found: no such tenant"),
+    (503, "policy_unavailable: no policy engine in this process"))
+_DOMAIN = _path_param("domain", "Sender (MAIL FROM) domain, exactly: subdomains are not "
+                      "included", {"type": "string", "maxLength": 253})
+_DOMAIN_ERRORS = _errors(
+    (400, "bad_domain, bad_json, bad_request, missing_field, bad_field, unknown_field, "
+          "policy_error"),
+    (503, "policy_unavailable: no policy engine in this process"))
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/tenants": {
+        "get": _op("List tenants (configured and created)", _ok("Tenants", {
+            "type": "object", "properties": {"tenants": {
+                "type": "array", "items": _ref("Tenant")}}}) | _POLICY_ERRORS, tag="policy"),
+        "post": _op("Create a tenant in the policy store",
+                    _ok("Created", _ref("Tenant"), "201") | _POLICY_ERRORS,
+                    body=_ref("Tenant"), tag="policy")},
+    "/api/v1/admin/tenants/{name}": {"delete": _op(
+        "Delete a tenant created through the API", _ok("Deleted") | _POLICY_ERRORS,
+        params=[_TENANT], tag="policy")},
+    "/api/v1/admin/tenants/{name}/credits": {
+        "get": _op("Credit balance and lots", _ok("Credit summary") | _POLICY_ERRORS,
+                   params=[_TENANT], tag="policy"),
+        "post": _op("Add a lot of credits", _ok("The new lot", None, "201") | _POLICY_ERRORS,
+                    params=[_TENANT], tag="policy", body={
+                        "type": "object", "required": ["amount"], "properties": {
+                            "amount": {"type": "integer", "minimum": 1},
+                            "paid": {"type": "boolean", "default": False},
+                            "expires": _DATE, "note": {"type": "string"}}})},
+    "/api/v1/admin/tenants/{name}/credits/history": {"get": _op(
+        "Credit ledger, oldest first", _ok("Ledger entries") | _POLICY_ERRORS,
+        params=[_TENANT, _query("limit", "At most this many", {
+            "type": "integer", "minimum": 1, "maximum": 10000, "default": 100})],
+        tag="policy")},
+    "/api/v1/admin/credit-lots/{lot}/paid": {"post": _op(
+        "Mark a lot of credits paid", _ok("The lot") | _POLICY_ERRORS,
+        params=[_path_param("lot", "Lot id", {"type": "integer"})], tag="policy")},
+    "/api/v1/admin/tenants/{name}/limits": {
+        "get": _op("Usage against the effective limits", _ok("Usage") | _POLICY_ERRORS,
+                   params=[_TENANT], tag="policy"),
+        "post": _op("Set a temporary operator limit", _ok("The limit", None, "201")
+                    | _POLICY_ERRORS, params=[_TENANT], tag="policy", body={
+                        "type": "object", "required": ["name", "value", "until", "reason"],
+                        "properties": {
+                            "name": {"type": "string", "enum": [
+                                "messages_per_hour", "messages_per_day", "messages_per_month",
+                                "unique_recipients_per_month"]},
+                            "value": {"type": "integer", "minimum": 0},
+                            "until": _DATE, "reason": {"type": "string"}}}),
+        "delete": _op("Clear operator limits (one with ?name=)", _ok("Cleared")
+                      | _POLICY_ERRORS, tag="policy", params=[
+                          _TENANT, _query("name", "Only this limit", {"type": "string"})])},
+    "/api/v1/admin/tenants/{name}/suspensions": {
+        "post": _op("Suspend a tenant (or one message class)",
+                    _ok("The suspension", None, "201") | _POLICY_ERRORS, params=[_TENANT],
+                    tag="policy", body={
+                        "type": "object", "required": ["reason"], "properties": {
+                            "reason": {"type": "string"}, "class": {"type": "string"},
+                            "until": _DATE, "duration": _DURATION}}),
+        "get": _op("The tenant's own active suspensions", _ok("Suspensions", {
+            "type": "object", "properties": {"tenant": {"type": "string"}, "suspensions": {
+                "type": "array", "items": {"type": "object"}}}}) | _POLICY_ERRORS,
+            params=[_TENANT], tag="policy"),
+        "delete": _op("Lift suspensions (one class with ?class=)", _ok("Lifted")
+                      | _POLICY_ERRORS, tag="policy", params=[
+                          _TENANT, _query("class", "Only this class", {"type": "string"})])},
+    "/api/v1/admin/sender-domains/{domain}/suspensions": {
+        "get": _op("Active suspensions of a sender domain", _ok("Suspensions", {
+            "type": "object", "properties": {"domain": {"type": "string"}, "suspensions": {
+                "type": "array", "items": _ref("DomainSuspension")}}}) | _DOMAIN_ERRORS,
+            params=[_DOMAIN], tag="policy"),
+        "post": _op("Suspend a sender domain: MAIL FROM of exactly this domain is refused "
+                    "for every tenant (554 5.7.1; 451 4.7.1 while an end is set)",
+                    _ok("The suspension", _ref("DomainSuspension"), "201") | _DOMAIN_ERRORS,
+                    params=[_DOMAIN], tag="policy", body={
+                        "type": "object", "required": ["reason"],
+                        "additionalProperties": False, "properties": {
+                            "reason": {"type": "string"}, "until": _DATE,
+                            "duration": _DURATION}}),
+        "delete": _op("Lift the suspensions of a sender domain", _ok("Lifted", {
+            "type": "object", "properties": {"domain": {"type": "string"},
+                                             "lifted": {"type": "integer"}}})
+            | _DOMAIN_ERRORS, params=[_DOMAIN], tag="policy")},
+}

@@ -11,10 +11,16 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
+from mta.http.apidoc import path_param as _path_param
+from mta.http.apidoc import query as _query
+from mta.http.apidoc import ref as _ref
 from mta.http.errors import ApiError
 from mta.http.state import QUEUE_OPS
 
-__all__ = ["QueueOps", "routes"]
+__all__ = ["OPENAPI_PATHS", "QueueOps", "routes"]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _STATES = ("queued", "held", "delivered", "bounced", "expired")
@@ -146,3 +152,53 @@ async def queue_action(request: web.Request) -> web.Response:
         raise _not_found(msg_id)
     past = {"hold": "held", "release": "released", "bounce": "bounced"}[action]
     return web.json_response({"id": msg_id, "result": past})
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+_QUEUE_ERRORS = _errors((400, "bad_id"), (404, "not_found"),
+                        (503, "queue_unavailable"))
+
+_ID = _path_param("id", "Queue id", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"})
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/queue": {"get": _op(
+        "List queued messages, oldest first", _ok("Messages", {
+            "type": "object", "properties": {"messages": {
+                "type": "array", "items": _ref("Message")}}}) | _errors(
+            (400, "bad_state, bad_limit"), (503, "queue_unavailable")),
+        params=[_query("state", "Message state", {"type": "string", "enum": [
+                    "queued", "held", "delivered", "bounced", "expired"]}),
+                _query("limit", "At most this many", {"type": "integer", "minimum": 1,
+                                                      "maximum": 10000, "default": 100}),
+                _query("after", "Page after this id", {"type": "string"}),
+                _query("tenant", "Only this tenant's messages", {"type": "string"}),
+                _query("site", "Only messages with a recipient at this site (empty: not "
+                       "routed yet)", {"type": "string"})])},
+    "/api/v1/admin/queue-stats": {"get": _op(
+        "Queue counts by state and site", _ok("Counts") | _errors(
+            (503, "queue_unavailable")))},
+    "/api/v1/admin/queue-shape": {"get": _op(
+        "Queued recipients by site and age bucket (qshape), counted in the spool",
+        _ok("{edges, rows: [site, held, bucket, recipients]}") | _errors(
+            (400, "bad_edges"), (503, "queue_unavailable")),
+        params=[{"name": "edges", "in": "query", "required": False,
+                 "description": "Age bucket edges in minutes, rising, comma-separated",
+                 "schema": {"type": "string"}},
+                {"name": "tenant", "in": "query", "required": False,
+                 "schema": {"type": "string"}}])},
+    "/api/v1/admin/queue/flush": {"post": _op(
+        "Retry every deferred recipient now", _ok("Flushed", _ref("ActionResult")) | _errors(
+            (503, "queue_unavailable")))},
+    "/api/v1/admin/queue/{id}": {
+        "get": _op("Show one message", _ok("The message", _ref("Message")) | _QUEUE_ERRORS,
+                   params=[_ID]),
+        "delete": _op("Delete a message", _ok("Deleted", _ref("ActionResult"))
+                      | _QUEUE_ERRORS, params=[_ID])},
+    "/api/v1/admin/queue/{id}/explain": {"get": _op(
+        "Why each recipient is where it is", _ok("Explanation") | _QUEUE_ERRORS,
+        params=[_ID])},
+    "/api/v1/admin/queue/{id}/{action}": {"post": _op(
+        "Hold, release, bounce or flush one message",
+        _ok("Done", _ref("ActionResult")) | _QUEUE_ERRORS,
+        params=[_ID, _path_param("action", "What to do", {
+            "type": "string", "enum": ["hold", "release", "bounce", "flush"]})])},
+}

@@ -22,10 +22,14 @@ from typing import Any
 
 from aiohttp import web
 
+from mta.http.apidoc import TENANT as _TENANT
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
 from mta.http.errors import ApiError, json_object
 from mta.reputation import ReputationError
 
-__all__ = ["REPUTATION", "routes"]
+__all__ = ["OPENAPI_PATHS", "REPUTATION", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -97,3 +101,51 @@ async def reputation_thresholds(request: web.Request) -> web.Response:
         code = 404 if "unknown tenant" in str(e) else 400
         raise ApiError(code, "unknown_tenant" if code == 404 else "bad_field", str(e)) from None
     return web.json_response(r)
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+_REP_STATES = ["ok", "warned", "limited", "suspended_class", "suspended", "terminated"]
+_REP_ERRORS = _errors((400, "bad_field, bad_json"), (404, "unknown_tenant"),
+                      (503, "reputation_unavailable"))
+_REP_STATE = {"type": "object", "properties": {
+    "tenant": {"type": "string"}, "state": {"type": "string", "enum": _REP_STATES},
+    "since": {"type": "number"}, "reason": {"type": "string"},
+    "manual": {"type": "boolean", "description": "set by hand: stays until cleared"}}}
+_REP_THRESHOLDS = {"type": "object", "description": "each key in effect ({value, source}): "
+                   "hard_bounce, complaint, spam_block, min_sample, limited_per_hour, "
+                   "suspend_class, exempt; source: \"[reputation]\", "
+                   "\"[reputation.plans.P]\", \"[reputation.tenants.T]\", "
+                   "\"run-time override of T\""}
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/tenants/{name}/reputation": {
+        "get": _op("The tenant's escalation state, the figures per window and its moves",
+                   _ok("Reputation", {"type": "object", "properties": {
+                       **_REP_STATE["properties"],
+                       "figures_reach": {"type": "string", "enum": _REP_STATES},
+                       "why": {"type": "string"},
+                       "figures": {"type": "array", "items": {"type": "object"}},
+                       "history": {"type": "array", "items": {"type": "object"}},
+                       "thresholds": _REP_THRESHOLDS}})
+                   | _REP_ERRORS, params=[_TENANT], tag="policy"),
+        "post": _op("Move the tenant to a state by hand (it stays until cleared)",
+                    _ok("The new state", _REP_STATE) | _REP_ERRORS, params=[_TENANT],
+                    tag="policy", body={"type": "object", "required": ["state", "reason"],
+                                        "properties": {
+                                            "state": {"type": "string",
+                                                      "enum": _REP_STATES[1:]},
+                                            "reason": {"type": "string"}}})},
+    "/api/v1/admin/tenants/{name}/reputation/clear": {"post": _op(
+        "Back to ok; counts from before now no longer count", _ok("The new state", _REP_STATE)
+        | _REP_ERRORS, params=[_TENANT], tag="policy", body={
+            "type": "object", "required": ["reason"],
+            "properties": {"reason": {"type": "string"}}})},
+    "/api/v1/admin/tenants/{name}/reputation/thresholds": {"post": _op(
+        "Set or drop keys of the tenant's run-time thresholds (evaluated at the next "
+        "interval)", _ok("As GET .../reputation") | _REP_ERRORS, params=[_TENANT],
+        tag="policy", body={"type": "object", "properties": {
+            "set": {"type": "object", "description": "key -> value: a list of four "
+                    "fractions (or \"0.001,0.002,0.003,0.005\"), a number, a class, a "
+                    "boolean"},
+            "unset": {"type": "array", "items": {"type": "string"},
+                      "description": "keys to drop, or \"all\""}}})},
+}

@@ -20,11 +20,16 @@ from typing import Any
 from aiohttp import web
 
 from mta.http import state
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
+from mta.http.apidoc import path_param as _path_param
+from mta.http.apidoc import query as _query
 from mta.http.errors import ApiError, json_object, positive_duration
 from mta.shaping.egress import DEFAULT_SOURCE
 from mta.shaping.suspend import SCOPES
 
-__all__ = ["routes"]
+__all__ = ["OPENAPI_PATHS", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -98,3 +103,47 @@ async def site_explain(request: web.Request) -> web.Response:
     # are the ones delivery uses (and the state is keyed by the same "source->site").
     path = shaper.path(source, site)
     return web.json_response(await shaper.explain(path, tenant))
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+_SHAPING_ERRORS = _errors((400, "bad_scope, bad_name"),
+                          (503, "shaping_unavailable: no shaper in this process"))
+_SCOPE = _path_param("scope", "What is suspended", {"type": "string", "enum": [
+    "site", "source", "path", "tenant"]})
+_SUSPENSION = {"type": "object", "properties": {
+    "scope": {"type": "string"}, "name": {"type": "string"}, "reason": {"type": "string"},
+    "since": {"type": "number"}, "until": {"type": ["number", "null"]}}}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/admin/shaping/suspensions": {
+        "get": _op("Active shaping suspensions", _ok("Suspensions", {
+            "type": "object", "properties": {"suspensions": {
+                "type": "array", "items": _SUSPENSION}}}) | _SHAPING_ERRORS, tag="shaping"),
+        "post": _op("Suspend sending to a site, from a source, on a path or for a tenant",
+                    _ok("The suspension", _SUSPENSION, "201") | _SHAPING_ERRORS
+                    | _errors((400, "bad_scope, bad_name, bad_json, bad_request, "
+                                    "unknown_field, missing_field, bad_field")),
+                    tag="shaping", body={
+                        "type": "object", "required": ["scope", "name", "reason"],
+                        "properties": {
+                            "scope": {"type": "string", "enum": [
+                                "site", "source", "path", "tenant"]},
+                            "name": {"type": "string", "description": "site, source, "
+                                     "SOURCE->SITE or tenant"},
+                            "reason": {"type": "string"},
+                            "duration": {"oneOf": [
+                                {"type": "number", "description": "seconds"},
+                                {"type": "string", "description": "\"1h\", \"30m\""},
+                                {"type": "null", "description": "until lifted"}]}}})},
+    "/api/v1/admin/shaping/suspensions/{scope}/{name}": {"delete": _op(
+        "Lift a shaping suspension", _ok("Lifted", _SUSPENSION) | _SHAPING_ERRORS
+        | _errors((404, "not_found: no such suspension")), tag="shaping",
+        params=[_SCOPE, _path_param("name", "site, source, SOURCE->SITE or tenant")])},
+    "/api/v1/admin/shaping/sites/{site}": {"get": _op(
+        "Effective rules of a path (with the layer each value came from), its throttles, "
+        "connections, adaptive window and suspension", _ok("Explanation")
+        | _SHAPING_ERRORS, tag="shaping", params=[
+            _path_param("site", "Site (MX rollup) name"),
+            _query("source", "Egress source", {"type": "string", "default": "default"}),
+            _query("tenant", "Also check this tenant's suspension", {"type": "string"})])},
+}

@@ -21,11 +21,17 @@ from typing import Any
 
 from aiohttp import web
 
+from mta.http.apidoc import ADMIN_OR_KEY as _ADMIN_OR_KEY
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
+from mta.http.apidoc import path_param as _path_param
+from mta.http.apidoc import query as _query
 from mta.http.callers import caller
 from mta.http.errors import ApiError, json_object
 from mta.suppress.entry import GLOBAL, EntryError, make_entry, parse_lines, valid_scope
 
-__all__ = ["SUPPRESSIONS", "routes"]
+__all__ = ["OPENAPI_PATHS", "SUPPRESSIONS", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -174,3 +180,61 @@ def _one(doc: Any, scope: str | None, reason: str, source: str,
         return make_entry(doc, scope=scope, reason=reason, source=source, now=now)
     except EntryError as e:
         return e
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+# /api/v1/suppressions (mta.http.admin_suppressions): the admin token sees every list, a
+# tenant's API key only its own.
+_SUPPRESSION = {"type": "object", "properties": {
+    "scope": {"type": "string", "description": '"global" or a tenant name'},
+    "address": {"type": "string", "description": 'an address, or "@domain" for a whole '
+                                                 "domain"},
+    "reason": {"type": "string", "enum": ["hard_bounce", "complaint", "unsubscribe",
+                                          "manual", "import"]},
+    "source": {"type": "string"}, "created_at": {"type": "number"},
+    "expires_at": {"type": ["number", "null"], "description": "null: until removed"}}}
+_SUPPRESSION_ERRORS = _errors(
+    (400, "bad_scope, bad_request, bad_json, bad_field, unknown_field, bad_address"),
+    (401, "unauthorized: neither the admin token nor a tenant's API key"),
+    (403, "forbidden: a tenant's key used on another scope"),
+    (503, "suppression_unavailable"))
+
+
+def _sop(summary: str, responses: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    op = _op(summary, responses | _SUPPRESSION_ERRORS, admin=False, tag="suppression", **kw)
+    op["security"] = _ADMIN_OR_KEY
+    return op
+
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/suppressions": {
+        "get": _sop("One page of active entries, in (scope, address) order", _ok("A page", {
+            "type": "object", "properties": {
+                "entries": {"type": "array", "items": _SUPPRESSION},
+                "next": {"type": ["string", "null"],
+                         "description": "cursor of the next page; null at the end"}}}),
+            params=[_query("scope", "one list (a tenant key: its own, the default)",
+                           {"type": "string"}),
+                    _query("cursor", "`next` of the previous page", {"type": "string"}),
+                    _query("limit", "entries per page (1-10000, default 100)",
+                           {"type": "integer", "minimum": 1, "maximum": 10000})]),
+        "post": _sop("Suppress an address or a domain", _ok("Added", _SUPPRESSION, "201"),
+                     body={"type": "object", "required": ["address"], "properties": {
+                         "address": {"type": "string"}, "scope": {"type": "string"},
+                         "reason": {"type": "string"}, "source": {"type": "string"},
+                         "expires_at": {"oneOf": [{"type": "number"}, {"type": "string"},
+                                                  {"type": "null"}]}}})},
+    "/api/v1/suppressions/import": {"post": _sop(
+        "Add many entries (idempotent): JSON {entries: [...]}, text/csv or "
+        "application/x-ndjson", _ok("Imported", {"type": "object", "properties": {
+            "imported": {"type": "integer"}, "invalid": {"type": "integer"},
+            "errors": {"type": "array", "items": {"type": "object", "properties": {
+                "line": {"type": "integer"}, "error": {"type": "string"}}}}}})
+        | _errors((413, "payload_too_large"), (415, "unsupported_media_type")),
+        body={"type": "object", "properties": {"entries": {"type": "array"}}},
+        params=[_query("scope", "put every entry on this list", {"type": "string"})])},
+    "/api/v1/suppressions/{scope}/{address}": {"delete": _sop(
+        "Remove an entry", _ok("Removed") | _errors((404, "not_found")),
+        params=[_path_param("scope", '"global" or a tenant name'),
+                _path_param("address", 'the address or "@domain"')])},
+}

@@ -22,12 +22,18 @@ from typing import Any
 
 from aiohttp import web
 
+from mta.http.apidoc import ADMIN_OR_KEY as _ADMIN_OR_KEY
+from mta.http.apidoc import errors as _errors
+from mta.http.apidoc import ok as _ok
+from mta.http.apidoc import op as _op
+from mta.http.apidoc import path_param as _path_param
+from mta.http.apidoc import query as _query
 from mta.http.callers import caller
 from mta.http.errors import ApiError, json_object
 from mta.http.shards import PEERS, ask_peers
 from mta.webhooks import MAX_PER_TENANT, Endpoint, EndpointError
 
-__all__ = ["WEBHOOKS", "routes"]
+__all__ = ["OPENAPI_PATHS", "WEBHOOKS", "routes"]
 
 routes = web.RouteTableDef()
 
@@ -181,3 +187,74 @@ async def webhooks_enable(request: web.Request) -> web.Response:
     ep = await service.endpoints.set_enabled(ep.id, True)
     await service.enabled(ep.id)
     return web.json_response(ep.public())
+
+
+# The OpenAPI description of these routes (openapi.py puts the document together).
+# /api/v1/webhooks (mta.http.admin_webhooks): the admin token manages every endpoint, a
+# tenant's API key only its own.
+_WEBHOOK = {"type": "object", "properties": {
+    "id": {"type": "string"}, "url": {"type": "string"},
+    "tenant": {"type": ["string", "null"], "description": "null: every tenant's events"},
+    "events": {"type": "array", "items": {"type": "string"},
+               "description": '["*"]: every event'},
+    "enabled": {"type": "boolean"}, "disabled_reason": {"type": "string"},
+    "created_at": {"type": "number"}, "description": {"type": "string"},
+    "added_by_tenant": {"type": "boolean"}}}
+_WEBHOOK_BATCH = {"type": "object", "properties": {
+    "seq": {"type": "integer"}, "endpoint": {"type": "string"},
+    "webhook_id": {"type": "string"}, "events": {"type": "integer"},
+    "created_at": {"type": "number"}, "attempts": {"type": "integer"},
+    "last_error": {"type": "string"}}}
+_WEBHOOK_ERRORS = _errors(
+    (400, "bad_field, bad_json, bad_limit"),
+    (401, "unauthorized: neither the admin token nor a tenant's API key"),
+    (403, "forbidden: a tenant's key adding another tenant's endpoint"),
+    (404, "not_found: no such endpoint (or another tenant's)"),
+    (503, "webhooks_unavailable: [webhooks] enabled = false"))
+
+
+def _wop(summary: str, responses: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    op = _op(summary, responses | _WEBHOOK_ERRORS, admin=False, tag="webhooks", **kw)
+    op["security"] = _ADMIN_OR_KEY
+    return op
+
+
+_EP_ID = [_path_param("id", "the endpoint id (ep_...)")]
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/webhooks": {
+        "get": _wop("The endpoints (never their secrets)", _ok("Endpoints", {
+            "type": "object", "properties": {
+                "endpoints": {"type": "array", "items": _WEBHOOK}}})),
+        "post": _wop("Add an endpoint; the reply holds its signing secret, once",
+                     _ok("Added", {"allOf": [_WEBHOOK, {"type": "object", "properties": {
+                         "secret": {"type": "string", "description": "whsec_..."}}}]},
+                         "201") | _errors((409, "too_many_endpoints")),
+                     body={"type": "object", "required": ["url"], "properties": {
+                         "url": {"type": "string"}, "tenant": {"type": "string"},
+                         "events": {"type": "array", "items": {"type": "string"}},
+                         "description": {"type": "string"}}})},
+    "/api/v1/webhooks/failed": {"get": _wop(
+        "Batches that failed for good on this node", _ok("Failed batches", {
+            "type": "object", "properties": {
+                "failed": {"type": "array", "items": _WEBHOOK_BATCH}}}),
+        params=[_query("endpoint", "one endpoint's", {"type": "string"}),
+                _query("limit", "at most (default 100)", {"type": "integer"})])},
+    "/api/v1/webhooks/replay": {"post": _wop(
+        "Post failed batches again, with their webhook ids", _ok("Replayed", {
+            "type": "object", "properties": {"replayed": {"type": "integer"}}}),
+        body={"type": "object", "properties": {
+            "endpoint": {"type": "string"},
+            "webhook_ids": {"type": "array", "items": {"type": "string"}}}})},
+    "/api/v1/webhooks/{id}": {
+        "get": _wop("One endpoint", _ok("The endpoint", _WEBHOOK), params=_EP_ID),
+        "delete": _wop("Remove an endpoint and its waiting batches", _ok("Removed"),
+                       params=_EP_ID)},
+    "/api/v1/webhooks/{id}/test": {"post": _wop(
+        "Post a webhook_test event now, outside the outbox", _ok("The receiver's answer", {
+            "type": "object", "properties": {
+                "ok": {"type": "boolean"}, "status": {"type": "integer"},
+                "error": {"type": "string"}, "seconds": {"type": "number"}}}),
+        params=_EP_ID)},
+    "/api/v1/webhooks/{id}/enable": {"post": _wop(
+        "Enable a disabled endpoint again", _ok("The endpoint", _WEBHOOK), params=_EP_ID)},
+}

@@ -4,8 +4,9 @@ Worker 0 answers the admin API and /metrics for the whole daemon. `ShardedQueueO
 its QueueOps: an operation on one message goes to the worker whose shard holds it (the
 last two hex digits of a queue id name the shard), a listing is merged in id order from
 every worker, counts are summed. `merged_metrics` adds a `worker` label to each worker's
-series and serves them as one exposition. The other workers are reached over their own
-admin sockets (`SPOOL/admin-NN.sock`), which only the service user can open.
+series and serves them as one exposition (`MergedMetrics`, worker 0's /metrics). The other
+workers are reached over their own admin sockets (`SPOOL/admin-NN.sock`), which only the
+service user can open.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import heapq
 import json
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 
-__all__ = ["PEERS", "ShardedQueueOps", "ask_peers", "forward", "merged_metrics", "shard_of",
-           "worker_socket"]
+if TYPE_CHECKING:
+    from mta.observe.metrics import Metrics
+
+__all__ = ["PEERS", "MergedMetrics", "ShardedQueueOps", "ask_peers", "forward",
+           "merged_metrics", "shard_of", "worker_socket"]
 
 
 # Worker 0's app: shard -> the other workers' admin sockets (absent with one worker).
@@ -226,3 +230,17 @@ def _number(v: float) -> str:
     if v in (float("inf"), float("-inf")):
         return "+Inf" if v > 0 else "-Inf"
     return repr(float(v)) if not float(v).is_integer() else f"{v:.1f}"
+
+
+class MergedMetrics:
+    """Worker 0's /metrics: its own and every other worker's series (merged_metrics)."""
+
+    def __init__(self, metrics: Metrics, shard: int, peers: dict[int, str]) -> None:
+        self._m, self._shard, self._peers = metrics, shard, peers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._m, name)
+
+    async def render(self) -> bytes:
+        own = (await self._m.render()).decode()
+        return (await merged_metrics(own, self._shard, self._peers)).encode()

@@ -22,7 +22,7 @@ from mta.policy.licence_gate import LicenceStatus
 from mta.policy.redis_store import RedisStore
 from mta.policy.sqlite_store import SqliteStore
 from mta.policy.store import LedgerEntry, Lot, OperatorLimit, PolicyStore, Suspension
-from mta.policy.tenants import LIMIT_NAMES, Limits, Tenant
+from mta.policy.tenants import LIMIT_NAMES, Limits, Tenant, egress_pool
 
 __all__ = [
     "LIMIT_NAMES",
@@ -50,6 +50,7 @@ __all__ = [
     "Tenant",
     "Usage",
     "clock_from_env",
+    "egress_pool",
     "format_history",
     "generate_licence_keypair",
     "issue_licence",

@@ -35,7 +35,7 @@ from mta.policy.calendar import period_key, period_reset
 from mta.policy.clock import Clock, SystemClock
 from mta.policy.directory import PolicyError, TenantDirectory
 from mta.policy.licence_gate import LicenceGate, LicenceStatus
-from mta.policy.plan import EffectiveLimit, Planner, Windows
+from mta.policy.plan import EffectiveLimit, Planner, Windows, duplicate_plan
 from mta.policy.sender_domain import domain_subject, sender_domain
 from mta.policy.sqlite_store import SqliteStore
 from mta.policy.store import (
@@ -45,7 +45,7 @@ from mta.policy.store import (
     ReserveResult,
     Suspension,
 )
-from mta.policy.tenants import LIMIT_LABEL, LIMIT_NAMES, LIMIT_PERIOD, Tenant
+from mta.policy.tenants import LIMIT_LABEL, LIMIT_NAMES, LIMIT_PERIOD, Tenant, egress_pool
 from mta.rfc5321 import Reply
 
 __all__ = ["OUTCOMES", "EffectiveLimit", "PolicyEngine", "PolicyTxn", "normalise_address"]
@@ -94,7 +94,7 @@ class PolicyTxn:
     @property
     def pool(self) -> str:
         """Egress pool: the tenant's, else the nearest ancestor's; "" = the default pool."""
-        return next((t.pool for t in self.chain if t.pool), "")
+        return egress_pool(self.chain)
 
 
 class PolicyEngine:
@@ -338,15 +338,14 @@ class PolicyEngine:
         recipient within `duplicate_window`. The caller answers 250 but drops the recipient;
         its reservation is released here (not charged). A message without a Message-ID is
         never a duplicate."""
-        mid = (message_id or "").strip()
-        if not mid:
-            return False
         rcpt = normalise_address(recipient)
         now = self.clock.now()
+        plan = duplicate_plan(txn.tenant, message_id, rcpt, self.pc.duplicate_window, now)
+        if plan is None:
+            return False
         txn.reserved = True  # a marker row is written for this transaction
         try:
-            dup = await self.store.check_duplicate(txn.tenant, mid, rcpt, self._sid(txn.id),
-                                                   now - self.pc.duplicate_window, now)
+            dup = await self.store.check_duplicate(self._sid(txn.id), plan)
         except Exception:
             log.exception("policy: duplicate check failed; sending (at least once)")
             return False
@@ -357,7 +356,7 @@ class PolicyEngine:
                 txn.recipients.remove(rcpt)
             if self.events:  # the one event of this fact (ingress writes none)
                 self.events.emit("duplicate", tenant=txn.tenant, recipient=rcpt,
-                                 reason="duplicate", message_id=mid)
+                                 reason="duplicate", message_id=plan.marker.message_id)
         return dup
 
     # --- the message's fate ---------------------------------------------------------------

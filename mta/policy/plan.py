@@ -46,6 +46,21 @@ A transaction's `CommitPlan` (the message is in the spool) settles its reservati
 with a credit are held under the message until its outcome (`charge = "delivered"`) or
 their credit is final (one fewer held); the rest is final already.
 
+Duplicate suppression is a `DuplicatePlan` per (tenant, RFC 5322 Message-ID, recipient)
+within `[policy] duplicate_window`:
+
+    guard   no committed marker of the three at or after `since` (else: a duplicate,
+            and nothing is written)
+    effect  a pending marker of the transaction, written at `now`, its key kept `keep`
+            seconds (a store that expires keys by time), the transaction's index of its
+            markers kept `index_keep`
+
+A marker stays pending until its transaction commits, so an aborted attempt never makes its
+own retry a duplicate (two attempts in flight at once are both sent: at least once). The
+transaction's commit plan commits its pending markers (time: the commit's), a release plan
+drops the pending markers of the recipients it gives back. A pending marker whose
+transaction never ended (the process died) lives ORPHAN_MARKER_AGE.
+
 What varies per recipient (transaction, owner, tenant, recipient, time) is not in the plan:
 it travels beside it in the `ReserveRequest`. The engine's `Planner` memoises the windows of
 a set of limits and their plans: recipient after recipient, building a plan is an identity
@@ -59,15 +74,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from mta.policy.calendar import period_end, period_key
 from mta.policy.store import Bucket, Lot, UniqueBucket
 from mta.policy.tenants import LIMIT_PERIOD
 
-__all__ = ["Alert", "CommitPlan", "Count", "EffectiveLimit", "GiveBack", "LotChange",
-           "Planner", "ReservePlan", "SettlePlan", "Windows", "commit_plan", "expiry_changes",
+__all__ = ["ORPHAN_MARKER_AGE", "Alert", "CommitPlan", "Count", "DuplicatePlan",
+           "EffectiveLimit", "GiveBack", "LotChange", "Marker", "Planner", "ReservePlan",
+           "SettlePlan", "Windows", "commit_plan", "duplicate_plan", "expiry_changes",
            "new_lot_change", "outcome_plan", "paid_change", "release_plan", "reserve_plan"]
 
 # How long counter rows outlive their window (for usage reports and restarts near the edge).
@@ -174,6 +190,51 @@ class Reservation(Protocol):
     msg_id: str | None
 
 
+class Marker(NamedTuple):
+    """A duplicate marker's subject: one recipient of one message of one tenant."""
+
+    tenant: str
+    message_id: str  # RFC 5322 Message-ID, as the message has it (stripped)
+    rcpt: str  # normalised
+
+
+# A pending marker whose transaction never ended (its process died) is dropped after this.
+ORPHAN_MARKER_AGE = 2 * 86400.0
+# Where markers expire with their key (Redis TTLs, extended at each write) rather than by
+# pruning, a day beyond the last time a check can still find them.
+_MARKER_SLACK = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicatePlan:
+    marker: Marker
+    since: float  # guard: a committed marker at or after this makes a duplicate
+    now: float  # effect: the transaction's pending marker, written at this time
+    keep: float  # seconds the marker's key outlives its last write
+    index_keep: float  # seconds the transaction's index of its markers outlives its write
+
+    @property
+    def doc(self) -> str:
+        """The plan as apply.lua reads it (times in ms, as PEXPIRE takes them)."""
+        return json.dumps({"op": "duplicate", "since": repr(self.since),
+                           "keep_ms": math.ceil(self.keep * 1000),
+                           "index_keep_ms": math.ceil(self.index_keep * 1000)})
+
+
+def duplicate_plan(tenant: str, message_id: str | None, rcpt: str, window: float,
+                   now: float) -> DuplicatePlan | None:
+    """Is `rcpt` (normalised) a repeat of a message of `tenant` accepted within `window`
+    seconds? None: a message without a Message-ID is never a duplicate."""
+    mid = (message_id or "").strip()
+    if not mid:
+        return None
+    # Committed markers must outlive the window; a pending one of a crashed session goes
+    # with them.
+    return DuplicatePlan(Marker(tenant, mid, rcpt), now - window, now,
+                         max(window, ORPHAN_MARKER_AGE) + _MARKER_SLACK,
+                         ORPHAN_MARKER_AGE + _MARKER_SLACK)
+
+
 @dataclass(frozen=True, slots=True)
 class GiveBack:
     record: Any  # the store's own record, which the plan removes
@@ -190,15 +251,19 @@ class GiveBack:
 class SettlePlan:
     kind: str  # the ledger kind of the credits given back
     undos: tuple[GiveBack, ...]
+    markers: tuple[Marker, ...] = ()  # pending duplicate markers dropped
 
 
-def release_plan(records: Sequence[Reservation], recipient: str | None) -> SettlePlan:
-    """Every reservation of a transaction (of one `recipient`) given back whole: the message
-    was not accepted, or the recipient was a duplicate."""
+def release_plan(records: Sequence[Reservation], recipient: str | None,
+                 markers: Sequence[Marker] = ()) -> SettlePlan:
+    """Every reservation of a transaction (of one `recipient`) given back whole, and its
+    pending duplicate markers (`markers`: the transaction's) dropped: the message was not
+    accepted, or the recipient was a duplicate."""
     return SettlePlan(RELEASE_KIND, tuple(
         GiveBack(r, r.rcpt, r.msg_id or "", r.counters, r.uniques, r.lot, r.wallet or "",
                  r.lot is not None)
-        for r in records if recipient is None or r.rcpt == recipient))
+        for r in records if recipient is None or r.rcpt == recipient),
+        tuple(m for m in markers if recipient is None or m.rcpt == recipient))
 
 
 def outcome_plan(record: Any, msg_id: str, rcpt: str, lot: int, wallet: str,
@@ -215,16 +280,17 @@ class CommitPlan:
     records: tuple[Any, ...]  # every reservation of the transaction: settled
     hold: tuple[Any, ...]  # of which, held under `msg_id` until their outcome
     final: tuple[Any, ...]  # of which, a credit charged for good: one fewer held
+    markers: tuple[Marker, ...] = ()  # pending duplicate markers committed (time: now)
 
 
-def commit_plan(records: Sequence[Reservation], msg_id: str, hold_credit: bool
-                ) -> CommitPlan:
-    """The message is accepted: its reservations become charges. With `hold_credit`
-    (charge = "delivered") the credit stays held until the outcome: delivered keeps it,
-    a failure refunds it."""
+def commit_plan(records: Sequence[Reservation], msg_id: str, hold_credit: bool,
+                markers: Sequence[Marker] = ()) -> CommitPlan:
+    """The message is accepted: its reservations become charges, its pending duplicate
+    markers (`markers`) committed. With `hold_credit` (charge = "delivered") the credit
+    stays held until the outcome: delivered keeps it, a failure refunds it."""
     paid = tuple(r for r in records if r.lot is not None)
     return CommitPlan(msg_id, tuple(records), paid if hold_credit else (),
-                      () if hold_credit else paid)
+                      () if hold_credit else paid, tuple(markers))
 
 
 

@@ -1,7 +1,7 @@
 """The cluster policy store: every piece of shared policy state in one Redis, one Lua script
 run per state-changing operation. The decisions (reservations, commits, releases, outcomes,
-credit lots) are plans (plan.py), shared with SqliteStore, that one generic script,
-apply.lua, applies; the operations that decide nothing (naming a message, duplicate markers,
+credit lots, duplicate checks) are plans (plan.py), shared with SqliteStore, that one
+generic script, apply.lua, applies; the operations that decide nothing (naming a message,
 operator records) are the other scripts of `mta/policy/lua/` (redis_scripts.py loads them).
 
 `RedisStore` implements `PolicyStore` with the semantics of `SqliteStore`: the same
@@ -54,7 +54,9 @@ from typing import Any, TypeVar
 
 from mta.policy import redis_scripts as scripts
 from mta.policy.plan import (
+    DuplicatePlan,
     LotChange,
+    Marker,
     ReservePlan,
     SettlePlan,
     commit_plan,
@@ -116,6 +118,10 @@ def _limit(raw: str) -> OperatorLimit:
                          float(d["until"]), d.get("reason") or "", float(d["since"]))
 
 
+def _dd_key(m: Marker) -> str:
+    return f"dd:{m.tenant}|{m.message_id}|{m.rcpt}"
+
+
 def _rows(raw: dict[str, str]) -> list[dict[str, Any]]:
     return [json.loads(v) for v in raw.values()]
 
@@ -164,7 +170,6 @@ class RedisStore:
         reg = client.register_script  # EVALSHA, loading the script again on NOSCRIPT
         self._apply = reg(_APPLY)
         self._prepare = reg(scripts.PREPARE)
-        self._check_duplicate = reg(scripts.CHECK_DUPLICATE)
         self._add_record = reg(scripts.ADD_RECORD)
         self._lift = reg(scripts.LIFT)
         self._tenants: dict[str, tuple[float, Tenant | None]] = {}
@@ -382,22 +387,24 @@ class RedisStore:
         await self._guarded(txn_id, self._run(self._prepare, [f"txn:{txn_id}"], txn_id,
                                               msg_id))
 
-    async def _txn_state(self, txn_id: str) -> tuple[dict[str, str], list[str]]:
-        """The transaction's reservation records and duplicate markers, as read: the plans
-        built from them are guarded by them."""
+    async def _txn_state(self, txn_id: str
+                         ) -> tuple[dict[str, str], int, dict[Marker, str]]:
+        """The transaction's reservation records and pending duplicate markers (each with
+        its index entry as stored), as read: the plans built from them are guarded by
+        them."""
         pipe = self._r.pipeline(transaction=False)
         pipe.hgetall(self._k(f"txn:{txn_id}"))
         pipe.smembers(self._k(f"ddtxn:{txn_id}"))
         raw, members = await pipe.execute()
-        return raw, sorted(members)
+        return raw, len(members), {Marker(*json.loads(m)): m for m in sorted(members)}
 
     async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int:
         async def attempt() -> int:
-            raw, members = await self._txn_state(txn_id)
+            raw, dd_count, markers = await self._txn_state(txn_id)
             rows = [r for r in _records(raw) if r.state == "reserved"]
-            plan = commit_plan(rows, msg_id, hold_credit)
+            plan = commit_plan(rows, msg_id, hold_credit, list(markers))
             owners = sorted({r.owner for r in rows})
-            dds = [self._dd_key(m) for m in members]
+            dds = [_dd_key(m) for m in plan.markers]
             keys = [f"txn:{txn_id}", f"hold:{msg_id}", f"ddtxn:{txn_id}", *dds,
                     *(f"owner:{o}" for o in owners),
                     *{f"held:{r.wallet}" for r in plan.final}]
@@ -406,25 +413,19 @@ class RedisStore:
                    "records": [{"field": r.field, "raw": r.raw} for r in rows],
                    "hold": [r.field for r in plan.hold],
                    "final": [r.wallet for r in plan.final],
-                   "dd_count": len(members), "dd": dds}
+                   "dd_count": dd_count, "dd": dds}
             return int(await self._run(self._apply, keys, json.dumps(doc), _f(now)))
         await self._settle(txn_id)
         return await self._guarded(txn_id, self._retrying(attempt, f"commit {txn_id}"))
 
-    @staticmethod
-    def _dd_key(member: str) -> str:
-        t, mid, rcpt = json.loads(member)
-        return f"dd:{t}|{mid}|{rcpt}"
-
     async def release(self, txn_id: str, now: float, recipient: str | None = None) -> int:
         async def attempt() -> int:
-            raw, members = await self._txn_state(txn_id)
+            raw, dd_count, markers = await self._txn_state(txn_id)
             rows = [r for r in _records(raw) if r.state == "reserved"]
-            plan = release_plan(rows, recipient)
-            drop = [[m, self._dd_key(m)] for m in members
-                    if recipient is None or json.loads(m)[2] == recipient]
+            plan = release_plan(rows, recipient, list(markers))
+            drop = [[markers[m], _dd_key(m)] for m in plan.markers]
             return await self._give_back(plan, f"txn:{txn_id}", len(raw), now, txn_id,
-                                         sorted({r.owner for r in rows}), len(members), drop)
+                                         sorted({r.owner for r in rows}), dd_count, drop)
         # An operation of this transaction still in flight (its caller was cancelled)
         # lands first, so that this release undoes it too.
         await self._settle(txn_id)
@@ -583,12 +584,12 @@ class RedisStore:
         return sorted(out, key=lambda lot: lot.id)
 
     # --- duplicates and housekeeping ------------------------------------------------------
-    async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
-                              txn_id: str, since: float, now: float) -> bool:
-        keys = [f"dd:{tenant}|{message_id}|{recipient}", f"ddtxn:{txn_id}"]
+    async def check_duplicate(self, txn_id: str, plan: DuplicatePlan) -> bool:
+        m = plan.marker
+        keys = [_dd_key(m), f"ddtxn:{txn_id}"]
+        # The index entry names the marker (its key's parts; a Message-ID may hold "|").
         return bool(await self._guarded(txn_id, self._run(
-            self._check_duplicate, keys, tenant, message_id, recipient, txn_id, _f(since),
-            _f(now))))
+            self._apply, keys, plan.doc, _f(plan.now), txn_id, json.dumps(list(m)))))
 
     async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None:
         """Nothing to do: counters, unique-recipient sets and duplicate markers carry TTLs

@@ -26,9 +26,9 @@ class Journal:
     # One per batch of the group commit: a plain class with slots is cheaper to make than a
     # dataclass with a default factory per field.
     __slots__ = ("alerts", "bumps", "dedupe_committed", "dedupe_dropped",
-                 "dedupe_dropped_rcpt", "dropped", "expired_lots", "held", "ledger",
-                 "lot_deltas", "outcomes", "prepared", "reserved", "settled", "uniq_added",
-                 "uniq_dropped")
+                 "dedupe_dropped_one", "dropped",
+                 "expired_lots", "held", "ledger", "lot_deltas", "outcomes", "prepared",
+                 "reserved", "settled", "uniq_added", "uniq_dropped")
 
     def __init__(self) -> None:
         # Counter key -> [delta, expires]; lot id -> delta of its remaining credits.
@@ -48,9 +48,11 @@ class Journal:
         self.uniq_added: list[tuple[str, str, str, str, float]] = []
         self.uniq_dropped: list[tuple[str, str, str, str]] = []
         self.alerts: list[tuple[str, float]] = []
+        # Duplicate markers: a transaction's committed (time, txn) or dropped (txn) whole,
+        # or one marker dropped (tenant, message-id, rcpt, txn), while pending.
         self.dedupe_committed: list[tuple[float, str]] = []
         self.dedupe_dropped: list[tuple[str]] = []
-        self.dedupe_dropped_rcpt: list[tuple[str, str]] = []
+        self.dedupe_dropped_one: list[tuple[str, str, str, str]] = []
 
     def bump(self, key: str, delta: int, expires: float = 0.0) -> None:
         entry = self.bumps.get(key)
@@ -82,9 +84,12 @@ _REST = (
     ("ledger", "INSERT INTO ledger(time, tenant, lot, delta, kind, msg_id, recipient, note) "
                "VALUES(?,?,?,?,?,?,?,?)"),
     ("alerts", "INSERT OR IGNORE INTO alerts(key, time) VALUES(?, ?)"),
-    ("dedupe_committed", "UPDATE dedupe SET state='committed', time=? WHERE txn=?"),
+    # A whole transaction's by its id: rows an erasure (mta.gdpr) renamed meanwhile too.
+    ("dedupe_committed", "UPDATE dedupe SET state='committed', time=? WHERE txn=? AND "
+                         "state='pending'"),
     ("dedupe_dropped", "DELETE FROM dedupe WHERE txn=? AND state='pending'"),
-    ("dedupe_dropped_rcpt", "DELETE FROM dedupe WHERE txn=? AND rcpt=? AND state='pending'"),
+    ("dedupe_dropped_one", "DELETE FROM dedupe WHERE tenant=? AND message_id=? AND rcpt=? "
+                           "AND txn=? AND state='pending'"),
 )
 
 

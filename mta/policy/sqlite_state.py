@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mta.policy.plan import LotChange, paid_change
+from mta.policy.plan import ORPHAN_MARKER_AGE, DuplicatePlan, LotChange, Marker, paid_change
 from mta.policy.store import Lot, OperatorLimit, Suspension, UniqueBucket
 
 __all__ = [
@@ -30,10 +30,6 @@ __all__ = [
     "op_unique_exact",
     "read_rules",
 ]
-
-# Seconds a pending duplicate marker of a crashed session is kept before pruning.
-_ORPHAN_DEDUPE_AGE = 2 * 86400.0
-
 
 def lot_of(row: sqlite3.Row) -> Lot:
     return Lot(id=row["id"], tenant=row["tenant"], amount=row["amount"],
@@ -96,18 +92,17 @@ def op_mark_paid(c: sqlite3.Connection, lot_id: int, now: float) -> Lot | None:
     return lot_of(row)
 
 
-def op_check_duplicate(c: sqlite3.Connection, tenant: str, message_id: str, rcpt: str,
-                        txn_id: str, since: float, now: float) -> bool:
+def op_check_duplicate(c: sqlite3.Connection, txn_id: str, plan: DuplicatePlan) -> bool:
+    """A duplicate check plan (plan.py): its guard, else its pending marker."""
+    m = plan.marker
     seen = c.execute("SELECT 1 FROM dedupe WHERE tenant=? AND message_id=? AND rcpt=? AND "
                      "state='committed' AND time>=? LIMIT 1",
-                     (tenant, message_id, rcpt, since)).fetchone()
+                     (m.tenant, m.message_id, m.rcpt, plan.since)).fetchone()
     if seen:
         return True
-    # Pending until this transaction commits: an aborted attempt must not make its own
-    # retry look like a duplicate. Two attempts in flight at once are both sent (at least
-    # once beats never).
     c.execute("INSERT OR REPLACE INTO dedupe(tenant, message_id, rcpt, txn, state, time) "
-              "VALUES(?,?,?,?, 'pending', ?)", (tenant, message_id, rcpt, txn_id, now))
+              "VALUES(?,?,?,?, 'pending', ?)", (m.tenant, m.message_id, m.rcpt, txn_id,
+                                                plan.now))
     return False
 
 
@@ -117,7 +112,7 @@ def op_prune(c: sqlite3.Connection, now: float, dedupe_since: float,
     c.execute("DELETE FROM counters WHERE expires < ? AND expires > 0", (now,))
     c.execute("DELETE FROM dedupe WHERE state='committed' AND time < ?", (dedupe_since,))
     c.execute("DELETE FROM dedupe WHERE state='pending' AND time < ?",
-              (now - _ORPHAN_DEDUPE_AGE,))
+              (now - ORPHAN_MARKER_AGE,))
 
 
 def read_rules(c: sqlite3.Connection, tenants: Sequence[str], now: float
@@ -189,7 +184,9 @@ class State:
     wallets: dict[str, list[LotState]] = field(default_factory=dict)  # spending order
     alerts: set[str] = field(default_factory=set)
     txns: dict[str, list[Held]] = field(default_factory=dict)
-    dedupe: set[str] = field(default_factory=set)  # transactions with pending markers
+    # Transaction -> its pending duplicate markers (plan.py's commit and release plans
+    # name them).
+    dedupe: dict[str, list[Marker]] = field(default_factory=dict)
 
 
 def load_state(c: sqlite3.Connection) -> State:
@@ -205,8 +202,9 @@ def load_state(c: sqlite3.Connection) -> State:
             row["owner"], row["rcpt"], tuple(json.loads(row["counters"])),
             tuple(tuple(u) for u in json.loads(row["uniques"])), row["lot"], row["wallet"],
             row["msg_id"]))
-    s.dedupe = {t for (t,) in c.execute("SELECT DISTINCT txn FROM dedupe WHERE "
-                                        "state='pending'")}
+    for txn, tenant, mid, rcpt in c.execute("SELECT txn, tenant, message_id, rcpt FROM "
+                                            "dedupe WHERE state='pending'"):
+        s.dedupe.setdefault(txn, []).append(Marker(tenant, mid, rcpt))
     return s
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from mta.policy.plan import (
+    DuplicatePlan,
     SettlePlan,
     commit_plan,
     expiry_changes,
@@ -82,8 +83,7 @@ __all__ = ["STATE_TTL", "SqliteStore", "StoreUnreadable"]
 
 log = logging.getLogger("mta.policy")
 
-# A reader (the sqlite3 shell, a backup) may hold a lock briefly.
-_BUSY_TIMEOUT_MS = 10_000
+_BUSY_TIMEOUT_MS = 10_000  # a reader (the sqlite3 shell, a backup) may hold a lock briefly
 STATE_TTL = 1.0  # seconds; see SqliteStore._remember
 
 
@@ -424,20 +424,19 @@ class SqliteStore(GroupCommit):
 
     async def commit(self, txn_id: str, msg_id: str, hold_credit: bool, now: float) -> int:
         await self._usable()
-        held = self._s.txns.pop(txn_id, [])
-        dedupe = txn_id in self._s.dedupe
-        if not held and not dedupe:
+        s = self._s
+        held = s.txns.pop(txn_id, [])
+        markers = s.dedupe.pop(txn_id, [])
+        if not held and not markers:
             return 0
+        plan = commit_plan(held, msg_id, hold_credit, markers)
         j = self._journal()
+        if plan.hold:  # the rows with a lot (the journal's SQL selects the same)
+            j.held.append((msg_id, txn_id))
+        # Everything else is final: the counters and the ledger say it all.
         if held:
-            plan = commit_plan(held, msg_id, hold_credit)
-            if plan.hold:  # the rows with a lot (the journal's SQL selects the same)
-                j.held.append((msg_id, txn_id))
-            # Everything else is final: the counters and the ledger already say it all
-            # (what this store holds is counted from its rows).
             j.settled.append((txn_id,))
-        if dedupe:
-            self._s.dedupe.discard(txn_id)
+        if plan.markers:  # every pending marker of the transaction
             j.dedupe_committed.append((now, txn_id))
         self._track(txn_id)
         return len(held)
@@ -446,16 +445,21 @@ class SqliteStore(GroupCommit):
         await self._usable()
         s = self._s
         held = s.txns.get(txn_id, [])
-        plan = release_plan(held, recipient)
+        markers = s.dedupe.get(txn_id, [])
+        plan = release_plan(held, recipient, markers)
+        if not plan.undos and not plan.markers:
+            return 0
         if plan.undos:
             if len(plan.undos) == len(held):
                 del s.txns[txn_id]
             else:
                 gone = [u.record for u in plan.undos]
                 s.txns[txn_id] = [h for h in held if h not in gone]
-        dedupe = txn_id in s.dedupe
-        if not plan.undos and not dedupe:
-            return 0
+        left = [m for m in markers if m not in plan.markers]
+        if plan.markers and not left:
+            del s.dedupe[txn_id]
+        elif plan.markers:
+            s.dedupe[txn_id] = left
         j = self._journal()
         self._give_back(j, plan, now)
         if plan.undos:
@@ -463,12 +467,10 @@ class SqliteStore(GroupCommit):
                 j.settled.append((txn_id,))
             else:
                 j.dropped.append((txn_id, recipient))
-        if dedupe:
-            if recipient is None:
-                s.dedupe.discard(txn_id)
-                j.dedupe_dropped.append((txn_id,))
-            else:
-                j.dedupe_dropped_rcpt.append((txn_id, recipient))
+        if plan.markers and not left:  # every one the transaction had
+            j.dedupe_dropped.append((txn_id,))
+        else:
+            j.dedupe_dropped_one.extend((*m, txn_id) for m in plan.markers)
         self._track(txn_id)
         return len(plan.undos)
 
@@ -581,17 +583,18 @@ class SqliteStore(GroupCommit):
         return public
 
     # --- duplicates and housekeeping ------------------------------------------------------
-    async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
-                              txn_id: str, since: float, now: float) -> bool:
+    async def check_duplicate(self, txn_id: str, plan: DuplicatePlan) -> bool:
         await self._usable()
-        self._s.dedupe.add(txn_id)
-        return await self._call(op_check_duplicate, tenant, message_id, recipient, txn_id,
-                                since, now, early=True, txn=txn_id)
+        # Named before it is written, for a release or commit queued behind the check (its
+        # caller cancelled); a duplicate writes no row, and its release forgets it.
+        markers = self._s.dedupe.setdefault(txn_id, [])
+        if plan.marker not in markers:
+            markers.append(plan.marker)
+        return await self._call(op_check_duplicate, txn_id, plan, early=True, txn=txn_id)
 
     async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None:
         await self._call(op_prune, now, dedupe_since, uniq_before)
-        s = self._s
-        for key, expires in list(s.expires.items()):
+        for key, expires in list(self._s.expires.items()):
             if 0 < expires < now:
-                del s.expires[key]
-                s.counts.pop(key, None)
+                del self._s.expires[key]
+                self._s.counts.pop(key, None)

@@ -131,12 +131,6 @@ class GroupCommit:
             self._urgent = True
             self._kick.set()
 
-    def _resolved(self, uniques: dict[str, list[int]]) -> None:
-        """A journal was written: learn which of its recipients were new this month."""
-        for key, (added, change) in uniques.items():
-            self._unresolved[key] = self._unresolved.get(key, 0) - added
-            self._s.counts[key] = self._s.counts.get(key, 0) + change
-
     async def _call(self, fn: Callable[..., T], *args: Any, early: bool = False,
                     txn: str | None = None,
                     on_result: Callable[[Any], None] | None = None) -> T:

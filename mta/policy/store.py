@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 from mta.policy.tenants import Tenant
 
 if TYPE_CHECKING:
-    from mta.policy.plan import ReservePlan
+    from mta.policy.plan import DuplicatePlan, ReservePlan
 
 __all__ = ["Bucket", "LedgerEntry", "Lot", "OperatorLimit", "PolicyStore", "ReserveRequest",
            "ReserveResult", "Snapshot", "Suspension", "UniqueBucket"]
@@ -179,8 +179,10 @@ class PolicyStore(Protocol):
     async def expire_lots(self, now: float) -> list[Lot]: ...
 
     # --- duplicates ---------------------------------------------------------------------
-    async def check_duplicate(self, tenant: str, message_id: str, recipient: str,
-                              txn_id: str, since: float, now: float) -> bool: ...
+    async def check_duplicate(self, txn_id: str, plan: DuplicatePlan) -> bool:
+        """Apply a duplicate check plan (plan.py) atomically: True if its guard found a
+        duplicate (nothing written), else its pending marker is written for `txn_id`."""
+        ...
 
     async def prune(self, now: float, dedupe_since: float, uniq_before: str) -> None: ...
     async def aclose(self) -> None: ...

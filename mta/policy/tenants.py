@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["LIMIT_NAMES", "Limits", "Tenant", "tenant_from_config", "tenant_from_json",
-           "tenant_to_json"]
+__all__ = ["LIMIT_NAMES", "Limits", "Tenant", "egress_pool", "tenant_from_config",
+           "tenant_from_json", "tenant_to_json"]
 
 # The limits a plan, a tenant or an operator can set, each counted per calendar window.
 # Messages are counted per accepted recipient (one copy sent = one message), like the
@@ -51,6 +52,13 @@ class Tenant:
     prepaid: bool = False  # needs credits; its own wallet (else the parent's, if prepaid)
     limits: Limits = field(default_factory=Limits)
     source: str = "config"  # "config" | "store"
+
+
+def egress_pool(chain: Sequence[Tenant]) -> str:
+    """The egress pool of a tenant chain (the tenant, then its ancestors, nearest first):
+    the nearest that names one; "" = the default pool. Written on the envelope at
+    acceptance (PolicyTxn.pool), and asked again for a message queued without one."""
+    return next((t.pool for t in chain if t.pool), "")
 
 
 def tenant_from_config(name: str, tc: object) -> Tenant:

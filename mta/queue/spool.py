@@ -5,13 +5,12 @@ every write to it. SQLite runs in WAL mode with `synchronous=FULL`, so a COMMIT 
 after the write-ahead log is fsynced: when `put()` returns an id, the message survives a
 crash or power loss, and `250` may be sent.
 
-Group commit: callers never write themselves. `put()`, `record()` and the admin operations
-queue an operation and wait on a future; one writer task takes everything queued (up to
-`max_batch`), runs it in one transaction, commits (one fsync), then resolves each future.
-When idle the first operation is committed at once; under load, operations that arrive while
-a commit is running share the next one. If a commit fails, the transaction is rolled back,
-every operation in that batch fails with `SpoolFullError` (452 4.3.1) or `SpoolError`
-(451 4.3.0), nothing committed earlier is touched, and the next batch tries again.
+Group commit (writer.py): callers never write themselves. `put()`, `record()` and the
+admin operations queue an operation and wait on a future; one writer task takes everything
+queued (up to `max_batch`), runs it in one transaction, commits (one fsync), then resolves
+each future. If a commit fails, every operation in that batch fails with `SpoolFullError`
+(452 4.3.1) or `SpoolError` (451 4.3.0), nothing committed earlier is touched, and the next
+batch tries again. This module says what each operation writes.
 
 Reads (`get`, `list`, `read_body`, `stats`, `iter_pending`) use a second connection, so
 they never wait for a commit (WAL readers see the last committed state). Bodies are only
@@ -25,7 +24,6 @@ it before recording the bounce. `purge()` removes old `done` rows.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import fcntl
 import itertools
@@ -34,7 +32,6 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +47,9 @@ from mta.queue.records import (
     PendingRecipient,
     RecipientInfo,
     SpoolError,
-    SpoolFullError,
 )
 from mta.queue.schema import migrate
+from mta.queue.writer import GroupCommit, Put
 from mta.rfc5321.reply import Reply, ReplyParseError
 
 __all__ = ["Spool"]
@@ -64,22 +61,6 @@ _MESSAGE_COLS = ("id, tenant, mail_from, params, client_ip, helo, auth_user, rec
                  "state, size, msg_class, expires_at, pool")
 _RECIPIENT_COLS = ("idx, address, notify, orcpt, state, attempts, next_attempt, last_reply, "
                    "site, updated_at, warned")
-
-
-@dataclass(slots=True)
-class _Put:
-    message: tuple[Any, ...]
-    body: bytes | None
-    recipients: list[tuple[Any, ...]]
-    future: asyncio.Future[Any]
-
-
-@dataclass(slots=True)
-class _Call:
-    fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
-    future: asyncio.Future[Any]
-    result: Any = field(default=None)
-    bare: bool = False  # run alone, outside any transaction (VACUUM)
 
 
 def _reply_to_text(reply: Reply | None) -> str | None:
@@ -97,14 +78,20 @@ def _reply_from_text(text: str | None) -> Reply | None:
         return None
 
 
-def _as_spool_error(exc: BaseException) -> SpoolError:
-    """Map a failed commit to the error (and SMTP reply) the callers get."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
-        return SpoolFullError(f"spool full: {exc}")
-    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC outside SQLite
-        return SpoolFullError(f"spool full: {exc}")
-    return SpoolError(f"spool write failed: {exc}")
+async def _insert_puts(db: aiosqlite.Connection, puts: list[Put]) -> None:
+    """What a group commit writes for the messages put in it: their rows, bodies and
+    recipients, one statement each."""
+    await db.executemany(
+        "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, "
+        "auth_user, received_at, state, size, rcpt_count, updated_at, msg_class, "
+        "expires_at, pool) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [p.message for p in puts])
+    await db.executemany("INSERT INTO bodies (id, body) VALUES (?, ?)",
+                         [(p.message[0], p.body) for p in puts])
+    await db.executemany(
+        "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, "
+        "updated_at, last_reply) VALUES (?,?,?,?,?,?,?,?)",
+        list(itertools.chain.from_iterable(p.recipients for p in puts)))
 
 
 def _open_lock(directory: Path, shard: int) -> int:
@@ -146,19 +133,27 @@ class Spool:
         self._wdb = wdb
         self._rdb = rdb
         self._ids = ids
-        self._max_batch = max_batch
         self._clock = clock
         self._lock_fd = lock_fd
-        self._ops: collections.deque[_Put | _Call] = collections.deque()
-        self._wake = asyncio.Event()
-        self._bare = 0  # bare calls queued (Spool.scrub)
-        self._closing = False
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
-        # Counters for metrics and the benchmark: how well group commit is grouping.
-        self.commits = 0
-        self.committed_ops = 0
-        # Called with (seconds, operations) after each group commit (metrics).
-        self.observe_commit: Callable[[float, int], None] | None = None
+        self._writer = GroupCommit(wdb, max_batch, _insert_puts)
+
+    # Counters for metrics and the benchmark: how well group commit is grouping.
+    @property
+    def commits(self) -> int:
+        return self._writer.commits
+
+    @property
+    def committed_ops(self) -> int:
+        return self._writer.committed_ops
+
+    @property
+    def observe_commit(self) -> Callable[[float, int], None] | None:
+        """Called with (seconds, operations) after each group commit (metrics)."""
+        return self._writer.observe_commit
+
+    @observe_commit.setter
+    def observe_commit(self, fn: Callable[[float, int], None] | None) -> None:
+        self._writer.observe_commit = fn
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -212,12 +207,10 @@ class Spool:
 
     async def close(self) -> None:
         """Commit what is queued, then close the database and release the shard."""
-        if self._closing:
+        if self._writer.closing:
             return
-        self._closing = True
-        self._wake.set()
         try:
-            await self._writer
+            await self._writer.close()
             # Fold the WAL into the database so the next start does not replay it.
             with contextlib.suppress(sqlite3.Error):
                 await self._wdb.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -262,10 +255,7 @@ class Spool:
         state, reason = ("held", _reply_to_text(held)) if held else ("queued", None)
         recipients = [(msg_id, i, r.address, r.notify, r.orcpt, state, now, reason)
                       for i, r in enumerate(envelope.recipients)]
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append(_Put(message, body, recipients, fut))
-        self._wake.set()
-        await fut
+        await self._writer.put(message, body, recipients)
         return msg_id
 
     async def record(self, outcomes: list[Outcome]) -> None:
@@ -352,12 +342,7 @@ class Spool:
                     return
                 await asyncio.sleep(0.05)
             raise SpoolError("cannot truncate the write-ahead log: a reader holds it")
-        self._check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append(_Call(fn, fut, bare=True))
-        self._bare += 1
-        self._wake.set()
-        await fut
+        await self._writer.bare(fn)
 
     async def query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         """Rows of one read-only query on the reader's connection (mta.gdpr's export)."""
@@ -496,108 +481,10 @@ class Spool:
     # --- internals -----------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closing:
-            raise SpoolError("spool is closed")
+        self._writer.check_open()
 
     async def _call(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
-        self._check_open()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append(_Call(fn, fut))
-        self._wake.set()
-        return await fut
-
-    async def _write_loop(self) -> None:
-        try:
-            await self._write_batches()
-        except BaseException as exc:
-            # A bug or a cancelled writer must not leave callers waiting forever.
-            self._closing = True
-            while self._ops:
-                op = self._ops.popleft()
-                if not op.future.done():
-                    op.future.set_exception(SpoolError(f"spool writer stopped: {exc!r}"))
-            raise
-
-    async def _write_batches(self) -> None:
-        while True:
-            if not self._ops:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            n = min(len(self._ops), self._max_batch)
-            if self._bare:  # rare (an erasure): a bare call runs alone, after this batch
-                first = self._ops[0]
-                if isinstance(first, _Call) and first.bare:
-                    self._ops.popleft()
-                    self._bare -= 1
-                    await self._run_bare(first)
-                    continue
-                n = next((i for i, op in enumerate(itertools.islice(self._ops, n))
-                          if isinstance(op, _Call) and op.bare), n)
-            batch = [self._ops.popleft() for _ in range(n)]
-            started = time.perf_counter()
-            await self._commit(batch)
-            if self.observe_commit is not None:
-                self.observe_commit(time.perf_counter() - started, n)
-
-    async def _commit(self, batch: list[_Put | _Call]) -> None:
-        db = self._wdb
-        puts = [op for op in batch if isinstance(op, _Put)]
-        calls = [op for op in batch if isinstance(op, _Call)]
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            if puts:
-                await db.executemany(
-                    "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, "
-                    "auth_user, received_at, state, size, rcpt_count, updated_at, msg_class, "
-                    "expires_at, pool) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [p.message for p in puts])
-                await db.executemany("INSERT INTO bodies (id, body) VALUES (?, ?)",
-                                     [(p.message[0], p.body) for p in puts])
-                await db.executemany(
-                    "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, "
-                    "updated_at, last_reply) VALUES (?,?,?,?,?,?,?,?)",
-                    list(itertools.chain.from_iterable(p.recipients for p in puts)))
-            for call in calls:
-                call.result = await call.fn(db)
-            await db.execute("COMMIT")
-        except Exception as exc:  # any failure fails the whole batch, nothing half-done
-            await self._rollback()
-            err = _as_spool_error(exc)
-            for op in batch:
-                if not op.future.done():
-                    e = type(err)(str(err))
-                    e.__cause__ = exc
-                    op.future.set_exception(e)
-            return
-        finally:
-            for p in puts:
-                p.body = None  # the body is on disk now (or rejected): let it go
-        self.commits += 1
-        self.committed_ops += len(batch)
-        for op in batch:
-            if not op.future.done():
-                op.future.set_result(op.result if isinstance(op, _Call) else None)
-
-    async def _run_bare(self, call: _Call) -> None:
-        try:
-            result = await call.fn(self._wdb)
-        except Exception as exc:
-            if not call.future.done():
-                call.future.set_exception(exc)
-            return
-        if not call.future.done():
-            call.future.set_result(result)
-
-    async def _rollback(self) -> None:
-        # SQLite may already have rolled back by itself (SQLITE_FULL, SQLITE_IOERR).
-        if self._wdb.in_transaction:
-            try:
-                await self._wdb.execute("ROLLBACK")
-            except Exception:  # the batch is failed already; the next BEGIN will tell
-                pass
+        return await self._writer.call(fn)
 
     async def _apply_outcomes(self, db: aiosqlite.Connection,
                               outcomes: list[Outcome]) -> None:

@@ -64,15 +64,8 @@ class Egress:
     def __init__(self, cfg: EgressConfig, clock: Clock) -> None:
         self.clock = clock
         self.sources: dict[str, EgressSource] = {}
-        for s in cfg.source:
-            start = dt.date.fromisoformat(s.warmup_start) if s.warmup_start else None
-            self.sources[s.name] = EgressSource(s.name, s.address, s.ehlo_name,
-                                                tuple(s.warmup), start)
-        if not self.sources:
-            self.sources[DEFAULT_SOURCE] = EgressSource(DEFAULT_SOURCE, "", "")
-        self.pools: dict[str, tuple[tuple[str, float], ...]] = {
-            name: tuple(p.sources.items()) for name, p in cfg.pool.items()}
-        self.pools.setdefault("default", tuple((n, 1.0) for n in self.sources))
+        self.pools: dict[str, tuple[tuple[str, float], ...]] = {}
+        self._configure(cfg)
         self._day = self.today()
         self._sent: dict[str, int] = {}
         self._kv: PolicyKV | None = None
@@ -85,6 +78,26 @@ class Egress:
         # Why a source is out of use (mta/shaping/dnsbl.py): its DNS listings and reply
         # hold, as explains show them.
         self.blocklist: dict[str, dict[str, object]] = {}
+
+    def _configure(self, cfg: EgressConfig) -> None:
+        sources: dict[str, EgressSource] = {}
+        for s in cfg.source:
+            start = dt.date.fromisoformat(s.warmup_start) if s.warmup_start else None
+            sources[s.name] = EgressSource(s.name, s.address, s.ehlo_name,
+                                           tuple(s.warmup), start)
+        if not sources:
+            sources[DEFAULT_SOURCE] = EgressSource(DEFAULT_SOURCE, "", "")
+        pools = {name: tuple(p.sources.items()) for name, p in cfg.pool.items()}
+        pools.setdefault("default", tuple((n, 1.0) for n in sources))
+        self.sources, self.pools = sources, pools  # swapped whole: a pick sees one or the other
+
+    def reload(self, cfg: EgressConfig) -> None:
+        """SIGHUP: the new sources and pools. What is known of a source by its name stays:
+        today's counts, a blocklist shift, ramp or listing."""
+        self._configure(cfg)
+        if self._kv is not None and self._refresher is None and any(
+                s.warmup for s in self.sources.values()):
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
 
     async def attach(self, kv: PolicyKV) -> None:
         """Persist warm-up counts in `kv` from now on; today's stored counts are loaded."""

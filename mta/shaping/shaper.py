@@ -174,9 +174,11 @@ class Shaper:
             del self._paths[k]
 
     def reload(self, cfg: Config) -> None:
-        """New [shaping] rules: paths resolve again on next use. Adaptive state, counters,
-        leases, suspensions and today's warm-up counts stay."""
+        """New [shaping] rules and [egress] sources and pools: paths resolve again on next
+        use. Adaptive state, counters, leases, suspensions and today's warm-up counts
+        stay."""
         self.cfg = cfg
+        self.egress.reload(cfg.egress)
         self._paths.clear()
         self._parse_rate_limits(cfg)
         self.key_sites = {k: s for k, s in self.key_sites.items()

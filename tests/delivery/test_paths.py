@@ -83,6 +83,31 @@ def test_a_reload_refreezes_settings_and_keeps_the_pool() -> None:
     assert pool.settings is a.settings.client
 
 
+def test_a_reload_moves_the_port_and_idle_timeout_of_existing_pools() -> None:
+    """[delivery] port and idle_timeout are path settings too: after a reload the pool
+    dials the new port and keeps idle connections for the new time."""
+    table, shaper = _table()
+    a = table.get("mx.dest.test", shaper.egress.sources["a"])
+    new = parse_config(TOML.replace("port = 2525", "port = 2600")
+                       .replace('idle_timeout = "7s"', 'idle_timeout = "3s"'), "t.toml")
+    shaper.reload(new)
+    table.reload(new)
+    assert (a.settings.port, a.pool.port) == (2600, 2600)
+    assert (a.settings.idle_timeout, a.pool.idle_timeout) == (3.0, 3.0)
+
+
+def test_a_reload_moves_a_source_to_its_new_address_and_ehlo_name() -> None:
+    table, shaper = _table()
+    a = table.get("mx.dest.test", shaper.egress.sources["a"])
+    new = parse_config(TOML.replace('address = "127.0.0.10"', 'address = "127.0.0.12"')
+                       .replace('ehlo_name = "a.mta.test"', 'ehlo_name = "a2.mta.test"'),
+                       "t.toml")
+    shaper.reload(new)
+    table.reload(new)
+    assert (a.source.address, a.pool.source) == ("127.0.0.12", "127.0.0.12")
+    assert a.settings.client.ehlo_name == a.pool.settings.ehlo_name == "a2.mta.test"
+
+
 def test_new_hosts_reach_the_existing_pools() -> None:
     table, shaper = _table()
     a = table.get("mx.dest.test", shaper.egress.sources["a"])

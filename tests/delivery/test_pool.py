@@ -159,6 +159,23 @@ async def test_source_address_of_the_pool_is_what_the_server_sees(mx_factory):
     await pool.aclose()
 
 
+async def test_renew_retires_idle_and_busy_sessions_so_the_next_uses_a_new_one(mx_factory):
+    """A reload moved the pool to another source address: sessions opened from the old one
+    (idle now, or busy and released later) carry no more messages."""
+    mx = await mx_factory("127.0.0.2")
+    pool = make_pool(mx.port, site(("mx1", "127.0.0.2")), source="127.0.0.7")
+    await send_one(pool)  # one idle session from .7
+    async with pool.lease() as busy:
+        pool.source = "127.0.0.8"
+        pool.renew()
+        assert pool.idle_count == 0
+        await busy.send("s@a.test", [Recipient("b@x.test")], BODY)
+    assert pool.idle_count == 0  # the busy one was retired on release too
+    await send_one(pool, "c@x.test")
+    assert [m.peer[0] for m in mx.messages] == ["127.0.0.7", "127.0.0.7", "127.0.0.8"]
+    await pool.aclose()
+
+
 async def test_rfc7435_opportunistic_tls_failure_falls_back_to_the_clear(mx_factory):
     mx = await mx_factory("127.0.0.2", starttls=True, tls_broken=True)
     pool = make_pool(mx.port, site(("mx1", "127.0.0.2")), max_deliveries_per_connection=1)

@@ -1,8 +1,10 @@
 """SIGHUP on a real daemon: what the edited config file says applies from then on, to
-policy (quotas, suspensions in [tenants]), shaping, and TLS, without a restart."""
+policy (quotas, suspensions in [tenants]), shaping, egress paths and TLS, without a
+restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import smtplib
@@ -10,7 +12,7 @@ import ssl
 import time
 import urllib.request
 
-from tests.support.daemon import ADMIN_TOKEN, MtaProcess
+from tests.support.daemon import ADMIN_TOKEN, MtaProcess, free_port
 from tests.support.tls import write_self_signed
 
 MSG = "From: a@sender.test\r\nSubject: hi\r\n\r\nhello\r\n"
@@ -100,3 +102,57 @@ def test_sighup_turns_on_starttls_with_a_new_certificate(mta_factory):
         assert s.sock.version() is not None  # the handshake used the new certificate
         s.sendmail("a@sender.test", ["b@dest.test"], MSG)
     assert len(mta.queue_list()) == 1
+
+
+async def test_sighup_moves_delivery_paths_to_a_new_port(mta_factory, dns_server_factory,
+                                                         mx_factory):
+    """Egress paths are rebuilt on reload: a message deferred against a port nobody listens
+    on reaches the MX once the config names the MX's port, without a restart."""
+    mx = await mx_factory("127.0.0.4")
+    dns = dns_server_factory({"dest.test": "@ IN MX 10 mx.dest.test.\nmx IN A 127.0.0.4\n"})
+    closed = free_port("127.0.0.4")
+    mta = await asyncio.to_thread(
+        mta_factory, dns=dns.nameserver, delivery_port=closed,
+        delivery_extra='retry = ["1s"]\nmax_age = "1h"\nconnect_timeout = "2s"')
+    assert (await asyncio.to_thread(_rcpt, mta, 1))[0] == 250
+    deferred = await asyncio.to_thread(
+        mta.wait_events, lambda e: e["event"] == "deferred", 20)
+    assert deferred and mx.messages == []
+    await asyncio.to_thread(_reload, mta, f"port = {closed}", f"port = {mx_factory.port}")
+    await mx.wait_for_messages(1, timeout=20)
+    assert mx.messages[0].rcpt_tos == ["r1@dest.test"]
+
+
+EGRESS = """
+[[egress.source]]
+name = "shared"
+address = "127.0.0.10"
+
+[[egress.source]]
+name = "bulk1"
+address = "127.0.0.11"
+
+[egress.pool.default]
+sources = { shared = 1 }
+"""
+
+
+async def test_sighup_applies_new_egress_pools_and_source_addresses(
+        mta_factory, dns_server_factory, mx_factory):
+    """The receiver sees each message come from the address the config names at the time:
+    a pool moved to another source, then a source moved to another address."""
+    mx = await mx_factory("127.0.0.4")
+    dns = dns_server_factory({"dest.test": "@ IN MX 10 mx.dest.test.\nmx IN A 127.0.0.4\n"})
+    mta = await asyncio.to_thread(mta_factory, EGRESS, dns=dns.nameserver,
+                                  delivery_port=mx_factory.port)
+    peers = []
+    for n, (old, new) in enumerate([
+            ("", ""),
+            ("sources = { shared = 1 }", "sources = { bulk1 = 1 }"),
+            ('address = "127.0.0.11"', 'address = "127.0.0.12"')]):
+        if old:
+            await asyncio.to_thread(_reload, mta, old, new)
+        assert (await asyncio.to_thread(_rcpt, mta, n))[0] == 250
+        await mx.wait_for_messages(n + 1, timeout=20)
+        peers.append(mx.messages[n].peer[0])
+    assert peers == ["127.0.0.10", "127.0.0.11", "127.0.0.12"]

@@ -86,3 +86,29 @@ def test_unknown_pool_is_an_error() -> None:
     eg = Egress(CFG.egress, ManualClock())
     with pytest.raises(KeyError, match="unknown egress pool 'nope'"):
         eg.choose("nope", random.Random(0))
+
+
+def test_a_reload_takes_new_sources_and_pools_and_keeps_todays_counts() -> None:
+    clock = clock_on("2026-11-01")
+    eg = Egress(CFG.egress, clock)
+    eg.record_sent("ip2", 2)
+    assert eg.choose("new", random.Random(0)) is None  # day 1 cap of 2 reached
+    new = parse_config('''
+[[egress.source]]
+name = "ip2"
+address = "2001:db8::9"
+warmup = [2, 5, 10]
+warmup_start = "2026-11-01"
+
+[[egress.source]]
+name = "ip3"
+address = "192.0.2.3"
+
+[egress.pool.new]
+sources = { ip2 = 1, ip3 = 1 }
+''', "test.toml")
+    eg.reload(new.egress)
+    assert eg.sources["ip2"].address == "2001:db8::9" and "ip1" not in eg.sources
+    assert eg.sent_today("ip2") == 2  # the day's count is the address's history: kept
+    assert {eg.choose("new", random.Random(i)).name for i in range(10)} == {"ip3"}
+    assert eg.pools["default"] == (("ip2", 1.0), ("ip3", 1.0))  # every source, as at start

@@ -7,7 +7,7 @@
 --
 -- KEYS: every key the plan touches (a key it was not given is refused before any write).
 -- ARGV: prefix, plan (JSON), now, then for a reservation: transaction, owner, tenant,
--- recipient.
+-- recipient; for a duplicate check: transaction, its index entry.
 -- Runs after prelude.lua (P, K, MISSING, extend), which redis_store.py puts in front.
 local plan = cjson.decode(ARGV[2])
 local now_s = ARGV[3]
@@ -101,12 +101,24 @@ local function settle()
   end
   return #plan.undos
 end
--- Duplicate markers live max(window, 2 days) + 1 day after their last write: committed ones
--- must outlive the duplicate window.
-local function dedupe_ttl(window)
-  local w = tonumber(window) or 0
-  if w < 172800 then w = 172800 end
-  return math.ceil((w + 86400) * 1000)
+-- A duplicate check plan: the guard (no committed marker of the message's recipient at or
+-- after `since`; else 1, a duplicate, and nothing written), then the effect: the
+-- transaction's pending marker, kept as the plan says, and its entry in the transaction's
+-- index. ARGV[4]: the transaction, ARGV[5]: the index entry. Answers 0 or 1.
+local function duplicate()
+  local dk, dt = KEYS[1], KEYS[2]
+  local since = tonumber(plan.since)
+  local all = redis.call('HGETALL', dk)
+  for i = 1, #all, 2 do
+    local v = cjson.decode(all[i + 1])
+    if v.state == 'committed' and tonumber(v.time) >= since then return 1 end
+  end
+  redis.call('HSET', dk, ARGV[4], cjson.encode({state = 'pending', time = now_s,
+    keep = plan.keep_ms}))
+  extend(dk, plan.keep_ms)
+  redis.call('SADD', dt, ARGV[5])
+  extend(dt, plan.index_keep_ms)
+  return 0
 end
 
 -- A commit plan: the transaction's records, each guarded by being still as read, settled;
@@ -144,7 +156,9 @@ local function commit()
       v.state = 'committed'
       v.time = now_s
       redis.call('HSET', P .. d, plan.txn, cjson.encode(v))
-      extend(P .. d, dedupe_ttl(v.window))
+      -- Kept as its check's plan said, from now on (a marker written before markers
+      -- carried it keeps the lifetime its check gave its key).
+      if v.keep then extend(P .. d, v.keep) end
     end
   end
   redis.call('DEL', dt)
@@ -201,6 +215,7 @@ end
 if plan.op == 'lots' then return lots() end
 if plan.op == 'settle' then return settle() end
 if plan.op == 'commit' then return commit() end
+if plan.op == 'duplicate' then return duplicate() end
 
 -- A reservation plan: one recipient.
 local txn, owner, tenant, rcpt = ARGV[4], ARGV[5], ARGV[6], ARGV[7]
