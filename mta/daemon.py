@@ -245,7 +245,7 @@ class Daemon:
                 self.tls_reports = TlsReporter(
                     cfg, kv_for(self.policy.store), resolver, clock=self.policy.clock,
                     emit=self.events.emit, submit=self.delivery.dsn_sink.submit,
-                    sts_policy=self.delivery.sts.cached, leader=self.shard == 0)
+                    sts_policy=self.delivery.tls.sts.cached, leader=self.shard == 0)
                 self.tls_reports.register_metrics(self.metrics)
                 self.events.listeners.append(self.tls_reports.sessions.on_event)
                 self.delivery.tls_sessions = self.tls_reports.sessions

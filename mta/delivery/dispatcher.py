@@ -37,13 +37,13 @@ from mta.bounce.classify import Classifier
 from mta.bounce.feedback import Feedback
 from mta.config import Config
 from mta.delivery import explain as _explain
-from mta.delivery.client import SmtpClient
 from mta.delivery.fate import RetryRules
 from mta.delivery.outcomes import FinalCallback, Outcomes
 from mta.delivery.paths import EgressPath, PathTable, config_pool
 from mta.delivery.pool import Grant, MxHost, SiteUnavailable
 from mta.delivery.sink import DsnSink
-from mta.dns import DnsFailure, Resolver, dane_lookup, make_resolver
+from mta.delivery.tls_choice import TlsChoice, tls_outcome
+from mta.dns import DnsFailure, Resolver, make_resolver
 from mta.observe.events import EventLog
 from mta.queue import (
     Envelope,
@@ -59,7 +59,7 @@ from mta.rfc5321.reply import Reply
 from mta.shaping import Hold, Shaper, Stores, SuspensionFile
 from mta.shaping.adaptive import Change
 from mta.shaping.shaper import Ticket
-from mta.tls import MtaSts, PolicyFetcher, TlsRequirement, TlsSessions, choose, dane_host
+from mta.tls import TlsRequirement, TlsSessions
 
 __all__ = ["Dispatcher", "FinalCallback", "PoolResolver"]
 
@@ -152,9 +152,8 @@ class Dispatcher:
                                  rules=self._retry_rules(cfg), clock=clock, poke=self.poke,
                                  on_final=on_final)
         self.outcomes.dsn_sink = dsn_sink
-        # MTA-STS (RFC 8461): policies of recipient domains, cached beside the spool.
-        self.sts = MtaSts(self.resolver, self._policy_fetcher(cfg), cfg.spool.dir,
-                          retry=cfg.tls.fetch_retry, clock=clock, emit=events.emit)
+        # Which TLS each delivery needs: [tls] policy, MTA-STS, DANE (mta.tls).
+        self.tls = TlsChoice(cfg, self.resolver, clock=clock, emit=events.emit)
         # TLS-RPT (RFC 8460): told each session's TLS outcome ([tls.reports], mta.tls).
         self.tls_sessions: TlsSessions | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,12 +169,6 @@ class Dispatcher:
     @dsn_sink.setter
     def dsn_sink(self, sink: DsnSink | None) -> None:
         self.outcomes.dsn_sink = sink
-
-    def _policy_fetcher(self, cfg: Config) -> PolicyFetcher:
-        t = cfg.tls
-        return PolicyFetcher(self.resolver, ca_file=t.ca_file or cfg.delivery.tls_ca_file,
-                             timeout=t.fetch_timeout, max_size=t.max_policy_size,
-                             port=t.https_port, user_agent=f"mta ({cfg.server.hostname})")
 
     def _retry_rules(self, cfg: Config) -> RetryRules:
         return RetryRules(RetrySchedule.from_config(cfg.delivery, rand=self.rng.random),
@@ -197,7 +190,7 @@ class Dispatcher:
         finally:
             gc.enable()
         gc.freeze()
-        await self.sts.start()
+        await self.tls.sts.start()
         if restored:
             log.info("recovered %d queued work item(s) from the spool", restored)
         self._loop_task = asyncio.create_task(self._loop(), name="dispatcher")
@@ -218,7 +211,7 @@ class Dispatcher:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await self.paths.aclose()
-        await self.sts.aclose()
+        await self.tls.sts.aclose()
 
     @property
     def connection_count(self) -> int:
@@ -239,9 +232,7 @@ class Dispatcher:
         for site in self.sites.values():
             site.worker_limit = 0
         self.paths.reload(cfg)
-        old, self.sts.fetcher = self.sts.fetcher, self._policy_fetcher(cfg)
-        self.sts.retry = cfg.tls.fetch_retry
-        self._spawn(old.aclose(), "close the old MTA-STS fetcher")
+        self._spawn(self.tls.reload(cfg).aclose(), "close the old MTA-STS fetcher")
         self._spawn(self._learn_rule_sites(), "shaping key lookups")
 
     def _spawn(self, coro, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -479,25 +470,6 @@ class Dispatcher:
         self.scheduler.defer(item, max(at, now + 0.01))
         self.poke()
 
-    async def tls_requirement(self, domain: str, base: str,
-                              hosts: Iterable[MxHost] = ()) -> TlsRequirement:
-        """What mail to `domain` needs of its connection on a path whose tls is `base`:
-        a [tls] policy entry for the domain, else its MTA-STS policy (when [tls]
-        mta_sts), else the path's own tls, with DANE for those of its MX `hosts` that
-        publish validated TLSA records (when [tls] dane; mta.tls.requirement)."""
-        t = self.cfg.tls
-        override = t.policy.get(domain)
-        sts = override == "mta-sts" or (override is None and t.mta_sts)
-        policy = await self.sts.policy_for(domain) if sts else None
-        dane = override in ("dane", "dane-only") or (override in (None, "mta-sts") and t.dane)
-        lookup = getattr(self.resolver, "lookup", None)
-        found: tuple = ()
-        if dane and lookup is not None:
-            # From the resolver's cache after the first message: MX, A/AAAA, TLSA.
-            found = tuple(dane_host(a) for a in await dane_lookup(
-                lookup, domain, [h.name for h in hosts]))
-        return choose(domain, base, policy, override, dane=dane, dane_hosts=found)
-
     async def _deliver(self, site: SiteState, path: EgressPath, item: WorkItem) -> None:
         info = await self.spool.get(item.msg_id)
         if info is None or info.state != "queued":
@@ -518,7 +490,7 @@ class Dispatcher:
         groups: dict[TlsRequirement, list[int]] = defaultdict(list)
         base = path.settings.client.tls
         for domain, idx in by_domain.items():
-            groups[await self.tls_requirement(domain, base, site.hosts)] += idx
+            groups[await self.tls.requirement(domain, base, site.hosts)] += idx
         for req, idx in groups.items():
             await self._deliver_group(site, path, item, info, body, sorted(idx), req)
 
@@ -550,7 +522,7 @@ class Dispatcher:
                         result = await client.send(sender, [r], body, params=info.mail_params)
                         replies += result.per_recipient
                 remote_dsn = "DSN" in client.extensions
-                tls = _tls_outcome(client, req)
+                tls = tls_outcome(client, req)
         except PathBlocked as e:
             self._hold_back(item, [e.hold])
             return
@@ -601,28 +573,3 @@ class Dispatcher:
                          category=change.category or None,
                          reply=str(change.reply) if change.reply else None,
                          until=change.until)
-
-
-def _tls_outcome(client: SmtpClient, req: TlsRequirement) -> dict[str, object]:
-    """The session's TLS for the events: version ("none": in the clear), cipher, whether
-    the certificate was verified (tls = "verify", MTA-STS; opportunistic STARTTLS, RFC
-    7435, encrypts without checking it), the policy applied, and what an MTA-STS testing
-    policy would have refused."""
-    verified = client.tls_verified or client.dane_verified
-    out: dict[str, object] = (
-        {"tls": client.tls_version, "tls_cipher": client.tls_cipher,
-         "tls_verified": verified} if client.tls_active
-        else {"tls": "none", "tls_verified": False})
-    # A session a TLSA record authenticated went under DANE, whatever else the domain has;
-    # one to an MX host without TLSA under the domain's other policy.
-    out["tls_policy"] = "dane" if client.dane_verified else req.label_for(client.host)
-    dane = req.dane_for(client.host)
-    if dane is not None and dane.result_type:
-        out["tls_result"] = dane.result_type  # all TLSA records unusable (RFC 8460)
-    failure = req.failure(client.host, tls_verified=client.tls_verified,
-                          tls_error=client.tls_error)
-    if failure:
-        out["tls_failure"] = failure
-        if client.tls_result:
-            out["tls_result"] = client.tls_result  # RFC 8460 result type (TLS-RPT)
-    return out

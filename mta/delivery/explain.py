@@ -81,7 +81,7 @@ def tls_policy(d: Dispatcher, domain: str, site: str | None = None) -> str:
     if t.dane and _dane_cached(d, site):
         return "dane"
     if override == "mta-sts" or t.mta_sts:
-        policy = d.sts.cached(domain)
+        policy = d.tls.sts.cached(domain)
         if policy is not None:
             return f"mta-sts-{policy.mode}"
     return "path"
