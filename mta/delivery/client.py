@@ -21,7 +21,6 @@ arrive (`wire.ReplyParser`) and one future per batch of expected replies is reso
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import ssl
 from collections import deque
@@ -30,6 +29,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mta.config import DeliveryConfig
+from mta.delivery.tls_context import (
+    handshake_result_type,
+    opportunistic_context,
+    peer_chain,
+    verifying_context,
+)
 from mta.delivery.transaction import (
     DeliveryResult,
     Step,
@@ -100,30 +105,6 @@ class SmtpConnectError(Exception):
         # RFC 8460 4.3 result type of a TLS failure ("starttls-not-supported", ...), for
         # TLS reporting; "" when the failure was not TLS's.
         self.result_type = result_type
-
-
-# OpenSSL's X509_V_ERR_* codes -> RFC 8460 4.3 result types.
-_VERIFY_RESULT = {62: "certificate-host-mismatch", 10: "certificate-expired",
-                  2: "certificate-not-trusted", 18: "certificate-not-trusted",
-                  19: "certificate-not-trusted", 20: "certificate-not-trusted",
-                  21: "certificate-not-trusted"}
-
-
-def _result_type(error: BaseException) -> str:
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return _VERIFY_RESULT.get(error.verify_code, "validation-failure")
-    return "validation-failure"
-
-
-def _peer_chain(ssl_object: ssl.SSLObject) -> list[bytes]:
-    """The chain the server presented (DER, leaf first), unverified. Public from Python
-    3.13 (SSLObject.get_unverified_chain); before, the same call on the private _sslobj,
-    whose items are _ssl.Certificate objects."""
-    public = getattr(ssl_object, "get_unverified_chain", None)
-    chain = public() if public is not None else \
-        ssl_object._sslobj.get_unverified_chain()  # type: ignore[attr-defined]
-    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-            for c in chain or ()]
 
 
 # --- settings and results ----------------------------------------------------------------
@@ -272,27 +253,6 @@ class _SmtpProtocol(asyncio.Protocol):
             self.timer = None
 
 
-_tls_context: ssl.SSLContext | None = None
-
-
-def _client_tls_context() -> ssl.SSLContext:
-    """Opportunistic TLS (RFC 7435): encrypt, don't authenticate. Built once: costly."""
-    global _tls_context
-    if _tls_context is None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        _tls_context = ctx
-    return _tls_context
-
-
-@functools.cache
-def _verifying_tls_context(ca_file: str) -> ssl.SSLContext:
-    """tls = "verify": the chain must reach `ca_file` (or the system's CAs) and the
-    certificate must name the MX host (RFC 6125 via OpenSSL). One per CA file."""
-    return ssl.create_default_context(cafile=ca_file or None)
-
-
 # --- the client --------------------------------------------------------------------------
 
 class SmtpClient:
@@ -412,8 +372,8 @@ class SmtpClient:
         p.replies.clear()
         try:
             # Verifying, an address literal is checked against the certificate's IP names.
-            context = (_verifying_tls_context(self.settings.tls_ca_file) if verify
-                       else _client_tls_context())
+            context = (verifying_context(self.settings.tls_ca_file) if verify
+                       else opportunistic_context())
             new = await loop.start_tls(
                 p.transport, p, context, server_side=False,
                 server_hostname=sni or (
@@ -423,7 +383,7 @@ class SmtpClient:
             raise SmtpConnectError(
                 tls_failure(f"TLS handshake with {self.host}[{self.address}] failed: {e}",
                             handshake=True), tls_failed=True,
-                result_type=_result_type(e)) from None
+                result_type=handshake_result_type(e)) from None
         if new is None:
             raise SmtpConnectError(tls_failure("TLS handshake: connection closed",
                                                handshake=True), tls_failed=True)
@@ -442,7 +402,7 @@ class SmtpClient:
         before any mail: the caller defers, never falls back to the clear."""
         t = self._p.transport
         ssl_object = t.get_extra_info("ssl_object") if t is not None else None
-        chain = _peer_chain(ssl_object) if ssl_object is not None else []
+        chain = peer_chain(ssl_object) if ssl_object is not None else []
         names = (dane.names or (self.host,)) if dane is not None else (self.host,)
         result = verify_chain(dane.records if dane is not None else (), chain, names)
         if not result.ok:

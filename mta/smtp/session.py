@@ -28,7 +28,7 @@ from mta.observe.events import EventLog
 from mta.queue.envelope import Envelope, Recipient
 from mta.rfc5321.command import Command, CommandError, Verb, parse_command
 from mta.rfc5321.reply import Reply
-from mta.smtp import sasl
+from mta.smtp import replies, sasl
 from mta.smtp.auth import AuthResult
 from mta.smtp.cleanup import add_headers
 from mta.smtp.data import ChunkReader, DataReader
@@ -46,54 +46,6 @@ from mta.smtp.events import (
 from mta.smtp.handler import SessionInfo
 from mta.smtp.longlines import has_long_line, wrap_long_lines
 from mta.smtp.params import mail_param, rcpt_param
-from mta.smtp.replies import (
-    R_AUTH_ADDRESS_CAP,
-    R_AUTH_BAD_B64,
-    R_AUTH_CANCELLED,
-    R_AUTH_DISABLED,
-    R_AUTH_DONE,
-    R_AUTH_FAILED,
-    R_AUTH_LOCKED,
-    R_AUTH_MECHANISM,
-    R_AUTH_NEEDS_TLS,
-    R_AUTH_OK,
-    R_AUTH_REQUIRED,
-    R_BAD_SEQUENCE,
-    R_BARE_NEWLINE,
-    R_BDAT_SYNTAX,
-    R_BYE,
-    R_DATA,
-    R_FEEDBACK_APART,
-    R_FORBIDDEN,
-    R_HELP,
-    R_IN_TRANSACTION,
-    R_INTERNAL,
-    R_LINE_TOO_LONG,
-    R_LONG_LINE,
-    R_MAIL_OK,
-    R_NEED_HELO,
-    R_NEED_MAIL,
-    R_NESTED_MAIL,
-    R_NO_VALID_RCPT,
-    R_NOT_ACCEPTING,
-    R_NOT_IMPLEMENTED,
-    R_OK,
-    R_PIPELINING,
-    R_RCPT_OK,
-    R_RELAY_DENIED,
-    R_SHUTDOWN,
-    R_TIMEOUT,
-    R_TLS_ACTIVE,
-    R_TLS_READY,
-    R_TLS_UNAVAILABLE,
-    R_TOO_BIG,
-    R_TOO_MANY_ERRORS,
-    R_TOO_MANY_RCPT,
-    R_UTF8_ADDRESS,
-    R_VRFY,
-    ehlo_reply,
-    greeting_reply,
-)
 from mta.smtp.settings import SessionSettings
 
 __all__ = [
@@ -166,7 +118,7 @@ class Session:
     # --- public API for the adapter --------------------------------------------------
 
     def greeting(self) -> Reply:
-        return greeting_reply(self.settings)
+        return replies.greeting_reply(self.settings)
 
     def handle_line(self, line: bytes, *, more: bool = False) -> Event:
         """One command line (CRLF removed). `more`: the client already sent more bytes
@@ -183,28 +135,28 @@ class Session:
             return self._bdat(cmd)
         handler = _TABLE[self.state].get(cmd.verb)
         if handler is None:
-            return self._error(_OUT_OF_SEQUENCE.get((self.state, cmd.verb), R_BAD_SEQUENCE))
+            return self._error(_OUT_OF_SEQUENCE.get((self.state, cmd.verb), replies.R_BAD_SEQUENCE))
         if more and cmd.verb in (Verb.DATA, Verb.STARTTLS):
-            self._reject("pipelining", R_PIPELINING)
+            self._reject("pipelining", replies.R_PIPELINING)
             self.state = State.CLOSED
-            return Send((R_PIPELINING,), close=True)
+            return Send((replies.R_PIPELINING,), close=True)
         return handler(self, cmd)
 
     def line_too_long(self) -> Event:
-        self._reject("line_too_long", R_LINE_TOO_LONG)
+        self._reject("line_too_long", replies.R_LINE_TOO_LONG)
         if self.state is State.AUTH:
             self._sasl, self.state = None, State.READY
-        return self._error(R_LINE_TOO_LONG)
+        return self._error(replies.R_LINE_TOO_LONG)
 
     def timeout(self) -> Send:
         reason = "data_timeout" if self.state is State.DATA else "idle_timeout"
-        self._reject(reason, R_TIMEOUT)
+        self._reject(reason, replies.R_TIMEOUT)
         self.state = State.CLOSED
-        return Send((R_TIMEOUT,), close=True)
+        return Send((replies.R_TIMEOUT,), close=True)
 
     def shutdown(self) -> Send:
         self.state = State.CLOSED
-        return Send((R_SHUTDOWN,), close=True)
+        return Send((replies.R_SHUTDOWN,), close=True)
 
     @property
     def idle(self) -> bool:
@@ -231,13 +183,13 @@ class Session:
 
     def _message_done(self, body: bytes | None, bare_newline: bool, size: int) -> Event:
         if body is None:
-            reply = R_TOO_BIG
+            reply = replies.R_TOO_BIG
             self._reject("size", reply, size=size)
         elif bare_newline:
-            reply = R_BARE_NEWLINE
+            reply = replies.R_BARE_NEWLINE
             self._reject("bare_newline", reply)
         elif self.settings.long_lines == "reject" and has_long_line(body):
-            reply = R_LONG_LINE
+            reply = replies.R_LONG_LINE
             self._reject("long_line", reply)
         else:
             info = self.info
@@ -269,7 +221,7 @@ class Session:
             if result is None or (isinstance(result, Reply) and result.is_positive):
                 self.state = State.MAIL
                 self._mail_from = pending.address
-                return Send((result or R_MAIL_OK,))
+                return Send((result or replies.R_MAIL_OK,))
             return Send((self._policy_reject(result, "mail", sender=pending.address),))
         if isinstance(pending, CheckRcpt):
             self.state = State.RCPT if self._recipients else State.MAIL
@@ -278,7 +230,7 @@ class Session:
                 self._recipients.append(Recipient(pending.address, p.get("NOTIFY"),
                                                   p.get("ORCPT")))
                 self.state = State.RCPT
-                return Send((result or R_RCPT_OK,))
+                return Send((result or replies.R_RCPT_OK,))
             return Send((self._policy_reject(result, "rcpt", recipient=pending.address),))
         if isinstance(pending, Authenticate):
             self.state = State.READY
@@ -286,27 +238,27 @@ class Session:
                     and not _in_networks(self.info.client_ip, result.networks)[1]):
                 # The right password from outside the user's networks: the same 535 as a
                 # wrong one (no hint that the password works), the reason in the event.
-                self._reject("auth_failed", R_AUTH_FAILED, user=pending.username,
+                self._reject("auth_failed", replies.R_AUTH_FAILED, user=pending.username,
                              why="client network not allowed for this user")
-                return self._error(R_AUTH_FAILED)
+                return self._error(replies.R_AUTH_FAILED)
             if isinstance(result, AuthResult) and result.ok:
                 self.info.auth_user = pending.username
                 self.info.tenant = result.tenant
-                return Send((R_AUTH_OK,))
+                return Send((replies.R_AUTH_OK,))
             if isinstance(result, AuthResult) and result.locked:
-                self._reject("auth_locked", R_AUTH_LOCKED, user=pending.username)
-                return self._error(R_AUTH_LOCKED)
-            reply = result if isinstance(result, Reply) else R_AUTH_FAILED
+                self._reject("auth_locked", replies.R_AUTH_LOCKED, user=pending.username)
+                return self._error(replies.R_AUTH_LOCKED)
+            reply = result if isinstance(result, Reply) else replies.R_AUTH_FAILED
             self._reject("auth_failed", reply, user=pending.username)
             if isinstance(result, AuthResult) and result.disconnect:
                 # Past the address's overall cap: each guess costs a new connection.
-                self._reject("auth_address_cap", R_AUTH_ADDRESS_CAP, user=pending.username)
+                self._reject("auth_address_cap", replies.R_AUTH_ADDRESS_CAP, user=pending.username)
                 self.state = State.CLOSED
-                return Send((reply, R_AUTH_ADDRESS_CAP), close=True)
+                return Send((reply, replies.R_AUTH_ADDRESS_CAP), close=True)
             return self._error(reply)
         if isinstance(pending, Deliver):
             self.state = State.READY
-            reply = result if isinstance(result, Reply) else R_INTERNAL
+            reply = result if isinstance(result, Reply) else replies.R_INTERNAL
             if not reply.is_positive:
                 env = pending.envelope
                 self._reject("data", reply, sender=env.mail_from,
@@ -335,7 +287,7 @@ class Session:
         # Business decisions are not protocol errors: they don't count toward max_errors
         # (a sender with many suppressed recipients must not be disconnected).
         if not isinstance(reply, Reply):
-            reply = R_INTERNAL
+            reply = replies.R_INTERNAL
         self._reject(f"policy_{stage}", reply, **fields)
         return reply
 
@@ -343,9 +295,9 @@ class Session:
         """A protocol error: counts toward max_errors (Postfix smtpd_hard_error_limit)."""
         self.errors += 1
         if self.errors >= self.settings.max_errors:
-            self._reject("too_many_errors", R_TOO_MANY_ERRORS)
+            self._reject("too_many_errors", replies.R_TOO_MANY_ERRORS)
             self.state = State.CLOSED
-            return Send((reply, R_TOO_MANY_ERRORS), close=True)
+            return Send((reply, replies.R_TOO_MANY_ERRORS), close=True)
         return Send((reply,))
 
     def _auth_offered(self) -> bool:
@@ -362,7 +314,7 @@ class Session:
         self.info.helo, self.info.esmtp = cmd.arg, True
         self.state = State.READY
         s = self.settings
-        return Send((ehlo_reply(s.hostname, s.max_message_size,
+        return Send((replies.ehlo_reply(s.hostname, s.max_message_size,
                                  s.tls_available and not self.info.tls,
                                  self._auth_offered() and self.info.auth_user is None),))
 
@@ -375,48 +327,48 @@ class Session:
         return Send((Reply(250, None, self.settings.hostname),))
 
     def _noop(self, cmd: Command) -> Event:
-        return Send((R_OK,))
+        return Send((replies.R_OK,))
 
     def _rset(self, cmd: Command) -> Event:
         self._reset_transaction()
-        return Send((R_OK,))
+        return Send((replies.R_OK,))
 
     def _quit(self, cmd: Command) -> Event:
         self.state = State.CLOSED
-        return Send((R_BYE,), close=True)
+        return Send((replies.R_BYE,), close=True)
 
     def _vrfy(self, cmd: Command) -> Event:
         if not cmd.arg:
             return self._error(Reply(501, "5.5.4", "Syntax: VRFY address"))
-        return Send((R_VRFY,))
+        return Send((replies.R_VRFY,))
 
     def _help(self, cmd: Command) -> Event:
-        return Send((R_HELP,))
+        return Send((replies.R_HELP,))
 
     def _expn(self, cmd: Command) -> Event:
-        return self._error(R_NOT_IMPLEMENTED)
+        return self._error(replies.R_NOT_IMPLEMENTED)
 
     def _forbidden(self, cmd: Command) -> Event:
-        self._reject("forbidden_command", R_FORBIDDEN)
+        self._reject("forbidden_command", replies.R_FORBIDDEN)
         self.state = State.CLOSED
-        return Send((R_FORBIDDEN,), close=True)
+        return Send((replies.R_FORBIDDEN,), close=True)
 
     def _starttls(self, cmd: Command) -> Event:
         if self.info.tls:
-            return self._error(R_TLS_ACTIVE)
+            return self._error(replies.R_TLS_ACTIVE)
         if not self.settings.tls_available:
-            return self._error(R_TLS_UNAVAILABLE)
-        return StartTLS(R_TLS_READY)
+            return self._error(replies.R_TLS_UNAVAILABLE)
+        return StartTLS(replies.R_TLS_READY)
 
     def _mail(self, cmd: Command) -> Event:
         info = self.info
         if self.settings.intake_paused():  # `mta drain`: no new transaction
-            self._reject("intake_paused", R_NOT_ACCEPTING, sender=cmd.address)
+            self._reject("intake_paused", replies.R_NOT_ACCEPTING, sender=cmd.address)
             self.state = State.CLOSED
-            return Send((R_NOT_ACCEPTING,), close=True)
+            return Send((replies.R_NOT_ACCEPTING,), close=True)
         if info.tenant is None and not self.settings.feedback_domains:
-            self._reject("auth_required", R_AUTH_REQUIRED, sender=cmd.address)
-            return self._error(R_AUTH_REQUIRED)
+            self._reject("auth_required", replies.R_AUTH_REQUIRED, sender=cmd.address)
+            return self._error(replies.R_AUTH_REQUIRED)
         params = cmd.params
         mail_params: dict[str, str] = {}
         if params:
@@ -425,17 +377,17 @@ class Session:
             for key, value in params.items():
                 bad = mail_param(key, value, mail_params, self.settings.max_message_size)
                 if bad is not None:
-                    if bad is R_TOO_BIG:
+                    if bad is replies.R_TOO_BIG:
                         self._reject("size", bad, sender=cmd.address, size=value)
                     return self._error(bad)
         if cmd.utf8 and "SMTPUTF8" not in mail_params:
-            return self._error(R_UTF8_ADDRESS)
+            return self._error(replies.R_UTF8_ADDRESS)
         assert cmd.address is not None
         self._mail_params = mail_params
         if info.tenant is None:  # anyone may send reports to the feedback domains (RCPT)
             self._mail_from = cmd.address
             self.state = State.MAIL
-            return Send((R_MAIL_OK,))
+            return Send((replies.R_MAIL_OK,))
         # Policy sees the accepted parameters (ENVID as xtext), plus the declared SIZE.
         check = dict(mail_params)
         if "SIZE" in params:
@@ -449,15 +401,15 @@ class Session:
         ours = self.settings.feedback_domains
         feedback = bool(ours) and _domain(cmd.address) in ours
         if info.tenant is None and not feedback:  # no open relay
-            self._reject("relay_denied", R_RELAY_DENIED, recipient=cmd.address)
-            return self._error(R_RELAY_DENIED)
+            self._reject("relay_denied", replies.R_RELAY_DENIED, recipient=cmd.address)
+            return self._error(replies.R_RELAY_DENIED)
         if self._recipients and feedback != (_domain(self._recipients[0].address) in ours):
-            return Send((R_FEEDBACK_APART,))
+            return Send((replies.R_FEEDBACK_APART,))
         if len(self._recipients) >= self.settings.max_recipients:
             # RFC 5321 4.5.3.1.10: 452 tells the client to send the rest in another
             # transaction; not a protocol error.
-            self._reject("max_recipients", R_TOO_MANY_RCPT, recipient=cmd.address)
-            return Send((R_TOO_MANY_RCPT,))
+            self._reject("max_recipients", replies.R_TOO_MANY_RCPT, recipient=cmd.address)
+            return Send((replies.R_TOO_MANY_RCPT,))
         params = cmd.params
         accepted: dict[str, str] = {}
         if params:
@@ -468,32 +420,32 @@ class Session:
                 if bad is not None:
                     return self._error(bad)
         if cmd.utf8 and "SMTPUTF8" not in self._mail_params:
-            return self._error(R_UTF8_ADDRESS)
+            return self._error(replies.R_UTF8_ADDRESS)
         assert cmd.address is not None
         if feedback:  # a report for us (mta/bounce/inbound.py): nobody's sending, no policy
             self._recipients.append(Recipient(cmd.address, accepted.get("NOTIFY"),
                                               accepted.get("ORCPT")))
             self.state = State.RCPT
-            return Send((R_RCPT_OK,))
+            return Send((replies.R_RCPT_OK,))
         self._pending = decision = CheckRcpt(cmd.address, accepted)
         self.state = State.PENDING
         return decision
 
     def _data(self, cmd: Command) -> Event:
         self.state = State.DATA
-        return StartData(R_DATA, DataReader(self.settings.max_message_size))
+        return StartData(replies.R_DATA, DataReader(self.settings.max_message_size))
 
     # --- BDAT (RFC 3030 CHUNKING) ------------------------------------------------------
 
     def _bdat(self, cmd: Command) -> Event:
         m = _BDAT_ARG.fullmatch(cmd.arg)
         if m is None:  # no size we can trust to skip: refuse the line, as Postfix does
-            return self._error(R_BDAT_SYNTAX)
+            return self._error(replies.R_BDAT_SYNTAX)
         size, last = int(m.group(1)), m.group(2) is not None
         refusal = None
         if self.state not in (State.RCPT, State.BDAT):
-            refusal = {State.GREETED: R_NEED_HELO, State.READY: R_NEED_MAIL,
-                       State.MAIL: R_NO_VALID_RCPT}.get(self.state, R_BAD_SEQUENCE)
+            refusal = {State.GREETED: replies.R_NEED_HELO, State.READY: replies.R_NEED_MAIL,
+                       State.MAIL: replies.R_NO_VALID_RCPT}.get(self.state, replies.R_BAD_SEQUENCE)
         self._bdat_state = self.state
         self._chunks_size += size if refusal is None else 0
         keep = refusal is None and self._chunks_size <= self.settings.max_message_size
@@ -521,26 +473,26 @@ class Session:
         return self._message_done(body, bare, size)
 
     def _data_without_rcpt(self, cmd: Command) -> Event:
-        return self._error(R_NO_VALID_RCPT)
+        return self._error(replies.R_NO_VALID_RCPT)
 
     # --- AUTH (RFC 4954) --------------------------------------------------------------
 
     def _auth(self, cmd: Command) -> Event:
         s = self.settings
         if not s.auth_available:
-            return self._error(R_AUTH_DISABLED)
+            return self._error(replies.R_AUTH_DISABLED)
         if self.info.auth_user is not None:
-            return self._error(R_AUTH_DONE)
+            return self._error(replies.R_AUTH_DONE)
         if not self._auth_offered():
-            self._reject("auth_needs_tls", R_AUTH_NEEDS_TLS)
-            return self._error(R_AUTH_NEEDS_TLS)
+            self._reject("auth_needs_tls", replies.R_AUTH_NEEDS_TLS)
+            return self._error(replies.R_AUTH_NEEDS_TLS)
         if s.auth_locked(self.info.client_ip):
-            self._reject("auth_locked", R_AUTH_LOCKED)
-            return self._error(R_AUTH_LOCKED)
+            self._reject("auth_locked", replies.R_AUTH_LOCKED)
+            return self._error(replies.R_AUTH_LOCKED)
         mechanism, _, initial = cmd.arg.partition(" ")
         mechanism = mechanism.upper()
         if mechanism not in sasl.MECHANISMS:
-            return self._error(R_AUTH_MECHANISM)
+            return self._error(replies.R_AUTH_MECHANISM)
         initial = initial.strip(" ")
         self.state = State.AUTH
         self._sasl = (mechanism, "")
@@ -555,11 +507,11 @@ class Session:
         mechanism, username = self._sasl
         if line == b"*":
             self._sasl, self.state = None, State.READY
-            return self._error(R_AUTH_CANCELLED)
+            return self._error(replies.R_AUTH_CANCELLED)
         decoded = sasl.decode(line)
         if decoded is None:
             self._sasl, self.state = None, State.READY
-            return self._error(R_AUTH_BAD_B64)
+            return self._error(replies.R_AUTH_BAD_B64)
         if mechanism == "LOGIN" and not username:
             self._sasl = (mechanism, decoded.decode("utf-8", "replace") or "\0")
             return Send((sasl.LOGIN_PASS,))
@@ -570,8 +522,8 @@ class Session:
             pair = sasl.plain(decoded)
             if pair is None:
                 self.state = State.READY
-                self._reject("auth_failed", R_AUTH_FAILED)
-                return self._error(R_AUTH_FAILED)
+                self._reject("auth_failed", replies.R_AUTH_FAILED)
+                return self._error(replies.R_AUTH_FAILED)
             username, password = pair
         self._pending = decision = Authenticate(username, password)
         self.state = State.PENDING
@@ -595,11 +547,11 @@ _TABLE: dict[State, dict[Verb, Callable[[Session, Command], Event]]] = {
     State.BDAT: {**_ANYTIME},
 }
 _OUT_OF_SEQUENCE: dict[tuple[State, Verb], Reply] = {
-    **{(State.GREETED, v): R_NEED_HELO for v in (_V.MAIL, _V.RCPT, _V.DATA, _V.AUTH)},
-    (State.READY, _V.RCPT): R_NEED_MAIL,
-    (State.READY, _V.DATA): R_NEED_MAIL,
-    (State.MAIL, _V.MAIL): R_NESTED_MAIL,
-    (State.RCPT, _V.MAIL): R_NESTED_MAIL,
-    **{(st, v): R_IN_TRANSACTION for st in (State.MAIL, State.RCPT)
+    **{(State.GREETED, v): replies.R_NEED_HELO for v in (_V.MAIL, _V.RCPT, _V.DATA, _V.AUTH)},
+    (State.READY, _V.RCPT): replies.R_NEED_MAIL,
+    (State.READY, _V.DATA): replies.R_NEED_MAIL,
+    (State.MAIL, _V.MAIL): replies.R_NESTED_MAIL,
+    (State.RCPT, _V.MAIL): replies.R_NESTED_MAIL,
+    **{(st, v): replies.R_IN_TRANSACTION for st in (State.MAIL, State.RCPT)
        for v in (_V.AUTH, _V.STARTTLS)},
 }
