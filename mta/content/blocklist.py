@@ -40,15 +40,16 @@ Listing = tuple[str, str, str]  # (host, zone, return code)
 
 def query_names(host: str) -> list[str]:
     """The names to look up for one URL host (without the zone)."""
-    try:
-        ip = ipaddress.IPv4Address(host)
-    except ValueError:
-        # The host, and its registered domain's likely forms (no public suffix list
-        # here): the last three and the last two labels.
-        labels = host.split(".")
-        names = [host] + [".".join(labels[-n:]) for n in (3, 2) if len(labels) > n]
-        return names[:_MAX_PARENT_NAMES]
-    return [".".join(reversed(str(ip).split(".")))]
+    if host[-1:].isdigit():  # only then can it be a dotted quad (no raise per name)
+        try:
+            return [".".join(reversed(str(ipaddress.IPv4Address(host)).split(".")))]
+        except ValueError:
+            pass
+    # The host, and its registered domain's likely forms (no public suffix list here):
+    # the last three and the last two labels.
+    labels = host.split(".")
+    names = [host] + [".".join(labels[-n:]) for n in (3, 2) if len(labels) > n]
+    return names[:_MAX_PARENT_NAMES]
 
 
 async def _code(resolver: Lookup, name: str) -> str | None:
