@@ -80,6 +80,38 @@ class _Call:
     future: asyncio.Future[Any]
     result: Any = field(default=None)
     bare: bool = False  # run alone, outside any transaction (VACUUM)
+    # `fn` is plain (not a coroutine function): it takes the sqlite3 connection and runs
+    # on the database thread, inside the batch's one trip there (delivery outcomes).
+    sync: bool = False
+
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, auth_user, "
+    "received_at, state, size, rcpt_count, updated_at, msg_class, expires_at, pool) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_INSERT_BODY = "INSERT INTO bodies (id, body) VALUES (?, ?)"
+_INSERT_RECIPIENT = (
+    "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, updated_at, "
+    "last_reply) VALUES (?,?,?,?,?,?,?,?)")
+
+
+def _insert_puts(db: sqlite3.Connection, puts: list[_Put]) -> None:
+    db.executemany(_INSERT_MESSAGE, [p.message for p in puts])
+    db.executemany(_INSERT_BODY, [(p.message[0], p.body) for p in puts])
+    db.executemany(_INSERT_RECIPIENT,
+                   list(itertools.chain.from_iterable(p.recipients for p in puts)))
+
+
+def _commit_all(db: sqlite3.Connection, puts: list[_Put], calls: list[_Call]) -> None:
+    """A whole batch of puts and plain calls, BEGIN to COMMIT, on the database thread: one
+    hand-off per group commit instead of one per statement (each costs a thread wake-up
+    and a loop wake-up back). A failure leaves the transaction to the caller's rollback."""
+    db.execute("BEGIN IMMEDIATE")
+    if puts:
+        _insert_puts(db, puts)
+    for call in calls:
+        call.result = call.fn(db)  # type: ignore[arg-type]  # a sync call: see _Call
+    db.execute("COMMIT")
 
 
 def _reply_to_text(reply: Reply | None) -> str | None:
@@ -280,7 +312,7 @@ class Spool:
         for o in outcomes:
             if o.state not in ("deferred", *FINAL_STATES):
                 raise ValueError(f"unknown outcome state {o.state!r}")
-        await self._call(lambda db: self._apply_outcomes(db, outcomes))
+        await self._call(lambda db: self._apply_outcomes(db, outcomes), sync=True)
 
     async def hold(self, msg_id: str) -> bool:
         """Stop delivery of a queued message's pending recipients. False if not queued."""
@@ -488,10 +520,13 @@ class Spool:
         if self._closing:
             raise SpoolError("spool is closed")
 
-    async def _call(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
+    async def _call(self, fn: Callable[[Any], Any], *, sync: bool = False) -> Any:
+        """`fn(db)` in the next group commit: a coroutine function on the aiosqlite
+        connection, or with `sync` a plain function on the sqlite3 connection (run on the
+        database thread)."""
         self._check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append(_Call(fn, fut))
+        self._ops.append(_Call(fn, fut, sync=sync))
         self._wake.set()
         return await fut
 
@@ -536,22 +571,16 @@ class Spool:
         puts = [op for op in batch if isinstance(op, _Put)]
         calls = [op for op in batch if isinstance(op, _Call)]
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            if puts:
-                await db.executemany(
-                    "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, "
-                    "auth_user, received_at, state, size, rcpt_count, updated_at, msg_class, "
-                    "expires_at, pool) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [p.message for p in puts])
-                await db.executemany("INSERT INTO bodies (id, body) VALUES (?, ?)",
-                                     [(p.message[0], p.body) for p in puts])
-                await db.executemany(
-                    "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, "
-                    "updated_at, last_reply) VALUES (?,?,?,?,?,?,?,?)",
-                    list(itertools.chain.from_iterable(p.recipients for p in puts)))
-            for call in calls:
-                call.result = await call.fn(db)
-            await db.execute("COMMIT")
+            if all(c.sync for c in calls):  # the hot path: puts and delivery outcomes
+                await db._execute(_commit_all, db._conn, puts, calls)
+            else:  # an admin operation awaits statement by statement
+                await db.execute("BEGIN IMMEDIATE")
+                if puts:
+                    await db._execute(_insert_puts, db._conn, puts)
+                for call in calls:
+                    call.result = (await db._execute(call.fn, db._conn) if call.sync
+                                   else await call.fn(db))
+                await db.execute("COMMIT")
         except Exception as exc:  # any failure fails the whole batch, nothing half-done
             await self._rollback()
             err = _as_spool_error(exc)
@@ -588,8 +617,8 @@ class Spool:
             except Exception:  # the batch is failed already; the next BEGIN will tell
                 pass
 
-    async def _apply_outcomes(self, db: aiosqlite.Connection,
-                              outcomes: list[Outcome]) -> None:
+    def _apply_outcomes(self, db: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+        """On the database thread, inside the batch's transaction (a sync call)."""
         now = self._clock()
         deferred = [(int(o.attempted), o.next_attempt, _reply_to_text(o.reply), o.site, now,
                      int(o.warned), o.msg_id, o.index)
@@ -598,7 +627,7 @@ class Spool:
                   o.msg_id, o.index) for o in outcomes if o.state != "deferred"]
         # "state IN (queued, held)": a final recipient is never changed again.
         if deferred:
-            await db.executemany(
+            db.executemany(
                 "UPDATE recipients SET attempts = attempts + ?, next_attempt = ?, "
                 "last_reply = coalesce(?, last_reply), site = coalesce(?, site), "
                 "updated_at = ?, warned = max(warned, ?) "
@@ -606,7 +635,7 @@ class Spool:
                 deferred)
         if not final:
             return
-        await db.executemany(
+        db.executemany(
             "UPDATE recipients SET state = ?, attempts = attempts + ?, "
             "last_reply = coalesce(?, last_reply), site = coalesce(?, site), updated_at = ? "
             "WHERE msg_id = ? AND idx = ? AND state IN ('queued', 'held')", final)
@@ -615,12 +644,12 @@ class Spool:
             marks = ",".join("?" * len(chunk))
             # A message is done when none of its recipients is still queued or held; its
             # body is no longer needed.
-            await db.execute(
+            db.execute(
                 f"UPDATE messages SET state = 'done', updated_at = ? "
                 f"WHERE id IN ({marks}) AND state != 'done' AND NOT EXISTS ("
                 f"SELECT 1 FROM recipients r WHERE r.msg_id = messages.id "
                 f"AND r.state IN ('queued', 'held'))", (now, *chunk))
-            await db.execute(
+            db.execute(
                 f"DELETE FROM bodies WHERE id IN ({marks}) AND id IN ("
                 f"SELECT id FROM messages WHERE id IN ({marks}) AND state = 'done')",
                 (*chunk, *chunk))
