@@ -102,6 +102,16 @@ def _insert_puts(db: sqlite3.Connection, puts: list[_Put]) -> None:
                    list(itertools.chain.from_iterable(p.recipients for p in puts)))
 
 
+def _get_rows(db: sqlite3.Connection, msg_id: str) -> tuple[Any, list[Any]]:
+    """A message's row and its recipients' rows (reader thread)."""
+    row = _first(db.execute(f"SELECT {_MESSAGE_COLS} FROM messages WHERE id=?",
+                            (msg_id,)).fetchall())
+    if row is None:
+        return None, []
+    return row, db.execute(f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients "
+                           f"WHERE msg_id=? ORDER BY idx", (msg_id,)).fetchall()
+
+
 def _commit_all(db: sqlite3.Connection, puts: list[_Put], calls: list[_Call]) -> None:
     """A whole batch of puts and plain calls, BEGIN to COMMIT, on the database thread: one
     hand-off per group commit instead of one per statement (each costs a thread wake-up
@@ -411,13 +421,11 @@ class Spool:
         """The message with all its recipients, or None."""
         if not is_queue_id(msg_id):
             return None
-        row = _first(await self._read(
-                f"SELECT {_MESSAGE_COLS} FROM messages WHERE id=?", (msg_id,)))
+        # Both queries in one trip to the reader thread (every delivery asks this);
+        # each runs to completion, as _read's do.
+        row, rcpts = await self._rdb._execute(_get_rows, self._rdb._conn, msg_id)
         if row is None:
             return None
-        rcpts = await self._read(
-                f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients WHERE msg_id=? ORDER BY idx",
-                (msg_id,))
         return self._message(row, [self._recipient(r) for r in rcpts])
 
     async def read_body(self, msg_id: str) -> bytes:
