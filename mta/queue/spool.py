@@ -124,6 +124,10 @@ def _commit_all(db: sqlite3.Connection, puts: list[_Put], calls: list[_Call]) ->
     db.execute("COMMIT")
 
 
+# Built once: json.dumps with arguments makes a new encoder per call (one per put).
+_params_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _reply_to_text(reply: Reply | None) -> str | None:
     if reply is None:
         return None
@@ -296,7 +300,7 @@ class Spool:
         msg_id = msg_id or self._ids.next()
         now = self._clock()
         message = (msg_id, envelope.tenant, envelope.mail_from,
-                   json.dumps(envelope.mail_params, separators=(",", ":")),
+                   _params_json(envelope.mail_params),
                    envelope.client_ip, envelope.helo, envelope.auth_user,
                    envelope.received_at or now, "held" if held else "queued", len(body),
                    len(envelope.recipients), now, envelope.msg_class, envelope.expires_at,
