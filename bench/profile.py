@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-c", "--concurrency", type=int, default=20)
     ap.add_argument("--rate", type=int, default=250, help="samples per second")
     ap.add_argument("--top", type=int, default=12, help="hottest functions to list")
+    ap.add_argument("--stacks", help="keep py-spy's collapsed stacks in this file")
     args = ap.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -145,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             mta.kill()
             sink.stop()
             dns.stop()
+        if args.stacks:
+            shutil.copyfile(out, args.stacks)
         samples: collections.Counter[str] = collections.Counter()
         functions: collections.Counter[str] = collections.Counter()
         waiting = 0

@@ -15,6 +15,7 @@ cached answers are read without a task each (`Resolver.cached`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -40,15 +41,16 @@ Listing = tuple[str, str, str]  # (host, zone, return code)
 
 def query_names(host: str) -> list[str]:
     """The names to look up for one URL host (without the zone)."""
-    try:
-        ip = ipaddress.IPv4Address(host)
-    except ValueError:
-        # The host, and its registered domain's likely forms (no public suffix list
-        # here): the last three and the last two labels.
-        labels = host.split(".")
-        names = [host] + [".".join(labels[-n:]) for n in (3, 2) if len(labels) > n]
-        return names[:_MAX_PARENT_NAMES]
-    return [".".join(reversed(str(ip).split(".")))]
+    if host[-1:].isdigit():  # only then can it be a dotted quad (no raise per name)
+        try:
+            return [".".join(reversed(str(ipaddress.IPv4Address(host)).split(".")))]
+        except ValueError:
+            pass
+    # The host, and its registered domain's likely forms (no public suffix list here):
+    # the last three and the last two labels.
+    labels = host.split(".")
+    names = [host] + [".".join(labels[-n:]) for n in (3, 2) if len(labels) > n]
+    return names[:_MAX_PARENT_NAMES]
 
 
 async def _code(resolver: Lookup, name: str) -> str | None:
@@ -74,31 +76,40 @@ def _code_of(answer: Answer, name: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _names(host: str, zone: str) -> tuple[str, ...]:
+    """The full names asked for one host in one zone (a campaign's links recur)."""
+    return tuple(f"{n}.{zone}" for n in query_names(host))
+
+
 async def check_hosts(resolver: Lookup, hosts: Iterable[str],
                       zones: Iterable[str]) -> list[Listing]:
     """Every (host, zone, code) listing among `hosts` in `zones`, asked concurrently."""
-    asks: list[tuple[str, str, str]] = []
-    for zone in zones:
-        for host in hosts:
-            asks.extend((host, zone, f"{n}.{zone}") for n in query_names(host))
+    pairs = [(host, zone) for zone in zones for host in hosts]
     # Answers in the resolver's cache are read at once (a campaign's links are asked
     # about thousands of times); only the others become concurrent questions.
     cached = getattr(resolver, "cached", None)
-    codes: list[str | None] = [None] * len(asks)
-    missing: list[int] = []
-    for i, (_, _, name) in enumerate(asks):
-        answer = cached(name, "A") if cached is not None else None
-        if answer is None:
-            missing.append(i)
-        else:
-            codes[i] = _code_of(answer, name)
+    codes: list[str | None] = []
+    missing: list[tuple[int, str]] = []  # (index in codes, name)
+    for host, zone in pairs:
+        for name in _names(host, zone):
+            answer = cached(name, "A") if cached is not None else None
+            if answer is None:
+                missing.append((len(codes), name))
+                codes.append(None)
+            else:
+                codes.append(_code_of(answer, name))
     if missing:
-        found_codes = await asyncio.gather(*(_code(resolver, asks[i][2]) for i in missing))
-        for i, code in zip(missing, found_codes, strict=True):
+        found_codes = await asyncio.gather(*(_code(resolver, name) for _, name in missing))
+        for (i, _), code in zip(missing, found_codes, strict=True):
             codes[i] = code
     found: list[Listing] = []
     seen: set[tuple[str, str]] = set()
-    for (host, zone, _), code in zip(asks, codes, strict=True):
+    at = 0
+    for host, zone in pairs:
+        n = len(_names(host, zone))
+        code = next((c for c in codes[at:at + n] if c is not None), None)
+        at += n
         if code is not None and (host, zone) not in seen:
             seen.add((host, zone))
             found.append((host, zone, code))

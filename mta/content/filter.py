@@ -188,7 +188,9 @@ class ContentFilter:
         listed_zones = {z for _, z, _ in listings}
         hit = set(scan.hits)
         rules = runner.rules.rules
-        matched = [r for r in rules if r.name in hit or (r.zone and r.zone in listed_zones)]
+        # Most mail matches nothing: no walk over every rule for it.
+        matched = [r for r in rules if r.name in hit or (r.zone and r.zone in listed_zones)
+                   ] if hit or listed_zones else []
         v.rules = [r.name for r in matched]
         score = sum(r.score for r in matched if r.action == "score")
         for r in matched:

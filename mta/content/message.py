@@ -145,6 +145,46 @@ def _host(raw: str) -> str:
     return raw
 
 
+# A header line as the stdlib's feed parser takes it without a defect: a field name of
+# printable characters but ":" (RFC 5322 2.2), then ":" -- or a continuation line.
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+:")
+
+
+def _plain_headers(head: bytes) -> Message | None:
+    """The header block (ending with its empty line) read as compat32's BytesParser
+    reads it, for the common case only: ASCII, CRLF line ends, every line a field or a
+    continuation of one, no "From " line. None for anything else (the stdlib reads it).
+    `tests/content/test_message.py` checks both give the same on a corpus."""
+    if not head.isascii() or head.startswith(b"From "):
+        return None
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        return None  # a bare CR or LF: the stdlib splits lines there too
+    lines = head.split(b"\r\n")
+    if lines[-2:] != [b"", b""]:
+        return None  # not ended by exactly one empty line
+    msg = Message(policy=email.policy.compat32)
+    name = value = None
+    for line in lines[:-2]:
+        if line[:1] in (b" ", b"\t"):
+            if name is None:
+                return None  # a first line that continues nothing: a defect
+            value += "\r\n" + line.decode("ascii")
+            continue
+        m = _FIELD.match(line)
+        if m is None:
+            return None
+        if name is not None:
+            msg.set_raw(name, value.rstrip("\r\n"))
+        end = m.end()
+        name = line[:end - 1].decode("ascii")
+        value = line[end:].decode("ascii").lstrip(" \t")
+    if name is not None:
+        msg.set_raw(name, value.rstrip("\r\n"))
+    msg.set_payload("")
+    return msg
+
+
 def _single_part(data: bytes) -> Message | None:
     """A message of one part, read by parsing its header block alone (the stdlib parser
     splits even a body it will not look at into lines); None for MIME containers and for
@@ -154,7 +194,8 @@ def _single_part(data: bytes) -> Message | None:
         return None
     cut = min(ends)
     head_end = cut + (4 if data.startswith(b"\r\n\r\n", cut) else 2)
-    msg = _PARSER.parsebytes(data[:head_end], headersonly=True)
+    msg = _plain_headers(data[:head_end]) or _PARSER.parsebytes(data[:head_end],
+                                                                headersonly=True)
     if msg.get_payload() or msg.get_content_maintype() in ("multipart", "message"):
         return None  # a header block the parser ended early, or parts to walk
     # As BytesParser hands a body over: undecoded bytes kept as surrogates.

@@ -96,9 +96,17 @@ class Rules:
                 where[r.name] = (key, len(patterns))
                 patterns.append(r.body if r.kind == "body" else r.pattern)
         self.groups = {k: PatternSet(v, engine=engine) for k, v in groups.items()}
-        self._matchers: list[tuple[str, Matcher | tuple[str, int]]] = [
-            (r.name, where[r.name] if r.name in where else _MATCHERS[r.kind](r))
-            for r in cfg.rules if r.kind != "url_blocklist"]
+        # Each pattern's rule by its place in the config (hits are reported in that
+        # order), so a scan visits only the patterns the one-pass scan let through.
+        self._names = [r.name for r in cfg.rules]
+        self._at: dict[str, list[int]] = {k: [0] * len(v) for k, v in groups.items()}
+        self._others: list[tuple[int, Matcher]] = []
+        for pos, r in enumerate(cfg.rules):
+            if r.name in where:
+                key, i = where[r.name]
+                self._at[key][i] = pos
+            elif r.kind != "url_blocklist":
+                self._others.append((pos, _MATCHERS[r.kind](r)))
         self.zones = sorted({r.zone for r in self.rules if r.zone})
 
     def __bool__(self) -> bool:
@@ -107,18 +115,16 @@ class Rules:
     def scan(self, data: bytes) -> Scan:
         facts = read_facts(data, scan_limit=self.scan_limit, max_hosts=self.max_hosts,
                            want_hosts=bool(self.zones))
-        texts: dict[str, tuple[list[str], set[int] | None]] = {}
+        found: list[int] = []
         for key, patterns in self.groups.items():
             values = facts.texts if key == "" else facts.header_values(key)
-            texts[key] = (values, patterns.prepare(values) if values else set())
-        hits = []
-        for name, match in self._matchers:
-            if isinstance(match, tuple):
-                key, i = match
-                values, maybe = texts[key]
-                found = bool(values) and self.groups[key].search(i, values, maybe)
-            else:
-                found = match(facts)
-            if found:
-                hits.append(name)
+            if not values:
+                continue
+            maybe = patterns.prepare(values)
+            at = self._at[key]
+            for i in (range(len(at)) if maybe is None else maybe):
+                if patterns.search(i, values, None):
+                    found.append(at[i])
+        found.extend(pos for pos, match in self._others if match(facts))
+        hits = [self._names[pos] for pos in sorted(found)]
         return Scan(tuple(hits), tuple(facts.hosts), facts.parts)

@@ -10,10 +10,11 @@ compiles the rules once and then answers messages in order over its stdin/stdout
     worker -> parent: frame(pickled (hits, hosts, parts)) per message, in order
     frame = 4-byte big-endian length + payload
 
-The pipes are the event loop's own transports (no executor threads, no locks): a message
-costs the parent a write and a read. A scan that outlasts [content] rules_timeout (a
-pathological pattern) gets its worker killed; that worker's pending scans answer None
-(the caller applies [content] rules_fail) and a new worker starts on the next message.
+The pipes are the event loop's own transports (no executor threads, no locks), read by a
+protocol: a message costs the parent a write and one callback. A scan that outlasts
+[content] rules_timeout (a pathological pattern) gets its worker killed; that worker's
+pending scans answer None (the caller applies [content] rules_fail) and a new worker
+starts on the next message.
 A config reload starts new workers; the old ones finish what they have, then exit at the
 end of their input.
 """
@@ -28,7 +29,7 @@ import os
 import pickle
 import struct
 import sys
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from mta.config.content import ContentConfig
 from mta.content.rules import Rules, Scan
@@ -40,44 +41,85 @@ log = logging.getLogger("mta.content")
 _LEN = struct.Struct(">I")
 
 
-class _Worker:
-    """One worker process and the futures of the scans it has been sent, oldest first."""
+class _Worker(asyncio.SubprocessProtocol):
+    """One worker process and the scans it has been sent, oldest first.
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.pending: collections.deque[asyncio.Future[Scan | None]] = collections.deque()
+    The worker's stdout is read by this protocol itself: a frame that arrives resolves
+    its scan's future in the same callback (no reader task woken, no StreamReader). The
+    rules_timeout is one timer per worker, not one per scan: the worker answers in order,
+    so only the oldest scan's deadline can be the first to pass."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        # (future, deadline, size) per scan sent and not answered yet.
+        self.pending: collections.deque[
+            tuple[asyncio.Future[Scan | None], float, int]] = collections.deque()
         self.alive = True
-        self.reader = asyncio.ensure_future(self._read())
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.stdin: asyncio.WriteTransport | None = None
+        self.pid = 0
+        self._buf = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[None] = self._loop.create_future()
 
-    async def _read(self) -> None:
-        out = self.proc.stdout
-        assert out is not None
-        try:
-            while True:
-                head = await out.readexactly(_LEN.size)
-                body = await out.readexactly(_LEN.unpack(head)[0])
-                fut = self.pending.popleft()
-                if not fut.done():
-                    fut.set_result(Scan(*pickle.loads(body)))
-        except (asyncio.IncompleteReadError, ConnectionError, IndexError):
-            pass  # the worker is gone (killed, crashed, or its input closed)
-        finally:
-            self._gone()
+    # --- asyncio.SubprocessProtocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's: typed by cast, not isinstance.
+        self.transport = cast(asyncio.SubprocessTransport, transport)
+        self.pid = self.transport.get_pid()
+        self.stdin = cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0))
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos, n = 0, len(buf)
+        while n - pos >= _LEN.size:
+            size = _LEN.unpack_from(buf, pos)[0]
+            end = pos + _LEN.size + size
+            if end > n:
+                break
+            body = bytes(buf[pos + _LEN.size:end])
+            pos = end
+            if not self.pending:
+                continue  # answers to no question: only if the worker misbehaves
+            fut = self.pending.popleft()[0]
+            if not fut.done():
+                fut.set_result(Scan(*pickle.loads(body)))
+        if pos:
+            del buf[:pos]
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._gone()  # killed, crashed, or its input closed
+
+    def process_exited(self) -> None:
+        self._gone()
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    # ---------------------------------------------------------------------------------
 
     def _gone(self) -> None:
         self.alive = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         while self.pending:
-            fut = self.pending.popleft()
+            fut = self.pending.popleft()[0]
             if not fut.done():
                 fut.set_result(None)
 
     def send(self, data: bytes) -> asyncio.Future[Scan | None]:
-        fut: asyncio.Future[Scan | None] = asyncio.get_running_loop().create_future()
-        stdin = self.proc.stdin
+        fut: asyncio.Future[Scan | None] = self._loop.create_future()
+        stdin = self.stdin
         if not self.alive or stdin is None or stdin.is_closing():
             fut.set_result(None)
             return fut
-        self.pending.append(fut)
+        self.pending.append((fut, self._loop.time() + self.timeout, len(data)))
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.timeout, self._check_deadline)
         # Written by the transport as the pipe takes it; a 25 MB message is buffered once.
         if len(data) < 65536:
             stdin.write(_LEN.pack(len(data)) + data)
@@ -86,22 +128,36 @@ class _Worker:
             stdin.write(data)
         return fut
 
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if not self.pending or not self.alive:
+            return
+        _, deadline, size = self.pending[0]
+        now = self._loop.time()
+        if now >= deadline:
+            log.error("content rules took over %ss on a %d-byte message; worker %d killed",
+                      self.timeout, size, self.pid)
+            self.kill()
+            self._gone()  # the pending scans answer None now, not when the pipe closes
+            return
+        self._timer = self._loop.call_at(deadline, self._check_deadline)
+
     def kill(self) -> None:
-        self.alive = False  # nothing more is sent to it; its reader answers the pending
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
+        self.alive = False  # nothing more is sent to it; the pending answer None
+        if self.transport is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.transport.kill()
 
     def finish(self) -> None:
         """No more work: the worker exits once it has answered what it has."""
-        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
+        if self.stdin is not None and not self.stdin.is_closing():
+            self.stdin.close()
 
     async def wait(self) -> None:
         with contextlib.suppress(Exception):
-            await self.proc.wait()
-        self.reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.reader
+            await asyncio.shield(self._exited)
+        if self.transport is not None:
+            self.transport.close()
 
 
 class RuleRunner:
@@ -145,14 +201,9 @@ class RuleRunner:
         worker = await self._least_busy()
         if worker is None:
             return None
-        fut = worker.send(data)
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), self.cfg.rules_timeout)
-        except TimeoutError:
-            log.error("content rules took over %ss on a %d-byte message; worker %d killed",
-                      self.cfg.rules_timeout, len(data), worker.proc.pid)
-            worker.kill()  # its reader answers None to everything it had pending
-            return None
+        # The worker's own timer answers None at rules_timeout (and kills it). A caller
+        # that gives up cancels only its future: the answer, when it comes, is dropped.
+        return await worker.send(data)
 
     async def _least_busy(self) -> _Worker | None:
         best = None
@@ -191,15 +242,15 @@ class RuleRunner:
             self._retire(task.result())
 
     async def _spawn(self, cfg: ContentConfig) -> _Worker:
-        proc = await asyncio.create_subprocess_exec(
+        _, worker = await asyncio.get_running_loop().subprocess_exec(
+            lambda: _Worker(cfg.rules_timeout),
             # -c, not -m: mta.content (imported first) already holds this module.
             sys.executable, "-c", "from mta.content.worker import serve; serve()",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, limit=1 << 20)
-        assert proc.stdin is not None
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
+        assert worker.stdin is not None
         conf = pickle.dumps(cfg)
-        proc.stdin.write(_LEN.pack(len(conf)) + conf)
-        return _Worker(proc)
+        worker.stdin.write(_LEN.pack(len(conf)) + conf)
+        return worker
 
     def _retire(self, w: _Worker) -> None:
         self._retired.add(w)

@@ -20,6 +20,9 @@ from mta.observe.rotate import Rotator
 
 __all__ = ["EventLog"]
 
+# One encoder for every line: json.dumps with arguments builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
 
 class EventLog:
     """`emit("received", id=..., tenant=..., recipient=...)` appends one line.
@@ -58,7 +61,7 @@ class EventLog:
             del self.recent[:-self.keep_recent]
         if self._file is None:
             return
-        line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        line = _ENCODE(record) + "\n"
         with self._lock:
             self._buf.append(line)
         if self._task is None:

@@ -63,6 +63,20 @@ _RECIPIENT_COLS = ("idx, address, notify, orcpt, state, attempts, next_attempt, 
                    "site, updated_at, warned")
 
 
+def _get_rows(db: sqlite3.Connection, msg_id: str) -> tuple[Any, list[Any]]:
+    """A message's row and its recipients' rows (reader thread)."""
+    row = _first(db.execute(f"SELECT {_MESSAGE_COLS} FROM messages WHERE id=?",
+                            (msg_id,)).fetchall())
+    if row is None:
+        return None, []
+    return row, db.execute(f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients "
+                           f"WHERE msg_id=? ORDER BY idx", (msg_id,)).fetchall()
+
+
+# Built once: json.dumps with arguments makes a new encoder per call (one per put).
+_params_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _reply_to_text(reply: Reply | None) -> str | None:
     if reply is None:
         return None
@@ -78,20 +92,23 @@ def _reply_from_text(text: str | None) -> Reply | None:
         return None
 
 
-async def _insert_puts(db: aiosqlite.Connection, puts: list[Put]) -> None:
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, auth_user, "
+    "received_at, state, size, rcpt_count, updated_at, msg_class, expires_at, pool) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_INSERT_BODY = "INSERT INTO bodies (id, body) VALUES (?, ?)"
+_INSERT_RECIPIENT = (
+    "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, updated_at, "
+    "last_reply) VALUES (?,?,?,?,?,?,?,?)")
+
+
+def _insert_puts(db: sqlite3.Connection, puts: list[Put]) -> None:
     """What a group commit writes for the messages put in it: their rows, bodies and
-    recipients, one statement each."""
-    await db.executemany(
-        "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, "
-        "auth_user, received_at, state, size, rcpt_count, updated_at, msg_class, "
-        "expires_at, pool) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [p.message for p in puts])
-    await db.executemany("INSERT INTO bodies (id, body) VALUES (?, ?)",
-                         [(p.message[0], p.body) for p in puts])
-    await db.executemany(
-        "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, "
-        "updated_at, last_reply) VALUES (?,?,?,?,?,?,?,?)",
-        list(itertools.chain.from_iterable(p.recipients for p in puts)))
+    recipients, one statement each (on the database thread, in the batch's transaction)."""
+    db.executemany(_INSERT_MESSAGE, [p.message for p in puts])
+    db.executemany(_INSERT_BODY, [(p.message[0], p.body) for p in puts])
+    db.executemany(_INSERT_RECIPIENT,
+                   list(itertools.chain.from_iterable(p.recipients for p in puts)))
 
 
 def _open_lock(directory: Path, shard: int) -> int:
@@ -247,7 +264,7 @@ class Spool:
         msg_id = msg_id or self._ids.next()
         now = self._clock()
         message = (msg_id, envelope.tenant, envelope.mail_from,
-                   json.dumps(envelope.mail_params, separators=(",", ":")),
+                   _params_json(envelope.mail_params),
                    envelope.client_ip, envelope.helo, envelope.auth_user,
                    envelope.received_at or now, "held" if held else "queued", len(body),
                    len(envelope.recipients), now, envelope.msg_class, envelope.expires_at,
@@ -270,7 +287,7 @@ class Spool:
         for o in outcomes:
             if o.state not in ("deferred", *FINAL_STATES):
                 raise ValueError(f"unknown outcome state {o.state!r}")
-        await self._call(lambda db: self._apply_outcomes(db, outcomes))
+        await self._call(lambda db: self._apply_outcomes(db, outcomes), sync=True)
 
     async def hold(self, msg_id: str) -> bool:
         """Stop delivery of a queued message's pending recipients. False if not queued."""
@@ -364,13 +381,11 @@ class Spool:
         """The message with all its recipients, or None."""
         if not is_queue_id(msg_id):
             return None
-        row = _first(await self._read(
-                f"SELECT {_MESSAGE_COLS} FROM messages WHERE id=?", (msg_id,)))
+        # Both queries in one trip to the reader thread (every delivery asks this);
+        # each runs to completion, as _read's do.
+        row, rcpts = await self._rdb._execute(_get_rows, self._rdb._conn, msg_id)
         if row is None:
             return None
-        rcpts = await self._read(
-                f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients WHERE msg_id=? ORDER BY idx",
-                (msg_id,))
         return self._message(row, [self._recipient(r) for r in rcpts])
 
     async def read_body(self, msg_id: str) -> bytes:
@@ -483,11 +498,14 @@ class Spool:
     def _check_open(self) -> None:
         self._writer.check_open()
 
-    async def _call(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
-        return await self._writer.call(fn)
+    async def _call(self, fn: Callable[[Any], Any], *, sync: bool = False) -> Any:
+        """`fn(db)` in the next group commit: a coroutine function on the aiosqlite
+        connection, or with `sync` a plain function on the sqlite3 connection (run on the
+        database thread)."""
+        return await self._writer.call(fn, sync=sync)
 
-    async def _apply_outcomes(self, db: aiosqlite.Connection,
-                              outcomes: list[Outcome]) -> None:
+    def _apply_outcomes(self, db: sqlite3.Connection, outcomes: list[Outcome]) -> None:
+        """On the database thread, inside the batch's transaction (a sync call)."""
         now = self._clock()
         deferred = [(int(o.attempted), o.next_attempt, _reply_to_text(o.reply), o.site, now,
                      int(o.warned), o.msg_id, o.index)
@@ -496,7 +514,7 @@ class Spool:
                   o.msg_id, o.index) for o in outcomes if o.state != "deferred"]
         # "state IN (queued, held)": a final recipient is never changed again.
         if deferred:
-            await db.executemany(
+            db.executemany(
                 "UPDATE recipients SET attempts = attempts + ?, next_attempt = ?, "
                 "last_reply = coalesce(?, last_reply), site = coalesce(?, site), "
                 "updated_at = ?, warned = max(warned, ?) "
@@ -504,7 +522,7 @@ class Spool:
                 deferred)
         if not final:
             return
-        await db.executemany(
+        db.executemany(
             "UPDATE recipients SET state = ?, attempts = attempts + ?, "
             "last_reply = coalesce(?, last_reply), site = coalesce(?, site), updated_at = ? "
             "WHERE msg_id = ? AND idx = ? AND state IN ('queued', 'held')", final)
@@ -513,12 +531,12 @@ class Spool:
             marks = ",".join("?" * len(chunk))
             # A message is done when none of its recipients is still queued or held; its
             # body is no longer needed.
-            await db.execute(
+            db.execute(
                 f"UPDATE messages SET state = 'done', updated_at = ? "
                 f"WHERE id IN ({marks}) AND state != 'done' AND NOT EXISTS ("
                 f"SELECT 1 FROM recipients r WHERE r.msg_id = messages.id "
                 f"AND r.state IN ('queued', 'held'))", (now, *chunk))
-            await db.execute(
+            db.execute(
                 f"DELETE FROM bodies WHERE id IN ({marks}) AND id IN ("
                 f"SELECT id FROM messages WHERE id IN ({marks}) AND state = 'done')",
                 (*chunk, *chunk))

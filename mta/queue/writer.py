@@ -46,10 +46,13 @@ class Put:
 class Call:
     """Any other write: `fn(db)` inside the batch's transaction (or, bare, alone)."""
 
-    fn: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    fn: Callable[[Any], Any]
     future: asyncio.Future[Any]
     result: Any = field(default=None)
     bare: bool = False  # run alone, outside any transaction (VACUUM)
+    # `fn` is plain (not a coroutine function): it takes the sqlite3 connection and runs
+    # on the database thread, inside the batch's one trip there (delivery outcomes).
+    sync: bool = False
 
 
 def _as_spool_error(exc: BaseException) -> SpoolError:
@@ -67,8 +70,7 @@ class GroupCommit:
     queued and stops it."""
 
     def __init__(self, db: aiosqlite.Connection, max_batch: int,
-                 insert_puts: Callable[[aiosqlite.Connection, list[Put]], Awaitable[None]]
-                 ) -> None:
+                 insert_puts: Callable[[sqlite3.Connection, list[Put]], None]) -> None:
         self._db = db
         self._max_batch = max_batch
         self._insert_puts = insert_puts
@@ -96,11 +98,12 @@ class GroupCommit:
         self._wake.set()
         await fut
 
-    async def call(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
-        """`fn(db)` in the next group commit; its result once committed."""
+    async def call(self, fn: Callable[[Any], Any], *, sync: bool = False) -> Any:
+        """`fn(db)` in the next group commit; its result once committed. `sync`: `fn` is
+        a plain function of the sqlite3 connection (run on the database thread)."""
         self.check_open()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._ops.append(Call(fn, fut))
+        self._ops.append(Call(fn, fut, sync=sync))
         self._wake.set()
         return await fut
 
@@ -161,12 +164,16 @@ class GroupCommit:
         puts = [op for op in batch if isinstance(op, Put)]
         calls = [op for op in batch if isinstance(op, Call)]
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            if puts:
-                await self._insert_puts(db, puts)
-            for call in calls:
-                call.result = await call.fn(db)
-            await db.execute("COMMIT")
+            if all(c.sync for c in calls):  # the hot path: puts and delivery outcomes
+                await db._execute(self._commit_all, db._conn, puts, calls)
+            else:  # an admin operation awaits statement by statement
+                await db.execute("BEGIN IMMEDIATE")
+                if puts:
+                    await db._execute(self._insert_puts, db._conn, puts)
+                for call in calls:
+                    call.result = (await db._execute(call.fn, db._conn) if call.sync
+                                   else await call.fn(db))
+                await db.execute("COMMIT")
         except Exception as exc:  # any failure fails the whole batch, nothing half-done
             await self._rollback()
             err = _as_spool_error(exc)
@@ -184,6 +191,18 @@ class GroupCommit:
         for op in batch:
             if not op.future.done():
                 op.future.set_result(op.result if isinstance(op, Call) else None)
+
+    def _commit_all(self, db: sqlite3.Connection, puts: list[Put], calls: list[Call]) -> None:
+        """A whole batch of puts and plain calls, BEGIN to COMMIT, on the database thread:
+        one hand-off per group commit instead of one per statement (each costs a thread
+        wake-up and a loop wake-up back). A failure leaves the transaction to the
+        rollback."""
+        db.execute("BEGIN IMMEDIATE")
+        if puts:
+            self._insert_puts(db, puts)
+        for call in calls:
+            call.result = call.fn(db)
+        db.execute("COMMIT")
 
     async def _run_bare(self, call: Call) -> None:
         try:

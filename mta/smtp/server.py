@@ -281,6 +281,10 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.paused = False
         self.skipping = False  # discarding the rest of an over-long line
+        # The client has sent more after the command being handled (pipelining): it is
+        # not waiting for the replies so far before it goes on, so a decision that must
+        # wait does not flush them on its own (one write per burst, not per wait).
+        self.more = False
         self.last_activity = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.ip = ""
@@ -356,6 +360,7 @@ class _Connection(asyncio.Protocol):
                         del buf[:]
                         buf += rest
                         pos = 0
+                        self.more = bool(rest)
                         self._data_finished_event()
                         continue
                 break
@@ -385,7 +390,8 @@ class _Connection(asyncio.Protocol):
             if self.server.draining and session.idle:
                 self._event(session.shutdown())
                 break
-            self._event(session.handle_line(line, more=pos < len(buf)))
+            self.more = pos < len(buf)
+            self._event(session.handle_line(line, more=self.more))
         if pos:
             del buf[:pos]
         if (self.server.draining and not self.busy and not self.closing
@@ -399,6 +405,7 @@ class _Connection(asyncio.Protocol):
     def _data_finished(self, rest: bytes) -> None:
         """The DATA fast path found the end marker; `rest` follows it."""
         self.buf += rest
+        self.more = bool(rest)
         self._data_finished_event()
 
     def _data_finished_event(self) -> None:
@@ -440,7 +447,8 @@ class _Connection(asyncio.Protocol):
             self._event(self.session.decide(result))  # type: ignore[union-attr]
             return
         self.busy = True
-        self._flush()  # let the client see the replies so far while we wait
+        if not self.more:  # the client may be waiting for them: let it see them now
+            self._flush()
         task = self.loop.create_task(self._wait_decision(ev, result))
         task.add_done_callback(self._decided)
 
