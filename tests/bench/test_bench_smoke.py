@@ -33,7 +33,9 @@ def _bench(tmp_path: Path, *extra: str) -> dict:
 def _check(run: dict) -> None:
     assert run["accepted"] == 30 and run["errors"] == 0
     assert run["complete"] and run["sink_stored"] == 30
-    assert run["e2e_rate"] > 0 and run["cpu_per_1k"] > 0 and run["peak_rss_mb"] > 0
+    # CPU comes from /proc in clock ticks (10 ms): 30 messages of Postfix can take less
+    # than one, so 0 is a reading, not a failure.
+    assert run["e2e_rate"] > 0 and run["cpu_per_1k"] >= 0 and run["peak_rss_mb"] > 0
 
 
 def test_relay_run_delivers_every_message_and_writes_results(tmp_path: Path) -> None:
