@@ -306,6 +306,7 @@ class Ingress:
             return refusal, data
         envelope.msg_class = txn.msg_class or ""
         envelope.pool = txn.pool or "default"  # routing, decided once (mta.delivery.paths)
+        envelope.parents = tuple(t.name for t in txn.chain[1:])
         if txn.max_age:
             envelope.expires_at = envelope.received_at + txn.max_age
         if m is not None:

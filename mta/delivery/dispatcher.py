@@ -245,15 +245,16 @@ class Dispatcher:
     def accepted(self, msg_id: str, envelope: Envelope) -> None:
         """A message is durable in the spool: route its recipients, grouped by domain."""
         self.route_indexes(msg_id, envelope.tenant, enumerate(envelope.recipients),
-                           pool=envelope.pool)
+                           pool=envelope.pool, parents=envelope.parents)
 
     def route_indexes(self, msg_id: str, tenant: str,
-                      recipients: Iterable[tuple[int, Recipient]], *, pool: str = "") -> None:
+                      recipients: Iterable[tuple[int, Recipient]], *, pool: str = "",
+                      parents: tuple[str, ...] = ()) -> None:
         by_domain: dict[str, list[int]] = defaultdict(list)
         for i, r in recipients:
             by_domain[r.address.rpartition("@")[2].lower()].append(i)
         for domain, indexes in by_domain.items():
-            item = WorkItem(msg_id, tuple(indexes), tenant, domain, pool)
+            item = WorkItem(msg_id, tuple(indexes), tenant, domain, pool, parents)
             site = self._known_site(domain)
             if site is not None:
                 self._enqueue(item, site)
@@ -360,7 +361,8 @@ class Dispatcher:
             return
         domain = rcpts[live[0]].address.rpartition("@")[2].lower()
         await self._route(WorkItem(item.msg_id, tuple(live), item.tenant, domain,
-                                   item.pool or info.pool), domain)
+                                   item.pool or info.pool, item.parents or info.parents),
+                          domain)
 
     def flush(self, msg_id: str | None, sites: Iterable[str] = ()) -> int:
         """Retry now (`mta queue flush [ID]`): deferred work becomes ready, and the
@@ -432,13 +434,13 @@ class Dispatcher:
         while a limit holds it."""
         pool_name = await self.pool_for(item.tenant, item.pool)
         source = self.shaper.choose_source(pool_name, self.rng, site=site.name,
-                                           tenant=item.tenant)
+                                           tenant=item.tenant, parents=item.parents)
         if source is None:  # every source suspended, dead or at today's warm-up cap
             self._hold_back(item, [h for hs in (await _explain.source_holds(
-                self, site, item.tenant, pool_name)).values() for h in hs])
+                self, site, item.tenant, pool_name, item.parents)).values() for h in hs])
             return
         path = self.paths.get(site.name, source)
-        ticket = Ticket(path.config, item.tenant)
+        ticket = Ticket(path.config, item.tenant, item.parents)
         while holds := await self.shaper.gate(ticket):
             hold = holds[0]
             if hold.limit == "suspension":  # went dead or suspended meanwhile
@@ -539,7 +541,8 @@ class Dispatcher:
             if e.result_type:
                 tls["tls_result"] = e.result_type  # RFC 8460 result type (TLS-RPT)
         site.last_reply = replies[-1]
-        done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name, item.pool)
+        done = WorkItem(item.msg_id, tuple(indexes), item.tenant, site.name, item.pool,
+                        item.parents)
         await self.outcomes.finish(done, replies, info, site=site.name, body=body, path=path,
                                    feedback=feedback, remote_mta=remote_mta,
                                    remote_dsn=remote_dsn, tls=tls)

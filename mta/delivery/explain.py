@@ -87,8 +87,8 @@ def tls_policy(d: Dispatcher, domain: str, site: str | None = None) -> str:
     return "path"
 
 
-async def source_holds(d: Dispatcher, site: SiteState, tenant: str,
-                       pool_name: str) -> dict[str, list[Hold]]:
+async def source_holds(d: Dispatcher, site: SiteState, tenant: str, pool_name: str,
+                       parents: tuple[str, ...] = ()) -> dict[str, list[Hold]]:
     """Per source of the pool (weight > 0): what the gate holds a message on now. An idle
     connection of the path lifts the connection holds (no new one is needed)."""
     out: dict[str, list[Hold]] = {}
@@ -96,7 +96,7 @@ async def source_holds(d: Dispatcher, site: SiteState, tenant: str,
     for name, weight in d.shaper.egress.pools.get(pool_name, ()):
         if weight <= 0:
             continue
-        holds = await d.shaper.holds(d.shaper.path(name, site.name), tenant)
+        holds = await d.shaper.holds(d.shaper.path(name, site.name), tenant, parents)
         p = paths.get(name)
         if p is not None and p.pool.idle_count:
             holds = [h for h in holds if h.limit not in _CONNECTION_HOLDS]
@@ -107,7 +107,7 @@ async def source_holds(d: Dispatcher, site: SiteState, tenant: str,
 async def _explain_at(d: Dispatcher, site: SiteState, info: MessageInfo,
                       now: float) -> dict:
     pool_name = await d.pool_for(info.tenant, info.pool)
-    by_source = await source_holds(d, site, info.tenant, pool_name)
+    by_source = await source_holds(d, site, info.tenant, pool_name, info.parents)
     shaping = {name: [h.as_dict() for h in holds] for name, holds in by_source.items()}
     flight = site.inflight.get(info.id)
     if flight is not None:

@@ -115,7 +115,7 @@ class Outcomes:
                 retry_at[f.next_attempt].append(r.index)
         for when, indexes in retry_at.items():
             self.scheduler.defer(WorkItem(item.msg_id, tuple(indexes), item.tenant, site,
-                                          item.pool), when)
+                                          item.pool, item.parents), when)
         if retry_at:
             self.poke()
         emit = self.events.emit

@@ -29,4 +29,5 @@ def dsn_envelope(info: MessageInfo, body: bytes) -> Envelope:
     return Envelope(tenant=info.tenant, mail_from="", recipients=[Recipient(info.mail_from)],
                     client_ip="127.0.0.1", helo="localhost",
                     mail_params={"BODY": "8BITMIME"} if dsn_is_8bit(body) else {},
-                    msg_class=info.msg_class, pool=info.pool)
+                    msg_class=info.msg_class, pool=info.pool,
+                    parents=info.parents)

@@ -35,3 +35,7 @@ class Envelope:
     # (messages queued before the spool had the column, local mail without policy):
     # delivery resolves it from the tenant then (mta.delivery.paths.Router).
     pool: str = ""
+    # The tenant's ancestors, nearest first (the policy transaction's chain without the
+    # tenant itself): delivery holds a sub-account's mail while an ancestor's deliveries
+    # are suspended (`mta shaping suspend tenant PARENT`) without asking policy again.
+    parents: tuple[str, ...] = ()

@@ -79,6 +79,7 @@ class MessageInfo:
     msg_class: str = ""
     expires_at: float = 0.0  # 0: received_at + [delivery] max_age
     pool: str = ""  # egress pool decided at acceptance; "": resolve from the tenant
+    parents: tuple[str, ...] = ()  # the tenant's ancestors at acceptance (Envelope.parents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class PendingRecipient:
     next_attempt: float
     received_at: float
     pool: str = ""  # the message's egress pool (Envelope.pool)
+    parents: tuple[str, ...] = ()  # the tenant's ancestors (Envelope.parents)
 
     @property
     def domain(self) -> str:

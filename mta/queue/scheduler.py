@@ -35,6 +35,7 @@ class WorkItem:
     tenant: str = "default"
     site: str = ""
     pool: str = ""  # egress pool decided at acceptance (Envelope.pool); "": from the tenant
+    parents: tuple[str, ...] = ()  # the tenant's ancestors at acceptance (Envelope.parents)
 
     @property
     def key(self) -> QueueKey:
@@ -92,11 +93,11 @@ class Scheduler:
                 continue
             if head is not None and key is not None:
                 items.append((key[2], WorkItem(head.msg_id, tuple(indexes), head.tenant,
-                                               key[1], head.pool)))
+                                               key[1], head.pool, head.parents)))
             key, head, indexes = k, p, [p.index]
         if head is not None and key is not None:
             items.append((key[2], WorkItem(head.msg_id, tuple(indexes), head.tenant, key[1],
-                                           head.pool)))
+                                           head.pool, head.parents)))
         heap, seq, live = self._heap, self._seq, self._live
         for at, item in items:
             if at > now:

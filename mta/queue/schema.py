@@ -86,7 +86,13 @@ async def _v3_routing(db: aiosqlite.Connection) -> None:
 
 
 Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_message_class, _v3_routing]
+async def _v4_parents(db: aiosqlite.Connection) -> None:
+    # The tenant's ancestors at acceptance (Envelope.parents), comma-separated. Rows queued
+    # before this version read '': only the tenant's own suspensions hold them.
+    await db.execute("ALTER TABLE messages ADD COLUMN parents TEXT NOT NULL DEFAULT ''")
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_message_class, _v3_routing, _v4_parents]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

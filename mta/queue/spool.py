@@ -58,7 +58,7 @@ __all__ = ["Spool"]
 _IN_CHUNK = 500
 
 _MESSAGE_COLS = ("id, tenant, mail_from, params, client_ip, helo, auth_user, received_at, "
-                 "state, size, msg_class, expires_at, pool")
+                 "state, size, msg_class, expires_at, pool, parents")
 _RECIPIENT_COLS = ("idx, address, notify, orcpt, state, attempts, next_attempt, last_reply, "
                    "site, updated_at, warned")
 
@@ -71,6 +71,10 @@ def _get_rows(db: sqlite3.Connection, msg_id: str) -> tuple[Any, list[Any]]:
         return None, []
     return row, db.execute(f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients "
                            f"WHERE msg_id=? ORDER BY idx", (msg_id,)).fetchall()
+
+
+def _parents(text: str) -> tuple[str, ...]:
+    return tuple(text.split(",")) if text else ()
 
 
 # Built once: json.dumps with arguments makes a new encoder per call (one per put).
@@ -94,8 +98,8 @@ def _reply_from_text(text: str | None) -> Reply | None:
 
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, tenant, mail_from, params, client_ip, helo, auth_user, "
-    "received_at, state, size, rcpt_count, updated_at, msg_class, expires_at, pool) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    "received_at, state, size, rcpt_count, updated_at, msg_class, expires_at, pool, "
+    "parents) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _INSERT_BODY = "INSERT INTO bodies (id, body) VALUES (?, ?)"
 _INSERT_RECIPIENT = (
     "INSERT INTO recipients (msg_id, idx, address, notify, orcpt, state, updated_at, "
@@ -268,7 +272,7 @@ class Spool:
                    envelope.client_ip, envelope.helo, envelope.auth_user,
                    envelope.received_at or now, "held" if held else "queued", len(body),
                    len(envelope.recipients), now, envelope.msg_class, envelope.expires_at,
-                   envelope.pool)
+                   envelope.pool, ",".join(envelope.parents))
         state, reason = ("held", _reply_to_text(held)) if held else ("queued", None)
         recipients = [(msg_id, i, r.address, r.notify, r.orcpt, state, now, reason)
                       for i, r in enumerate(envelope.recipients)]
@@ -470,7 +474,7 @@ class Spool:
         one.
         """
         sql = ("SELECT r.msg_id, r.idx, m.tenant, r.address, r.site, r.attempts, "
-               "r.next_attempt, m.received_at, m.pool "
+               "r.next_attempt, m.received_at, m.pool, m.parents "
                "FROM recipients r INDEXED BY recipients_pending "
                "JOIN messages m ON m.id = r.msg_id "
                "WHERE r.state = 'queued' AND (r.msg_id, r.idx) > (?, ?) "
@@ -484,7 +488,7 @@ class Spool:
                 if len(rows) == batch:
                     last = rows[-1]
                     ahead = asyncio.ensure_future(self._read(sql, (last[0], last[1], batch)))
-                yield [PendingRecipient(*r) for r in rows]
+                yield [PendingRecipient(*r[:-1], parents=_parents(r[-1])) for r in rows]
                 if len(rows) < batch:
                     return
         finally:
@@ -544,10 +548,10 @@ class Spool:
     @staticmethod
     def _message(row: Any, recipients: list[RecipientInfo]) -> MessageInfo:
         (msg_id, tenant, mail_from, params, client_ip, helo, auth_user, received_at, state,
-         size, msg_class, expires_at, pool) = row
+         size, msg_class, expires_at, pool, parents) = row
         return MessageInfo(msg_id, tenant, mail_from, json.loads(params), client_ip, helo,
                            auth_user, received_at, state, size, recipients, msg_class,
-                           expires_at, pool)
+                           expires_at, pool, _parents(parents))
 
     @staticmethod
     def _recipient(row: Any) -> RecipientInfo:

@@ -54,6 +54,7 @@ class Ticket:
 
     path: PathConfig
     tenant: str | None = None
+    parents: tuple[str, ...] = ()  # the tenant's ancestors, from the envelope
     passed: int = 0
 
 
@@ -190,22 +191,29 @@ class Shaper:
                              key_sites=self.key_sites)
 
     def choose_source(self, pool: str, rng: random.Random, *, site: str | None = None,
-                      tenant: str | None = None) -> EgressSource | None:
+                      tenant: str | None = None,
+                      parents: tuple[str, ...] = ()) -> EgressSource | None:
         """A source for one message: weighted, skipping suspended and capped sources. Counts
         the message toward the source's warm-up cap."""
         def skip(name: str) -> bool:
             if site is None:
                 return self.suspensions.is_suspended(source=name, tenant=tenant) is not None
-            return self.blocked(self.path(name, site), tenant) is not None
+            return self.blocked(self.path(name, site), tenant, parents) is not None
         src = self.egress.choose(pool, rng, skip)
         if src is not None:
             self.egress.record_sent(src.name)
         return src
 
     # --- decisions -------------------------------------------------------------------
-    def blocked(self, path: PathConfig, tenant: str | None = None) -> Suspension | None:
-        """Why nothing may go on this path now (admin suspension or dead-site timer)."""
+    def blocked(self, path: PathConfig, tenant: str | None = None,
+                parents: tuple[str, ...] = ()) -> Suspension | None:
+        """Why nothing may go on this path now (admin suspension or dead-site timer). A
+        suspended ancestor of the tenant (`parents`, nearest first) holds its mail too."""
         s = self.suspensions.is_suspended(site=path.site, source=path.source, tenant=tenant)
+        for parent in parents:
+            if s is not None:
+                break
+            s = self.suspensions.is_suspended(tenant=parent)
         if s is not None:
             return s
         dead = self.adaptive.dead(path)
@@ -303,7 +311,7 @@ class Shaper:
         suspension or the dead-site timer) means put it back; any other hold ends at its
         `until`, when the worker asks again with the same ticket."""
         path = ticket.path
-        blocked = self.blocked(path, ticket.tenant)
+        blocked = self.blocked(path, ticket.tenant, ticket.parents)
         if blocked is not None:
             return [self._suspension_hold(path, blocked)]
         steps = self._steps(path, ticket.tenant)
@@ -316,13 +324,14 @@ class Shaper:
             ticket.passed += 1
         return []
 
-    async def holds(self, path: PathConfig, tenant: str | None = None) -> list[Hold]:
+    async def holds(self, path: PathConfig, tenant: str | None = None,
+                    parents: tuple[str, ...] = ()) -> list[Hold]:
         """The gate read without taking anything: every limit that keeps a message (of
         `tenant`, if given) from leaving on this path at this instant, most decisive first
         (see hold.py). Empty: a message could go now."""
         now = self.clock.now()
         out: list[Hold] = []
-        blocked = self.blocked(path, tenant)
+        blocked = self.blocked(path, tenant, parents)
         if blocked is not None:
             out.append(self._suspension_hold(path, blocked))
         with contextlib.suppress(KeyError):

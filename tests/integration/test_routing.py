@@ -124,3 +124,39 @@ async def test_a_bounce_dsn_goes_back_through_the_same_pool(
     assert (dsn.mail_from, dsn.rcpt_tos, dsn.peer[0]) == ("<>", ["s@sender.test"],
                                                           "127.0.0.11")
     assert b"5.1.1" in dsn.body
+
+
+async def test_a_suspended_parent_holds_its_sub_accounts_mail_until_resumed(
+        mta_factory, dns_server_factory, mx_factory):
+    """The tenant chain travels on the envelope: `mta shaping suspend tenant agency`
+    holds the mail of its sub-account too (queued, explained), also across a restart,
+    and resuming sends it; another tenant is not held."""
+    mx = await mx_factory("127.0.0.4")
+    dns = dns_server_factory(ZONES)
+    mta = await asyncio.to_thread(mta_factory, _config(), dns=dns.nameserver,
+                                  delivery_port=mx_factory.port, delivery_extra=DELIVERY)
+    proc = await asyncio.to_thread(mta.cli, "shaping", "suspend", "tenant", "agency",
+                                   "--reason", "complaints")
+    assert proc.returncode == 0, proc.stderr
+    await asyncio.to_thread(_send, mta.smtp_port, "client", ["c1@dest.test"])
+    db = sqlite3.connect(mta.workdir / "spool" / "spool-00.sqlite")
+    try:
+        assert db.execute("SELECT tenant, parents FROM messages").fetchall() == [
+            ("client", "agency")]
+        [(msg_id,)] = db.execute("SELECT id FROM messages").fetchall()
+    finally:
+        db.close()
+    await asyncio.sleep(1.5)
+    assert mx.messages == []
+    proc = await asyncio.to_thread(mta.cli, "queue", "explain", msg_id)
+    assert proc.returncode == 0, proc.stderr
+    assert "suspension of tenant agency: complaints" in proc.stdout, proc.stdout
+    # Across a restart: the chain is read back from the spool.
+    assert await asyncio.to_thread(mta.terminate) == 0
+    await asyncio.to_thread(mta.start)
+    await asyncio.sleep(1.5)
+    assert mx.messages == []
+    proc = await asyncio.to_thread(mta.cli, "shaping", "resume", "tenant", "agency")
+    assert proc.returncode == 0, proc.stderr
+    await mx.wait_for_messages(1, timeout=20)
+    assert [m.rcpt_tos for m in mx.messages] == [["c1@dest.test"]]
