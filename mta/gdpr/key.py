@@ -42,20 +42,26 @@ class ErasureKey:
 
     @classmethod
     def load_or_create(cls, path: Path) -> ErasureKey:
-        """The key in `path`, made first if absent (O_EXCL: two makers agree on one)."""
+        """The key in `path`, made first if absent. Written whole under a temporary name,
+        then linked into place (atomic and exclusive): workers starting together agree on
+        one key, and none reads a key file still being written."""
         found = cls.load(path)
         if found is not None:
             return found
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return cls(path.read_bytes())
         secret = secrets.token_bytes(32)
-        with os.fdopen(fd, "wb") as f:
-            f.write(secret)
-            f.flush()
-            os.fsync(f.fileno())
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(secret)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            return cls(path.read_bytes())  # another maker linked its whole key first
+        finally:
+            tmp.unlink(missing_ok=True)
         return cls(secret)
 
     def token(self, address: str) -> str:
