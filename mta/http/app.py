@@ -88,7 +88,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
     `relay_name`, on worker 0, is the name its relay socket was bound under: requests over
     it are network requests, from the client address they carry."""
     request_limits = request_limits or RequestLimits()
-    first = ([relay.relay_middleware(relay_to)] if relay_to else
+    first = ([relay.relay_middleware] if relay_to else
              [relay.relayed_middleware] if relay_name else [])
     app = web.Application(middlewares=[*first, error_middleware,
                                        ratelimit.auth_failure_middleware,
@@ -98,7 +98,7 @@ def make_app(*, admin_token: str, queue_ops: admin_queue.QueueOps | None = None,
                                        admin_intake.intake_middleware],
                           client_max_size=request_limits.max_body)
     if relay_to:
-        app.on_cleanup.append(relay.close_relay)
+        app.cleanup_ctx.append(relay.relay_session(relay_to))
     if relay_name:
         app[relay.RELAY_NAME] = relay_name
     app[state.ADMIN_TOKEN] = admin_token

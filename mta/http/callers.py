@@ -5,13 +5,12 @@ permissions guard), else the tenant whose API key it is."""
 from __future__ import annotations
 
 import hmac
-import socket
 
 from aiohttp import web
 
 from mta.http import state
 from mta.http.errors import ApiError
-from mta.http.relay import came_relayed
+from mta.http.relay import came_relayed, unix_socket
 
 __all__ = ["caller", "is_local"]
 
@@ -21,9 +20,7 @@ def is_local(request: web.Request) -> bool:
     socket, mta.http.shards), which file permissions guard (mode 0660, the service
     user): trusted without a token. Worker 0's relay socket carries network requests
     that another worker accepted (mta.http.relay): those are not local."""
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX and not came_relayed(request)
+    return unix_socket(request) is not None and not came_relayed(request)
 
 
 async def caller(request: web.Request) -> str | None:

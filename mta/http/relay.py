@@ -18,6 +18,7 @@ socket, so the admin token, rate limits and sign-in limits apply as over TCP.
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -26,8 +27,8 @@ from yarl import URL
 
 from mta.http.errors import json_error
 
-__all__ = ["RELAY_NAME", "RELAY_SOCKET", "answered_here", "came_relayed", "close_relay",
-           "relay_middleware", "relay_socket", "relayed_middleware"]
+__all__ = ["RELAY_NAME", "RELAY_SOCKET", "answered_here", "came_relayed", "relay_middleware",
+           "relay_session", "relay_socket", "relayed_middleware", "unix_socket"]
 
 RELAY_SOCKET = "http-relay.sock"
 CLIENT_HEADER = "X-Mta-Client"
@@ -58,11 +59,8 @@ def came_relayed(request: web.Request) -> bool:
     name it was bound under (`RELAY_NAME`: mta.http.unix binds under a temporary name and
     renames the file, and accepted sockets report the bound name)."""
     name = request.config_dict.get(RELAY_NAME)
-    if not name:
-        return False
-    transport = request.transport
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or sock.family != socket.AF_UNIX:
+    sock = unix_socket(request)
+    if not name or sock is None:
         return False
     try:
         return bool(sock.getsockname() == name)
@@ -78,35 +76,33 @@ async def relayed_middleware(request: web.Request, handler):  # type: ignore[no-
     return await handler(request)
 
 
-def relay_middleware(socket_path: str) -> Any:
+@web.middleware
+async def relay_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     """Workers > 0: relay what `answered_here` does not answer to worker 0. Installed
     first, so that nothing of this worker (limits, auth) looks at a relayed request."""
+    if answered_here(request) or unix_socket(request) is not None:
+        # Over this worker's own admin socket: worker 0 asking about this shard.
+        return await handler(request)
+    return await _relay(request, request.app[_SESSION])
 
-    @web.middleware
-    async def relay(request: web.Request, handler):  # type: ignore[no-untyped-def]
-        if answered_here(request) or _over_unix(request):
-            # Over this worker's own admin socket: worker 0 asking about this shard.
-            return await handler(request)
-        session = request.app.get(_SESSION)
-        if session is None or session.closed:
-            session = request.app[_SESSION] = aiohttp.ClientSession(
+
+def relay_session(socket_path: str) -> Any:
+    """The app's cleanup context on workers > 0: one client session to worker 0's relay
+    socket for the app's lifetime."""
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(
                 connector=aiohttp.UnixConnector(path=socket_path), auto_decompress=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5))
-        return await _relay(request, session)
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as session:
+            app[_SESSION] = session
+            yield
+    return ctx
 
-    return relay
 
-
-def _over_unix(request: web.Request) -> bool:
+def unix_socket(request: web.Request) -> Any:
+    """The request's socket when it came over an AF_UNIX listener, else None."""
     transport = request.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
-    return sock is not None and sock.family == socket.AF_UNIX
-
-
-async def close_relay(app: web.Application) -> None:
-    session = app.get(_SESSION)
-    if session is not None:
-        await session.close()
+    return sock if sock is not None and sock.family == socket.AF_UNIX else None
 
 
 async def _relay(request: web.Request, session: aiohttp.ClientSession) -> web.StreamResponse:

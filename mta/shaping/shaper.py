@@ -210,10 +210,9 @@ class Shaper:
         """Why nothing may go on this path now (admin suspension or dead-site timer). A
         suspended ancestor of the tenant (`parents`, nearest first) holds its mail too."""
         s = self.suspensions.is_suspended(site=path.site, source=path.source, tenant=tenant)
-        for parent in parents:
-            if s is not None:
-                break
-            s = self.suspensions.is_suspended(tenant=parent)
+        if s is None and parents:
+            s = next(filter(None, (self.suspensions.is_suspended(tenant=p) for p in parents)),
+                     None)
         if s is not None:
             return s
         dead = self.adaptive.dead(path)
