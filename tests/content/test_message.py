@@ -80,3 +80,53 @@ def test_facts_do_not_depend_on_the_reader(head: bytes,
     ours = m.read_facts(data, **kw)
     monkeypatch.setattr(m, "_plain_headers", lambda head: None)
     assert m.read_facts(data, **kw) == ours
+
+
+# --- the one-text-part reader (mta.content.message._one_text_part) -----------------------
+
+_TYPES = [None, b"text/plain", b"text/plain; charset=utf-8", b"TEXT/HTML; Charset=\"ISO-8859-1\"",
+          b"text/plain; format=flowed; charset=us-ascii; delsp=yes",
+          b"text/plain;\r\n\tcharset=windows-1252", b"text/plain; charset=x-unknown-charset",
+          b"text/plain; charset=\"\"", b"text/plain; charset*=utf-8''caf%C3%A9",
+          b"text/plain; name=\"x.txt\"", b"text/calendar; method=REQUEST",
+          b"application/pdf", b"image/png; charset=utf-8", b"multipart/alternative; boundary=b",
+          b"message/rfc822", b"text", b"text/plain/extra", b"text/plain; charset=utf-8;",
+          b"text/plain; charset=utf-8 garbage", b"text/plain; charset=\"utf\\-8\""]
+_CTES = [None, b"7bit", b"8bit", b"quoted-printable", b"Base64", b"base64 ", b"x-uuencode",
+         b"binary"]
+_BODIES = [b"Plain words and https://shop.example/a link.\r\n",
+           b"caf\xc3\xa9 \xe9t\xe9 http://xn--caf-dma.example/\r\n",
+           b"Q29mZmVlIGF0IGh0dHBzOi8vc2hvcC5leGFtcGxlLw==\r\n",  # base64 of a URL
+           b"bad base64 ***\r\n", b"soft=\r\nbreak =E9t=C3=A9 http://qp.example/=3Dx\r\n",
+           b"begin 644 x\r\n#86)C\r\n`\r\nend\r\n", b""]
+
+
+def _messages() -> list[bytes]:
+    out = []
+    for i, (ctype, cte, body) in enumerate(itertools.product(_TYPES, _CTES, _BODIES)):
+        head = [b"From: Shop <orders@shop.test>", b"Subject: =?utf-8?q?caf=C3=A9?= " +
+                str(i).encode()]
+        if ctype is not None:
+            head.append(b"Content-Type: " + ctype)
+        if cte is not None:
+            head.append(b"Content-Transfer-Encoding: " + cte)
+        if i % 11 == 0:
+            head.append(b"Content-Disposition: inline")
+        if i % 13 == 0:
+            head.append(b"Content-Type: text/html")  # a second one: the first counts
+        out.append(b"\r\n".join(head) + b"\r\n\r\n" + body)
+    return out
+
+
+@pytest.mark.parametrize("want_hosts", [True, False])
+@pytest.mark.parametrize("limit", [8, 100_000])
+def test_one_text_part_reads_as_the_stdlib_path(want_hosts: bool, limit: int,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    kw = {"scan_limit": limit, "max_hosts": 10, "want_hosts": want_hosts}
+    messages = _messages()
+    ours = [m.read_facts(data, **kw) for data in messages]
+    fast = sum(m._one_text_part(data, m.Facts(), **kw) for data in messages)
+    assert fast > len(messages) // 3  # the common case does take the fast path
+    monkeypatch.setattr(m, "_one_text_part", lambda *a: False)
+    for data, facts in zip(messages, ours, strict=True):
+        assert m.read_facts(data, **kw) == facts, data
