@@ -1,0 +1,389 @@
+"""Child processes that answer framed requests in order over their stdin/stdout.
+
+Owns the mechanism shared by the content rules' workers (mta.content.worker) and the
+DKIM signing workers (mta.dkim.pool): `PipeWorkers` keeps N slots of `PipeWorker`s,
+each a fresh interpreter (`python -c "from MODULE import FUNC; FUNC()"`, which calls
+`serve_frames`: forking a process that runs uvloop and threads is unsafe) that gets one
+configuration frame, then request frames, and answers each request with one frame:
+
+    parent -> worker: frame(config), then frame(request)...
+    worker -> parent: frame(answer) per request, in order
+    frame = 4-byte big-endian length + payload
+
+The pipes are the event loop's own transports (no executor threads, queues or locks),
+read by the protocol itself: a request costs the parent one write and, for its answer,
+part of one callback. A worker that dies (crash, kill -9) or outlasts its timeout
+(killed) answers None to everything it had; a new worker starts for the next request.
+A retired worker (reload) finishes what it has and exits at the end of its input; a
+worker whose parent dies is killed by the kernel (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import struct
+import sys
+from collections.abc import Callable
+
+__all__ = ["PipeWorker", "PipeWorkers", "serve_frames"]
+
+log = logging.getLogger("mta.pipeworker")
+
+LEN = struct.Struct(">I")
+_BIG = 65536  # a request this large is written as is, not copied behind its length
+
+# on_timeout(worker pid, size of the request that timed out, timeout): logs the kill.
+TimeoutReport = Callable[[int, int, float], None]
+
+
+class PipeWorker(asyncio.SubprocessProtocol):
+    """One worker process and the requests it has been sent, oldest first.
+
+    A frame that arrives resolves its request's future in the same callback (no reader
+    task woken, no StreamReader). The timeout is one timer per worker, not one per
+    request: the worker answers in order, so only the oldest deadline can pass first."""
+
+    def __init__(self, timeout: float, on_timeout: TimeoutReport) -> None:
+        self.timeout = timeout
+        self._on_timeout = on_timeout
+        # (future, deadline, size) per request sent and not answered yet.
+        self.pending: collections.deque[
+            tuple[asyncio.Future[bytes | None], float, int]] = collections.deque()
+        self.alive = True
+        self.transport: asyncio.SubprocessTransport | None = None
+        self.stdin: asyncio.WriteTransport | None = None
+        self.pid = 0
+        self.returncode: int | None = None
+        self._buf = bytearray()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[None] = self._loop.create_future()
+        self.on_death: Callable[[PipeWorker], None] | None = None
+
+    # --- asyncio.SubprocessProtocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio's: typed by cast, not isinstance.
+        self.transport = transport  # type: ignore[assignment]
+        assert self.transport is not None
+        self.pid = self.transport.get_pid()
+        self.stdin = self.transport.get_pipe_transport(0)  # type: ignore[assignment]
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        buf = self._buf
+        if not buf and len(data) >= LEN.size:
+            # The usual case: whole answers in one read, parsed without copying into buf.
+            pos = self._answer(data, len(data))
+            if pos < len(data):
+                buf += data[pos:]
+            return
+        buf += data
+        pos = self._answer(buf, len(buf))
+        if pos:
+            del buf[:pos]
+
+    def _answer(self, buf: bytes | bytearray, n: int) -> int:
+        """Resolve the futures of the complete frames in buf; the offset parsed to."""
+        pos = 0
+        pending = self.pending
+        while n - pos >= LEN.size:
+            end = pos + LEN.size + LEN.unpack_from(buf, pos)[0]
+            if end > n:
+                break
+            body = (buf[pos + LEN.size:end] if isinstance(buf, bytes)
+                    else bytes(memoryview(buf)[pos + LEN.size:end]))
+            pos = end
+            if not pending:
+                continue  # answers to no question: only if the worker misbehaves
+            fut = pending.popleft()[0]
+            if not fut.done():
+                fut.set_result(body)
+        return pos
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self._gone()  # killed, crashed, or its input closed
+
+    def process_exited(self) -> None:
+        if self.transport is not None:
+            self.returncode = self.transport.get_returncode()
+        self._gone()
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    # ---------------------------------------------------------------------------------
+
+    def _gone(self) -> None:
+        was_alive, self.alive = self.alive, False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self.pending:
+            fut = self.pending.popleft()[0]
+            if not fut.done():
+                fut.set_result(None)
+        if was_alive and self.on_death is not None:
+            self.on_death(self)
+
+    def send(self, data: bytes) -> asyncio.Future[bytes | None]:
+        """The answer frame to `data`, or None if the worker dies or times out first. A
+        caller that gives up cancels only its future: the answer, when it comes, is
+        dropped."""
+        fut: asyncio.Future[bytes | None] = self._loop.create_future()
+        stdin = self.stdin
+        if not self.alive or stdin is None or stdin.is_closing():
+            fut.set_result(None)
+            return fut
+        self.pending.append((fut, self._loop.time() + self.timeout, len(data)))
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.timeout, self._check_deadline)
+        # Written by the transport as the pipe takes it; a 25 MB request is buffered once.
+        if len(data) < _BIG:
+            stdin.write(LEN.pack(len(data)) + data)
+        else:  # not copied into one more 25 MB buffer
+            stdin.write(LEN.pack(len(data)))
+            stdin.write(data)
+        return fut
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if not self.pending or not self.alive:
+            return
+        _, deadline, size = self.pending[0]
+        if self._loop.time() >= deadline:
+            self._on_timeout(self.pid, size, self.timeout)
+            self.kill()
+            self._gone()  # the pending answer None now, not when the pipe closes
+            return
+        self._timer = self._loop.call_at(deadline, self._check_deadline)
+
+    def kill(self) -> None:
+        self.alive = False  # nothing more is sent to it; the pending answer None
+        if self.transport is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.transport.kill()
+
+    def finish(self) -> None:
+        """No more work: the worker exits once it has answered what it has."""
+        if self.stdin is not None and not self.stdin.is_closing():
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self.stdin.close()
+
+    async def wait(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._exited)
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _spawn(target: str, config: bytes, answer_within: float,
+                 on_timeout: TimeoutReport) -> PipeWorker:
+    module, _, func = target.partition(":")
+    _, worker = await asyncio.get_running_loop().subprocess_exec(
+        lambda: PipeWorker(answer_within, on_timeout),
+        # -c, not -m: the package (imported first) already holds the module, and runpy
+        # would run a second copy. The parent's pid: see _die_with_parent.
+        sys.executable, "-c", f"from {module} import {func}; {func}()", str(os.getpid()),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
+    assert worker.stdin is not None
+    worker.stdin.write(LEN.pack(len(config)) + config)
+    return worker
+
+
+class PipeWorkers:
+    """`n` slots of workers running `target` ("module:function") on `config`.
+
+    `least_busy()` gives the live worker with the fewest requests pending, starting
+    those that are not running (a slot restarts on the first request after its worker
+    died). `reload()` retires every worker for new ones on a new config."""
+
+    def __init__(self, target: str, config: bytes, n: int, *, timeout: float,
+                 on_timeout: TimeoutReport) -> None:
+        self.target = target
+        self.config = config
+        self.timeout = timeout
+        self.on_timeout = on_timeout
+        self.on_death: Callable[[PipeWorker], None] | None = None
+        self._workers: list[PipeWorker | None] = [None] * n
+        self._starting: list[asyncio.Task[PipeWorker] | None] = [None] * n
+        self._retired: set[PipeWorker] = set()
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def workers(self) -> list[PipeWorker]:
+        return [w for w in self._workers if w is not None]
+
+    def reload(self, config: bytes, n: int, *, timeout: float) -> None:
+        old = self.workers()
+        self.config, self.timeout = config, timeout
+        self._reset(n)
+        for w in old:
+            self.retire(w)
+
+    def _reset(self, n: int) -> None:
+        # A worker still starting is retired when it is up (_started).
+        self._workers = [None] * n
+        self._starting = [None] * n
+
+    def warm(self) -> None:
+        """Start the workers now (an interpreter takes ~0.2 s), not at the first request."""
+        for i in range(len(self._workers)):
+            self._start(i)
+
+    async def least_busy(self) -> PipeWorker | None:
+        best = None
+        for i, w in enumerate(self._workers):
+            if w is None or not w.alive:
+                try:
+                    w = await self._start(i)
+                except Exception:  # logged by _started; the caller falls back
+                    continue
+            if w.alive and (best is None or len(w.pending) < len(best.pending)):
+                best = w
+        return best
+
+    def least_busy_now(self) -> PipeWorker | None:
+        """The live worker with the fewest pending, without waiting for one to start
+        (None: none is up; starts the missing ones)."""
+        best = None
+        for i, w in enumerate(self._workers):
+            if w is None or not w.alive:
+                self._start(i)
+            elif best is None or len(w.pending) < len(best.pending):
+                best = w
+        return best
+
+    def _start(self, i: int) -> asyncio.Task[PipeWorker]:
+        """Slot i's worker: the one running, the one starting, or a new one."""
+        task = self._starting[i]
+        if task is not None and (not task.done() or (
+                not task.cancelled() and task.exception() is None and task.result().alive)):
+            return task
+        old, self._workers[i] = self._workers[i], None
+        if old is not None:
+            self.retire(old)
+        task = asyncio.ensure_future(
+            _spawn(self.target, self.config, self.timeout, self.on_timeout))
+        self._starting[i] = task
+        task.add_done_callback(lambda t, i=i: self._started(i, t))
+        return task
+
+    def _started(self, i: int, task: asyncio.Task[PipeWorker]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                log.error("cannot start a worker (%s): %s", self.target, task.exception())
+            return
+        w = task.result()
+        w.on_death = self.on_death
+        if i < len(self._starting) and self._starting[i] is task:
+            self._workers[i] = w
+        else:  # started for a config that has since been replaced
+            self.retire(w)
+
+    def retire(self, w: PipeWorker) -> None:
+        self._retired.add(w)
+        w.on_death = None  # its end is expected
+        w.finish()
+        with contextlib.suppress(RuntimeError):  # no running loop: the kernel reaps it
+            task = asyncio.ensure_future(w.wait())
+            task.add_done_callback(lambda _t: self._retired.discard(w))
+
+    def close(self) -> None:
+        """Retire every worker (sync: for finalizers)."""
+        for t in self._starting:
+            if t is not None and not t.done():
+                t.cancel()
+        for w in self.workers():
+            self.retire(w)
+        self._workers = [None] * len(self._workers)
+        self._starting = [None] * len(self._starting)
+
+    async def aclose(self) -> None:
+        for t in self._starting:
+            if t is not None and not t.done():
+                t.cancel()
+        workers = self.workers() + list(self._retired)
+        self._workers = [None] * len(self._workers)
+        self._starting = [None] * len(self._starting)
+        for w in workers:
+            w.on_death = None
+            w.finish()
+        for w in workers:
+            try:
+                await asyncio.wait_for(w.wait(), 5)
+            except TimeoutError:
+                w.kill()
+                await w.wait()
+
+
+# --- in the worker process ---------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive the daemon: a long request would keep it running after
+    a kill -9 of its parent (end of input comes only after the answer). Linux only."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the kernel was told
+        os._exit(1)
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def serve_frames(setup: Callable[[bytes], Callable[[bytes], bytes]], *,
+                 batch: bool = False) -> None:
+    """The worker's main loop: `setup(config)` gives the handler, which turns each
+    request into its answer; returns at end of input.
+
+    batch: answer every request already read in one write (fewer wake-ups and reads in
+    the parent under load, for requests that take little time each); otherwise each
+    answer is written as soon as it is ready."""
+    if len(sys.argv) > 1:
+        _die_with_parent(int(sys.argv[1]))
+    # The protocol owns stdout: anything else printed goes to stderr instead.
+    out = os.dup(1)
+    os.dup2(2, 1)
+    inp = sys.stdin.fileno()
+    buf = bytearray()
+    handle: Callable[[bytes], bytes] | None = None
+    while True:
+        chunk = os.read(inp, 1 << 20)
+        if not chunk:
+            return
+        buf += chunk
+        answers = bytearray()
+        pos, n = 0, len(buf)
+        while n - pos >= LEN.size:
+            size = LEN.unpack_from(buf, pos)[0]
+            end = pos + LEN.size + size
+            if end > n:
+                break
+            frame = bytes(memoryview(buf)[pos + LEN.size:end])
+            pos = end
+            if handle is None:
+                handle = setup(frame)
+                continue
+            answer = handle(frame)
+            if batch:
+                answers += LEN.pack(len(answer))
+                answers += answer
+            else:
+                _write_all(out, LEN.pack(len(answer)) + answer)
+        if pos:
+            del buf[:pos]
+        if answers:
+            _write_all(out, answers)
