@@ -131,23 +131,25 @@ class PipeWorker(asyncio.SubprocessProtocol):
         if was_alive and self.on_death is not None:
             self.on_death(self)
 
-    def send(self, data: bytes) -> asyncio.Future[bytes | None]:
-        """The answer frame to `data`, or None if the worker dies or times out first. A
-        caller that gives up cancels only its future: the answer, when it comes, is
+    def send(self, data: bytes, head: bytes = b"") -> asyncio.Future[bytes | None]:
+        """The answer frame to `head + data` (head: a few bytes of header, so a caller
+        need not copy data behind them), or None if the worker dies or times out first.
+        A caller that gives up cancels only its future: the answer, when it comes, is
         dropped."""
         fut: asyncio.Future[bytes | None] = self._loop.create_future()
         stdin = self.stdin
         if not self.alive or stdin is None or stdin.is_closing():
             fut.set_result(None)
             return fut
-        self.pending.append((fut, self._loop.time() + self.timeout, len(data)))
+        size = len(head) + len(data)
+        self.pending.append((fut, self._loop.time() + self.timeout, size))
         if self._timer is None:
             self._timer = self._loop.call_later(self.timeout, self._check_deadline)
         # Written by the transport as the pipe takes it; a 25 MB request is buffered once.
-        if len(data) < _BIG:
-            stdin.write(LEN.pack(len(data)) + data)
+        if size < _BIG:
+            stdin.write(LEN.pack(size) + head + data)
         else:  # not copied into one more 25 MB buffer
-            stdin.write(LEN.pack(len(data)))
+            stdin.write(LEN.pack(size) + head)
             stdin.write(data)
         return fut
 

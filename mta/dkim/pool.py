@@ -1,107 +1,111 @@
 """RSA signing in worker processes, so it runs beside the event loop, not in it.
 
-Owns `SignPool`: a ProcessPoolExecutor whose workers each build their own `DkimSigner`
-from the same [dkim] config once (initializer), then take (message, time) and give back
-only the DKIM-Signature header(s), which the loop prepends. A thread would do for the
-OpenSSL part (it releases the GIL), but dkimpy's canonicalization and header hashing hold
-the GIL: measured in bench/README, signed relay fell to ~58% of unsigned that way.
+Owns `SignPool`: [signing] workers processes (mta.pipeworker: fresh interpreters driven
+over the loop's own pipes), each building its own `DkimSigner` from the [dkim] config
+once, then answering, in order, one frame per message:
 
-A worker that dies (kill -9, OOM) breaks a ProcessPoolExecutor for every caller; the
-pool is then replaced and the signature asked again once, and if that fails too, the
-message is signed in this process: a crash costs time, never a message.
+    parent -> worker: frame(pickled (dkim config, hostname, file)), then
+                      frame(8-byte big-endian double `now` + message)...
+    worker -> parent: frame(b"\\0" + the DKIM-Signature header(s) to prepend)
+                      or frame(b"\\1" + why dkimpy could not parse it: DkimSignError)
+                      or frame(b"\\2" + a bug's repr: the caller signs in-process)
+
+The whole message goes over and only the header comes back: measured (bench/README),
+the daemon's share of a signature is then a pipe write and part of one read callback,
+against ~60 us of dkimpy parsing, canonicalization and hashing if it sent only the
+digest. The worker answers every message it has read in one write (fewer wake-ups
+under load).
+
+A worker that dies (kill -9, OOM) answers None for every message it had; each is then
+asked once more of a live worker (a new one starts in its slot), and if that fails too,
+signed in this process: a crash costs time, never a message, and never a signature.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
-import multiprocessing
-import os
-import signal
+import pickle
+import struct
 import weakref
-from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mta.config import DkimDomainConfig
 from mta.dkim.keys import ED25519
+from mta.dkim.signer import DkimSigner, DkimSignError
+from mta.pipeworker import PipeWorker, PipeWorkers, serve_frames
 
 __all__ = ["SignPool", "attach_pool"]
 
 log = logging.getLogger("mta.dkim")
 
-_WORKER_SIGNER: Any = None  # in a worker: its DkimSigner
+_TARGET = "mta.dkim.pool:serve"
+_NOW = struct.Struct(">d")
+# A 25 MiB message signs in well under a second, and a worker holds at most what the
+# daemon has in DATA at once: only a hung worker takes this long. It is killed and its
+# messages go elsewhere.
+_ANSWER_WITHIN = 30.0
+_OK, _UNPARSABLE, _BUG = 0, 1, 2
 
 
-def _init_worker(dkim_cfg: Mapping[str, DkimDomainConfig], hostname: str, file: str,
-                 parent: int) -> None:
-    global _WORKER_SIGNER
-    _die_with(parent)
-    from mta.dkim.signer import DkimSigner
-    _WORKER_SIGNER = DkimSigner.from_config(dkim_cfg, hostname=hostname, file=file)
-
-
-def _die_with(parent: int) -> None:
-    """A worker must not outlive a daemon killed with SIGKILL: it would wait on its queue
-    forever (it holds both ends of the pipe, so it never sees EOF). Linux: PDEATHSIG."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the daemon died before prctl took effect
-        os._exit(1)
-
-
-def _sign_in_worker(message: bytes, now: float) -> bytes:
-    """The header lines to prepend (b"" if no domain signs it). Only they cross back."""
-    signed = _WORKER_SIGNER.sign(message, now)
-    return signed[:len(signed) - len(message)]
+def _timed_out(pid: int, size: int, timeout: float) -> None:
+    log.error("DKIM signing worker %d did not answer within %ss (a %d-byte message); "
+              "killed", pid, timeout, size)
 
 
 class SignPool:
     def __init__(self, dkim_cfg: Mapping[str, DkimDomainConfig], *, hostname: str,
                  file: str, workers: int) -> None:
-        self._args = (dict(dkim_cfg), hostname, file, os.getpid())
         self.workers = workers
-        self.restarts = 0
-        self._executor = self._new_executor()
+        self.restarts = 0  # workers that died (not retired, not killed at the timeout)
+        self._pool = PipeWorkers(_TARGET, pickle.dumps((dict(dkim_cfg), hostname, file)),
+                                 workers, timeout=_ANSWER_WITHIN, on_timeout=_timed_out)
+        self._pool.on_death = self._died
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        # spawn, not fork: the daemon has threads (aiosqlite, the loop's executor), and a
-        # forked child of a threaded process may inherit a held lock.
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=self._args)
+    def warm(self) -> None:
+        self._pool.warm()
 
-    async def headers(self, message: bytes, now: float) -> bytes:
-        """DKIM-Signature header(s) for `message`, computed in a worker."""
-        loop = asyncio.get_running_loop()
+    def _died(self, w: PipeWorker) -> None:
+        self.restarts += 1
+        log.warning("DKIM signing worker %d died (exit status %s); its messages are signed "
+                    "again and a new worker starts", w.pid, w.returncode)
+
+    async def headers(self, message: bytes, now: float) -> bytes | None:
+        """DKIM-Signature header(s) for `message`, computed in a worker; None if no
+        worker could (the caller signs it itself). Raises DkimSignError."""
         for _attempt in range(2):
-            executor = self._executor
-            try:
-                return await loop.run_in_executor(executor, _sign_in_worker, message, now)
-            except BrokenProcessPool:
-                if executor is self._executor:  # the first caller to notice replaces it
-                    log.warning("DKIM signing worker died; starting a new pool")
-                    self.restarts += 1
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    self._executor = self._new_executor()
-        raise BrokenProcessPool("DKIM signing pool broke twice")
+            worker = await self._pool.least_busy()
+            if worker is None:
+                return None
+            answer = await worker.send(message, head=_NOW.pack(now))
+            if answer is None:
+                continue  # its worker died or hung: once more, elsewhere
+            status = answer[0]
+            if status == _OK:
+                return answer[1:]
+            if status == _UNPARSABLE:
+                raise DkimSignError(answer[1:].decode("utf-8", "replace"))
+            log.error("DKIM signing worker failed: %s", answer[1:].decode("utf-8", "replace"))
+            return None
+        return None
 
     def pids(self) -> list[int]:
-        """The workers' process ids (for tests and diagnostics)."""
-        procs = getattr(self._executor, "_processes", None) or {}
-        return list(procs)
+        """The live workers' process ids (for tests and diagnostics)."""
+        return [w.pid for w in self._pool.workers() if w.alive]
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._pool.close()
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
 
 
 def attach_pool(signer: Any, dkim_cfg: Mapping[str, DkimDomainConfig], *, hostname: str,
                 file: str, workers: int) -> None:
-    """Sign `signer`'s RSA mail in a pool of `workers` processes (0: no pool). The pool
-    goes when the signer does (a reload builds a new signer, and so a new pool)."""
+    """Sign `signer`'s RSA mail in a pool of `workers` processes (0: no pool), started
+    now if a loop runs. The pool goes when the signer does (a reload builds a new
+    signer, and so a new pool; the old workers finish what they have)."""
     if signer is None or workers <= 0:
         return
     needs_rsa = any(s.key.algorithm != ED25519 for d in signer._domains.values()
@@ -111,3 +115,33 @@ def attach_pool(signer: Any, dkim_cfg: Mapping[str, DkimDomainConfig], *, hostna
     pool = SignPool(dkim_cfg, hostname=hostname, file=file, workers=workers)
     signer.pool = pool
     weakref.finalize(signer, pool.close)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # no loop yet: the first message starts them
+        return
+    pool.warm()
+
+
+# --- in the worker process ---------------------------------------------------------------
+
+def _setup(conf: bytes) -> Callable[[bytes], bytes]:
+    dkim_cfg, hostname, file = pickle.loads(conf)
+    signer = DkimSigner.from_config(dkim_cfg, hostname=hostname, file=file)
+
+    def handle(frame: bytes) -> bytes:
+        now = _NOW.unpack_from(frame)[0]
+        message = frame[_NOW.size:]
+        try:
+            d = signer.match(message)
+            return b"\0" if d is None else b"\0" + signer.signature_headers(d, message, now)
+        except DkimSignError as e:
+            return b"\1" + str(e).encode("utf-8", "replace")
+        except Exception as e:  # a bug: the daemon signs this one itself
+            return b"\2" + repr(e).encode("utf-8", "replace")
+
+    return handle
+
+
+def serve() -> None:
+    """A signing worker's main loop (started by SignPool; ends at end of input)."""
+    serve_frames(_setup, batch=True)

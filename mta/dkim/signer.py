@@ -186,6 +186,10 @@ class DkimSigner:
     def sign_as(self, d: DomainSigning, message: bytes, now: float) -> bytes:
         """Sign for `d` (from `match`), with the keys valid at `now` (POSIX seconds, also
         the t= tag). Raises DkimSignError if dkimpy cannot parse the header block."""
+        return self.signature_headers(d, message, now) + message
+
+    def signature_headers(self, d: DomainSigning, message: bytes, now: float) -> bytes:
+        """The DKIM-Signature header line(s) `sign_as` prepends (what a worker returns)."""
         linesep = b"\r\n" if b"\r\n" in message[:4096] else b"\n"
         try:
             m = DkimpySigner(message, linesep=linesep)
@@ -198,7 +202,7 @@ class DkimSigner:
         except (dkim.DKIMException, IndexError) as e:
             # IndexError: dkimpy's parser on a message whose first line is a continuation.
             raise DkimSignError(str(e) or "malformed header block") from e
-        return b"".join(out) + message
+        return b"".join(out)
 
 
 async def sign_async(signer: DkimSigner, message: bytes, now: float,
@@ -214,6 +218,7 @@ async def sign_async(signer: DkimSigner, message: bytes, now: float,
     100 KB: 1,080 vs 145 us. Messages no domain signs skip the thread hop.
     With `signer.pool` (mta.dkim.pool, [signing] workers) RSA signs in a worker process
     instead, and only the header comes back; Ed25519-only mail signs inline (cheap).
+    Raises DkimSignError for a header block dkimpy cannot parse.
     """
     d = signer.match(message)
     if d is None:
@@ -222,11 +227,10 @@ async def sign_async(signer: DkimSigner, message: bytes, now: float,
     if all(s.key.algorithm == ED25519 for s in sigs):
         return signer.sign_as(d, message, now)  # ~0.1 ms: less than any hop
     if signer.pool is not None:
-        from concurrent.futures.process import BrokenProcessPool
-        try:
-            return await signer.pool.headers(message, now) + message
-        except BrokenProcessPool:
-            pass  # twice in a row: sign here rather than lose the message
+        headers = await signer.pool.headers(message, now)
+        if headers is not None:
+            return headers + message
+        # No worker could (one died twice in a row): sign here rather than lose it.
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(executor, signer.sign_as, d, message, now)
 

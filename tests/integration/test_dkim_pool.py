@@ -1,6 +1,6 @@
 """RSA signing in the [signing] worker processes, through a real daemon: the mail verifies
 with dkimpy against the key in the test DNS, and a pool process killed with SIGKILL costs
-no message (the next signature is made by a new pool)."""
+no message (the next signature is made by a new worker)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ workers = 2
 
 
 def _pool_pids(parent: int) -> set[int]:
-    """The daemon's multiprocessing workers (not its resource tracker)."""
+    """The daemon's signing workers (`python -c "from mta.dkim.pool import serve..."`)."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -32,7 +32,7 @@ def _pool_pids(parent: int) -> set[int]:
             cmd = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and b"spawn_main" in cmd:
+        if ppid == parent and b"mta.dkim.pool" in cmd:
             found.add(int(entry.name))
     return found
 
@@ -54,7 +54,7 @@ async def test_signed_in_the_pool_and_a_killed_worker_loses_nothing(
     assert await asyncio.to_thread(_verify, m.body, dns.nameserver)
 
     pids = await _wait_for(lambda: _pool_pids(mta.proc.pid))
-    assert pids  # the pool signed it (workers start on demand), not a thread
+    assert pids  # the pool signed it, not a thread
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     await _wait_for(lambda: not (_pool_pids(mta.proc.pid) & pids))
@@ -65,6 +65,6 @@ async def test_signed_in_the_pool_and_a_killed_worker_loses_nothing(
     assert await asyncio.to_thread(_verify, got[1].body, dns.nameserver)
     assert b"<s2@signer.test>" in got[1].body
     new = await _wait_for(lambda: _pool_pids(mta.proc.pid))
-    assert not new & pids  # a new pool
+    assert not new & pids  # new workers
     assert mta.proc.poll() is None
-    assert "starting a new pool" in mta.stderr
+    assert "DKIM signing worker" in mta.stderr and "a new worker starts" in mta.stderr
