@@ -184,7 +184,7 @@ class MtaSide:
 
     def __init__(self, workdir: Path, dns: DnsServer, sink_port: int, retry: str,
                  connections: int, dkim: str = "", policy: bool = False,
-                 workers: int = 1) -> None:
+                 workers: int = 1, signing_workers: int | None = None) -> None:
         # The dead-site timer waits as long as a retry, as Postfix's does (its wait is
         # minimal_backoff_time, which bench/postfix.py sets to the same retry).
         extra = f'[shaping.default]\nsuspend_duration = "{retry}"\n'
@@ -209,6 +209,8 @@ class MtaSide:
             else:
                 extra += (f'[dkim."load.test"]\nalgorithms = ["ed25519-sha256"]\n'
                           f'ed25519_selector = "e1"\ned25519_key = "{key}"\n')
+            if signing_workers is not None:
+                extra += f"[signing]\nworkers = {signing_workers}\n"
         self.proc = MtaProcess(
             workdir, extra,
             dns=dns.nameserver, delivery_port=sink_port,
@@ -344,7 +346,8 @@ def run_one(side_cls, sc: Scenario, run: int, args: argparse.Namespace, dns: Dns
              else "1h")
     if side_cls is MtaSide:
         side = side_cls(workdir, dns, sink_port, retry, args.connections, dkim=args.dkim or "",
-                        policy=args.policy, workers=args.workers)
+                        policy=args.policy, workers=args.workers,
+                        signing_workers=args.signing_workers)
     else:
         side = side_cls(workdir, dns, sink_port, retry, args.connections)
     result: dict = {"mta": side.name, "scenario": sc.name, "run": run, "messages": n,
@@ -538,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
                          "--dkim (plain)")
     ap.add_argument("--workers", type=int, default=1,
                     help="mta's [server] workers (above 1: on its embedded store)")
+    ap.add_argument("--signing-workers", type=int,
+                    help="with --dkim: mta's [signing] workers (default: its own default)")
     ap.add_argument("--runs", type=int, help="runs per MTA, alternated (default 2; quick 1)")
     ap.add_argument("--quick", action="store_true", help="a few thousand messages, 1 run")
     ap.add_argument("--publish", action="store_true",

@@ -38,7 +38,7 @@ from mta.content.runtime import RuntimeRules
 from mta.dbupgrade import SchemaTooNewError
 from mta.delivery.dispatcher import Dispatcher
 from mta.delivery.operations import QueueOperations
-from mta.dkim.pool import attach_pool
+from mta.dkim.pool import start_pool
 from mta.dkim.signer import DkimConfigError, DkimSigner
 from mta.dns import make_resolver
 from mta.embedded_store import with_store
@@ -196,8 +196,8 @@ class Daemon:
 
             signer = DkimSigner.from_config(cfg.dkim, hostname=cfg.server.hostname,
                                             file=str(cfg.path)) if cfg.dkim else None
-            attach_pool(signer, cfg.dkim, hostname=cfg.server.hostname, file=str(cfg.path),
-                        workers=cfg.signing.workers)
+            await start_pool(signer, cfg.dkim, hostname=cfg.server.hostname,
+                             file=str(cfg.path), workers=cfg.signing.workers)
             # Throttles and connection leases: in this process, or shared by every node
             # through Redis ([cluster] redis_url; fails fast if Redis is unreachable).
             stores = (await redis_stores(cfg.cluster.redis_url) if cfg.cluster.redis_url
@@ -488,8 +488,8 @@ class Daemon:
             signer = await asyncio.to_thread(
                 DkimSigner.from_config, new.dkim, hostname=new.server.hostname,
                 file=str(new.path)) if new.dkim else None
-            attach_pool(signer, new.dkim, hostname=new.server.hostname, file=str(new.path),
-                        workers=new.signing.workers)
+            await start_pool(signer, new.dkim, hostname=new.server.hostname,
+                             file=str(new.path), workers=new.signing.workers)
         except (ConfigError, DkimConfigError) as e:
             for line in e.errors:
                 log.error("reload refused: %s", line)

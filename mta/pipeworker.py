@@ -65,6 +65,8 @@ class PipeWorker(asyncio.SubprocessProtocol):
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[None] = self._loop.create_future()
         self.on_death: Callable[[PipeWorker], None] | None = None
+        # Set by spawn(ready=True): the empty frame the worker sends once set up.
+        self.ready: asyncio.Future[None] | None = None
 
     # --- asyncio.SubprocessProtocol --------------------------------------------------
 
@@ -92,6 +94,11 @@ class PipeWorker(asyncio.SubprocessProtocol):
         """Resolve the futures of the complete frames in buf; the offset parsed to."""
         pos = 0
         pending = self.pending
+        if self.ready is not None and not self.ready.done() and n >= LEN.size:
+            pos = LEN.size + LEN.unpack_from(buf, 0)[0]  # the ready frame (empty)
+            if pos > n:
+                return 0
+            self.ready.set_result(None)
         while n - pos >= LEN.size:
             end = pos + LEN.size + LEN.unpack_from(buf, pos)[0]
             if end > n:
@@ -128,6 +135,9 @@ class PipeWorker(asyncio.SubprocessProtocol):
             fut = self.pending.popleft()[0]
             if not fut.done():
                 fut.set_result(None)
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_exception(ChildProcessError(f"worker {self.pid} exited at start"))
+            self.ready.exception()  # retrieved: nobody need wait for it
         if was_alive and self.on_death is not None:
             self.on_death(self)
 
@@ -185,7 +195,7 @@ class PipeWorker(asyncio.SubprocessProtocol):
 
 
 async def _spawn(target: str, config: bytes, answer_within: float,
-                 on_timeout: TimeoutReport) -> PipeWorker:
+                 on_timeout: TimeoutReport, ready: bool) -> PipeWorker:
     module, _, func = target.partition(":")
     _, worker = await asyncio.get_running_loop().subprocess_exec(
         lambda: PipeWorker(answer_within, on_timeout),
@@ -194,6 +204,8 @@ async def _spawn(target: str, config: bytes, answer_within: float,
         sys.executable, "-c", f"from {module} import {func}; {func}()", str(os.getpid()),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
     assert worker.stdin is not None
+    if ready:
+        worker.ready = asyncio.get_running_loop().create_future()
     worker.stdin.write(LEN.pack(len(config)) + config)
     return worker
 
@@ -203,11 +215,14 @@ class PipeWorkers:
 
     `least_busy()` gives the live worker with the fewest requests pending, starting
     those that are not running (a slot restarts on the first request after its worker
-    died). `reload()` retires every worker for new ones on a new config."""
+    died). `reload()` retires every worker for new ones on a new config.
+    ready: the worker says when it is set up (serve_frames(ready=True)), so `started()`
+    can wait for that."""
 
     def __init__(self, target: str, config: bytes, n: int, *, timeout: float,
-                 on_timeout: TimeoutReport) -> None:
+                 on_timeout: TimeoutReport, ready: bool = False) -> None:
         self.target = target
+        self.with_ready = ready
         self.config = config
         self.timeout = timeout
         self.on_timeout = on_timeout
@@ -239,6 +254,18 @@ class PipeWorkers:
         for i in range(len(self._workers)):
             self._start(i)
 
+    async def started(self) -> None:
+        """Start the workers and wait until each is set up (or failed: logged, and its
+        slot tries again at the next request)."""
+        self.warm()
+        for task in list(self._starting):
+            if task is None:
+                continue
+            with contextlib.suppress(Exception):
+                w = await asyncio.shield(task)
+                if w.ready is not None:
+                    await asyncio.shield(w.ready)
+
     async def least_busy(self) -> PipeWorker | None:
         best = None
         for i, w in enumerate(self._workers):
@@ -248,17 +275,6 @@ class PipeWorkers:
                 except Exception:  # logged by _started; the caller falls back
                     continue
             if w.alive and (best is None or len(w.pending) < len(best.pending)):
-                best = w
-        return best
-
-    def least_busy_now(self) -> PipeWorker | None:
-        """The live worker with the fewest pending, without waiting for one to start
-        (None: none is up; starts the missing ones)."""
-        best = None
-        for i, w in enumerate(self._workers):
-            if w is None or not w.alive:
-                self._start(i)
-            elif best is None or len(w.pending) < len(best.pending):
                 best = w
         return best
 
@@ -272,7 +288,7 @@ class PipeWorkers:
         if old is not None:
             self.retire(old)
         task = asyncio.ensure_future(
-            _spawn(self.target, self.config, self.timeout, self.on_timeout))
+            _spawn(self.target, self.config, self.timeout, self.on_timeout, self.with_ready))
         self._starting[i] = task
         task.add_done_callback(lambda t, i=i: self._started(i, t))
         return task
@@ -347,13 +363,14 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
 
 
 def serve_frames(setup: Callable[[bytes], Callable[[bytes], bytes]], *,
-                 batch: bool = False) -> None:
+                 batch: bool = False, ready: bool = False) -> None:
     """The worker's main loop: `setup(config)` gives the handler, which turns each
     request into its answer; returns at end of input.
 
     batch: answer every request already read in one write (fewer wake-ups and reads in
     the parent under load, for requests that take little time each); otherwise each
-    answer is written as soon as it is ready."""
+    answer is written as soon as it is ready. ready: send an empty frame once set up
+    (the parent's PipeWorkers(ready=True) waits for it)."""
     if len(sys.argv) > 1:
         _die_with_parent(int(sys.argv[1]))
     # The protocol owns stdout: anything else printed goes to stderr instead.
@@ -363,7 +380,7 @@ def serve_frames(setup: Callable[[bytes], Callable[[bytes], bytes]], *,
     buf = bytearray()
     handle: Callable[[bytes], bytes] | None = None
     while True:
-        chunk = os.read(inp, 1 << 20)
+        chunk = os.read(inp, _BIG)  # under malloc's mmap threshold: no mmap per read
         if not chunk:
             return
         buf += chunk
@@ -378,6 +395,8 @@ def serve_frames(setup: Callable[[bytes], Callable[[bytes], bytes]], *,
             pos = end
             if handle is None:
                 handle = setup(frame)
+                if ready:
+                    _write_all(out, LEN.pack(0))
                 continue
             answer = handle(frame)
             if batch:
