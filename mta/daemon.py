@@ -509,7 +509,10 @@ class Daemon:
         self.dnsbl.reload(new)
         if self.tls_reports is not None:
             self.tls_reports.reload(new)
+        retired = self.ingress.signer
         self.ingress.reload(signer)
+        if retired is not None and retired is not signer and retired.pool is not None:
+            retired.pool.close()  # its workers finish what they have, then exit
         self.ingress.feedback = Feedback(new)
         if self.ingress.inbound is not None:
             self.ingress.inbound.reload(self.ingress.feedback)

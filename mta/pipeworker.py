@@ -230,6 +230,7 @@ class PipeWorkers:
         self._workers: list[PipeWorker | None] = [None] * n
         self._starting: list[asyncio.Task[PipeWorker] | None] = [None] * n
         self._retired: set[PipeWorker] = set()
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -267,6 +268,8 @@ class PipeWorkers:
                     await asyncio.shield(w.ready)
 
     async def least_busy(self) -> PipeWorker | None:
+        if self._closed:
+            return None
         best = None
         for i, w in enumerate(self._workers):
             if w is None or not w.alive:
@@ -314,7 +317,8 @@ class PipeWorkers:
             task.add_done_callback(lambda _t: self._retired.discard(w))
 
     def close(self) -> None:
-        """Retire every worker (sync: for finalizers)."""
+        """Retire every worker, and start no more (sync: for finalizers)."""
+        self._closed = True
         for t in self._starting:
             if t is not None and not t.done():
                 t.cancel()
@@ -324,6 +328,7 @@ class PipeWorkers:
         self._starting = [None] * len(self._starting)
 
     async def aclose(self) -> None:
+        self._closed = True
         for t in self._starting:
             if t is not None and not t.done():
                 t.cancel()
