@@ -68,3 +68,21 @@ async def test_signed_in_the_pool_and_a_killed_worker_loses_nothing(
     assert not new & pids  # new workers
     assert mta.proc.poll() is None
     assert "DKIM signing worker" in mta.stderr and "a new worker starts" in mta.stderr
+
+
+async def test_sighup_retires_the_signing_workers_for_new_ones(
+        mta_factory, dns_server_factory, mx_factory, tmp_path):
+    mta, dns, mx, _ = await _run(mta_factory, dns_server_factory, mx_factory, tmp_path,
+                                 RSA_TOML)
+    old = await _wait_for(lambda: len(_pool_pids(mta.proc.pid)) == 2
+                          and _pool_pids(mta.proc.pid))
+    mta.proc.send_signal(signal.SIGHUP)
+    await _wait_for(lambda: "configuration reloaded" in mta.stderr)
+    # The old workers exit (they had nothing left to sign), two new ones sign from now on.
+    new = await _wait_for(lambda: not (_pool_pids(mta.proc.pid) & old)
+                          and len(_pool_pids(mta.proc.pid)) == 2 and _pool_pids(mta.proc.pid))
+    await asyncio.to_thread(_send, mta.smtp_port, MSG)
+    [m] = await mx.wait_for_messages(1, timeout=30)
+    assert await asyncio.to_thread(_verify, m.body, dns.nameserver)
+    assert _pool_pids(mta.proc.pid) == new
+    assert "died" not in mta.stderr  # retired, not crashed
