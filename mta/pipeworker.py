@@ -30,6 +30,7 @@ import signal
 import struct
 import sys
 from collections.abc import Callable
+from typing import cast
 
 __all__ = ["PipeWorker", "PipeWorkers", "serve_frames"]
 
@@ -64,7 +65,9 @@ class PipeWorker(asyncio.SubprocessProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[None] = self._loop.create_future()
+        # Called once the process has exited, unless it was told to (finish, kill).
         self.on_death: Callable[[PipeWorker], None] | None = None
+        self._expected = False
         # Set by spawn(ready=True): the empty frame the worker sends once set up.
         self.ready: asyncio.Future[None] | None = None
 
@@ -72,10 +75,9 @@ class PipeWorker(asyncio.SubprocessProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio's: typed by cast, not isinstance.
-        self.transport = transport  # type: ignore[assignment]
-        assert self.transport is not None
+        self.transport = cast(asyncio.SubprocessTransport, transport)
         self.pid = self.transport.get_pid()
-        self.stdin = self.transport.get_pipe_transport(0)  # type: ignore[assignment]
+        self.stdin = cast(asyncio.WriteTransport, self.transport.get_pipe_transport(0))
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         buf = self._buf
@@ -121,13 +123,16 @@ class PipeWorker(asyncio.SubprocessProtocol):
         if self.transport is not None:
             self.returncode = self.transport.get_returncode()
         self._gone()
+        if not self._expected and self.on_death is not None:
+            self._expected = True
+            self.on_death(self)
         if not self._exited.done():
             self._exited.set_result(None)
 
     # ---------------------------------------------------------------------------------
 
     def _gone(self) -> None:
-        was_alive, self.alive = self.alive, False
+        self.alive = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -138,8 +143,6 @@ class PipeWorker(asyncio.SubprocessProtocol):
         if self.ready is not None and not self.ready.done():
             self.ready.set_exception(ChildProcessError(f"worker {self.pid} exited at start"))
             self.ready.exception()  # retrieved: nobody need wait for it
-        if was_alive and self.on_death is not None:
-            self.on_death(self)
 
     def send(self, data: bytes, head: bytes = b"") -> asyncio.Future[bytes | None]:
         """The answer frame to `head + data` (head: a few bytes of header, so a caller
@@ -177,12 +180,15 @@ class PipeWorker(asyncio.SubprocessProtocol):
 
     def kill(self) -> None:
         self.alive = False  # nothing more is sent to it; the pending answer None
+        self._expected = True
         if self.transport is not None:
             with contextlib.suppress(ProcessLookupError):
                 self.transport.kill()
 
     def finish(self) -> None:
         """No more work: the worker exits once it has answered what it has."""
+        if self.alive:
+            self._expected = True  # (a worker already dead still gets its on_death)
         if self.stdin is not None and not self.stdin.is_closing():
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 self.stdin.close()
@@ -310,7 +316,6 @@ class PipeWorkers:
 
     def retire(self, w: PipeWorker) -> None:
         self._retired.add(w)
-        w.on_death = None  # its end is expected
         w.finish()
         with contextlib.suppress(RuntimeError):  # no running loop: the kernel reaps it
             task = asyncio.ensure_future(w.wait())
@@ -336,7 +341,6 @@ class PipeWorkers:
         self._workers = [None] * len(self._workers)
         self._starting = [None] * len(self._starting)
         for w in workers:
-            w.on_death = None
             w.finish()
         for w in workers:
             try:
