@@ -261,17 +261,19 @@ class PipeWorkers:
         for i in range(len(self._workers)):
             self._start(i)
 
-    async def started(self) -> None:
-        """Start the workers and wait until each is set up (or failed: logged, and its
-        slot tries again at the next request)."""
+    async def started(self, within: float) -> None:
+        """Start the workers and wait until each is set up, failed (logged; its slot tries
+        again at the next request), or `within` seconds have passed."""
         self.warm()
-        for task in list(self._starting):
-            if task is None:
-                continue
-            with contextlib.suppress(Exception):
-                w = await asyncio.shield(task)
-                if w.ready is not None:
-                    await asyncio.shield(w.ready)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                for task in list(self._starting):
+                    if task is None:
+                        continue
+                    with contextlib.suppress(Exception):
+                        w = await asyncio.shield(task)
+                        if w.ready is not None:
+                            await asyncio.shield(w.ready)
 
     async def least_busy(self) -> PipeWorker | None:
         if self._closed:

@@ -72,8 +72,9 @@ class SignPool:
         self._pool.warm()
 
     async def started(self) -> None:
-        """Wait until the workers have their keys (or failed to start)."""
-        await self._pool.started()
+        """Wait until the workers have their keys, failed to start, or a hung one has had
+        _ANSWER_WITHIN (its requests then wait on it, as on any hung worker)."""
+        await self._pool.started(_ANSWER_WITHIN)
 
     def _died(self, w: PipeWorker) -> None:
         self.restarts += 1
