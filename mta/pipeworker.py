@@ -319,9 +319,12 @@ class PipeWorkers:
     def retire(self, w: PipeWorker) -> None:
         self._retired.add(w)
         w.finish()
-        with contextlib.suppress(RuntimeError):  # no running loop: the kernel reaps it
-            task = asyncio.ensure_future(w.wait())
-            task.add_done_callback(lambda _t: self._retired.discard(w))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a finalizer after the loop: the worker exits at EOF alone
+            return
+        task = loop.create_task(w.wait())
+        task.add_done_callback(lambda _t: self._retired.discard(w))
 
     def close(self) -> None:
         """Retire every worker, and start no more (sync: for finalizers)."""
