@@ -39,6 +39,11 @@ class TenantDirectory:
             t = Tenant("default")
         return t
 
+    def known_chain(self, name: str) -> tuple[Tenant, ...] | None:
+        """The chain of a tenant made only of configured tenants, once `chain` has built
+        it (it never changes); None otherwise (ask `chain`)."""
+        return self._config_chains.get(name)
+
     async def chain(self, name: str) -> tuple[Tenant, ...]:
         """The tenant and its ancestors, nearest first. PolicyError if unknown or cyclic."""
         known = self._config_chains.get(name)

@@ -352,6 +352,16 @@ class RedisStore:
         return Snapshot([s for s in sus if s.until is None or s.until > now],
                         [x for x in lim if x.until > now], counters)
 
+    def cached_snapshot(self, tenants: Sequence[str], now: float) -> Snapshot | None:
+        """`snapshot` without counters, when the cache holds it (MAIL FROM asks on every
+        message and then needs no round trip); None when it must be read."""
+        hit = self._states.get(tuple(tenants))
+        if hit is None or not self._fresh(hit):
+            return None
+        sus, lim = hit[1]
+        return Snapshot([s for s in sus if s.until is None or s.until > now],
+                        [x for x in lim if x.until > now], {})
+
     # --- reservations -------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveResult:
         plan = req.plan
