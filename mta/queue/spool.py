@@ -73,6 +73,15 @@ def _get_rows(db: sqlite3.Connection, msg_id: str) -> tuple[Any, list[Any]]:
                            f"WHERE msg_id=? ORDER BY idx", (msg_id,)).fetchall()
 
 
+def _get_rows_body(db: sqlite3.Connection, msg_id: str) -> tuple[Any, list[Any], Any]:
+    """_get_rows, and the body too while the message is queued (reader thread)."""
+    row, rcpts = _get_rows(db, msg_id)
+    if row is None or row[8] != "queued":  # state: nothing to deliver, no body read
+        return row, rcpts, None
+    body = _first(db.execute("SELECT body FROM bodies WHERE id=?", (msg_id,)).fetchall())
+    return row, rcpts, body
+
+
 def _parents(text: str) -> tuple[str, ...]:
     return tuple(text.split(",")) if text else ()
 
@@ -391,6 +400,18 @@ class Spool:
         if row is None:
             return None
         return self._message(row, [self._recipient(r) for r in rcpts])
+
+    async def get_with_body(self, msg_id: str) -> tuple[MessageInfo | None, bytes | None]:
+        """`get`, and for a queued message `read_body` too, in one trip to the reader
+        thread (the delivery of every message asks both): (None, None) if unknown; the
+        body is None unless the message is queued and its body is there."""
+        if not is_queue_id(msg_id):
+            return None, None
+        row, rcpts, body = await self._rdb._execute(_get_rows_body, self._rdb._conn, msg_id)
+        if row is None:
+            return None, None
+        info = self._message(row, [self._recipient(r) for r in rcpts])
+        return info, None if body is None else bytes(body[0])
 
     async def read_body(self, msg_id: str) -> bytes:
         """The message bytes. KeyError if unknown, deleted, or done (bodies are dropped)."""

@@ -67,6 +67,25 @@ async def test_unknown_ids_are_none_or_keyerror(spool: Spool) -> None:
         await spool.read_body("0" * 18)
 
 
+async def test_get_with_body_reads_a_queued_message_and_its_body_in_one_call(
+        spool: Spool) -> None:
+    msg_id = await spool.put(envelope(), BODY)
+    info, body = await spool.get_with_body(msg_id)
+    assert info == await spool.get(msg_id)
+    assert body == BODY
+    assert await spool.get_with_body("0" * 18) == (None, None)
+    assert await spool.get_with_body("../etc/passwd") == (None, None)
+    # Held, or done (its body dropped): the message, and no body to deliver.
+    assert await spool.hold(msg_id)
+    info, body = await spool.get_with_body(msg_id)
+    assert (info.state, body) == ("held", None)
+    assert await spool.release(msg_id)
+    await spool.record([Outcome(msg_id, i, "delivered", Reply(250, "2.0.0", "Ok"))
+                        for i in range(2)])
+    info, body = await spool.get_with_body(msg_id)
+    assert (info.state, body) == ("done", None)
+
+
 async def test_put_without_recipients_is_a_caller_bug(spool: Spool) -> None:
     with pytest.raises(ValueError):
         await spool.put(envelope(0), BODY)
