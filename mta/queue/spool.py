@@ -39,6 +39,7 @@ import aiosqlite
 
 from mta.queue.envelope import Envelope
 from mta.queue.ids import IdGenerator, is_queue_id
+from mta.queue.reader import BatchedReads
 from mta.queue.records import (
     FINAL_STATES,
     MESSAGE_STATES,
@@ -166,6 +167,8 @@ class Spool:
         self._clock = clock
         self._lock_fd = lock_fd
         self._writer = GroupCommit(wdb, max_batch, _insert_puts)
+        # Delivery's reads of a message and its body, batched (reader.py).
+        self._deliveries = BatchedReads(rdb, _get_rows_body)
 
     # Counters for metrics and the benchmark: how well group commit is grouping.
     @property
@@ -403,11 +406,11 @@ class Spool:
 
     async def get_with_body(self, msg_id: str) -> tuple[MessageInfo | None, bytes | None]:
         """`get`, and for a queued message `read_body` too, in one trip to the reader
-        thread (the delivery of every message asks both): (None, None) if unknown; the
-        body is None unless the message is queued and its body is there."""
+        thread, with the other deliveries' reads asked meanwhile (reader.py): (None, None)
+        if unknown; the body is None unless the message is queued and its body is there."""
         if not is_queue_id(msg_id):
             return None, None
-        row, rcpts, body = await self._rdb._execute(_get_rows_body, self._rdb._conn, msg_id)
+        row, rcpts, body = await self._deliveries.get(msg_id)
         if row is None:
             return None, None
         info = self._message(row, [self._recipient(r) for r in rcpts])
