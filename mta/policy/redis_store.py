@@ -269,6 +269,14 @@ class RedisStore:
     # --- tenants ------------------------------------------------------------------------
     # Tenants, suspensions and operator limits change only through an operator: cached for
     # STATE_TTL like SqliteStore (own writes drop the cache; other nodes' are seen within it).
+    def cached_tenant(self, name: str) -> tuple[bool, Tenant | None]:
+        """(True, what get_tenant answers) when its cache holds the name; (False, None)
+        when it must be read."""
+        hit = self._tenants.get(name)
+        if hit is not None and self._fresh(hit):
+            return True, hit[1]
+        return False, None
+
     async def get_tenant(self, name: str) -> Tenant | None:
         hit = self._tenants.get(name)
         if hit is not None and self._fresh(hit):

@@ -187,6 +187,14 @@ class SqliteStore(GroupCommit):
         self._unresolved.clear()
 
     # --- tenants ------------------------------------------------------------------------
+    def cached_tenant(self, name: str) -> tuple[bool, Tenant | None]:
+        """(True, what get_tenant answers) when its cache holds the name; (False, None)
+        when it must be read."""
+        hit = self._tenants.get(name)
+        if hit is not None and hit[0] > time.monotonic():
+            return True, hit[1]
+        return False, None
+
     async def get_tenant(self, name: str) -> Tenant | None:
         hit = self._tenants.get(name)
         if hit is not None and hit[0] > time.monotonic():
