@@ -26,6 +26,7 @@ Each accepted recipient is one `received` event, with the door it came by (`prot
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import re
@@ -362,9 +363,16 @@ class Ingress:
         return None, data
 
 
+@functools.lru_cache(maxsize=16)
+def _header_re(name: bytes) -> re.Pattern[bytes]:
+    # Compiled once per name: building and looking up the pattern cost more than the
+    # search (twice per message).
+    return re.compile(rb"(?im)^" + re.escape(name) + rb"[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
+
+
 def _header_value(head: bytes, name: bytes) -> str | None:
     """The value of the first `name:` header in a header block (unfolded), or None."""
-    m = re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", head)
+    m = _header_re(name).search(head)
     if m is None:
         return None
     return b" ".join(m.group(1).split()).decode("utf-8", "replace") or None
