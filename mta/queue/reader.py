@@ -7,7 +7,9 @@ which cost more than the read itself. `BatchedReads` does for these reads what g
 commit (writer.py) does for writes: the first caller starts a trip on the next loop
 iteration; whoever asks while a trip is out waits for the next one, which takes all of
 them (up to `max_batch`). Each trip reads in one read transaction: one WAL snapshot, so a
-message, its recipients and its body are seen as of the same commit.
+message, its recipients and its body are seen as of the same commit. A read that raises
+fails every read of its trip (as a failed group commit fails its whole batch); the next
+trip starts afresh.
 """
 
 from __future__ import annotations
@@ -47,11 +49,16 @@ class BatchedReads(Generic[K, R]):
 
     def _read_all(self, db: sqlite3.Connection, keys: Sequence[K]) -> list[R]:
         """On the reader thread: every key in one read transaction."""
+        if db.in_transaction:  # a trip that failed half-way left one open
+            db.execute("ROLLBACK")
         db.execute("BEGIN")
         try:
-            return [self._read_one(db, k) for k in keys]
-        finally:
-            db.execute("COMMIT")
+            rows = [self._read_one(db, k) for k in keys]
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return rows
 
     async def _trips(self) -> None:
         batch: list[tuple[K, asyncio.Future[R]]] = []
