@@ -14,7 +14,9 @@ stack (uvloop's I/O, asyncio's scheduling). py-spy runs with --native, so a thre
 waiting (on a lock, a queue, epoll) shows as such and is left out. A stage's share of the
 samples times the daemon's CPU per message (from /proc, the same run) is its µs per
 message. Sampling with --native stops the process for each sample: the run is slower than
-an unprofiled one, the shares are what count.
+an unprofiled one, the shares are what count. py-spy counts a thread inside a system call
+(fdatasync, a socket write) as working; `--gil` instead samples only the thread holding
+the GIL (no native frames), which is closer to the CPU the Python code itself costs.
 """
 
 from __future__ import annotations
@@ -95,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=250, help="samples per second")
     ap.add_argument("--top", type=int, default=12, help="hottest functions to list")
     ap.add_argument("--stacks", help="keep py-spy's collapsed stacks in this file")
+    ap.add_argument("--gil", action="store_true",
+                    help="sample only the thread holding the GIL, without native frames: "
+                         "what the Python code costs (a thread in fsync or waiting for the "
+                         "GIL is not counted), with each socket write or thread wake-up "
+                         "charged to the line that makes it")
     args = ap.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     if not Path(spy).exists():
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             out = work / "stacks.txt"
             rec = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(args.rate),
                                     "--format", "raw", "--output", str(out),
-                                    "--native"],
+                                    "--gil" if args.gil else "--native"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             time.sleep(1.0)  # attached
             stored0, cpu0 = sink.stored, ingest.proc_cpu(pid)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -532,10 +533,21 @@ class Daemon:
         notify(f"READY=1\nSTATUS={self.status()}")
 
 
+# The cyclic collector's first threshold (Python's default is 700). Almost everything a
+# message allocates is freed by reference counting, yet at 700 net allocations the
+# collector ran about 50 times per 1,000 relayed messages (gen 0, 1 and 2 together ~16 us
+# of CPU per message, measured with gc.callbacks under bench/profile.py's load); at 10,000
+# it runs a few times per 10,000 messages (~0.5 us per message). Garbage in cycles waits
+# for at most that many allocations, a few MB at worst.
+GC_THRESHOLD0 = 10_000
+
+
 def serve(cfg: Config) -> int:
     """Run in the foreground until SIGTERM; exit status 0 after a clean drain. With
     `[server] workers` > 1 this process supervises that many workers (mta.supervisor)."""
     import uvloop
+
+    gc.set_threshold(GC_THRESHOLD0, *gc.get_threshold()[1:])
 
     setup_logging(cfg.log.level, cfg.log.format, sys.stderr)
     shard = os.environ.get(SHARD_ENV)

@@ -26,6 +26,8 @@ Each accepted recipient is one `received` event, with the door it came by (`prot
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import re
 import time
@@ -125,25 +127,62 @@ class Ingress:
 
     def check_mail(self, client: Client, address: str,
                    params: dict[str, str]) -> Reply | Awaitable[Reply | None] | None:
-        if self.policy is None:
-            return None  # answered at once: no task per command
-        return self._check_mail(client, address)
+        """Answered at once, without a task, when nothing needs awaiting: no reservation
+        of an earlier transaction to give back, and identity and policy decide on what
+        they have cached (the usual case); else an awaitable."""
+        policy = self.policy
+        if policy is None:
+            return None
+        if client.transaction is not None:  # RSET or a refused DATA left one open
+            if not policy.abort_now(client.transaction):
+                return self._check_mail(client, address)
+            client.transaction = None
+        if self.identity is not None:
+            refusal = self.identity.answer_mail(client.tenant or "default", address)
+            if inspect.isawaitable(refusal):
+                return self._after_identity(client, address, refusal)
+            if refusal is not None:
+                return refusal
+        return self._open_transaction(client, address)
 
     async def _check_mail(self, client: Client, address: str) -> Reply | None:
         assert self.policy is not None
-        if client.transaction is not None:  # RSET or a refused DATA left one open
+        if client.transaction is not None:
             await self.policy.abort(client.transaction)
             client.transaction = None
         if self.identity is not None:
             refusal = await self.identity.check_mail(client.tenant or "default", address)
             if refusal is not None:
                 return refusal
+        answer = self._open_transaction(client, address)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    async def _after_identity(self, client: Client, address: str,
+                              identity: Awaitable[Reply | None]) -> Reply | None:
+        refusal = await identity
+        if refusal is not None:
+            return refusal
+        answer = self._open_transaction(client, address)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    def _open_transaction(self, client: Client, address: str
+                          ) -> Reply | Awaitable[Reply | None] | None:
+        assert self.policy is not None
         # The transaction is named by the queue id the message will get, so a crash after
         # the spool write is reconciled without a separate "prepare" write.
         txn = self.policy.transaction(client.tenant or "default", address,
                                       self.spool.new_id())
         client.transaction = txn
-        reply = await self.policy.check_mail(txn)
+        answer = self.policy.answer_mail(txn)
+        if inspect.isawaitable(answer):
+            return self._opened(client, answer)
+        if answer is not None:
+            client.transaction = None
+        return answer
+
+    @staticmethod
+    async def _opened(client: Client, answer: Awaitable[Reply | None]) -> Reply | None:
+        reply = await answer
         if reply is not None:
             client.transaction = None
         return reply
@@ -324,9 +363,16 @@ class Ingress:
         return None, data
 
 
+@functools.lru_cache(maxsize=16)
+def _header_re(name: bytes) -> re.Pattern[bytes]:
+    # Compiled once per name: building and looking up the pattern cost more than the
+    # search (twice per message).
+    return re.compile(rb"(?im)^" + re.escape(name) + rb"[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)")
+
+
 def _header_value(head: bytes, name: bytes) -> str | None:
     """The value of the first `name:` header in a header block (unfolded), or None."""
-    m = re.search(rb"(?im)^" + re.escape(name) + rb"[ \t]*:[ \t]*(.*(?:\r?\n[ \t].*)*)", head)
+    m = _header_re(name).search(head)
     if m is None:
         return None
     return b" ".join(m.group(1).split()).decode("utf-8", "replace") or None

@@ -473,16 +473,12 @@ class Dispatcher:
         self.poke()
 
     async def _deliver(self, site: SiteState, path: EgressPath, item: WorkItem) -> None:
-        info = await self.spool.get(item.msg_id)
-        if info is None or info.state != "queued":
+        info, body = await self.spool.get_with_body(item.msg_id)  # one trip, not two
+        if info is None or info.state != "queued" or body is None:
             return  # deleted, held or finished since it was queued
         rcpts = {r.index: r for r in info.recipients}
         indexes = [i for i in item.indexes if i in rcpts and rcpts[i].state == "queued"]
         if not indexes:
-            return
-        try:
-            body = await self.spool.read_body(item.msg_id)
-        except KeyError:
             return
         # The TLS requirement is the recipient domain's; an item is one domain's, except
         # after a restart (items are rebuilt per site): one lease per requirement then.

@@ -355,7 +355,7 @@ class Metrics:
 
     def observe_ingest(self, seconds: float, protocol: str = "smtp") -> None:
         """End of DATA (or of the HTTP request body) to the positive reply."""
-        self.ingest_latency.labels(self._label("protocol", protocol)).observe(seconds)
+        self._child(self.ingest_latency, self._label("protocol", protocol)).observe(seconds)
 
     def observe_commit(self, seconds: float, batch: int) -> None:
         """One spool group commit: its duration (fsync included) and operations in it."""

@@ -27,6 +27,12 @@ class TenantDirectory:
         self._store = store
         # Chains made only of configured tenants never change (MAIL FROM asks each time).
         self._config_chains: dict[str, tuple[Tenant, ...]] = {}
+        # The last chain built from the store's cache, per tenant: handed out again while
+        # its links are the same objects, so the engine's memo of limits sees the same
+        # tuple (hashing a chain costs more than building it).
+        self._cached_chains: dict[str, tuple[Tenant, ...]] = {}
+        self._cached_tenant = getattr(store, "cached_tenant", None)
+        self._default = Tenant("default")
 
     def configured(self) -> list[Tenant]:
         return list(self._config.values())
@@ -36,8 +42,42 @@ class TenantDirectory:
         if t is None:
             t = await self._store.get_tenant(name)
         if t is None and name == "default":
-            t = Tenant("default")
+            t = self._default
         return t
+
+    def known_chain(self, name: str) -> tuple[Tenant, ...] | None:
+        """`chain` without awaiting, when every link is configured or in the store's
+        cache (the usual case at MAIL FROM); None when one must be read, or the chain is
+        wrong (ask `chain`, which reads and says why)."""
+        known = self._config_chains.get(name)
+        if known is not None:
+            return known
+        if self._cached_tenant is None:
+            return None
+        out: list[Tenant] = []
+        cur: str = name
+        while cur:
+            if len(out) > MAX_DEPTH or any(t.name == cur for t in out):
+                return None
+            t = self._config.get(cur)
+            if t is None:
+                hit, t = self._cached_tenant(cur)
+                if not hit:
+                    return None
+                if t is None and cur == "default":
+                    t = self._default
+                if t is None:
+                    return None
+            out.append(t)
+            cur = t.parent
+        last = self._cached_chains.get(name)
+        if last is not None and len(last) == len(out) and all(
+                a is b for a, b in zip(last, out, strict=True)):
+            return last
+        if len(self._cached_chains) >= 1024:
+            self._cached_chains.clear()
+        chain = self._cached_chains[name] = tuple(out)
+        return chain
 
     async def chain(self, name: str) -> tuple[Tenant, ...]:
         """The tenant and its ancestors, nearest first. PolicyError if unknown or cyclic."""

@@ -91,9 +91,13 @@ class DomainRegistry:
         self._by_tenant = by
         self._loaded_at = time.monotonic()
 
+    def is_fresh(self) -> bool:
+        """This node's copy is recent enough to decide on without reading it again."""
+        return time.monotonic() - self._loaded_at < _REFRESH
+
     async def fresh(self) -> None:
         """Read the records again if this node's copy is older than a few seconds."""
-        if time.monotonic() - self._loaded_at < _REFRESH:
+        if self.is_fresh():
             return
         if self._loading is None or self._loading.done():
             self._loading = asyncio.ensure_future(self.load())

@@ -43,6 +43,7 @@ from mta.policy.store import (
     PolicyStore,
     ReserveRequest,
     ReserveResult,
+    Snapshot,
     Suspension,
 )
 from mta.policy.tenants import LIMIT_LABEL, LIMIT_NAMES, LIMIT_PERIOD, Tenant, egress_pool
@@ -110,6 +111,7 @@ class PolicyEngine:
         # COMMIT early), looked up once rather than per recipient and message.
         self._reserve_now = getattr(store, "reserve_now", None)
         self._sync_soon = getattr(store, "sync_soon", None)
+        self._snapshot_now = getattr(store, "cached_snapshot", None)
         self._configure(cfg, self._licence_gate(cfg))
         self.licence.reload()
 
@@ -171,11 +173,51 @@ class PolicyEngine:
 
     async def check_mail(self, txn: PolicyTxn) -> Reply | None:
         """MAIL FROM: may this tenant send now? Loads its limits into `txn`."""
+        answer = self.answer_mail(txn)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    def answer_mail(self, txn: PolicyTxn) -> Reply | Awaitable[Reply | None] | None:
+        """check_mail for ingress: answered at once (no task per MAIL) when the tenant
+        chain and the store's suspensions and operator limits are cached, which they are
+        but for a read a second; else an awaitable that reads them."""
+        try:
+            now = self.clock.now()
+            refusal = self.licence.refusal(now)
+            if refusal:
+                return refusal
+            chain = self.tenants.known_chain(txn.tenant)
+            if chain is not None and self._snapshot_now is not None:
+                domain, subject, names = self._mail_subjects(txn, chain)
+                snap = self._snapshot_now(names, now)
+                if snap is not None:
+                    return self._mail_decision(txn, now, chain, snap, domain, subject)
+        except Exception:
+            return self._mail_failed()
+        return self._read_mail(txn)
+
+    async def _read_mail(self, txn: PolicyTxn) -> Reply | None:
         try:
             return await self._check_mail(txn)
         except Exception:
-            log.exception("policy: MAIL check failed; deferring")
-            return replies.store_unavailable()
+            return self._mail_failed()
+
+    @staticmethod
+    def _mail_failed() -> Reply:
+        log.exception("policy: MAIL check failed; deferring")
+        return replies.store_unavailable()
+
+    @staticmethod
+    def _mail_subjects(txn: PolicyTxn, chain: tuple[Tenant, ...]
+                       ) -> tuple[str | None, str | None, list[str]]:
+        """(sender domain, its suspension subject, the names whose suspensions apply)."""
+        names = [t.name for t in chain]
+        # A suspension of the MAIL FROM domain is stored under the subject "@domain" and
+        # read in the same (cached) snapshot as the tenants' own.
+        domain = sender_domain(txn.sender)
+        subject = domain_subject(domain) if domain else None
+        if subject:
+            names.append(subject)
+        return domain, subject, names
 
     async def _check_mail(self, txn: PolicyTxn) -> Reply | None:
         now = self.clock.now()
@@ -189,14 +231,14 @@ class PolicyEngine:
                 return replies.tenant_unknown(txn.tenant)
             log.error("policy: %s", e)
             return replies.policy_unavailable(str(e))
-        names = [t.name for t in chain]
-        # A suspension of the MAIL FROM domain is stored under the subject "@domain" and
-        # read in the same (cached) snapshot as the tenants' own.
-        domain = sender_domain(txn.sender)
-        subject = domain_subject(domain) if domain else None
-        if subject:
-            names.append(subject)
+        domain, subject, names = self._mail_subjects(txn, chain)
         snap = await self.store.snapshot(names, (), now)  # cached: changes are rare
+        return self._mail_decision(txn, now, chain, snap, domain, subject)
+
+    def _mail_decision(self, txn: PolicyTxn, now: float, chain: tuple[Tenant, ...],
+                       snap: Snapshot, domain: str | None, subject: str | None
+                       ) -> Reply | None:
+        """MAIL FROM's answer from the tenant chain and the store's snapshot."""
         for s in snap.suspensions:
             if s.msg_class == "*" and s.tenant != subject:
                 return replies.suspended(s, self.tz)
@@ -400,6 +442,17 @@ class PolicyEngine:
             # The message is safe in the spool; its reservations stay counted and are
             # confirmed by reconcile() at the next start (prepare() recorded the id).
             log.exception("policy: commit of %s failed; reconciled at next start", msg_id)
+
+    def abort_now(self, txn: PolicyTxn) -> bool:
+        """abort() without awaiting when nothing is reserved (True: done); False when the
+        store must release reservations: await abort()."""
+        if txn.state in ("committed", "aborted"):
+            return True
+        if txn.reserved:
+            return False
+        txn.state = "aborted"
+        txn.recipients.clear()
+        return True
 
     async def abort(self, txn: PolicyTxn) -> None:
         """The message was not accepted: give back everything reserved for it."""

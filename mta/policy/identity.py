@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import inspect
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 from mta.config import Config
@@ -67,10 +69,16 @@ class SenderIdentity:
         return self.cfg.policy.sender_identity
 
     async def _refusal(self, tenant: str, domain: str | None, where: str) -> Reply | None:
+        if self.mode(tenant) == "off":
+            return None
+        await self.registry.fresh()
+        return self._decide(tenant, domain, where)
+
+    def _decide(self, tenant: str, domain: str | None, where: str) -> Reply | None:
+        """The refusal of `domain` for `tenant` by this node's copy of the records."""
         mode = self.mode(tenant)
         if mode == "off":
             return None
-        await self.registry.fresh()
         if mode == "enforce" and not self.registry.has_any(tenant):
             return None
         if domain and self.registry.allowed(tenant, domain) is not None:
@@ -89,9 +97,19 @@ class SenderIdentity:
                      f"domain of this account: {fix}")
 
     async def check_mail(self, tenant: str, address: str) -> Reply | None:
+        answer = self.answer_mail(tenant, address)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    def answer_mail(self, tenant: str, address: str
+                    ) -> Reply | Awaitable[Reply | None] | None:
+        """check_mail for ingress: answered at once while this node's copy of the records
+        is fresh (re-read every few seconds); else an awaitable that re-reads it first."""
         if self.mode(tenant) == "off" or not address.strip("<> "):
             return None  # the null sender: bounces of the tenant's own mail
-        return await self._refusal(tenant, sender_domain(address) or "", "mail_from")
+        domain = sender_domain(address) or ""
+        if self.registry.is_fresh():
+            return self._decide(tenant, domain, "mail_from")
+        return self._refusal(tenant, domain, "mail_from")
 
     async def check_header_from(self, tenant: str, data: bytes) -> Reply | None:
         if self.mode(tenant) == "off":

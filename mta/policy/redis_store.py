@@ -269,6 +269,14 @@ class RedisStore:
     # --- tenants ------------------------------------------------------------------------
     # Tenants, suspensions and operator limits change only through an operator: cached for
     # STATE_TTL like SqliteStore (own writes drop the cache; other nodes' are seen within it).
+    def cached_tenant(self, name: str) -> tuple[bool, Tenant | None]:
+        """(True, what get_tenant answers) when its cache holds the name; (False, None)
+        when it must be read."""
+        hit = self._tenants.get(name)
+        if hit is not None and self._fresh(hit):
+            return True, hit[1]
+        return False, None
+
     async def get_tenant(self, name: str) -> Tenant | None:
         hit = self._tenants.get(name)
         if hit is not None and self._fresh(hit):
@@ -351,6 +359,16 @@ class RedisStore:
             self._remember(self._states, key, (sus, lim))
         return Snapshot([s for s in sus if s.until is None or s.until > now],
                         [x for x in lim if x.until > now], counters)
+
+    def cached_snapshot(self, tenants: Sequence[str], now: float) -> Snapshot | None:
+        """`snapshot` without counters, when the cache holds it (MAIL FROM asks on every
+        message and then needs no round trip); None when it must be read."""
+        hit = self._states.get(tuple(tenants))
+        if hit is None or not self._fresh(hit):
+            return None
+        sus, lim = hit[1]
+        return Snapshot([s for s in sus if s.until is None or s.until > now],
+                        [x for x in lim if x.until > now], {})
 
     # --- reservations -------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveResult:

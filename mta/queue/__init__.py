@@ -1,7 +1,7 @@
 """queue: the durable spool (SQLite, group commit) and the in-memory delivery schedule.
 
 What other packages import:
-- `Spool`: put / get / read_body / list / hold / release / delete / purge / stats /
+- `Spool`: put / get / get_with_body / read_body / list / hold / release / delete / purge / stats /
   iter_pending / record (spool.py)
 - `Envelope`, `Recipient`: what ingress hands to `Spool.put` (envelope.py)
 - `MessageInfo`, `RecipientInfo`, `PendingRecipient`, `Outcome`, `SpoolError`,

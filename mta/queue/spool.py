@@ -39,6 +39,7 @@ import aiosqlite
 
 from mta.queue.envelope import Envelope
 from mta.queue.ids import IdGenerator, is_queue_id
+from mta.queue.reader import BatchedReads
 from mta.queue.records import (
     FINAL_STATES,
     MESSAGE_STATES,
@@ -71,6 +72,15 @@ def _get_rows(db: sqlite3.Connection, msg_id: str) -> tuple[Any, list[Any]]:
         return None, []
     return row, db.execute(f"SELECT msg_id, {_RECIPIENT_COLS} FROM recipients "
                            f"WHERE msg_id=? ORDER BY idx", (msg_id,)).fetchall()
+
+
+def _get_rows_body(db: sqlite3.Connection, msg_id: str) -> tuple[Any, list[Any], Any]:
+    """_get_rows, and the body too while the message is queued (reader thread)."""
+    row, rcpts = _get_rows(db, msg_id)
+    if row is None or row[8] != "queued":  # state: nothing to deliver, no body read
+        return row, rcpts, None
+    body = _first(db.execute("SELECT body FROM bodies WHERE id=?", (msg_id,)).fetchall())
+    return row, rcpts, body
 
 
 def _parents(text: str) -> tuple[str, ...]:
@@ -157,6 +167,8 @@ class Spool:
         self._clock = clock
         self._lock_fd = lock_fd
         self._writer = GroupCommit(wdb, max_batch, _insert_puts)
+        # Delivery's reads of a message and its body, batched (reader.py).
+        self._deliveries = BatchedReads(rdb, _get_rows_body)
 
     # Counters for metrics and the benchmark: how well group commit is grouping.
     @property
@@ -391,6 +403,18 @@ class Spool:
         if row is None:
             return None
         return self._message(row, [self._recipient(r) for r in rcpts])
+
+    async def get_with_body(self, msg_id: str) -> tuple[MessageInfo | None, bytes | None]:
+        """`get`, and for a queued message `read_body` too, in one trip to the reader
+        thread, with the other deliveries' reads asked meanwhile (reader.py): (None, None)
+        if unknown; the body is None unless the message is queued and its body is there."""
+        if not is_queue_id(msg_id):
+            return None, None
+        row, rcpts, body = await self._deliveries.get(msg_id)
+        if row is None:
+            return None, None
+        info = self._message(row, [self._recipient(r) for r in rcpts])
+        return info, None if body is None else bytes(body[0])
 
     async def read_body(self, msg_id: str) -> bytes:
         """The message bytes. KeyError if unknown, deleted, or done (bodies are dropped)."""

@@ -7,8 +7,8 @@ write per burst of pipelined replies, idle and DATA timeouts, STARTTLS via the p
 `loop.start_tls()`, awaiting the handler and the password checks, reload and graceful stop.
 Every decision about what to answer is the Session's.
 
-Decisions are awaited "eagerly": the handler coroutine is stepped once in place, and only a
-coroutine that really suspends (disk, network, a thread) costs a task and a loop iteration.
+A handler answers a decision at once when it can (a plain value: the usual MAIL and RCPT);
+only an awaitable it returns (disk, network, a thread) costs a task and a loop iteration.
 """
 
 from __future__ import annotations

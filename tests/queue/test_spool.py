@@ -67,6 +67,42 @@ async def test_unknown_ids_are_none_or_keyerror(spool: Spool) -> None:
         await spool.read_body("0" * 18)
 
 
+async def test_get_with_body_reads_a_queued_message_and_its_body_in_one_call(
+        spool: Spool) -> None:
+    msg_id = await spool.put(envelope(), BODY)
+    info, body = await spool.get_with_body(msg_id)
+    assert info == await spool.get(msg_id)
+    assert body == BODY
+    assert await spool.get_with_body("0" * 18) == (None, None)
+    assert await spool.get_with_body("../etc/passwd") == (None, None)
+    # Held, or done (its body dropped): the message, and no body to deliver.
+    assert await spool.hold(msg_id)
+    info, body = await spool.get_with_body(msg_id)
+    assert (info.state, body) == ("held", None)
+    assert await spool.release(msg_id)
+    await spool.record([Outcome(msg_id, i, "delivered", Reply(250, "2.0.0", "Ok"))
+                        for i in range(2)])
+    info, body = await spool.get_with_body(msg_id)
+    assert (info.state, body) == ("done", None)
+
+
+async def test_reads_asked_together_each_get_their_own_message(spool: Spool) -> None:
+    bodies = {await spool.put(envelope(1), BODY + str(i).encode()): BODY + str(i).encode()
+              for i in range(40)}
+    ids = [*bodies, "0" * 18]  # and one unknown id among them
+    got = await asyncio.gather(*(spool.get_with_body(m) for m in ids))
+    for msg_id, (info, body) in zip(ids, got, strict=True):
+        if msg_id in bodies:
+            assert (info.id, body) == (msg_id, bodies[msg_id])
+        else:
+            assert (info, body) == (None, None)
+    # A read asked while others are out is answered too (by the next trip).
+    first = asyncio.ensure_future(spool.get_with_body(ids[0]))
+    await asyncio.sleep(0)
+    second = await spool.get_with_body(ids[1])
+    assert (await first)[1] == bodies[ids[0]] and second[1] == bodies[ids[1]]
+
+
 async def test_put_without_recipients_is_a_caller_bug(spool: Spool) -> None:
     with pytest.raises(ValueError):
         await spool.put(envelope(0), BODY)
