@@ -18,7 +18,6 @@ import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizatio
 from mta.config import Config, DkimDomainConfig
 from mta.dkim._dkimpy import DkimpySigner
 from mta.dkim.keys import ALGORITHMS, ED25519, RSA, DkimKeyError, SigningKey, load_private_key
+from mta.rfc5322 import mailbox_addresses
 
 __all__ = ["DkimConfigError", "DkimSignError", "DkimSigner", "sign_async", "validate"]
 
@@ -246,8 +246,6 @@ def validate(cfg: Config) -> list[str]:
 
 # --- helpers ---------------------------------------------------------------------------
 
-_SIMPLE_FROM_RE = re.compile(r'^(?:[^"<>@,;:()\\]*<([^<>"@\s(),;:\\]+@[^<>"@\s(),;:\\]+)>'
-                             r'|([^<>"@\s(),;:\\]+@[^<>"@\s(),;:\\]+))$')
 _FROM_RE = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
 
@@ -258,13 +256,10 @@ def _from_address(head: bytes) -> str | None:
     if len(found) != 1:
         return None
     value = re.sub(rb"\r?\n", b"", found[0]).strip().decode("utf-8", "replace")
-    m = _SIMPLE_FROM_RE.match(value)
-    if m is not None:  # `Name <a@b>` or `a@b`: skip the full RFC 5322 address parser
-        return (m.group(1) or m.group(2)).lower()
-    addrs = getaddresses([value])
-    if not addrs or "@" not in addrs[0][1]:
+    addrs = mailbox_addresses(value)
+    if not addrs or "@" not in addrs[0]:
         return None
-    return addrs[0][1].lower()
+    return addrs[0].lower()
 
 
 def _build_domain(name: str, dc: DkimDomainConfig, err: Callable[[str, str], None],

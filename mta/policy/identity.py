@@ -21,7 +21,6 @@ once From is a verified domain with a key, the signature is DMARC-aligned.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import inspect
 import re
 from collections.abc import Awaitable
@@ -34,6 +33,7 @@ from mta.policy.kv import kv_for
 from mta.policy.sender_domain import normalise_domain, sender_domain
 from mta.policy.trace import strip_forged_trace
 from mta.rfc5321.reply import Reply
+from mta.rfc5322 import mailbox_addresses
 
 __all__ = ["SenderIdentity", "open_identity"]
 
@@ -45,9 +45,7 @@ def _from_domains(head: bytes) -> list[str] | None:
     if m is None:
         return None
     value = b" ".join(m.group(1).split()).decode("utf-8", "replace")
-    out = []
-    for _, addr in email.utils.getaddresses([value]):
-        out.append(sender_domain(addr) or "")
+    out = [sender_domain(addr) or "" for addr in mailbox_addresses(value)]
     return out or [""]
 
 
@@ -121,7 +119,9 @@ class SenderIdentity:
                 d = normalise_domain(d) if d else ""
             except ValueError:
                 d = ""
-            refusal = await self._refusal(tenant, d, "header_from")
+            # This node's copy decides while it is fresh: no coroutine per message.
+            refusal = (self._decide(tenant, d, "header_from") if self.registry.is_fresh()
+                       else await self._refusal(tenant, d, "header_from"))
             if refusal is not None:
                 return refusal
         return None

@@ -1,0 +1,29 @@
+"""Addresses in message header fields (RFC 5322 3.4): `mailbox_addresses(value)`.
+
+Owns reading the addresses out of an address-list field value such as From. Most mail
+names one mailbox as `Name <a@b>` or `a@b`; a regular expression reads those (~1 us) and
+everything else (groups, quoted or commented names, several mailboxes, domain literals)
+goes to the stdlib's full parser, `email.utils.getaddresses` (~9 us), whose answer the
+fast form must equal (tests/test_rfc5322.py checks it on a corpus).
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import getaddresses
+
+__all__ = ["mailbox_addresses"]
+
+# A display name of plain words (no specials, no brackets) and one angle address, or a
+# bare addr-spec; each address exactly one "@" with no specials on either side.
+_ADDR = r'[^<>"@\s(),;:\\\[\]]+@[^<>"@\s(),;:\\\[\]]+'
+_SIMPLE = re.compile(rf'(?:[^"<>@,;:()\\\[\]]*<({_ADDR})>|({_ADDR}))')
+
+
+def mailbox_addresses(value: str) -> list[str]:
+    """The addresses of the field value's mailboxes, as getaddresses gives them ("" for a
+    mailbox it cannot read); the value unfolded, without the field name."""
+    m = _SIMPLE.fullmatch(value)
+    if m is not None:
+        return [m.group(1) or m.group(2)]
+    return [addr for _, addr in getaddresses([value])]
