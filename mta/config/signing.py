@@ -13,8 +13,7 @@ class SigningConfig:
     # hands over the message and gets the DKIM-Signature header back, so RSA and dkimpy's
     # GIL-held parsing run on the other cores. 0: sign in a thread of this process (the
     # RSA math releases the GIL, dkimpy's part does not). Ed25519-only mail is always
-    # signed in the process: cheaper than the hop. The workers run at nice 10: the loop
-    # (every SMTP session) gets a contended core first.
+    # signed in the process: cheaper than the hop.
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def __post_init__(self) -> None:

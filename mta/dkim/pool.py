@@ -16,7 +16,8 @@ one read callback; the ProcessPoolExecutor this replaces cost ~85 us on the loop
 ~170 more in its feeder and manager threads), where sending only the digest would add
 the ~60 us of parsing, canonicalization and hashing to the loop. A worker answers every
 message it has read in one write: at saturation that halves the loop's share (one
-callback for several answers). Workers run at nice 10, so the loop wins a contended core.
+callback for several answers). Workers run at the daemon's priority: the unit's
+SystemCallFilter (~@resources) refuses setpriority, so `os.nice` would kill them.
 
 A worker that dies (kill -9, OOM) answers None for every message it had; each is then
 asked once more of a live worker (a new one starts in its slot), and if that fails too,
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import struct
 import weakref
@@ -50,7 +50,6 @@ _NOW = struct.Struct(">d")
 # messages go elsewhere.
 _ANSWER_WITHIN = 30.0
 _OK, _UNPARSABLE, _BUG = 0, 1, 2
-_NICE = 10  # the workers' nice increment (see serve)
 
 
 def _timed_out(pid: int, size: int, timeout: float) -> None:
@@ -163,7 +162,4 @@ def _setup(conf: bytes) -> Callable[[bytes], bytes]:
 
 def serve() -> None:
     """A signing worker's main loop (started by SignPool; ends at end of input)."""
-    # Below the daemon's priority: when the cores are short, the event loop (every SMTP
-    # session) runs first and the signatures fill the gaps; measured in bench/README.
-    os.nice(_NICE)
     serve_frames(_setup, batch=True, ready=True)
