@@ -135,7 +135,7 @@ class Ingress:
             return None
         if client.transaction is not None:  # RSET or a refused DATA left one open
             if not policy.abort_now(client.transaction):
-                return self._check_mail(client, address)
+                return self._after_abort(client, address, params)
             client.transaction = None
         if self.identity is not None:
             refusal = self.identity.answer_mail(client.tenant or "default", address)
@@ -145,16 +145,13 @@ class Ingress:
                 return refusal
         return self._open_transaction(client, address)
 
-    async def _check_mail(self, client: Client, address: str) -> Reply | None:
-        assert self.policy is not None
-        if client.transaction is not None:
-            await self.policy.abort(client.transaction)
-            client.transaction = None
-        if self.identity is not None:
-            refusal = await self.identity.check_mail(client.tenant or "default", address)
-            if refusal is not None:
-                return refusal
-        answer = self._open_transaction(client, address)
+    async def _after_abort(self, client: Client, address: str,
+                           params: dict[str, str]) -> Reply | None:
+        """check_mail once the earlier transaction's reservations are given back."""
+        assert self.policy is not None and client.transaction is not None
+        await self.policy.abort(client.transaction)
+        client.transaction = None
+        answer = self.check_mail(client, address, params)
         return await answer if inspect.isawaitable(answer) else answer
 
     async def _after_identity(self, client: Client, address: str,

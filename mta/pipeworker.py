@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -31,6 +30,8 @@ import struct
 import sys
 from collections.abc import Callable
 from typing import cast
+
+from mta.children import tie_to_parent
 
 __all__ = ["PipeWorker", "PipeWorkers", "serve_frames"]
 
@@ -206,7 +207,7 @@ async def _spawn(target: str, config: bytes, answer_within: float,
     _, worker = await asyncio.get_running_loop().subprocess_exec(
         lambda: PipeWorker(answer_within, on_timeout),
         # -c, not -m: the package (imported first) already holds the module, and runpy
-        # would run a second copy. The parent's pid: see _die_with_parent.
+        # would run a second copy. The parent's pid: see serve_frames.
         sys.executable, "-c", f"from {module} import {func}; {func}()", str(os.getpid()),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None)
     assert worker.stdin is not None
@@ -326,25 +327,23 @@ class PipeWorkers:
         task = loop.create_task(w.wait())
         task.add_done_callback(lambda _t: self._retired.discard(w))
 
+    def _shut(self) -> list[PipeWorker]:
+        """Start no more workers; the slots emptied; the workers they held."""
+        self._closed = True
+        for t in self._starting:
+            if t is not None and not t.done():
+                t.cancel()
+        workers = self.workers()
+        self._reset(len(self._workers))
+        return workers
+
     def close(self) -> None:
         """Retire every worker, and start no more (sync: for finalizers)."""
-        self._closed = True
-        for t in self._starting:
-            if t is not None and not t.done():
-                t.cancel()
-        for w in self.workers():
+        for w in self._shut():
             self.retire(w)
-        self._workers = [None] * len(self._workers)
-        self._starting = [None] * len(self._starting)
 
     async def aclose(self) -> None:
-        self._closed = True
-        for t in self._starting:
-            if t is not None and not t.done():
-                t.cancel()
-        workers = self.workers() + list(self._retired)
-        self._workers = [None] * len(self._workers)
-        self._starting = [None] * len(self._starting)
+        workers = self._shut() + list(self._retired)
         for w in workers:
             w.finish()
         for w in workers:
@@ -356,19 +355,6 @@ class PipeWorkers:
 
 
 # --- in the worker process ---------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive the daemon: a long request would keep it running after
-    a kill -9 of its parent (end of input comes only after the answer). Linux only."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # it died before the kernel was told
-        os._exit(1)
-
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
     view = memoryview(data)
@@ -385,8 +371,10 @@ def serve_frames(setup: Callable[[bytes], Callable[[bytes], bytes]], *,
     the parent under load, for requests that take little time each); otherwise each
     answer is written as soon as it is ready. ready: send an empty frame once set up
     (the parent's PipeWorkers(ready=True) waits for it)."""
-    if len(sys.argv) > 1:
-        _die_with_parent(int(sys.argv[1]))
+    # A worker must not outlive the daemon: a long request would keep it running after a
+    # kill -9 of its parent (end of input comes only after the answer).
+    if len(sys.argv) > 1 and not tie_to_parent(int(sys.argv[1]), signal.SIGKILL):
+        os._exit(1)
     # The protocol owns stdout: anything else printed goes to stderr instead.
     out = os.dup(1)
     os.dup2(2, 1)

@@ -1,6 +1,8 @@
-"""Addresses in message header fields (RFC 5322 3.4): `mailbox_addresses(value)`.
+"""Addresses in message header fields (RFC 5322 3.4): `from_fields(head)`,
+`mailbox_addresses(value)`.
 
-Owns reading the addresses out of an address-list field value such as From. Most mail
+Owns finding the From fields of a header block and reading the addresses out of an
+address-list field value such as From's. Most mail
 names one mailbox as `Name <a@b>` or `a@b`; a regular expression reads those (~1 us) and
 everything else (groups, quoted or commented names, several mailboxes, domain literals)
 goes to the stdlib's full parser, `email.utils.getaddresses` (~9 us), whose answer the
@@ -12,12 +14,21 @@ from __future__ import annotations
 import re
 from email.utils import getaddresses
 
-__all__ = ["mailbox_addresses"]
+__all__ = ["from_fields", "mailbox_addresses"]
+
+_FROM = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
+_FOLD = re.compile(rb"\r?\n")
 
 # A display name of plain words (no specials, no brackets) and one angle address, or a
 # bare addr-spec; each address exactly one "@" with no specials on either side.
 _ADDR = r'[^<>"@\s(),;:\\\[\]]+@[^<>"@\s(),;:\\\[\]]+'
 _SIMPLE = re.compile(rf'(?:[^"<>@,;:()\\\[\]]*<({_ADDR})>|({_ADDR}))')
+
+
+def from_fields(head: bytes) -> list[str]:
+    """The value of each From field in a header block, unfolded (RFC 5322 2.2.3) and
+    stripped, in order (RFC 5322 3.6 allows one; senders of forged mail add more)."""
+    return [_FOLD.sub(b"", v).strip().decode("utf-8", "replace") for v in _FROM.findall(head)]
 
 
 def mailbox_addresses(value: str) -> list[str]:

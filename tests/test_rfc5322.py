@@ -31,3 +31,12 @@ def test_the_fast_form_reads_as_getaddresses() -> None:
         fast += _SIMPLE.fullmatch(value) is not None
         assert mailbox_addresses(value) == [a for _, a in getaddresses([value])], value
     assert fast > len(values) // 4  # the common forms do take the fast path
+
+
+def test_from_fields_are_found_unfolded_in_order() -> None:
+    from mta.rfc5322 import from_fields
+
+    head = (b"To: x@y\r\nFROM: Shop\r\n\t<orders@shop.test>\r\nSubject: from: no\r\n"
+            b"from:b@c.test\r\n")
+    assert from_fields(head) == ["Shop\t<orders@shop.test>", "b@c.test"]
+    assert from_fields(b"To: x@y\r\n") == []

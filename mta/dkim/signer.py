@@ -27,7 +27,7 @@ from dkim.canonicalization import CanonicalizationPolicy, InvalidCanonicalizatio
 from mta.config import Config, DkimDomainConfig
 from mta.dkim._dkimpy import DkimpySigner
 from mta.dkim.keys import ALGORITHMS, ED25519, RSA, DkimKeyError, SigningKey, load_private_key
-from mta.rfc5322 import mailbox_addresses
+from mta.rfc5322 import from_fields, mailbox_addresses
 
 __all__ = ["DkimConfigError", "DkimSignError", "DkimSigner", "sign_async", "validate"]
 
@@ -246,17 +246,13 @@ def validate(cfg: Config) -> list[str]:
 
 # --- helpers ---------------------------------------------------------------------------
 
-_FROM_RE = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
-
-
 def _from_address(head: bytes) -> str | None:
     """The single From header's first address, lower case; None if there isn't exactly one
     From (RFC 5322 3.6: exactly one; DMARC receivers reject the others anyway)."""
-    found = _FROM_RE.findall(head)
+    found = from_fields(head)
     if len(found) != 1:
         return None
-    value = re.sub(rb"\r?\n", b"", found[0]).strip().decode("utf-8", "replace")
-    addrs = mailbox_addresses(value)
+    addrs = mailbox_addresses(found[0])
     if not addrs or "@" not in addrs[0]:
         return None
     return addrs[0].lower()

@@ -1,6 +1,6 @@
 """Sender identity: a tenant sends only as the domains it proved it controls.
 
-Ingress asks at MAIL FROM (`check_mail`) and at end of DATA (`check_header_from`, every
+Ingress asks at MAIL FROM (`answer_mail`) and at end of DATA (`check_header_from`, every
 mailbox of the From field), and has forged trace fields removed (`strip_trace`) before
 the message is signed. The rule per tenant:
 
@@ -21,8 +21,6 @@ once From is a verified domain with a key, the signature is DMARC-aligned.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import re
 from collections.abc import Awaitable
 from typing import Any
 
@@ -33,7 +31,7 @@ from mta.policy.kv import kv_for
 from mta.policy.sender_domain import normalise_domain, sender_domain
 from mta.policy.trace import strip_forged_trace
 from mta.rfc5321.reply import Reply
-from mta.rfc5322 import mailbox_addresses
+from mta.rfc5322 import from_fields, mailbox_addresses
 
 __all__ = ["SenderIdentity", "open_identity"]
 
@@ -41,11 +39,10 @@ __all__ = ["SenderIdentity", "open_identity"]
 def _from_domains(head: bytes) -> list[str] | None:
     """The domains of the From field's mailboxes; None without a From field; "" entries
     for mailboxes with no usable domain."""
-    m = re.search(rb"(?im)^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", head)
-    if m is None:
+    fields = from_fields(head)
+    if not fields:
         return None
-    value = b" ".join(m.group(1).split()).decode("utf-8", "replace")
-    out = [sender_domain(addr) or "" for addr in mailbox_addresses(value)]
+    out = [sender_domain(addr) or "" for addr in mailbox_addresses(fields[0])]
     return out or [""]
 
 
@@ -93,10 +90,6 @@ class SenderIdentity:
                else "add it with `mta domains add` and verify it")
         return Reply(550, "5.7.1", f"Sender domain {domain} is not a verified sending "
                      f"domain of this account: {fix}")
-
-    async def check_mail(self, tenant: str, address: str) -> Reply | None:
-        answer = self.answer_mail(tenant, address)
-        return await answer if inspect.isawaitable(answer) else answer
 
     def answer_mail(self, tenant: str, address: str
                     ) -> Reply | Awaitable[Reply | None] | None:

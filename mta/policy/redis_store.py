@@ -278,9 +278,9 @@ class RedisStore:
         return False, None
 
     async def get_tenant(self, name: str) -> Tenant | None:
-        hit = self._tenants.get(name)
-        if hit is not None and self._fresh(hit):
-            return hit[1]
+        hit, tenant = self.cached_tenant(name)
+        if hit:
+            return tenant
         raw = await self._r.hget(self._k("tenants"), name)
         tenant = tenant_from_json(raw) if raw else None
         self._remember(self._tenants, name, tenant)
@@ -357,8 +357,7 @@ class RedisStore:
             counters = ({k: int(v or 0) for k, v in zip(counter_keys, out[2 * n], strict=True)}
                         if counter_keys else {})
             self._remember(self._states, key, (sus, lim))
-        return Snapshot([s for s in sus if s.until is None or s.until > now],
-                        [x for x in lim if x.until > now], counters)
+        return Snapshot.in_force(sus, lim, counters, now)
 
     def cached_snapshot(self, tenants: Sequence[str], now: float) -> Snapshot | None:
         """`snapshot` without counters, when the cache holds it (MAIL FROM asks on every
@@ -366,9 +365,7 @@ class RedisStore:
         hit = self._states.get(tuple(tenants))
         if hit is None or not self._fresh(hit):
             return None
-        sus, lim = hit[1]
-        return Snapshot([s for s in sus if s.until is None or s.until > now],
-                        [x for x in lim if x.until > now], {})
+        return Snapshot.in_force(*hit[1], {}, now)
 
     # --- reservations -------------------------------------------------------------------
     async def reserve(self, req: ReserveRequest) -> ReserveResult:

@@ -87,13 +87,6 @@ _BUSY_TIMEOUT_MS = 10_000  # a reader (the sqlite3 shell, a backup) may hold a l
 STATE_TTL = 1.0  # seconds; see SqliteStore._remember
 
 
-def _snapshot(sus: list[Suspension], lim: list[OperatorLimit], counters: dict[str, int],
-              now: float) -> Snapshot:
-    """The suspensions and operator limits still in force at `now`."""
-    return Snapshot([s for s in sus if s.until is None or s.until > now],
-                    [x for x in lim if x.until > now], counters)
-
-
 class SqliteStore(GroupCommit):
     """PolicyStore on one SQLite file. Open with `await SqliteStore.open(path)`."""
 
@@ -196,9 +189,9 @@ class SqliteStore(GroupCommit):
         return False, None
 
     async def get_tenant(self, name: str) -> Tenant | None:
-        hit = self._tenants.get(name)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        hit, tenant = self.cached_tenant(name)
+        if hit:
+            return tenant
         row = await self._read_committed(lambda c: c.execute(
             "SELECT spec FROM tenants WHERE name=?", (name,)).fetchone())
         tenant = tenant_from_json(row[0]) if row else None
@@ -289,7 +282,7 @@ class SqliteStore(GroupCommit):
             sus, lim = await self._read_committed(read_rules, tenants, now)
             self._remember(self._states, key, (sus, lim))
         counters = await self.counters(counter_keys) if counter_keys else {}
-        return _snapshot(sus, lim, counters, now)
+        return Snapshot.in_force(sus, lim, counters, now)
 
     def cached_snapshot(self, tenants: Sequence[str], now: float) -> Snapshot | None:
         """`snapshot` without counters, when the cache holds it (MAIL FROM asks on every
@@ -297,7 +290,7 @@ class SqliteStore(GroupCommit):
         hit = self._states.get(tuple(tenants))
         if hit is None or hit[0] <= time.monotonic():
             return None
-        return _snapshot(*hit[1], {}, now)
+        return Snapshot.in_force(*hit[1], {}, now)
 
     # --- reservations: a plan (plan.py) applied in memory ------------------------------
     def reserve_now(self, req: ReserveRequest) -> ReserveResult | None:

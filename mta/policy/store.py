@@ -134,6 +134,14 @@ class Snapshot:
     limits: list[OperatorLimit] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def in_force(cls, suspensions: list[Suspension], limits: list[OperatorLimit],
+                 counters: dict[str, int], now: float) -> Snapshot:
+        """The snapshot of the suspensions and operator limits (as a store caches them)
+        still in force at `now`."""
+        return cls([s for s in suspensions if s.until is None or s.until > now],
+                   [x for x in limits if x.until > now], counters)
+
 
 class PolicyStore(Protocol):
     # True when nodes with spools of their own write this store (a cluster's Redis): their
