@@ -1,0 +1,53 @@
+"""PipeWorker against a real worker process: requests sent in one loop iteration go in one
+write, yet every caller gets its own answer, in order, also when the worker is told to
+finish at once or a large request comes behind small ones."""
+
+import asyncio
+
+from mta.pipeworker import PipeWorkers
+
+TARGET = "tests.support.echo_worker:main"
+
+
+def _no_timeout(pid: int, size: int, timeout: float) -> None:
+    raise AssertionError(f"worker {pid} timed out on a {size}-byte request")
+
+
+async def _worker(pool: PipeWorkers):
+    w = await pool.least_busy()
+    assert w is not None and w.alive
+    return w
+
+
+async def test_requests_of_one_iteration_each_get_their_own_answer() -> None:
+    pool = PipeWorkers(TARGET, b"cfg:", 1, timeout=10, on_timeout=_no_timeout)
+    try:
+        w = await _worker(pool)
+        futs = [w.send(f"request {i}".encode(), head=b"#") for i in range(500)]
+        answers = await asyncio.gather(*futs)
+        assert answers == [f"cfg:#request {i}".encode() for i in range(500)]
+    finally:
+        await pool.aclose()
+
+
+async def test_a_large_request_behind_small_ones_keeps_its_place() -> None:
+    pool = PipeWorkers(TARGET, b"", 1, timeout=10, on_timeout=_no_timeout)
+    try:
+        w = await _worker(pool)
+        big = b"x" * 300_000  # written as is, not held with the small ones
+        futs = [w.send(b"first"), w.send(b"second"), w.send(big), w.send(b"last")]
+        assert await asyncio.gather(*futs) == [b"first", b"second", big, b"last"]
+    finally:
+        await pool.aclose()
+
+
+async def test_finish_right_after_sending_still_answers_what_was_sent() -> None:
+    pool = PipeWorkers(TARGET, b"", 1, timeout=10, on_timeout=_no_timeout)
+    w = await _worker(pool)
+    futs = [w.send(b"one"), w.send(b"two")]
+    w.finish()  # in the same iteration: the held requests go out before end of input
+    assert await asyncio.gather(*futs) == [b"one", b"two"]
+    await asyncio.wait_for(w.wait(), 10)
+    assert w.returncode == 0
+    assert await w.send(b"late") is None  # a finished worker takes nothing more
+    await pool.aclose()
