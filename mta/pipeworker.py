@@ -29,6 +29,7 @@ import os
 import signal
 import struct
 import sys
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -383,14 +384,17 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
 
 
 def serve_frames(setup: Callable[[bytes], Callable[[bytes], bytes]], *,
-                 batch: bool = False, ready: bool = False) -> None:
+                 hold: float = 0.0, ready: bool = False) -> None:
     """The worker's main loop: `setup(config)` gives the handler, which turns each
     request into its answer; returns at end of input.
 
-    batch: answer every request already read in one write (fewer wake-ups and reads in
-    the parent under load, for requests that take little time each); otherwise each
-    answer is written as soon as it is ready. ready: send an empty frame once set up
-    (the parent's PipeWorkers(ready=True) waits for it)."""
+    hold: the answers to the requests of one read go out in one write (fewer wake-ups
+    and reads in the parent under load), but once `hold` seconds have passed since the
+    first of them was ready, what is held is written after the next answer (math.inf: no
+    bound; 0: each answer is written as soon as it is ready). A request of _BIG bytes or
+    more never completes in the read that brought others (reads are _BIG at most), so
+    nothing waits behind one. ready: send an empty frame once set up (the parent's
+    PipeWorkers(ready=True) waits for it)."""
     # A worker must not outlive the daemon: a long request would keep it running after a
     # kill -9 of its parent (end of input comes only after the answer).
     if len(sys.argv) > 1 and not tie_to_parent(int(sys.argv[1]), signal.SIGKILL):
@@ -407,6 +411,7 @@ def serve_frames(setup: Callable[[bytes], Callable[[bytes], bytes]], *,
             return
         buf += chunk
         answers = bytearray()
+        since = 0.0  # when the oldest answer held in `answers` was ready
         pos, n = 0, len(buf)
         while n - pos >= LEN.size:
             size = LEN.unpack_from(buf, pos)[0]
@@ -421,11 +426,13 @@ def serve_frames(setup: Callable[[bytes], Callable[[bytes], bytes]], *,
                     _write_all(out, LEN.pack(0))
                 continue
             answer = handle(frame)
-            if batch:
-                answers += LEN.pack(len(answer))
-                answers += answer
-            else:
-                _write_all(out, LEN.pack(len(answer)) + answer)
+            if not answers:
+                since = time.monotonic()
+            answers += LEN.pack(len(answer))
+            answers += answer
+            if time.monotonic() - since >= hold:
+                _write_all(out, answers)
+                answers.clear()
         if pos:
             del buf[:pos]
         if answers:

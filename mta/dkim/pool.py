@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import pickle
 import struct
 import weakref
@@ -162,4 +163,4 @@ def _setup(conf: bytes) -> Callable[[bytes], bytes]:
 
 def serve() -> None:
     """A signing worker's main loop (started by SignPool; ends at end of input)."""
-    serve_frames(_setup, batch=True, ready=True)
+    serve_frames(_setup, hold=math.inf, ready=True)
