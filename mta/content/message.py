@@ -15,6 +15,7 @@ import email.errors
 import email.header
 import email.parser
 import email.policy
+import functools
 import io
 import ipaddress
 import itertools
@@ -54,9 +55,16 @@ class Facts:
     attachments: list[tuple[str, str]] = field(default_factory=list)
     parts: int = 0
     hosts: list[str] = field(default_factory=list)  # distinct URL hosts, first seen first
+    _by_name: dict[str, list[str]] | None = None  # headers' values by name, when asked
 
     def header_values(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n == name]
+        """The values of every `name` field (lower case), in order; do not modify."""
+        by_name = self._by_name
+        if by_name is None:  # the rules ask about a few names each: one pass for all
+            by_name = self._by_name = {}
+            for n, v in self.headers:
+                by_name.setdefault(n, []).append(v)
+        return by_name.get(name, [])
 
 
 def _decode_header(value: str) -> str:
@@ -123,6 +131,7 @@ def url_hosts(text: str, limit: int, into: list[str]) -> None:
             into.append(host)
 
 
+@functools.lru_cache(maxsize=8192)  # a campaign's links recur in every copy
 def _host(raw: str) -> str:
     raw = raw.strip(".").lower()
     if raw.startswith("["):
