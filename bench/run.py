@@ -129,7 +129,7 @@ class Sink:
     def __init__(self, workdir: Path, port: int, *, tempfail: float = 0.0,
                  stall: bool = False, mix: str = "", latency: str = "") -> None:
         self.json_path = workdir / f"sink-{time.monotonic_ns()}.json"
-        cmd = [sys.executable, str(HERE / "sink.py"), "--report", "0.2",
+        cmd = [sys.executable, str(HERE / "sink.py"), "--report", "0.01",
                "--json", str(self.json_path), "--tempfail", str(tempfail)]
         if mix:
             cmd += ["--mix", mix]
@@ -161,7 +161,7 @@ class Sink:
         while self.stored < n and time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            time.sleep(0.05)
+            time.sleep(0.005)  # a round's end is read to ~10 ms (--report 0.01 above)
         return self.stored >= n
 
     def stop(self) -> dict:

@@ -6,10 +6,11 @@
 One asyncio.Protocol, no per-line awaits: every command in a received chunk is answered in
 one write (RFC 2920), and DATA is found with one byte search for the end marker. A share of
 RCPTs (`--tempfail`) gets "451 4.7.1" so the sender's retry path is exercised too. Prints
-counts every `--report` seconds and on SIGINT/SIGTERM. For bench/run.py: `--json` writes the
-counts, recipients accepted per 0.25 s of wall time, and end-to-end delays (read from an
-`X-Bench-T: <unix time>` header that bench/ingest.py --stamp adds) at exit; `--stall`
-accepts connections and never greets, so a sender's deliveries hang (ingest-only runs).
+counts every `--report` seconds when they changed, and on SIGINT/SIGTERM. For
+bench/run.py: `--json` writes the counts, recipients accepted per 0.25 s of wall time,
+and end-to-end delays (read from an `X-Bench-T: <unix time>` header that bench/ingest.py
+--stamp adds) at exit; `--stall` accepts connections and never greets, so a sender's
+deliveries hang (ingest-only runs).
 
 Smart mode, to look like the receivers of production (issue 19):
 
@@ -278,13 +279,16 @@ async def serve(listen: list[tuple[str, int]], tempfail: float, report: float,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"sink listening on {', '.join(f'{h}:{p}' for h, p in listen)}", flush=True)
-    t0, last = time.monotonic(), 0
+    t0, last, last_final = time.monotonic(), 0, 0
     while not stop.is_set():
         try:
             await asyncio.wait_for(stop.wait(), timeout=report)
         except TimeoutError:
+            final = stats.stored + stats.refused
+            if stats.messages == last and final == last_final:
+                continue  # nothing new: a short --report costs an idle sink nothing
             rate = (stats.messages - last) / report
-            last = stats.messages
+            last, last_final = stats.messages, final
             print(f"{time.monotonic() - t0:8.1f}s messages={stats.messages} "
                   f"rate={rate:.0f}/s tempfails={stats.tempfails} "
                   f"recipients={stats.recipients} stored={stats.stored} "
