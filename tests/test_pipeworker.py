@@ -51,3 +51,19 @@ async def test_finish_right_after_sending_still_answers_what_was_sent() -> None:
     assert w.returncode == 0
     assert await w.send(b"late") is None  # a finished worker takes nothing more
     await pool.aclose()
+
+
+async def test_a_request_to_an_idle_worker_waits_gather_for_others_to_join_it() -> None:
+    pool = PipeWorkers("tests.support.echo_worker:stamped", b"", 1, timeout=10,
+                       on_timeout=_no_timeout, gather=0.3)
+    try:
+        w = await _worker(pool)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        first = w.send(b"first")
+        await asyncio.sleep(0.05)  # a later loop iteration: it joins the held request
+        second = w.send(b"second")
+        handled = [float(a) for a in await asyncio.gather(first, second)]
+        assert all(t >= sent + 0.3 for t in handled)  # neither went out before gather
+    finally:
+        await pool.aclose()
