@@ -43,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -165,6 +166,7 @@ def load(mta: MtaProcess, args: argparse.Namespace, messages: int,
                             rcpts=1, domain="bench.test", domain_count=100, stamp=False)
     stats = ingest.Stats()
     cpu0, kids0 = ingest.proc_cpu(pid), _children_cpu(pid)
+    commits0 = _commits(mta)
     t0 = time.perf_counter()
     stored0 = sink.stored if sink is not None else 0
     ingest._runner()(ingest.run_load(la, stats, False))
@@ -172,12 +174,28 @@ def load(mta: MtaProcess, args: argparse.Namespace, messages: int,
         raise RuntimeError(f"the sink stored {sink.stored - stored0} of {stats.accepted}")
     elapsed = time.perf_counter() - t0
     cpu, kids = ingest.proc_cpu(pid) - cpu0, _children_cpu(pid) - kids0
+    commits, ops = (a - b for a, b in zip(_commits(mta), commits0, strict=True))
     if stats.errors or stats.rejected:
         raise RuntimeError(f"{stats.errors} errors, {stats.rejected} rejected: "
                            f"{stats.last_error}")
     n = max(stats.accepted, 1)
     return {"accepted": stats.accepted, "elapsed": elapsed, "rate": stats.accepted / elapsed,
-            "cpu_ms_per_msg": cpu / n * 1000, "worker_cpu_ms_per_msg": kids / n * 1000}
+            "cpu_ms_per_msg": cpu / n * 1000, "worker_cpu_ms_per_msg": kids / n * 1000,
+            "ops_per_commit": ops / max(commits, 1)}
+
+
+def _commits(mta: MtaProcess) -> tuple[int, int]:
+    """The spool's group commits and the operations they wrote, from /metrics: how well
+    the writes group (a mode that slows a step a little can change it)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("mta_spool_commits_total", "mta_spool_committed_operations_total"):
+            values[name] = int(float(value))
+    return (values.get("mta_spool_commits_total", 0),
+            values.get("mta_spool_committed_operations_total", 0))
 
 
 def _children_cpu(pid: int) -> float:
@@ -244,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                     rounds[mode].append(r)
                     print(f"round {run + 1} {mode:<8}: {r['rate']:8.0f} msg/s, daemon CPU "
                           f"{r['cpu_ms_per_msg']:.3f} ms/msg, rules worker "
-                          f"{r['worker_cpu_ms_per_msg']:.3f} ms/msg", flush=True)
+                          f"{r['worker_cpu_ms_per_msg']:.3f} ms/msg, "
+                          f"{r['ops_per_commit']:.1f} spool ops per commit", flush=True)
         finally:
             for mta in daemons.values():
                 mta.kill()
@@ -252,14 +271,16 @@ def main(argv: list[str] | None = None) -> int:
                 sink.stop()
             dns.stop()
     med = {m: {k: statistics.median(r[k] for r in rounds[m])
-               for k in ("rate", "cpu_ms_per_msg", "worker_cpu_ms_per_msg")} for m in MODES}
+               for k in ("rate", "cpu_ms_per_msg", "worker_cpu_ms_per_msg", "ops_per_commit")}
+           for m in MODES}
     print()
-    print(f"{'mode':<8}{'msg/s':>10}{'daemon ms':>11}{'worker ms':>11}   ({args.messages} "
+    print(f"{'mode':<8}{'msg/s':>10}{'daemon ms':>11}{'worker ms':>11}{'ops/commit':>11}"
+          f"   ({args.messages} "
           f"messages x {args.runs} rounds, {args.concurrency} sessions, {args.size} B, "
           f"workers={args.workers}, {'relayed' if args.relay else 'ingest only'})")
     for m in MODES:
         print(f"{m:<8}{med[m]['rate']:>10.0f}{med[m]['cpu_ms_per_msg']:>11.3f}"
-              f"{med[m]['worker_cpu_ms_per_msg']:>11.3f}")
+              f"{med[m]['worker_cpu_ms_per_msg']:>11.3f}{med[m]['ops_per_commit']:>11.1f}")
     # Each round runs every mode back to back: a mode's cost is the median of its rounds'
     # costs against none's in the same round, so the host's drift over the run (here
     # +-12% between rounds of one mode) cancels out.
