@@ -46,6 +46,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(REPO), str(HERE)]
@@ -189,11 +191,8 @@ def _commits(mta: MtaProcess) -> tuple[int, int]:
     the writes group (a mode that slows a step a little can change it)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{mta.http_port}/metrics", timeout=30) as r:
         text = r.read().decode()
-    values = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("mta_spool_commits_total", "mta_spool_committed_operations_total"):
-            values[name] = int(float(value))
+    values = {s.name: int(s.value) for family in text_string_to_metric_families(text)
+              for s in family.samples}
     return (values.get("mta_spool_commits_total", 0),
             values.get("mta_spool_committed_operations_total", 0))
 

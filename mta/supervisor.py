@@ -141,7 +141,10 @@ def _supervise(cfg: Config, store: EmbeddedStore | None) -> int:
             code = w.proc.poll()
             if code is None:
                 continue
-            statuses[w.shard] = code
+            # A worker still starting when the stop came dies of the forwarded signal
+            # itself (its handler not installed yet, nothing accepted): stopped as told.
+            stopped = stopping and code in (-signal.SIGTERM, -signal.SIGINT)
+            statuses[w.shard] = 0 if stopped else code
             w.proc = None
             if w.ready_r >= 0:
                 os.close(w.ready_r)

@@ -55,7 +55,9 @@ class Facts:
     attachments: list[tuple[str, str]] = field(default_factory=list)
     parts: int = 0
     hosts: list[str] = field(default_factory=list)  # distinct URL hosts, first seen first
-    _by_name: dict[str, list[str]] | None = None  # headers' values by name, when asked
+    # headers' values by name, built when first asked (header_values)
+    _by_name: dict[str, list[str]] | None = field(default=None, init=False, repr=False,
+                                                  compare=False)
 
     def header_values(self, name: str) -> list[str]:
         """The values of every `name` field (lower case), in order; do not modify."""
