@@ -139,8 +139,6 @@ class Ingress:
             client.transaction = None
         if self.identity is not None:
             refusal = self.identity.answer_mail(client.tenant or "default", address)
-            if inspect.isawaitable(refusal):
-                return self._after_identity(client, address, refusal)
             if refusal is not None:
                 return refusal
         return self._open_transaction(client, address)
@@ -152,14 +150,6 @@ class Ingress:
         await self.policy.abort(client.transaction)
         client.transaction = None
         answer = self.check_mail(client, address, params)
-        return await answer if inspect.isawaitable(answer) else answer
-
-    async def _after_identity(self, client: Client, address: str,
-                              identity: Awaitable[Reply | None]) -> Reply | None:
-        refusal = await identity
-        if refusal is not None:
-            return refusal
-        answer = self._open_transaction(client, address)
         return await answer if inspect.isawaitable(answer) else answer
 
     def _open_transaction(self, client: Client, address: str
@@ -258,7 +248,7 @@ class Ingress:
             msg_id = txn.id if txn is not None else self.spool.new_id()
             if self.identity is not None and origin != "dsn":
                 if txn is not None:
-                    refusal = await self.identity.check_header_from(envelope.tenant, data)
+                    refusal = self.identity.check_header_from(envelope.tenant, data)
                     if refusal is not None:
                         raise NotQueued(refusal)
                 data = self.identity.strip_trace(data, msg_id=msg_id, tenant=envelope.tenant)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from email.utils import getaddresses
 
-__all__ = ["from_fields", "mailbox_addresses"]
+__all__ = ["from_fields", "mailbox_addresses", "raw_from_fields", "unfold"]
 
 _FROM = re.compile(rb"^from[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 _FOLD = re.compile(rb"\r?\n")
@@ -28,7 +28,18 @@ _SIMPLE = re.compile(rf'(?:[^"<>@,;:()\\\[\]]*<({_ADDR})>|({_ADDR}))')
 def from_fields(head: bytes) -> list[str]:
     """The value of each From field in a header block, unfolded (RFC 5322 2.2.3) and
     stripped, in order (RFC 5322 3.6 allows one; senders of forged mail add more)."""
-    return [_FOLD.sub(b"", v).strip().decode("utf-8", "replace") for v in _FROM.findall(head)]
+    return [unfold(v) for v in _FROM.findall(head)]
+
+
+def raw_from_fields(data: bytes, end: int) -> list[bytes]:
+    """The From fields' values as they stand in `data[:end]` (the header block), folded:
+    what sender identity keys its answers on without copying or decoding them."""
+    return _FROM.findall(data, 0, end)
+
+
+def unfold(value: bytes) -> str:
+    """A raw field value unfolded and stripped, as text."""
+    return _FOLD.sub(b"", value).strip().decode("utf-8", "replace")
 
 
 def mailbox_addresses(value: str) -> list[str]:

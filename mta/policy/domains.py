@@ -7,10 +7,12 @@
 
 Records live in the policy store's keyed records (mta/policy/kv.py, namespace "domains"):
 policy.db, or the cluster's Redis, so every node sees a verification. Each node keeps a copy
-in memory for MAIL FROM (no store round trip per message), read again every few seconds
-and after each change made here. `run()` re-checks verified domains every
-`[identity] recheck_interval`; a record that is gone (NXDOMAIN, NODATA, another token)
-unverifies the domain, a temporary DNS failure keeps its state for the next round.
+in memory for MAIL FROM (no store round trip per message), changed at once by the changes
+made here and read again in the background every few seconds (`refresh_soon`): a message
+never waits for that read, which on SQLite queues behind the group commit's fsync.
+`run()` re-checks verified domains every `[identity] recheck_interval`; a record that is
+gone (NXDOMAIN, NODATA, another token) unverifies the domain, a temporary DNS failure keeps
+its state for the next round.
 
 Events: domain_added, domain_verified, domain_unverified (reason), domain_removed.
 """
@@ -37,6 +39,7 @@ log = logging.getLogger("mta.policy")
 NS = "domains"
 VERIFY_PREFIX = "mta-verify="
 _REFRESH = 2.0  # seconds a node trusts its copy of the records (changes on other nodes)
+_PASSES_MAX = 100_000  # remembered passes (a few MB at most)
 
 # (name) -> the TXT strings there; raises on a temporary failure. An empty list: none.
 LookupTxt = Callable[[str], Awaitable[list[str]]]
@@ -76,10 +79,17 @@ class DomainRegistry:
         self._by_tenant: dict[str, dict[str, DomainRecord]] = {}
         self._loaded_at = float("-inf")
         self._loading: asyncio.Task[None] | None = None
+        self._changes = 0  # changes made here: a read begun before one is stale
+        # (tenant, sender) keys SenderIdentity found allowed by this copy; emptied whenever
+        # the copy changes.
+        self.passed: set[tuple[Any, ...]] = set()
 
     # --- the copy in memory --------------------------------------------------------------
     async def load(self) -> None:
-        items = await self.kv.items(NS)
+        changes = -1
+        while changes != self._changes:  # a change made here while reading: read again
+            changes = self._changes
+            items = await self.kv.items(NS)
         by: dict[str, dict[str, DomainRecord]] = {}
         for value in items.values():
             try:
@@ -88,21 +98,33 @@ class DomainRegistry:
                 log.warning("ignoring an unreadable sending-domain record: %s", e)
                 continue
             by.setdefault(r.tenant, {})[r.domain] = r
-        self._by_tenant = by
+        if by != self._by_tenant:
+            self._by_tenant = by
+            self.passed.clear()
         self._loaded_at = time.monotonic()
+
+    def remember_pass(self, key: tuple[Any, ...]) -> None:
+        if len(self.passed) >= _PASSES_MAX:  # many distinct senders: start again
+            self.passed.clear()
+        self.passed.add(key)
+
+    def forget_passes(self) -> None:
+        self.passed.clear()
 
     def is_fresh(self) -> bool:
         """This node's copy is recent enough to decide on without reading it again."""
         return time.monotonic() - self._loaded_at < _REFRESH
 
-    async def fresh(self) -> None:
-        """Read the records again if this node's copy is older than a few seconds."""
-        if self.is_fresh():
+    def refresh_soon(self) -> None:
+        """Start reading the records again, in the background, if this node's copy is
+        older than a few seconds; the caller decides on the copy it has meanwhile."""
+        if self.is_fresh() or (self._loading is not None and not self._loading.done()):
             return
-        if self._loading is None or self._loading.done():
-            self._loading = asyncio.ensure_future(self.load())
+        self._loading = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
         try:
-            await asyncio.shield(self._loading)
+            await self.load()
         except Exception as e:  # the store is down: keep deciding on the last copy
             log.warning("sending domains not re-read: %s", e)
             self._loaded_at = time.monotonic()
@@ -144,6 +166,7 @@ class DomainRegistry:
 
     async def remove(self, tenant: str, domain: str) -> bool:
         domain = normalise_domain(domain)
+        self._changes += 1
         gone = await self.kv.delete(NS, _key(tenant, domain))
         await self.load()
         if gone and self.events is not None:
@@ -213,8 +236,10 @@ class DomainRegistry:
             await asyncio.sleep(pause)
 
     async def _put(self, rec: DomainRecord) -> None:
+        self._changes += 1
         await self.kv.put(NS, _key(rec.tenant, rec.domain), json.dumps(rec.as_dict()))
         self._by_tenant.setdefault(rec.tenant, {})[rec.domain] = rec
+        self.passed.clear()
 
     def _emit(self, event: str, rec: DomainRecord, **extra: Any) -> None:
         if self.events is not None:

@@ -1,7 +1,7 @@
 """Sender identity: a tenant sends only as the domains it proved it controls.
 
 Ingress asks at MAIL FROM (`answer_mail`) and at end of DATA (`check_header_from`, every
-mailbox of the From field), and has forged trace fields removed (`strip_trace`) before
+mailbox of every From field), and has forged trace fields removed (`strip_trace`) before
 the message is signed. The rule per tenant:
 
     tenant "default" (relay networks)   [identity] default_tenant
@@ -21,7 +21,6 @@ once From is a verified domain with a key, the signature is DMARC-aligned.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import Any
 
 from mta.config import Config
@@ -31,18 +30,17 @@ from mta.policy.kv import kv_for
 from mta.policy.sender_domain import normalise_domain, sender_domain
 from mta.policy.trace import strip_forged_trace
 from mta.rfc5321.reply import Reply
-from mta.rfc5322 import from_fields, mailbox_addresses
+from mta.rfc5322 import mailbox_addresses, raw_from_fields, unfold
 
 __all__ = ["SenderIdentity", "open_identity"]
 
 
-def _from_domains(head: bytes) -> list[str] | None:
-    """The domains of the From field's mailboxes; None without a From field; "" entries
-    for mailboxes with no usable domain."""
-    fields = from_fields(head)
-    if not fields:
-        return None
-    out = [sender_domain(addr) or "" for addr in mailbox_addresses(fields[0])]
+def _from_domains(fields: list[bytes]) -> list[str]:
+    """The domains of every mailbox of the From fields (raw values): "" for a mailbox with
+    no usable domain, and for a field (or a header block) with no mailbox at all."""
+    out: list[str] = []
+    for field in fields:
+        out += [sender_domain(a) or "" for a in mailbox_addresses(unfold(field))] or [""]
     return out or [""]
 
 
@@ -57,23 +55,16 @@ class SenderIdentity:
         self.hostname = cfg.server.hostname
         self.authserv_id = cfg.identity.authserv_id or cfg.server.hostname
         self.registry.cfg = cfg.identity
+        self.registry.forget_passes()  # a mode may have changed
 
     def mode(self, tenant: str) -> str:
         if tenant == "default":
             return self.cfg.identity.default_tenant
         return self.cfg.policy.sender_identity
 
-    async def _refusal(self, tenant: str, domain: str | None, where: str) -> Reply | None:
-        if self.mode(tenant) == "off":
-            return None
-        await self.registry.fresh()
-        return self._decide(tenant, domain, where)
-
-    def _decide(self, tenant: str, domain: str | None, where: str) -> Reply | None:
+    def _decide(self, mode: str, tenant: str, domain: str | None, where: str
+                ) -> Reply | None:
         """The refusal of `domain` for `tenant` by this node's copy of the records."""
-        mode = self.mode(tenant)
-        if mode == "off":
-            return None
         if mode == "enforce" and not self.registry.has_any(tenant):
             return None
         if domain and self.registry.allowed(tenant, domain) is not None:
@@ -91,32 +82,44 @@ class SenderIdentity:
         return Reply(550, "5.7.1", f"Sender domain {domain} is not a verified sending "
                      f"domain of this account: {fix}")
 
-    def answer_mail(self, tenant: str, address: str
-                    ) -> Reply | Awaitable[Reply | None] | None:
-        """check_mail for ingress: answered at once while this node's copy of the records
-        is fresh (re-read every few seconds); else an awaitable that re-reads it first."""
-        if self.mode(tenant) == "off" or not address.strip("<> "):
-            return None  # the null sender: bounces of the tenant's own mail
-        domain = sender_domain(address) or ""
-        if self.registry.is_fresh():
-            return self._decide(tenant, domain, "mail_from")
-        return self._refusal(tenant, domain, "mail_from")
+    # Both checks decide on this node's copy of the records, never waiting for the store:
+    # the copy is re-read in the background every few seconds (DomainRegistry.refresh_soon).
+    # What passed is remembered until the copy changes (registry.passed): senders repeat,
+    # and a remembered pass costs a set lookup instead of parsing and deciding again.
 
-    async def check_header_from(self, tenant: str, data: bytes) -> Reply | None:
-        if self.mode(tenant) == "off":
+    def answer_mail(self, tenant: str, address: str) -> Reply | None:
+        """check_mail for ingress."""
+        mode = self.mode(tenant)
+        if mode == "off" or not address.strip("<> "):
+            return None  # the null sender: bounces of the tenant's own mail
+        registry = self.registry
+        registry.refresh_soon()
+        key = (tenant, address)
+        if key in registry.passed:
             return None
+        refusal = self._decide(mode, tenant, sender_domain(address) or "", "mail_from")
+        if refusal is None:
+            registry.remember_pass(key)
+        return refusal
+
+    def check_header_from(self, tenant: str, data: bytes) -> Reply | None:
+        """Every mailbox of every From field (RFC 5322 allows one; forged mail may carry
+        a second), at end of DATA, for ingress."""
+        mode = self.mode(tenant)
+        if mode == "off":
+            return None
+        registry = self.registry
+        registry.refresh_soon()
         end = data.find(b"\r\n\r\n")
-        domains = _from_domains(data[: end + 2] if end >= 0 else data)
-        for d in domains or [""]:
-            try:
-                d = normalise_domain(d) if d else ""
-            except ValueError:
-                d = ""
-            # This node's copy decides while it is fresh: no coroutine per message.
-            refusal = (self._decide(tenant, d, "header_from") if self.registry.is_fresh()
-                       else await self._refusal(tenant, d, "header_from"))
+        fields = raw_from_fields(data, end + 2 if end >= 0 else len(data))
+        key = (tenant, *fields)
+        if key in registry.passed:
+            return None
+        for domain in _from_domains(fields):
+            refusal = self._decide(mode, tenant, domain, "header_from")
             if refusal is not None:
                 return refusal
+        registry.remember_pass(key)
         return None
 
     def strip_trace(self, data: bytes, *, msg_id: str, tenant: str) -> bytes:
