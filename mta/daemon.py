@@ -161,7 +161,8 @@ class Daemon:
             stack.push_async_callback(self.events.aclose)
 
             self.spool = await Spool.open(cfg.spool.dir, max_batch=cfg.spool.max_batch,
-                                          shard=self.shard, max_size=cfg.spool.max_size)
+                                          shard=self.shard, max_size=cfg.spool.max_size,
+                                          commit_wait=cfg.spool.commit_wait)
             stack.push_async_callback(self.spool.close)
 
             # Metrics: counters from the events stream (attached before anything can

@@ -195,6 +195,8 @@ def _validate(cfg: Config, errors: _Errors) -> None:
         errors.add("server.hostname", "must not be empty")
     if cfg.spool.max_batch < 1:
         errors.add("spool.max_batch", "must be at least 1")
+    if not 0 <= cfg.spool.commit_wait <= 0.1:
+        errors.add("spool.commit_wait", "must be between 0 and 100ms")
     if not 0 < cfg.delivery.port < 65536:
         errors.add("delivery.port", "must be a port number (1-65535)")
     if not cfg.delivery.retry:

@@ -157,6 +157,12 @@ class SpoolConfig:
     # A group commit takes whatever arrived while the previous one was being written, up to
     # this many messages, so one fsync covers many messages under load and none waits idle.
     max_batch: int = 512
+    # When a write finds the writer idle, it waits this long for others to share its
+    # commit (PostgreSQL's commit_delay, MySQL's binlog_group_commit_sync_delay): the 250
+    # comes up to that much later, and under load each fsync, thread hand-off and wake-up
+    # serves more messages (bench/content.py: 2 ms, ~10% less daemon CPU per message,
+    # up to 10% more throughput). 0: commit at once.
+    commit_wait: Duration = 0.002
     # Cap on the spool database size (0: only the disk limits it). When reached, puts get
     # 452 4.3.1 (RFC 3463 "mail system full") instead of the disk filling for everyone.
     max_size: Size = 0

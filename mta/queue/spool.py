@@ -159,14 +159,14 @@ class Spool:
 
     def __init__(self, *, path: Path, wdb: aiosqlite.Connection, rdb: aiosqlite.Connection,
                  ids: IdGenerator, max_batch: int, clock: Callable[[], float],
-                 lock_fd: int) -> None:
+                 lock_fd: int, commit_wait: float = 0.0) -> None:
         self.path = path
         self._wdb = wdb
         self._rdb = rdb
         self._ids = ids
         self._clock = clock
         self._lock_fd = lock_fd
-        self._writer = GroupCommit(wdb, max_batch, _insert_puts)
+        self._writer = GroupCommit(wdb, max_batch, _insert_puts, wait=commit_wait)
         # Delivery's reads of a message and its body, batched (reader.py).
         self._deliveries = BatchedReads(rdb, _get_rows_body)
 
@@ -193,11 +193,15 @@ class Spool:
     @classmethod
     async def open(cls, directory: Path, *, max_batch: int = 512, shard: int = 0,
                    clock: Callable[[], float] = time.time,
-                   busy_timeout: float = 5.0, max_size: int = 0) -> Spool:
+                   busy_timeout: float = 5.0, max_size: int = 0,
+                   commit_wait: float = 0.0) -> Spool:
         """Open (creating or migrating) shard `shard` of the spool in `directory`.
 
         `max_size` ([spool] max_size, bytes, 0 = no cap) caps the database file: a put
         that would grow it further fails with SpoolFullError (452 4.3.1).
+
+        `commit_wait` ([spool] commit_wait): how long a write that finds the writer idle
+        waits for others to share its commit.
 
         `busy_timeout`: how long a write waits for a lock held by another connection (only
         an operator's sqlite3 shell can hold one) before the batch fails with 451.
@@ -236,7 +240,7 @@ class Spool:
             os.close(lock_fd)
             raise
         return cls(path=path, wdb=wdb, rdb=rdb, ids=ids, max_batch=max_batch, clock=clock,
-                   lock_fd=lock_fd)
+                   lock_fd=lock_fd, commit_wait=commit_wait)
 
     async def close(self) -> None:
         """Commit what is queued, then close the database and release the shard."""

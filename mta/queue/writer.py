@@ -3,12 +3,13 @@
 Callers never write themselves. `put()` (a message, with its body and recipients), `call()`
 (any other write: outcomes, the admin operations) and `bare()` queue an operation and wait
 on a future; one writer task takes everything queued (up to `max_batch`), runs it in one
-transaction, commits (one fsync), then resolves each future. When idle the first operation
-is committed at once; under load, operations that arrive while a commit is running share
-the next one. If a commit fails, the transaction is rolled back, every operation in that
-batch fails with `SpoolFullError` (452 4.3.1) or `SpoolError` (451 4.3.0), nothing committed
-earlier is touched, and the next batch tries again. A bare call (VACUUM) runs alone,
-outside any transaction, between two batches.
+transaction, commits (one fsync), then resolves each future. An operation that finds the
+writer idle waits `wait` seconds ([spool] commit_wait) for others to share its commit;
+under load, operations that arrive while a commit is running share the next one. If a
+commit fails, the transaction is rolled back, every operation in that batch fails with
+`SpoolFullError` (452 4.3.1) or `SpoolError` (451 4.3.0), nothing committed earlier is
+touched, and the next batch tries again. A bare call (VACUUM) runs alone, outside any
+transaction, between two batches.
 
 The spool (spool.py) says what a put writes (`insert_puts`: its tables); this module only
 knows how writes are grouped.
@@ -70,9 +71,11 @@ class GroupCommit:
     queued and stops it."""
 
     def __init__(self, db: aiosqlite.Connection, max_batch: int,
-                 insert_puts: Callable[[sqlite3.Connection, list[Put]], None]) -> None:
+                 insert_puts: Callable[[sqlite3.Connection, list[Put]], None], *,
+                 wait: float = 0.0) -> None:
         self._db = db
         self._max_batch = max_batch
+        self._wait = wait
         self._insert_puts = insert_puts
         self._ops: collections.deque[Put | Call] = collections.deque()
         self._wake = asyncio.Event()
@@ -142,6 +145,8 @@ class GroupCommit:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                if self._wait > 0 and not self.closing:
+                    await asyncio.sleep(self._wait)  # let others join this commit
                 continue
             n = min(len(self._ops), self._max_batch)
             if self._bare:  # rare (an erasure): a bare call runs alone, after this batch

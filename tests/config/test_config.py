@@ -120,6 +120,7 @@ BROKEN = [
       "smtp.tls_cert: file not found: /nonexistent/cert.pem"]),
     ("[smtp]\nauth_require_tls = \"yes\"\n",
      "smtp.auth_require_tls: expected true or false, got a string"),
+    ("[spool]\ncommit_wait = \"1s\"\n", "spool.commit_wait: must be between 0 and 100ms"),
     ("[delivery]\nretry = []\n", "delivery.retry: at least one retry interval is required"),
     ("[delivery]\nport = 0\n", "delivery.port: must be a port number (1-65535)"),
     ("[delivery]\ntls = \"maybe\"\n",

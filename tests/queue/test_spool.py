@@ -125,6 +125,20 @@ async def test_an_idle_put_commits_at_once(spool: Spool) -> None:
     assert spool.commits == 1
 
 
+async def test_an_idle_put_waits_commit_wait_for_others_to_share_its_commit(
+        tmp_path: Path) -> None:
+    # [spool] commit_wait: a put that finds the writer idle is not committed at once; one
+    # that arrives within the wait goes in the same commit. Without the wait the first
+    # commit (an fsync) is over long before the second put comes 50 ms later.
+    for wait, commits in ((0.5, 1), (0.0, 2)):
+        async with await Spool.open(tmp_path / str(wait), commit_wait=wait) as spool:
+            first = asyncio.ensure_future(spool.put(envelope(1), BODY))
+            await asyncio.sleep(0.05)
+            await asyncio.wait_for(asyncio.gather(first, spool.put(envelope(1), BODY)),
+                                   timeout=10)
+            assert (spool.commits, spool.committed_ops) == (commits, 2), wait
+
+
 async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
     spool = await Spool.open(tmp_path)
     puts = [asyncio.create_task(spool.put(envelope(1), BODY)) for _ in range(20)]
