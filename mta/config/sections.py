@@ -158,11 +158,12 @@ class SpoolConfig:
     # this many messages, so one fsync covers many messages under load and none waits idle.
     max_batch: int = 512
     # When a write finds the writer idle, it waits this long for others to share its
-    # commit (PostgreSQL's commit_delay, MySQL's binlog_group_commit_sync_delay): the 250
-    # comes up to that much later, and under load each fsync, thread hand-off and wake-up
-    # serves more messages (bench/content.py: 2 ms, ~10% less daemon CPU per message,
-    # up to 10% more throughput). 0: commit at once.
-    commit_wait: Duration = 0.002
+    # commit (PostgreSQL's commit_delay, MySQL's binlog_group_commit_sync_delay): each
+    # fsync, thread hand-off and wake-up then serves more messages, and every 250 can come
+    # that much later. A trade, hence off: 2 ms gave bench/content.py's relay of 3 kB mail
+    # 4-10% more throughput and ~30-60 us less daemon CPU per message, and took 11-19% off
+    # bench/run.py's ingest, whose 20 sessions each wait for their 250 (bench/README).
+    commit_wait: Duration = 0.0
     # Cap on the spool database size (0: only the disk limits it). When reached, puts get
     # 452 4.3.1 (RFC 3463 "mail system full") instead of the disk filling for everyone.
     max_size: Size = 0
