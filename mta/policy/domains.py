@@ -39,7 +39,7 @@ log = logging.getLogger("mta.policy")
 NS = "domains"
 VERIFY_PREFIX = "mta-verify="
 _REFRESH = 2.0  # seconds a node trusts its copy of the records (changes on other nodes)
-_PASSES_MAX = 100_000  # remembered passes (a few MB at most)
+_PASSES_MAX = 20_000  # remembered passes (~3 MB at most)
 
 # (name) -> the TXT strings there; raises on a temporary failure. An empty list: none.
 LookupTxt = Callable[[str], Awaitable[list[str]]]
