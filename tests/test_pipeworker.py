@@ -1,6 +1,7 @@
 """PipeWorker against a real worker process: requests sent in one loop iteration go in one
 write, yet every caller gets its own answer, in order, also when the worker is told to
-finish at once or a large request comes behind small ones."""
+finish at once or a large request comes behind small ones; the worker's answers to one
+read are held together or written at once as its `hold` says."""
 
 import asyncio
 
@@ -67,3 +68,30 @@ async def test_a_request_to_an_idle_worker_waits_gather_for_others_to_join_it() 
         assert all(t >= sent + 0.3 for t in handled)  # neither went out before gather
     finally:
         await pool.aclose()
+
+
+async def _arrivals(target: str) -> list[float]:
+    """Three requests in one write to a worker taking 0.1 s each: when each answer came,
+    counted from the send."""
+    pool = PipeWorkers(target, b"", 1, timeout=10, on_timeout=_no_timeout)
+    try:
+        w = await _worker(pool)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        came: list[float] = []
+        futs = [w.send(f"r{i}".encode()) for i in range(3)]
+        for f in futs:
+            f.add_done_callback(lambda _: came.append(loop.time() - sent))
+        assert await asyncio.gather(*futs) == [b"r0", b"r1", b"r2"]
+        return came
+    finally:
+        await pool.aclose()
+
+
+async def test_held_answers_to_one_read_come_back_together() -> None:
+    # serve_frames(hold=math.inf): nothing comes before the third answer is ready.
+    came = await _arrivals("tests.support.echo_worker:slow_held")
+    assert min(came) >= 0.29, came
+    # hold=0: the first answer is written as soon as it is ready, 0.2 s before the last.
+    came = await _arrivals("tests.support.echo_worker:slow_unheld")
+    assert min(came) < max(came) - 0.1, came
