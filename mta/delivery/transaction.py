@@ -10,11 +10,14 @@ drives it reply by reply (or byte by byte through `wire.ReplyParser`), the way
 
 Two shapes of the same transaction:
 - pipelined (RFC 2920): [RSET] MAIL RCPT... DATA in one write, then the body in a second:
-  two round trips per message;
+  two round trips per message (one with BDAT, below);
 - lock-step: one command, one reply.
 With `chunking` (the server offers RFC 3030 CHUNKING) the body goes as "BDAT n LAST" in
-place of DATA and the dotted body: after the RCPT replies, only if one was accepted (the
-same two round trips pipelined), and its one reply is the final one.
+place of DATA and the dotted body, and its one reply is the final one. Pipelined, a body
+of up to PIPELINED_BDAT_MAX goes in the same write as MAIL and RCPT: one round trip per
+message instead of two (a BDAT needs no go-ahead; if every RCPT is refused the server reads
+the chunk and refuses it, RFC 3030 2, and the refusals stand). A larger body waits for the
+RCPT replies and goes only if one was accepted.
 
 The outcome per recipient follows one rule (`outcomes`): a refusal at MAIL applies to all, a
 refusal at RCPT to that recipient, and the reply to DATA (or after the dot) to every accepted
@@ -75,6 +78,9 @@ class Step:
 
 
 _END_EMPTY = b".\r\n"
+# The largest BDAT chunk sent before the RCPT replies are in: what a transaction whose
+# recipients are all refused sends for nothing (most are accepted).
+PIPELINED_BDAT_MAX = 1 << 20
 
 
 class Transaction:
@@ -113,11 +119,17 @@ class Transaction:
         if self.pipelined:
             batch = [b"RSET\r\n", self._mail] if self.rset else [self._mail]
             batch.extend(self._rcpts)
+            self._state = "batch"
             if not self.chunking:
                 batch.append(b"DATA\r\n")
-            self._state = "batch"
-            return Step(b"".join(batch), len(batch),
-                        "MAIL/RCPT" if self.chunking else "MAIL/RCPT/DATA")
+                return Step(b"".join(batch), len(batch), "MAIL/RCPT/DATA")
+            if len(self._body) <= PIPELINED_BDAT_MAX:
+                self._state = "batch+bdat"
+                batch.append(self._body)
+                # The last reply is the final one, which may take the data timeout.
+                return Step(b"".join(batch), len(batch), "MAIL/RCPT/BDAT",
+                            data_timeout=True)
+            return Step(b"".join(batch), len(batch), "MAIL/RCPT")
         if self.rset:
             self._state = "rset"
             return Step(b"RSET\r\n", 1, "RSET")
@@ -128,6 +140,8 @@ class Transaction:
         state = self._state
         if state == "batch":
             return self._batch(replies)
+        if state == "batch+bdat":
+            return self._batch_bdat(replies)
         (reply,) = replies
         if reply.code == 421:
             self.closing = True
@@ -162,7 +176,7 @@ class Transaction:
             self._done(None)
             assert self.result is not None
             return self.result
-        if self._state == "batch":
+        if self._state in ("batch", "batch+bdat"):
             got = list(partial[1:] if self.rset else partial)
             if got:
                 self.mail_r = got[0]
@@ -209,6 +223,22 @@ class Transaction:
             return Step(_END_EMPTY, 1, "end of data", data_timeout=True)
         self._state = "final"
         return Step(self._body, 1, "end of data", data_timeout=True)
+
+    def _batch_bdat(self, replies: Sequence[Reply]) -> None:
+        """MAIL, RCPT... and BDAT LAST went in one write; the last reply is BDAT's."""
+        if self.rset:
+            replies = replies[1:]
+        n = len(self.rcpt_r)
+        mail_r, final = replies[0], replies[-1]
+        self.mail_r = mail_r
+        self.rcpt_r = list(replies[1:1 + n])
+        if any(r.code == 421 for r in replies):
+            self.closing = True
+        if not final.is_positive:
+            self.needs_rset = True  # RFC 3030 2: a refused BDAT is followed by RSET
+        accepted = mail_r.is_positive and any(r.is_positive for r in self.rcpt_r)
+        # With nothing accepted the BDAT refusal ("no valid recipients") is no outcome.
+        return self._done(final if accepted else None)
 
     # --- lock-step --------------------------------------------------------------------
     def _send_mail(self) -> Step:

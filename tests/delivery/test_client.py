@@ -388,6 +388,29 @@ async def test_rfc3030_bdat_where_the_server_offers_chunking(mx_factory):
     await client.quit()
 
 
+async def test_rfc3030_bdat_pipelined_with_refused_recipients_over_one_connection(mx_factory):
+    # BDAT goes in the write with MAIL and RCPT: a refused recipient keeps its refusal, a
+    # transaction whose every recipient is refused leaves nothing at the MX and is RSET,
+    # and the connection carries the next message.
+    mx = await mx_factory("127.0.0.2", chunking=True)
+    mx.script("gone@x.test", "550 5.1.1 no such user")
+    client = await connect(mx)
+    res = await client.send("s@a.test", rcpts("a@x.test", "gone@x.test"), BODY)
+    assert [r.code for r in res.per_recipient] == [250, 550]
+    res = await client.send("s@a.test", rcpts("gone@x.test"), BODY)
+    assert [str(r) for r in res.per_recipient] == ["550 5.1.1 no such user"]
+    res = await client.send("s@a.test", rcpts("b@x.test"), BODY)
+    assert [r.code for r in res.per_recipient] == [250]
+    msgs = await mx.wait_for_messages(2)
+    assert [m.rcpt_tos for m in msgs] == [["a@x.test"], ["b@x.test"]]
+    assert all(m.body == BODY for m in msgs)
+    # The refused BDAT went too (read and refused by the MX), then RSET (RFC 3030 2).
+    assert mx.commands == ["EHLO", "MAIL", "RCPT", "RCPT", "BDAT", "MAIL", "RCPT", "BDAT",
+                           "RSET", "MAIL", "RCPT", "BDAT"]
+    assert len(mx.connections) == 1
+    await client.quit()
+
+
 async def test_chunking_off_sends_data_even_where_offered(mx_factory):
     mx = await mx_factory("127.0.0.2", chunking=True)
     client = await connect(mx, dataclasses.replace(SETTINGS, chunking=False))

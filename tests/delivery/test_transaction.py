@@ -3,7 +3,12 @@ answers, fed through the real reply parser (byte by byte where it matters)."""
 
 from __future__ import annotations
 
-from mta.delivery.transaction import Transaction, TransactionResult, retry_indexes
+from mta.delivery.transaction import (
+    PIPELINED_BDAT_MAX,
+    Transaction,
+    TransactionResult,
+    retry_indexes,
+)
 from mta.delivery.wire import ReplyParser, bdat_command
 from mta.rfc5321 import Reply
 
@@ -150,16 +155,47 @@ def test_bdat_framing_rfc3030_is_the_octets_as_they_are_with_a_final_crlf():
     assert bdat_command(b"x\r\n") == b"BDAT 3 LAST\r\nx\r\n"
 
 
-def test_rfc3030_pipelined_bdat_goes_after_the_rcpt_replies_and_its_reply_is_final():
+def test_rfc3030_pipelined_bdat_goes_with_the_envelope_and_its_reply_is_final():
+    # One write, one round trip: a BDAT needs no go-ahead.
     txn = Transaction(MAIL, [0, 1], rcpts("a", "b"), CHUNK, pipelined=True, chunking=True)
-    written = converse(txn, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n", b"250 2.0.0 queued\r\n")
-    assert written == [MAIL + b"".join(rcpts("a", "b")), CHUNK]
+    written = converse(txn, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n250 2.0.0 queued\r\n")
+    assert written == [MAIL + b"".join(rcpts("a", "b")) + CHUNK]
     assert [str(r) for r in txn.result.per_recipient] == ["250 2.0.0 queued", "550 5.1.1 no"]
     assert txn.result.data is None and not txn.needs_rset
 
 
-def test_rfc3030_no_bdat_when_every_rcpt_was_refused_and_rset_next():
+def test_rfc3030_pipelined_bdat_after_every_rcpt_refused_leaves_the_refusals_and_rsets():
+    # The server reads the chunk and refuses it (RFC 3030 2): the RCPT refusals stand.
+    txn = Transaction(MAIL, [0], rcpts("a"), CHUNK, pipelined=True, chunking=True,
+                      rset=True)
+    written = converse(txn, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n"
+                            b"554 5.5.1 No valid recipients\r\n")
+    assert written == [b"RSET\r\n" + MAIL + rcpts("a")[0] + CHUNK]
+    assert codes(txn.result) == [550] and txn.result.final is None and txn.needs_rset
+    txn = Transaction(MAIL, [0, 1], rcpts("a", "b"), CHUNK, pipelined=True, chunking=True)
+    converse(txn, b"550 5.7.1 sender refused\r\n503 5.5.1 no\r\n503 5.5.1 no\r\n"
+                  b"503 5.5.1 no\r\n")
+    assert codes(txn.result) == [550, 550] and txn.needs_rset
+
+
+def test_rfc3030_pipelined_bdat_is_refused_for_everyone_accepted_and_rsets():
     txn = Transaction(MAIL, [0], rcpts("a"), CHUNK, pipelined=True, chunking=True)
+    converse(txn, b"250 ok\r\n250 ok\r\n452 4.3.1 full\r\n")
+    assert codes(txn.result) == [452] and txn.needs_rset
+
+
+BIG = bdat_command(b"Subject: big\r\n\r\n" + b"x" * PIPELINED_BDAT_MAX)
+
+
+def test_rfc3030_a_large_chunk_waits_for_the_rcpt_replies():
+    txn = Transaction(MAIL, [0, 1], rcpts("a", "b"), BIG, pipelined=True, chunking=True)
+    written = converse(txn, b"250 ok\r\n250 ok\r\n550 5.1.1 no\r\n", b"250 2.0.0 queued\r\n")
+    assert written == [MAIL + b"".join(rcpts("a", "b")), BIG]
+    assert [str(r) for r in txn.result.per_recipient] == ["250 2.0.0 queued", "550 5.1.1 no"]
+
+
+def test_rfc3030_no_large_bdat_when_every_rcpt_was_refused_and_rset_next():
+    txn = Transaction(MAIL, [0], rcpts("a"), BIG, pipelined=True, chunking=True)
     assert converse(txn, b"250 ok\r\n550 5.1.1 no\r\n") == [MAIL + rcpts("a")[0]]
     assert codes(txn.result) == [550] and txn.needs_rset
 
