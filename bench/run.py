@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py [--quick] [--peer postfix|plain] [--scenario NAME ...]
         [--messages N] [--queue-messages N] [--size BYTES] [--connections C]
-        [--rcpts R] [--runs K] [--policy] [--dkim ALG] [--publish]
+        [--rcpts R] [--runs K] [--policy] [--dkim ALG] [--chunking] [--publish]
 
 Sets up everything itself, on loopback only, and stops it all at the end (even on error):
 a test DNS server (Unbound, tests/support/dnsserver.py) with one site (dest.test) and
@@ -127,7 +127,8 @@ class Sink:
     """bench/sink.py on all SINK_HOSTS; `stored` follows its report lines."""
 
     def __init__(self, workdir: Path, port: int, *, tempfail: float = 0.0,
-                 stall: bool = False, mix: str = "", latency: str = "") -> None:
+                 stall: bool = False, mix: str = "", latency: str = "",
+                 chunking: bool = False) -> None:
         self.json_path = workdir / f"sink-{time.monotonic_ns()}.json"
         cmd = [sys.executable, str(HERE / "sink.py"), "--report", "0.01",
                "--json", str(self.json_path), "--tempfail", str(tempfail)]
@@ -135,6 +136,8 @@ class Sink:
             cmd += ["--mix", mix]
         if latency:
             cmd += ["--latency", latency]
+        if chunking:
+            cmd.append("--chunking")
         for h in SINK_HOSTS:
             cmd += ["--listen", f"{h}:{port}"]
         if stall:
@@ -357,7 +360,7 @@ def run_one(side_cls, sc: Scenario, run: int, args: argparse.Namespace, dns: Dns
     try:
         if sc.kind != "queue":
             sink = Sink(workdir, sink_port, tempfail=sc.tempfail, stall=sc.kind == "ingest",
-                        mix=sc.mix, latency=sc.latency)
+                        mix=sc.mix, latency=sc.latency, chunking=args.chunking)
         result["ready_s"] = side.start()
         with procstat.Sampler(side.pid) as sampler:
             cpu0 = procstat.tree_cpu(side.pid())
@@ -543,6 +546,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="mta's [server] workers (above 1: on its embedded store)")
     ap.add_argument("--signing-workers", type=int,
                     help="with --dkim: mta's [signing] workers (default: its own default)")
+    ap.add_argument("--chunking", action="store_true",
+                    help="the sinks offer RFC 3030 CHUNKING, as large receivers do (mta "
+                         "then sends BDAT with the envelope: one round trip a message)")
     ap.add_argument("--runs", type=int, help="runs per MTA, alternated (default 2; quick 1)")
     ap.add_argument("--quick", action="store_true", help="a few thousand messages, 1 run")
     ap.add_argument("--publish", action="store_true",

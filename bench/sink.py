@@ -1,7 +1,7 @@
 """A fast sink SMTP server for benchmarks: accepts (and forgets) everything, pipelined.
 
     python bench/sink.py --listen 127.0.0.2:2526 [--listen ...] [--tempfail 0.1]
-                         [--json stats.json] [--stall]
+                         [--json stats.json] [--stall] [--chunking]
 
 One asyncio.Protocol, no per-line awaits: every command in a received chunk is answered in
 one write (RFC 2920), and DATA is found with one byte search for the end marker. A share of
@@ -10,7 +10,9 @@ counts every `--report` seconds when they changed, and on SIGINT/SIGTERM. For
 bench/run.py: `--json` writes the counts, recipients accepted per 0.25 s of wall time,
 and end-to-end delays (read from an `X-Bench-T: <unix time>` header that bench/ingest.py
 --stamp adds) at exit; `--stall` accepts connections and never greets, so a sender's
-deliveries hang (ingest-only runs).
+deliveries hang (ingest-only runs). `--chunking` offers RFC 3030 CHUNKING and takes BDAT
+(as the large mailbox providers do), so a sender that pipelines BDAT with its envelope
+delivers in one round trip.
 
 Smart mode, to look like the receivers of production (issue 19):
 
@@ -42,6 +44,7 @@ import zlib
 
 EHLO = (b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 0\r\n"
         b"250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n")
+EHLO_CHUNKING = EHLO.replace(b"250 SMTPUTF8", b"250-SMTPUTF8\r\n250 CHUNKING")
 
 
 class Stats:
@@ -120,8 +123,13 @@ NO_MIX = Mix()
 
 class SinkProtocol(asyncio.Protocol):
     def __init__(self, stats: Stats, tempfail: float, rng: random.Random,
-                 mix: Mix = NO_MIX) -> None:
+                 mix: Mix = NO_MIX, chunking: bool = False) -> None:
         self.stats, self.tempfail, self.rng, self.mix = stats, tempfail, rng, mix
+        self.chunking = chunking
+        self.bdat_left = 0  # octets of the BDAT chunk still to come
+        self.bdat_last = False
+        self.bdat_size = 0
+        self.bdat_head = b""  # the message's first bytes (the X-Bench-T stamp)
         self._wait = 0.0  # this chunk's reply delay (slowest recipient domain)
         self._due = 0.0  # when the last delayed write goes out: replies stay in order
         self.buf = b""
@@ -145,6 +153,16 @@ class SinkProtocol(asyncio.Protocol):
         out: list[bytes] = []
         pos = 0
         while pos < len(buf):
+            if self.bdat_left:
+                take = min(self.bdat_left, len(buf) - pos)
+                if len(self.bdat_head) < 4096:
+                    self.bdat_head += buf[pos:pos + min(take, 4096)]
+                pos += take
+                self.bdat_left -= take
+                if self.bdat_left:
+                    break
+                out.append(self._chunk_done())
+                continue
             if self.in_data:
                 if buf.startswith(b".\r\n", pos):
                     end = pos  # empty body
@@ -167,7 +185,19 @@ class SinkProtocol(asyncio.Protocol):
                 break
             line = buf[pos:eol]
             pos = eol + 1
-            out.append(self._command(line[:4].upper(), line))
+            verb = line[:4].upper()
+            if verb == b"BDAT" and self.chunking:
+                words = line.split()
+                if len(words) not in (2, 3) or not words[1].isdigit() or (
+                        len(words) == 3 and words[2].upper() != b"LAST"):
+                    out.append(b"501 5.5.4 Syntax: BDAT size [LAST]\r\n")
+                    continue
+                self.bdat_left, self.bdat_last = int(words[1]), len(words) == 3
+                self.bdat_size += self.bdat_left
+                if not self.bdat_left:
+                    out.append(self._chunk_done())
+                continue
+            out.append(self._command(verb, line))
             if out[-1] is _CLOSE:
                 out[-1] = b"221 2.0.0 Bye\r\n"
                 self._flush(out)
@@ -176,6 +206,21 @@ class SinkProtocol(asyncio.Protocol):
                 return
         self.buf = buf[pos:]
         self._flush(out)
+
+    def _chunk_done(self) -> bytes:
+        """The reply to a BDAT whose chunk has all arrived; at LAST, the message's."""
+        if not self.bdat_last:
+            return b"250 2.0.0 chunk received\r\n"
+        size, head = self.bdat_size, self.bdat_head
+        self.bdat_size, self.bdat_head = 0, b""
+        if not self.rcpts:
+            return b"554 5.5.1 No valid recipients\r\n"
+        self.stats.bytes += size
+        if self.track:
+            self.stats.delivered(self.rcpts, head)
+        self.stats.messages += 1
+        self.stats.stored += self.rcpts
+        return b"250 2.0.0 Ok: queued\r\n"
 
     def _command(self, verb: bytes, line: bytes = b"") -> bytes:
         if verb == b"RCPT":
@@ -201,7 +246,7 @@ class SinkProtocol(asyncio.Protocol):
             self.rcpts = 0
             return b"250 2.0.0 Ok\r\n"
         if verb in (b"EHLO", b"HELO"):
-            return EHLO
+            return EHLO_CHUNKING if self.chunking else EHLO
         if verb == b"QUIT":
             return _CLOSE
         return b"502 5.5.2 Command not recognized\r\n"
@@ -256,12 +301,13 @@ class StallProtocol(asyncio.Protocol):
 
 
 def _factory(stats: Stats, tempfail: float, rng: random.Random, track: bool,
-             stall: bool, mix: Mix = NO_MIX):  # type: ignore[no-untyped-def]
+             stall: bool, mix: Mix = NO_MIX,
+             chunking: bool = False):  # type: ignore[no-untyped-def]
     def make() -> asyncio.Protocol:
         if stall:
             stats.connections += 1
             return StallProtocol()
-        p = SinkProtocol(stats, tempfail, rng, mix)
+        p = SinkProtocol(stats, tempfail, rng, mix, chunking)
         p.track = track
         return p
     return make
@@ -269,11 +315,11 @@ def _factory(stats: Stats, tempfail: float, rng: random.Random, track: bool,
 
 async def serve(listen: list[tuple[str, int]], tempfail: float, report: float,
                 seed: int, json_path: str | None = None, stall: bool = False,
-                mix: Mix = NO_MIX) -> Stats:
+                mix: Mix = NO_MIX, chunking: bool = False) -> Stats:
     loop = asyncio.get_running_loop()
     stats = Stats()
     rng = random.Random(seed)
-    make = _factory(stats, tempfail, rng, json_path is not None, stall, mix)
+    make = _factory(stats, tempfail, rng, json_path is not None, stall, mix, chunking)
     servers = [await loop.create_server(make, h, p, reuse_address=True) for h, p in listen]
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -317,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                     help='smart mode answers, e.g. "421:0.01,451:0.03,slow:0.02,550:0.02"')
     ap.add_argument("--latency", default="",
                     help='per-domain RCPT delay in ms, e.g. "d1*.bench.test=80,*=5"')
+    ap.add_argument("--chunking", action="store_true",
+                    help="offer RFC 3030 CHUNKING and take BDAT")
     args = ap.parse_args(argv)
     mix = Mix(args.mix, args.latency) if args.mix or args.latency else NO_MIX
     try:
@@ -325,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # the sink works without it, just slower
         runner = asyncio.run
     stats = runner(serve(args.listen, args.tempfail, args.report, args.seed, args.json,
-                         args.stall, mix))
+                         args.stall, mix, args.chunking))
     if args.json:  # after the loop: the file write must not block it
         with open(args.json, "w") as f:
             json.dump(stats.as_json(), f)
