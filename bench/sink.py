@@ -171,14 +171,9 @@ class SinkProtocol(asyncio.Protocol):
                     if end < 0:
                         break
                     end += 2
-                self.stats.bytes += end - pos
-                if self.track:
-                    self.stats.delivered(self.rcpts, buf[pos:end])
+                out.append(self._stored(end - pos, buf[pos:end]))
                 pos = end + 3
                 self.in_data = False
-                self.stats.messages += 1
-                self.stats.stored += self.rcpts
-                out.append(b"250 2.0.0 Ok: queued\r\n")
                 continue
             eol = buf.find(b"\n", pos)
             if eol < 0:
@@ -215,9 +210,13 @@ class SinkProtocol(asyncio.Protocol):
         self.bdat_size, self.bdat_head = 0, b""
         if not self.rcpts:
             return b"554 5.5.1 No valid recipients\r\n"
+        return self._stored(size, head)
+
+    def _stored(self, size: int, block: bytes) -> bytes:
+        """A message of `size` bytes whose content (or its start) is `block` is held."""
         self.stats.bytes += size
         if self.track:
-            self.stats.delivered(self.rcpts, head)
+            self.stats.delivered(self.rcpts, block)
         self.stats.messages += 1
         self.stats.stored += self.rcpts
         return b"250 2.0.0 Ok: queued\r\n"

@@ -28,7 +28,7 @@ _SIMPLE = re.compile(rf'(?:[^"<>@,;:()\\\[\]]*<({_ADDR})>|({_ADDR}))')
 def from_fields(head: bytes) -> list[str]:
     """The value of each From field in a header block, unfolded (RFC 5322 2.2.3) and
     stripped, in order (RFC 5322 3.6 allows one; senders of forged mail add more)."""
-    return [unfold(v) for v in _FROM.findall(head)]
+    return [unfold(v) for v in raw_from_fields(head, len(head))]
 
 
 def raw_from_fields(data: bytes, end: int) -> list[bytes]:

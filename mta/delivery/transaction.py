@@ -197,17 +197,26 @@ class Transaction:
         return self.result
 
     # --- pipelined --------------------------------------------------------------------
-    def _batch(self, replies: Sequence[Reply]) -> Step | None:
+    def _take_envelope(self, replies: Sequence[Reply]) -> tuple[Reply, Sequence[Reply]]:
+        """A pipelined batch's MAIL and RCPT replies into the transaction; (MAIL's reply,
+        the batch's replies past a leading RSET's)."""
         if self.rset:
             replies = replies[1:]
-        n = len(self.rcpt_r)
-        mail_r = replies[0]
-        self.mail_r = mail_r
-        self.rcpt_r = list(replies[1:1 + n])
+        mail_r = self.mail_r = replies[0]
+        self.rcpt_r = list(replies[1:1 + len(self.rcpt_r)])
         if any(r.code == 421 for r in replies):
             self.closing = True
+        return mail_r, replies
+
+    def _accepted(self, mail_r: Reply) -> bool:
+        """MAIL and at least one RCPT were accepted: there is a message to send."""
+        return mail_r.is_positive and any(r is not None and r.is_positive
+                                          for r in self.rcpt_r)
+
+    def _batch(self, replies: Sequence[Reply]) -> Step | None:
+        mail_r, replies = self._take_envelope(replies)
         if self.chunking:  # nothing sent past the RCPTs yet: BDAT only if one was accepted
-            if not mail_r.is_positive or not any(r.is_positive for r in self.rcpt_r):
+            if not self._accepted(mail_r):
                 self.needs_rset = mail_r.is_positive
                 return self._done(None)
             return self._send_body()
@@ -216,7 +225,7 @@ class Transaction:
         if data_r.code != 354:
             self.needs_rset = mail_r.is_positive
             return self._done(None)
-        if not mail_r.is_positive or not any(r.is_positive for r in replies[1:1 + n]):
+        if not self._accepted(mail_r):
             # RFC 2920 3.1: DATA was accepted although nothing else was; end it empty and
             # let the transaction go, whatever the server then says.
             self._state = "end-empty"
@@ -226,19 +235,12 @@ class Transaction:
 
     def _batch_bdat(self, replies: Sequence[Reply]) -> None:
         """MAIL, RCPT... and BDAT LAST went in one write; the last reply is BDAT's."""
-        if self.rset:
-            replies = replies[1:]
-        n = len(self.rcpt_r)
-        mail_r, final = replies[0], replies[-1]
-        self.mail_r = mail_r
-        self.rcpt_r = list(replies[1:1 + n])
-        if any(r.code == 421 for r in replies):
-            self.closing = True
+        mail_r, replies = self._take_envelope(replies)
+        final = replies[-1]
         if not final.is_positive:
             self.needs_rset = True  # RFC 3030 2: a refused BDAT is followed by RSET
-        accepted = mail_r.is_positive and any(r.is_positive for r in self.rcpt_r)
         # With nothing accepted the BDAT refusal ("no valid recipients") is no outcome.
-        return self._done(final if accepted else None)
+        return self._done(final if self._accepted(mail_r) else None)
 
     # --- lock-step --------------------------------------------------------------------
     def _send_mail(self) -> Step:
