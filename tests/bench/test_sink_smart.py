@@ -64,3 +64,26 @@ def test_slow_down_and_421_greetings():
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_chunking_takes_bdat_pipelined_with_the_envelope():
+    # --chunking: CHUNKING offered; MAIL, RCPT and BDAT LAST in one write get their three
+    # replies, a chunk split over reads is still one message, and BDAT with no accepted
+    # recipient is refused after its chunk is read.
+    proc, port = _sink("--chunking")
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+            s.ehlo("t")
+            assert s.has_extn("chunking")
+            body = b"Subject: x\r\n\r\nhello\r\n"
+            sock = s.sock
+            sock.sendall(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n"
+                         b"BDAT %d LAST\r\n" % len(body) + body[:5])
+            time.sleep(0.05)
+            sock.sendall(body[5:] + b"MAIL FROM:<a@b.test>\r\nBDAT 2 LAST\r\nxy")
+            replies = [s.getreply() for _ in range(5)]
+            assert [code for code, _ in replies] == [250, 250, 250, 250, 554]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "messages=1 " in out
