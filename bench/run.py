@@ -227,7 +227,7 @@ class MtaSide:
 
     def start(self) -> float:
         t0 = time.monotonic()
-        self.proc.start(timeout=60)
+        self.proc.start(timeout=60, notified=True)  # every worker listening
         ready = time.monotonic() - t0
         if self.policy:
             proc = self.proc.cli("policy", "credits", "add", "default", "1000000000", "--paid")

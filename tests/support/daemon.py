@@ -41,6 +41,29 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5) -> None:
         proc.wait(timeout=timeout)
 
 
+class _NotifySocket:
+    """The receiving end of a $NOTIFY_SOCKET, as systemd holds it (abstract namespace)."""
+
+    def __init__(self) -> None:
+        self.name = f"@mta-notify-{os.getpid()}-{time.monotonic_ns()}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + self.name[1:])
+
+    def ready(self, deadline: float, proc: subprocess.Popen[bytes]) -> bool:
+        while (left := deadline - time.monotonic()) > 0 and proc.poll() is None:
+            self.sock.settimeout(min(left, 0.5))
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            if b"READY=1" in data.split(b"\n"):
+                return True
+        return False
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class MtaProcess:
     def __init__(self, workdir: Path, extra_toml: str = "", *, smtp_port: int | None = None,
                  http_port: int | None = None, dns: str | None = None,
@@ -87,13 +110,35 @@ level = "info"
         self.env: dict[str, str] = {}  # extra environment (e.g. NOTIFY_SOCKET)
 
     # --- lifecycle ---------------------------------------------------------------------
-    def start(self, timeout: float = 20.0) -> MtaProcess:
+    def start(self, timeout: float = 20.0, *, notified: bool = False) -> MtaProcess:
+        """Until SMTP answers; with `notified`, also until the daemon tells systemd
+        READY=1 (through a $NOTIFY_SOCKET of our own): with `[server] workers` > 1 the
+        first worker answers SMTP before the others listen, and connections opened then
+        all land on it."""
+        manager = _NotifySocket() if notified and "NOTIFY_SOCKET" not in self.env else None
         self._stderr = open(self.stderr_path, "ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        if manager is not None:
+            env["NOTIFY_SOCKET"] = manager.name
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mta.cli", "serve", "-c", str(self.config_path)],
-            cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=self._stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
+            cwd=self.workdir, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env)
         deadline = time.monotonic() + timeout
+        try:
+            self._wait_banner(deadline)
+            if manager is not None and not manager.ready(deadline, self.proc):
+                raise RuntimeError(f"mta did not tell READY=1 within {timeout}s:\n"
+                                   f"{self.stderr}")
+        except BaseException:
+            self.kill()
+            raise
+        finally:
+            if manager is not None:
+                manager.close()
+        return self
+
+    def _wait_banner(self, deadline: float) -> None:
+        assert self.proc is not None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mta exited with {self.proc.returncode}:\n{self.stderr}")
@@ -106,10 +151,9 @@ level = "info"
                     # connection gauges right away sees none open.
                     while s.recv(512):
                         pass
-                    return self
+                    return
             time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"mta did not start within {timeout}s:\n{self.stderr}")
+        raise RuntimeError(f"mta did not answer SMTP in time:\n{self.stderr}")
 
     def terminate(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait: the exit status."""
