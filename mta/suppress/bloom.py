@@ -2,7 +2,8 @@
 list (nearly every one) costs a few hash probes on the loop instead of a lookup in
 policy.db on a thread (~70 us a hop on the test VM, against ~2 us here).
 
-Only for the embedded store: this process writes every entry, so the filter knows them all.
+With the embedded store this process writes every entry, so the filter knows them all;
+with Redis each node follows the log of additions every node writes (mta/suppress/redis.py).
 It never forgets (a removed entry leaves its bits: one lookup more for that address, never a
 wrong answer); a false positive is one lookup more. The hash is Python's own (randomised
 per process, which is fine: the filter is never stored). 10 bits per entry and 7 probes:

@@ -7,6 +7,14 @@ Keys, under `prefix` (default "mta:policy:sup:", beside the policy store's own k
     z:{scope}        zset, score 0: the scope's addresses in order (paged listing)
     scopes           set: every scope that has had an entry
     strike:{scope}|{address}   string "n|since": hard bounces counted toward suppression
+    log              stream: the addresses each add wrote, {g: sequence, a: addresses}
+    log:seq          the last sequence number given
+
+Every node keeps a filter of the addresses on any list (mta/suppress/bloom.py), filled from
+the hashes at start and kept current by following `log` (XREAD, `additions`): a recipient
+on no list costs a probe in memory, not a round trip. The log keeps the last ~10,000 adds;
+a node that falls further behind (or finds the sequence broken: Redis lost its data, an
+erasure emptied the log) sees a gap in `g` and fills its filter again.
 
 The Lua scripts (check.lua, add.lua, strike.lua beside this module) are loaded with SCRIPT
 LOAD and run by EVALSHA (redis-py's Script). Times are the caller's `now` (the policy
@@ -28,6 +36,7 @@ DEFAULT_PREFIX = "mta:policy:sup:"
 # not to hold the Redis server for long (other nodes' RCPT checks wait behind a script).
 _BATCH = 2_000
 _PIPELINE = 16  # scripts per pipeline round trip
+_SCAN = 5_000  # hash fields per HSCAN when a filter is filled
 
 
 def _script(name: str) -> str:
@@ -54,6 +63,7 @@ class RedisBackend:
         self._check = client.register_script(_script("check.lua"))
         self._add = client.register_script(_script("add.lua"))
         self._strike = client.register_script(_script("strike.lua"))
+        self._forget_log = client.register_script(_script("forget_log.lua"))
 
     @classmethod
     async def open(cls, url: str, *, prefix: str = DEFAULT_PREFIX) -> RedisBackend:
@@ -92,7 +102,8 @@ class RedisBackend:
             by_scope.setdefault(e.scope, []).append(e)
         calls: list[tuple[list[str], list[str]]] = []
         for scope, es in by_scope.items():
-            keys = [self._k(f"e:{scope}"), self._k(f"z:{scope}"), self._k("scopes")]
+            keys = [self._k(f"e:{scope}"), self._k(f"z:{scope}"), self._k("scopes"),
+                    self._k("log"), self._k("log:seq")]
             for i in range(0, len(es), _BATCH):
                 args = [scope, "1" if replace else "0"]
                 for e in es[i:i + _BATCH]:
@@ -142,8 +153,47 @@ class RedisBackend:
         return out
 
     async def forget(self, scopes: Sequence[str], address: str) -> None:
-        """Drop the address's strikes in `scopes` (an erasure, mta.gdpr)."""
+        """Drop the address's strikes in `scopes` and empty the additions log, which may
+        name it (an erasure, mta.gdpr)."""
         await self._redis.delete(*[self._k(f"strike:{s}|{address}") for s in scopes])
+        await self._forget_log(keys=[self._k("log"), self._k("log:seq")])
+
+    # --- the address filter (mta.suppress.service) ----------------------------------------
+    async def count(self) -> int:
+        """Entries on every list (a filter's capacity)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for s in await self.scopes():
+            pipe.hlen(self._k(f"e:{s}"))
+        return sum(int(n) for n in await pipe.execute())
+
+    async def fill(self, bloom: Any) -> None:
+        """Every address on any list into `bloom`."""
+        for s in await self.scopes():
+            cursor = 0
+            while True:
+                cursor, fields = await self._redis.hscan(self._k(f"e:{s}"), cursor,
+                                                          count=_SCAN)
+                bloom.update(fields)
+                if not cursor:
+                    break
+
+    async def position(self) -> tuple[str, int]:
+        """Where the additions log stands (its last id, the last sequence number), read
+        before a filter is filled: what is added meanwhile is read again from here."""
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.xrevrange(self._k("log"), "+", "-", count=1)
+        pipe.get(self._k("log:seq"))
+        last, seq = await pipe.execute()
+        return (last[0][0] if last else "0-0"), int(seq or 0)
+
+    async def additions(self, after: str, block: float
+                        ) -> list[tuple[str, int, list[str]]]:
+        """The adds logged after id `after` as (id, sequence, addresses), waiting up to
+        `block` seconds for one."""
+        got = await self._redis.xread({self._k("log"): after}, count=100,
+                                      block=int(block * 1000))
+        return [(i, int(f["g"]), f["a"].split("\n") if f["a"] else [])
+                for _, entries in got for i, f in entries]
 
     async def strike(self, scope: str, address: str, now: float, window: float) -> int:
         return int(await self._strike(keys=[self._k(f"strike:{scope}|{address}")],

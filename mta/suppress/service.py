@@ -49,6 +49,8 @@ _KINDS = {"bounced": "hard_bounce", "complained": "complaint", "unsubscribed": "
 _MAX_PAGE = 10_000
 _BLOOM_MIN = 1 << 20  # entries the filter holds before it grows (1.25 MB)
 _LEARN_SLICE = 5_000
+_FOLLOW_BLOCK = 5.0  # seconds one read of the additions log waits (below the socket timeout)
+_FOLLOW_RETRY = 1.0
 
 Answer = Reply | Awaitable[Reply | None] | None
 
@@ -114,6 +116,9 @@ class Suppressions:
         self._dropped: weakref.WeakKeyDictionary[PolicyTxn, set[str]] = (
             weakref.WeakKeyDictionary())
         self._tasks: set[asyncio.Task[Any]] = set()
+        # A backend others write too (Redis): where this node has read its additions log.
+        self._log_at: tuple[str, int] = ("0-0", 0)
+        self._follower: asyncio.Task[None] | None = None
         # Address -> its keyed hash once an address was erased (mta.gdpr): RCPT looks the
         # hash up beside the address and its domain. None: no erased address to look for.
         self.hasher: Callable[[str], str] | None = None
@@ -138,17 +143,61 @@ class Suppressions:
             bloom = Bloom(max(2 * await backend.count(), _BLOOM_MIN))  # type: ignore[attr-defined]
             await backend.fill(bloom)  # type: ignore[attr-defined]
             s._bloom = bloom
+        elif hasattr(backend, "additions"):  # others write too, and log what they add
+            await s._refill()
+            s._follower = asyncio.get_running_loop().create_task(s._follow())
         return s
 
     def reload(self, cfg: Config) -> None:
         self.cfg = cfg.suppression
 
     async def aclose(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
         if self._growing is not None:
             await asyncio.gather(self._growing, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(list(self._tasks))
         await self.backend.aclose()
+
+    # --- the filter of a shared backend ---------------------------------------------------
+    async def _refill(self) -> None:
+        """The filter from the lists themselves, and where their additions log stands:
+        what is added meanwhile is read again from there. Until it is built every RCPT
+        is looked up."""
+        self._bloom = None
+        b: Any = self.backend
+        at = await b.position()
+        bloom = Bloom(max(2 * await b.count(), _BLOOM_MIN))
+        await b.fill(bloom)
+        self._log_at, self._bloom = at, bloom
+
+    async def _follow(self) -> None:
+        """The adds of every node (and worker) into this one's filter, as they are made:
+        a recipient on no list passes RCPT without a round trip, and one just added
+        anywhere is looked up from the next read of the log (milliseconds)."""
+        b: Any = self.backend
+        while True:
+            try:
+                if self._bloom is None:
+                    await self._refill()
+                for at, seq, addresses in await b.additions(self._log_at[0], _FOLLOW_BLOCK):
+                    if seq != self._log_at[1] + 1:
+                        log.info("suppression: the additions log went from %d to %d; "
+                                 "filling the address filter again", self._log_at[1], seq)
+                        self._bloom = None
+                        break
+                    if addresses and self._bloom is not None:
+                        self._learn(addresses)
+                    self._log_at = (at, seq)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("suppression: cannot follow the additions log (%s); every RCPT "
+                            "is looked up until it can", e)
+                self._bloom = None
+                await asyncio.sleep(_FOLLOW_RETRY)
 
     # --- RCPT -----------------------------------------------------------------------------
     def screen_rcpt(self, txn: PolicyTxn, recipient: str,
@@ -283,12 +332,14 @@ class Suppressions:
     async def _grow(self, pending: builtins.list[str]) -> None:
         """Past its capacity the filter answers "maybe" too often: build a larger one from
         policy.db (on the reader's thread), with what was added meanwhile."""
-        assert self._bloom is not None
+        old = self._bloom
+        assert old is not None
         try:
-            new = Bloom(4 * self._bloom.count)
+            new = Bloom(4 * old.count)
             await self.backend.fill(new)  # type: ignore[attr-defined]
             new.update(pending)
-            self._bloom = new
+            if self._bloom is old:  # not dropped meanwhile (a gap in a shared log)
+                self._bloom = new
         except Exception:
             log.exception("suppression: cannot rebuild the address filter")
         finally:

@@ -1,14 +1,28 @@
 """Two real `mta serve` nodes on one real Redis: a suppression added on one node refuses the
-recipient on the other at its next RCPT, and an import on one is listed on the other."""
+recipient on the other as soon as that node has read the additions log, and an import on
+one is listed on the other."""
 
 from __future__ import annotations
 
+import time
 import urllib.parse
 
 import redis
 
 from tests.integration.test_policy_smtp import _session
 from tests.integration.test_suppression_smtp import _api, _suppress, _toml
+
+
+def _follows(node, rcpt: str, seconds: float = 3.0) -> None:
+    """Until `node` refuses `rcpt`: each node reads the others' adds from the additions
+    log as they are made (milliseconds), not in the writer's transaction."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with _session(node.smtp_port, "sub") as s:
+            s.mail("x@sub.test")
+            if s.rcpt(rcpt)[0] == 550:
+                return
+        time.sleep(0.01)
 
 
 def test_an_entry_added_on_one_node_applies_at_once_on_the_other(mta_factory, redis_url):
@@ -22,6 +36,7 @@ def test_an_entry_added_on_one_node_applies_at_once_on_the_other(mta_factory, re
         assert s.rcpt("gone@dest.test")[0] != 550
     _suppress(a, "gone@dest.test", "shop", "complaint")
     _suppress(a, "@blocked.test", "global")
+    _follows(b, "any@blocked.test")
     with _session(b.smtp_port, "sub") as s:  # sub-account of shop, on the other node
         s.mail("x@sub.test")
         code, text = s.rcpt("gone@dest.test")
