@@ -119,6 +119,7 @@ class Suppressions:
         # A backend others write too (Redis): where this node has read its additions log.
         self._log_at: tuple[str, int] = ("0-0", 0)
         self._follower: asyncio.Task[None] | None = None
+        self._closing = False
         # Address -> its keyed hash once an address was erased (mta.gdpr): RCPT looks the
         # hash up beside the address and its domain. None: no erased address to look for.
         self.hasher: Callable[[str], str] | None = None
@@ -153,6 +154,7 @@ class Suppressions:
 
     async def aclose(self) -> None:
         if self._follower is not None:
+            self._closing = True  # redis-py may turn the cancellation into an error
             self._follower.cancel()
             await asyncio.gather(self._follower, return_exceptions=True)
         if self._growing is not None:
@@ -178,7 +180,7 @@ class Suppressions:
         a recipient on no list passes RCPT without a round trip, and one just added
         anywhere is looked up from the next read of the log (milliseconds)."""
         b: Any = self.backend
-        while True:
+        while not self._closing:
             try:
                 if self._bloom is None:
                     await self._refill()
@@ -194,6 +196,8 @@ class Suppressions:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if self._closing:
+                    return
                 log.warning("suppression: cannot follow the additions log (%s); every RCPT "
                             "is looked up until it can", e)
                 self._bloom = None
