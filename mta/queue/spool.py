@@ -87,6 +87,10 @@ def _parents(text: str) -> tuple[str, ...]:
     return tuple(text.split(",")) if text else ()
 
 
+# What a message just put is kept as in memory until its first delivery reads it (`_fresh`):
+# at most this many bytes of bodies, past which a put keeps nothing (the read goes to disk).
+FRESH_BYTES = 32 << 20
+
 # Built once: json.dumps with arguments makes a new encoder per call (one per put).
 _params_json = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -169,6 +173,12 @@ class Spool:
         self._writer = GroupCommit(wdb, max_batch, _insert_puts, wait=commit_wait)
         # Delivery's reads of a message and its body, batched (reader.py).
         self._deliveries = BatchedReads(rdb, _get_rows_body)
+        # Messages just put, as `get_with_body` would read them back, until the first read:
+        # a delivery straight after acceptance needs no trip to the reader thread. Every
+        # other write of a message drops its entry first (a bulk write drops them all), so
+        # an entry is always what the database holds.
+        self._fresh: dict[str, tuple[MessageInfo, bytes]] = {}
+        self._fresh_bytes = 0
 
     # Counters for metrics and the benchmark: how well group commit is grouping.
     @property
@@ -293,7 +303,21 @@ class Spool:
         recipients = [(msg_id, i, r.address, r.notify, r.orcpt, state, now, reason)
                       for i, r in enumerate(envelope.recipients)]
         await self._writer.put(message, body, recipients)
+        if not held and self._fresh_bytes + len(body) <= FRESH_BYTES:
+            info = self._message(message[:10] + message[12:], [RecipientInfo(
+                i, r.address, r.notify, r.orcpt, "queued", 0, 0.0, None, None, now)
+                for i, r in enumerate(envelope.recipients)])
+            self._fresh[msg_id] = (info, body)
+            self._fresh_bytes += len(body)
         return msg_id
+
+    def _stale(self, msg_id: str | None = None) -> None:
+        """A write of `msg_id` (None: of any message) is coming: its fresh copy goes."""
+        if msg_id is None:
+            self._fresh.clear()
+            self._fresh_bytes = 0
+        elif (entry := self._fresh.pop(msg_id, None)) is not None:
+            self._fresh_bytes -= len(entry[1])
 
     async def record(self, outcomes: list[Outcome]) -> None:
         """Apply delivery outcomes; durable when this returns.
@@ -307,10 +331,12 @@ class Spool:
         for o in outcomes:
             if o.state not in ("deferred", *FINAL_STATES):
                 raise ValueError(f"unknown outcome state {o.state!r}")
+            self._stale(o.msg_id)
         await self._call(lambda db: self._apply_outcomes(db, outcomes), sync=True)
 
     async def hold(self, msg_id: str) -> bool:
         """Stop delivery of a queued message's pending recipients. False if not queued."""
+        self._stale(msg_id)
         async def fn(db: aiosqlite.Connection) -> bool:
             now = self._clock()
             cur = await db.execute(
@@ -325,6 +351,7 @@ class Spool:
 
     async def release(self, msg_id: str) -> bool:
         """Undo `hold`; the recipients keep their retry schedule. False if not held."""
+        self._stale(msg_id)
         async def fn(db: aiosqlite.Connection) -> bool:
             now = self._clock()
             cur = await db.execute(
@@ -339,6 +366,7 @@ class Spool:
 
     async def delete(self, msg_id: str) -> bool:
         """Remove a message, its body and its recipients without delivering or bouncing."""
+        self._stale(msg_id)
         async def fn(db: aiosqlite.Connection) -> bool:
             await db.execute("DELETE FROM recipients WHERE msg_id=?", (msg_id,))
             await db.execute("DELETE FROM bodies WHERE id=?", (msg_id,))
@@ -350,6 +378,7 @@ class Spool:
         """Delete up to `limit` `done` messages accepted before the given unix time; returns
         how many. The daemon calls this periodically so finished mail does not pile up."""
         bound = f"{int(accepted_before * 1000):012x}"  # ids sort by acceptance time
+        self._stale()
 
         async def fn(db: aiosqlite.Connection) -> int:
             async with db.execute("SELECT id FROM messages WHERE state='done' AND id < ? "
@@ -365,11 +394,13 @@ class Spool:
     async def transact(self, fn: Callable[[aiosqlite.Connection], Awaitable[Any]]) -> Any:
         """Run `fn(db)` in the writer's next group commit; its result once committed (an
         erasure, mta.gdpr: the spool's other writes still have a single owner)."""
+        self._stale()
         return await self._call(fn)
 
     async def scrub(self) -> None:
         """Leave no deleted bytes on disk: VACUUM, then fold and truncate the WAL, on the
         writer's connection between two commits (an erasure; the queue waits meanwhile)."""
+        self._stale()
         async def fn(db: aiosqlite.Connection) -> None:
             await db.execute("VACUUM")
             for _ in range(50):  # a reader's snapshot keeps the WAL: try again shortly
@@ -414,6 +445,10 @@ class Spool:
         if unknown; the body is None unless the message is queued and its body is there."""
         if not is_queue_id(msg_id):
             return None, None
+        fresh = self._fresh.pop(msg_id, None)
+        if fresh is not None:
+            self._fresh_bytes -= len(fresh[1])
+            return fresh
         row, rcpts, body = await self._deliveries.get(msg_id)
         if row is None:
             return None, None

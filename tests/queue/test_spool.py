@@ -467,3 +467,42 @@ async def test_a_put_is_visible_to_get_at_once(tmp_path):
     await asyncio.gather(*readers)
     await spool.close()
     assert missing == 0
+
+
+async def test_the_first_read_after_a_put_comes_from_memory_until_a_write_changes_it(
+        spool: Spool, monkeypatch) -> None:
+    import mta.queue.spool as spool_mod
+
+    on_disk = spool._deliveries.get
+    trips: list[str] = []
+
+    async def counted(msg_id: str):
+        trips.append(msg_id)
+        return await on_disk(msg_id)
+
+    monkeypatch.setattr(spool._deliveries, "get", counted)
+    a = await spool.put(envelope(), BODY)
+    info, body = await spool.get_with_body(a)  # delivery, straight after acceptance
+    assert trips == [] and body == BODY
+    assert info == await spool.get(a)  # exactly what the database holds
+    assert (await spool.get_with_body(a))[1] == BODY and trips == [a]  # once only
+    # A write before the first read drops the copy: the read sees the database.
+    b = await spool.put(envelope(), BODY)
+    assert await spool.hold(b)
+    assert (await spool.get_with_body(b))[0].state == "held" and trips[-1] == b
+    c = await spool.put(envelope(), BODY)
+    assert await spool.delete(c)
+    assert await spool.get_with_body(c) == (None, None)
+    d = await spool.put(envelope(1), BODY)
+    await spool.record([Outcome(d, 0, "delivered", Reply(250, "2.0.0", "Ok"))])
+    assert (await spool.get_with_body(d))[0].state == "done"
+    e = await spool.put(envelope(1), BODY)
+    await spool.transact(lambda db: db.execute("UPDATE messages SET state='held' WHERE id=?",
+                                               (e,)))
+    assert (await spool.get_with_body(e))[0].state == "held"
+    # Held at acceptance, or past the memory bound: nothing kept.
+    f = await spool.put(envelope(1), BODY, held=Reply(450, "4.7.1", "review"))
+    assert (await spool.get_with_body(f))[0].state == "held" and trips[-1] == f
+    monkeypatch.setattr(spool_mod, "FRESH_BYTES", len(BODY) - 1)
+    g = await spool.put(envelope(1), BODY)
+    assert (await spool.get_with_body(g))[1] == BODY and trips[-1] == g
