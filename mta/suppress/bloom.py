@@ -17,6 +17,10 @@ from collections.abc import Iterable
 __all__ = ["Bloom"]
 
 _K = 7
+# The entries of erased addresses are keyed hashes under this prefix (mta.gdpr.key.PREFIX;
+# mta.gdpr imports this package, not the other way): while a filter holds none, RCPT need
+# not compute a recipient's hash to probe for it.
+HASHED = "hmac:"
 _BITS_PER_ENTRY = 10
 _MASK32 = 0xFFFFFFFF
 
@@ -27,6 +31,7 @@ class Bloom:
         self.m = self.capacity * _BITS_PER_ENTRY
         self.bits = bytearray((self.m + 7) // 8)
         self.count = 0
+        self.hashed = False  # holds an entry of an erased address (HASHED)
 
     def _probes(self, item: str) -> list[int]:
         h = hash(item) & 0xFFFFFFFFFFFFFFFF
@@ -35,6 +40,8 @@ class Bloom:
         return [(a + i * b) % m for i in range(_K)]
 
     def add(self, item: str) -> None:
+        if item.startswith(HASHED):
+            self.hashed = True
         bits = self.bits
         for p in self._probes(item):
             bits[p >> 3] |= 1 << (p & 7)
@@ -44,6 +51,8 @@ class Bloom:
         """`add` of each, inlined: an import adds a million."""
         bits, m, n = self.bits, self.m, 0
         for item in items:
+            if not self.hashed and item.startswith(HASHED):
+                self.hashed = True
             h = hash(item) & 0xFFFFFFFFFFFFFFFF
             a, b = h & _MASK32, (h >> 32) | 1
             for _ in range(_K):

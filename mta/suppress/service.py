@@ -215,8 +215,14 @@ class Suppressions:
         if known is not None and not any(s in known for s in scopes):
             return charge()
         bloom = self._bloom
-        if bloom is not None and not any(t in bloom for t in self._targets(recipient)):
-            return charge()
+        if bloom is not None:
+            # A recipient's hash (an HMAC) is probed for only once an erased address's
+            # entry is in the filter.
+            found = candidates(recipient)
+            if self.hasher is not None and bloom.hashed:
+                found = (*found, self.hasher(found[0]))
+            if not any(t in bloom for t in found):
+                return charge()
         return self._screen(txn, recipient, scopes, charge)
 
     async def _screen(self, txn: PolicyTxn, recipient: str, scopes: list[str],

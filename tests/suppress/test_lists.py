@@ -160,3 +160,25 @@ async def test_rcpt_screen_finds_what_the_filter_holds_and_grows_past_capacity(
     if inspect.isawaitable(answer):  # a false positive of the filter: looked up
         answer = await answer
     assert answer == "charged"  # not listed: policy answers
+
+
+async def test_rcpt_hashes_a_recipient_only_once_an_erased_address_is_listed(lists):
+    from mta.gdpr.key import PREFIX
+    from mta.policy.engine import PolicyTxn
+    from mta.policy.tenants import Tenant
+    from mta.suppress import bloom
+
+    assert bloom.HASHED == PREFIX
+    hashed: list[str] = []
+
+    def token(address: str) -> str:
+        hashed.append(address)
+        return PREFIX + "x" + address  # stands in for the HMAC
+
+    lists.hasher = token
+    txn = PolicyTxn("shop", "a@shop.test", chain=(Tenant(name="shop"),))
+    assert lists.screen_rcpt(txn, "clean@dest.test", lambda: "charged") == "charged"
+    assert hashed == []  # no erased address listed: nothing to probe for
+    await lists.write_hashed([lists.entry("shop", token("gone@dest.test"), "manual")])
+    answer = lists.screen_rcpt(txn, "gone@dest.test", lambda: "charged")
+    assert (await answer).code == 550 and hashed[-1] == "gone@dest.test"
