@@ -106,7 +106,11 @@ class ConnectionPool:
         self.admit = admit
         self.name = name or ready_queue_name(source or "*",
                                              self.hosts[0].name if self.hosts else "?")
-        self._idle: list[tuple[SmtpClient, asyncio.TimerHandle]] = []  # LIFO: warm first
+        # (session, loop time it went idle), oldest first; taken from the end (warm first).
+        self._idle: list[tuple[SmtpClient, float]] = []
+        # One timer for the oldest idle session, not one per release (a release per
+        # message): it retires what has been idle idle_timeout and waits for the next.
+        self._sweep: asyncio.TimerHandle | None = None
         self._busy: set[SmtpClient] = set()
         self._stale: set[SmtpClient] = set()  # busy when renew() ran: retired on release
         self._opening = 0
@@ -166,9 +170,7 @@ class ConnectionPool:
             if self._idle and self.open_count + self.closing_count >= self.connection_limit:
                 # Idle sessions that this delivery's TLS policy cannot use must not hold
                 # the slots it needs: the coldest one goes.
-                old, timer = self._idle.pop(0)
-                timer.cancel()
-                self._retire(old)
+                self._retire(self._idle.pop(0)[0])
             if self.open_count + self.closing_count < self.connection_limit:
                 self._opening += 1  # the slot is ours while admission is asked
                 try:
@@ -187,10 +189,9 @@ class ConnectionPool:
     def _take_idle(self, req: TlsRequirement) -> SmtpClient | None:
         """The warmest idle session `req` accepts; broken ones are retired on the way."""
         for i in range(len(self._idle) - 1, -1, -1):
-            client, timer = self._idle[i]
+            client = self._idle[i][0]
             if not client.usable:
                 del self._idle[i]
-                timer.cancel()
                 self._retire(client)
                 continue
             if req.accepts(client.host, tls_active=client.tls_active,
@@ -198,7 +199,6 @@ class ConnectionPool:
                            verify_tried=client.verify_tried,
                            dane_verified=client.dane_verified):
                 del self._idle[i]
-                timer.cancel()
                 return client
         return None
 
@@ -221,16 +221,17 @@ class ConnectionPool:
             self._retire(client)
         else:
             loop = asyncio.get_running_loop()
-            timer = loop.call_later(self.idle_timeout, self._idle_expired, client)
-            self._idle.append((client, timer))
+            now = loop.time()
+            self._idle.append((client, now))
+            if self._sweep is None:
+                self._sweep = loop.call_at(now + self.idle_timeout, self._expire_idle)
         self._slot_freed.set()
 
     def renew(self) -> None:
         """The pool's source address or port changed (a reload): idle sessions are closed
         now and busy ones when they come back, so the next message goes on a new one."""
         idle, self._idle = self._idle, []
-        for client, timer in idle:
-            timer.cancel()
+        for client, _ in idle:
             self._retire(client)
         self._stale.update(self._busy)
         self._slot_freed.set()
@@ -238,9 +239,11 @@ class ConnectionPool:
     async def aclose(self) -> None:
         """QUIT every idle session and wait (bounded) for the goodbyes."""
         self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         idle, self._idle = self._idle, []
-        for client, timer in idle:
-            timer.cancel()
+        for client, _ in idle:
             self._retire(client)
         self._slot_freed.set()
         if self._closing_tasks:
@@ -322,13 +325,21 @@ class ConnectionPool:
             return client
         return None
 
-    def _idle_expired(self, client: SmtpClient) -> None:
-        for i, (c, _) in enumerate(self._idle):
-            if c is client:
-                del self._idle[i]
-                break
-        self._retire(client)
-        self._slot_freed.set()
+    def _expire_idle(self) -> None:
+        """Retire the sessions idle for idle_timeout (as it is now: a reload may have
+        changed it), then wait for the oldest of the rest."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now, idle, expired = loop.time(), self._idle, 0
+        while expired < len(idle) and idle[expired][1] + self.idle_timeout <= now:
+            expired += 1
+        if expired:
+            gone, idle[:expired] = idle[:expired], []
+            for client, _ in gone:
+                self._retire(client)
+            self._slot_freed.set()
+        if idle and not self._closed:
+            self._sweep = loop.call_at(idle[0][1] + self.idle_timeout, self._expire_idle)
 
     def _retire(self, client: SmtpClient) -> None:
         self._spawn_close(client, self._grants.pop(client, None))

@@ -140,6 +140,26 @@ async def test_idle_connections_close_after_idle_timeout(mx_factory):
     await pool.aclose()
 
 
+async def test_each_idle_session_closes_idle_timeout_after_its_own_release(mx_factory):
+    mx = await mx_factory("127.0.0.2")
+    pool = make_pool(mx.port, site(("mx1", "127.0.0.2")), idle_timeout=0.5)
+    first, second = pool.lease(), pool.lease()
+    await first.__aenter__()
+    await second.__aenter__()  # two sessions at once
+    await first.__aexit__(None, None, None)
+    t0 = time.monotonic()
+    await asyncio.sleep(0.4)
+    await second.__aexit__(None, None, None)  # idle 0.4 s after the first
+    assert pool.idle_count == 2
+    while pool.idle_count == 2 and time.monotonic() - t0 < 3:
+        await asyncio.sleep(0.01)
+    assert pool.idle_count == 1 and 0.45 < time.monotonic() - t0 < 0.85  # the first only
+    while pool.idle_count and time.monotonic() - t0 < 3:
+        await asyncio.sleep(0.01)
+    assert pool.open_count == 0 and 0.85 < time.monotonic() - t0 < 3
+    await pool.aclose()
+
+
 async def test_idle_connection_closed_by_the_server_is_replaced(mx_factory):
     mx = await mx_factory("127.0.0.2")
     pool = make_pool(mx.port, site(("mx1", "127.0.0.2")))
