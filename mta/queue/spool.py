@@ -14,7 +14,9 @@ batch tries again. This module says what each operation writes.
 
 Reads (`get`, `list`, `read_body`, `stats`, `iter_pending`) use a second connection, so
 they never wait for a commit (WAL readers see the last committed state). Bodies are only
-ever read by `read_body` and written by `put`.
+ever read by `read_body` and `get_with_body` and written by `put`. A message just put is
+kept in memory as `get_with_body` would read it until that first read (the delivery
+straight after acceptance), and dropped by any write of it before then.
 
 A message whose recipients are all final (delivered, bounced or expired) becomes `done` and
 its body is deleted in the same transaction; callers that need the original for a DSN read
@@ -378,7 +380,7 @@ class Spool:
         """Delete up to `limit` `done` messages accepted before the given unix time; returns
         how many. The daemon calls this periodically so finished mail does not pile up."""
         bound = f"{int(accepted_before * 1000):012x}"  # ids sort by acceptance time
-        self._stale()
+        # Only `done` messages go, and none of those has a fresh copy (record dropped it).
 
         async def fn(db: aiosqlite.Connection) -> int:
             async with db.execute("SELECT id FROM messages WHERE state='done' AND id < ? "
