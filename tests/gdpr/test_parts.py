@@ -121,6 +121,10 @@ async def test_hashed_entries_refuse_an_erased_address_on_redis(redis_url, tmp_p
         for k in keys:
             if await client.type(k) == "hash":
                 assert not [f for f in await client.hkeys(k) if "erase" in f.lower()]
+            if await client.type(k) == "stream":  # the additions log nodes follow
+                assert not [i for i, f in await client.xrange(k)
+                            if "erase" in f.get("a", "").lower()]
+        assert "stream" in [await client.type(k) for k in keys]
     finally:
         await client.flushdb()
         await lists.aclose()
