@@ -14,7 +14,7 @@ import smtplib
 import redis
 
 from tests.gdpr.test_gdpr import _hits
-from tests.workers.test_workers import _all_ready, _post_credits
+from tests.workers.test_workers import _post_credits
 
 ADDRESS = "Wqz.Twoshards@dest.test"
 
@@ -69,8 +69,7 @@ async def test_export_and_erase_reach_every_worker(mta_factory, redis_url):
     mta.kill()
     text = mta.config_path.read_text().replace("[server]\n", "[server]\nworkers = 2\n", 1)
     mta.config_path.write_text(text)
-    await asyncio.to_thread(mta.start)
-    await _all_ready(mta)
+    await asyncio.to_thread(mta.start, notified=True)
     assert await asyncio.to_thread(_post_credits, mta, 100, "default") == 201
     sent = await asyncio.to_thread(_send_many, mta.smtp_port, 24)
     ids = [t for code, t in sent if code == 250]

@@ -232,9 +232,7 @@ async def test_workers_count_into_one_report(mx_factory, world, tmp_path):
     mta.config_path.write_text(mta.config_path.read_text().replace(
         "[server]\n", "[server]\nworkers = 2\n", 1))
     try:
-        await asyncio.to_thread(mta.start)
-        # mta.start saw the first worker listen; the supervisor says when both do.
-        await _wait(lambda: "mta ready: 2 workers" in mta.stderr, "both workers")
+        await asyncio.to_thread(mta.start, notified=True)  # READY=1: both workers listen
         ids = [await asyncio.to_thread(_send, mta.smtp_port, f"r{i}@ok.test")
                for i in range(40)]
         assert {i[-2:] for i in ids} == {"00", "01"}, ids  # both workers took mail

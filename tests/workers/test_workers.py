@@ -76,15 +76,6 @@ def _metrics(mta) -> str:
         return r.read().decode()
 
 
-async def _all_ready(mta) -> None:
-    """Until the supervisor says every worker listens (mta.start saw the first one), in
-    this run of it (stderr keeps the runs before a restart)."""
-    deadline = time.monotonic() + 30
-    while "mta ready: 2 workers" not in mta.stderr.rsplit("worker 1 started", 1)[-1]:
-        assert time.monotonic() < deadline, mta.stderr
-        await asyncio.sleep(0.1)
-
-
 def _flush(url: str) -> None:
     with redis.Redis.from_url(url, socket_timeout=5) as r:
         r.flushdb()
@@ -99,8 +90,7 @@ async def test_two_workers_one_admin_api_and_kill_9_of_one(mta_factory, redis_ur
     mta.kill()
     text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
     mta.config_path.write_text(text)
-    await asyncio.to_thread(mta.start)
-    await _all_ready(mta)
+    await asyncio.to_thread(mta.start, notified=True)
     ids = await asyncio.to_thread(_send, mta, 40)
     assert all(ids), ids
     shards = {i[-2:] for i in ids}
@@ -173,8 +163,7 @@ password = "{pw}"
     mta.kill()
     text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
     mta.config_path.write_text(text)
-    await asyncio.to_thread(mta.start)
-    await _all_ready(mta)
+    await asyncio.to_thread(mta.start, notified=True)
     with ThreadPoolExecutor(50) as pool:
         results = list(pool.map(lambda _: _send(mta, 1, "shop")[0], range(50)))
     accepted = [r for r in results if r]
@@ -232,8 +221,7 @@ password = "{hash_password(PW, ln=10)}"
     mta.kill()
     text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
     mta.config_path.write_text(text)
-    await asyncio.to_thread(mta.start)
-    await _all_ready(mta)
+    await asyncio.to_thread(mta.start, notified=True)
     sock = mta.workdir / "spool" / "store" / "redis.sock"
     assert sock.is_socket() and oct(os.stat(sock.parent).st_mode & 0o777) == "0o700"
     supervisor = mta.proc.pid
@@ -277,8 +265,7 @@ async def test_kill_9_of_the_supervisor_takes_its_workers_and_store_along(mta_fa
     mta.kill()
     text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
     mta.config_path.write_text(text)
-    await asyncio.to_thread(mta.start)
-    await _all_ready(mta)
+    await asyncio.to_thread(mta.start, notified=True)
     supervisor = mta.proc.pid
     children = _workers(mta) + _children(supervisor, b"redis-server")
     assert len(children) == 3
@@ -287,8 +274,7 @@ async def test_kill_9_of_the_supervisor_takes_its_workers_and_store_along(mta_fa
     while [p for p in children if _running(p)]:
         assert time.monotonic() < deadline, "children outlived the supervisor"
         await asyncio.sleep(0.1)
-    await asyncio.to_thread(mta.start)  # the same shards and ports: free again
-    await _all_ready(mta)
+    await asyncio.to_thread(mta.start, notified=True)  # the same shards and ports: free again
     assert mta.terminate() == 0
 
 
@@ -323,8 +309,7 @@ async def test_every_worker_answers_http_and_relays_the_daemon_s_routes_to_worke
     mta.kill()
     text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
     mta.config_path.write_text(text)
-    await asyncio.to_thread(mta.start)
-    await _all_ready(mta)
+    await asyncio.to_thread(mta.start, notified=True)
 
     def inject(i: int) -> str:
         status, _, out = _request(mta, "POST", "/api/v1/messages", {
@@ -383,8 +368,7 @@ retry_for = "1s"
         mta.kill()
         text = mta.config_path.read_text().replace('[server]\n', '[server]\nworkers = 2\n', 1)
         mta.config_path.write_text(text)
-        await asyncio.to_thread(mta.start)
-        await _all_ready(mta)
+        await asyncio.to_thread(mta.start, notified=True)
         out = await asyncio.to_thread(mta.cli, "webhooks", "add", rx.url, "--json",
                                       "--events", "received")
         assert out.returncode == 0, out.stderr
