@@ -1,7 +1,8 @@
 """Run the real daemon (`mta serve`) as a child process, the way operators run it.
 
 `MtaProcess(tmp_path, extra_toml)` writes a config with free loopback ports, starts
-`python -m mta.cli serve`, waits until SMTP answers, and can stop it with SIGTERM or kill it
+`python -m mta.cli serve`, waits until SMTP answers (with `start(notified=True)`, also until
+it tells systemd READY=1: every worker listens), and can stop it with SIGTERM or kill it
 with SIGKILL. Used by every test that needs the whole product rather than one module.
 """
 
