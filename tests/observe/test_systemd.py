@@ -5,48 +5,18 @@ at SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
 import smtplib
-import socket
 import time
 
 import pytest
 
-from tests.support.daemon import MtaProcess
-
-
-class Manager:
-    """The receiving end of $NOTIFY_SOCKET, in the abstract namespace (no path limits)."""
-
-    def __init__(self) -> None:
-        self.name = f"@mta-test-notify-{os.getpid()}-{time.monotonic_ns()}"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind("\0" + self.name[1:])
-        self.seen: list[tuple[float, dict[str, str]]] = []
-
-    def next(self, timeout: float = 20.0) -> dict[str, str]:
-        self.sock.settimeout(timeout)
-        data = self.sock.recv(4096).decode()
-        fields = dict(line.split("=", 1) for line in data.splitlines() if line)
-        self.seen.append((time.monotonic(), fields))
-        return fields
-
-    def wait_for(self, key: str, timeout: float = 20.0) -> dict[str, str]:
-        """The next message carrying `key`, skipping watchdog pings."""
-        deadline = time.monotonic() + timeout
-        while True:
-            fields = self.next(max(0.1, deadline - time.monotonic()))
-            if key in fields:
-                return fields
-
-    def close(self) -> None:
-        self.sock.close()
+from tests.support.daemon import MtaProcess, NotifySocket
 
 
 @pytest.fixture
 def manager():
-    m = Manager()
+    m = NotifySocket()
     yield m
     m.close()
 

@@ -42,23 +42,39 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5) -> None:
         proc.wait(timeout=timeout)
 
 
-class _NotifySocket:
-    """The receiving end of a $NOTIFY_SOCKET, as systemd holds it (abstract namespace)."""
+class NotifySocket:
+    """The receiving end of a $NOTIFY_SOCKET, as systemd holds it, in the abstract namespace
+    (no path limits): what the daemon tells the manager (READY=1, WATCHDOG=1, ...)."""
 
     def __init__(self) -> None:
-        self.name = f"@mta-notify-{os.getpid()}-{time.monotonic_ns()}"
+        self.name = f"@mta-test-notify-{os.getpid()}-{time.monotonic_ns()}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind("\0" + self.name[1:])
+        self.seen: list[tuple[float, dict[str, str]]] = []
+
+    def next(self, timeout: float = 20.0) -> dict[str, str]:
+        self.sock.settimeout(timeout)
+        data = self.sock.recv(4096).decode()
+        fields = dict(line.split("=", 1) for line in data.splitlines() if line)
+        self.seen.append((time.monotonic(), fields))
+        return fields
+
+    def wait_for(self, key: str, timeout: float = 20.0) -> dict[str, str]:
+        """The next message carrying `key`, skipping watchdog pings."""
+        deadline = time.monotonic() + timeout
+        while True:
+            fields = self.next(max(0.1, deadline - time.monotonic()))
+            if key in fields:
+                return fields
 
     def ready(self, deadline: float, proc: subprocess.Popen[bytes]) -> bool:
-        while (left := deadline - time.monotonic()) > 0 and proc.poll() is None:
-            self.sock.settimeout(min(left, 0.5))
+        """Whether READY=1 comes before `deadline`, while `proc` runs."""
+        while deadline > time.monotonic() and proc.poll() is None:
             try:
-                data = self.sock.recv(4096)
+                if self.next(min(deadline - time.monotonic(), 0.5)).get("READY") == "1":
+                    return True
             except TimeoutError:
                 continue
-            if b"READY=1" in data.split(b"\n"):
-                return True
         return False
 
     def close(self) -> None:
@@ -116,7 +132,7 @@ level = "info"
         READY=1 (through a $NOTIFY_SOCKET of our own): with `[server] workers` > 1 the
         first worker answers SMTP before the others listen, and connections opened then
         all land on it."""
-        manager = _NotifySocket() if notified and "NOTIFY_SOCKET" not in self.env else None
+        manager = NotifySocket() if notified and "NOTIFY_SOCKET" not in self.env else None
         self._stderr = open(self.stderr_path, "ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         if manager is not None:
