@@ -141,9 +141,7 @@ class Suppressions:
         s = cls(backend, cfg.suppression, clock, events)
         if not backend.shared:
             s._known = await backend.scopes()
-            bloom = Bloom(max(2 * await backend.count(), _BLOOM_MIN))  # type: ignore[attr-defined]
-            await backend.fill(bloom)  # type: ignore[attr-defined]
-            s._bloom = bloom
+            s._bloom = await s._filled()
         elif hasattr(backend, "additions"):  # others write too, and log what they add
             await s._refill()
             s._follower = asyncio.get_running_loop().create_task(s._follow())
@@ -169,11 +167,16 @@ class Suppressions:
         what is added meanwhile is read again from there. Until it is built every RCPT
         is looked up."""
         self._bloom = None
+        at = await self.backend.position()  # type: ignore[attr-defined]
+        bloom = await self._filled()
+        self._log_at, self._bloom = at, bloom
+
+    async def _filled(self) -> Bloom:
+        """A new filter of every address on the lists, with room to grow."""
         b: Any = self.backend
-        at = await b.position()
         bloom = Bloom(max(2 * await b.count(), _BLOOM_MIN))
         await b.fill(bloom)
-        self._log_at, self._bloom = at, bloom
+        return bloom
 
     async def _follow(self) -> None:
         """The adds of every node (and worker) into this one's filter, as they are made:
@@ -218,10 +221,7 @@ class Suppressions:
         if bloom is not None:
             # A recipient's hash (an HMAC) is probed for only once an erased address's
             # entry is in the filter.
-            found = candidates(recipient)
-            if self.hasher is not None and bloom.hashed:
-                found = (*found, self.hasher(found[0]))
-            if not any(t in bloom for t in found):
+            if not any(t in bloom for t in self._targets(recipient, bloom.hashed)):
                 return charge()
         return self._screen(txn, recipient, scopes, charge)
 
@@ -244,10 +244,13 @@ class Suppressions:
             return R_DROPPED
         return refusal(hit)
 
-    def _targets(self, recipient: str) -> tuple[str, ...]:
-        """What a recipient is looked up as: itself, its domain, and its hash."""
+    def _targets(self, recipient: str, hashed: bool = True) -> tuple[str, ...]:
+        """What a recipient is looked up as: itself, its domain, and (unless `hashed` says
+        no erased address is listed) its hash."""
         found = candidates(recipient)
-        return found if self.hasher is None else (*found, self.hasher(found[0]))
+        if self.hasher is None or not hashed:
+            return found
+        return (*found, self.hasher(found[0]))
 
     async def write_hashed(self, entries: builtins.list[Entry]) -> None:
         """Entries for erased addresses (their `address` is a keyed hash): written as
@@ -341,7 +344,7 @@ class Suppressions:
 
     async def _grow(self, pending: builtins.list[str]) -> None:
         """Past its capacity the filter answers "maybe" too often: build a larger one from
-        policy.db (on the reader's thread), with what was added meanwhile."""
+        the lists (policy.db on its reader thread, or Redis), with what was added meanwhile."""
         old = self._bloom
         assert old is not None
         try:
